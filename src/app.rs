@@ -1,0 +1,275 @@
+//! `App` holds what is built once per cold start; `handle` turns one request into one
+//! response. Data flows one way: request -> route -> handler -> store and upstream -> response.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use lambda_http::http::{header, HeaderValue, StatusCode};
+use lambda_http::{Body, Request, RequestExt, Response};
+use serde::Serialize;
+use serde_json::json;
+use tokio::time::Instant;
+
+use crate::body::{Content, Shape};
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::routes::{ChatId, Route};
+use crate::store::{MemoryStore, RedisStore, Store, StoreError, Turn};
+use crate::upstream::wire::{Message, Usage};
+use crate::upstream::{Model, Upstream, UpstreamError};
+
+/// Time kept back from the Lambda deadline to store a turn and answer before Lambda stops
+/// the invocation: an answer of 504 beats a bare timeout from API Gateway.
+const LAMBDA_MARGIN: Duration = Duration::from_millis(2500);
+
+/// Everything a request needs, built once and borrowed by every invocation.
+pub struct App {
+    store: Arc<dyn Store>,
+    upstream: Upstream,
+    default_system_prompt: String,
+    max_body_bytes: usize,
+}
+
+/// A dependency that could not be built at cold start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("cannot set up the Redis client: {0}")]
+    Store(#[from] StoreError),
+    #[error("cannot set up the OpenAI client: {0}")]
+    Upstream(#[from] UpstreamError),
+}
+
+impl App {
+    /// Builds the clients from `config`: Redis when configured, else the in-memory store.
+    /// Redis connects in the background; nothing here waits on the network.
+    pub fn build(config: &Config) -> Result<App, StartupError> {
+        let store: Arc<dyn Store> = match &config.redis {
+            Some(target) => Arc::new(RedisStore::connect(
+                target,
+                config.store.clone(),
+                config.redis_timeout,
+            )?),
+            None => Arc::new(MemoryStore::new(config.store.clone())),
+        };
+        Ok(App::with_store(config, store)?)
+    }
+
+    /// An app over a store the caller built: tests and benchmarks use it to keep a handle
+    /// on the store.
+    pub fn with_store(config: &Config, store: Arc<dyn Store>) -> Result<App, UpstreamError> {
+        Ok(App {
+            store,
+            upstream: Upstream::new(&config.openai)?,
+            default_system_prompt: config.default_system_prompt.clone(),
+            max_body_bytes: config.max_body_bytes,
+        })
+    }
+}
+
+/// Answers one request. Never fails: every error becomes its JSON response here, because an
+/// `Err` from a Lambda handler reaches the client as API Gateway's bare 500.
+pub async fn handle(app: &App, request: Request) -> Response<Body> {
+    let started = Instant::now();
+    let route = Route::parse(request.method(), request.uri().path());
+    let route_name = route.as_ref().map_or("none", Route::name);
+    let result = match route {
+        Ok(route) => dispatch(app, route, &request).await,
+        Err(error) => Err(error),
+    };
+    let response = result.unwrap_or_else(ApiError::into_response);
+    tracing::info!(
+        method = %request.method(),
+        route = route_name,
+        status = response.status().as_u16(),
+        latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+        "request"
+    );
+    response
+}
+
+async fn dispatch(app: &App, route: Route, request: &Request) -> Result<Response<Body>, ApiError> {
+    let body = request.body();
+    let content = |shape| Content::parse(body, shape, app.max_body_bytes);
+    match route {
+        Route::Hello => Ok(hello()),
+        Route::GetGlobalSystem => {
+            let prompt = app.store.global_prompt().await?;
+            let content = prompt.as_deref().unwrap_or(&app.default_system_prompt);
+            Ok(json_response(
+                StatusCode::OK,
+                &json!({ "content": content }),
+            ))
+        }
+        Route::SetGlobalSystem => {
+            let Content { content, .. } = content(Shape::Content)?;
+            app.store.set_global_prompt(&content).await?;
+            Ok(empty_object())
+        }
+        Route::Moderate => {
+            let Content { content, .. } = content(Shape::Content)?;
+            let deadline = app.upstream.deadline(lambda_deadline(request));
+            let result = app.upstream.moderate(&content, deadline).await?;
+            Ok(json_response(StatusCode::OK, &result))
+        }
+        Route::GetChatSystem(chat) => {
+            let prompt = app.store.chat_prompt(&chat).await?;
+            Ok(json_response(
+                StatusCode::OK,
+                &json!({ "content": prompt.unwrap_or_default() }),
+            ))
+        }
+        Route::SetChatSystem(chat) => {
+            let Content { content, .. } = content(Shape::Content)?;
+            app.store.set_chat_prompt(&chat, &content).await?;
+            Ok(empty_object())
+        }
+        Route::SendChat(chat) => turn(app, &chat, content(Shape::Content)?, request).await,
+        Route::SendImage(chat) => turn(app, &chat, content(Shape::ContentAndUrl)?, request).await,
+        Route::GetChat(chat) => {
+            let turns = app.store.turns(&chat).await?;
+            Ok(json_response(StatusCode::OK, &transcript(&turns)))
+        }
+        Route::ClearChat(chat) => {
+            app.store.clear(&chat).await?;
+            Ok(empty_object())
+        }
+    }
+}
+
+/// One turn: read the prompts and history, ask upstream, store question and answer together.
+/// Nothing is written unless upstream answered.
+async fn turn(
+    app: &App,
+    chat: &ChatId,
+    question: Content,
+    request: &Request,
+) -> Result<Response<Body>, ApiError> {
+    let context = app.store.turn_context(chat).await?;
+    let global_prompt = context
+        .global_prompt
+        .as_deref()
+        .unwrap_or(&app.default_system_prompt);
+
+    let mut messages = Vec::with_capacity(context.history.len() * 2 + 3);
+    messages.push(Message::System {
+        content: global_prompt,
+    });
+    if let Some(prompt) = context.chat_prompt.as_deref() {
+        messages.push(Message::System { content: prompt });
+    }
+    for past in &context.history {
+        messages.push(Message::user(&past.user, past.url.as_deref()));
+        messages.push(Message::Assistant {
+            content: &past.assistant,
+        });
+    }
+    messages.push(Message::user(&question.content, question.url.as_deref()));
+
+    let model = if question.url.is_some() {
+        Model::Vision
+    } else {
+        Model::Chat
+    };
+    let deadline = app.upstream.deadline(lambda_deadline(request));
+    let completion = app.upstream.complete(model, &messages, deadline).await?;
+    drop(messages);
+
+    let turn = Turn {
+        user: question.content,
+        url: question.url,
+        assistant: completion.content,
+    };
+    app.store.append_turn(chat, &turn).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &Reply {
+            content: &turn.assistant,
+            role: "assistant",
+            tokens: completion.usage,
+        },
+    ))
+}
+
+/// The answer to `/chat` and `/img`, field for field as the older proxy sent it.
+#[derive(Serialize)]
+struct Reply<'a> {
+    content: &'a str,
+    role: &'static str,
+    tokens: Usage,
+}
+
+/// One message of `GET /<chat_id>/chat`.
+#[derive(Serialize)]
+struct TranscriptMessage<'a> {
+    role: &'static str,
+    content: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    url: Option<&'a str>,
+}
+
+fn transcript(turns: &[Turn]) -> Vec<TranscriptMessage<'_>> {
+    turns
+        .iter()
+        .flat_map(|turn| {
+            [
+                TranscriptMessage {
+                    role: "user",
+                    content: &turn.user,
+                    url: turn.url.as_deref(),
+                },
+                TranscriptMessage {
+                    role: "assistant",
+                    content: &turn.assistant,
+                    url: None,
+                },
+            ]
+        })
+        .collect()
+}
+
+/// The invocation's deadline less a margin, when the request came through Lambda.
+fn lambda_deadline(request: &Request) -> Option<Instant> {
+    let deadline_ms = request.lambda_context_ref()?.deadline;
+    if deadline_ms == 0 {
+        return None;
+    }
+    let deadline = UNIX_EPOCH + Duration::from_millis(deadline_ms);
+    let left = deadline
+        .duration_since(SystemTime::now())
+        .unwrap_or_default()
+        .saturating_sub(LAMBDA_MARGIN);
+    Some(Instant::now() + left)
+}
+
+fn hello() -> Response<Body> {
+    let mut response = Response::new(Body::from("Hello, World!"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    response
+}
+
+fn empty_object() -> Response<Body> {
+    json_response(StatusCode::OK, &json!({}))
+}
+
+/// A JSON response. Serialising the proxy's own types cannot fail; if it ever did, the
+/// client still gets a JSON error rather than a panic.
+pub(crate) fn json_response(status: StatusCode, value: &impl Serialize) -> Response<Body> {
+    let (status, body) = match serde_json::to_vec(value) {
+        Ok(body) => (status, body),
+        Err(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            br#"{"error":{"message":"something went wrong","type":"api_error","code":"internal_error"}}"#
+                .to_vec(),
+        ),
+    };
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}

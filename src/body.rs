@@ -1,0 +1,187 @@
+//! Request bodies: size, encoding and shape checked once, with messages that say what to fix.
+
+use lambda_http::Body;
+use serde_json::{Map, Value};
+
+use crate::error::ApiError;
+
+/// `{"content": string}`, the body of every route that takes one, plus `url` on `/img`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Content {
+    pub content: String,
+    pub url: Option<String>,
+}
+
+/// Which fields a route takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// `{"content": string}`
+    Content,
+    /// `{"content": string, "url": string}`
+    ContentAndUrl,
+}
+
+impl Content {
+    /// Parses a body of the given shape; any other field is refused, so a typo such as
+    /// `"contents"` is an error rather than a silently empty message.
+    pub fn parse(body: &Body, shape: Shape, limit: usize) -> Result<Content, ApiError> {
+        let mut fields = json_object(body, limit)?;
+        let allowed: &[&str] = match shape {
+            Shape::Content => &["content"],
+            Shape::ContentAndUrl => &["content", "url"],
+        };
+        if let Some(unknown) = fields.keys().find(|key| !allowed.contains(&key.as_str())) {
+            return Err(ApiError::bad_request(
+                "unknown_field",
+                format!(
+                    "unknown field `{unknown}`; this route takes {}",
+                    field_list(allowed)
+                ),
+            ));
+        }
+        let content = required_text(&mut fields, "content", "invalid_content")?;
+        let url = match shape {
+            Shape::Content => None,
+            Shape::ContentAndUrl => Some(required_text(&mut fields, "url", "invalid_url")?),
+        };
+        Ok(Content { content, url })
+    }
+}
+
+fn field_list(fields: &[&str]) -> String {
+    fields
+        .iter()
+        .map(|f| format!("`{f}`"))
+        .collect::<Vec<_>>()
+        .join(" and ")
+}
+
+fn json_object(body: &Body, limit: usize) -> Result<Map<String, Value>, ApiError> {
+    let bytes: &[u8] = body.as_ref();
+    if bytes.len() > limit {
+        return Err(ApiError::PayloadTooLarge { limit });
+    }
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::bad_request(
+            "invalid_json",
+            "request body is empty; send a JSON object such as {\"content\": \"...\"}",
+        ));
+    }
+    let text = std::str::from_utf8(bytes).map_err(|_| {
+        ApiError::bad_request("invalid_encoding", "request body is not valid UTF-8")
+    })?;
+    match serde_json::from_str(text) {
+        Ok(Value::Object(fields)) => Ok(fields),
+        Ok(_) => Err(ApiError::bad_request(
+            "invalid_json",
+            "request body must be a JSON object such as {\"content\": \"...\"}",
+        )),
+        Err(e) => Err(ApiError::bad_request(
+            "invalid_json",
+            format!("request body is not valid JSON: {e}"),
+        )),
+    }
+}
+
+fn required_text(
+    fields: &mut Map<String, Value>,
+    name: &str,
+    code: &'static str,
+) -> Result<String, ApiError> {
+    match fields.remove(name) {
+        Some(Value::String(text)) if !text.trim().is_empty() => Ok(text),
+        Some(Value::String(_)) => Err(ApiError::bad_request(
+            code,
+            format!("`{name}` must not be empty"),
+        )),
+        Some(_) => Err(ApiError::bad_request(
+            code,
+            format!("`{name}` must be a string"),
+        )),
+        None => Err(ApiError::bad_request(code, format!("`{name}` is required"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(raw: &str, shape: Shape) -> Result<Content, ApiError> {
+        Content::parse(&Body::from(raw), shape, 1024)
+    }
+
+    fn code_of(result: Result<Content, ApiError>) -> &'static str {
+        result.unwrap_err().code()
+    }
+
+    #[test]
+    fn content_is_read() {
+        let parsed = parse(r#"{"content": "hi"}"#, Shape::Content).unwrap();
+        assert_eq!(parsed.content, "hi");
+        assert_eq!(parsed.url, None);
+    }
+
+    #[test]
+    fn url_is_read_for_images() {
+        let parsed = parse(
+            r#"{"content": "what?", "url": "https://x/y.png"}"#,
+            Shape::ContentAndUrl,
+        )
+        .unwrap();
+        assert_eq!(parsed.url.as_deref(), Some("https://x/y.png"));
+    }
+
+    #[test]
+    fn each_bad_body_has_its_code() {
+        let cases = [
+            ("", "invalid_json"),
+            ("not json", "invalid_json"),
+            ("[1]", "invalid_json"),
+            ("{}", "invalid_content"),
+            (r#"{"content": 5}"#, "invalid_content"),
+            (r#"{"content": "  "}"#, "invalid_content"),
+            (r#"{"content": null}"#, "invalid_content"),
+            (r#"{"content": "x", "extra": 1}"#, "unknown_field"),
+        ];
+        for (raw, code) in cases {
+            assert_eq!(code_of(parse(raw, Shape::Content)), code, "{raw}");
+        }
+        assert_eq!(
+            code_of(parse(r#"{"content": "x"}"#, Shape::ContentAndUrl)),
+            "invalid_url"
+        );
+        assert_eq!(
+            code_of(parse(r#"{"content": "x", "url": 3}"#, Shape::ContentAndUrl)),
+            "invalid_url"
+        );
+    }
+
+    #[test]
+    fn non_utf8_is_refused() {
+        let body = Body::from(vec![b'{', 0xff, 0xfe, b'}']);
+        assert_eq!(
+            Content::parse(&body, Shape::Content, 1024)
+                .unwrap_err()
+                .code(),
+            "invalid_encoding"
+        );
+    }
+
+    #[test]
+    fn bodies_over_the_limit_are_too_large() {
+        let raw = format!(r#"{{"content": "{}"}}"#, "a".repeat(2000));
+        assert_eq!(code_of(parse(&raw, Shape::Content)), "body_too_large");
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_without_a_crash() {
+        let raw = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        let body = Body::from(raw);
+        assert_eq!(
+            Content::parse(&body, Shape::Content, 1 << 20)
+                .unwrap_err()
+                .code(),
+            "invalid_json"
+        );
+    }
+}

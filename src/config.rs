@@ -1,0 +1,413 @@
+//! One `Config`, read once from the environment at cold start.
+//!
+//! Every variable is checked before anything is built, and every problem is reported
+//! together, so a broken deployment is fixed in one round instead of one variable at a time.
+//! Secret values are held as [`SecretString`] and never appear in a message.
+
+use std::fmt;
+use std::time::Duration;
+
+use secrecy::SecretString;
+
+/// Everything the function needs to start, already validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub openai: OpenAiConfig,
+    /// `None` runs on the in-memory store: for local runs only.
+    pub redis: Option<RedisTarget>,
+    /// Bounds every Redis command, connect included: Redis down answers 503 within it.
+    pub redis_timeout: Duration,
+    pub store: StoreSettings,
+    /// The global system prompt used until `POST /system` sets one.
+    pub default_system_prompt: String,
+    /// Request bodies larger than this are refused with 413.
+    pub max_body_bytes: usize,
+    /// `json` on Lambda (CloudWatch parses it), `text` elsewhere, unless `LOG_FORMAT` says.
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone)]
+pub struct OpenAiConfig {
+    pub api_key: SecretString,
+    pub base_url: String,
+    pub chat_model: String,
+    pub vision_model: String,
+    pub moderation_model: String,
+    /// The whole budget of one upstream call, retries included.
+    pub timeout: Duration,
+}
+
+/// Where Redis is. The URL form may carry a password, so it is a secret as a whole.
+#[derive(Debug, Clone)]
+pub enum RedisTarget {
+    /// `redis://`, `rediss://`, `redis-cluster://` or `rediss-cluster://`.
+    Url(SecretString),
+    /// The older proxy's `REDIS_HOST` / `REDIS_PORT` / `REDIS_PASSWORD` form.
+    Parts {
+        host: String,
+        port: u16,
+        password: Option<SecretString>,
+        tls: bool,
+    },
+}
+
+/// How chats are kept, whichever store keeps them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreSettings {
+    /// Prefix of every key; never contains `{` or `}` (they would break the hash tag).
+    pub key_prefix: String,
+    /// A chat's keys expire this long after its last write; `None` keeps chats forever.
+    pub chat_ttl: Option<Duration>,
+    /// How many messages (user and assistant) a chat keeps and sends upstream.
+    pub max_history_messages: usize,
+}
+
+impl StoreSettings {
+    /// A turn is stored as one question and its answer, so the cap is kept in whole turns.
+    pub fn max_turns(&self) -> usize {
+        self.max_history_messages / 2
+    }
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        Self {
+            key_prefix: "chat-proxy".to_owned(),
+            chat_ttl: Some(Duration::from_secs(30 * 24 * 3600)),
+            max_history_messages: 100,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+/// Every problem found in the environment, reported at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub problems: Vec<String>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid configuration: {}", self.problems.join("; "))
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
+const DEFAULT_MODEL: &str = "gpt-4o-mini";
+const DEFAULT_MODERATION_MODEL: &str = "omni-moderation-latest";
+const DEFAULT_SYSTEM_PROMPT: &str = "You are a helpful assistant.";
+const DEFAULT_TIMEOUT_SECONDS: u64 = 25;
+const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads variables through `lookup`, so tests need not touch the process environment.
+    /// An empty value counts as unset, as it does in most `.env` tooling.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let mut env = Reader {
+            lookup: |name: &str| lookup(name).filter(|value| !value.trim().is_empty()),
+            problems: Vec::new(),
+        };
+
+        let api_key = match env.get("GPT_API_KEY").or_else(|| env.get("OPENAI_API_KEY")) {
+            Some(key) => SecretString::from(key),
+            None => {
+                env.problem("GPT_API_KEY (or OPENAI_API_KEY) is required");
+                SecretString::from(String::new())
+            }
+        };
+        let base_url = env
+            .get("OPENAI_BASE_URL")
+            .unwrap_or_else(|| DEFAULT_BASE_URL.to_owned());
+        if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
+            env.problem("OPENAI_BASE_URL must start with http:// or https://");
+        }
+        let openai = OpenAiConfig {
+            api_key,
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            chat_model: env.text("CHAT_MODEL", DEFAULT_MODEL),
+            vision_model: env.text("VISION_MODEL", DEFAULT_MODEL),
+            moderation_model: env.text("MODERATION_MODEL", DEFAULT_MODERATION_MODEL),
+            timeout: Duration::from_secs(env.number(
+                "OPENAI_TIMEOUT_SECONDS",
+                DEFAULT_TIMEOUT_SECONDS,
+                1..=900,
+            )),
+        };
+
+        let redis = redis_target(&mut env);
+        let redis_timeout =
+            Duration::from_millis(env.number("REDIS_TIMEOUT_MS", 2000, 50..=30_000));
+
+        let key_prefix = env.text("REDIS_KEY_PREFIX", "chat-proxy");
+        if key_prefix.contains(['{', '}']) {
+            env.problem(
+                "REDIS_KEY_PREFIX must not contain '{' or '}' (they are Redis Cluster hash tags)",
+            );
+        }
+        let ttl_seconds = env.number("CHAT_TTL_SECONDS", 30 * 24 * 3600, 0..=u64::MAX);
+        let max_history_messages = env.number("MAX_HISTORY_MESSAGES", 100, 2..=100_000);
+        if max_history_messages % 2 != 0 {
+            env.problem("MAX_HISTORY_MESSAGES must be even: a chat keeps whole turns (a question and its answer)");
+        }
+        let store = StoreSettings {
+            key_prefix,
+            chat_ttl: (ttl_seconds > 0).then(|| Duration::from_secs(ttl_seconds)),
+            max_history_messages,
+        };
+
+        let default_system_prompt = env.text("SYSTEM_PROMPT", DEFAULT_SYSTEM_PROMPT);
+        let max_body_bytes = env.number(
+            "MAX_BODY_BYTES",
+            DEFAULT_MAX_BODY_BYTES,
+            64..=6 * 1024 * 1024,
+        );
+
+        let on_lambda = env.get("AWS_LAMBDA_FUNCTION_NAME").is_some();
+        let log_format = match env.get("LOG_FORMAT").as_deref() {
+            None if on_lambda => LogFormat::Json,
+            None => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some("text") => LogFormat::Text,
+            Some(_) => {
+                env.problem("LOG_FORMAT must be json or text");
+                LogFormat::Text
+            }
+        };
+
+        if !env.problems.is_empty() {
+            return Err(ConfigError {
+                problems: env.problems,
+            });
+        }
+        Ok(Config {
+            openai,
+            redis,
+            redis_timeout,
+            store,
+            default_system_prompt,
+            max_body_bytes,
+            log_format,
+        })
+    }
+}
+
+fn redis_target<F: Fn(&str) -> Option<String>>(env: &mut Reader<F>) -> Option<RedisTarget> {
+    if let Some(url) = env.get("REDIS_URL") {
+        let known = [
+            "redis://",
+            "rediss://",
+            "redis-cluster://",
+            "rediss-cluster://",
+        ];
+        if !known.iter().any(|scheme| url.starts_with(scheme)) {
+            // The URL may hold a password: name the variable, never echo it.
+            env.problem("REDIS_URL must start with redis://, rediss://, redis-cluster:// or rediss-cluster://");
+        } else if fred::types::config::Config::from_url(&url).is_err() {
+            env.problem("REDIS_URL is not a valid Redis URL");
+        }
+        return Some(RedisTarget::Url(SecretString::from(url)));
+    }
+    let host = env.get("REDIS_HOST")?;
+    let port = env.number("REDIS_PORT", 6379, 1..=u16::MAX);
+    let tls = match env
+        .get("REDIS_TLS")
+        .as_deref()
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        None | Some("true" | "1" | "yes") => true,
+        Some("false" | "0" | "no") => false,
+        Some(_) => {
+            env.problem("REDIS_TLS must be true or false");
+            true
+        }
+    };
+    Some(RedisTarget::Parts {
+        host,
+        port,
+        password: env.get("REDIS_PASSWORD").map(SecretString::from),
+        tls,
+    })
+}
+
+struct Reader<F> {
+    lookup: F,
+    problems: Vec<String>,
+}
+
+impl<F: Fn(&str) -> Option<String>> Reader<F> {
+    fn get(&self, name: &str) -> Option<String> {
+        (self.lookup)(name)
+    }
+
+    fn problem(&mut self, message: &str) {
+        self.problems.push(message.to_owned());
+    }
+
+    fn text(&self, name: &str, default: &str) -> String {
+        self.get(name).unwrap_or_else(|| default.to_owned())
+    }
+
+    fn number<N>(&mut self, name: &str, default: N, range: std::ops::RangeInclusive<N>) -> N
+    where
+        N: std::str::FromStr + PartialOrd + fmt::Display + Copy,
+    {
+        let Some(raw) = self.get(name) else {
+            return default;
+        };
+        match raw.trim().parse::<N>() {
+            Ok(value) if range.contains(&value) => value,
+            _ => {
+                self.problems.push(format!(
+                    "{name} must be a whole number from {} to {}, got {raw:?}",
+                    range.start(),
+                    range.end()
+                ));
+                default
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+    use std::collections::HashMap;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|name| vars.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_apply_when_only_the_key_is_set() {
+        let config = config(&[("GPT_API_KEY", "sk-test")]).unwrap();
+        assert_eq!(config.openai.base_url, "https://api.openai.com/v1");
+        assert_eq!(config.openai.chat_model, "gpt-4o-mini");
+        assert_eq!(config.openai.vision_model, "gpt-4o-mini");
+        assert_eq!(config.openai.moderation_model, "omni-moderation-latest");
+        assert_eq!(config.openai.timeout, Duration::from_secs(25));
+        assert_eq!(config.default_system_prompt, "You are a helpful assistant.");
+        assert_eq!(config.store, StoreSettings::default());
+        assert_eq!(config.max_body_bytes, 1024 * 1024);
+        assert!(config.redis.is_none());
+    }
+
+    #[test]
+    fn openai_api_key_is_accepted_in_place_of_gpt_api_key() {
+        let config = config(&[("OPENAI_API_KEY", "sk-other")]).unwrap();
+        assert_eq!(config.openai.api_key.expose_secret(), "sk-other");
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let err = config(&[
+            ("CHAT_TTL_SECONDS", "soon"),
+            ("MAX_HISTORY_MESSAGES", "7"),
+            ("REDIS_URL", "http://user:hunter2@host"),
+            ("REDIS_KEY_PREFIX", "a{b}"),
+        ])
+        .unwrap_err();
+        let text = err.to_string();
+        assert_eq!(err.problems.len(), 5, "{text}");
+        assert!(text.contains("GPT_API_KEY"));
+        assert!(text.contains("CHAT_TTL_SECONDS"));
+        assert!(text.contains("MAX_HISTORY_MESSAGES"));
+        assert!(text.contains("REDIS_URL"));
+        assert!(text.contains("REDIS_KEY_PREFIX"));
+        assert!(
+            !text.contains("hunter2"),
+            "the Redis password leaked: {text}"
+        );
+    }
+
+    #[test]
+    fn ttl_zero_keeps_chats_forever() {
+        let config = config(&[("GPT_API_KEY", "k"), ("CHAT_TTL_SECONDS", "0")]).unwrap();
+        assert_eq!(config.store.chat_ttl, None);
+    }
+
+    #[test]
+    fn redis_parts_default_to_tls_as_upstash_needs() {
+        let config = config(&[
+            ("GPT_API_KEY", "k"),
+            ("REDIS_HOST", "eu1-x.upstash.io"),
+            ("REDIS_PASSWORD", "pw"),
+        ])
+        .unwrap();
+        match config.redis {
+            Some(RedisTarget::Parts {
+                host, port, tls, ..
+            }) => {
+                assert_eq!(host, "eu1-x.upstash.io");
+                assert_eq!(port, 6379);
+                assert!(tls);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn redis_tls_false_turns_tls_off() {
+        let config = config(&[
+            ("GPT_API_KEY", "k"),
+            ("REDIS_HOST", "localhost"),
+            ("REDIS_PORT", "6380"),
+            ("REDIS_TLS", "false"),
+        ])
+        .unwrap();
+        assert!(matches!(
+            config.redis,
+            Some(RedisTarget::Parts {
+                port: 6380,
+                tls: false,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn redis_url_wins_over_parts() {
+        let config = config(&[
+            ("GPT_API_KEY", "k"),
+            ("REDIS_URL", "rediss://default:pw@host:6380"),
+            ("REDIS_HOST", "ignored"),
+        ])
+        .unwrap();
+        assert!(matches!(config.redis, Some(RedisTarget::Url(_))));
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug_output() {
+        let config = config(&[
+            ("GPT_API_KEY", "sk-very-secret"),
+            ("REDIS_URL", "redis://:hunter2@localhost:6379"),
+        ])
+        .unwrap();
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("sk-very-secret"));
+        assert!(!debug.contains("hunter2"));
+    }
+
+    #[test]
+    fn log_format_is_json_on_lambda() {
+        let config = config(&[("GPT_API_KEY", "k"), ("AWS_LAMBDA_FUNCTION_NAME", "f")]).unwrap();
+        assert_eq!(config.log_format, LogFormat::Json);
+    }
+}

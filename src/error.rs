@@ -1,0 +1,201 @@
+//! `ApiError`: every way a request can fail, and the one place each failure gets its status.
+//!
+//! The body is OpenAI's error shape, `{"error": {"message", "type", "code"}}`, so clients
+//! written against OpenAI read it unchanged. Client faults carry their own message; server
+//! faults say only what failed, and their cause is logged once, never sent.
+
+use lambda_http::http::{header, HeaderValue, StatusCode};
+use lambda_http::{Body, Response};
+use serde_json::json;
+
+use crate::store::StoreError;
+use crate::upstream::UpstreamError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The request itself is wrong; `code` is stable, `message` says how to fix it.
+    #[error("{message}")]
+    BadRequest { code: &'static str, message: String },
+    #[error("request body is larger than {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("no route for this path")]
+    NotFound,
+    #[error("method not allowed; this path accepts {allow}")]
+    MethodNotAllowed { allow: &'static str },
+    /// Upstream refused the request as invalid (for example an image URL it cannot fetch).
+    #[error("OpenAI rejected the request: {message}")]
+    UpstreamRejected { message: String },
+    #[error("OpenAI rate limit reached; retry later")]
+    RateLimited { retry_after: Option<u64> },
+    #[error("OpenAI did not answer in time")]
+    UpstreamTimeout,
+    #[error("OpenAI request failed")]
+    Upstream(#[source] UpstreamError),
+    #[error("chat storage is unavailable; retry shortly")]
+    Storage(#[source] StoreError),
+}
+
+impl ApiError {
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        ApiError::BadRequest {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest { .. } | ApiError::UpstreamRejected { .. } => {
+                StatusCode::BAD_REQUEST
+            }
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::Upstream(_) => StatusCode::BAD_GATEWAY,
+            ApiError::Storage(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// A stable, machine-readable code; clients may match on it.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest { code, .. } => code,
+            ApiError::PayloadTooLarge { .. } => "body_too_large",
+            ApiError::NotFound => "not_found",
+            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
+            ApiError::UpstreamRejected { .. } => "upstream_rejected",
+            ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::UpstreamTimeout => "upstream_timeout",
+            ApiError::Upstream(_) => "upstream_error",
+            ApiError::Storage(_) => "storage_unavailable",
+        }
+    }
+
+    /// OpenAI's error `type` for this family of failure.
+    fn kind(&self) -> &'static str {
+        match self.status() {
+            StatusCode::TOO_MANY_REQUESTS => "rate_limit_error",
+            status if status.is_client_error() => "invalid_request_error",
+            _ => "api_error",
+        }
+    }
+
+    /// The response the client sees. Logging happens here too, so every failure is logged
+    /// exactly once, at WARN for the client's faults and ERROR for ours or upstream's.
+    pub fn into_response(self) -> Response<Body> {
+        let status = self.status();
+        if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+            tracing::error!(status = status.as_u16(), code = self.code(), error = %ErrorChain(&self), "request failed");
+        } else {
+            tracing::warn!(status = status.as_u16(), code = self.code(), error = %self, "request rejected");
+        }
+        let body = json!({
+            "error": {
+                "message": self.to_string(),
+                "type": self.kind(),
+                "code": self.code(),
+            }
+        });
+        let mut response = crate::app::json_response(status, &body);
+        let headers = response.headers_mut();
+        match &self {
+            ApiError::MethodNotAllowed { allow } => {
+                headers.insert(header::ALLOW, HeaderValue::from_static(allow));
+            }
+            ApiError::RateLimited {
+                retry_after: Some(seconds),
+            } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*seconds));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        ApiError::Storage(error)
+    }
+}
+
+impl From<UpstreamError> for ApiError {
+    fn from(error: UpstreamError) -> Self {
+        match error {
+            UpstreamError::RateLimited { retry_after } => ApiError::RateLimited { retry_after },
+            UpstreamError::Timeout => ApiError::UpstreamTimeout,
+            UpstreamError::Rejected { message } => ApiError::UpstreamRejected { message },
+            other => ApiError::Upstream(other),
+        }
+    }
+}
+
+/// Formats an error with its sources, for the log line only.
+struct ErrorChain<'a>(&'a dyn std::error::Error);
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body_of(response: &Response<Body>) -> serde_json::Value {
+        serde_json::from_slice(response.body().as_ref()).unwrap()
+    }
+
+    #[test]
+    fn errors_use_openai_shape_and_json_content_type() {
+        let response =
+            ApiError::bad_request("invalid_content", "`content` must be a string").into_response();
+        assert_eq!(response.status(), 400);
+        assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
+        assert_eq!(
+            body_of(&response),
+            json!({"error": {
+                "message": "`content` must be a string",
+                "type": "invalid_request_error",
+                "code": "invalid_content"
+            }})
+        );
+    }
+
+    #[test]
+    fn method_not_allowed_names_the_allowed_methods() {
+        let response = ApiError::MethodNotAllowed { allow: "POST" }.into_response();
+        assert_eq!(response.status(), 405);
+        assert_eq!(response.headers()[header::ALLOW], "POST");
+    }
+
+    #[test]
+    fn rate_limit_passes_retry_after_on() {
+        let response = ApiError::RateLimited {
+            retry_after: Some(7),
+        }
+        .into_response();
+        assert_eq!(response.status(), 429);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "7");
+        assert_eq!(body_of(&response)["error"]["type"], "rate_limit_error");
+    }
+
+    #[test]
+    fn server_faults_do_not_leak_their_cause() {
+        let cause = StoreError::new("connection to redis://:hunter2@10.0.0.1 refused");
+        let response = ApiError::Storage(cause).into_response();
+        assert_eq!(response.status(), 503);
+        let text = String::from_utf8(response.body().to_vec()).unwrap();
+        assert!(!text.contains("hunter2"));
+        assert!(!text.contains("10.0.0.1"));
+    }
+}

@@ -1,0 +1,17 @@
+//! chat-proxy: a stateful proxy in front of the OpenAI API, run as one AWS Lambda function.
+//!
+//! Callers pick a chat id; the proxy keeps each chat's history and system prompts in Redis,
+//! sends the whole conversation upstream on every turn, and answers with the reply and its
+//! token usage. `main.rs` builds an [`App`] once per cold start and serves [`handle`].
+
+pub mod app;
+pub mod body;
+pub mod config;
+pub mod error;
+pub mod routes;
+pub mod store;
+pub mod telemetry;
+pub mod upstream;
+
+pub use app::{handle, App};
+pub use config::Config;

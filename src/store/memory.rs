@@ -1,0 +1,134 @@
+//! The in-memory store: the same contract as Redis, for local runs and unit tests.
+//!
+//! It lives and dies with one process, so on Lambda every instance would see different
+//! chats; `main` warns loudly when it is used.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Instant;
+
+use super::{Store, StoreError, Turn, TurnContext};
+use crate::config::StoreSettings;
+use crate::routes::ChatId;
+
+pub struct MemoryStore {
+    settings: StoreSettings,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    global_prompt: Option<String>,
+    chats: HashMap<ChatId, Chat>,
+}
+
+#[derive(Default)]
+struct Chat {
+    prompt: Option<String>,
+    turns: VecDeque<Turn>,
+    expires_at: Option<Instant>,
+}
+
+impl MemoryStore {
+    pub fn new(settings: StoreSettings) -> Self {
+        MemoryStore {
+            settings,
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave a half-written turn (each write is one
+        // push), so the data is still sound and the poison can be ignored.
+        self.state
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// The chat if it exists and has not expired; an expired chat is dropped on sight.
+    fn live<'a>(&self, state: &'a mut State, chat: &ChatId) -> Option<&'a mut Chat> {
+        let now = Instant::now();
+        if state
+            .chats
+            .get(chat)
+            .is_some_and(|c| c.expires_at.is_some_and(|at| at <= now))
+        {
+            state.chats.remove(chat);
+        }
+        state.chats.get_mut(chat)
+    }
+
+    /// The chat for a write, created if needed, with its expiry renewed.
+    fn touched<'a>(&self, state: &'a mut State, chat: &ChatId) -> &'a mut Chat {
+        self.live(state, chat);
+        let entry = state.chats.entry(chat.clone()).or_default();
+        entry.expires_at = self.settings.chat_ttl.map(|ttl| Instant::now() + ttl);
+        entry
+    }
+
+    fn newest_turns(&self, chat: Option<&mut Chat>) -> Vec<Turn> {
+        chat.map(|c| {
+            let skip = c.turns.len().saturating_sub(self.settings.max_turns());
+            c.turns.iter().skip(skip).cloned().collect()
+        })
+        .unwrap_or_default()
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for MemoryStore {
+    async fn global_prompt(&self) -> Result<Option<String>, StoreError> {
+        Ok(self.state().global_prompt.clone())
+    }
+
+    async fn set_global_prompt(&self, content: &str) -> Result<(), StoreError> {
+        self.state().global_prompt = Some(content.to_owned());
+        Ok(())
+    }
+
+    async fn chat_prompt(&self, chat: &ChatId) -> Result<Option<String>, StoreError> {
+        let mut state = self.state();
+        Ok(self.live(&mut state, chat).and_then(|c| c.prompt.clone()))
+    }
+
+    async fn set_chat_prompt(&self, chat: &ChatId, content: &str) -> Result<(), StoreError> {
+        let mut state = self.state();
+        self.touched(&mut state, chat).prompt = Some(content.to_owned());
+        Ok(())
+    }
+
+    async fn turn_context(&self, chat: &ChatId) -> Result<TurnContext, StoreError> {
+        let mut state = self.state();
+        let global_prompt = state.global_prompt.clone();
+        let chat = self.live(&mut state, chat);
+        let chat_prompt = chat.as_ref().and_then(|c| c.prompt.clone());
+        Ok(TurnContext {
+            global_prompt,
+            chat_prompt,
+            history: self.newest_turns(chat),
+        })
+    }
+
+    async fn append_turn(&self, chat: &ChatId, turn: &Turn) -> Result<(), StoreError> {
+        let max_turns = self.settings.max_turns();
+        let mut state = self.state();
+        let turns = &mut self.touched(&mut state, chat).turns;
+        turns.push_back(turn.clone());
+        while turns.len() > max_turns {
+            turns.pop_front();
+        }
+        Ok(())
+    }
+
+    async fn turns(&self, chat: &ChatId) -> Result<Vec<Turn>, StoreError> {
+        let mut state = self.state();
+        let chat = self.live(&mut state, chat);
+        Ok(self.newest_turns(chat))
+    }
+
+    async fn clear(&self, chat: &ChatId) -> Result<(), StoreError> {
+        let mut state = self.state();
+        self.touched(&mut state, chat).turns.clear();
+        Ok(())
+    }
+}

@@ -1,0 +1,70 @@
+//! The `Store` trait: what the proxy keeps, whichever database keeps it.
+//!
+//! A chat is a system prompt and a list of turns. A turn (a question with its answer) is the
+//! unit of storage, so a question can never be stored without its answer, and concurrent
+//! turns on one chat cannot interleave halves of each other.
+
+mod memory;
+mod redis;
+
+pub use self::memory::MemoryStore;
+pub use self::redis::RedisStore;
+
+use serde::{Deserialize, Serialize};
+
+use crate::routes::ChatId;
+
+/// One question and its answer, as stored and as sent upstream on later turns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Turn {
+    /// The caller's message.
+    pub user: String,
+    /// The image the question was about, for `/img` turns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// The model's reply.
+    pub assistant: String,
+}
+
+/// What a turn needs before calling upstream, read in one round trip.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TurnContext {
+    /// The global prompt, when one was set with `POST /system`.
+    pub global_prompt: Option<String>,
+    /// This chat's own prompt, when it has one.
+    pub chat_prompt: Option<String>,
+    /// The newest turns, oldest first, at most `max_turns` of them.
+    pub history: Vec<Turn>,
+}
+
+/// Storage failed: the database is unreachable, timed out, or answered with something the
+/// proxy did not write. The message is for logs, never for clients.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct StoreError(String);
+
+impl StoreError {
+    pub fn new(message: impl Into<String>) -> Self {
+        StoreError(message.into())
+    }
+}
+
+/// The contract both stores keep; `tests/` runs the same cases against each.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync {
+    async fn global_prompt(&self) -> Result<Option<String>, StoreError>;
+    async fn set_global_prompt(&self, content: &str) -> Result<(), StoreError>;
+
+    async fn chat_prompt(&self, chat: &ChatId) -> Result<Option<String>, StoreError>;
+    /// Sets the chat's prompt and renews the chat's expiry.
+    async fn set_chat_prompt(&self, chat: &ChatId, content: &str) -> Result<(), StoreError>;
+
+    /// The prompts and the newest turns of a chat: one round trip.
+    async fn turn_context(&self, chat: &ChatId) -> Result<TurnContext, StoreError>;
+    /// Appends a turn, trims the chat to its cap and renews its expiry: one atomic write.
+    async fn append_turn(&self, chat: &ChatId, turn: &Turn) -> Result<(), StoreError>;
+    /// Every kept turn of a chat, oldest first.
+    async fn turns(&self, chat: &ChatId) -> Result<Vec<Turn>, StoreError>;
+    /// Drops the chat's turns; its prompt stays.
+    async fn clear(&self, chat: &ChatId) -> Result<(), StoreError>;
+}

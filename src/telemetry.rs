@@ -1,0 +1,25 @@
+//! Logging: JSON lines on Lambda (CloudWatch indexes their fields), readable text elsewhere.
+//! `RUST_LOG` filters as usual; the default is `info`.
+
+use tracing_subscriber::EnvFilter;
+
+use crate::config::LogFormat;
+
+/// Installs the global subscriber. Call once, first thing at cold start.
+pub fn init(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        // Lambda stamps each line itself, and its log lines carry the request id.
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .without_time()
+            .with_ansi(false)
+            .init(),
+        LogFormat::Text => builder.init(),
+    }
+}

@@ -1,0 +1,180 @@
+//! OpenAI through async-openai: chat, vision and moderation, each bounded by a deadline.
+//!
+//! The client is built once at cold start and shared; every call runs inside a deadline
+//! (`OPENAI_TIMEOUT_SECONDS`, or less when the Lambda invocation has less time left), which
+//! both caps the whole call and tells the retry layer whether another attempt still fits.
+
+mod retry;
+pub mod wire;
+
+use std::time::Duration;
+
+use async_openai::config::OpenAIConfig;
+use async_openai::error::OpenAIError;
+use async_openai::middleware::ReqwestService;
+use async_openai::Client;
+use secrecy::ExposeSecret;
+use tokio::time::Instant;
+
+use self::retry::{DeadlineRetry, RateLimited, DEADLINE};
+use self::wire::{ChatRequest, ChatResponse, Message, ModerationRequest, Usage};
+use crate::config::OpenAiConfig;
+
+/// Why an upstream call failed. Messages are for logs; `ApiError` decides what clients see.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("rate limited by OpenAI")]
+    RateLimited { retry_after: Option<u64> },
+    #[error("OpenAI did not answer before the deadline")]
+    Timeout,
+    /// Upstream found the request itself invalid (HTTP 400), e.g. an unreachable image URL.
+    #[error("OpenAI rejected the request: {message}")]
+    Rejected { message: String },
+    #[error("OpenAI answered HTTP {status}: {message}")]
+    Status { status: u16, message: String },
+    #[error("cannot reach OpenAI: {0}")]
+    Transport(String),
+    #[error("OpenAI's answer could not be read: {0}")]
+    Unreadable(String),
+}
+
+/// Which configured model a turn goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Model {
+    Chat,
+    Vision,
+}
+
+/// A reply and what it cost.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Completion {
+    pub content: String,
+    pub usage: Usage,
+}
+
+pub struct Upstream {
+    client: Client<OpenAIConfig>,
+    chat_model: String,
+    vision_model: String,
+    moderation_model: String,
+    timeout: Duration,
+}
+
+impl Upstream {
+    /// Builds the HTTP client and its connection pool once; no network call is made here.
+    pub fn new(config: &OpenAiConfig) -> Result<Self, UpstreamError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| UpstreamError::Transport(format!("cannot build the HTTP client: {e}")))?;
+        let openai = OpenAIConfig::new()
+            .with_api_key(config.api_key.expose_secret())
+            .with_api_base(&config.base_url);
+        let client = Client::with_config(openai)
+            .with_http_service(DeadlineRetry::new(ReqwestService::new(http)));
+        Ok(Upstream {
+            client,
+            chat_model: config.chat_model.clone(),
+            vision_model: config.vision_model.clone(),
+            moderation_model: config.moderation_model.clone(),
+            timeout: config.timeout,
+        })
+    }
+
+    /// When a call starting now must be done: the configured timeout, or `limit` if sooner.
+    pub fn deadline(&self, limit: Option<Instant>) -> Instant {
+        let own = Instant::now() + self.timeout;
+        limit.map_or(own, |limit| limit.min(own))
+    }
+
+    /// Sends a conversation to the chat or vision model and returns the reply.
+    pub async fn complete(
+        &self,
+        model: Model,
+        messages: &[Message<'_>],
+        deadline: Instant,
+    ) -> Result<Completion, UpstreamError> {
+        let model = match model {
+            Model::Chat => &self.chat_model,
+            Model::Vision => &self.vision_model,
+        };
+        let request = ChatRequest { model, messages };
+        let chat = self.client.chat();
+        let response = within(deadline, chat.create_byot::<_, ChatResponse>(&request)).await?;
+        let usage = response.usage.unwrap_or_default();
+        let message = response
+            .choices
+            .into_iter()
+            .next()
+            .ok_or_else(|| UpstreamError::Unreadable("the answer has no choices".to_owned()))?
+            .message;
+        let content = message.content.or(message.refusal).ok_or_else(|| {
+            UpstreamError::Unreadable("the answer has neither content nor a refusal".to_owned())
+        })?;
+        Ok(Completion { content, usage })
+    }
+
+    /// Classifies `input` with the moderation model; the result is returned as received.
+    pub async fn moderate(
+        &self,
+        input: &str,
+        deadline: Instant,
+    ) -> Result<serde_json::Value, UpstreamError> {
+        let request = ModerationRequest {
+            model: &self.moderation_model,
+            input,
+        };
+        let moderations = self.client.moderations();
+        let call = moderations.create_byot::<_, serde_json::Value>(&request);
+        let result = within(deadline, call).await?;
+        if !result
+            .get("results")
+            .is_some_and(serde_json::Value::is_array)
+        {
+            return Err(UpstreamError::Unreadable(
+                "the moderation answer has no results".to_owned(),
+            ));
+        }
+        Ok(result)
+    }
+}
+
+/// Runs an upstream call with `deadline` in scope for the retry layer, and gives up at it.
+async fn within<T>(
+    deadline: Instant,
+    call: impl std::future::Future<Output = Result<T, OpenAIError>>,
+) -> Result<T, UpstreamError> {
+    match tokio::time::timeout_at(deadline, DEADLINE.scope(deadline, call)).await {
+        Ok(result) => result.map_err(classify),
+        Err(_elapsed) => Err(UpstreamError::Timeout),
+    }
+}
+
+fn classify(error: OpenAIError) -> UpstreamError {
+    match error {
+        OpenAIError::ApiError(response) => {
+            let status = response.status_code.as_u16();
+            let message = response.api_error.message;
+            match status {
+                429 => UpstreamError::RateLimited { retry_after: None },
+                400 => UpstreamError::Rejected { message },
+                _ => UpstreamError::Status { status, message },
+            }
+        }
+        OpenAIError::Reqwest(error) if error.is_timeout() => UpstreamError::Timeout,
+        OpenAIError::Reqwest(error) if error.is_decode() => {
+            UpstreamError::Unreadable(error.to_string())
+        }
+        OpenAIError::Reqwest(error) => UpstreamError::Transport(error.without_url().to_string()),
+        OpenAIError::JSONDeserialize(error, _body) => UpstreamError::Unreadable(error.to_string()),
+        OpenAIError::Boxed(boxed) => match boxed.downcast::<RateLimited>() {
+            Ok(limited) => UpstreamError::RateLimited {
+                retry_after: limited.retry_after,
+            },
+            Err(other) => UpstreamError::Transport(other.to_string()),
+        },
+        other => UpstreamError::Transport(other.to_string()),
+    }
+}
