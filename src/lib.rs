@@ -8,6 +8,7 @@ pub mod app;
 pub mod body;
 pub mod config;
 pub mod error;
+pub mod init_error;
 pub mod routes;
 pub mod store;
 pub mod telemetry;
@@ -15,3 +16,9 @@ pub mod upstream;
 
 pub use app::{handle, App};
 pub use config::Config;
+
+/// Makes ring the process's one TLS provider, for HTTPS to OpenAI and `rediss://` alike.
+/// Call before building any client; calling again is harmless (the first one stays).
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

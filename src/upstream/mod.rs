@@ -13,7 +13,7 @@ use async_openai::config::OpenAIConfig;
 use async_openai::error::OpenAIError;
 use async_openai::middleware::ReqwestService;
 use async_openai::Client;
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use tokio::time::Instant;
 
 use self::retry::{DeadlineRetry, RateLimited, DEADLINE};
@@ -58,11 +58,13 @@ pub struct Upstream {
     vision_model: String,
     moderation_model: String,
     timeout: Duration,
+    api_key: SecretString,
 }
 
 impl Upstream {
     /// Builds the HTTP client and its connection pool once; no network call is made here.
     pub fn new(config: &OpenAiConfig) -> Result<Self, UpstreamError> {
+        crate::install_tls_provider();
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .pool_idle_timeout(Duration::from_secs(60))
@@ -80,6 +82,7 @@ impl Upstream {
             vision_model: config.vision_model.clone(),
             moderation_model: config.moderation_model.clone(),
             timeout: config.timeout,
+            api_key: config.api_key.clone(),
         })
     }
 
@@ -102,7 +105,8 @@ impl Upstream {
         };
         let request = ChatRequest { model, messages };
         let chat = self.client.chat();
-        let response = within(deadline, chat.create_byot::<_, ChatResponse>(&request)).await?;
+        let call = chat.create_byot::<_, ChatResponse>(&request);
+        let response = self.within(deadline, call).await?;
         let usage = response.usage.unwrap_or_default();
         let message = response
             .choices
@@ -128,7 +132,7 @@ impl Upstream {
         };
         let moderations = self.client.moderations();
         let call = moderations.create_byot::<_, serde_json::Value>(&request);
-        let result = within(deadline, call).await?;
+        let result = self.within(deadline, call).await?;
         if !result
             .get("results")
             .is_some_and(serde_json::Value::is_array)
@@ -141,22 +145,35 @@ impl Upstream {
     }
 }
 
-/// Runs an upstream call with `deadline` in scope for the retry layer, and gives up at it.
-async fn within<T>(
-    deadline: Instant,
-    call: impl std::future::Future<Output = Result<T, OpenAIError>>,
-) -> Result<T, UpstreamError> {
-    match tokio::time::timeout_at(deadline, DEADLINE.scope(deadline, call)).await {
-        Ok(result) => result.map_err(classify),
-        Err(_elapsed) => Err(UpstreamError::Timeout),
+impl Upstream {
+    /// Runs an upstream call with `deadline` in scope for the retry layer, and gives up at it.
+    async fn within<T>(
+        &self,
+        deadline: Instant,
+        call: impl std::future::Future<Output = Result<T, OpenAIError>>,
+    ) -> Result<T, UpstreamError> {
+        match tokio::time::timeout_at(deadline, DEADLINE.scope(deadline, call)).await {
+            Ok(result) => result.map_err(|error| classify(error, &self.api_key)),
+            Err(_elapsed) => Err(UpstreamError::Timeout),
+        }
     }
 }
 
-fn classify(error: OpenAIError) -> UpstreamError {
+/// Upstream's error messages can quote the key that was sent (OpenAI's 401 does, in part);
+/// they reach logs and, for a 400, the client, so the key is cut out of them first.
+fn redact(message: String, api_key: &SecretString) -> String {
+    let key = api_key.expose_secret();
+    if key.is_empty() || !message.contains(key) {
+        return message;
+    }
+    message.replace(key, "[redacted]")
+}
+
+fn classify(error: OpenAIError, api_key: &SecretString) -> UpstreamError {
     match error {
         OpenAIError::ApiError(response) => {
             let status = response.status_code.as_u16();
-            let message = response.api_error.message;
+            let message = redact(response.api_error.message, api_key);
             match status {
                 429 => UpstreamError::RateLimited { retry_after: None },
                 400 => UpstreamError::Rejected { message },

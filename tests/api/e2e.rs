@@ -1,0 +1,178 @@
+//! The built `bootstrap` binary, run as Lambda runs it, against a Runtime API stand-in.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::io::AsyncReadExt;
+use tokio::process::{Child, Command};
+
+use crate::support::openai::{error_response, FakeOpenAi, API_KEY};
+use crate::support::redis::RedisServer;
+use crate::support::runtime_api::{Outcome, RuntimeApi};
+
+fn event(name: &str) -> Value {
+    let path = format!("{}/events/{name}.json", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// Starts the binary with Lambda's environment plus `vars`; its logs go to a pipe.
+fn start_function(runtime: &RuntimeApi, vars: &[(&str, &str)]) -> Child {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_bootstrap"));
+    command
+        .env_clear()
+        .env("AWS_LAMBDA_RUNTIME_API", runtime.address())
+        .env("AWS_LAMBDA_FUNCTION_NAME", "chat-proxy")
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
+        .env("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/chat-proxy")
+        .env(
+            "AWS_LAMBDA_LOG_STREAM_NAME",
+            "2026/11/25/[$LATEST]0123456789abcdef",
+        )
+        .envs(vars.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    command.spawn().expect("the bootstrap binary starts")
+}
+
+/// Stops the function and returns everything it logged.
+async fn stop_function(mut child: Child) -> String {
+    let _ = child.start_kill();
+    let _ = child.wait().await;
+    let mut logs = String::new();
+    if let Some(mut out) = child.stdout.take() {
+        let _ = out.read_to_string(&mut logs).await;
+    }
+    if let Some(mut err) = child.stderr.take() {
+        let _ = err.read_to_string(&mut logs).await;
+    }
+    logs
+}
+
+fn http_answer(outcome: Outcome) -> (u16, Value) {
+    match outcome {
+        Outcome::Response(response) => {
+            let status = response["statusCode"].as_u64().unwrap() as u16;
+            let body = response["body"].as_str().unwrap_or_default();
+            (
+                status,
+                serde_json::from_str(body).unwrap_or(Value::String(body.to_owned())),
+            )
+        }
+        Outcome::Error(error) => panic!("invocation error: {error}"),
+    }
+}
+
+#[tokio::test]
+async fn the_binary_serves_a_session_and_logs_json_without_secrets() {
+    let redis = RedisServer::start();
+    let openai = FakeOpenAi::start().await;
+    let runtime = RuntimeApi::start().await;
+    let base_url = openai.base_url();
+    let redis_url = format!("redis://:{}@127.0.0.1:{}", "unused-password", redis.port());
+    // The URL carries a password this server does not need: the proxy must not log it.
+    redis.query(&["CONFIG", "SET", "requirepass", "unused-password"]);
+    let function = start_function(
+        &runtime,
+        &[
+            ("GPT_API_KEY", API_KEY),
+            ("OPENAI_BASE_URL", base_url.as_str()),
+            ("REDIS_URL", redis_url.as_str()),
+        ],
+    );
+
+    assert_eq!(http_answer(runtime.invoke(&event("get-root")).await).0, 200);
+    let (status, reply) = http_answer(runtime.invoke(&event("post-chat")).await);
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["content"], "reply to: What is the capital of France?");
+    let (_, transcript) = http_answer(runtime.invoke(&event("get-chat")).await);
+    assert_eq!(transcript.as_array().unwrap().len(), 2);
+
+    // A failing upstream call in the same session: its error is logged, the key is not.
+    openai
+        .always_chat(error_response(
+            401,
+            "invalid_request_error",
+            &format!("Incorrect API key provided: {API_KEY}"),
+        ))
+        .await;
+    let (status, _) = http_answer(runtime.invoke(&event("post-chat")).await);
+    assert_eq!(status, 502);
+
+    let logs = stop_function(function).await;
+    assert!(
+        !logs.contains(API_KEY),
+        "the API key leaked into the logs:\n{logs}"
+    );
+    assert!(
+        !logs.contains("unused-password"),
+        "the Redis password leaked:\n{logs}"
+    );
+    let request_lines: Vec<Value> = logs
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|line| line["message"] == "request")
+        .collect();
+    assert_eq!(request_lines.len(), 4, "one JSON line per request:\n{logs}");
+    assert_eq!(request_lines[1]["route"], "send_chat");
+    assert_eq!(request_lines[1]["status"], 200);
+    assert!(
+        !logs.contains("What is the capital of France?"),
+        "message text logged:\n{logs}"
+    );
+}
+
+#[tokio::test]
+async fn a_bad_configuration_fails_the_init_naming_every_problem() {
+    let runtime = RuntimeApi::start().await;
+    let function = start_function(
+        &runtime,
+        &[
+            ("REDIS_URL", "http://admin:hunter2@example.com"),
+            ("CHAT_TTL_SECONDS", "forever"),
+        ],
+    );
+    let error = runtime
+        .init_error(Duration::from_secs(10))
+        .await
+        .expect("the init error is reported to the Runtime API");
+    let message = error.to_string();
+    for problem in ["GPT_API_KEY", "REDIS_URL", "CHAT_TTL_SECONDS"] {
+        assert!(
+            message.contains(problem),
+            "{problem} missing from {message}"
+        );
+    }
+    assert!(!message.contains("hunter2"));
+    let logs = stop_function(function).await;
+    assert!(!logs.contains("hunter2"), "{logs}");
+}
+
+#[tokio::test]
+async fn without_redis_the_binary_runs_on_memory_and_says_so_first() {
+    let openai = FakeOpenAi::start().await;
+    let runtime = RuntimeApi::start().await;
+    let base_url = openai.base_url();
+    let function = start_function(
+        &runtime,
+        &[
+            ("GPT_API_KEY", API_KEY),
+            ("OPENAI_BASE_URL", base_url.as_str()),
+        ],
+    );
+    let (status, _) = http_answer(runtime.invoke(&event("post-chat")).await);
+    assert_eq!(status, 200);
+    let (_, transcript) = http_answer(runtime.invoke(&event("get-chat")).await);
+    assert_eq!(
+        transcript,
+        json!([
+            {"role": "user", "content": "What is the capital of France?"},
+            {"role": "assistant", "content": "reply to: What is the capital of France?"},
+        ])
+    );
+    let logs = stop_function(function).await;
+    let first = logs.lines().next().unwrap_or_default();
+    assert!(first.contains("NO REDIS CONFIGURED"), "first line: {first}");
+}

@@ -1,0 +1,16 @@
+//! The integration suite: one test binary (one link step), a real redis-server per test,
+//! and a fake OpenAI at the HTTP level.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod e2e;
+mod events;
+mod input_errors;
+mod redis_faults;
+mod routes;
+mod store_contract;
+mod turns;
+mod upstream_faults;

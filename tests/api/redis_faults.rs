@@ -1,0 +1,124 @@
+//! Redis failing under the proxy: 503 within the command timeout, and recovery without a
+//! restart of the function.
+
+use std::time::Duration;
+
+use serde_json::json;
+use wiremock::ResponseTemplate;
+
+use crate::support::openai::chat_completion;
+use crate::support::TestApp;
+
+/// Hang guard: far above the 1 s Redis timeout the tests configure, far below Lambda's 30 s.
+const GUARD: Duration = Duration::from_secs(8);
+
+async fn guarded<T>(call: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(GUARD, call)
+        .await
+        .expect("answered instead of hanging")
+}
+
+#[tokio::test]
+async fn redis_down_is_a_503_on_every_route_that_needs_it() {
+    let mut t = TestApp::start().await;
+    t.redis.stop();
+    let calls = [
+        t.get("/system").await,
+        t.post("/system", json!({"content": "x"})).await,
+        t.get("/c1/system").await,
+        t.get("/c1/chat").await,
+        guarded(t.post("/c1/chat", json!({"content": "hi"}))).await,
+        t.post_raw("/c1/clear", "").await,
+    ];
+    for reply in calls {
+        reply.assert_error(503, "storage_unavailable");
+        assert!(
+            !reply.text.contains("127.0.0.1"),
+            "no internals in {}",
+            reply.text
+        );
+    }
+    // A turn that cannot read its history does not spend an upstream call.
+    assert!(t.openai.chat_bodies().await.is_empty());
+    // Routes that need no storage still work.
+    assert_eq!(t.get("/").await.status, 200);
+}
+
+#[tokio::test]
+async fn the_first_request_after_redis_returns_succeeds() {
+    let mut t = TestApp::start().await;
+    t.redis.stop();
+    guarded(t.post("/c1/chat", json!({"content": "hi"})))
+        .await
+        .assert_error(503, "storage_unavailable");
+
+    t.redis.restart();
+    let reply = guarded(t.post("/c1/chat", json!({"content": "back?"}))).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(t.transcript("c1").await.as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn killed_connections_are_survived_without_losing_history() {
+    let t = TestApp::start().await;
+    t.say("c1", "before").await;
+    for round in 0..3 {
+        let killed = t.redis.query(&["CLIENT", "KILL", "TYPE", "normal"]);
+        assert_ne!(
+            killed, "0",
+            "round {round}: the proxy's connection was killed"
+        );
+        let reply = guarded(t.post("/c1/chat", json!({"content": format!("after {round}")}))).await;
+        assert_eq!(reply.status, 200, "round {round}: {}", reply.text);
+    }
+    let transcript = t.transcript("c1").await;
+    let questions: Vec<&str> = transcript
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "user")
+        .map(|m| m["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(questions, vec!["before", "after 0", "after 1", "after 2"]);
+}
+
+#[tokio::test]
+async fn an_unresponsive_redis_is_a_503_within_the_timeout() {
+    let t = TestApp::start().await;
+    t.say("c1", "kept").await;
+    // DEBUG SLEEP blocks the server, as a stalled or overloaded Redis would.
+    let redis_port = t.redis.port();
+    let sleeper = std::thread::spawn(move || {
+        std::process::Command::new("redis-cli")
+            .args(["-p", &redis_port.to_string(), "DEBUG", "SLEEP", "3"])
+            .output()
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let reply = guarded(t.get("/c1/chat")).await;
+    reply.assert_error(503, "storage_unavailable");
+    let _ = sleeper.join();
+    // Once Redis answers again, so does the proxy, with the history intact.
+    let transcript = guarded(t.get("/c1/chat")).await;
+    assert_eq!(transcript.status, 200, "{}", transcript.text);
+    assert_eq!(transcript.json().as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn redis_lost_while_upstream_answers_is_a_503_not_a_false_success() {
+    let t = TestApp::start().await;
+    t.openai
+        .always_chat(
+            ResponseTemplate::new(200)
+                .set_body_json(chat_completion("m", "slow answer", 1))
+                .set_delay(Duration::from_millis(700)),
+        )
+        .await;
+    let turn = t.post("/c1/chat", json!({"content": "hi"}));
+    let stop_midway = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // SHUTDOWN through the CLI: the server goes away while the turn holds `t`.
+        let _ = t.redis.cli(&["SHUTDOWN", "NOSAVE"]);
+    };
+    let (reply, ()) = guarded(async { tokio::join!(turn, stop_midway) }).await;
+    reply.assert_error(503, "storage_unavailable");
+}

@@ -1,0 +1,134 @@
+//! The `Store` contract, run against both stores: the in-memory one used for local runs
+//! must behave as Redis does.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chat_proxy::config::{RedisTarget, StoreSettings};
+use chat_proxy::routes::ChatId;
+use chat_proxy::store::{MemoryStore, RedisStore, Store, Turn};
+
+use crate::support::redis::RedisServer;
+
+fn settings(ttl: Option<Duration>, max_history_messages: usize) -> StoreSettings {
+    StoreSettings {
+        key_prefix: "contract".to_owned(),
+        chat_ttl: ttl,
+        max_history_messages,
+    }
+}
+
+/// Both stores with the same settings; the Redis server lives as long as the returned guard.
+async fn both(settings: StoreSettings) -> (Vec<(&'static str, Arc<dyn Store>)>, RedisServer) {
+    let server = RedisServer::start();
+    let target = RedisTarget::Url(server.url().into());
+    let redis = RedisStore::connect(&target, settings.clone(), Duration::from_secs(1)).unwrap();
+    assert!(redis.wait_connected(Duration::from_secs(5)).await);
+    let stores: Vec<(&'static str, Arc<dyn Store>)> = vec![
+        ("memory", Arc::new(MemoryStore::new(settings))),
+        ("redis", Arc::new(redis)),
+    ];
+    (stores, server)
+}
+
+fn chat(id: &str) -> ChatId {
+    ChatId::parse(id).unwrap()
+}
+
+fn turn(n: usize) -> Turn {
+    Turn {
+        user: format!("q{n}"),
+        url: (n % 2 == 0).then(|| format!("https://example.com/{n}.png")),
+        assistant: format!("a{n}"),
+    }
+}
+
+#[tokio::test]
+async fn prompts_are_kept_per_chat_and_globally() {
+    let (stores, _server) = both(settings(None, 100)).await;
+    for (name, store) in stores {
+        assert_eq!(store.global_prompt().await.unwrap(), None, "{name}");
+        store.set_global_prompt("global").await.unwrap();
+        store.set_chat_prompt(&chat("a"), "for a").await.unwrap();
+        assert_eq!(
+            store.global_prompt().await.unwrap().as_deref(),
+            Some("global"),
+            "{name}"
+        );
+        assert_eq!(
+            store.chat_prompt(&chat("a")).await.unwrap().as_deref(),
+            Some("for a"),
+            "{name}"
+        );
+        assert_eq!(store.chat_prompt(&chat("b")).await.unwrap(), None, "{name}");
+
+        let context = store.turn_context(&chat("a")).await.unwrap();
+        assert_eq!(context.global_prompt.as_deref(), Some("global"), "{name}");
+        assert_eq!(context.chat_prompt.as_deref(), Some("for a"), "{name}");
+        assert!(context.history.is_empty(), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn turns_come_back_in_order_capped_to_the_newest() {
+    let (stores, _server) = both(settings(None, 6)).await;
+    for (name, store) in stores {
+        for n in 0..5 {
+            store.append_turn(&chat("a"), &turn(n)).await.unwrap();
+        }
+        let expected: Vec<Turn> = (2..5).map(turn).collect();
+        assert_eq!(store.turns(&chat("a")).await.unwrap(), expected, "{name}");
+        assert_eq!(
+            store.turn_context(&chat("a")).await.unwrap().history,
+            expected,
+            "{name}"
+        );
+        assert!(store.turns(&chat("b")).await.unwrap().is_empty(), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn clear_keeps_the_prompt() {
+    let (stores, _server) = both(settings(None, 100)).await;
+    for (name, store) in stores {
+        store.set_chat_prompt(&chat("a"), "p").await.unwrap();
+        store.append_turn(&chat("a"), &turn(1)).await.unwrap();
+        store.clear(&chat("a")).await.unwrap();
+        assert!(store.turns(&chat("a")).await.unwrap().is_empty(), "{name}");
+        assert_eq!(
+            store.chat_prompt(&chat("a")).await.unwrap().as_deref(),
+            Some("p"),
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn chats_expire_after_their_ttl_and_the_global_prompt_does_not() {
+    let (stores, _server) = both(settings(Some(Duration::from_secs(1)), 100)).await;
+    for (_, store) in &stores {
+        store.set_global_prompt("global").await.unwrap();
+        store.set_chat_prompt(&chat("a"), "p").await.unwrap();
+        store.append_turn(&chat("a"), &turn(1)).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    for (name, store) in &stores {
+        assert!(store.turns(&chat("a")).await.unwrap().is_empty(), "{name}");
+        assert_eq!(store.chat_prompt(&chat("a")).await.unwrap(), None, "{name}");
+        assert_eq!(
+            store.global_prompt().await.unwrap().as_deref(),
+            Some("global"),
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn stored_turns_that_are_not_ours_are_an_error_not_a_crash() {
+    let server = RedisServer::start();
+    let target = RedisTarget::Url(server.url().into());
+    let store = RedisStore::connect(&target, settings(None, 100), Duration::from_secs(1)).unwrap();
+    server.query(&["RPUSH", "contract:chat:{a}:turns", "not json"]);
+    assert!(store.turns(&chat("a")).await.is_err());
+    assert!(store.turn_context(&chat("a")).await.is_err());
+}

@@ -1,0 +1,184 @@
+//! The test harness: a real Redis, a fake OpenAI, and the proxy's `App` built over them the
+//! way `main` builds it, driven with synthetic `lambda_http` requests.
+
+#![allow(dead_code)]
+
+pub mod openai;
+pub mod redis;
+pub mod runtime_api;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chat_proxy::store::RedisStore;
+use chat_proxy::{handle, App, Config};
+use lambda_http::http::{HeaderMap, Method};
+use lambda_http::{Body, Request};
+use serde_json::Value;
+
+use self::openai::{FakeOpenAi, API_KEY};
+use self::redis::RedisServer;
+
+pub struct TestApp {
+    pub app: App,
+    pub store: Arc<RedisStore>,
+    pub redis: RedisServer,
+    pub openai: FakeOpenAi,
+}
+
+/// What the proxy answered.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub text: String,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.text)
+            .unwrap_or_else(|e| panic!("answer is not JSON ({e}): {}", self.text))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Asserts an error in OpenAI's shape with this status and code.
+    pub fn assert_error(&self, status: u16, code: &str) {
+        assert_eq!(self.status, status, "{}", self.text);
+        assert_eq!(self.header("content-type"), Some("application/json"));
+        let body = self.json();
+        assert_eq!(body["error"]["code"], code, "{body}");
+        assert!(body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()));
+        assert!(body["error"]["type"].is_string());
+    }
+}
+
+/// The environment the proxy gets in tests, plus `extra`.
+pub fn config_for(redis_url: &str, openai_url: &str, extra: &[(&str, &str)]) -> Config {
+    let mut vars: HashMap<String, String> = [
+        ("GPT_API_KEY", API_KEY),
+        ("OPENAI_BASE_URL", openai_url),
+        ("REDIS_URL", redis_url),
+        ("OPENAI_TIMEOUT_SECONDS", "10"),
+        ("REDIS_TIMEOUT_MS", "1000"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    for (k, v) in extra {
+        vars.insert(k.to_string(), v.to_string());
+    }
+    Config::from_lookup(|name| vars.get(name).cloned()).expect("test configuration is valid")
+}
+
+impl TestApp {
+    pub async fn start() -> TestApp {
+        TestApp::with_env(&[]).await
+    }
+
+    /// Starts Redis and the fake OpenAI, and builds the app with `extra` settings.
+    pub async fn with_env(extra: &[(&str, &str)]) -> TestApp {
+        let redis = RedisServer::start();
+        let openai = FakeOpenAi::start().await;
+        let config = config_for(&redis.url(), &openai.base_url(), extra);
+        let target = config.redis.clone().expect("Redis is configured");
+        let store = Arc::new(
+            RedisStore::connect(&target, config.store.clone(), config.redis_timeout)
+                .expect("Redis client"),
+        );
+        assert!(
+            store.wait_connected(Duration::from_secs(5)).await,
+            "Redis connects"
+        );
+        let app = App::with_store(&config, store.clone()).expect("app builds");
+        TestApp {
+            app,
+            store,
+            redis,
+            openai,
+        }
+    }
+
+    pub async fn call(&self, method: Method, path: &str, body: Body) -> Reply {
+        let request = lambda_http::http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("content-type", "application/json")
+            .body(body)
+            .expect("a valid request");
+        self.send(request).await
+    }
+
+    pub async fn send(&self, request: Request) -> Reply {
+        let response = handle(&self.app, request).await;
+        Reply {
+            status: response.status().as_u16(),
+            headers: response.headers().clone(),
+            text: String::from_utf8_lossy(response.body().as_ref()).into_owned(),
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.call(Method::GET, path, Body::Empty).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Reply {
+        self.call(Method::POST, path, Body::from(body.to_string()))
+            .await
+    }
+
+    pub async fn post_raw(&self, path: &str, body: impl Into<Body>) -> Reply {
+        self.call(Method::POST, path, body.into()).await
+    }
+
+    /// Sends a chat message and asserts it was answered.
+    pub async fn say(&self, chat: &str, content: &str) -> Value {
+        let reply = self
+            .post(
+                &format!("/{chat}/chat"),
+                serde_json::json!({ "content": content }),
+            )
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        reply.json()
+    }
+
+    /// The chat's transcript from `GET /<chat>/chat`.
+    pub async fn transcript(&self, chat: &str) -> Value {
+        let reply = self.get(&format!("/{chat}/chat")).await;
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        reply.json()
+    }
+
+    /// Every key stored in Redis, sorted.
+    pub fn keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self
+            .redis
+            .query(&["KEYS", "*"])
+            .lines()
+            .map(str::to_owned)
+            .filter(|k| !k.is_empty())
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    /// A snapshot of everything stored, to show a failed request changed nothing.
+    pub fn dump(&self) -> Vec<(String, String)> {
+        self.keys()
+            .into_iter()
+            .map(|key| {
+                let value = match self.redis.query(&["TYPE", &key]).as_str() {
+                    "list" => self.redis.query(&["LRANGE", &key, "0", "-1"]),
+                    _ => self.redis.query(&["GET", &key]),
+                };
+                (key, value)
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,227 @@
+//! A stand-in for OpenAI's HTTP API (wiremock), answering with OpenAI's real response shapes.
+//!
+//! By default every chat completion answers `reply to: <last user text>` with usage
+//! `prompt_tokens` = number of messages sent, `completion_tokens` = 5, so a test can tell
+//! which question an answer belongs to and what was sent. Tests mount failures on top with
+//! a higher priority.
+
+use serde_json::{json, Value};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+
+pub const API_KEY: &str = "sk-test-0123456789abcdef";
+pub const COMPLETION_TOKENS: u64 = 5;
+
+pub struct FakeOpenAi {
+    pub server: MockServer,
+}
+
+impl FakeOpenAi {
+    pub async fn start() -> FakeOpenAi {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path("/v1/chat/completions"))
+            .respond_with(EchoChat)
+            .with_priority(10)
+            .mount(&server)
+            .await;
+        Mock::given(method("POST"))
+            .and(path("/v1/moderations"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(moderation_result(false)))
+            .with_priority(10)
+            .mount(&server)
+            .await;
+        FakeOpenAi { server }
+    }
+
+    /// The base URL to give the proxy as `OPENAI_BASE_URL`.
+    pub fn base_url(&self) -> String {
+        format!("{}/v1", self.server.uri())
+    }
+
+    /// Answers the next `times` chat completions with `response` instead of echoing.
+    pub async fn fail_chat(&self, response: ResponseTemplate, times: u64) {
+        Mock::given(method("POST"))
+            .and(path("/v1/chat/completions"))
+            .respond_with(response)
+            .up_to_n_times(times)
+            .with_priority(1)
+            .mount(&self.server)
+            .await;
+    }
+
+    /// Answers every chat completion with `response` from now on.
+    pub async fn always_chat(&self, response: ResponseTemplate) {
+        Mock::given(method("POST"))
+            .and(path("/v1/chat/completions"))
+            .respond_with(response)
+            .with_priority(1)
+            .mount(&self.server)
+            .await;
+    }
+
+    /// Every request received so far, in order.
+    pub async fn requests(&self) -> Vec<Request> {
+        self.server.received_requests().await.unwrap_or_default()
+    }
+
+    /// The JSON bodies of the chat completion requests received so far, in order.
+    pub async fn chat_bodies(&self) -> Vec<Value> {
+        self.bodies("/v1/chat/completions").await
+    }
+
+    pub async fn bodies(&self, wanted: &str) -> Vec<Value> {
+        self.requests()
+            .await
+            .iter()
+            .filter(|request| request.url.path() == wanted)
+            .map(|request| serde_json::from_slice(&request.body).expect("upstream got JSON"))
+            .collect()
+    }
+}
+
+/// The text of a user message, whether plain or in content parts.
+pub fn user_text(message: &Value) -> String {
+    match &message["content"] {
+        Value::String(text) => text.clone(),
+        Value::Array(parts) => parts
+            .iter()
+            .filter_map(|part| part["text"].as_str())
+            .collect::<Vec<_>>()
+            .join(" "),
+        _ => String::new(),
+    }
+}
+
+struct EchoChat;
+
+impl Respond for EchoChat {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let Ok(body) = serde_json::from_slice::<Value>(&request.body) else {
+            return error_response(
+                400,
+                "invalid_request_error",
+                "We could not parse the JSON body of your request.",
+            );
+        };
+        let messages = body["messages"].as_array().cloned().unwrap_or_default();
+        let question = messages
+            .iter()
+            .rev()
+            .find(|m| m["role"] == "user")
+            .map(user_text)
+            .unwrap_or_default();
+        let model = body["model"].as_str().unwrap_or_default();
+        ResponseTemplate::new(200).set_body_json(chat_completion(
+            model,
+            &format!("reply to: {question}"),
+            messages.len() as u64,
+        ))
+    }
+}
+
+/// A `chat.completion` object as OpenAI sends it.
+pub fn chat_completion(model: &str, content: &str, prompt_tokens: u64) -> Value {
+    json!({
+        "id": "chatcmpl-B9MHDbslfkBeAs8l4bebGdFOJ6PeG",
+        "object": "chat.completion",
+        "created": 1741570283,
+        "model": format!("{model}-2024-07-18"),
+        "choices": [{
+            "index": 0,
+            "message": {
+                "role": "assistant",
+                "content": content,
+                "refusal": null,
+                "annotations": []
+            },
+            "logprobs": null,
+            "finish_reason": "stop"
+        }],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": COMPLETION_TOKENS,
+            "total_tokens": prompt_tokens + COMPLETION_TOKENS,
+            "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+            "completion_tokens_details": {
+                "reasoning_tokens": 0,
+                "audio_tokens": 0,
+                "accepted_prediction_tokens": 0,
+                "rejected_prediction_tokens": 0
+            }
+        },
+        "service_tier": "default",
+        "system_fingerprint": "fp_06737a9306"
+    })
+}
+
+/// A moderation result as OpenAI sends it for `omni-moderation-latest`.
+pub fn moderation_result(flagged: bool) -> Value {
+    let categories = [
+        "sexual",
+        "sexual/minors",
+        "harassment",
+        "harassment/threatening",
+        "hate",
+        "hate/threatening",
+        "illicit",
+        "illicit/violent",
+        "self-harm",
+        "self-harm/intent",
+        "self-harm/instructions",
+        "violence",
+        "violence/graphic",
+    ];
+    let flags: serde_json::Map<String, Value> = categories
+        .iter()
+        .map(|c| (c.to_string(), json!(flagged && *c == "violence")))
+        .collect();
+    let scores: serde_json::Map<String, Value> = categories
+        .iter()
+        .map(|c| {
+            (
+                c.to_string(),
+                json!(if flagged && *c == "violence" {
+                    0.91
+                } else {
+                    0.000012
+                }),
+            )
+        })
+        .collect();
+    let applied: serde_json::Map<String, Value> = categories
+        .iter()
+        .map(|c| (c.to_string(), json!(["text"])))
+        .collect();
+    json!({
+        "id": "modr-970d409ef3bef3b70c73d8232df86e7d",
+        "model": "omni-moderation-latest",
+        "results": [{
+            "flagged": flagged,
+            "categories": flags,
+            "category_scores": scores,
+            "category_applied_input_types": applied
+        }]
+    })
+}
+
+/// An error response in OpenAI's shape.
+pub fn error_response(status: u16, kind: &str, message: &str) -> ResponseTemplate {
+    ResponseTemplate::new(status).set_body_json(json!({
+        "error": {"message": message, "type": kind, "param": null, "code": null}
+    }))
+}
+
+/// OpenAI's 429 for a request-rate limit, with `Retry-After`.
+pub fn rate_limited(retry_after_seconds: u64) -> ResponseTemplate {
+    ResponseTemplate::new(429)
+        .insert_header("retry-after", retry_after_seconds.to_string().as_str())
+        .set_body_json(json!({
+            "error": {
+                "message": "Rate limit reached for gpt-4o-mini in organization org-x on requests per min (RPM): Limit 3, Used 3, Requested 1.",
+                "type": "requests",
+                "param": null,
+                "code": "rate_limit_exceeded"
+            }
+        }))
+}
