@@ -6,7 +6,7 @@
 
 use lambda_http::http::{header, HeaderValue, StatusCode};
 use lambda_http::{Body, Response};
-use serde_json::json;
+use serde::Serialize;
 
 use crate::store::StoreError;
 use crate::upstream::UpstreamError;
@@ -91,13 +91,15 @@ impl ApiError {
         } else {
             tracing::warn!(status = status.as_u16(), code = self.code(), error = %self, "request rejected");
         }
-        let body = json!({
-            "error": {
-                "message": self.to_string(),
-                "type": self.kind(),
-                "code": self.code(),
-            }
-        });
+        let message = self.to_string();
+        let body = ErrorBody {
+            error: ErrorFields {
+                message: &message,
+                kind: self.kind(),
+                param: None,
+                code: self.code(),
+            },
+        };
         let mut response = crate::app::json_response(status, &body);
         let headers = response.headers_mut();
         match &self {
@@ -113,6 +115,21 @@ impl ApiError {
         }
         response
     }
+}
+
+/// OpenAI's error object, fields in OpenAI's order.
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: ErrorFields<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorFields<'a> {
+    message: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    param: Option<&'static str>,
+    code: &'static str,
 }
 
 impl From<StoreError> for ApiError {
@@ -150,6 +167,7 @@ impl std::fmt::Display for ErrorChain<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn body_of(response: &Response<Body>) -> serde_json::Value {
         serde_json::from_slice(response.body().as_ref()).unwrap()
@@ -166,6 +184,7 @@ mod tests {
             json!({"error": {
                 "message": "`content` must be a string",
                 "type": "invalid_request_error",
+                "param": null,
                 "code": "invalid_content"
             }})
         );
