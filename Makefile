@@ -2,7 +2,25 @@
 .DEFAULT_GOAL := help
 SHELL := /bin/bash
 
-.PHONY: help watch test lint build invoke clean
+.PHONY: help watch test lint build deploy invoke clean
+
+# Python tools live in project venvs, pinned in tools/: .venv for moto and the linters,
+# .venv-sam for SAM CLI (its pins clash with the others).
+VENV := .venv
+SAM_VENV := .venv-sam
+SAM := $(SAM_VENV)/bin/sam
+STACK ?= chat-proxy
+export SAM_CLI_TELEMETRY := 0
+
+$(VENV)/.installed: tools/requirements.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r $<
+	@touch $@
+
+$(SAM_VENV)/.installed: tools/requirements-sam.txt
+	python3 -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/pip install --quiet --disable-pip-version-check -r $<
+	@touch $@
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -18,19 +36,35 @@ watch: .env ## Run the function locally on http://localhost:9000 (cargo lambda w
 	@grep -qE '^(GPT_API_KEY|OPENAI_API_KEY)=.+' .env || { echo "Set GPT_API_KEY in .env first."; exit 1; }
 	cargo lambda watch --env-file .env
 
-test: ## Run every test (starts its own redis-server; needs redis-server installed)
+test: $(VENV)/.installed ## Run every test (starts its own redis-server and moto; needs redis-server installed)
 	@command -v redis-server >/dev/null 2>&1 || { echo "redis-server is missing: apt-get install -y redis-server (or brew install redis)"; exit 1; }
 	cargo test --locked
 
-lint: ## cargo fmt --check and clippy with warnings denied
+lint: $(VENV)/.installed $(SAM_VENV)/.installed ## fmt, clippy, template lint (cfn-lint, sam validate), workflow lint
 	cargo fmt --check
 	cargo clippy --locked --all-targets -- -D warnings
+	$(VENV)/bin/cfn-lint template.yaml
+	$(SAM) validate --lint --region us-east-1 --template template.yaml
+	$(VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
+	$(VENV)/bin/zizmor --offline --min-severity medium .github/workflows/
 
 build: ## Build the Lambda bootstrap for arm64 (needs cargo-lambda, zig and the aarch64 target)
 	@command -v cargo-lambda >/dev/null 2>&1 || { echo "cargo-lambda is missing: pip install cargo-lambda (it brings zig too)"; exit 1; }
 	@rustup target list --installed 2>/dev/null | grep -q '^aarch64-unknown-linux-gnu$$' || { echo "The aarch64 target is missing: rustup target add aarch64-unknown-linux-gnu"; exit 1; }
 	cargo lambda build --release --arm64
 	@ls -l target/lambda/bootstrap/bootstrap
+
+deploy: $(SAM_VENV)/.installed ## sam build + sam deploy (guided the first time), then print the ApiUrl
+	@command -v cargo-lambda >/dev/null 2>&1 || { echo "cargo-lambda is missing: pip install cargo-lambda (it brings zig too)"; exit 1; }
+	@rustup target list --installed 2>/dev/null | grep -q '^aarch64-unknown-linux-gnu$$' || { echo "The aarch64 target is missing: rustup target add aarch64-unknown-linux-gnu"; exit 1; }
+	$(SAM) build
+	@if $(SAM) list stack-outputs --stack-name $(STACK) >/dev/null 2>&1; then \
+	  $(SAM) deploy --stack-name $(STACK); \
+	else \
+	  echo "First deploy of $(STACK): SAM asks for the settings once and saves them to samconfig.toml."; \
+	  $(SAM) deploy --guided --stack-name $(STACK); \
+	fi
+	$(SAM) list stack-outputs --stack-name $(STACK) --output table
 
 invoke: ## Send every events/*.json to a running `make watch`
 	@for event in events/*.json; do \
@@ -39,5 +73,6 @@ invoke: ## Send every events/*.json to a running `make watch`
 	  echo; \
 	done
 
-clean: ## Remove build output
+clean: ## Remove build output and the tool venvs
 	cargo clean
+	rm -rf .aws-sam $(VENV) $(SAM_VENV)

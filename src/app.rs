@@ -14,7 +14,7 @@ use crate::body::{Content, Shape};
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::routes::{ChatId, Route};
-use crate::store::{MemoryStore, RedisStore, Store, StoreError, Turn};
+use crate::store::{MemoryStore, RedisStore, Store, Turn};
 use crate::upstream::wire::{Message, Usage};
 use crate::upstream::{Model, Upstream, UpstreamError};
 
@@ -30,19 +30,10 @@ pub struct App {
     max_body_bytes: usize,
 }
 
-/// A dependency that could not be built at cold start.
-#[derive(Debug, thiserror::Error)]
-pub enum StartupError {
-    #[error("cannot set up the Redis client: {0}")]
-    Store(#[from] StoreError),
-    #[error("cannot set up the OpenAI client: {0}")]
-    Upstream(#[from] UpstreamError),
-}
-
 impl App {
     /// Builds the clients from `config`: Redis when configured, else the in-memory store.
     /// Redis connects in the background; nothing here waits on the network.
-    pub fn build(config: &Config) -> Result<App, StartupError> {
+    pub fn build(config: &Config) -> Result<App, crate::startup::StartupError> {
         let store: Arc<dyn Store> = match &config.redis {
             Some(target) => Arc::new(RedisStore::connect(
                 target,

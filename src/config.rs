@@ -22,8 +22,6 @@ pub struct Config {
     pub default_system_prompt: String,
     /// Request bodies larger than this are refused with 413.
     pub max_body_bytes: usize,
-    /// `json` on Lambda (CloudWatch parses it), `text` elsewhere, unless `LOG_FORMAT` says.
-    pub log_format: LogFormat,
 }
 
 #[derive(Debug, Clone)]
@@ -79,12 +77,6 @@ impl Default for StoreSettings {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    Json,
-    Text,
-}
-
 /// Every problem found in the environment, reported at once.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -123,7 +115,10 @@ impl Config {
         let api_key = match env.get("GPT_API_KEY").or_else(|| env.get("OPENAI_API_KEY")) {
             Some(key) => SecretString::from(key),
             None => {
-                env.problem("GPT_API_KEY (or OPENAI_API_KEY) is required");
+                env.problem(
+                    "GPT_API_KEY is required (or OPENAI_API_KEY, or GPT_API_KEY_SSM_PARAMETER / \
+                     GPT_API_KEY_SECRET_ARN to read it from AWS)",
+                );
                 SecretString::from(String::new())
             }
         };
@@ -174,18 +169,6 @@ impl Config {
             64..=6 * 1024 * 1024,
         );
 
-        let on_lambda = env.get("AWS_LAMBDA_FUNCTION_NAME").is_some();
-        let log_format = match env.get("LOG_FORMAT").as_deref() {
-            None if on_lambda => LogFormat::Json,
-            None => LogFormat::Text,
-            Some("json") => LogFormat::Json,
-            Some("text") => LogFormat::Text,
-            Some(_) => {
-                env.problem("LOG_FORMAT must be json or text");
-                LogFormat::Text
-            }
-        };
-
         if !env.problems.is_empty() {
             return Err(ConfigError {
                 problems: env.problems,
@@ -198,7 +181,6 @@ impl Config {
             store,
             default_system_prompt,
             max_body_bytes,
-            log_format,
         })
     }
 }
@@ -403,11 +385,5 @@ mod tests {
         let debug = format!("{config:?}");
         assert!(!debug.contains("sk-very-secret"));
         assert!(!debug.contains("hunter2"));
-    }
-
-    #[test]
-    fn log_format_is_json_on_lambda() {
-        let config = config(&[("GPT_API_KEY", "k"), ("AWS_LAMBDA_FUNCTION_NAME", "f")]).unwrap();
-        assert_eq!(config.log_format, LogFormat::Json);
     }
 }

@@ -10,6 +10,8 @@ pub mod config;
 pub mod error;
 pub mod init_error;
 pub mod routes;
+pub mod secrets;
+pub mod startup;
 pub mod store;
 pub mod telemetry;
 pub mod upstream;

@@ -1,31 +1,15 @@
-//! Cold start: read the configuration, build the clients once, then serve invocations.
+//! Cold start: logging, then everything built once, then invocations until Lambda stops us.
 
-use chat_proxy::config::{Config, LogFormat};
-use chat_proxy::{handle, init_error, telemetry, App};
+use chat_proxy::telemetry::{self, LogFormat};
+use chat_proxy::{handle, init_error, startup};
 use lambda_http::{service_fn, Request};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_http::Error> {
     chat_proxy::install_tls_provider();
-    let config = match Config::from_env() {
-        Ok(config) => config,
-        Err(error) => {
-            // The subscriber is not set up yet (its format is part of the configuration).
-            telemetry::init(LogFormat::Json);
-            tracing::error!(%error, "cannot start");
-            init_error::report(&error).await;
-            return Err(error.into());
-        }
-    };
-    telemetry::init(config.log_format);
-    if config.redis.is_none() {
-        tracing::warn!(
-            "NO REDIS CONFIGURED: chats are kept in this process's memory only and are lost \
-             when it stops. Set REDIS_URL (or REDIS_HOST) for anything but a local run."
-        );
-    }
+    telemetry::init(LogFormat::from_env());
 
-    let app = match App::build(&config) {
+    let app = match startup::app_from_env().await {
         Ok(app) => app,
         Err(error) => {
             tracing::error!(%error, "cannot start");

@@ -1,9 +1,28 @@
 //! Logging: JSON lines on Lambda (CloudWatch indexes their fields), readable text elsewhere.
 //! `RUST_LOG` filters as usual; the default is `info`.
+//!
+//! The format is read from the environment on its own, before the configuration, so that
+//! configuration errors are logged in the right format too.
 
 use tracing_subscriber::EnvFilter;
 
-use crate::config::LogFormat;
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+impl LogFormat {
+    /// `LOG_FORMAT` (`json` or `text`) when set, else JSON on Lambda and text elsewhere.
+    pub fn from_env() -> LogFormat {
+        match std::env::var("LOG_FORMAT").as_deref().map(str::trim) {
+            Ok("json") => LogFormat::Json,
+            Ok("text") => LogFormat::Text,
+            _ if std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_some() => LogFormat::Json,
+            _ => LogFormat::Text,
+        }
+    }
+}
 
 /// Installs the global subscriber. Call once, first thing at cold start.
 pub fn init(format: LogFormat) {

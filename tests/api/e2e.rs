@@ -7,6 +7,7 @@ use serde_json::{json, Value};
 use tokio::io::AsyncReadExt;
 use tokio::process::{Child, Command};
 
+use crate::support::moto::MotoServer;
 use crate::support::openai::{error_response, FakeOpenAi, API_KEY};
 use crate::support::redis::RedisServer;
 use crate::support::runtime_api::{Outcome, RuntimeApi};
@@ -175,4 +176,79 @@ async fn without_redis_the_binary_runs_on_memory_and_says_so_first() {
     let logs = stop_function(function).await;
     let first = logs.lines().next().unwrap_or_default();
     assert!(first.contains("NO REDIS CONFIGURED"), "first line: {first}");
+}
+
+/// Lambda's AWS settings, pointed at the emulator.
+fn aws_env(moto: &MotoServer) -> Vec<(&'static str, String)> {
+    vec![
+        ("AWS_ENDPOINT_URL", moto.endpoint()),
+        ("AWS_REGION", crate::support::moto::REGION.to_owned()),
+        ("AWS_ACCESS_KEY_ID", "testing".to_owned()),
+        ("AWS_SECRET_ACCESS_KEY", "testing".to_owned()),
+    ]
+}
+
+#[tokio::test]
+async fn secrets_are_read_from_ssm_at_cold_start() {
+    let moto = MotoServer::start();
+    let redis = RedisServer::start();
+    let openai = FakeOpenAi::start().await;
+    let runtime = RuntimeApi::start().await;
+    let key = "sk-from-ssm-5f3a9c";
+    moto.put_parameter("/chat-proxy/openai-api-key", key).await;
+    moto.put_parameter("/chat-proxy/redis-url", &redis.url())
+        .await;
+
+    let mut vars = aws_env(&moto);
+    vars.push((
+        "GPT_API_KEY_SSM_PARAMETER",
+        "/chat-proxy/openai-api-key".to_owned(),
+    ));
+    vars.push((
+        "REDIS_URL_SSM_PARAMETER",
+        "/chat-proxy/redis-url".to_owned(),
+    ));
+    vars.push(("OPENAI_BASE_URL", openai.base_url()));
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let function = start_function(&runtime, &vars);
+
+    let (status, reply) = http_answer(runtime.invoke(&event("post-chat")).await);
+    assert_eq!(status, 200, "{reply}");
+    let sent = &openai.requests().await[0];
+    assert_eq!(
+        sent.headers.get("authorization").unwrap(),
+        format!("Bearer {key}").as_str()
+    );
+    assert_eq!(
+        redis.query(&["LLEN", "chat-proxy:chat:{demo-chat}:turns"]),
+        "1"
+    );
+
+    let logs = stop_function(function).await;
+    assert!(!logs.contains(key), "{logs}");
+}
+
+#[tokio::test]
+async fn a_missing_parameter_fails_the_init_naming_it() {
+    let moto = MotoServer::start();
+    let runtime = RuntimeApi::start().await;
+    let mut vars = aws_env(&moto);
+    vars.push((
+        "GPT_API_KEY_SSM_PARAMETER",
+        "/chat-proxy/not-there".to_owned(),
+    ));
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let function = start_function(&runtime, &vars);
+
+    let error = runtime
+        .init_error(Duration::from_secs(20))
+        .await
+        .expect("the init error is reported");
+    let message = error["errorMessage"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("GPT_API_KEY (SSM parameter /chat-proxy/not-there)"),
+        "{message}"
+    );
+    assert!(message.contains("ParameterNotFound"), "{message}");
+    stop_function(function).await;
 }

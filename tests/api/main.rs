@@ -11,6 +11,7 @@ mod events;
 mod input_errors;
 mod redis_faults;
 mod routes;
+mod secrets;
 mod store_contract;
 mod turns;
 mod upstream_faults;

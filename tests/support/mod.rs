@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod moto;
 pub mod openai;
 pub mod redis;
 pub mod runtime_api;

@@ -1,0 +1,42 @@
+//! Cold start: secrets from AWS, then the configuration, then the clients, once.
+
+use secrecy::ExposeSecret;
+
+use crate::app::App;
+use crate::config::{Config, ConfigError};
+use crate::secrets::{self, SecretsError};
+use crate::store::StoreError;
+use crate::upstream::UpstreamError;
+
+/// Why the function could not start. Every variant names what is wrong and never a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Secrets(#[from] SecretsError),
+    #[error("cannot set up the Redis client: {0}")]
+    Store(#[from] StoreError),
+    #[error("cannot set up the OpenAI client: {0}")]
+    Upstream(#[from] UpstreamError),
+}
+
+/// Builds the app from the process environment, reading the secrets it names from AWS.
+pub async fn app_from_env() -> Result<App, StartupError> {
+    let env = |name: &str| std::env::var(name).ok();
+    let references = secrets::references(env)?;
+    let from_aws = secrets::resolve(&references, secrets::aws_loader()).await?;
+    let config = Config::from_lookup(|name| {
+        from_aws
+            .get(name)
+            .map(|value| value.expose_secret().to_owned())
+            .or_else(|| env(name))
+    })?;
+    if config.redis.is_none() {
+        tracing::warn!(
+            "NO REDIS CONFIGURED: chats are kept in this process's memory only and are lost \
+             when it stops. Set REDIS_URL (or REDIS_HOST) for anything but a local run."
+        );
+    }
+    App::build(&config)
+}
