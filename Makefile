@@ -33,7 +33,7 @@ help: ## List the targets
 
 watch: .env ## Run the function locally on http://localhost:9000 (cargo lambda watch)
 	@command -v cargo-lambda >/dev/null 2>&1 || { echo "Installing cargo-lambda: pip install cargo-lambda"; pip install cargo-lambda; }
-	@grep -qE '^(GPT_API_KEY|OPENAI_API_KEY)=.+' .env || { echo "Set GPT_API_KEY in .env first."; exit 1; }
+	@grep -qE '^(GPT_API_KEY|OPENAI_API_KEY|GPT_API_KEY_SSM_PARAMETER|GPT_API_KEY_SECRET_ARN)=.+' .env || { echo "Set GPT_API_KEY in .env first."; exit 1; }
 	cargo lambda watch --env-file .env
 
 test: $(VENV)/.installed ## Run every test (starts its own redis-server and moto; needs redis-server installed)
