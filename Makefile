@@ -2,7 +2,7 @@
 .DEFAULT_GOAL := help
 SHELL := /bin/bash
 
-.PHONY: help watch test lint build deploy invoke clean
+.PHONY: help watch test lint build deploy invoke fuzz clean
 
 # Python tools live in project venvs, pinned in tools/: .venv for moto and the linters,
 # .venv-sam for SAM CLI (its pins clash with the others).
@@ -72,6 +72,12 @@ invoke: ## Send every events/*.json to a running `make watch`
 	  cargo lambda invoke bootstrap --data-file "$$event" || exit 1; \
 	  echo; \
 	done
+
+FUZZ_SECONDS ?= 60
+fuzz: ## Fuzz request parsing and routing with cargo-fuzz for FUZZ_SECONDS (default 60)
+	@command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
+	@# cargo-fuzz wants nightly for its sanitizer flags; RUSTC_BOOTSTRAP lets stable take them.
+	cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run request -- -max_total_time=$(FUZZ_SECONDS) -max_len=4096
 
 clean: ## Remove build output and the tool venvs
 	cargo clean

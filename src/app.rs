@@ -4,14 +4,17 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use lambda_http::http::{header, HeaderValue, StatusCode};
+use lambda_http::http::{header, HeaderValue, Method, StatusCode};
+use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde::Serialize;
 use serde_json::json;
 use tokio::time::Instant;
 
+use crate::auth::{Callers, Tenant};
 use crate::body::{Content, Shape};
 use crate::config::Config;
+use crate::cors::Cors;
 use crate::error::ApiError;
 use crate::routes::{ChatId, Route};
 use crate::store::{MemoryStore, RedisStore, Store, Turn};
@@ -28,6 +31,9 @@ pub struct App {
     upstream: Upstream,
     default_system_prompt: String,
     max_body_bytes: usize,
+    callers: Callers,
+    cors: Cors,
+    rate_limit_per_minute: Option<u64>,
 }
 
 impl App {
@@ -39,6 +45,7 @@ impl App {
                 target,
                 config.store.clone(),
                 config.redis_timeout,
+                config.redis_ca_file.as_deref(),
             )?),
             None => Arc::new(MemoryStore::new(config.store.clone())),
         };
@@ -53,6 +60,9 @@ impl App {
             upstream: Upstream::new(&config.openai)?,
             default_system_prompt: config.default_system_prompt.clone(),
             max_body_bytes: config.max_body_bytes,
+            callers: config.callers.clone(),
+            cors: config.cors.clone(),
+            rate_limit_per_minute: config.rate_limit_per_minute,
         })
     }
 }
@@ -61,16 +71,14 @@ impl App {
 /// `Err` from a Lambda handler reaches the client as API Gateway's bare 500.
 pub async fn handle(app: &App, request: Request) -> Response<Body> {
     let started = Instant::now();
-    let route = Route::parse(request.method(), request.uri().path());
-    let route_name = route.as_ref().map_or("none", Route::name);
-    let result = match route {
-        Ok(route) => dispatch(app, route, &request).await,
-        Err(error) => Err(error),
-    };
-    let response = result.unwrap_or_else(ApiError::into_response);
+    let mut log = RequestLog::default();
+    let result = serve(app, &request, &mut log).await;
+    let mut response = result.unwrap_or_else(ApiError::into_response);
+    app.cors.decorate(request.headers(), &mut response);
     tracing::info!(
         method = %request.method(),
-        route = route_name,
+        route = log.route,
+        caller = log.caller.as_deref().unwrap_or("-"),
         status = response.status().as_u16(),
         latency_ms = started.elapsed().as_secs_f64() * 1000.0,
         "request"
@@ -78,13 +86,67 @@ pub async fn handle(app: &App, request: Request) -> Response<Body> {
     response
 }
 
-async fn dispatch(app: &App, route: Route, request: &Request) -> Result<Response<Body>, ApiError> {
+/// What the request line logs besides status and latency.
+#[derive(Default)]
+struct RequestLog {
+    route: &'static str,
+    caller: Option<String>,
+}
+
+/// Route, preflight, authenticate, rate-limit, then the route's own work.
+async fn serve(
+    app: &App,
+    request: &Request,
+    log: &mut RequestLog,
+) -> Result<Response<Body>, ApiError> {
+    log.route = "none";
+    let route = match Route::parse(request.method(), request.uri().path()) {
+        Ok(route) => route,
+        Err(ApiError::MethodNotAllowed { allow })
+            if request.method() == Method::OPTIONS && app.cors.is_on() =>
+        {
+            log.route = "preflight";
+            return Ok(app.cors.preflight(request.headers(), allow));
+        }
+        Err(error) => return Err(error),
+    };
+    log.route = route.name();
+    if route == Route::Hello {
+        return Ok(hello());
+    }
+    let tenant = app.callers.authenticate(request.headers())?;
+    log.caller = Some(tenant.name().to_owned());
+    let limit = app.rate_limit(&tenant, request);
+    match route {
+        // A turn checks its limit in the same round trip as it reads the chat.
+        Route::SendChat(chat) => {
+            let question = Content::parse(request.body(), Shape::Content, app.max_body_bytes)?;
+            turn(app, &tenant, &chat, question, request, limit).await
+        }
+        Route::SendImage(chat) => {
+            let question =
+                Content::parse(request.body(), Shape::ContentAndUrl, app.max_body_bytes)?;
+            turn(app, &tenant, &chat, question, request, limit).await
+        }
+        other => {
+            limit.await?;
+            dispatch(app, other, &tenant, request).await
+        }
+    }
+}
+
+async fn dispatch(
+    app: &App,
+    route: Route,
+    tenant: &Tenant,
+    request: &Request,
+) -> Result<Response<Body>, ApiError> {
     let body = request.body();
     let content = |shape| Content::parse(body, shape, app.max_body_bytes);
     match route {
         Route::Hello => Ok(hello()),
         Route::GetGlobalSystem => {
-            let prompt = app.store.global_prompt().await?;
+            let prompt = app.store.global_prompt(tenant).await?;
             let content = prompt.as_deref().unwrap_or(&app.default_system_prompt);
             Ok(json_response(
                 StatusCode::OK,
@@ -93,7 +155,7 @@ async fn dispatch(app: &App, route: Route, request: &Request) -> Result<Response
         }
         Route::SetGlobalSystem => {
             let Content { content, .. } = content(Shape::Content)?;
-            app.store.set_global_prompt(&content).await?;
+            app.store.set_global_prompt(tenant, &content).await?;
             Ok(empty_object())
         }
         Route::Moderate => {
@@ -103,7 +165,7 @@ async fn dispatch(app: &App, route: Route, request: &Request) -> Result<Response
             Ok(json_response(StatusCode::OK, &result))
         }
         Route::GetChatSystem(chat) => {
-            let prompt = app.store.chat_prompt(&chat).await?;
+            let prompt = app.store.chat_prompt(tenant, &chat).await?;
             Ok(json_response(
                 StatusCode::OK,
                 &json!({ "content": prompt.unwrap_or_default() }),
@@ -111,19 +173,63 @@ async fn dispatch(app: &App, route: Route, request: &Request) -> Result<Response
         }
         Route::SetChatSystem(chat) => {
             let Content { content, .. } = content(Shape::Content)?;
-            app.store.set_chat_prompt(&chat, &content).await?;
+            app.store.set_chat_prompt(tenant, &chat, &content).await?;
             Ok(empty_object())
         }
-        Route::SendChat(chat) => turn(app, &chat, content(Shape::Content)?, request).await,
-        Route::SendImage(chat) => turn(app, &chat, content(Shape::ContentAndUrl)?, request).await,
+        Route::SendChat(chat) => {
+            turn(
+                app,
+                tenant,
+                &chat,
+                content(Shape::Content)?,
+                request,
+                async { Ok(()) },
+            )
+            .await
+        }
+        Route::SendImage(chat) => {
+            let question = content(Shape::ContentAndUrl)?;
+            turn(app, tenant, &chat, question, request, async { Ok(()) }).await
+        }
         Route::GetChat(chat) => {
-            let turns = app.store.turns(&chat).await?;
+            let turns = app.store.turns(tenant, &chat).await?;
             Ok(json_response(StatusCode::OK, &transcript(&turns)))
         }
         Route::ClearChat(chat) => {
-            app.store.clear(&chat).await?;
+            app.store.clear(tenant, &chat).await?;
             Ok(empty_object())
         }
+    }
+}
+
+impl App {
+    /// Counts this request against `RATE_LIMIT_PER_MINUTE`: per caller, or per source IP
+    /// when the API is open. Resolves at once when there is no limit.
+    async fn rate_limit(&self, tenant: &Tenant, request: &Request) -> Result<(), ApiError> {
+        let Some(limit) = self.rate_limit_per_minute else {
+            return Ok(());
+        };
+        let who = match tenant {
+            Tenant::Caller(name) => format!("caller:{name}"),
+            Tenant::Open => format!("ip:{}", source_ip(request).unwrap_or("unknown")),
+        };
+        let counted = self.store.count_request(&who).await?;
+        if counted.count > limit {
+            return Err(ApiError::CallerRateLimited {
+                limit,
+                retry_after: counted.resets_in,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The caller's address as API Gateway saw it.
+fn source_ip(request: &Request) -> Option<&str> {
+    match request.request_context_ref()? {
+        RequestContext::ApiGatewayV2(context) => context.http.source_ip.as_deref(),
+        RequestContext::ApiGatewayV1(context) => context.identity.source_ip.as_deref(),
+        _ => None,
     }
 }
 
@@ -131,11 +237,15 @@ async fn dispatch(app: &App, route: Route, request: &Request) -> Result<Response
 /// Nothing is written unless upstream answered.
 async fn turn(
     app: &App,
+    tenant: &Tenant,
     chat: &ChatId,
     question: Content,
     request: &Request,
+    rate_limit: impl std::future::Future<Output = Result<(), ApiError>>,
 ) -> Result<Response<Body>, ApiError> {
-    let context = app.store.turn_context(chat).await?;
+    let (allowed, context) = tokio::join!(rate_limit, app.store.turn_context(tenant, chat));
+    allowed?;
+    let context = context?;
     let global_prompt = context
         .global_prompt
         .as_deref()
@@ -170,7 +280,7 @@ async fn turn(
         url: question.url,
         assistant: completion.content,
     };
-    app.store.append_turn(chat, &turn).await?;
+    app.store.append_turn(tenant, chat, &turn).await?;
     Ok(json_response(
         StatusCode::OK,
         &Reply {

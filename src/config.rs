@@ -9,6 +9,9 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
+use crate::auth::Callers;
+use crate::cors::Cors;
+
 /// Everything the function needs to start, already validated.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -17,11 +20,19 @@ pub struct Config {
     pub redis: Option<RedisTarget>,
     /// Bounds every Redis command, connect included: Redis down answers 503 within it.
     pub redis_timeout: Duration,
+    /// `REDIS_TLS_CA_FILE`: a PEM bundle to trust for Redis TLS instead of the system's roots.
+    pub redis_ca_file: Option<std::path::PathBuf>,
     pub store: StoreSettings,
     /// The global system prompt used until `POST /system` sets one.
     pub default_system_prompt: String,
     /// Request bodies larger than this are refused with 413.
     pub max_body_bytes: usize,
+    /// `PROXY_API_KEYS`: who may call, each with its own namespace; empty means open.
+    pub callers: Callers,
+    /// `CORS_ALLOW_ORIGINS`: browser origins allowed to call.
+    pub cors: Cors,
+    /// `RATE_LIMIT_PER_MINUTE`: requests a caller may make per minute; `None` is no limit.
+    pub rate_limit_per_minute: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -143,7 +154,13 @@ impl Config {
 
         let redis = redis_target(&mut env);
         let redis_timeout =
-            Duration::from_millis(env.number("REDIS_TIMEOUT_MS", 2000, 50..=30_000));
+            Duration::from_millis(env.number("REDIS_TIMEOUT_MS", 1500, 50..=30_000));
+        let redis_ca_file = env.get("REDIS_TLS_CA_FILE").map(std::path::PathBuf::from);
+        if let Some(path) = &redis_ca_file {
+            if !path.is_file() {
+                env.problem("REDIS_TLS_CA_FILE does not name a readable file");
+            }
+        }
 
         let key_prefix = env.text("REDIS_KEY_PREFIX", "chat-proxy");
         if key_prefix.contains(['{', '}']) {
@@ -162,6 +179,25 @@ impl Config {
             max_history_messages,
         };
 
+        let callers = match env.get("PROXY_API_KEYS").map(|raw| Callers::parse(&raw)) {
+            None => Callers::default(),
+            Some(Ok(callers)) => callers,
+            Some(Err(problems)) => {
+                env.problems.extend(problems);
+                Callers::default()
+            }
+        };
+        let cors = match env.get("CORS_ALLOW_ORIGINS").map(|raw| Cors::parse(&raw)) {
+            None => Cors::Off,
+            Some(Ok(cors)) => cors,
+            Some(Err(problem)) => {
+                env.problems.push(problem);
+                Cors::Off
+            }
+        };
+        let rate_limit = env.number("RATE_LIMIT_PER_MINUTE", 0, 0..=1_000_000);
+        let rate_limit_per_minute = (rate_limit > 0).then_some(rate_limit);
+
         let default_system_prompt = env.text("SYSTEM_PROMPT", DEFAULT_SYSTEM_PROMPT);
         let max_body_bytes = env.number(
             "MAX_BODY_BYTES",
@@ -178,9 +214,13 @@ impl Config {
             openai,
             redis,
             redis_timeout,
+            redis_ca_file,
             store,
             default_system_prompt,
             max_body_bytes,
+            callers,
+            cors,
+            rate_limit_per_minute,
         })
     }
 }
@@ -317,6 +357,30 @@ mod tests {
             !text.contains("hunter2"),
             "the Redis password leaked: {text}"
         );
+    }
+
+    #[test]
+    fn callers_cors_and_rate_limit_are_read() {
+        let config = config(&[
+            ("GPT_API_KEY", "k"),
+            ("PROXY_API_KEYS", "alice:sk-a1,bob:sk-b2"),
+            ("CORS_ALLOW_ORIGINS", "https://app.example.com"),
+            ("RATE_LIMIT_PER_MINUTE", "60"),
+        ])
+        .unwrap();
+        assert!(!config.callers.is_open());
+        assert!(config.cors.is_on());
+        assert_eq!(config.rate_limit_per_minute, Some(60));
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("sk-a1"), "{debug}");
+    }
+
+    #[test]
+    fn by_default_the_api_is_open_unlimited_and_without_cors() {
+        let config = config(&[("GPT_API_KEY", "k")]).unwrap();
+        assert!(config.callers.is_open());
+        assert!(!config.cors.is_on());
+        assert_eq!(config.rate_limit_per_minute, None);
     }
 
     #[test]

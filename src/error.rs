@@ -18,6 +18,8 @@ pub enum ApiError {
     BadRequest { code: &'static str, message: String },
     #[error("request body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    #[error("{reason}")]
+    Unauthorized { reason: &'static str },
     #[error("no route for this path")]
     NotFound,
     #[error("method not allowed; this path accepts {allow}")]
@@ -27,6 +29,9 @@ pub enum ApiError {
     UpstreamRejected { message: String },
     #[error("OpenAI rate limit reached; retry later")]
     RateLimited { retry_after: Option<u64> },
+    /// This caller made more than `RATE_LIMIT_PER_MINUTE` requests this minute.
+    #[error("rate limit of {limit} requests per minute reached; retry in {retry_after} s")]
+    CallerRateLimited { limit: u64, retry_after: u64 },
     #[error("OpenAI did not answer in time")]
     UpstreamTimeout,
     #[error("OpenAI request failed")]
@@ -49,9 +54,12 @@ impl ApiError {
                 StatusCode::BAD_REQUEST
             }
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RateLimited { .. } | ApiError::CallerRateLimited { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ApiError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ApiError::Storage(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -63,10 +71,12 @@ impl ApiError {
         match self {
             ApiError::BadRequest { code, .. } => code,
             ApiError::PayloadTooLarge { .. } => "body_too_large",
+            ApiError::Unauthorized { .. } => "invalid_api_key",
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::UpstreamRejected { .. } => "upstream_rejected",
             ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::CallerRateLimited { .. } => "rate_limit_exceeded",
             ApiError::UpstreamTimeout => "upstream_timeout",
             ApiError::Upstream(_) => "upstream_error",
             ApiError::Storage(_) => "storage_unavailable",
@@ -77,6 +87,7 @@ impl ApiError {
     fn kind(&self) -> &'static str {
         match self.status() {
             StatusCode::TOO_MANY_REQUESTS => "rate_limit_error",
+            StatusCode::UNAUTHORIZED => "authentication_error",
             status if status.is_client_error() => "invalid_request_error",
             _ => "api_error",
         }
@@ -86,7 +97,7 @@ impl ApiError {
     /// exactly once, at WARN for the client's faults and ERROR for ours or upstream's.
     pub fn into_response(self) -> Response<Body> {
         let status = self.status();
-        if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+        if status.is_server_error() || matches!(self, ApiError::RateLimited { .. }) {
             tracing::error!(status = status.as_u16(), code = self.code(), error = %ErrorChain(&self), "request failed");
         } else {
             tracing::warn!(status = status.as_u16(), code = self.code(), error = %self, "request rejected");
@@ -108,8 +119,18 @@ impl ApiError {
             }
             ApiError::RateLimited {
                 retry_after: Some(seconds),
+            }
+            | ApiError::CallerRateLimited {
+                retry_after: seconds,
+                ..
             } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*seconds));
+            }
+            ApiError::Unauthorized { .. } => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"chat-proxy\""),
+                );
             }
             _ => {}
         }

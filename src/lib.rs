@@ -5,8 +5,10 @@
 //! token usage. `main.rs` builds an [`App`] once per cold start and serves [`handle`].
 
 pub mod app;
+pub mod auth;
 pub mod body;
 pub mod config;
+pub mod cors;
 pub mod error;
 pub mod init_error;
 pub mod routes;

@@ -1,7 +1,8 @@
 //! Secrets from AWS, read once at cold start: SSM Parameter Store (SecureString) or Secrets
 //! Manager, in place of plain environment variables.
 //!
-//! For each secret variable `NAME` (`GPT_API_KEY`, `REDIS_URL`, `REDIS_PASSWORD`) the
+//! For each secret variable `NAME` (`GPT_API_KEY`, `REDIS_URL`, `REDIS_PASSWORD`,
+//! `PROXY_API_KEYS`) the
 //! function may be given `NAME_SSM_PARAMETER` (a parameter name) or `NAME_SECRET_ARN` (a
 //! secret's ARN or name; its whole `SecretString` is the value). A plain `NAME` still works,
 //! for local runs. Nothing here runs, and no AWS client is built, when no reference is set.
@@ -21,7 +22,12 @@ use secrecy::SecretString;
 use crate::config::ConfigError;
 
 /// The variables whose value may come from AWS.
-pub const SECRET_VARIABLES: [&str; 3] = ["GPT_API_KEY", "REDIS_URL", "REDIS_PASSWORD"];
+pub const SECRET_VARIABLES: [&str; 4] = [
+    "GPT_API_KEY",
+    "REDIS_URL",
+    "REDIS_PASSWORD",
+    "PROXY_API_KEYS",
+];
 
 /// Where one secret variable's value is kept.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -32,11 +32,26 @@ pub async fn app_from_env() -> Result<App, StartupError> {
             .map(|value| value.expose_secret().to_owned())
             .or_else(|| env(name))
     })?;
-    if config.redis.is_none() {
-        tracing::warn!(
-            "NO REDIS CONFIGURED: chats are kept in this process's memory only and are lost \
-             when it stops. Set REDIS_URL (or REDIS_HOST) for anything but a local run."
-        );
+    if let Some(warning) = startup_warning(&config) {
+        tracing::warn!("{warning}");
     }
     App::build(&config)
+}
+
+/// What an operator must know before anything else, said in the very first log line.
+fn startup_warning(config: &Config) -> Option<String> {
+    let mut warnings = Vec::new();
+    if config.redis.is_none() {
+        warnings.push(
+            "NO REDIS CONFIGURED: chats are kept in this process's memory only and are lost \
+             when it stops. Set REDIS_URL (or REDIS_HOST) for anything but a local run.",
+        );
+    }
+    if config.callers.is_open() {
+        warnings.push(
+            "OPEN API: PROXY_API_KEYS is not set, so anyone who knows the URL can read and \
+             write every chat and spend the OpenAI key.",
+        );
+    }
+    (!warnings.is_empty()).then(|| warnings.join(" "))
 }

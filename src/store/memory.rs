@@ -7,7 +7,8 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
-use super::{Store, StoreError, Turn, TurnContext};
+use super::{RequestCount, Store, StoreError, Turn, TurnContext, RATE_WINDOW};
+use crate::auth::Tenant;
 use crate::config::StoreSettings;
 use crate::routes::ChatId;
 
@@ -18,9 +19,13 @@ pub struct MemoryStore {
 
 #[derive(Default)]
 struct State {
-    global_prompt: Option<String>,
-    chats: HashMap<ChatId, Chat>,
+    global_prompts: HashMap<Tenant, String>,
+    chats: HashMap<(Tenant, ChatId), Chat>,
+    /// Requests per caller in its current window, and when the window ends.
+    requests: HashMap<String, (u64, Instant)>,
 }
+
+type ChatKey = (Tenant, ChatId);
 
 #[derive(Default)]
 struct Chat {
@@ -46,7 +51,7 @@ impl MemoryStore {
     }
 
     /// The chat if it exists and has not expired; an expired chat is dropped on sight.
-    fn live<'a>(&self, state: &'a mut State, chat: &ChatId) -> Option<&'a mut Chat> {
+    fn live<'a>(&self, state: &'a mut State, chat: &ChatKey) -> Option<&'a mut Chat> {
         let now = Instant::now();
         if state
             .chats
@@ -59,7 +64,7 @@ impl MemoryStore {
     }
 
     /// The chat for a write, created if needed, with its expiry renewed.
-    fn touched<'a>(&self, state: &'a mut State, chat: &ChatId) -> &'a mut Chat {
+    fn touched<'a>(&self, state: &'a mut State, chat: &ChatKey) -> &'a mut Chat {
         self.live(state, chat);
         let entry = state.chats.entry(chat.clone()).or_default();
         entry.expires_at = self.settings.chat_ttl.map(|ttl| Instant::now() + ttl);
@@ -75,32 +80,53 @@ impl MemoryStore {
     }
 }
 
+fn key(tenant: &Tenant, chat: &ChatId) -> ChatKey {
+    (tenant.clone(), chat.clone())
+}
+
 #[async_trait::async_trait]
 impl Store for MemoryStore {
-    async fn global_prompt(&self) -> Result<Option<String>, StoreError> {
-        Ok(self.state().global_prompt.clone())
+    async fn global_prompt(&self, tenant: &Tenant) -> Result<Option<String>, StoreError> {
+        Ok(self.state().global_prompts.get(tenant).cloned())
     }
 
-    async fn set_global_prompt(&self, content: &str) -> Result<(), StoreError> {
-        self.state().global_prompt = Some(content.to_owned());
+    async fn set_global_prompt(&self, tenant: &Tenant, content: &str) -> Result<(), StoreError> {
+        self.state()
+            .global_prompts
+            .insert(tenant.clone(), content.to_owned());
         Ok(())
     }
 
-    async fn chat_prompt(&self, chat: &ChatId) -> Result<Option<String>, StoreError> {
+    async fn chat_prompt(
+        &self,
+        tenant: &Tenant,
+        chat: &ChatId,
+    ) -> Result<Option<String>, StoreError> {
         let mut state = self.state();
-        Ok(self.live(&mut state, chat).and_then(|c| c.prompt.clone()))
+        Ok(self
+            .live(&mut state, &key(tenant, chat))
+            .and_then(|c| c.prompt.clone()))
     }
 
-    async fn set_chat_prompt(&self, chat: &ChatId, content: &str) -> Result<(), StoreError> {
+    async fn set_chat_prompt(
+        &self,
+        tenant: &Tenant,
+        chat: &ChatId,
+        content: &str,
+    ) -> Result<(), StoreError> {
         let mut state = self.state();
-        self.touched(&mut state, chat).prompt = Some(content.to_owned());
+        self.touched(&mut state, &key(tenant, chat)).prompt = Some(content.to_owned());
         Ok(())
     }
 
-    async fn turn_context(&self, chat: &ChatId) -> Result<TurnContext, StoreError> {
+    async fn turn_context(
+        &self,
+        tenant: &Tenant,
+        chat: &ChatId,
+    ) -> Result<TurnContext, StoreError> {
         let mut state = self.state();
-        let global_prompt = state.global_prompt.clone();
-        let chat = self.live(&mut state, chat);
+        let global_prompt = state.global_prompts.get(tenant).cloned();
+        let chat = self.live(&mut state, &key(tenant, chat));
         let chat_prompt = chat.as_ref().and_then(|c| c.prompt.clone());
         Ok(TurnContext {
             global_prompt,
@@ -109,10 +135,15 @@ impl Store for MemoryStore {
         })
     }
 
-    async fn append_turn(&self, chat: &ChatId, turn: &Turn) -> Result<(), StoreError> {
+    async fn append_turn(
+        &self,
+        tenant: &Tenant,
+        chat: &ChatId,
+        turn: &Turn,
+    ) -> Result<(), StoreError> {
         let max_turns = self.settings.max_turns();
         let mut state = self.state();
-        let turns = &mut self.touched(&mut state, chat).turns;
+        let turns = &mut self.touched(&mut state, &key(tenant, chat)).turns;
         turns.push_back(turn.clone());
         while turns.len() > max_turns {
             turns.pop_front();
@@ -120,15 +151,30 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn turns(&self, chat: &ChatId) -> Result<Vec<Turn>, StoreError> {
+    async fn turns(&self, tenant: &Tenant, chat: &ChatId) -> Result<Vec<Turn>, StoreError> {
         let mut state = self.state();
-        let chat = self.live(&mut state, chat);
+        let chat = self.live(&mut state, &key(tenant, chat));
         Ok(self.newest_turns(chat))
     }
 
-    async fn clear(&self, chat: &ChatId) -> Result<(), StoreError> {
+    async fn clear(&self, tenant: &Tenant, chat: &ChatId) -> Result<(), StoreError> {
         let mut state = self.state();
-        self.touched(&mut state, chat).turns.clear();
+        self.touched(&mut state, &key(tenant, chat)).turns.clear();
         Ok(())
+    }
+
+    async fn count_request(&self, who: &str) -> Result<RequestCount, StoreError> {
+        let now = Instant::now();
+        let mut state = self.state();
+        state.requests.retain(|_, (_, ends)| *ends > now);
+        let (count, ends) = state
+            .requests
+            .entry(who.to_owned())
+            .or_insert((0, now + RATE_WINDOW));
+        *count += 1;
+        Ok(RequestCount {
+            count: *count,
+            resets_in: ends.saturating_duration_since(now).as_secs().max(1),
+        })
     }
 }

@@ -12,6 +12,7 @@ pub use self::redis::RedisStore;
 
 use serde::{Deserialize, Serialize};
 
+use crate::auth::Tenant;
 use crate::routes::ChatId;
 
 /// One question and its answer, as stored and as sent upstream on later turns.
@@ -49,22 +50,53 @@ impl StoreError {
     }
 }
 
-/// The contract both stores keep; `tests/` runs the same cases against each.
+/// How long a rate-limit window lasts: the first request of a caller opens one.
+pub const RATE_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// How many requests a caller has made in its current window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestCount {
+    pub count: u64,
+    /// Seconds until the window ends and the count starts again.
+    pub resets_in: u64,
+}
+
+/// The contract both stores keep; `tests/` runs the same cases against each. Every method
+/// works inside one tenant's namespace: callers never see each other's data.
 #[async_trait::async_trait]
 pub trait Store: Send + Sync {
-    async fn global_prompt(&self) -> Result<Option<String>, StoreError>;
-    async fn set_global_prompt(&self, content: &str) -> Result<(), StoreError>;
+    async fn global_prompt(&self, tenant: &Tenant) -> Result<Option<String>, StoreError>;
+    async fn set_global_prompt(&self, tenant: &Tenant, content: &str) -> Result<(), StoreError>;
 
-    async fn chat_prompt(&self, chat: &ChatId) -> Result<Option<String>, StoreError>;
+    async fn chat_prompt(
+        &self,
+        tenant: &Tenant,
+        chat: &ChatId,
+    ) -> Result<Option<String>, StoreError>;
     /// Sets the chat's prompt and renews the chat's expiry.
-    async fn set_chat_prompt(&self, chat: &ChatId, content: &str) -> Result<(), StoreError>;
+    async fn set_chat_prompt(
+        &self,
+        tenant: &Tenant,
+        chat: &ChatId,
+        content: &str,
+    ) -> Result<(), StoreError>;
 
     /// The prompts and the newest turns of a chat: one round trip.
-    async fn turn_context(&self, chat: &ChatId) -> Result<TurnContext, StoreError>;
+    async fn turn_context(&self, tenant: &Tenant, chat: &ChatId)
+        -> Result<TurnContext, StoreError>;
     /// Appends a turn, trims the chat to its cap and renews its expiry: one atomic write.
-    async fn append_turn(&self, chat: &ChatId, turn: &Turn) -> Result<(), StoreError>;
+    async fn append_turn(
+        &self,
+        tenant: &Tenant,
+        chat: &ChatId,
+        turn: &Turn,
+    ) -> Result<(), StoreError>;
     /// Every kept turn of a chat, oldest first.
-    async fn turns(&self, chat: &ChatId) -> Result<Vec<Turn>, StoreError>;
+    async fn turns(&self, tenant: &Tenant, chat: &ChatId) -> Result<Vec<Turn>, StoreError>;
     /// Drops the chat's turns; its prompt stays.
-    async fn clear(&self, chat: &ChatId) -> Result<(), StoreError>;
+    async fn clear(&self, tenant: &Tenant, chat: &ChatId) -> Result<(), StoreError>;
+
+    /// Counts one request by `who` in its current window and returns the count so far;
+    /// shared by every instance of the function, so a limit holds across all of them.
+    async fn count_request(&self, who: &str) -> Result<RequestCount, StoreError>;
 }

@@ -1,26 +1,31 @@
 //! The Redis store (fred): one pipelined read and one atomic script per turn.
 //!
-//! Key scheme, with `P` = `REDIS_KEY_PREFIX` and `ID` = the chat id:
-//! - `P:global:system`        string: the global system prompt
-//! - `P:chat:{ID}:system`     string: the chat's system prompt
-//! - `P:chat:{ID}:turns`      list of JSON [`Turn`]s, oldest first
+//! Key scheme, with `P` = `REDIS_KEY_PREFIX`, `ID` = the chat id, and `N` = `P` for an open
+//! API or `P:caller:<name>` for a caller of `PROXY_API_KEYS`:
+//! - `N:global:system`        string: the global system prompt
+//! - `N:chat:{ID}:system`     string: the chat's system prompt
+//! - `N:chat:{ID}:turns`      list of JSON [`Turn`]s, oldest first
+//! - `P:rate:<who>`           integer: requests in the current window of `RATE_LIMIT_PER_MINUTE`
 //!
 //! A chat's keys share the hash tag `{ID}`, so they live in one Cluster slot and one script
 //! can write both. Every chat write is a single `EVAL`: atomic like `MULTI`/`EXEC`, but one
 //! command on the wire, so a turn costs exactly one round trip to write whatever the client
 //! library does with buffering, and no partial write can be left behind by a dropped link.
 
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fred::interfaces::{ClientLike, KeysInterface, ListInterface, LuaInterface};
-use fred::prelude::{Builder, Client, Expiration, ReconnectPolicy};
+use fred::interfaces::{ClientLike, EventInterface, KeysInterface, ListInterface, LuaInterface};
+use fred::prelude::{Builder, Client, Expiration, FromValue, ReconnectPolicy};
 use fred::types::config::{
     Config as FredConfig, ServerConfig, TcpConfig, TlsConnector, UnresponsiveConfig,
 };
 use secrecy::ExposeSecret;
 
-use super::{Store, StoreError, Turn, TurnContext};
+use super::{RequestCount, Store, StoreError, Turn, TurnContext, RATE_WINDOW};
+use crate::auth::Tenant;
 use crate::config::{RedisTarget, StoreSettings};
 use crate::routes::ChatId;
 
@@ -57,18 +62,33 @@ touch()
 return 1
 "#;
 
+/// KEYS: the caller's counter. ARGV: the window in seconds. The first request opens a
+/// window; returns the count including this one and the seconds left in the window.
+const COUNT_REQUEST: &str = r#"
+local count = redis.call('INCR', KEYS[1])
+local ttl = redis.call('TTL', KEYS[1])
+if ttl < 0 then
+  redis.call('EXPIRE', KEYS[1], ARGV[1])
+  ttl = tonumber(ARGV[1])
+end
+return {count, ttl}
+"#;
+
 pub struct RedisStore {
     client: Client,
     settings: StoreSettings,
-    global_key: String,
     scripts: Scripts,
     round_trips: AtomicU64,
+    /// The newest connection failure (refused, TLS, auth), so that a command that times out
+    /// while Redis is unreachable can say why.
+    last_connection_error: Arc<Mutex<Option<String>>>,
 }
 
 struct Scripts {
     append_turn: String,
     set_chat_prompt: String,
     clear: String,
+    count_request: String,
 }
 
 struct ChatKeys {
@@ -87,8 +107,12 @@ impl RedisStore {
         target: &RedisTarget,
         settings: StoreSettings,
         timeout: Duration,
+        ca_file: Option<&Path>,
     ) -> Result<RedisStore, StoreError> {
-        let config = fred_config(target)?;
+        let mut config = fred_config(target)?;
+        if let Some(path) = ca_file {
+            config.tls = Some(tls_trusting(path)?.into());
+        }
         let client = Builder::from_config(config)
             .with_connection_config(|connection| {
                 connection.connection_timeout = timeout;
@@ -111,18 +135,38 @@ impl RedisStore {
             .set_policy(ReconnectPolicy::new_exponential(0, 20, 500, 2))
             .build()
             .map_err(|e| StoreError::new(format!("invalid Redis configuration: {e}")))?;
-        // The handle is dropped on purpose: the connection task lives as long as the client.
+        let last_connection_error = Arc::new(Mutex::new(None));
+        let remember = last_connection_error.clone();
+        // Event handlers run on their own task; the handles are dropped on purpose, the tasks
+        // live as long as the client.
+        let _errors = client.on_error(move |(error, server)| {
+            let at = server
+                .map(|s| format!(" ({}:{})", s.host, s.port))
+                .unwrap_or_default();
+            tracing::warn!(error = %error, "Redis connection failed{at}");
+            if let Ok(mut last) = remember.lock() {
+                *last = Some(error.to_string());
+            }
+            async { Ok(()) }
+        });
+        let forget = last_connection_error.clone();
+        let _reconnects = client.on_reconnect(move |_server| {
+            if let Ok(mut last) = forget.lock() {
+                *last = None;
+            }
+            async { Ok(()) }
+        });
         let _connection = client.connect();
 
-        let prefix = &settings.key_prefix;
         Ok(RedisStore {
             client,
-            global_key: format!("{prefix}:global:system"),
             settings,
+            last_connection_error,
             scripts: Scripts {
                 append_turn: format!("{TOUCH}{APPEND_TURN}"),
                 set_chat_prompt: format!("{TOUCH}{SET_CHAT_PROMPT}"),
                 clear: format!("{TOUCH}{CLEAR}"),
+                count_request: COUNT_REQUEST.to_owned(),
             },
             round_trips: AtomicU64::new(0),
         })
@@ -141,12 +185,41 @@ impl RedisStore {
         self.round_trips.load(Ordering::Relaxed)
     }
 
-    fn keys(&self, chat: &ChatId) -> ChatKeys {
+    /// The first part of every key of `tenant`'s data.
+    fn namespace(&self, tenant: &Tenant) -> String {
         let prefix = &self.settings.key_prefix;
+        match tenant {
+            Tenant::Open => prefix.clone(),
+            Tenant::Caller(name) => format!("{prefix}:caller:{name}"),
+        }
+    }
+
+    fn global_key(&self, tenant: &Tenant) -> String {
+        format!("{}:global:system", self.namespace(tenant))
+    }
+
+    fn keys(&self, tenant: &Tenant, chat: &ChatId) -> ChatKeys {
+        let namespace = self.namespace(tenant);
         let id = chat.as_str();
         ChatKeys {
-            system: format!("{prefix}:chat:{{{id}}}:system"),
-            turns: format!("{prefix}:chat:{{{id}}}:turns"),
+            system: format!("{namespace}:chat:{{{id}}}:system"),
+            turns: format!("{namespace}:chat:{{{id}}}:turns"),
+        }
+    }
+
+    /// A failed command's error, with the last connection failure when there was one: a
+    /// timeout alone does not say that the certificate was refused.
+    fn error(&self, error: fred::error::Error) -> StoreError {
+        let last = self
+            .last_connection_error
+            .lock()
+            .ok()
+            .and_then(|last| last.clone());
+        match last {
+            Some(cause) => {
+                StoreError::new(format!("redis: {error} (last connection error: {cause})"))
+            }
+            None => StoreError::new(format!("redis: {error}")),
         }
     }
 
@@ -162,26 +235,24 @@ impl RedisStore {
         self.round_trips.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Runs a chat-writing script once: a write whose link drops mid-flight may or may not
-    /// have run, and running it again could store a turn twice.
-    async fn write(
+    /// Runs a writing script once: a write whose link drops mid-flight may or may not have
+    /// run, and running it again could store a turn twice.
+    async fn write<R: FromValue>(
         &self,
         script: &str,
         keys: Vec<String>,
         args: Vec<String>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<R, StoreError> {
         self.count_round_trip();
         let options = fred::types::config::Options {
             max_attempts: Some(1),
             ..Default::default()
         };
-        let _: i64 = self
-            .client
+        self.client
             .with_options(&options)
             .eval(script, keys, args)
             .await
-            .map_err(redis_error)?;
-        Ok(())
+            .map_err(|e| self.error(e))
     }
 }
 
@@ -212,8 +283,26 @@ fn fred_config(target: &RedisTarget) -> Result<FredConfig, StoreError> {
     }
 }
 
-fn redis_error(error: fred::error::Error) -> StoreError {
-    StoreError::new(format!("redis: {error}"))
+/// A TLS setup that trusts exactly the certificates in the PEM file at `path`.
+fn tls_trusting(path: &Path) -> Result<TlsConnector, StoreError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+
+    let unreadable =
+        |e: &dyn std::fmt::Display| StoreError::new(format!("cannot read REDIS_TLS_CA_FILE: {e}"));
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in CertificateDer::pem_file_iter(path).map_err(|e| unreadable(&e))? {
+        roots
+            .add(certificate.map_err(|e| unreadable(&e))?)
+            .map_err(|e| unreadable(&e))?;
+    }
+    if roots.is_empty() {
+        return Err(StoreError::new("REDIS_TLS_CA_FILE holds no certificate"));
+    }
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(TlsConnector::from(config))
 }
 
 fn decode_turns(raw: Vec<String>) -> Result<Vec<Turn>, StoreError> {
@@ -227,47 +316,69 @@ fn decode_turns(raw: Vec<String>) -> Result<Vec<Turn>, StoreError> {
 
 #[async_trait::async_trait]
 impl Store for RedisStore {
-    async fn global_prompt(&self) -> Result<Option<String>, StoreError> {
-        self.count_round_trip();
-        self.client.get(&self.global_key).await.map_err(redis_error)
-    }
-
-    async fn set_global_prompt(&self, content: &str) -> Result<(), StoreError> {
+    async fn global_prompt(&self, tenant: &Tenant) -> Result<Option<String>, StoreError> {
         self.count_round_trip();
         self.client
-            .set(&self.global_key, content, None::<Expiration>, None, false)
+            .get(self.global_key(tenant))
             .await
-            .map_err(redis_error)
+            .map_err(|e| self.error(e))
     }
 
-    async fn chat_prompt(&self, chat: &ChatId) -> Result<Option<String>, StoreError> {
+    async fn set_global_prompt(&self, tenant: &Tenant, content: &str) -> Result<(), StoreError> {
         self.count_round_trip();
         self.client
-            .get(self.keys(chat).system)
+            .set(
+                self.global_key(tenant),
+                content,
+                None::<Expiration>,
+                None,
+                false,
+            )
             .await
-            .map_err(redis_error)
+            .map_err(|e| self.error(e))
     }
 
-    async fn set_chat_prompt(&self, chat: &ChatId, content: &str) -> Result<(), StoreError> {
-        let ChatKeys { system, turns } = self.keys(chat);
+    async fn chat_prompt(
+        &self,
+        tenant: &Tenant,
+        chat: &ChatId,
+    ) -> Result<Option<String>, StoreError> {
+        self.count_round_trip();
+        self.client
+            .get(self.keys(tenant, chat).system)
+            .await
+            .map_err(|e| self.error(e))
+    }
+
+    async fn set_chat_prompt(
+        &self,
+        tenant: &Tenant,
+        chat: &ChatId,
+        content: &str,
+    ) -> Result<(), StoreError> {
+        let ChatKeys { system, turns } = self.keys(tenant, chat);
         let args = vec![self.ttl_arg().to_string(), content.to_owned()];
         self.write(&self.scripts.set_chat_prompt, vec![system, turns], args)
             .await
     }
 
-    async fn turn_context(&self, chat: &ChatId) -> Result<TurnContext, StoreError> {
-        let ChatKeys { system, turns } = self.keys(chat);
+    async fn turn_context(
+        &self,
+        tenant: &Tenant,
+        chat: &ChatId,
+    ) -> Result<TurnContext, StoreError> {
+        let ChatKeys { system, turns } = self.keys(tenant, chat);
         self.count_round_trip();
         let pipeline = self.client.pipeline();
         let queued: Result<(), _> = async {
-            let () = pipeline.get(&self.global_key).await?;
+            let () = pipeline.get(self.global_key(tenant)).await?;
             let () = pipeline.get(&system).await?;
             pipeline.lrange(&turns, -self.max_turns(), -1).await
         }
         .await;
-        queued.map_err(redis_error)?;
+        queued.map_err(|e| self.error(e))?;
         let (global_prompt, chat_prompt, history): (Option<String>, Option<String>, Vec<String>) =
-            pipeline.all().await.map_err(redis_error)?;
+            pipeline.all().await.map_err(|e| self.error(e))?;
         Ok(TurnContext {
             global_prompt,
             chat_prompt,
@@ -275,8 +386,13 @@ impl Store for RedisStore {
         })
     }
 
-    async fn append_turn(&self, chat: &ChatId, turn: &Turn) -> Result<(), StoreError> {
-        let ChatKeys { system, turns } = self.keys(chat);
+    async fn append_turn(
+        &self,
+        tenant: &Tenant,
+        chat: &ChatId,
+        turn: &Turn,
+    ) -> Result<(), StoreError> {
+        let ChatKeys { system, turns } = self.keys(tenant, chat);
         let json = serde_json::to_string(turn)
             .map_err(|e| StoreError::new(format!("cannot encode a turn: {e}")))?;
         let args = vec![
@@ -288,23 +404,32 @@ impl Store for RedisStore {
             .await
     }
 
-    async fn turns(&self, chat: &ChatId) -> Result<Vec<Turn>, StoreError> {
+    async fn turns(&self, tenant: &Tenant, chat: &ChatId) -> Result<Vec<Turn>, StoreError> {
         self.count_round_trip();
         let raw: Vec<String> = self
             .client
-            .lrange(self.keys(chat).turns, -self.max_turns(), -1)
+            .lrange(self.keys(tenant, chat).turns, -self.max_turns(), -1)
             .await
-            .map_err(redis_error)?;
+            .map_err(|e| self.error(e))?;
         decode_turns(raw)
     }
 
-    async fn clear(&self, chat: &ChatId) -> Result<(), StoreError> {
-        let ChatKeys { system, turns } = self.keys(chat);
+    async fn clear(&self, tenant: &Tenant, chat: &ChatId) -> Result<(), StoreError> {
+        let ChatKeys { system, turns } = self.keys(tenant, chat);
         self.write(
             &self.scripts.clear,
             vec![turns, system],
             vec![self.ttl_arg().to_string()],
         )
         .await
+    }
+
+    async fn count_request(&self, who: &str) -> Result<RequestCount, StoreError> {
+        let key = format!("{}:rate:{who}", self.settings.key_prefix);
+        let window = RATE_WINDOW.as_secs().to_string();
+        let (count, resets_in): (u64, u64) = self
+            .write(&self.scripts.count_request, vec![key], vec![window])
+            .await?;
+        Ok(RequestCount { count, resets_in })
     }
 }

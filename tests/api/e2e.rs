@@ -252,3 +252,106 @@ async fn a_missing_parameter_fails_the_init_naming_it() {
     assert!(message.contains("ParameterNotFound"), "{message}");
     stop_function(function).await;
 }
+
+#[tokio::test]
+async fn a_slow_upstream_is_answered_504_before_the_invocation_deadline() {
+    let redis = RedisServer::start();
+    let openai = FakeOpenAi::start().await;
+    openai
+        .always_chat(
+            wiremock::ResponseTemplate::new(200)
+                .set_body_json(crate::support::openai::chat_completion("m", "too late", 1))
+                .set_delay(Duration::from_secs(20)),
+        )
+        .await;
+    let runtime = RuntimeApi::start().await;
+    let (base_url, redis_url) = (openai.base_url(), redis.url());
+    // OPENAI_TIMEOUT_SECONDS stays at its 25 s default: the invocation's deadline is sooner.
+    let function = start_function(
+        &runtime,
+        &[
+            ("GPT_API_KEY", API_KEY),
+            ("OPENAI_BASE_URL", &base_url),
+            ("REDIS_URL", &redis_url),
+        ],
+    );
+    assert_eq!(
+        http_answer(runtime.invoke(&event("get-root")).await).0,
+        200,
+        "warm"
+    );
+
+    let deadline = Duration::from_secs(5);
+    let sent = std::time::Instant::now();
+    let (status, body) = http_answer(
+        runtime
+            .invoke_with_deadline(&event("post-chat"), deadline)
+            .await,
+    );
+    let answered_after = sent.elapsed();
+    assert_eq!(status, 504, "{body}");
+    assert!(
+        answered_after < deadline,
+        "answered after {answered_after:?}, past the deadline"
+    );
+    assert_eq!(redis.query(&["DBSIZE"]), "0", "nothing stored");
+    stop_function(function).await;
+}
+
+fn with_header(mut event: Value, name: &str, value: &str) -> Value {
+    event["headers"][name] = Value::String(value.to_owned());
+    event
+}
+
+#[tokio::test]
+async fn caller_keys_work_through_the_binary_and_never_reach_the_logs() {
+    let redis = RedisServer::start();
+    let openai = FakeOpenAi::start().await;
+    let runtime = RuntimeApi::start().await;
+    let (base_url, redis_url) = (openai.base_url(), redis.url());
+    let secret = "sk-alice-secret-9f8e7d";
+    let keys = format!("alice:{secret},bob:sk-bob-secret-1a2b3c");
+    let function = start_function(
+        &runtime,
+        &[
+            ("GPT_API_KEY", API_KEY),
+            ("OPENAI_BASE_URL", &base_url),
+            ("REDIS_URL", &redis_url),
+            ("PROXY_API_KEYS", &keys),
+        ],
+    );
+
+    let (status, _) = http_answer(runtime.invoke(&event("post-chat")).await);
+    assert_eq!(status, 401, "no key");
+    let wrong = with_header(
+        event("post-chat"),
+        "authorization",
+        "Bearer sk-wrong-guess-77",
+    );
+    assert_eq!(http_answer(runtime.invoke(&wrong).await).0, 401);
+    let alice = with_header(
+        event("post-chat"),
+        "authorization",
+        &format!("Bearer {secret}"),
+    );
+    let (status, reply) = http_answer(runtime.invoke(&alice).await);
+    assert_eq!(status, 200, "{reply}");
+    openai
+        .always_chat(error_response(500, "server_error", "boom"))
+        .await;
+    let (status, _) = http_answer(runtime.invoke(&alice).await);
+    assert_eq!(status, 502);
+
+    let logs = stop_function(function).await;
+    assert!(!logs.contains("OPEN API"), "{logs}");
+    for leak in [secret, "sk-bob-secret-1a2b3c", "sk-wrong-guess-77", API_KEY] {
+        assert!(!logs.contains(leak), "{leak} leaked into the logs:\n{logs}");
+    }
+    let callers: Vec<String> = logs
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|line| line["message"] == "request")
+        .map(|line| line["caller"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(callers, ["-", "-", "alice", "alice"]);
+}

@@ -6,9 +6,12 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod callers;
 mod e2e;
 mod events;
 mod input_errors;
+mod properties;
+mod redis_deployments;
 mod redis_faults;
 mod routes;
 mod secrets;

@@ -122,3 +122,41 @@ async fn redis_lost_while_upstream_answers_is_a_503_not_a_false_success() {
     let (reply, ()) = guarded(async { tokio::join!(turn, stop_midway) }).await;
     reply.assert_error(503, "storage_unavailable");
 }
+
+#[tokio::test]
+async fn with_the_default_timeout_a_stalled_redis_is_a_503_within_two_seconds() {
+    // REDIS_TIMEOUT_MS at its default: the bound the README promises.
+    let redis = crate::support::redis::RedisServer::start();
+    let openai = crate::support::openai::FakeOpenAi::start().await;
+    let mut config = crate::support::config_for(&redis.url(), &openai.base_url(), &[]);
+    config.redis_timeout =
+        chat_proxy::Config::from_lookup(|name| (name == "GPT_API_KEY").then(|| "k".to_owned()))
+            .unwrap()
+            .redis_timeout;
+    let app = chat_proxy::App::build(&config).unwrap();
+    let request = || {
+        lambda_http::http::Request::builder()
+            .uri("/c1/chat")
+            .body(lambda_http::Body::Empty)
+            .unwrap()
+    };
+    assert_eq!(
+        chat_proxy::handle(&app, request()).await.status(),
+        200,
+        "warm"
+    );
+
+    let port = redis.port();
+    let sleeper = std::thread::spawn(move || {
+        std::process::Command::new("redis-cli")
+            .args(["-p", &port.to_string(), "DEBUG", "SLEEP", "4"])
+            .output()
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let sent = std::time::Instant::now();
+    let response = chat_proxy::handle(&app, request()).await;
+    let waited = sent.elapsed();
+    assert_eq!(response.status(), 503);
+    assert!(waited < Duration::from_secs(2), "answered after {waited:?}");
+    let _ = sleeper.join();
+}

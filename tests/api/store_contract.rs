@@ -4,11 +4,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use chat_proxy::auth::Tenant;
 use chat_proxy::config::{RedisTarget, StoreSettings};
 use chat_proxy::routes::ChatId;
 use chat_proxy::store::{MemoryStore, RedisStore, Store, Turn};
 
 use crate::support::redis::RedisServer;
+
+const OPEN: Tenant = Tenant::Open;
 
 fn settings(ttl: Option<Duration>, max_history_messages: usize) -> StoreSettings {
     StoreSettings {
@@ -22,7 +25,8 @@ fn settings(ttl: Option<Duration>, max_history_messages: usize) -> StoreSettings
 async fn both(settings: StoreSettings) -> (Vec<(&'static str, Arc<dyn Store>)>, RedisServer) {
     let server = RedisServer::start();
     let target = RedisTarget::Url(server.url().into());
-    let redis = RedisStore::connect(&target, settings.clone(), Duration::from_secs(1)).unwrap();
+    let redis =
+        RedisStore::connect(&target, settings.clone(), Duration::from_secs(1), None).unwrap();
     assert!(redis.wait_connected(Duration::from_secs(5)).await);
     let stores: Vec<(&'static str, Arc<dyn Store>)> = vec![
         ("memory", Arc::new(MemoryStore::new(settings))),
@@ -47,22 +51,33 @@ fn turn(n: usize) -> Turn {
 async fn prompts_are_kept_per_chat_and_globally() {
     let (stores, _server) = both(settings(None, 100)).await;
     for (name, store) in stores {
-        assert_eq!(store.global_prompt().await.unwrap(), None, "{name}");
-        store.set_global_prompt("global").await.unwrap();
-        store.set_chat_prompt(&chat("a"), "for a").await.unwrap();
+        assert_eq!(store.global_prompt(&OPEN).await.unwrap(), None, "{name}");
+        store.set_global_prompt(&OPEN, "global").await.unwrap();
+        store
+            .set_chat_prompt(&OPEN, &chat("a"), "for a")
+            .await
+            .unwrap();
         assert_eq!(
-            store.global_prompt().await.unwrap().as_deref(),
+            store.global_prompt(&OPEN).await.unwrap().as_deref(),
             Some("global"),
             "{name}"
         );
         assert_eq!(
-            store.chat_prompt(&chat("a")).await.unwrap().as_deref(),
+            store
+                .chat_prompt(&OPEN, &chat("a"))
+                .await
+                .unwrap()
+                .as_deref(),
             Some("for a"),
             "{name}"
         );
-        assert_eq!(store.chat_prompt(&chat("b")).await.unwrap(), None, "{name}");
+        assert_eq!(
+            store.chat_prompt(&OPEN, &chat("b")).await.unwrap(),
+            None,
+            "{name}"
+        );
 
-        let context = store.turn_context(&chat("a")).await.unwrap();
+        let context = store.turn_context(&OPEN, &chat("a")).await.unwrap();
         assert_eq!(context.global_prompt.as_deref(), Some("global"), "{name}");
         assert_eq!(context.chat_prompt.as_deref(), Some("for a"), "{name}");
         assert!(context.history.is_empty(), "{name}");
@@ -74,16 +89,26 @@ async fn turns_come_back_in_order_capped_to_the_newest() {
     let (stores, _server) = both(settings(None, 6)).await;
     for (name, store) in stores {
         for n in 0..5 {
-            store.append_turn(&chat("a"), &turn(n)).await.unwrap();
+            store
+                .append_turn(&OPEN, &chat("a"), &turn(n))
+                .await
+                .unwrap();
         }
         let expected: Vec<Turn> = (2..5).map(turn).collect();
-        assert_eq!(store.turns(&chat("a")).await.unwrap(), expected, "{name}");
         assert_eq!(
-            store.turn_context(&chat("a")).await.unwrap().history,
+            store.turns(&OPEN, &chat("a")).await.unwrap(),
             expected,
             "{name}"
         );
-        assert!(store.turns(&chat("b")).await.unwrap().is_empty(), "{name}");
+        assert_eq!(
+            store.turn_context(&OPEN, &chat("a")).await.unwrap().history,
+            expected,
+            "{name}"
+        );
+        assert!(
+            store.turns(&OPEN, &chat("b")).await.unwrap().is_empty(),
+            "{name}"
+        );
     }
 }
 
@@ -91,12 +116,22 @@ async fn turns_come_back_in_order_capped_to_the_newest() {
 async fn clear_keeps_the_prompt() {
     let (stores, _server) = both(settings(None, 100)).await;
     for (name, store) in stores {
-        store.set_chat_prompt(&chat("a"), "p").await.unwrap();
-        store.append_turn(&chat("a"), &turn(1)).await.unwrap();
-        store.clear(&chat("a")).await.unwrap();
-        assert!(store.turns(&chat("a")).await.unwrap().is_empty(), "{name}");
+        store.set_chat_prompt(&OPEN, &chat("a"), "p").await.unwrap();
+        store
+            .append_turn(&OPEN, &chat("a"), &turn(1))
+            .await
+            .unwrap();
+        store.clear(&OPEN, &chat("a")).await.unwrap();
+        assert!(
+            store.turns(&OPEN, &chat("a")).await.unwrap().is_empty(),
+            "{name}"
+        );
         assert_eq!(
-            store.chat_prompt(&chat("a")).await.unwrap().as_deref(),
+            store
+                .chat_prompt(&OPEN, &chat("a"))
+                .await
+                .unwrap()
+                .as_deref(),
             Some("p"),
             "{name}"
         );
@@ -107,16 +142,26 @@ async fn clear_keeps_the_prompt() {
 async fn chats_expire_after_their_ttl_and_the_global_prompt_does_not() {
     let (stores, _server) = both(settings(Some(Duration::from_secs(1)), 100)).await;
     for (_, store) in &stores {
-        store.set_global_prompt("global").await.unwrap();
-        store.set_chat_prompt(&chat("a"), "p").await.unwrap();
-        store.append_turn(&chat("a"), &turn(1)).await.unwrap();
+        store.set_global_prompt(&OPEN, "global").await.unwrap();
+        store.set_chat_prompt(&OPEN, &chat("a"), "p").await.unwrap();
+        store
+            .append_turn(&OPEN, &chat("a"), &turn(1))
+            .await
+            .unwrap();
     }
     tokio::time::sleep(Duration::from_millis(2100)).await;
     for (name, store) in &stores {
-        assert!(store.turns(&chat("a")).await.unwrap().is_empty(), "{name}");
-        assert_eq!(store.chat_prompt(&chat("a")).await.unwrap(), None, "{name}");
+        assert!(
+            store.turns(&OPEN, &chat("a")).await.unwrap().is_empty(),
+            "{name}"
+        );
         assert_eq!(
-            store.global_prompt().await.unwrap().as_deref(),
+            store.chat_prompt(&OPEN, &chat("a")).await.unwrap(),
+            None,
+            "{name}"
+        );
+        assert_eq!(
+            store.global_prompt(&OPEN).await.unwrap().as_deref(),
             Some("global"),
             "{name}"
         );
@@ -127,8 +172,72 @@ async fn chats_expire_after_their_ttl_and_the_global_prompt_does_not() {
 async fn stored_turns_that_are_not_ours_are_an_error_not_a_crash() {
     let server = RedisServer::start();
     let target = RedisTarget::Url(server.url().into());
-    let store = RedisStore::connect(&target, settings(None, 100), Duration::from_secs(1)).unwrap();
+    let store =
+        RedisStore::connect(&target, settings(None, 100), Duration::from_secs(1), None).unwrap();
     server.query(&["RPUSH", "contract:chat:{a}:turns", "not json"]);
-    assert!(store.turns(&chat("a")).await.is_err());
-    assert!(store.turn_context(&chat("a")).await.is_err());
+    assert!(store.turns(&OPEN, &chat("a")).await.is_err());
+    assert!(store.turn_context(&OPEN, &chat("a")).await.is_err());
+}
+
+#[tokio::test]
+async fn tenants_never_see_each_others_data() {
+    let (stores, _server) = both(settings(None, 100)).await;
+    let alice = Tenant::Caller("alice".into());
+    let bob = Tenant::Caller("bob".into());
+    for (name, store) in stores {
+        store
+            .set_global_prompt(&alice, "alice's rules")
+            .await
+            .unwrap();
+        store
+            .set_chat_prompt(&alice, &chat("same-id"), "alice's chat")
+            .await
+            .unwrap();
+        store
+            .append_turn(&alice, &chat("same-id"), &turn(1))
+            .await
+            .unwrap();
+
+        assert_eq!(store.global_prompt(&bob).await.unwrap(), None, "{name}");
+        assert_eq!(store.global_prompt(&OPEN).await.unwrap(), None, "{name}");
+        assert_eq!(
+            store.chat_prompt(&bob, &chat("same-id")).await.unwrap(),
+            None,
+            "{name}"
+        );
+        assert!(
+            store
+                .turns(&bob, &chat("same-id"))
+                .await
+                .unwrap()
+                .is_empty(),
+            "{name}"
+        );
+        store.clear(&bob, &chat("same-id")).await.unwrap();
+        assert_eq!(
+            store.turns(&alice, &chat("same-id")).await.unwrap().len(),
+            1,
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn requests_are_counted_per_caller_within_their_window() {
+    let (stores, _server) = both(settings(None, 100)).await;
+    for (name, store) in stores {
+        let first = store.count_request("caller:alice").await.unwrap();
+        let second = store.count_request("caller:alice").await.unwrap();
+        let other = store.count_request("caller:bob").await.unwrap();
+        assert_eq!(
+            (first.count, second.count, other.count),
+            (1, 2, 1),
+            "{name}"
+        );
+        assert!(
+            (59..=60).contains(&first.resets_in),
+            "{name}: {}",
+            first.resets_in
+        );
+    }
 }

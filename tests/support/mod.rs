@@ -19,12 +19,15 @@ use lambda_http::{Body, Request};
 use serde_json::Value;
 
 use self::openai::{FakeOpenAi, API_KEY};
-use self::redis::RedisServer;
+use self::redis::{RedisCluster, RedisServer};
 
 pub struct TestApp {
     pub app: App,
     pub store: Arc<RedisStore>,
+    /// The Redis server; for a cluster app, its first node.
     pub redis: RedisServer,
+    /// The other nodes of a cluster app.
+    pub cluster: Option<RedisCluster>,
     pub openai: FakeOpenAi,
 }
 
@@ -85,12 +88,45 @@ impl TestApp {
     /// Starts Redis and the fake OpenAI, and builds the app with `extra` settings.
     pub async fn with_env(extra: &[(&str, &str)]) -> TestApp {
         let redis = RedisServer::start();
+        let url = redis.url();
+        TestApp::over(redis, None, &url, extra).await
+    }
+
+    /// The app over a TLS-only Redis, trusting the CA that signed its certificate.
+    pub async fn over_tls(extra: &[(&str, &str)]) -> TestApp {
+        let redis = RedisServer::start_tls();
+        let url = redis.url();
+        let ca = redis.tls().ca.to_string_lossy().into_owned();
+        let mut settings = vec![("REDIS_TLS_CA_FILE", ca.as_str())];
+        settings.extend_from_slice(extra);
+        TestApp::over(redis, None, &url, &settings).await
+    }
+
+    /// The app over a three-node Redis Cluster.
+    pub async fn over_cluster(extra: &[(&str, &str)]) -> TestApp {
+        let mut cluster = RedisCluster::start();
+        let url = cluster.url();
+        let first = cluster.nodes.remove(0);
+        TestApp::over(first, Some(cluster), &url, extra).await
+    }
+
+    async fn over(
+        redis: RedisServer,
+        cluster: Option<RedisCluster>,
+        url: &str,
+        extra: &[(&str, &str)],
+    ) -> TestApp {
         let openai = FakeOpenAi::start().await;
-        let config = config_for(&redis.url(), &openai.base_url(), extra);
+        let config = config_for(url, &openai.base_url(), extra);
         let target = config.redis.clone().expect("Redis is configured");
         let store = Arc::new(
-            RedisStore::connect(&target, config.store.clone(), config.redis_timeout)
-                .expect("Redis client"),
+            RedisStore::connect(
+                &target,
+                config.store.clone(),
+                config.redis_timeout,
+                config.redis_ca_file.as_deref(),
+            )
+            .expect("Redis client"),
         );
         assert!(
             store.wait_connected(Duration::from_secs(5)).await,
@@ -101,18 +137,32 @@ impl TestApp {
             app,
             store,
             redis,
+            cluster,
             openai,
         }
     }
 
     pub async fn call(&self, method: Method, path: &str, body: Body) -> Reply {
-        let request = lambda_http::http::Request::builder()
+        self.call_with(method, path, body, &[]).await
+    }
+
+    /// A request with extra headers, e.g. `("authorization", "Bearer ...")`.
+    pub async fn call_with(
+        &self,
+        method: Method,
+        path: &str,
+        body: Body,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let mut builder = lambda_http::http::Request::builder()
             .method(method)
             .uri(path)
-            .header("content-type", "application/json")
-            .body(body)
-            .expect("a valid request");
-        self.send(request).await
+            .header("content-type", "application/json");
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        self.send(builder.body(body).expect("a valid request"))
+            .await
     }
 
     pub async fn send(&self, request: Request) -> Reply {
@@ -166,6 +216,16 @@ impl TestApp {
             .filter(|k| !k.is_empty())
             .collect();
         keys.sort();
+        keys
+    }
+
+    /// Every key, on every node of a cluster too.
+    pub fn all_keys(&self) -> Vec<String> {
+        let mut keys = self.keys();
+        if let Some(cluster) = &self.cluster {
+            keys.extend(cluster.keys());
+            keys.sort();
+        }
         keys
     }
 

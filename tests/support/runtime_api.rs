@@ -30,9 +30,15 @@ pub enum Outcome {
     Error(Value),
 }
 
+struct Invocation {
+    id: String,
+    event: Bytes,
+    deadline: Duration,
+}
+
 #[derive(Default)]
 struct State {
-    queue: Mutex<VecDeque<(String, Bytes)>>,
+    queue: Mutex<VecDeque<Invocation>>,
     queued: Notify,
     waiting: Mutex<HashMap<String, oneshot::Sender<Outcome>>>,
     init_error: Mutex<Option<oneshot::Sender<Value>>>,
@@ -78,8 +84,14 @@ impl RuntimeApi {
         self.address.to_string()
     }
 
-    /// Queues an event and waits for the function's answer to it.
+    /// Queues an event with Lambda's usual 30 s to answer, and waits for the answer.
     pub async fn invoke(&self, event: &Value) -> Outcome {
+        self.invoke_with_deadline(event, Duration::from_secs(30))
+            .await
+    }
+
+    /// Queues an event that must be answered within `deadline`, and waits for the answer.
+    pub async fn invoke_with_deadline(&self, event: &Value, deadline: Duration) -> Outcome {
         let id = {
             let mut next = self.state.next_id.lock().expect("lock");
             *next += 1;
@@ -95,11 +107,15 @@ impl RuntimeApi {
             .queue
             .lock()
             .expect("lock")
-            .push_back((id, Bytes::from(event.to_string())));
+            .push_back(Invocation {
+                id,
+                event: Bytes::from(event.to_string()),
+                deadline,
+            });
         self.state.queued.notify_one();
-        tokio::time::timeout(Duration::from_secs(30), rx)
+        tokio::time::timeout(deadline + Duration::from_secs(5), rx)
             .await
-            .expect("the function answered within 30 s")
+            .expect("the function answered")
             .expect("the runtime API stayed up")
     }
 
@@ -153,23 +169,27 @@ async fn serve(
 async fn next_event(state: &State) -> Response<Full<Bytes>> {
     loop {
         let notified = state.queued.notified();
-        if let Some((id, event)) = state.queue.lock().expect("lock").pop_front() {
-            return reply(StatusCode::OK, event, Some(&id));
+        if let Some(next) = state.queue.lock().expect("lock").pop_front() {
+            return reply(StatusCode::OK, next.event, Some((&next.id, next.deadline)));
         }
         notified.await;
     }
 }
 
-fn reply(status: StatusCode, body: Bytes, request_id: Option<&str>) -> Response<Full<Bytes>> {
+fn reply(
+    status: StatusCode,
+    body: Bytes,
+    invocation: Option<(&str, Duration)>,
+) -> Response<Full<Bytes>> {
     let mut builder = Response::builder()
         .status(status)
         .header("content-type", "application/json");
-    if let Some(id) = request_id {
+    if let Some((id, left)) = invocation {
         let deadline = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_millis()
-            + 30_000;
+            + left.as_millis();
         builder = builder
             .header("lambda-runtime-aws-request-id", id)
             .header("lambda-runtime-deadline-ms", deadline.to_string())
