@@ -2,7 +2,7 @@
 .DEFAULT_GOAL := help
 SHELL := /bin/bash
 
-.PHONY: help watch test lint build deploy invoke fuzz clean
+.PHONY: help watch test lint build deploy invoke bench load fuzz clean
 
 # Python tools live in project venvs, pinned in tools/: .venv for moto and the linters,
 # .venv-sam for SAM CLI (its pins clash with the others).
@@ -72,6 +72,19 @@ invoke: ## Send every events/*.json to a running `make watch`
 	  cargo lambda invoke bootstrap --data-file "$$event" || exit 1; \
 	  echo; \
 	done
+
+bench: ## Benchmarks: handler overhead per route, Redis cost per turn, cold start and memory
+	@command -v redis-server >/dev/null 2>&1 || { echo "redis-server is missing: apt-get install -y redis-server"; exit 1; }
+	cargo bench --locked --bench handler
+	cargo bench --locked --bench redis_cost
+	cargo bench --locked --bench lambda
+	@echo "Release bootstrap size (x86_64):"
+	@command -v cargo-lambda >/dev/null 2>&1 || pip install --quiet cargo-lambda
+	cargo lambda build --release
+	@ls -l target/lambda/bootstrap/bootstrap
+
+load: ## End-to-end load run through cargo lambda watch with wrk (DURATION=10 s per run)
+	scripts/load.sh
 
 FUZZ_SECONDS ?= 60
 fuzz: ## Fuzz request parsing and routing with cargo-fuzz for FUZZ_SECONDS (default 60)

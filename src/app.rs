@@ -75,22 +75,56 @@ pub async fn handle(app: &App, request: Request) -> Response<Body> {
     let result = serve(app, &request, &mut log).await;
     let mut response = result.unwrap_or_else(ApiError::into_response);
     app.cors.decorate(request.headers(), &mut response);
-    tracing::info!(
-        method = %request.method(),
-        route = log.route,
-        caller = log.caller.as_deref().unwrap_or("-"),
-        status = response.status().as_u16(),
-        latency_ms = started.elapsed().as_secs_f64() * 1000.0,
-        "request"
-    );
+    log.emit(&request, &response, started.elapsed());
     response
 }
 
-/// What the request line logs besides status and latency.
+/// The one line logged per request: what it was, how it ended, and where the time went.
+/// Never a message's text, never a key.
 #[derive(Default)]
 struct RequestLog {
     route: &'static str,
     caller: Option<String>,
+    redis: Duration,
+    upstream: Duration,
+    tokens: Option<Usage>,
+}
+
+impl RequestLog {
+    /// Awaits Redis work, adding the wait to the request's Redis time.
+    async fn redis<T>(&mut self, work: impl std::future::Future<Output = T>) -> T {
+        let started = Instant::now();
+        let output = work.await;
+        self.redis += started.elapsed();
+        output
+    }
+
+    /// Awaits OpenAI, adding the wait to the request's upstream time.
+    async fn upstream<T>(&mut self, work: impl std::future::Future<Output = T>) -> T {
+        let started = Instant::now();
+        let output = work.await;
+        self.upstream += started.elapsed();
+        output
+    }
+
+    fn emit(&self, request: &Request, response: &Response<Body>, total: Duration) {
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        tracing::info!(
+            request_id = request.lambda_context_ref().map(|c| c.request_id.as_str()),
+            method = %request.method(),
+            route = self.route,
+            caller = self.caller.as_deref().unwrap_or("-"),
+            status = response.status().as_u16(),
+            latency_ms = ms(total),
+            upstream_ms = ms(self.upstream),
+            redis_ms = ms(self.redis),
+            overhead_ms = ms(total.saturating_sub(self.upstream)),
+            prompt_tokens = self.tokens.map(|t| t.prompt_tokens),
+            completion_tokens = self.tokens.map(|t| t.completion_tokens),
+            total_tokens = self.tokens.map(|t| t.total_tokens),
+            "request"
+        );
+    }
 }
 
 /// Route, preflight, authenticate, rate-limit, then the route's own work.
@@ -121,32 +155,34 @@ async fn serve(
         // A turn checks its limit in the same round trip as it reads the chat.
         Route::SendChat(chat) => {
             let question = Content::parse(request.body(), Shape::Content, app.max_body_bytes)?;
-            turn(app, &tenant, &chat, question, request, limit).await
+            turn(app, &tenant, &chat, question, request, limit, log).await
         }
         Route::SendImage(chat) => {
             let question =
                 Content::parse(request.body(), Shape::ContentAndUrl, app.max_body_bytes)?;
-            turn(app, &tenant, &chat, question, request, limit).await
+            turn(app, &tenant, &chat, question, request, limit, log).await
         }
         other => {
-            limit.await?;
-            dispatch(app, other, &tenant, request).await
+            log.redis(limit).await?;
+            dispatch(app, other, &tenant, request, log).await
         }
     }
 }
 
+/// The routes other than a turn.
 async fn dispatch(
     app: &App,
     route: Route,
     tenant: &Tenant,
     request: &Request,
+    log: &mut RequestLog,
 ) -> Result<Response<Body>, ApiError> {
     let body = request.body();
     let content = |shape| Content::parse(body, shape, app.max_body_bytes);
     match route {
         Route::Hello => Ok(hello()),
         Route::GetGlobalSystem => {
-            let prompt = app.store.global_prompt(tenant).await?;
+            let prompt = log.redis(app.store.global_prompt(tenant)).await?;
             let content = prompt.as_deref().unwrap_or(&app.default_system_prompt);
             Ok(json_response(
                 StatusCode::OK,
@@ -155,17 +191,20 @@ async fn dispatch(
         }
         Route::SetGlobalSystem => {
             let Content { content, .. } = content(Shape::Content)?;
-            app.store.set_global_prompt(tenant, &content).await?;
+            log.redis(app.store.set_global_prompt(tenant, &content))
+                .await?;
             Ok(empty_object())
         }
         Route::Moderate => {
             let Content { content, .. } = content(Shape::Content)?;
             let deadline = app.upstream.deadline(lambda_deadline(request));
-            let result = app.upstream.moderate(&content, deadline).await?;
+            let result = log
+                .upstream(app.upstream.moderate(&content, deadline))
+                .await?;
             Ok(json_response(StatusCode::OK, &result))
         }
         Route::GetChatSystem(chat) => {
-            let prompt = app.store.chat_prompt(tenant, &chat).await?;
+            let prompt = log.redis(app.store.chat_prompt(tenant, &chat)).await?;
             Ok(json_response(
                 StatusCode::OK,
                 &json!({ "content": prompt.unwrap_or_default() }),
@@ -173,30 +212,25 @@ async fn dispatch(
         }
         Route::SetChatSystem(chat) => {
             let Content { content, .. } = content(Shape::Content)?;
-            app.store.set_chat_prompt(tenant, &chat, &content).await?;
+            log.redis(app.store.set_chat_prompt(tenant, &chat, &content))
+                .await?;
             Ok(empty_object())
         }
+        // `serve` runs turns itself, to overlap their rate-limit check with their read.
         Route::SendChat(chat) => {
-            turn(
-                app,
-                tenant,
-                &chat,
-                content(Shape::Content)?,
-                request,
-                async { Ok(()) },
-            )
-            .await
+            let question = content(Shape::Content)?;
+            turn(app, tenant, &chat, question, request, async { Ok(()) }, log).await
         }
         Route::SendImage(chat) => {
             let question = content(Shape::ContentAndUrl)?;
-            turn(app, tenant, &chat, question, request, async { Ok(()) }).await
+            turn(app, tenant, &chat, question, request, async { Ok(()) }, log).await
         }
         Route::GetChat(chat) => {
-            let turns = app.store.turns(tenant, &chat).await?;
+            let turns = log.redis(app.store.turns(tenant, &chat)).await?;
             Ok(json_response(StatusCode::OK, &transcript(&turns)))
         }
         Route::ClearChat(chat) => {
-            app.store.clear(tenant, &chat).await?;
+            log.redis(app.store.clear(tenant, &chat)).await?;
             Ok(empty_object())
         }
     }
@@ -242,8 +276,10 @@ async fn turn(
     question: Content,
     request: &Request,
     rate_limit: impl std::future::Future<Output = Result<(), ApiError>>,
+    log: &mut RequestLog,
 ) -> Result<Response<Body>, ApiError> {
-    let (allowed, context) = tokio::join!(rate_limit, app.store.turn_context(tenant, chat));
+    let read = async { tokio::join!(rate_limit, app.store.turn_context(tenant, chat)) };
+    let (allowed, context) = log.redis(read).await;
     allowed?;
     let context = context?;
     let global_prompt = context
@@ -272,7 +308,10 @@ async fn turn(
         Model::Chat
     };
     let deadline = app.upstream.deadline(lambda_deadline(request));
-    let completion = app.upstream.complete(model, &messages, deadline).await?;
+    let completion = log
+        .upstream(app.upstream.complete(model, &messages, deadline))
+        .await?;
+    log.tokens = Some(completion.usage);
     drop(messages);
 
     let turn = Turn {
@@ -280,7 +319,8 @@ async fn turn(
         url: question.url,
         assistant: completion.content,
     };
-    app.store.append_turn(tenant, chat, &turn).await?;
+    log.redis(app.store.append_turn(tenant, chat, &turn))
+        .await?;
     Ok(json_response(
         StatusCode::OK,
         &Reply {

@@ -117,8 +117,27 @@ async fn the_binary_serves_a_session_and_logs_json_without_secrets() {
         .filter(|line| line["message"] == "request")
         .collect();
     assert_eq!(request_lines.len(), 4, "one JSON line per request:\n{logs}");
-    assert_eq!(request_lines[1]["route"], "send_chat");
-    assert_eq!(request_lines[1]["status"], 200);
+    let turn = &request_lines[1];
+    assert_eq!(turn["route"], "send_chat");
+    assert_eq!(turn["status"], 200);
+    assert_eq!(turn["request_id"], "req-000002");
+    assert_eq!(turn["caller"], "open");
+    for timing in ["latency_ms", "upstream_ms", "redis_ms", "overhead_ms"] {
+        assert!(
+            turn[timing].as_f64().is_some_and(|ms| ms >= 0.0),
+            "{timing} in {turn}"
+        );
+    }
+    let (latency, upstream) = (
+        turn["latency_ms"].as_f64().unwrap(),
+        turn["upstream_ms"].as_f64().unwrap(),
+    );
+    assert!((turn["overhead_ms"].as_f64().unwrap() - (latency - upstream)).abs() < 0.01);
+    assert_eq!(
+        turn["total_tokens"],
+        2 + crate::support::openai::COMPLETION_TOKENS
+    );
+    assert_eq!(turn["prompt_tokens"], 2);
     assert!(
         !logs.contains("What is the capital of France?"),
         "message text logged:\n{logs}"

@@ -1,6 +1,9 @@
 //! A real `redis-server` per test, on a free loopback port, that a test can stop, restart
 //! and query. Killed when dropped.
 
+// Shared by the tests, the benchmarks and an example; each uses part of it.
+#![allow(dead_code)]
+
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

@@ -2,6 +2,9 @@
 //! run exactly as Lambda runs it: it polls `/invocation/next`, answers each event at
 //! `/invocation/{id}/response` (or `/error`), and reports a failed start at `/init/error`.
 
+// Shared by the tests, the benchmarks and an example; each uses part of it.
+#![allow(dead_code)]
+
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::net::SocketAddr;

@@ -1,0 +1,202 @@
+//! The proxy's own cost per request, in process: `handle()` for each route, over the
+//! in-memory store and over a real redis-server on loopback, with an upstream that answers
+//! at once. Criterion measures each case; a second pass records every iteration and prints
+//! the median and p99 per route, which is what BENCHMARKS.md reports.
+//!
+//! `cargo bench --bench handler` (or `make bench`). Needs redis-server.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "../tests/support/instant_openai.rs"]
+mod instant_openai;
+#[path = "../tests/support/redis.rs"]
+mod redis;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chat_proxy::config::RedisTarget;
+use chat_proxy::store::{MemoryStore, RedisStore, Store};
+use chat_proxy::{handle, App, Config};
+use criterion::Criterion;
+use lambda_http::{Body, Request};
+use tokio::runtime::Runtime;
+
+struct Setup {
+    name: &'static str,
+    app: App,
+}
+
+fn config(redis_url: Option<&str>, openai_url: &str) -> Config {
+    Config::from_lookup(|name| match name {
+        "GPT_API_KEY" => Some("sk-bench".to_owned()),
+        "OPENAI_BASE_URL" => Some(openai_url.to_owned()),
+        "REDIS_URL" => redis_url.map(str::to_owned),
+        _ => None,
+    })
+    .expect("bench configuration")
+}
+
+fn setups(runtime: &Runtime, redis: &redis::RedisServer) -> Vec<Setup> {
+    runtime.block_on(async {
+        let openai_url = instant_openai::start(([127, 0, 0, 1], 0).into()).await;
+        let memory_config = config(None, &openai_url);
+        let memory: Arc<dyn Store> = Arc::new(MemoryStore::new(memory_config.store.clone()));
+        let redis_config = config(Some(&redis.url()), &openai_url);
+        let target = RedisTarget::Url(redis.url().into());
+        let store = RedisStore::connect(
+            &target,
+            redis_config.store.clone(),
+            redis_config.redis_timeout,
+            None,
+        )
+        .unwrap();
+        assert!(store.wait_connected(Duration::from_secs(5)).await);
+        let setups = vec![
+            Setup {
+                name: "memory",
+                app: App::with_store(&memory_config, memory).unwrap(),
+            },
+            Setup {
+                name: "redis",
+                app: App::with_store(&redis_config, Arc::new(store)).unwrap(),
+            },
+        ];
+        for setup in &setups {
+            // A chat at the history cap (100 messages), and one for the transcript route.
+            for i in 0..50 {
+                let reply = handle(&setup.app, post("/full/chat", &format!("message {i}"))).await;
+                assert_eq!(reply.status(), 200);
+            }
+        }
+        setups
+    })
+}
+
+fn get(path: &str) -> Request {
+    lambda_http::http::Request::builder()
+        .method("GET")
+        .uri(path)
+        .body(Body::Empty)
+        .unwrap()
+}
+
+fn post(path: &str, content: &str) -> Request {
+    let body = serde_json::json!({ "content": content }).to_string();
+    lambda_http::http::Request::builder()
+        .method("POST")
+        .uri(path)
+        .header("content-type", "application/json")
+        .body(Body::from(body))
+        .unwrap()
+}
+
+static FRESH: AtomicU64 = AtomicU64::new(0);
+
+/// Makes a fresh request for one iteration.
+type RequestMaker = Box<dyn Fn() -> Request>;
+
+/// The routes measured, each as a request maker.
+fn cases() -> Vec<(&'static str, RequestMaker)> {
+    vec![
+        ("hello", Box::new(|| get("/"))),
+        ("get_system", Box::new(|| get("/system"))),
+        (
+            "set_chat_system",
+            Box::new(|| post("/prompted/system", "Be brief.")),
+        ),
+        ("get_chat_100", Box::new(|| get("/full/chat"))),
+        (
+            "send_chat_new",
+            Box::new(|| {
+                post(
+                    &format!("/fresh-{}/chat", FRESH.fetch_add(1, Ordering::Relaxed)),
+                    "Hello!",
+                )
+            }),
+        ),
+        (
+            "send_chat_100",
+            Box::new(|| post("/full/chat", "And then?")),
+        ),
+        (
+            "moderate",
+            Box::new(|| post("/mod", "I want to hug my cat.")),
+        ),
+    ]
+}
+
+fn percentiles(runtime: &Runtime, setups: &[Setup]) {
+    const ITERATIONS: usize = 3000;
+    println!(
+        "\n{:<8} {:<16} {:>10} {:>10}",
+        "store", "route", "p50 µs", "p99 µs"
+    );
+    for setup in setups {
+        for (route, make) in cases() {
+            let mut samples: Vec<Duration> = runtime.block_on(async {
+                for _ in 0..300 {
+                    handle(&setup.app, make()).await;
+                }
+                let mut samples = Vec::with_capacity(ITERATIONS);
+                for _ in 0..ITERATIONS {
+                    let request = make();
+                    let started = Instant::now();
+                    let response = handle(&setup.app, request).await;
+                    samples.push(started.elapsed());
+                    assert!(
+                        response.status().is_success(),
+                        "{route}: {}",
+                        response.status()
+                    );
+                }
+                samples
+            });
+            samples.sort();
+            let at = |q: f64| samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)];
+            println!(
+                "{:<8} {:<16} {:>10.1} {:>10.1}",
+                setup.name,
+                route,
+                at(0.50).as_secs_f64() * 1e6,
+                at(0.99).as_secs_f64() * 1e6
+            );
+        }
+    }
+}
+
+fn main() {
+    // One thread, as on Lambda (the function runs a current-thread runtime).
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let redis = redis::RedisServer::start();
+    let setups = setups(&runtime, &redis);
+
+    let mut criterion = Criterion::default()
+        .configure_from_args()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    for setup in &setups {
+        let mut group = criterion.benchmark_group(format!("handle/{}", setup.name));
+        for (route, make) in cases() {
+            group.bench_function(route, |b| {
+                b.to_async(&runtime).iter(|| handle(&setup.app, make()));
+            });
+        }
+        group.finish();
+    }
+    criterion.final_summary();
+
+    // `cargo bench -- <filter>` and `--list` are criterion's; the percentile pass runs on
+    // a plain `cargo bench`.
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    if args.is_empty() {
+        percentiles(&runtime, &setups);
+    }
+}

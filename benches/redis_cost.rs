@@ -1,0 +1,130 @@
+//! Redis cost of one turn for chats of 2, 100 and 1000 stored messages, with
+//! MAX_HISTORY_MESSAGES at its default (100) and raised (2000): round trips (requests the
+//! store sent and waited for), commands the server ran (INFO commandstats, scripts' inner
+//! commands included), and the turn's median time on loopback.
+//!
+//! `cargo bench --bench redis_cost` (or `make bench`). Needs redis-server.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "../tests/support/instant_openai.rs"]
+mod instant_openai;
+#[path = "../tests/support/redis.rs"]
+mod redis;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chat_proxy::auth::Tenant;
+use chat_proxy::config::RedisTarget;
+use chat_proxy::routes::ChatId;
+use chat_proxy::store::{RedisStore, Store, Turn};
+use chat_proxy::{handle, App, Config};
+use lambda_http::Body;
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    println!(
+        "{:<22} {:>8} {:>11} {:>12} {:>9}  commands per turn",
+        "MAX_HISTORY_MESSAGES", "stored", "sent (msgs)", "round trips", "p50 ms"
+    );
+    for max_history in ["100", "2000"] {
+        for stored in [2usize, 100, 1000] {
+            runtime.block_on(measure(max_history, stored));
+        }
+    }
+}
+
+async fn measure(max_history: &str, stored: usize) {
+    let redis = redis::RedisServer::start();
+    let openai_url = instant_openai::start(([127, 0, 0, 1], 0).into()).await;
+    let redis_url = redis.url();
+    let config = Config::from_lookup(|name| match name {
+        "GPT_API_KEY" => Some("sk-bench".to_owned()),
+        "OPENAI_BASE_URL" => Some(openai_url.clone()),
+        "REDIS_URL" => Some(redis_url.clone()),
+        "MAX_HISTORY_MESSAGES" => Some(max_history.to_owned()),
+        _ => None,
+    })
+    .unwrap();
+    let target = RedisTarget::Url(redis.url().into());
+    let store = Arc::new(
+        RedisStore::connect(&target, config.store.clone(), config.redis_timeout, None).unwrap(),
+    );
+    assert!(store.wait_connected(Duration::from_secs(5)).await);
+    let app = App::with_store(&config, store.clone()).unwrap();
+
+    // Fill the chat directly: `stored` messages are stored / 2 turns (the cap trims them).
+    let chat = ChatId::parse("measured").unwrap();
+    for i in 0..stored / 2 {
+        let turn = Turn {
+            user: format!("question {i}: {}", "x".repeat(40)),
+            url: None,
+            assistant: format!("answer {i}: {}", "y".repeat(80)),
+        };
+        store
+            .append_turn(&Tenant::Open, &chat, &turn)
+            .await
+            .unwrap();
+    }
+    let kept = store.turns(&Tenant::Open, &chat).await.unwrap().len() * 2;
+
+    let request = || {
+        lambda_http::http::Request::builder()
+            .method("POST")
+            .uri("/measured/chat")
+            .body(Body::from(r#"{"content": "one more"}"#))
+            .unwrap()
+    };
+    // One measured turn for the counts...
+    let trips_before = store.round_trips();
+    let commands_before = redis.command_counts();
+    assert_eq!(handle(&app, request()).await.status(), 200);
+    let trips = store.round_trips() - trips_before;
+    let mut commands: BTreeMap<String, u64> = redis.command_counts();
+    for (name, count) in &commands_before {
+        if let Some(after) = commands.get_mut(name) {
+            *after -= count;
+        }
+    }
+    commands.retain(|name, count| *count > 0 && name != "info");
+
+    // ...then the time, over turns that keep the chat at the same length.
+    let mut samples = Vec::new();
+    for _ in 0..200 {
+        store.clear(&Tenant::Open, &chat).await.unwrap();
+        for i in 0..kept / 2 {
+            let turn = Turn {
+                user: format!("question {i}: {}", "x".repeat(40)),
+                url: None,
+                assistant: format!("answer {i}: {}", "y".repeat(80)),
+            };
+            store
+                .append_turn(&Tenant::Open, &chat, &turn)
+                .await
+                .unwrap();
+        }
+        let started = Instant::now();
+        assert_eq!(handle(&app, request()).await.status(), 200);
+        samples.push(started.elapsed());
+        if kept >= 1000 && samples.len() >= 30 {
+            break;
+        }
+    }
+    samples.sort();
+    let p50 = samples[samples.len() / 2];
+    let summary: Vec<String> = commands.iter().map(|(n, c)| format!("{n}={c}")).collect();
+    println!(
+        "{:<22} {:>8} {:>11} {:>12} {:>9.3}  {}",
+        max_history,
+        stored,
+        kept,
+        trips,
+        p50.as_secs_f64() * 1000.0,
+        summary.join(" ")
+    );
+}

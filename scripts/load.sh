@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# End-to-end load run: wrk -> cargo lambda watch --release -> the function -> Redis and an
+# instant OpenAI stand-in, all on loopback. Bounded: DURATION seconds per run (default 10).
+# Prints wrk's latency distribution at concurrency 1 and 10, and the stand-in's own.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${DURATION:-10}
+REDIS_PORT=${REDIS_PORT:-16379}
+UPSTREAM_PORT=${UPSTREAM_PORT:-18787}
+PROXY_PORT=${PROXY_PORT:-19000}
+
+command -v wrk >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
+command -v cargo-lambda >/dev/null 2>&1 || pip install --quiet cargo-lambda
+
+pids=()
+cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; pkill -f "cargo-lambda.*--invoke-port $PROXY_PORT" 2>/dev/null || true; }
+trap cleanup EXIT
+
+redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no >/dev/null &
+pids+=($!)
+cargo build --quiet --release --example instant_openai
+target/release/examples/instant_openai "$UPSTREAM_PORT" >/dev/null &
+pids+=($!)
+
+cargo lambda watch --release --invoke-port "$PROXY_PORT" \
+  --env-var GPT_API_KEY=sk-load \
+  --env-var "OPENAI_BASE_URL=http://127.0.0.1:$UPSTREAM_PORT/v1" \
+  --env-var "REDIS_URL=redis://127.0.0.1:$REDIS_PORT" \
+  --env-var RUST_LOG=warn >/tmp/chat-proxy-load-watch.log 2>&1 &
+pids+=($!)
+for _ in $(seq 1 600); do
+  curl -sf "http://127.0.0.1:$PROXY_PORT/" >/dev/null 2>&1 && break
+  sleep 1
+done
+curl -sf "http://127.0.0.1:$PROXY_PORT/" >/dev/null
+
+for concurrency in 1 10; do
+  echo "=== upstream stand-in alone, concurrency $concurrency"
+  wrk -t1 -c"$concurrency" -d"${DURATION}s" --latency -s scripts/upstream_only.lua \
+    "http://127.0.0.1:$UPSTREAM_PORT/v1/chat/completions" | sed -n '/Latency Distribution/,/Requests\/sec/p'
+  echo "=== through cargo lambda watch, fresh chat ids, concurrency $concurrency"
+  wrk -t1 -c"$concurrency" -d"${DURATION}s" --latency -s scripts/fresh_chat.lua \
+    "http://127.0.0.1:$PROXY_PORT" | sed -n '/Latency Distribution/,/Requests\/sec/p'
+done
