@@ -51,12 +51,14 @@ lint: $(VENV)/.installed $(SAM_VENV)/.installed ## fmt, clippy, template lint (c
 build: ## Build the Lambda bootstrap for arm64 (needs cargo-lambda, zig and the aarch64 target)
 	@command -v cargo-lambda >/dev/null 2>&1 || { echo "cargo-lambda is missing: pip install cargo-lambda (it brings zig too)"; exit 1; }
 	@rustup target list --installed 2>/dev/null | grep -q '^aarch64-unknown-linux-gnu$$' || { echo "The aarch64 target is missing: rustup target add aarch64-unknown-linux-gnu"; exit 1; }
+	@command -v zig >/dev/null 2>&1 || python3 -m ziglang version >/dev/null 2>&1 || { echo "zig is missing (cargo-lambda cross-compiles with it): pip install ziglang"; exit 1; }
 	cargo lambda build --release --arm64
 	@ls -l target/lambda/bootstrap/bootstrap
 
 deploy: $(SAM_VENV)/.installed ## sam build + sam deploy (guided the first time), then print the ApiUrl
 	@command -v cargo-lambda >/dev/null 2>&1 || { echo "cargo-lambda is missing: pip install cargo-lambda (it brings zig too)"; exit 1; }
 	@rustup target list --installed 2>/dev/null | grep -q '^aarch64-unknown-linux-gnu$$' || { echo "The aarch64 target is missing: rustup target add aarch64-unknown-linux-gnu"; exit 1; }
+	@command -v zig >/dev/null 2>&1 || python3 -m ziglang version >/dev/null 2>&1 || { echo "zig is missing (cargo-lambda cross-compiles with it): pip install ziglang"; exit 1; }
 	$(SAM) build
 	@if $(SAM) list stack-outputs --stack-name $(STACK) >/dev/null 2>&1; then \
 	  $(SAM) deploy --stack-name $(STACK); \

@@ -167,6 +167,13 @@ fn percentiles(runtime: &Runtime, setups: &[Setup]) {
 }
 
 fn main() {
+    // BENCH_LOGS=1 measures with the function's JSON request log on (written to a sink).
+    if std::env::var_os("BENCH_LOGS").is_some() {
+        chat_proxy::telemetry::init_with_writer(
+            chat_proxy::telemetry::LogFormat::Json,
+            std::io::sink,
+        );
+    }
     // One thread, as on Lambda (the function runs a current-thread runtime).
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -60,17 +60,7 @@ async fn measure(max_history: &str, stored: usize) {
 
     // Fill the chat directly: `stored` messages are stored / 2 turns (the cap trims them).
     let chat = ChatId::parse("measured").unwrap();
-    for i in 0..stored / 2 {
-        let turn = Turn {
-            user: format!("question {i}: {}", "x".repeat(40)),
-            url: None,
-            assistant: format!("answer {i}: {}", "y".repeat(80)),
-        };
-        store
-            .append_turn(&Tenant::Open, &chat, &turn)
-            .await
-            .unwrap();
-    }
+    fill(&store, &chat, stored / 2).await;
     let kept = store.turns(&Tenant::Open, &chat).await.unwrap().len() * 2;
 
     let request = || {
@@ -97,17 +87,7 @@ async fn measure(max_history: &str, stored: usize) {
     let mut samples = Vec::new();
     for _ in 0..200 {
         store.clear(&Tenant::Open, &chat).await.unwrap();
-        for i in 0..kept / 2 {
-            let turn = Turn {
-                user: format!("question {i}: {}", "x".repeat(40)),
-                url: None,
-                assistant: format!("answer {i}: {}", "y".repeat(80)),
-            };
-            store
-                .append_turn(&Tenant::Open, &chat, &turn)
-                .await
-                .unwrap();
-        }
+        fill(&store, &chat, kept / 2).await;
         let started = Instant::now();
         assert_eq!(handle(&app, request()).await.status(), 200);
         samples.push(started.elapsed());
@@ -127,4 +107,16 @@ async fn measure(max_history: &str, stored: usize) {
         p50.as_secs_f64() * 1000.0,
         summary.join(" ")
     );
+}
+
+/// Appends `turns` turns of about 150 bytes each.
+async fn fill(store: &RedisStore, chat: &ChatId, turns: usize) {
+    for i in 0..turns {
+        let turn = Turn {
+            user: format!("question {i}: {}", "x".repeat(40)),
+            url: None,
+            assistant: format!("answer {i}: {}", "y".repeat(80)),
+        };
+        store.append_turn(&Tenant::Open, chat, &turn).await.unwrap();
+    }
 }

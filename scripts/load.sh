@@ -22,7 +22,7 @@ cargo build --quiet --release --example instant_openai
 target/release/examples/instant_openai "$UPSTREAM_PORT" >/dev/null &
 pids+=($!)
 
-cargo lambda watch --release --invoke-port "$PROXY_PORT" \
+cargo lambda watch --release --ignore-changes --invoke-port "$PROXY_PORT" \
   --env-var GPT_API_KEY=sk-load \
   --env-var "OPENAI_BASE_URL=http://127.0.0.1:$UPSTREAM_PORT/v1" \
   --env-var "REDIS_URL=redis://127.0.0.1:$REDIS_PORT" \

@@ -16,6 +16,7 @@ use crate::body::{Content, Shape};
 use crate::config::Config;
 use crate::cors::Cors;
 use crate::error::ApiError;
+use crate::request_log::RequestLog;
 use crate::routes::{ChatId, Route};
 use crate::store::{MemoryStore, RedisStore, Store, Turn};
 use crate::upstream::wire::{Message, Usage};
@@ -77,54 +78,6 @@ pub async fn handle(app: &App, request: Request) -> Response<Body> {
     app.cors.decorate(request.headers(), &mut response);
     log.emit(&request, &response, started.elapsed());
     response
-}
-
-/// The one line logged per request: what it was, how it ended, and where the time went.
-/// Never a message's text, never a key.
-#[derive(Default)]
-struct RequestLog {
-    route: &'static str,
-    caller: Option<String>,
-    redis: Duration,
-    upstream: Duration,
-    tokens: Option<Usage>,
-}
-
-impl RequestLog {
-    /// Awaits Redis work, adding the wait to the request's Redis time.
-    async fn redis<T>(&mut self, work: impl std::future::Future<Output = T>) -> T {
-        let started = Instant::now();
-        let output = work.await;
-        self.redis += started.elapsed();
-        output
-    }
-
-    /// Awaits OpenAI, adding the wait to the request's upstream time.
-    async fn upstream<T>(&mut self, work: impl std::future::Future<Output = T>) -> T {
-        let started = Instant::now();
-        let output = work.await;
-        self.upstream += started.elapsed();
-        output
-    }
-
-    fn emit(&self, request: &Request, response: &Response<Body>, total: Duration) {
-        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-        tracing::info!(
-            request_id = request.lambda_context_ref().map(|c| c.request_id.as_str()),
-            method = %request.method(),
-            route = self.route,
-            caller = self.caller.as_deref().unwrap_or("-"),
-            status = response.status().as_u16(),
-            latency_ms = ms(total),
-            upstream_ms = ms(self.upstream),
-            redis_ms = ms(self.redis),
-            overhead_ms = ms(total.saturating_sub(self.upstream)),
-            prompt_tokens = self.tokens.map(|t| t.prompt_tokens),
-            completion_tokens = self.tokens.map(|t| t.completion_tokens),
-            total_tokens = self.tokens.map(|t| t.total_tokens),
-            "request"
-        );
-    }
 }
 
 /// Route, preflight, authenticate, rate-limit, then the route's own work.

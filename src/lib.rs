@@ -11,6 +11,7 @@ pub mod config;
 pub mod cors;
 pub mod error;
 pub mod init_error;
+mod request_log;
 pub mod routes;
 pub mod secrets;
 pub mod startup;

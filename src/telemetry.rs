@@ -24,8 +24,16 @@ impl LogFormat {
     }
 }
 
-/// Installs the global subscriber. Call once, first thing at cold start.
+/// Installs the global subscriber, writing to stderr. Call once, first thing at cold start.
 pub fn init(format: LogFormat) {
+    init_with_writer(format, std::io::stderr);
+}
+
+/// Installs the global subscriber with another writer (benchmarks write to a sink).
+pub fn init_with_writer<W>(format: LogFormat, writer: W)
+where
+    W: for<'a> tracing_subscriber::fmt::MakeWriter<'a> + Send + Sync + 'static,
+{
     // An empty RUST_LOG (as .env.example leaves it) means "default", not "errors only".
     let filter = std::env::var("RUST_LOG")
         .ok()
@@ -34,7 +42,7 @@ pub fn init(format: LogFormat) {
         .unwrap_or_else(|| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     match format {
         // Lambda stamps each line itself, and its log lines carry the request id.
         LogFormat::Json => builder
