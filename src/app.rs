@@ -23,7 +23,8 @@ use crate::upstream::wire::{Message, Usage};
 use crate::upstream::{Model, Upstream, UpstreamError};
 
 /// Time kept back from the Lambda deadline to store a turn and answer before Lambda stops
-/// the invocation: an answer of 504 beats a bare timeout from API Gateway.
+/// the invocation: an answer of 504 beats a bare timeout from API Gateway. When less time
+/// than that is left, a quarter of what is left is kept instead, so upstream still gets a try.
 const LAMBDA_MARGIN: Duration = Duration::from_millis(2500);
 
 /// Everything a request needs, built once and borrowed by every invocation.
@@ -322,17 +323,15 @@ fn transcript(turns: &[Turn]) -> Vec<TranscriptMessage<'_>> {
 }
 
 /// The invocation's deadline less a margin, when the request came through Lambda.
+///
+/// A deadline already past cannot come from Lambda (it would have stopped us); local
+/// emulators send one (`cargo lambda watch` sends a duration, 600000, where Lambda sends
+/// epoch milliseconds), so it is ignored and the configured timeout alone applies.
 fn lambda_deadline(request: &Request) -> Option<Instant> {
     let deadline_ms = request.lambda_context_ref()?.deadline;
-    if deadline_ms == 0 {
-        return None;
-    }
     let deadline = UNIX_EPOCH + Duration::from_millis(deadline_ms);
-    let left = deadline
-        .duration_since(SystemTime::now())
-        .unwrap_or_default()
-        .saturating_sub(LAMBDA_MARGIN);
-    Some(Instant::now() + left)
+    let left = deadline.duration_since(SystemTime::now()).ok()?;
+    Some(Instant::now() + left - LAMBDA_MARGIN.min(left / 4))
 }
 
 fn hello() -> Response<Body> {
@@ -366,4 +365,65 @@ pub(crate) fn json_response(status: StatusCode, value: &impl Serialize) -> Respo
         HeaderValue::from_static("application/json"),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lambda_http::Context;
+
+    fn request_with_deadline(deadline_ms: u64) -> Request {
+        let mut context = Context::default();
+        context.deadline = deadline_ms;
+        lambda_http::http::Request::builder()
+            .uri("/c1/chat")
+            .body(Body::Empty)
+            .unwrap()
+            .with_lambda_context(context)
+    }
+
+    fn epoch_ms_in(from_now: Duration) -> u64 {
+        (SystemTime::now() + from_now)
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64
+    }
+
+    fn budget(request: &Request) -> Option<Duration> {
+        lambda_deadline(request).map(|at| at.saturating_duration_since(Instant::now()))
+    }
+
+    #[test]
+    fn the_margin_is_kept_from_a_lambda_deadline() {
+        let left = budget(&request_with_deadline(epoch_ms_in(Duration::from_secs(30)))).unwrap();
+        assert!(
+            left > Duration::from_millis(27_000) && left <= Duration::from_millis(27_500),
+            "{left:?}"
+        );
+    }
+
+    #[test]
+    fn with_little_time_left_a_quarter_is_kept() {
+        let left = budget(&request_with_deadline(epoch_ms_in(Duration::from_secs(2)))).unwrap();
+        assert!(
+            left > Duration::from_millis(1_400) && left <= Duration::from_millis(1_500),
+            "{left:?}"
+        );
+    }
+
+    #[test]
+    fn a_deadline_already_past_is_ignored() {
+        // What `cargo lambda watch` sends: a duration where Lambda sends epoch milliseconds.
+        assert_eq!(budget(&request_with_deadline(600_000)), None);
+        assert_eq!(budget(&request_with_deadline(0)), None);
+    }
+
+    #[test]
+    fn without_a_lambda_context_there_is_no_deadline() {
+        let request = lambda_http::http::Request::builder()
+            .uri("/")
+            .body(Body::Empty)
+            .unwrap();
+        assert_eq!(budget(&request), None);
+    }
 }
