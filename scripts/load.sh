@@ -13,11 +13,20 @@ command -v wrk >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq
 command -v cargo-lambda >/dev/null 2>&1 || pip install --quiet cargo-lambda
 
 pids=()
-cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; pkill -f "cargo-lambda.*--invoke-port $PROXY_PORT" 2>/dev/null || true; }
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  pkill -f "cargo-lambda.*--invoke-port $PROXY_PORT" 2>/dev/null || true
+  redis-cli -p "$REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true
+}
 trap cleanup EXIT
 
+if redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1; then
+  echo "port $REDIS_PORT already has a Redis; set REDIS_PORT to a free one" >&2
+  exit 1
+fi
 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no >/dev/null &
 pids+=($!)
+until redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1; do sleep 0.1; done
 cargo build --quiet --release --example instant_openai
 target/release/examples/instant_openai "$UPSTREAM_PORT" >/dev/null &
 pids+=($!)
