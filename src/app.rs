@@ -170,14 +170,17 @@ async fn dispatch(
                 .await?;
             Ok(empty_object())
         }
-        // `serve` runs turns itself, to overlap their rate-limit check with their read.
+        // `serve` runs turns itself, overlapping their rate-limit check with their read;
+        // were one to come here, it is counted all the same.
         Route::SendChat(chat) => {
             let question = content(Shape::Content)?;
-            turn(app, tenant, &chat, question, request, async { Ok(()) }, log).await
+            let limit = app.rate_limit(tenant, request);
+            turn(app, tenant, &chat, question, request, limit, log).await
         }
         Route::SendImage(chat) => {
             let question = content(Shape::ContentAndUrl)?;
-            turn(app, tenant, &chat, question, request, async { Ok(()) }, log).await
+            let limit = app.rate_limit(tenant, request);
+            turn(app, tenant, &chat, question, request, limit, log).await
         }
         Route::GetChat(chat) => {
             let turns = log.redis(app.store.turns(tenant, &chat)).await?;
