@@ -162,14 +162,20 @@ impl Config {
             }
         }
 
-        let key_prefix = env.text("REDIS_KEY_PREFIX", "chat-proxy");
+        let defaults = StoreSettings::default();
+        let key_prefix = env.text("REDIS_KEY_PREFIX", &defaults.key_prefix);
         if key_prefix.contains(['{', '}']) {
             env.problem(
                 "REDIS_KEY_PREFIX must not contain '{' or '}' (they are Redis Cluster hash tags)",
             );
         }
-        let ttl_seconds = env.number("CHAT_TTL_SECONDS", 30 * 24 * 3600, 0..=u64::MAX);
-        let max_history_messages = env.number("MAX_HISTORY_MESSAGES", 100, 2..=100_000);
+        let default_ttl = defaults.chat_ttl.map_or(0, |ttl| ttl.as_secs());
+        let ttl_seconds = env.number("CHAT_TTL_SECONDS", default_ttl, 0..=u64::MAX);
+        let max_history_messages = env.number(
+            "MAX_HISTORY_MESSAGES",
+            defaults.max_history_messages,
+            2..=100_000,
+        );
         if max_history_messages % 2 != 0 {
             env.problem("MAX_HISTORY_MESSAGES must be even: a chat keeps whole turns (a question and its answer)");
         }
