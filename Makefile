@@ -2,28 +2,30 @@
 .DEFAULT_GOAL := help
 SHELL := /bin/bash
 
-.PHONY: help watch test lint build deploy invoke bench load fuzz clean
+.PHONY: help watch test lint build deploy deploy-tools deploy-ci invoke bench load fuzz clean
 
-# Python tools live in project venvs, pinned in tools/: .venv for moto and the linters,
-# .venv-sam for SAM CLI (its pins clash with the others).
+# Python tools live in project venvs, pinned in tools/: .venv for the test tools and the
+# linters, .venv-deploy for SAM CLI and cargo-lambda (SAM's pins clash with the others).
 VENV := .venv
-SAM_VENV := .venv-sam
-SAM := $(SAM_VENV)/bin/sam
+DEPLOY_VENV := .venv-deploy
+SAM := $(DEPLOY_VENV)/bin/sam
 STACK ?= chat-proxy
 export SAM_CLI_TELEMETRY := 0
+# `cargo lambda` and SAM's rust-cargolambda build find cargo-lambda (and zig) here.
+export PATH := $(CURDIR)/$(DEPLOY_VENV)/bin:$(PATH)
 
 $(VENV)/.installed: tools/requirements.txt
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r $<
 	@touch $@
 
-$(SAM_VENV)/.installed: tools/requirements-sam.txt
-	python3 -m venv $(SAM_VENV)
-	$(SAM_VENV)/bin/pip install --quiet --disable-pip-version-check -r $<
+$(DEPLOY_VENV)/.installed: tools/requirements-deploy.txt
+	python3 -m venv $(DEPLOY_VENV)
+	$(DEPLOY_VENV)/bin/pip install --quiet --disable-pip-version-check -r $<
 	@touch $@
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 .env:
 	@cp .env.example .env
@@ -31,8 +33,7 @@ help: ## List the targets
 	@echo "if you want chats in Redis rather than in memory), then run make watch again."
 	@exit 1
 
-watch: .env ## Run the function locally on http://localhost:9000 (cargo lambda watch)
-	@command -v cargo-lambda >/dev/null 2>&1 || { echo "Installing cargo-lambda: pip install cargo-lambda"; pip install cargo-lambda; }
+watch: .env $(DEPLOY_VENV)/.installed ## Run the function locally on http://localhost:9000 (cargo lambda watch)
 	@grep -qE '^(GPT_API_KEY|OPENAI_API_KEY|GPT_API_KEY_SSM_PARAMETER|GPT_API_KEY_SECRET_ARN)=.+' .env || { echo "Set GPT_API_KEY in .env first."; exit 1; }
 	cargo lambda watch --env-file .env
 
@@ -40,7 +41,7 @@ test: $(VENV)/.installed ## Run every test (starts its own redis-server and moto
 	@command -v redis-server >/dev/null 2>&1 || { echo "redis-server is missing: apt-get install -y redis-server (or brew install redis)"; exit 1; }
 	cargo test --locked
 
-lint: $(VENV)/.installed $(SAM_VENV)/.installed ## fmt, clippy, template lint (cfn-lint, sam validate), workflow lint
+lint: $(VENV)/.installed $(DEPLOY_VENV)/.installed ## fmt, clippy, template lint (cfn-lint, sam validate), workflow lint
 	cargo fmt --check
 	cargo clippy --locked --all-targets -- -D warnings
 	$(VENV)/bin/cfn-lint template.yaml
@@ -48,17 +49,17 @@ lint: $(VENV)/.installed $(SAM_VENV)/.installed ## fmt, clippy, template lint (c
 	$(VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 	$(VENV)/bin/zizmor --offline --min-severity medium .github/workflows/
 
-build: ## Build the Lambda bootstrap for arm64 (needs cargo-lambda, zig and the aarch64 target)
-	@command -v cargo-lambda >/dev/null 2>&1 || { echo "cargo-lambda is missing: pip install cargo-lambda (it brings zig too)"; exit 1; }
+build: $(DEPLOY_VENV)/.installed ## Build the Lambda bootstrap for arm64 (needs the aarch64 target)
 	@rustup target list --installed 2>/dev/null | grep -q '^aarch64-unknown-linux-gnu$$' || { echo "The aarch64 target is missing: rustup target add aarch64-unknown-linux-gnu"; exit 1; }
-	@command -v zig >/dev/null 2>&1 || python3 -m ziglang version >/dev/null 2>&1 || { echo "zig is missing (cargo-lambda cross-compiles with it): pip install ziglang"; exit 1; }
 	cargo lambda build --release --arm64
 	@ls -l target/lambda/bootstrap/bootstrap
 
-deploy: $(SAM_VENV)/.installed ## sam build + sam deploy (guided the first time), then print the ApiUrl
-	@command -v cargo-lambda >/dev/null 2>&1 || { echo "cargo-lambda is missing: pip install cargo-lambda (it brings zig too)"; exit 1; }
+deploy-tools: $(DEPLOY_VENV)/.installed ## Install SAM CLI and cargo-lambda into .venv-deploy (CI checks this step)
+	$(SAM) --version
+	cargo lambda --version
+
+deploy: deploy-tools ## sam build + sam deploy (guided the first time), then print the ApiUrl
 	@rustup target list --installed 2>/dev/null | grep -q '^aarch64-unknown-linux-gnu$$' || { echo "The aarch64 target is missing: rustup target add aarch64-unknown-linux-gnu"; exit 1; }
-	@command -v zig >/dev/null 2>&1 || python3 -m ziglang version >/dev/null 2>&1 || { echo "zig is missing (cargo-lambda cross-compiles with it): pip install ziglang"; exit 1; }
 	$(SAM) build
 	@if $(SAM) list stack-outputs --stack-name $(STACK) >/dev/null 2>&1; then \
 	  $(SAM) deploy --stack-name $(STACK); \
@@ -67,6 +68,11 @@ deploy: $(SAM_VENV)/.installed ## sam build + sam deploy (guided the first time)
 	  $(SAM) deploy --guided --stack-name $(STACK); \
 	fi
 	$(SAM) list stack-outputs --stack-name $(STACK) --output table
+
+deploy-ci: deploy-tools ## What the GitHub deploy job runs: build, deploy without questions, smoke-test the ApiUrl
+	$(SAM) build
+	$(SAM) deploy --stack-name $(STACK) --no-confirm-changeset --no-fail-on-empty-changeset
+	scripts/smoke.sh "$$($(SAM) list stack-outputs --stack-name $(STACK) --output json | python3 -c 'import json,sys; print(next(o["OutputValue"] for o in json.load(sys.stdin) if o["OutputKey"]=="ApiUrl"))')"
 
 invoke: ## Send every events/*.json to a running `make watch`
 	@for event in events/*.json; do \
@@ -81,7 +87,7 @@ bench: ## Benchmarks: handler overhead per route, Redis cost per turn, cold star
 	cargo bench --locked --bench redis_cost
 	cargo bench --locked --bench lambda
 	@echo "Release bootstrap size (x86_64):"
-	@command -v cargo-lambda >/dev/null 2>&1 || pip install --quiet cargo-lambda
+	@$(MAKE) --no-print-directory $(DEPLOY_VENV)/.installed
 	cargo lambda build --release
 	@ls -l target/lambda/bootstrap/bootstrap
 
@@ -96,4 +102,4 @@ fuzz: ## Fuzz request parsing and routing with cargo-fuzz for FUZZ_SECONDS (defa
 
 clean: ## Remove build output and the tool venvs
 	cargo clean
-	rm -rf .aws-sam $(VENV) $(SAM_VENV)
+	rm -rf .aws-sam $(VENV) $(DEPLOY_VENV)

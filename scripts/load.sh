@@ -10,7 +10,7 @@ UPSTREAM_PORT=${UPSTREAM_PORT:-18787}
 PROXY_PORT=${PROXY_PORT:-19000}
 
 command -v wrk >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
-command -v cargo-lambda >/dev/null 2>&1 || pip install --quiet cargo-lambda
+make --no-print-directory deploy-tools >/dev/null; export PATH="$PWD/.venv-deploy/bin:$PATH"
 
 pids=()
 cleanup() {
