@@ -7,6 +7,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use lambda_http::http::HeaderValue;
 use secrecy::SecretString;
 
 use crate::auth::Callers;
@@ -69,6 +70,8 @@ pub struct StoreSettings {
     pub chat_ttl: Option<Duration>,
     /// How many messages (user and assistant) a chat keeps and sends upstream.
     pub max_history_messages: usize,
+    /// How many bytes of turns a chat keeps: the oldest turns go first, the newest stays.
+    pub max_chat_bytes: usize,
 }
 
 impl StoreSettings {
@@ -84,6 +87,7 @@ impl Default for StoreSettings {
             key_prefix: "chat-proxy".to_owned(),
             chat_ttl: Some(Duration::from_secs(30 * 24 * 3600)),
             max_history_messages: 100,
+            max_chat_bytes: 1024 * 1024,
         }
     }
 }
@@ -108,6 +112,11 @@ const DEFAULT_MODERATION_MODEL: &str = "omni-moderation-latest";
 const DEFAULT_SYSTEM_PROMPT: &str = "You are a helpful assistant.";
 const DEFAULT_TIMEOUT_SECONDS: u64 = 25;
 const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+/// The longest `CHAT_TTL_SECONDS`: ten years. Longer is "forever", which is `0`.
+pub const MAX_CHAT_TTL_SECONDS: u64 = 10 * 365 * 24 * 3600;
+/// `MAX_CHAT_BYTES` stays under Lambda's 6 MB buffered response, so a whole chat can always
+/// be read back with `GET /<chat_id>/chat`.
+pub const MAX_CHAT_BYTES_LIMIT: usize = 5 * 1024 * 1024;
 
 impl Config {
     /// Reads the process environment.
@@ -116,14 +125,28 @@ impl Config {
     }
 
     /// Reads variables through `lookup`, so tests need not touch the process environment.
-    /// An empty value counts as unset, as it does in most `.env` tooling.
+    /// An empty value counts as unset, as it does in most `.env` tooling, and surrounding
+    /// whitespace is dropped: a secret written with `--value file://key.txt` ends in a newline.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let mut env = Reader {
-            lookup: |name: &str| lookup(name).filter(|value| !value.trim().is_empty()),
+            lookup: |name: &str| {
+                lookup(name)
+                    .map(|value| value.trim().to_owned())
+                    .filter(|value| !value.is_empty())
+            },
             problems: Vec::new(),
         };
 
         let api_key = match env.get("GPT_API_KEY").or_else(|| env.get("OPENAI_API_KEY")) {
+            // The key goes out in `Authorization: Bearer <key>`; one that cannot be a header
+            // value would fail every call, so it stops the start instead (never quoted).
+            Some(key) if HeaderValue::from_str(&format!("Bearer {key}")).is_err() => {
+                env.problem(
+                    "GPT_API_KEY holds characters an HTTP header cannot carry (a line break or \
+                     another control character inside it?)",
+                );
+                SecretString::from(String::new())
+            }
             Some(key) => SecretString::from(key),
             None => {
                 env.problem(
@@ -170,7 +193,7 @@ impl Config {
             );
         }
         let default_ttl = defaults.chat_ttl.map_or(0, |ttl| ttl.as_secs());
-        let ttl_seconds = env.number("CHAT_TTL_SECONDS", default_ttl, 0..=u64::MAX);
+        let ttl_seconds = env.number("CHAT_TTL_SECONDS", default_ttl, 0..=MAX_CHAT_TTL_SECONDS);
         let max_history_messages = env.number(
             "MAX_HISTORY_MESSAGES",
             defaults.max_history_messages,
@@ -179,10 +202,16 @@ impl Config {
         if max_history_messages % 2 != 0 {
             env.problem("MAX_HISTORY_MESSAGES must be even: a chat keeps whole turns (a question and its answer)");
         }
+        let max_chat_bytes = env.number(
+            "MAX_CHAT_BYTES",
+            defaults.max_chat_bytes,
+            4096..=MAX_CHAT_BYTES_LIMIT,
+        );
         let store = StoreSettings {
             key_prefix,
             chat_ttl: (ttl_seconds > 0).then(|| Duration::from_secs(ttl_seconds)),
             max_history_messages,
+            max_chat_bytes,
         };
 
         let callers = match env.get("PROXY_API_KEYS").map(|raw| Callers::parse(&raw)) {
@@ -387,6 +416,54 @@ mod tests {
         assert!(config.callers.is_open());
         assert!(!config.cors.is_on());
         assert_eq!(config.rate_limit_per_minute, None);
+    }
+
+    #[test]
+    fn secrets_lose_a_trailing_newline_from_any_source() {
+        let config = config(&[
+            ("GPT_API_KEY", "sk-from-file\n"),
+            ("REDIS_URL", " redis://localhost:6379\r\n"),
+        ])
+        .unwrap();
+        assert_eq!(config.openai.api_key.expose_secret(), "sk-from-file");
+        match config.redis {
+            Some(RedisTarget::Url(url)) => {
+                assert_eq!(url.expose_secret(), "redis://localhost:6379")
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_key_that_cannot_be_a_header_stops_the_start_without_being_quoted() {
+        let err = config(&[("GPT_API_KEY", "sk-line-one\nsk-line-two")]).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("GPT_API_KEY"), "{text}");
+        assert!(!text.contains("sk-line"), "the key leaked: {text}");
+    }
+
+    #[test]
+    fn chat_ttl_is_bounded_at_ten_years() {
+        let ten_years = MAX_CHAT_TTL_SECONDS.to_string();
+        let config_at_bound = config(&[("GPT_API_KEY", "k"), ("CHAT_TTL_SECONDS", &ten_years)]);
+        assert_eq!(
+            config_at_bound.unwrap().store.chat_ttl,
+            Some(Duration::from_secs(MAX_CHAT_TTL_SECONDS))
+        );
+        for over in ["315360001", "100000000000000", "18446744073709551615"] {
+            let err = config(&[("GPT_API_KEY", "k"), ("CHAT_TTL_SECONDS", over)]).unwrap_err();
+            let text = err.to_string();
+            assert!(text.contains("CHAT_TTL_SECONDS"), "{text}");
+            assert!(text.contains(&ten_years), "names the bound: {text}");
+        }
+    }
+
+    #[test]
+    fn max_chat_bytes_is_read_and_bounded() {
+        let config_set = config(&[("GPT_API_KEY", "k"), ("MAX_CHAT_BYTES", "65536")]).unwrap();
+        assert_eq!(config_set.store.max_chat_bytes, 65536);
+        let err = config(&[("GPT_API_KEY", "k"), ("MAX_CHAT_BYTES", "99999999")]).unwrap_err();
+        assert!(err.to_string().contains("MAX_CHAT_BYTES"));
     }
 
     #[test]

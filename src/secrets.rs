@@ -107,8 +107,12 @@ pub fn aws_loader() -> ConfigLoader {
         )
 }
 
-/// Reads every referenced secret, concurrently, and returns them by variable name.
-/// With no references it returns at once without touching AWS.
+/// Reads every referenced secret and returns them by variable name: every SSM parameter in
+/// one `GetParameters` call (up to ten a call), each Secrets Manager secret in its own call,
+/// all at once. A burst of cold starts thus costs SSM one request per start, not one per
+/// secret (its default limit is 40 requests a second); a throttled call is retried by the
+/// SDK within the operation timeout. With no references it returns at once without
+/// touching AWS.
 pub async fn resolve(
     references: &[Reference],
     loader: ConfigLoader,
@@ -117,24 +121,66 @@ pub async fn resolve(
         return Ok(HashMap::new());
     }
     let sdk = loader.load().await;
-    let ssm = references
+    let parameters: Vec<(&Reference, &str)> = references
         .iter()
-        .any(|r| matches!(r.source, Source::SsmParameter(_)))
-        .then(|| aws_sdk_ssm::Client::new(&sdk));
-    let secrets_manager = references
+        .filter_map(|r| match &r.source {
+            Source::SsmParameter(name) => Some((r, name.as_str())),
+            Source::SecretsManager(_) => None,
+        })
+        .collect();
+    let secrets: Vec<(&Reference, &str)> = references
         .iter()
-        .any(|r| matches!(r.source, Source::SecretsManager(_)))
-        .then(|| aws_sdk_secretsmanager::Client::new(&sdk));
+        .filter_map(|r| match &r.source {
+            Source::SecretsManager(id) => Some((r, id.as_str())),
+            Source::SsmParameter(_) => None,
+        })
+        .collect();
 
-    let reads = references
-        .iter()
-        .map(|reference| read(reference, ssm.as_ref(), secrets_manager.as_ref()));
+    let ssm = (!parameters.is_empty()).then(|| aws_sdk_ssm::Client::new(&sdk));
+    let secrets_manager = (!secrets.is_empty()).then(|| aws_sdk_secretsmanager::Client::new(&sdk));
+    let parameter_reads = ssm.as_ref().map(|client| {
+        join_all(
+            parameters
+                .chunks(MAX_PARAMETERS_PER_CALL)
+                .map(|batch| read_parameters(client, batch)),
+        )
+    });
+    let secret_reads = secrets_manager.as_ref().map(|client| {
+        join_all(
+            secrets
+                .iter()
+                .map(|(reference, id)| async move { (*reference, read_secret(client, id).await) }),
+        )
+    });
+    let (parameter_results, secret_results) = tokio::join!(
+        async {
+            match parameter_reads {
+                Some(reads) => reads.await.into_iter().flatten().collect(),
+                None => Vec::new(),
+            }
+        },
+        async {
+            match secret_reads {
+                Some(reads) => reads.await,
+                None => Vec::new(),
+            }
+        }
+    );
+
     let mut values = HashMap::new();
     let mut problems = Vec::new();
-    for (reference, result) in references.iter().zip(join_all(reads).await) {
+    let results: Vec<(&Reference, Result<SecretString, String>)> = parameter_results
+        .into_iter()
+        .chain(secret_results)
+        .collect();
+    // Reported in the order the references were given, whatever order the reads ended in.
+    for reference in references {
+        let Some((_, result)) = results.iter().find(|(r, _)| *r == reference) else {
+            continue;
+        };
         match result {
             Ok(value) => {
-                values.insert(reference.variable, value);
+                values.insert(reference.variable, value.clone());
             }
             Err(why) => problems.push(format!("{reference}: {why}")),
         }
@@ -146,35 +192,65 @@ pub async fn resolve(
     }
 }
 
-async fn read(
-    reference: &Reference,
-    ssm: Option<&aws_sdk_ssm::Client>,
-    secrets_manager: Option<&aws_sdk_secretsmanager::Client>,
-) -> Result<SecretString, String> {
-    let value = match (&reference.source, ssm, secrets_manager) {
-        (Source::SsmParameter(name), Some(client), _) => {
-            let output = client
-                .get_parameter()
-                .name(name)
-                .with_decryption(true)
-                .send()
-                .await
-                .map_err(|e| describe(&e))?;
-            output.parameter.and_then(|p| p.value)
+/// `GetParameters` takes at most ten names.
+const MAX_PARAMETERS_PER_CALL: usize = 10;
+
+/// One `GetParameters` call for up to ten parameters; each reference gets its own result.
+async fn read_parameters<'r>(
+    client: &aws_sdk_ssm::Client,
+    batch: &[(&'r Reference, &str)],
+) -> Vec<(&'r Reference, Result<SecretString, String>)> {
+    let names: Vec<String> = batch.iter().map(|(_, name)| (*name).to_owned()).collect();
+    let output = client
+        .get_parameters()
+        .set_names(Some(names))
+        .with_decryption(true)
+        .send()
+        .await;
+    let output = match output {
+        Ok(output) => output,
+        Err(error) => {
+            let why = describe(&error);
+            return batch.iter().map(|(r, _)| (*r, Err(why.clone()))).collect();
         }
-        (Source::SecretsManager(id), _, Some(client)) => {
-            let output = client
-                .get_secret_value()
-                .secret_id(id)
-                .send()
-                .await
-                .map_err(|e| describe(&e))?;
-            output.secret_string
-        }
-        _ => return Err("no client for this source".to_owned()),
     };
-    match value {
-        Some(value) if !value.trim().is_empty() => Ok(SecretString::from(value)),
+    batch
+        .iter()
+        .map(|(reference, name)| {
+            let found = output
+                .parameters()
+                .iter()
+                .find(|p| p.name() == Some(*name) || p.arn() == Some(*name));
+            let result = match found {
+                Some(parameter) => non_empty(parameter.value()),
+                None if output.invalid_parameters().iter().any(|n| n == name) => {
+                    Err("ParameterNotFound: no such parameter".to_owned())
+                }
+                None => Err("ParameterNotFound: SSM did not return it".to_owned()),
+            };
+            (*reference, result)
+        })
+        .collect()
+}
+
+async fn read_secret(
+    client: &aws_sdk_secretsmanager::Client,
+    id: &str,
+) -> Result<SecretString, String> {
+    let output = client
+        .get_secret_value()
+        .secret_id(id)
+        .send()
+        .await
+        .map_err(|e| describe(&e))?;
+    non_empty(output.secret_string())
+}
+
+/// A secret's value without surrounding whitespace (a value written from a file ends in a
+/// newline); an empty one is an error.
+fn non_empty(value: Option<&str>) -> Result<SecretString, String> {
+    match value.map(str::trim) {
+        Some(value) if !value.is_empty() => Ok(SecretString::from(value.to_owned())),
         _ => Err("it is empty".to_owned()),
     }
 }

@@ -214,7 +214,9 @@ async fn secrets_are_read_from_ssm_at_cold_start() {
     let openai = FakeOpenAi::start().await;
     let runtime = RuntimeApi::start().await;
     let key = "sk-from-ssm-5f3a9c";
-    moto.put_parameter("/chat-proxy/openai-api-key", key).await;
+    // As `aws ssm put-parameter --value file://key.txt` stores it: with a final newline.
+    moto.put_parameter("/chat-proxy/openai-api-key", &format!("{key}\n"))
+        .await;
     moto.put_parameter("/chat-proxy/redis-url", &redis.url())
         .await;
 
@@ -245,6 +247,21 @@ async fn secrets_are_read_from_ssm_at_cold_start() {
 
     let logs = stop_function(function).await;
     assert!(!logs.contains(key), "{logs}");
+}
+
+#[tokio::test]
+async fn a_key_that_cannot_be_a_header_fails_the_init_without_being_quoted() {
+    let runtime = RuntimeApi::start().await;
+    let function = start_function(&runtime, &[("GPT_API_KEY", "sk-half-one\rsk-half-two")]);
+    let error = runtime
+        .init_error(Duration::from_secs(10))
+        .await
+        .expect("the init error is reported");
+    let message = error["errorMessage"].as_str().unwrap_or_default();
+    assert!(message.contains("GPT_API_KEY"), "{message}");
+    assert!(!message.contains("sk-half"), "{message}");
+    let logs = stop_function(function).await;
+    assert!(!logs.contains("sk-half"), "{logs}");
 }
 
 #[tokio::test]

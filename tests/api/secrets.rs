@@ -182,3 +182,59 @@ mod aws_sdk_iam_lite {
         }
     }
 }
+
+#[tokio::test]
+async fn every_parameter_is_read_in_one_call_and_trimmed() {
+    let moto = MotoServer::start();
+    moto.put_parameter("/app/key", "sk-from-file\n").await;
+    moto.put_parameter("/app/redis-url", "redis://h:6379\n")
+        .await;
+    moto.put_parameter("/app/keys", "alice:sk-a1\n").await;
+    let proxy = crate::support::moto::AwsProxy::start(&moto, 0).await;
+    let values = resolve(
+        &[
+            ssm("GPT_API_KEY", "/app/key"),
+            ssm("REDIS_URL", "/app/redis-url"),
+            ssm("PROXY_API_KEYS", "/app/keys"),
+        ],
+        proxy.loader(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(values["GPT_API_KEY"].expose_secret(), "sk-from-file");
+    assert_eq!(values["REDIS_URL"].expose_secret(), "redis://h:6379");
+    assert_eq!(values["PROXY_API_KEYS"].expose_secret(), "alice:sk-a1");
+    assert_eq!(proxy.calls(), ["AmazonSSM.GetParameters"]);
+}
+
+#[tokio::test]
+async fn a_throttled_read_is_retried_within_the_cold_start() {
+    let moto = MotoServer::start();
+    moto.put_parameter("/app/key", "sk-after-throttling").await;
+    let proxy = crate::support::moto::AwsProxy::start(&moto, 1).await;
+    let values = resolve(&[ssm("GPT_API_KEY", "/app/key")], proxy.loader())
+        .await
+        .unwrap();
+    assert_eq!(values["GPT_API_KEY"].expose_secret(), "sk-after-throttling");
+    assert_eq!(
+        proxy.calls(),
+        ["AmazonSSM.GetParameters", "AmazonSSM.GetParameters"],
+        "throttled once, then read"
+    );
+}
+
+#[tokio::test]
+async fn a_read_throttled_past_the_retries_names_the_throttling() {
+    let moto = MotoServer::start();
+    moto.put_parameter("/app/key", "sk-never-read").await;
+    let proxy = crate::support::moto::AwsProxy::start(&moto, 100).await;
+    let error = resolve(&[ssm("GPT_API_KEY", "/app/key")], proxy.loader())
+        .await
+        .unwrap_err();
+    let text = error.to_string();
+    assert!(
+        text.contains("GPT_API_KEY (SSM parameter /app/key)"),
+        "{text}"
+    );
+    assert!(text.contains("Throttling"), "{text}");
+}

@@ -118,3 +118,115 @@ impl Drop for MotoServer {
         let _ = self.child.wait();
     }
 }
+
+/// A proxy in front of moto that counts the AWS operations it is sent (by `X-Amz-Target`)
+/// and answers the first `throttle` of them with SSM's throttling error, as SSM does past
+/// its request rate.
+pub struct AwsProxy {
+    address: std::net::SocketAddr,
+    calls: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl AwsProxy {
+    pub async fn start(moto: &MotoServer, throttle: usize) -> AwsProxy {
+        use http_body_util::{BodyExt, Full};
+        use hyper::service::service_fn;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::{Arc, Mutex};
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let throttled = Arc::new(AtomicUsize::new(0));
+        let endpoint = moto.endpoint();
+        let recorded = calls.clone();
+        chat_proxy::install_tls_provider();
+        let http = reqwest::Client::new();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (recorded, throttled, endpoint, http) = (
+                    recorded.clone(),
+                    throttled.clone(),
+                    endpoint.clone(),
+                    http.clone(),
+                );
+                tokio::spawn(async move {
+                    let service = service_fn(
+                        move |request: hyper::Request<hyper::body::Incoming>| {
+                            let (recorded, throttled, endpoint, http) = (
+                                recorded.clone(),
+                                throttled.clone(),
+                                endpoint.clone(),
+                                http.clone(),
+                            );
+                            async move {
+                                let target = request
+                                    .headers()
+                                    .get("x-amz-target")
+                                    .and_then(|v| v.to_str().ok())
+                                    .unwrap_or("-")
+                                    .to_owned();
+                                recorded.lock().unwrap().push(target);
+                                if throttled.fetch_add(1, Ordering::SeqCst) < throttle {
+                                    let body = r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#;
+                                    return Ok::<_, std::convert::Infallible>(
+                                        hyper::Response::builder()
+                                            .status(400)
+                                            .header("content-type", "application/x-amz-json-1.1")
+                                            .header("x-amzn-errortype", "ThrottlingException")
+                                            .body(Full::new(bytes::Bytes::from_static(
+                                                body.as_bytes(),
+                                            )))
+                                            .unwrap(),
+                                    );
+                                }
+                                let (parts, body) = request.into_parts();
+                                let body = body.collect().await.unwrap().to_bytes();
+                                let mut forward = http.request(
+                                    parts.method.clone(),
+                                    format!("{endpoint}{}", parts.uri.path()),
+                                );
+                                for (name, value) in &parts.headers {
+                                    if name != "host" {
+                                        forward = forward.header(name, value);
+                                    }
+                                }
+                                let answer = forward.body(body).send().await.unwrap();
+                                let mut response =
+                                    hyper::Response::builder().status(answer.status());
+                                for (name, value) in answer.headers() {
+                                    if name != "transfer-encoding" && name != "content-length" {
+                                        response = response.header(name, value);
+                                    }
+                                }
+                                let body = answer.bytes().await.unwrap();
+                                Ok(response.body(Full::new(body)).unwrap())
+                            }
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        AwsProxy { address, calls }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    /// The operations received so far, e.g. `AmazonSSM.GetParameters`.
+    pub fn calls(&self) -> Vec<String> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    /// The proxy's own loader: the proxy's AWS settings pointed at this proxy.
+    pub fn loader(&self) -> ConfigLoader {
+        chat_proxy::secrets::aws_loader()
+            .endpoint_url(self.endpoint())
+            .region(Region::new(REGION))
+            .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
+    }
+}
