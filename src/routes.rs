@@ -1,9 +1,58 @@
 //! `(method, path) -> Route`. 404 and 405 are decided here and nowhere else, and a chat id
 //! is parsed into a [`ChatId`] here, so no invalid id reaches a handler or the store.
+//!
+//! Routing reads the path as the event carried it ([`request_path`]), never the URI that
+//! lambda_http rebuilt from it: that URI went through a URL parser that removes dot segments,
+//! so `/../system` would arrive as `/system`.
 
 use lambda_http::http::Method;
+use lambda_http::request::RequestContext;
+use lambda_http::{Request, RequestExt};
 
 use crate::error::ApiError;
+
+/// The path to route on: the event's raw path, without the API Gateway stage when the event
+/// carries it (HTTP API events on a named stage, REST events whose path includes the stage),
+/// and without any normalisation. Requests built without an event use their URI's path.
+pub fn request_path(request: &Request) -> &str {
+    let raw = request.raw_http_path();
+    let path = if raw.is_empty() {
+        request.uri().path()
+    } else {
+        raw
+    };
+    match stage_in_path(request) {
+        Some(stage) => strip_stage(path, stage),
+        None => path,
+    }
+}
+
+/// The stage named in `path`'s first segment, when the event says it is there.
+fn stage_in_path(request: &Request) -> Option<&str> {
+    let (stage, carried) = match request.request_context_ref()? {
+        // An HTTP API's rawPath starts with the stage unless it is `$default`.
+        RequestContext::ApiGatewayV2(context) => (context.stage.as_deref()?, true),
+        // A REST event's `path` usually omits the stage; API Gateway's own `requestContext.path`
+        // always has it, so the two are equal exactly when `path` carries it too.
+        RequestContext::ApiGatewayV1(context) => (
+            context.stage.as_deref()?,
+            context.path.as_deref() == Some(request.raw_http_path()),
+        ),
+        _ => return None,
+    };
+    (carried && stage != "$default" && !stage.is_empty()).then_some(stage)
+}
+
+fn strip_stage<'a>(path: &'a str, stage: &str) -> &'a str {
+    match path
+        .strip_prefix('/')
+        .and_then(|rest| rest.strip_prefix(stage))
+    {
+        Some("") => "/",
+        Some(rest) if rest.starts_with('/') => rest,
+        _ => path,
+    }
+}
 
 /// Every route of the HTTP API (the older Python proxy's, kept path for path).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,7 +77,8 @@ impl Route {
             Some(rest) => rest.split('/').collect(),
             None => return Err(ApiError::NotFound),
         };
-        let is_get = method == Method::GET;
+        // HEAD is answered as GET, without the body (`app::handle` drops it).
+        let is_get = method == Method::GET || method == Method::HEAD;
         let is_post = method == Method::POST;
         match segments.as_slice() {
             [] if is_get => Ok(Route::Hello),
@@ -75,7 +125,8 @@ impl Route {
     }
 }
 
-/// A caller-chosen chat id: 1 to 128 characters of `A-Z a-z 0-9 . _ : @ -`.
+/// A caller-chosen chat id: 1 to 128 characters of `A-Z a-z 0-9 . _ : @ -`, other than `.`
+/// and `..`.
 ///
 /// The alphabet leaves out `{` and `}`, so an id can always be a Redis Cluster hash tag.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -84,16 +135,34 @@ pub struct ChatId(String);
 impl ChatId {
     pub const MAX_LEN: usize = 128;
 
-    pub fn parse(raw: &str) -> Result<ChatId, ApiError> {
+    /// Parses an id as it appears in a path segment: percent-decoded once (standard encoders
+    /// escape `@` and `:`), then checked. An encoded `/` decodes to a character outside the
+    /// alphabet and is refused like any other.
+    pub fn parse(segment: &str) -> Result<ChatId, ApiError> {
+        let decoded = percent_encoding::percent_decode_str(segment)
+            .decode_utf8()
+            .map_err(|_| Self::invalid())?;
+        Self::parse_decoded(&decoded)
+    }
+
+    /// Checks an id that is not percent-encoded (a header's value, for example).
+    pub fn parse_decoded(id: &str) -> Result<ChatId, ApiError> {
         let allowed =
             |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '@' | '-');
-        if raw.is_empty() || raw.len() > Self::MAX_LEN || !raw.chars().all(allowed) {
-            return Err(ApiError::bad_request(
-                "invalid_chat_id",
-                "chat_id must be 1 to 128 characters of A-Z a-z 0-9 . _ : @ -",
-            ));
+        // `.` and `..` are dot segments: URL parsers and proxies may resolve them away.
+        let dot_segment = id == "." || id == "..";
+        if id.is_empty() || id.len() > Self::MAX_LEN || !id.chars().all(allowed) || dot_segment {
+            return Err(Self::invalid());
         }
-        Ok(ChatId(raw.to_owned()))
+        Ok(ChatId(id.to_owned()))
+    }
+
+    fn invalid() -> ApiError {
+        ApiError::bad_request(
+            "invalid_chat_id",
+            "chat_id must be 1 to 128 characters of A-Z a-z 0-9 . _ : @ - (percent-encoded or \
+             not), and not . or ..",
+        )
     }
 
     pub fn as_str(&self) -> &str {
@@ -185,7 +254,25 @@ mod tests {
     #[test]
     fn chat_ids_outside_the_alphabet_are_rejected() {
         let long = "a".repeat(129);
-        for bad in ["a%2Fb", "a b", "ü", "{x}", long.as_str()] {
+        let long_encoded = "%40".repeat(129);
+        for bad in [
+            "a%2Fb",
+            "a%2fb",
+            "a b",
+            "a%20b",
+            "ü",
+            "caf%C3%A9",
+            "{x}",
+            "%7Bx%7D",
+            "%FF",
+            ".",
+            "..",
+            "%2E",
+            "%2E%2E",
+            ".%2E",
+            long.as_str(),
+            long_encoded.as_str(),
+        ] {
             let path = format!("/{bad}/chat");
             let result = route(Method::POST, &path);
             assert!(
@@ -199,6 +286,63 @@ mod tests {
                 "{bad}: {result:?}"
             );
         }
+    }
+
+    #[test]
+    fn percent_encoded_ids_are_the_ids_they_encode() {
+        for (segment, id) in [
+            ("user%40example.com", "user@example.com"),
+            ("tenant%3Ac1", "tenant:c1"),
+            ("tenant%3ac1", "tenant:c1"),
+            ("%41%2D%5F", "A-_"),
+            ("...", "..."),
+            ("a.b", "a.b"),
+        ] {
+            assert_eq!(ChatId::parse(segment).unwrap().as_str(), id, "{segment}");
+        }
+        assert_eq!(
+            route(Method::GET, "/user%40example.com/chat").unwrap(),
+            Route::GetChat(id("user@example.com"))
+        );
+    }
+
+    #[test]
+    fn dot_segments_are_chat_ids_that_are_refused_not_resolved() {
+        for path in ["/../system", "/./chat", "/%2E%2E/system", "/../chat"] {
+            let result = route(Method::POST, path);
+            assert!(
+                matches!(
+                    result,
+                    Err(ApiError::BadRequest {
+                        code: "invalid_chat_id",
+                        ..
+                    })
+                ),
+                "{path}: {result:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn head_is_routed_as_get() {
+        assert_eq!(route(Method::HEAD, "/").unwrap(), Route::Hello);
+        assert_eq!(
+            route(Method::HEAD, "/c1/chat").unwrap(),
+            Route::GetChat(id("c1"))
+        );
+        assert!(matches!(
+            route(Method::HEAD, "/c1/clear"),
+            Err(ApiError::MethodNotAllowed { allow: "POST" })
+        ));
+    }
+
+    #[test]
+    fn the_stage_is_stripped_only_as_a_whole_first_segment() {
+        assert_eq!(strip_stage("/prod/c1/chat", "prod"), "/c1/chat");
+        assert_eq!(strip_stage("/prod", "prod"), "/");
+        assert_eq!(strip_stage("/prod/", "prod"), "/");
+        assert_eq!(strip_stage("/production/chat", "prod"), "/production/chat");
+        assert_eq!(strip_stage("/c1/chat", "prod"), "/c1/chat");
     }
 
     #[test]

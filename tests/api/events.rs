@@ -100,3 +100,120 @@ async fn there_is_an_event_for_every_route() {
     routes.dedup();
     assert_eq!(routes.len(), 10, "{routes:?}");
 }
+
+/// An event of `events/` with its path (and the request context's path) replaced.
+fn event_at(name: &str, path: &str) -> Value {
+    let file = format!("{}/events/{name}.json", env!("CARGO_MANIFEST_DIR"));
+    let mut event: Value = serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+    event["rawPath"] = json!(path);
+    event["requestContext"]["http"]["path"] = json!(path);
+    event
+}
+
+async fn send_event(t: &TestApp, event: &Value) -> crate::support::Reply {
+    let request = lambda_http::request::from_str(&event.to_string()).unwrap();
+    t.send(request).await
+}
+
+#[tokio::test]
+async fn dot_segments_in_an_events_path_are_chat_ids_and_refused() {
+    let t = TestApp::start().await;
+    t.post("/system", json!({"content": "Everyone's base prompt."}))
+        .await;
+    let before = t.dump();
+    for path in ["/../system", "/%2E%2E/system", "/./system", "/../chat"] {
+        let mut event = event_at("post-system", path);
+        event["body"] = json!(r#"{"content": "Hijacked."}"#);
+        // lambda_http's own URI has lost the dot segment: routing must not use it.
+        let request = lambda_http::request::from_str(&event.to_string()).unwrap();
+        assert_ne!(
+            request.uri().path(),
+            path,
+            "the setup shows the normalisation"
+        );
+        send_event(&t, &event)
+            .await
+            .assert_error(400, "invalid_chat_id");
+    }
+    let chat = send_event(&t, &event_at("get-chat", "/./chat")).await;
+    chat.assert_error(400, "invalid_chat_id");
+    assert_eq!(t.dump(), before, "the global prompt is untouched");
+    assert_eq!(
+        t.get("/system").await.json(),
+        json!({"content": "Everyone's base prompt."})
+    );
+}
+
+#[tokio::test]
+async fn an_http_api_event_on_a_named_stage_is_routed_without_the_stage() {
+    let t = TestApp::start().await;
+    let mut event = event_at("post-chat", "/prod/demo-chat/chat");
+    event["requestContext"]["stage"] = json!("prod");
+    let reply = send_event(&t, &event).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(t.transcript("demo-chat").await.as_array().unwrap().len(), 2);
+
+    // A chat named like the stage is still that chat.
+    let mut event = event_at("get-chat", "/prod/prod/chat");
+    event["requestContext"]["stage"] = json!("prod");
+    assert_eq!(send_event(&t, &event).await.status, 200);
+}
+
+/// A REST API (payload 1.0) event as API Gateway sends it.
+fn rest_event(
+    method: &str,
+    path: &str,
+    stage: &str,
+    context_path: &str,
+    body: Option<&str>,
+) -> Value {
+    json!({
+        "resource": "/{proxy+}",
+        "path": path,
+        "httpMethod": method,
+        "headers": {"content-type": "application/json", "host": "abc123.execute-api.us-east-1.amazonaws.com"},
+        "multiValueHeaders": {},
+        "queryStringParameters": null,
+        "multiValueQueryStringParameters": null,
+        "pathParameters": {"proxy": path.trim_start_matches('/')},
+        "stageVariables": null,
+        "requestContext": {
+            "resourceId": "abc",
+            "resourcePath": "/{proxy+}",
+            "httpMethod": method,
+            "path": context_path,
+            "stage": stage,
+            "requestId": "c6af9ac6-7b61-11e6-9a41-93e8deadbeef",
+            "accountId": "123456789012",
+            "apiId": "abc123",
+            "protocol": "HTTP/1.1",
+            "identity": {"sourceIp": "203.0.113.9"}
+        },
+        "body": body,
+        "isBase64Encoded": false
+    })
+}
+
+#[tokio::test]
+async fn rest_events_are_routed_whether_or_not_their_path_carries_the_stage() {
+    let t = TestApp::start().await;
+    let body = Some(r#"{"content": "hi"}"#);
+    // The usual form: `path` without the stage, `requestContext.path` with it.
+    let without = rest_event("POST", "/c1/chat", "prod", "/prod/c1/chat", body);
+    let reply = send_event(&t, &without).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    // A chat named like the stage, in that form.
+    let named = rest_event("POST", "/prod/chat", "prod", "/prod/prod/chat", body);
+    assert_eq!(send_event(&t, &named).await.status, 200);
+    // `path` carrying the stage as well.
+    let with = rest_event("GET", "/prod/c1/chat", "prod", "/prod/c1/chat", None);
+    let transcript = send_event(&t, &with).await;
+    assert_eq!(transcript.status, 200, "{}", transcript.text);
+    assert_eq!(transcript.json().as_array().unwrap().len(), 2);
+    assert_eq!(t.transcript("prod").await.as_array().unwrap().len(), 2);
+    // And dot segments are refused there too.
+    let dots = rest_event("POST", "/../system", "prod", "/prod/../system", body);
+    send_event(&t, &dots)
+        .await
+        .assert_error(400, "invalid_chat_id");
+}

@@ -69,6 +69,60 @@ async fn image_turns_need_a_string_url() {
 }
 
 #[tokio::test]
+async fn image_urls_must_be_short_http_urls() {
+    let t = seeded().await;
+    let before = t.dump();
+    let huge_data_url = format!("data:image/png;base64,{}", "A".repeat(1024 * 1024));
+    let long = format!("https://example.com/{}", "a".repeat(5000));
+    for url in [
+        huge_data_url.as_str(),
+        long.as_str(),
+        "ftp://example.com/cat.png",
+        "file:///etc/passwd",
+        "cat.png",
+    ] {
+        let body = json!({"content": "what?", "url": url}).to_string();
+        let reply = t.call(Method::POST, "/c1/img", Body::from(body)).await;
+        if url.len() > 1024 * 1024 {
+            reply.assert_error(413, "body_too_large");
+        } else {
+            reply.assert_error(400, "invalid_url");
+        }
+    }
+    assert_eq!(t.dump(), before);
+    assert_eq!(t.openai.chat_bodies().await.len(), 1, "only the seed turn");
+}
+
+#[tokio::test]
+async fn a_data_url_under_the_body_limit_is_still_refused() {
+    let t = TestApp::with_env(&[("MAX_BODY_BYTES", "6291456")]).await;
+    let data = format!("data:image/png;base64,{}", "A".repeat(1024 * 1024));
+    let reply = t
+        .post("/c1/img", json!({"content": "what?", "url": data}))
+        .await;
+    reply.assert_error(400, "invalid_url");
+    assert!(t.keys().is_empty());
+    assert!(t.openai.requests().await.is_empty());
+}
+
+#[tokio::test]
+async fn the_body_limit_applies_to_routes_that_ignore_their_body() {
+    let t = seeded().await;
+    let before = t.dump();
+    let big = "x".repeat(2 * 1024 * 1024);
+    for (method, path) in [
+        (Method::POST, "/c1/clear"),
+        (Method::GET, "/c1/chat"),
+        (Method::GET, "/system"),
+        (Method::GET, "/"),
+    ] {
+        let reply = t.call(method.clone(), path, Body::from(big.clone())).await;
+        reply.assert_error(413, "body_too_large");
+    }
+    assert_eq!(t.dump(), before, "the chat was not cleared");
+}
+
+#[tokio::test]
 async fn non_utf8_bodies_are_refused() {
     let t = seeded().await;
     let before = t.dump();
@@ -148,6 +202,9 @@ async fn invalid_chat_ids_get_400_and_touch_nothing() {
         "a%2Fb",
         "%7Btag%7D",
         "caf%C3%A9",
+        "..",
+        ".",
+        "%2E%2E",
         long.as_str(),
     ] {
         let reply = t

@@ -229,3 +229,47 @@ async fn chats_do_not_see_each_others_history() {
     assert!(!last.to_string().contains("secret of alice"));
     assert_eq!(t.transcript("bob").await.as_array().unwrap().len(), 2);
 }
+
+#[tokio::test]
+async fn percent_encoded_chat_ids_are_the_same_chat() {
+    let t = TestApp::start().await;
+    t.say("user@example.com", "hello").await;
+    let encoded = t.get("/user%40example.com/chat").await;
+    assert_eq!(encoded.status, 200, "{}", encoded.text);
+    assert_eq!(encoded.json().as_array().unwrap().len(), 2);
+
+    let reply = t
+        .post("/tenant%3Ac1/chat", json!({"content": "encoded"}))
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(t.transcript("tenant:c1").await.as_array().unwrap().len(), 2);
+    assert_eq!(
+        t.redis
+            .query(&["LLEN", "chat-proxy:chat:{tenant:c1}:turns"]),
+        "1"
+    );
+}
+
+#[tokio::test]
+async fn head_is_answered_as_get_without_a_body() {
+    let t = TestApp::start().await;
+    t.say("c1", "hello").await;
+    for path in ["/", "/system", "/c1/system", "/c1/chat"] {
+        let get = t.get(path).await;
+        let head = t
+            .call(
+                lambda_http::http::Method::HEAD,
+                path,
+                lambda_http::Body::Empty,
+            )
+            .await;
+        assert_eq!(head.status, get.status, "{path}");
+        assert_eq!(
+            head.header("content-type"),
+            get.header("content-type"),
+            "{path}"
+        );
+        assert!(!get.text.is_empty(), "{path}");
+        assert_eq!(head.text, "", "{path}");
+    }
+}
