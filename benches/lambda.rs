@@ -138,20 +138,23 @@ async fn main() {
     let mut child = start(&runtime, &redis_url, &openai_url);
     let pid = child.id().unwrap();
     for i in 0..1000 {
-        status(
+        let answered = status(
             runtime
                 .invoke(&chat_event(&format!("rss-{}", i % 50)))
                 .await,
         );
+        assert_eq!(answered, 200, "warm-up turn {i}");
     }
     let (warm_rss, warm_peak) = memory_of(pid);
     let started = Instant::now();
     for i in 0..10_000 {
-        status(
+        let answered = status(
             runtime
                 .invoke(&chat_event(&format!("rss-{}", i % 50)))
                 .await,
         );
+        // Figures measured on errors would say nothing: every turn must succeed.
+        assert_eq!(answered, 200, "turn {i}");
     }
     let elapsed = started.elapsed();
     let (rss, peak) = memory_of(pid);

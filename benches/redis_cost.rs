@@ -1,7 +1,8 @@
-//! Redis cost of one turn for chats of 2, 100 and 1000 stored messages, with
-//! MAX_HISTORY_MESSAGES at its default (100) and raised (2000): round trips (requests the
-//! store sent and waited for), commands the server ran (INFO commandstats, scripts' inner
-//! commands included), and the turn's median time on loopback.
+//! Redis cost of one turn for chats of 2 and 100 stored messages at the default
+//! MAX_HISTORY_MESSAGES (100), and of 2, 100 and 1000 with it raised to 2000: round trips
+//! counted on the wire (a relay holds each direction 20 ms, so a turn's time in units of
+//! 40 ms is its round trips), commands the server ran (INFO commandstats, scripts' inner
+//! commands included), and the turn's median time on loopback without the relay's delay.
 //!
 //! `cargo bench --bench redis_cost` (or `make bench`). Needs redis-server.
 
@@ -11,6 +12,8 @@
 mod instant_openai;
 #[path = "../tests/support/redis.rs"]
 mod redis;
+#[path = "../tests/support/relay.rs"]
+mod relay;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -32,17 +35,22 @@ fn main() {
         "{:<22} {:>8} {:>11} {:>12} {:>9}  commands per turn",
         "MAX_HISTORY_MESSAGES", "stored", "sent (msgs)", "round trips", "p50 ms"
     );
-    for max_history in ["100", "2000"] {
-        for stored in [2usize, 100, 1000] {
-            runtime.block_on(measure(max_history, stored));
-        }
+    for (max_history, stored) in [
+        ("100", 2),
+        ("100", 100),
+        ("2000", 2),
+        ("2000", 100),
+        ("2000", 1000),
+    ] {
+        runtime.block_on(measure(max_history, stored));
     }
 }
 
 async fn measure(max_history: &str, stored: usize) {
     let redis = redis::RedisServer::start();
+    let relay = relay::Relay::start(([127, 0, 0, 1], redis.port()).into()).await;
     let openai_url = instant_openai::start(([127, 0, 0, 1], 0).into()).await;
-    let redis_url = redis.url();
+    let redis_url = format!("redis://127.0.0.1:{}", relay.port());
     let config = Config::from_lookup(|name| match name {
         "GPT_API_KEY" => Some("sk-bench".to_owned()),
         "OPENAI_BASE_URL" => Some(openai_url.clone()),
@@ -51,7 +59,7 @@ async fn measure(max_history: &str, stored: usize) {
         _ => None,
     })
     .unwrap();
-    let target = RedisTarget::Url(redis.url().into());
+    let target = RedisTarget::Url(redis_url.clone().into());
     let store = Arc::new(
         RedisStore::connect(&target, config.store.clone(), config.redis_timeout, None).unwrap(),
     );
@@ -70,11 +78,14 @@ async fn measure(max_history: &str, stored: usize) {
             .body(Body::from(r#"{"content": "one more"}"#))
             .unwrap()
     };
-    // One measured turn for the counts...
-    let trips_before = store.round_trips();
+    // One measured turn for the counts, with each direction of the link held 20 ms...
+    const HOP: Duration = Duration::from_millis(20);
     let commands_before = redis.command_counts();
+    relay.set_delay(HOP);
+    let started = Instant::now();
     assert_eq!(handle(&app, request()).await.status(), 200);
-    let trips = store.round_trips() - trips_before;
+    let trips = started.elapsed().as_secs_f64() / (2.0 * HOP.as_secs_f64());
+    relay.set_delay(Duration::ZERO);
     let mut commands: BTreeMap<String, u64> = redis.command_counts();
     for (name, count) in &commands_before {
         if let Some(after) = commands.get_mut(name) {
@@ -99,7 +110,7 @@ async fn measure(max_history: &str, stored: usize) {
     let p50 = samples[samples.len() / 2];
     let summary: Vec<String> = commands.iter().map(|(n, c)| format!("{n}={c}")).collect();
     println!(
-        "{:<22} {:>8} {:>11} {:>12} {:>9.3}  {}",
+        "{:<22} {:>8} {:>11} {:>12.2} {:>9.3}  {}",
         max_history,
         stored,
         kept,
@@ -112,11 +123,12 @@ async fn measure(max_history: &str, stored: usize) {
 /// Appends `turns` turns of about 150 bytes each.
 async fn fill(store: &RedisStore, chat: &ChatId, turns: usize) {
     for i in 0..turns {
-        let turn = Turn {
-            user: format!("question {i}: {}", "x".repeat(40)),
-            url: None,
-            assistant: format!("answer {i}: {}", "y".repeat(80)),
-        };
+        let turn = Turn::question(
+            Some(Turn::new_id()),
+            format!("question {i}: {}", "x".repeat(40)),
+            None,
+            format!("answer {i}: {}", "y".repeat(80)),
+        );
         store.append_turn(&Tenant::Open, chat, &turn).await.unwrap();
     }
 }

@@ -1,10 +1,12 @@
 //! `App` holds what is built once per cold start; `handle` turns one request into one
 //! response. Data flows one way: request -> route -> handler -> store and upstream -> response.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use lambda_http::http::{header, HeaderValue, Method, StatusCode};
+use futures_util::FutureExt;
+use lambda_http::http::{header, HeaderName, HeaderValue, Method, StatusCode};
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde::Serialize;
@@ -16,10 +18,12 @@ use crate::body::{Content, Shape};
 use crate::config::Config;
 use crate::cors::Cors;
 use crate::error::ApiError;
+use crate::http::{empty_object, json_response};
 use crate::request_log::RequestLog;
-use crate::routes::{ChatId, Route};
-use crate::store::{MemoryStore, RedisStore, Store, Turn};
-use crate::upstream::wire::{Message, Usage};
+use crate::routes::{request_path, ChatId, Route};
+use crate::store::{MemoryStore, RedisStore, Store, Turn, UserContent};
+use crate::turn::{Ask, TurnEngine};
+use crate::upstream::wire::Usage;
 use crate::upstream::{Model, Upstream, UpstreamError};
 
 /// Time kept back from the Lambda deadline to store a turn and answer before Lambda stops
@@ -27,10 +31,14 @@ use crate::upstream::{Model, Upstream, UpstreamError};
 /// than that is left, a quarter of what is left is kept instead, so upstream still gets a try.
 const LAMBDA_MARGIN: Duration = Duration::from_millis(2500);
 
+/// Set to `false` on a turn's answer when the turn could not be stored.
+pub const X_CHAT_STORED: HeaderName = HeaderName::from_static("x-chat-stored");
+
 /// Everything a request needs, built once and borrowed by every invocation.
 pub struct App {
     store: Arc<dyn Store>,
-    upstream: Upstream,
+    upstream: Arc<Upstream>,
+    turns: TurnEngine,
     default_system_prompt: String,
     max_body_bytes: usize,
     callers: Callers,
@@ -57,9 +65,15 @@ impl App {
     /// An app over a store the caller built: tests and benchmarks use it to keep a handle
     /// on the store.
     pub fn with_store(config: &Config, store: Arc<dyn Store>) -> Result<App, UpstreamError> {
+        let upstream = Arc::new(Upstream::new(&config.openai)?);
         Ok(App {
+            turns: TurnEngine::new(
+                store.clone(),
+                upstream.clone(),
+                config.default_system_prompt.clone(),
+            ),
             store,
-            upstream: Upstream::new(&config.openai)?,
+            upstream,
             default_system_prompt: config.default_system_prompt.clone(),
             max_body_bytes: config.max_body_bytes,
             callers: config.callers.clone(),
@@ -70,13 +84,23 @@ impl App {
 }
 
 /// Answers one request. Never fails: every error becomes its JSON response here, because an
-/// `Err` from a Lambda handler reaches the client as API Gateway's bare 500.
+/// `Err` from a Lambda handler reaches the client as API Gateway's bare 500, and a panic is
+/// caught and answered as a JSON 500 for the same reason.
 pub async fn handle(app: &App, request: Request) -> Response<Body> {
     let started = Instant::now();
     let mut log = RequestLog::default();
-    let result = serve(app, &request, &mut log).await;
+    let served = AssertUnwindSafe(serve(app, &request, &mut log))
+        .catch_unwind()
+        .await;
+    let result = served.unwrap_or_else(|_panic| {
+        tracing::error!("the handler panicked");
+        Err(ApiError::Internal)
+    });
     let mut response = result.unwrap_or_else(ApiError::into_response);
     app.cors.decorate(request.headers(), &mut response);
+    if request.method() == Method::HEAD {
+        *response.body_mut() = Body::Empty;
+    }
     log.emit(&request, &response, started.elapsed());
     response
 }
@@ -88,7 +112,7 @@ async fn serve(
     log: &mut RequestLog,
 ) -> Result<Response<Body>, ApiError> {
     log.route = "none";
-    let route = match Route::parse(request.method(), request.uri().path()) {
+    let route = match Route::parse(request.method(), request_path(request)) {
         Ok(route) => route,
         Err(ApiError::MethodNotAllowed { allow })
             if request.method() == Method::OPTIONS && app.cors.is_on() =>
@@ -99,6 +123,12 @@ async fn serve(
         Err(error) => return Err(error),
     };
     log.route = route.name();
+    // Every route, whether it reads its body or not: nothing larger is taken in.
+    if request.body().len() > app.max_body_bytes {
+        return Err(ApiError::PayloadTooLarge {
+            limit: app.max_body_bytes,
+        });
+    }
     if route == Route::Hello {
         return Ok(hello());
     }
@@ -224,8 +254,7 @@ fn source_ip(request: &Request) -> Option<&str> {
     }
 }
 
-/// One turn: read the prompts and history, ask upstream, store question and answer together.
-/// Nothing is written unless upstream answered.
+/// A seed turn (`/chat`, `/img`): one question, answered as the older proxy answered it.
 async fn turn(
     app: &App,
     tenant: &Tenant,
@@ -235,57 +264,33 @@ async fn turn(
     rate_limit: impl std::future::Future<Output = Result<(), ApiError>>,
     log: &mut RequestLog,
 ) -> Result<Response<Body>, ApiError> {
-    let read = async { tokio::join!(rate_limit, app.store.turn_context(tenant, chat)) };
-    let (allowed, context) = log.redis(read).await;
-    allowed?;
-    let context = context?;
-    let global_prompt = context
-        .global_prompt
-        .as_deref()
-        .unwrap_or(&app.default_system_prompt);
-
-    let mut messages = Vec::with_capacity(context.history.len() * 2 + 3);
-    messages.push(Message::System {
-        content: global_prompt,
-    });
-    if let Some(prompt) = context.chat_prompt.as_deref() {
-        messages.push(Message::System { content: prompt });
-    }
-    for past in &context.history {
-        messages.push(Message::user(&past.user, past.url.as_deref()));
-        messages.push(Message::Assistant {
-            content: &past.assistant,
-        });
-    }
-    messages.push(Message::user(&question.content, question.url.as_deref()));
-
     let model = if question.url.is_some() {
         Model::Vision
     } else {
         Model::Chat
     };
-    let deadline = app.upstream.deadline(lambda_deadline(request));
-    let completion = log
-        .upstream(app.upstream.complete(model, &messages, deadline))
-        .await?;
-    log.tokens = Some(completion.usage);
-    drop(messages);
-
-    let turn = Turn {
-        user: question.content,
-        url: question.url,
-        assistant: completion.content,
+    let ask = Ask {
+        tenant,
+        chat,
+        asked: vec![UserContent::question(question.content, question.url)],
+        model,
+        deadline: app.upstream.deadline(lambda_deadline(request)),
     };
-    log.redis(app.store.append_turn(tenant, chat, &turn))
-        .await?;
-    Ok(json_response(
+    let answered = app.turns.run(ask, rate_limit, log).await?;
+    let mut response = json_response(
         StatusCode::OK,
         &Reply {
-            content: &turn.assistant,
+            content: &answered.reply,
             role: "assistant",
-            tokens: completion.usage,
+            tokens: answered.usage,
         },
-    ))
+    );
+    if !answered.stored {
+        response
+            .headers_mut()
+            .insert(X_CHAT_STORED, HeaderValue::from_static("false"));
+    }
+    Ok(response)
 }
 
 /// The answer to `/chat` and `/img`, field for field as the older proxy sent it.
@@ -300,29 +305,35 @@ struct Reply<'a> {
 #[derive(Serialize)]
 struct TranscriptMessage<'a> {
     role: &'static str,
-    content: &'a str,
+    content: std::borrow::Cow<'a, str>,
+    /// The message's image (its first, when it has several).
     #[serde(skip_serializing_if = "Option::is_none")]
     url: Option<&'a str>,
+    /// Every image of a message that has more than one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    urls: Option<Vec<&'a str>>,
 }
 
 fn transcript(turns: &[Turn]) -> Vec<TranscriptMessage<'_>> {
-    turns
-        .iter()
-        .flat_map(|turn| {
-            [
-                TranscriptMessage {
-                    role: "user",
-                    content: &turn.user,
-                    url: turn.url.as_deref(),
-                },
-                TranscriptMessage {
-                    role: "assistant",
-                    content: &turn.assistant,
-                    url: None,
-                },
-            ]
-        })
-        .collect()
+    let mut messages = Vec::with_capacity(turns.len() * 2);
+    for turn in turns {
+        for asked in &turn.asked {
+            let urls: Vec<&str> = asked.image_urls().collect();
+            messages.push(TranscriptMessage {
+                role: "user",
+                content: asked.text(),
+                url: urls.first().copied(),
+                urls: (urls.len() > 1).then_some(urls),
+            });
+        }
+        messages.push(TranscriptMessage {
+            role: "assistant",
+            content: std::borrow::Cow::Borrowed(&turn.assistant),
+            url: None,
+            urls: None,
+        });
+    }
+    messages
 }
 
 /// The invocation's deadline less a margin, when the request came through Lambda.
@@ -342,30 +353,6 @@ fn hello() -> Response<Body> {
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    response
-}
-
-fn empty_object() -> Response<Body> {
-    json_response(StatusCode::OK, &json!({}))
-}
-
-/// A JSON response. Serialising the proxy's own types cannot fail; if it ever did, the
-/// client still gets a JSON error rather than a panic.
-pub(crate) fn json_response(status: StatusCode, value: &impl Serialize) -> Response<Body> {
-    let (status, body) = match serde_json::to_vec(value) {
-        Ok(body) => (status, body),
-        Err(_) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            br#"{"error":{"message":"something went wrong","type":"api_error","code":"internal_error"}}"#
-                .to_vec(),
-        ),
-    };
-    let mut response = Response::new(Body::from(body));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
     );
     response
 }

@@ -42,9 +42,38 @@ impl Content {
         let content = required_text(&mut fields, "content", "invalid_content")?;
         let url = match shape {
             Shape::Content => None,
-            Shape::ContentAndUrl => Some(required_text(&mut fields, "url", "invalid_url")?),
+            Shape::ContentAndUrl => Some(image_url(required_text(
+                &mut fields,
+                "url",
+                "invalid_url",
+            )?)?),
         };
         Ok(Content { content, url })
+    }
+}
+
+/// The longest image URL a turn takes. Every later turn of the chat sends it again, so a
+/// large `data:` URL would grow every request and the stored chat with it.
+pub const MAX_IMAGE_URL_BYTES: usize = 4096;
+
+/// An image URL as upstream fetches it: `http` or `https` with a host, at most
+/// [`MAX_IMAGE_URL_BYTES`].
+pub fn image_url(raw: String) -> Result<String, ApiError> {
+    let invalid = |why: &str| {
+        ApiError::bad_request(
+            "invalid_url",
+            format!(
+                "`url` must be an http or https URL of at most {MAX_IMAGE_URL_BYTES} bytes; {why}"
+            ),
+        )
+    };
+    if raw.len() > MAX_IMAGE_URL_BYTES {
+        return Err(invalid(&format!("this one has {} bytes", raw.len())));
+    }
+    match url::Url::parse(&raw) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => Ok(raw),
+        Ok(url) => Err(invalid(&format!("this one is a {}: URL", url.scheme()))),
+        Err(e) => Err(invalid(&format!("this one does not parse ({e})"))),
     }
 }
 
@@ -154,6 +183,37 @@ mod tests {
             code_of(parse(r#"{"content": "x", "url": 3}"#, Shape::ContentAndUrl)),
             "invalid_url"
         );
+    }
+
+    #[test]
+    fn image_urls_are_http_or_https_and_bounded() {
+        let longest = format!("https://x.example/{}", "a".repeat(MAX_IMAGE_URL_BYTES - 18));
+        assert_eq!(longest.len(), MAX_IMAGE_URL_BYTES);
+        for good in [
+            "https://upload.wikimedia.org/cat.jpg",
+            "http://localhost:8080/x.png?sig=a%2Fb",
+            longest.as_str(),
+        ] {
+            assert_eq!(image_url(good.to_owned()).unwrap(), good);
+        }
+        let too_long = format!("{longest}b");
+        let data = format!("data:image/png;base64,{}", "A".repeat(100));
+        for bad in [
+            too_long.as_str(),
+            data.as_str(),
+            "ftp://x.example/a.png",
+            "javascript:alert(1)",
+            "file:///etc/passwd",
+            "https://",
+            "not a url",
+            "/relative.png",
+        ] {
+            assert_eq!(
+                image_url(bad.to_owned()).unwrap_err().code(),
+                "invalid_url",
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -38,6 +38,9 @@ pub enum ApiError {
     Upstream(#[source] UpstreamError),
     #[error("chat storage is unavailable; retry shortly")]
     Storage(#[source] StoreError),
+    /// A bug: the handler panicked. The panic itself is logged where it happened.
+    #[error("something went wrong")]
+    Internal,
 }
 
 impl ApiError {
@@ -63,6 +66,7 @@ impl ApiError {
             ApiError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ApiError::Storage(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -80,6 +84,7 @@ impl ApiError {
             ApiError::UpstreamTimeout => "upstream_timeout",
             ApiError::Upstream(_) => "upstream_error",
             ApiError::Storage(_) => "storage_unavailable",
+            ApiError::Internal => "internal_error",
         }
     }
 
@@ -111,7 +116,7 @@ impl ApiError {
                 code: self.code(),
             },
         };
-        let mut response = crate::app::json_response(status, &body);
+        let mut response = crate::http::json_response(status, &body);
         let headers = response.headers_mut();
         match &self {
             ApiError::MethodNotAllowed { allow } => {
@@ -164,7 +169,7 @@ impl From<UpstreamError> for ApiError {
         match error {
             UpstreamError::RateLimited { retry_after } => ApiError::RateLimited { retry_after },
             UpstreamError::Timeout => ApiError::UpstreamTimeout,
-            UpstreamError::Rejected { message } => ApiError::UpstreamRejected { message },
+            UpstreamError::Rejected { message, .. } => ApiError::UpstreamRejected { message },
             other => ApiError::Upstream(other),
         }
     }

@@ -10,6 +10,7 @@ pub mod body;
 pub mod config;
 pub mod cors;
 pub mod error;
+pub mod http;
 pub mod init_error;
 mod request_log;
 pub mod routes;
@@ -17,6 +18,7 @@ pub mod secrets;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod turn;
 pub mod upstream;
 
 pub use app::{handle, App};

@@ -30,7 +30,9 @@ type ChatKey = (Tenant, ChatId);
 #[derive(Default)]
 struct Chat {
     prompt: Option<String>,
-    turns: VecDeque<Turn>,
+    /// Each turn with its size as Redis would store it (its JSON's length).
+    turns: VecDeque<(Turn, usize)>,
+    bytes: usize,
     expires_at: Option<Instant>,
 }
 
@@ -74,7 +76,11 @@ impl MemoryStore {
     fn newest_turns(&self, chat: Option<&mut Chat>) -> Vec<Turn> {
         chat.map(|c| {
             let skip = c.turns.len().saturating_sub(self.settings.max_turns());
-            c.turns.iter().skip(skip).cloned().collect()
+            c.turns
+                .iter()
+                .skip(skip)
+                .map(|(turn, _)| turn.clone())
+                .collect()
         })
         .unwrap_or_default()
     }
@@ -141,12 +147,23 @@ impl Store for MemoryStore {
         chat: &ChatId,
         turn: &Turn,
     ) -> Result<(), StoreError> {
-        let max_turns = self.settings.max_turns();
+        let size = serde_json::to_string(turn)
+            .map_err(|e| StoreError::new(format!("cannot encode a turn: {e}")))?
+            .len();
+        let (max_turns, max_bytes) = (self.settings.max_turns(), self.settings.max_chat_bytes);
         let mut state = self.state();
-        let turns = &mut self.touched(&mut state, &key(tenant, chat)).turns;
-        turns.push_back(turn.clone());
-        while turns.len() > max_turns {
-            turns.pop_front();
+        let chat = self.touched(&mut state, &key(tenant, chat));
+        // One process, one lock: a write cannot be in doubt here, but the contract is the
+        // same as Redis's, so a turn whose id is stored is not stored again.
+        if turn.id.is_some() && chat.turns.iter().any(|(kept, _)| kept.id == turn.id) {
+            return Ok(());
+        }
+        chat.turns.push_back((turn.clone(), size));
+        chat.bytes += size;
+        while chat.turns.len() > 1 && (chat.turns.len() > max_turns || chat.bytes > max_bytes) {
+            if let Some((_, dropped)) = chat.turns.pop_front() {
+                chat.bytes -= dropped;
+            }
         }
         Ok(())
     }
@@ -159,7 +176,9 @@ impl Store for MemoryStore {
 
     async fn clear(&self, tenant: &Tenant, chat: &ChatId) -> Result<(), StoreError> {
         let mut state = self.state();
-        self.touched(&mut state, &key(tenant, chat)).turns.clear();
+        let chat = self.touched(&mut state, &key(tenant, chat));
+        chat.turns.clear();
+        chat.bytes = 0;
         Ok(())
     }
 
@@ -174,7 +193,14 @@ impl Store for MemoryStore {
         *count += 1;
         Ok(RequestCount {
             count: *count,
-            resets_in: ends.saturating_duration_since(now).as_secs().max(1),
+            // Whole seconds, rounded up, as the Redis store counts them.
+            resets_in: u64::try_from(
+                ends.saturating_duration_since(now)
+                    .as_millis()
+                    .div_ceil(1000),
+            )
+            .unwrap_or(u64::MAX)
+            .max(1),
         })
     }
 }

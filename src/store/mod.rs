@@ -10,22 +10,12 @@ mod redis;
 pub use self::memory::MemoryStore;
 pub use self::redis::RedisStore;
 
-use serde::{Deserialize, Serialize};
+mod turn;
+
+pub use self::turn::{ImageRef, Part, Turn, UserContent};
 
 use crate::auth::Tenant;
 use crate::routes::ChatId;
-
-/// One question and its answer, as stored and as sent upstream on later turns.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Turn {
-    /// The caller's message.
-    pub user: String,
-    /// The image the question was about, for `/img` turns.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub url: Option<String>,
-    /// The model's reply.
-    pub assistant: String,
-}
 
 /// What a turn needs before calling upstream, read in one round trip.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -84,7 +74,10 @@ pub trait Store: Send + Sync {
     /// The prompts and the newest turns of a chat: one round trip.
     async fn turn_context(&self, tenant: &Tenant, chat: &ChatId)
         -> Result<TurnContext, StoreError>;
-    /// Appends a turn, trims the chat to its cap and renews its expiry: one atomic write.
+    /// Appends a turn, trims the chat to its caps (oldest turns first, by count and by bytes)
+    /// and renews its expiry: one atomic write. Idempotent by the turn's id: a turn whose id
+    /// was stored in the last hour is not stored again, so a write that may or may not have
+    /// run can be sent again.
     async fn append_turn(
         &self,
         tenant: &Tenant,

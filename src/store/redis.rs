@@ -2,18 +2,21 @@
 //!
 //! Key scheme, with `P` = `REDIS_KEY_PREFIX`, `ID` = the chat id, and `N` = `P` for an open
 //! API or `P:caller:<name>` for a caller of `PROXY_API_KEYS`:
-//! - `N:global:system`        string: the global system prompt
-//! - `N:chat:{ID}:system`     string: the chat's system prompt
-//! - `N:chat:{ID}:turns`      list of JSON [`Turn`]s, oldest first
-//! - `P:rate:<who>`           integer: requests in the current window of `RATE_LIMIT_PER_MINUTE`
+//! - `N:global:system`          string: the global system prompt
+//! - `N:chat:{ID}:system`       string: the chat's system prompt
+//! - `N:chat:{ID}:turns`        list of JSON [`Turn`]s, oldest first
+//! - `N:chat:{ID}:meta`         hash: `bytes`, the size of the turns list
+//! - `N:chat:{ID}:turn:<turn>`  marker that turn `<turn>` was stored (one hour)
+//! - `P:rate:<who>`             integer: requests in the current window of `RATE_LIMIT_PER_MINUTE`
 //!
 //! A chat's keys share the hash tag `{ID}`, so they live in one Cluster slot and one script
-//! can write both. Every chat write is a single `EVAL`: atomic like `MULTI`/`EXEC`, but one
+//! can write them all. Every chat write is a single `EVAL`: atomic like `MULTI`/`EXEC`, but one
 //! command on the wire, so a turn costs exactly one round trip to write whatever the client
 //! library does with buffering, and no partial write can be left behind by a dropped link.
+//! Every script can run twice to the same effect (the turn's marker sees to it for appends),
+//! so fred may send any of them again on a fresh connection after a cut, as it does reads.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -29,56 +32,77 @@ use crate::auth::Tenant;
 use crate::config::{RedisTarget, StoreSettings};
 use crate::routes::ChatId;
 
-/// Renews the expiry of every key named in KEYS, or removes it when ARGV[1] is 0.
-/// Prepended to each script below, which pass their TTL as ARGV[1].
+/// Renews the expiry of every key named in KEYS, or removes it when ARGV[1] is "0".
+/// Prepended to each chat script below, which pass their TTL as ARGV[1]. The TTL reaches
+/// EXPIRE as the string it was given: a Lua number can be formatted as `1e+08`, which some
+/// Redis versions (7.2.0 to 7.2.4) refuse.
 const TOUCH: &str = r#"
-local function touch()
-  local ttl = tonumber(ARGV[1])
-  for _, key in ipairs(KEYS) do
-    if ttl > 0 then redis.call('EXPIRE', key, ttl) else redis.call('PERSIST', key) end
+local function touch(first, last)
+  for i = first, last do
+    if ARGV[1] ~= '0' then redis.call('EXPIRE', KEYS[i], ARGV[1]) else redis.call('PERSIST', KEYS[i]) end
   end
 end
 "#;
 
-/// KEYS: turns, system. ARGV: ttl, turn JSON, max turns kept.
+/// KEYS: turns, system, meta, the turn's marker. ARGV: ttl, turn JSON, max turns, max bytes,
+/// marker ttl. Returns 1 when stored, 0 when the turn's marker says it already was.
+///
+/// A chat stored before `meta` existed has no `bytes` yet: it is counted once, here.
 const APPEND_TURN: &str = r#"
-redis.call('RPUSH', KEYS[1], ARGV[2])
-redis.call('LTRIM', KEYS[1], -tonumber(ARGV[3]), -1)
-touch()
+if not redis.call('SET', KEYS[4], '1', 'NX', 'EX', ARGV[5]) then return 0 end
+local bytes = tonumber(redis.call('HGET', KEYS[3], 'bytes'))
+local length = redis.call('RPUSH', KEYS[1], ARGV[2])
+if bytes == nil then
+  bytes = 0
+  for _, turn in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do bytes = bytes + #turn end
+else
+  bytes = bytes + #ARGV[2]
+end
+local max_turns, max_bytes = tonumber(ARGV[3]), tonumber(ARGV[4])
+while length > 1 and (length > max_turns or bytes > max_bytes) do
+  bytes = bytes - #redis.call('LPOP', KEYS[1])
+  length = length - 1
+end
+redis.call('HSET', KEYS[3], 'bytes', bytes)
+touch(1, 3)
 return 1
 "#;
 
-/// KEYS: system, turns. ARGV: ttl, prompt.
+/// KEYS: system, turns, meta. ARGV: ttl, prompt.
 const SET_CHAT_PROMPT: &str = r#"
 redis.call('SET', KEYS[1], ARGV[2])
-touch()
+touch(1, 3)
 return 1
 "#;
 
-/// KEYS: turns, system. ARGV: ttl.
+/// KEYS: turns, system, meta. ARGV: ttl.
 const CLEAR: &str = r#"
 redis.call('DEL', KEYS[1])
-touch()
+redis.call('HSET', KEYS[3], 'bytes', 0)
+touch(1, 3)
 return 1
 "#;
 
-/// KEYS: the caller's counter. ARGV: the window in seconds. The first request opens a
-/// window; returns the count including this one and the seconds left in the window.
+/// KEYS: the caller's counter. ARGV: the window in milliseconds. The first request opens a
+/// window; returns the count including this one and the milliseconds left in the window.
 const COUNT_REQUEST: &str = r#"
 local count = redis.call('INCR', KEYS[1])
-local ttl = redis.call('TTL', KEYS[1])
-if ttl < 0 then
-  redis.call('EXPIRE', KEYS[1], ARGV[1])
-  ttl = tonumber(ARGV[1])
+local left = redis.call('PTTL', KEYS[1])
+if left < 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+  left = tonumber(ARGV[1])
 end
-return {count, ttl}
+return {count, left}
 "#;
+
+/// How long a turn's marker lives: far longer than any retry of its write, which happens
+/// within the invocation that made the turn (at most 15 minutes).
+const TURN_MARKER_SECONDS: u64 = 3600;
 
 pub struct RedisStore {
     client: Client,
     settings: StoreSettings,
     scripts: Scripts,
-    round_trips: AtomicU64,
     /// The newest connection failure (refused, TLS, auth), so that a command that times out
     /// while Redis is unreachable can say why.
     last_connection_error: Arc<Mutex<Option<String>>>,
@@ -94,6 +118,9 @@ struct Scripts {
 struct ChatKeys {
     system: String,
     turns: String,
+    meta: String,
+    /// `N:chat:{ID}`, the start of every key of the chat.
+    base: String,
 }
 
 impl RedisStore {
@@ -117,8 +144,8 @@ impl RedisStore {
             .with_connection_config(|connection| {
                 connection.connection_timeout = timeout;
                 connection.internal_command_timeout = timeout;
-                // Reads are retried on a fresh connection after a cut; writes are not (see
-                // `write_options`).
+                // Any command may be sent again on a fresh connection after a cut: reads, and
+                // writes, which are all idempotent scripts.
                 connection.max_command_attempts = 3;
                 connection.tcp = TcpConfig {
                     nodelay: Some(true),
@@ -168,7 +195,6 @@ impl RedisStore {
                 clear: format!("{TOUCH}{CLEAR}"),
                 count_request: COUNT_REQUEST.to_owned(),
             },
-            round_trips: AtomicU64::new(0),
         })
     }
 
@@ -177,12 +203,6 @@ impl RedisStore {
         tokio::time::timeout(timeout, self.client.wait_for_connect())
             .await
             .is_ok_and(|result| result.is_ok())
-    }
-
-    /// How many requests this store has sent to Redis and waited for: a pipeline or a
-    /// script counts once. Benchmarks and tests read it to prove the per-turn cost.
-    pub fn round_trips(&self) -> u64 {
-        self.round_trips.load(Ordering::Relaxed)
     }
 
     /// The first part of every key of `tenant`'s data.
@@ -201,9 +221,12 @@ impl RedisStore {
     fn keys(&self, tenant: &Tenant, chat: &ChatId) -> ChatKeys {
         let namespace = self.namespace(tenant);
         let id = chat.as_str();
+        let base = format!("{namespace}:chat:{{{id}}}");
         ChatKeys {
-            system: format!("{namespace}:chat:{{{id}}}:system"),
-            turns: format!("{namespace}:chat:{{{id}}}:turns"),
+            system: format!("{base}:system"),
+            turns: format!("{base}:turns"),
+            meta: format!("{base}:meta"),
+            base,
         }
     }
 
@@ -223,33 +246,24 @@ impl RedisStore {
         }
     }
 
-    fn ttl_arg(&self) -> u64 {
-        self.settings.chat_ttl.map_or(0, |ttl| ttl.as_secs())
+    fn ttl_arg(&self) -> String {
+        self.settings
+            .chat_ttl
+            .map_or(0, |ttl| ttl.as_secs())
+            .to_string()
     }
 
     fn max_turns(&self) -> i64 {
         i64::try_from(self.settings.max_turns()).unwrap_or(i64::MAX)
     }
 
-    fn count_round_trip(&self) {
-        self.round_trips.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Runs a writing script once: a write whose link drops mid-flight may or may not have
-    /// run, and running it again could store a turn twice.
-    async fn write<R: FromValue>(
+    async fn eval<R: FromValue>(
         &self,
         script: &str,
         keys: Vec<String>,
         args: Vec<String>,
     ) -> Result<R, StoreError> {
-        self.count_round_trip();
-        let options = fred::types::config::Options {
-            max_attempts: Some(1),
-            ..Default::default()
-        };
         self.client
-            .with_options(&options)
             .eval(script, keys, args)
             .await
             .map_err(|e| self.error(e))
@@ -317,7 +331,6 @@ fn decode_turns(raw: Vec<String>) -> Result<Vec<Turn>, StoreError> {
 #[async_trait::async_trait]
 impl Store for RedisStore {
     async fn global_prompt(&self, tenant: &Tenant) -> Result<Option<String>, StoreError> {
-        self.count_round_trip();
         self.client
             .get(self.global_key(tenant))
             .await
@@ -325,7 +338,6 @@ impl Store for RedisStore {
     }
 
     async fn set_global_prompt(&self, tenant: &Tenant, content: &str) -> Result<(), StoreError> {
-        self.count_round_trip();
         self.client
             .set(
                 self.global_key(tenant),
@@ -343,7 +355,6 @@ impl Store for RedisStore {
         tenant: &Tenant,
         chat: &ChatId,
     ) -> Result<Option<String>, StoreError> {
-        self.count_round_trip();
         self.client
             .get(self.keys(tenant, chat).system)
             .await
@@ -356,10 +367,19 @@ impl Store for RedisStore {
         chat: &ChatId,
         content: &str,
     ) -> Result<(), StoreError> {
-        let ChatKeys { system, turns } = self.keys(tenant, chat);
-        let args = vec![self.ttl_arg().to_string(), content.to_owned()];
-        self.write(&self.scripts.set_chat_prompt, vec![system, turns], args)
-            .await
+        let ChatKeys {
+            system,
+            turns,
+            meta,
+            ..
+        } = self.keys(tenant, chat);
+        let args = vec![self.ttl_arg(), content.to_owned()];
+        self.eval(
+            &self.scripts.set_chat_prompt,
+            vec![system, turns, meta],
+            args,
+        )
+        .await
     }
 
     async fn turn_context(
@@ -367,8 +387,7 @@ impl Store for RedisStore {
         tenant: &Tenant,
         chat: &ChatId,
     ) -> Result<TurnContext, StoreError> {
-        let ChatKeys { system, turns } = self.keys(tenant, chat);
-        self.count_round_trip();
+        let ChatKeys { system, turns, .. } = self.keys(tenant, chat);
         // Sent together without waiting for each other: one round trip. As concurrent
         // commands fred writes all three in a single socket write (seen with strace); this
         // measured 3-4% faster per turn than a fred pipeline (BENCHMARKS.md).
@@ -397,20 +416,42 @@ impl Store for RedisStore {
         chat: &ChatId,
         turn: &Turn,
     ) -> Result<(), StoreError> {
-        let ChatKeys { system, turns } = self.keys(tenant, chat);
+        let ChatKeys {
+            system,
+            turns,
+            meta,
+            base,
+        } = self.keys(tenant, chat);
         let json = serde_json::to_string(turn)
             .map_err(|e| StoreError::new(format!("cannot encode a turn: {e}")))?;
+        // A turn without an id (never made by this version) gets one for its marker alone.
+        let id = turn.id.clone().unwrap_or_else(Turn::new_id);
+        let marker = format!("{base}:turn:{id}");
+        let keys = vec![turns, system, meta, marker];
         let args = vec![
-            self.ttl_arg().to_string(),
+            self.ttl_arg(),
             json,
             self.max_turns().to_string(),
+            self.settings.max_chat_bytes.to_string(),
+            TURN_MARKER_SECONDS.to_string(),
         ];
-        self.write(&self.scripts.append_turn, vec![turns, system], args)
-            .await
+        // The answer behind this turn is paid for: a write that timed out (and may yet run)
+        // is sent once more, which the marker makes safe.
+        let first = self
+            .eval::<i64>(&self.scripts.append_turn, keys.clone(), args.clone())
+            .await;
+        match first {
+            Ok(_) => Ok(()),
+            Err(error) => {
+                tracing::warn!(%error, "storing a turn failed; sending the write once more");
+                self.eval::<i64>(&self.scripts.append_turn, keys, args)
+                    .await
+                    .map(drop)
+            }
+        }
     }
 
     async fn turns(&self, tenant: &Tenant, chat: &ChatId) -> Result<Vec<Turn>, StoreError> {
-        self.count_round_trip();
         let raw: Vec<String> = self
             .client
             .lrange(self.keys(tenant, chat).turns, -self.max_turns(), -1)
@@ -420,21 +461,30 @@ impl Store for RedisStore {
     }
 
     async fn clear(&self, tenant: &Tenant, chat: &ChatId) -> Result<(), StoreError> {
-        let ChatKeys { system, turns } = self.keys(tenant, chat);
-        self.write(
+        let ChatKeys {
+            system,
+            turns,
+            meta,
+            ..
+        } = self.keys(tenant, chat);
+        self.eval(
             &self.scripts.clear,
-            vec![turns, system],
-            vec![self.ttl_arg().to_string()],
+            vec![turns, system, meta],
+            vec![self.ttl_arg()],
         )
         .await
     }
 
     async fn count_request(&self, who: &str) -> Result<RequestCount, StoreError> {
         let key = format!("{}:rate:{who}", self.settings.key_prefix);
-        let window = RATE_WINDOW.as_secs().to_string();
-        let (count, resets_in): (u64, u64) = self
-            .write(&self.scripts.count_request, vec![key], vec![window])
+        let window = RATE_WINDOW.as_millis().to_string();
+        let (count, left_ms): (u64, u64) = self
+            .eval(&self.scripts.count_request, vec![key], vec![window])
             .await?;
-        Ok(RequestCount { count, resets_in })
+        Ok(RequestCount {
+            count,
+            // Whole seconds, rounded up: a window in its last half second still says 1.
+            resets_in: left_ms.div_ceil(1000).max(1),
+        })
     }
 }

@@ -28,8 +28,13 @@ pub enum UpstreamError {
     #[error("OpenAI did not answer before the deadline")]
     Timeout,
     /// Upstream found the request itself invalid (HTTP 400), e.g. an unreachable image URL.
+    /// `code` and `param` are OpenAI's, when it sent them.
     #[error("OpenAI rejected the request: {message}")]
-    Rejected { message: String },
+    Rejected {
+        message: String,
+        code: Option<String>,
+        param: Option<String>,
+    },
     #[error("OpenAI answered HTTP {status}: {message}")]
     Status { status: u16, message: String },
     #[error("cannot reach OpenAI: {0}")]
@@ -173,10 +178,15 @@ fn classify(error: OpenAIError, api_key: &SecretString) -> UpstreamError {
     match error {
         OpenAIError::ApiError(response) => {
             let status = response.status_code.as_u16();
-            let message = redact(response.api_error.message, api_key);
+            let error = response.api_error;
+            let message = redact(error.message, api_key);
             match status {
                 429 => UpstreamError::RateLimited { retry_after: None },
-                400 => UpstreamError::Rejected { message },
+                400 => UpstreamError::Rejected {
+                    message,
+                    code: error.code,
+                    param: error.param,
+                },
                 _ => UpstreamError::Status { status, message },
             }
         }

@@ -27,6 +27,8 @@ const MAX_RETRIES: u32 = 2;
 const MIN_ATTEMPT: Duration = Duration::from_millis(1500);
 /// First backoff step; each retry doubles it, with full jitter.
 const BASE_BACKOFF: Duration = Duration::from_millis(250);
+/// The longest `Retry-After` taken from upstream, waited on or passed on to our client.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
 /// A final 429 from upstream, with its `Retry-After` in seconds when it sent one.
 #[derive(Debug, thiserror::Error)]
@@ -92,11 +94,18 @@ where
         let result = service.ready().await?.call(request.clone()).await;
         let retry_after = match &result {
             Ok(response) if is_retryable_status(response.status()) => retry_after(response),
-            Err(OpenAIError::Reqwest(error)) if error.is_connect() => None,
+            Err(OpenAIError::Reqwest(error))
+                if error.is_connect() || is_stale_connection(error) =>
+            {
+                None
+            }
             _ => return result,
         };
         let wait = retry_after.unwrap_or_else(|| backoff(retries));
-        let fits = Instant::now() + wait + MIN_ATTEMPT <= deadline;
+        let fits = Instant::now()
+            .checked_add(wait)
+            .and_then(|at| at.checked_add(MIN_ATTEMPT))
+            .is_some_and(|at| at <= deadline);
         if retries >= MAX_RETRIES || !fits {
             return match result {
                 Ok(response) if response.status() == StatusCode::TOO_MANY_REQUESTS => {
@@ -128,19 +137,55 @@ fn is_retryable_status(status: StatusCode) -> bool {
     status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
 }
 
-/// `Retry-After` in whole seconds (the form OpenAI sends); an HTTP date is not honoured.
+/// A pooled connection that the server (or a NAT) closed while the function was frozen: the
+/// request failed before any answer came back, as with a failed connect.
+fn is_stale_connection(error: &reqwest::Error) -> bool {
+    use std::io::ErrorKind;
+
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            if matches!(
+                io.kind(),
+                ErrorKind::ConnectionReset
+                    | ErrorKind::ConnectionAborted
+                    | ErrorKind::BrokenPipe
+                    | ErrorKind::UnexpectedEof
+            ) {
+                return true;
+            }
+        }
+        if let Some(hyper) = cause.downcast_ref::<hyper::Error>() {
+            if hyper.is_incomplete_message() || hyper.is_closed() {
+                return true;
+            }
+        }
+        source = cause.source();
+    }
+    false
+}
+
+/// `Retry-After` as seconds or as an HTTP date, at most [`MAX_RETRY_AFTER`]; a value that
+/// is neither is ignored.
+fn retry_after_of(headers: &header::HeaderMap) -> Option<Duration> {
+    let value = headers.get(header::RETRY_AFTER)?.to_str().ok()?.trim();
+    let wait = match value.parse::<u64>() {
+        Ok(seconds) => Duration::from_secs(seconds),
+        Err(_) => httpdate::parse_http_date(value)
+            .ok()?
+            .duration_since(std::time::SystemTime::now())
+            .unwrap_or_default(),
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
+}
+
+/// `Retry-After` in whole seconds, rounded up, for our own client.
 fn retry_after_seconds(headers: &header::HeaderMap) -> Option<u64> {
-    headers
-        .get(header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
+    retry_after_of(headers).map(|wait| wait.as_millis().div_ceil(1000) as u64)
 }
 
 fn retry_after(response: &Response) -> Option<Duration> {
-    retry_after_seconds(response.headers()).map(Duration::from_secs)
+    retry_after_of(response.headers())
 }
 
 fn backoff(retries: u32) -> Duration {
@@ -174,5 +219,43 @@ async fn rate_limited(response: Response) -> OpenAIError {
     match into_parts(response).await {
         Ok((headers, body)) => rate_limited_from(&headers, &body),
         Err(error) => error,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(retry_after: &str) -> header::HeaderMap {
+        let mut headers = header::HeaderMap::new();
+        headers.insert(header::RETRY_AFTER, retry_after.parse().unwrap());
+        headers
+    }
+
+    #[test]
+    fn retry_after_in_seconds_is_read_and_clamped() {
+        assert_eq!(retry_after_seconds(&headers("7")), Some(7));
+        assert_eq!(retry_after_seconds(&headers(" 0 ")), Some(0));
+        // Larger than any Duration added to an Instant: clamped, no overflow.
+        assert_eq!(
+            retry_after_seconds(&headers("10000000000000000000")),
+            Some(3600)
+        );
+        assert_eq!(retry_after_seconds(&headers("soon")), None);
+        assert_eq!(retry_after_seconds(&headers("-5")), None);
+    }
+
+    #[test]
+    fn retry_after_as_an_http_date_is_read() {
+        let in_30s = std::time::SystemTime::now() + Duration::from_secs(30);
+        let seconds = retry_after_seconds(&headers(&httpdate::fmt_http_date(in_30s))).unwrap();
+        assert!((29..=31).contains(&seconds), "{seconds}");
+        let past = httpdate::fmt_http_date(std::time::UNIX_EPOCH + Duration::from_secs(1));
+        assert_eq!(retry_after_seconds(&headers(&past)), Some(0));
+        let far = std::time::SystemTime::now() + Duration::from_secs(10 * 86_400);
+        assert_eq!(
+            retry_after_seconds(&headers(&httpdate::fmt_http_date(far))),
+            Some(3600)
+        );
     }
 }

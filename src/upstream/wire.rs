@@ -3,7 +3,11 @@
 //! Requests borrow from the stored history instead of copying it into owned structs: a
 //! 100-message chat is serialised straight from the strings Redis returned.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
+
+use crate::store::UserContent;
 
 #[derive(Debug, Serialize)]
 pub struct ChatRequest<'a> {
@@ -16,43 +20,47 @@ pub struct ChatRequest<'a> {
 #[serde(tag = "role", rename_all = "lowercase")]
 pub enum Message<'a> {
     System { content: &'a str },
-    User { content: UserContent<'a> },
+    User { content: UserContentOut<'a> },
     Assistant { content: &'a str },
 }
 
+/// A user message's content as sent: as stored (text, or text and image parts), or as text
+/// alone with each image written as `[image: <url>]`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
-pub enum UserContent<'a> {
-    Text(&'a str),
-    /// A question about an image: its text, then the image, as the vision API takes them.
-    WithImage([Part<'a>; 2]),
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum Part<'a> {
-    Text { text: &'a str },
-    ImageUrl { image_url: ImageUrl<'a> },
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ImageUrl<'a> {
-    pub url: &'a str,
+pub enum UserContentOut<'a> {
+    AsAsked(&'a UserContent),
+    Text(Cow<'a, str>),
 }
 
 impl<'a> Message<'a> {
-    /// The user's message: plain text, or text and image parts when it has an image.
-    pub fn user(text: &'a str, image_url: Option<&'a str>) -> Self {
-        let content = match image_url {
-            None => UserContent::Text(text),
-            Some(url) => UserContent::WithImage([
-                Part::Text { text },
-                Part::ImageUrl {
-                    image_url: ImageUrl { url },
-                },
-            ]),
+    /// A user message, images included.
+    pub fn user(content: &'a UserContent) -> Self {
+        Message::User {
+            content: UserContentOut::AsAsked(content),
+        }
+    }
+
+    /// A user message with its images as text, for a model that will not (or can no longer)
+    /// see them.
+    pub fn user_images_as_text(content: &'a UserContent) -> Self {
+        let text = if content.has_images() {
+            let mut text = content.text().into_owned();
+            for url in content.image_urls() {
+                if !text.is_empty() {
+                    text.push('\n');
+                }
+                text.push_str("[image: ");
+                text.push_str(url);
+                text.push(']');
+            }
+            Cow::Owned(text)
+        } else {
+            content.text()
         };
-        Message::User { content }
+        Message::User {
+            content: UserContentOut::Text(text),
+        }
     }
 }
 
@@ -98,15 +106,17 @@ mod tests {
 
     #[test]
     fn messages_serialise_in_openai_shape() {
+        let hi = UserContent::Text("hi".into());
+        let cat = UserContent::question("what is this?".into(), Some("https://x/cat.png".into()));
         let messages = [
             Message::System {
                 content: "be brief",
             },
-            Message::User {
-                content: UserContent::Text("hi"),
-            },
+            Message::user(&hi),
             Message::Assistant { content: "hello" },
-            Message::user("what is this?", Some("https://x/cat.png")),
+            Message::user(&cat),
+            Message::user_images_as_text(&cat),
+            Message::user_images_as_text(&hi),
         ];
         let request = ChatRequest {
             model: "gpt-4o-mini",
@@ -123,7 +133,9 @@ mod tests {
                     {"role": "user", "content": [
                         {"type": "text", "text": "what is this?"},
                         {"type": "image_url", "image_url": {"url": "https://x/cat.png"}}
-                    ]}
+                    ]},
+                    {"role": "user", "content": "what is this?\n[image: https://x/cat.png]"},
+                    {"role": "user", "content": "hi"}
                 ]
             })
         );

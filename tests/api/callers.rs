@@ -312,3 +312,53 @@ async fn the_rate_limit_holds_across_function_instances() {
     ];
     assert_eq!(statuses, [200, 200, 429, 429]);
 }
+
+/// A `GET /c1/chat` from `ip`, as an HTTP API event carries it.
+fn from_ip(ip: &str) -> lambda_http::Request {
+    let file = format!("{}/events/get-chat.json", env!("CARGO_MANIFEST_DIR"));
+    let mut event: Value = serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+    event["rawPath"] = json!("/c1/chat");
+    event["requestContext"]["http"]["sourceIp"] = json!(ip);
+    lambda_http::request::from_str(&event.to_string()).unwrap()
+}
+
+#[tokio::test]
+async fn an_open_api_counts_each_source_address_on_its_own() {
+    let t = TestApp::with_env(&[("RATE_LIMIT_PER_MINUTE", "2")]).await;
+    let mut statuses = Vec::new();
+    for ip in [
+        "198.51.100.1",
+        "198.51.100.1",
+        "198.51.100.2",
+        "198.51.100.1",
+        "198.51.100.2",
+    ] {
+        statuses.push(t.send(from_ip(ip)).await.status);
+    }
+    assert_eq!(statuses, [200, 200, 200, 429, 200]);
+    assert_eq!(
+        t.redis.query(&["GET", "chat-proxy:rate:ip:198.51.100.1"]),
+        "3"
+    );
+    assert_eq!(
+        t.redis.query(&["GET", "chat-proxy:rate:ip:198.51.100.2"]),
+        "2"
+    );
+    assert!(t
+        .redis
+        .cli(&["GET", "chat-proxy:rate:ip:unknown"])
+        .unwrap()
+        .is_empty());
+}
+
+#[tokio::test]
+async fn retry_after_never_says_zero_in_a_windows_last_half_second() {
+    let t = TestApp::with_env(&[("RATE_LIMIT_PER_MINUTE", "1")]).await;
+    assert_eq!(t.get("/c1/chat").await.status, 200);
+    // The window has 400 ms left: TTL would round that down to 0.
+    t.redis
+        .query(&["PEXPIRE", "chat-proxy:rate:ip:unknown", "400"]);
+    let limited = t.get("/c1/chat").await;
+    limited.assert_error(429, "rate_limit_exceeded");
+    assert_eq!(limited.header("retry-after"), Some("1"));
+}

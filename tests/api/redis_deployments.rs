@@ -113,8 +113,10 @@ async fn chats_spread_over_cluster_nodes_each_in_one_slot() {
         t.say(chat, "hello").await;
     }
     let keys = t.all_keys();
-    assert_eq!(keys.len(), 2 * chats.len());
-    // Each node holds some chats, and always both keys of a chat.
+    // Per chat: its prompt, its turns, their size, and the marker of its one turn.
+    assert_eq!(keys.len(), 4 * chats.len(), "{keys:?}");
+    // Each node holds some chats, and always every key of a chat, all in one slot.
+    let tag = |key: &str| key[key.find('{').unwrap()..=key.find('}').unwrap()].to_owned();
     let mut nodes_used = 0;
     for node in std::iter::once(&t.redis).chain(t.cluster.as_ref().unwrap().nodes.iter()) {
         let here: Vec<String> = node
@@ -125,12 +127,18 @@ async fn chats_spread_over_cluster_nodes_each_in_one_slot() {
             .collect();
         nodes_used += usize::from(!here.is_empty());
         for key in &here {
-            let twin = if key.ends_with(":system") {
-                key.replace(":system", ":turns")
-            } else {
-                key.replace(":turns", ":system")
-            };
-            assert!(here.contains(&twin), "{key} without {twin} on its node");
+            let siblings = keys.iter().filter(|k| tag(k) == tag(key));
+            for sibling in siblings {
+                assert!(
+                    here.contains(sibling),
+                    "{key} without {sibling} on its node"
+                );
+                assert_eq!(
+                    node.query(&["CLUSTER", "KEYSLOT", key]),
+                    node.query(&["CLUSTER", "KEYSLOT", sibling]),
+                    "{key} and {sibling} share a slot"
+                );
+            }
         }
     }
     assert!(nodes_used >= 2, "12 chats all landed on one node");

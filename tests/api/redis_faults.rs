@@ -104,23 +104,79 @@ async fn an_unresponsive_redis_is_a_503_within_the_timeout() {
 }
 
 #[tokio::test]
-async fn redis_lost_while_upstream_answers_is_a_503_not_a_false_success() {
+async fn redis_lost_after_upstream_was_asked_answers_the_paid_reply_unstored() {
     let t = TestApp::start().await;
     t.openai
         .always_chat(
             ResponseTemplate::new(200)
-                .set_body_json(chat_completion("m", "slow answer", 1))
-                .set_delay(Duration::from_millis(700)),
+                .set_body_json(chat_completion("m", "the paid answer", 1))
+                .set_delay(Duration::from_millis(500)),
         )
         .await;
     let turn = t.post("/c1/chat", json!({"content": "hi"}));
-    let stop_midway = async {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        // SHUTDOWN through the CLI: the server goes away while the turn holds `t`.
+    let stop_while_upstream_thinks = async {
+        // The read is done once upstream has the request: only the write is left.
+        t.openai.wait_for_chat_requests(1).await;
         let _ = t.redis.cli(&["SHUTDOWN", "NOSAVE"]);
     };
-    let (reply, ()) = guarded(async { tokio::join!(turn, stop_midway) }).await;
-    reply.assert_error(503, "storage_unavailable");
+    let (reply, ()) = guarded(async { tokio::join!(turn, stop_while_upstream_thinks) }).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(reply.json()["content"], "the paid answer");
+    assert_eq!(reply.header("x-chat-stored"), Some("false"));
+}
+
+#[tokio::test]
+async fn a_stored_turn_says_nothing_of_storage() {
+    let t = TestApp::start().await;
+    let reply = t.post("/c1/chat", json!({"content": "hi"})).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("x-chat-stored"), None);
+}
+
+#[tokio::test]
+async fn a_write_cut_before_its_answer_is_sent_again_and_stored_once() {
+    let t = TestApp::over_relay(&[]).await;
+    t.say("c1", "before").await;
+    // The append script reaches Redis and runs; its answer is lost with the connection.
+    t.relay().cut_after("RPUSH");
+    let reply = guarded(t.post("/c1/chat", json!({"content": "cut"}))).await;
+    assert_eq!(t.relay().cuts(), 1, "the write's connection was cut");
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(reply.header("x-chat-stored"), None, "stored after all");
+    let questions: Vec<String> = t
+        .transcript("c1")
+        .await
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "user")
+        .map(|m| m["content"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(questions, ["before", "cut"], "stored exactly once");
+}
+
+#[tokio::test]
+async fn a_prompt_write_cut_before_its_answer_is_sent_again() {
+    let t = TestApp::over_relay(&[]).await;
+    t.relay().cut_after("Answer tersely.");
+    let reply = guarded(t.post("/c1/system", json!({"content": "Answer tersely."}))).await;
+    assert_eq!(t.relay().cuts(), 1);
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(
+        t.get("/c1/system").await.json(),
+        json!({"content": "Answer tersely."})
+    );
+}
+
+#[tokio::test]
+async fn a_read_cut_before_its_answer_is_sent_again() {
+    let t = TestApp::over_relay(&[]).await;
+    t.say("c1", "kept").await;
+    t.relay().cut_after("LRANGE");
+    let reply = guarded(t.get("/c1/chat")).await;
+    assert_eq!(t.relay().cuts(), 1);
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(reply.json().as_array().unwrap().len(), 2);
 }
 
 #[tokio::test]

@@ -18,6 +18,7 @@ fn settings(ttl: Option<Duration>, max_history_messages: usize) -> StoreSettings
         key_prefix: "contract".to_owned(),
         chat_ttl: ttl,
         max_history_messages,
+        max_chat_bytes: 1024 * 1024,
     }
 }
 
@@ -40,11 +41,22 @@ fn chat(id: &str) -> ChatId {
 }
 
 fn turn(n: usize) -> Turn {
-    Turn {
-        user: format!("q{n}"),
-        url: (n % 2 == 0).then(|| format!("https://example.com/{n}.png")),
-        assistant: format!("a{n}"),
-    }
+    Turn::question(
+        Some(format!("turn-{n}")),
+        format!("q{n}"),
+        (n % 2 == 0).then(|| format!("https://example.com/{n}.png")),
+        format!("a{n}"),
+    )
+}
+
+/// A turn of about `size` bytes when stored.
+fn sized_turn(n: usize, size: usize) -> Turn {
+    Turn::question(
+        Some(format!("big-{n}")),
+        format!("q{n}"),
+        None,
+        "x".repeat(size.saturating_sub(60)),
+    )
 }
 
 #[tokio::test]
@@ -240,4 +252,129 @@ async fn requests_are_counted_per_caller_within_their_window() {
             first.resets_in
         );
     }
+}
+
+#[tokio::test]
+async fn a_turn_sent_twice_is_stored_once() {
+    let (stores, _server) = both(settings(None, 100)).await;
+    for (name, store) in stores {
+        for _ in 0..3 {
+            store
+                .append_turn(&OPEN, &chat("a"), &turn(1))
+                .await
+                .unwrap();
+        }
+        store
+            .append_turn(&OPEN, &chat("a"), &turn(2))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.turns(&OPEN, &chat("a")).await.unwrap(),
+            vec![turn(1), turn(2)],
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_chat_keeps_at_most_max_chat_bytes_dropping_its_oldest_turns() {
+    let mut capped = settings(None, 1000);
+    capped.max_chat_bytes = 10_000;
+    let (stores, _server) = both(capped).await;
+    for (name, store) in stores {
+        for n in 0..10 {
+            store
+                .append_turn(&OPEN, &chat("a"), &sized_turn(n, 3000))
+                .await
+                .unwrap();
+        }
+        let kept = store.turns(&OPEN, &chat("a")).await.unwrap();
+        let ids: Vec<String> = kept.iter().map(|t| t.id.clone().unwrap()).collect();
+        assert_eq!(ids, ["big-7", "big-8", "big-9"], "{name}");
+        let bytes: usize = kept
+            .iter()
+            .map(|t| serde_json::to_string(t).unwrap().len())
+            .sum();
+        assert!(bytes <= 10_000, "{name}: {bytes}");
+
+        // A single turn over the cap is kept alone: the newest turn is never dropped.
+        store
+            .append_turn(&OPEN, &chat("a"), &sized_turn(99, 20_000))
+            .await
+            .unwrap();
+        let kept = store.turns(&OPEN, &chat("a")).await.unwrap();
+        assert_eq!(kept.len(), 1, "{name}");
+        assert_eq!(kept[0].id.as_deref(), Some("big-99"), "{name}");
+
+        // Clearing starts the count again.
+        store.clear(&OPEN, &chat("a")).await.unwrap();
+        for n in 0..3 {
+            store
+                .append_turn(&OPEN, &chat("a"), &sized_turn(100 + n, 3000))
+                .await
+                .unwrap();
+        }
+        assert_eq!(
+            store.turns(&OPEN, &chat("a")).await.unwrap().len(),
+            3,
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_chat_written_before_its_size_was_kept_is_measured_on_its_next_turn() {
+    let server = RedisServer::start();
+    let target = RedisTarget::Url(server.url().into());
+    let mut capped = settings(None, 1000);
+    capped.max_chat_bytes = 10_000;
+    let store = RedisStore::connect(&target, capped, Duration::from_secs(1), None).unwrap();
+    // Four turns of ~3000 bytes in the first version's format: no meta, no ids.
+    for n in 0..4 {
+        let old = serde_json::json!({"user": format!("q{n}"), "assistant": "y".repeat(3000)});
+        server.query(&["RPUSH", "contract:chat:{a}:turns", &old.to_string()]);
+    }
+    store
+        .append_turn(&OPEN, &chat("a"), &sized_turn(4, 100))
+        .await
+        .unwrap();
+    let kept = store.turns(&OPEN, &chat("a")).await.unwrap();
+    let users: Vec<String> = kept
+        .iter()
+        .map(|t| t.asked[0].text().into_owned())
+        .collect();
+    assert_eq!(users, ["q1", "q2", "q3", "q4"]);
+    let bytes: usize = server
+        .query(&["LRANGE", "contract:chat:{a}:turns", "0", "-1"])
+        .lines()
+        .map(str::len)
+        .sum();
+    assert_eq!(
+        server.query(&["HGET", "contract:chat:{a}:meta", "bytes"]),
+        bytes.to_string()
+    );
+}
+
+#[tokio::test]
+async fn a_ttl_of_ten_years_reaches_redis_as_written() {
+    // 315360000: a number a Lua script may print as 3.1536e+08, which EXPIRE refuses.
+    let ten_years = Duration::from_secs(chat_proxy::config::MAX_CHAT_TTL_SECONDS);
+    let server = RedisServer::start();
+    let target = RedisTarget::Url(server.url().into());
+    let store = RedisStore::connect(
+        &target,
+        settings(Some(ten_years), 100),
+        Duration::from_secs(1),
+        None,
+    )
+    .unwrap();
+    store
+        .append_turn(&OPEN, &chat("a"), &turn(1))
+        .await
+        .unwrap();
+    let ttl: u64 = server
+        .query(&["TTL", "contract:chat:{a}:turns"])
+        .parse()
+        .unwrap();
+    assert!(ttl > ten_years.as_secs() - 10, "{ttl}");
 }

@@ -82,21 +82,24 @@ async fn keys_use_the_prefix_and_the_chat_id_as_hash_tag() {
     t.post("/system", json!({"content": "g"})).await;
     t.post("/c-1/system", json!({"content": "p"})).await;
     t.say("c-1", "hi").await;
+    let stored = t
+        .redis
+        .query(&["LRANGE", "myapp:chat:{c-1}:turns", "0", "-1"]);
+    let turn: Value = serde_json::from_str(&stored).unwrap();
+    let id = turn["id"].as_str().unwrap();
+    assert_eq!(id.len(), 32, "{turn}");
     assert_eq!(
         t.keys(),
         vec![
-            "myapp:chat:{c-1}:system",
-            "myapp:chat:{c-1}:turns",
-            "myapp:global:system"
+            "myapp:chat:{c-1}:meta".to_owned(),
+            "myapp:chat:{c-1}:system".to_owned(),
+            format!("myapp:chat:{{c-1}}:turn:{id}"),
+            "myapp:chat:{c-1}:turns".to_owned(),
+            "myapp:global:system".to_owned(),
         ]
     );
-    let system = t
-        .redis
-        .query(&["CLUSTER", "KEYSLOT", "myapp:chat:{c-1}:system"]);
-    let turns = t
-        .redis
-        .query(&["CLUSTER", "KEYSLOT", "myapp:chat:{c-1}:turns"]);
-    assert_eq!(system, turns, "a chat's keys share one Cluster slot");
+    // That a chat's keys share one slot is checked on a real cluster
+    // (redis_deployments::chats_spread_over_cluster_nodes_each_in_one_slot).
 }
 
 fn ttl(t: &TestApp, key: &str) -> i64 {
@@ -113,7 +116,7 @@ async fn every_chat_key_expires_ttl_seconds_after_the_last_write() {
     assert!((3590..=3600).contains(&ttl(&t, system)));
 
     t.say("c1", "hi").await;
-    for key in [system, turns] {
+    for key in [system, turns, "chat-proxy:chat:{c1}:meta"] {
         assert!((3590..=3600).contains(&ttl(&t, key)), "{key}");
     }
 
@@ -146,25 +149,24 @@ async fn ttl_zero_keeps_chats_forever() {
     assert_eq!(ttl(&t, "chat-proxy:chat:{c1}:turns"), -1);
 }
 
-/// What one turn on `chat` costs in Redis: round trips and commands run.
-async fn cost_of_a_turn(t: &TestApp, chat: &str) -> (u64, BTreeMap<String, u64>) {
-    let trips_before = t.store.round_trips();
-    let commands_before = t.redis.command_counts();
+/// The commands one turn on `chat` runs in Redis (`INFO commandstats`, scripts' inner
+/// commands included).
+async fn commands_of_a_turn(t: &TestApp, chat: &str) -> BTreeMap<String, u64> {
+    let before = t.redis.command_counts();
     t.say(chat, "how much?").await;
-    let trips = t.store.round_trips() - trips_before;
     let mut commands = t.redis.command_counts();
-    for (name, count) in &commands_before {
+    for (name, count) in &before {
         if let Some(after) = commands.get_mut(name) {
             *after -= count;
         }
     }
     // The INFO call that read the counters is not part of the turn.
     commands.retain(|name, count| *count > 0 && name != "info");
-    (trips, commands)
+    commands
 }
 
 #[tokio::test]
-async fn a_turn_costs_two_round_trips_whatever_the_history_length() {
+async fn a_turn_runs_the_same_commands_whatever_the_history_length() {
     let t = TestApp::with_env(&[("MAX_HISTORY_MESSAGES", "200")]).await;
     t.say("short", "first").await;
     for i in 0..50 {
@@ -172,22 +174,81 @@ async fn a_turn_costs_two_round_trips_whatever_the_history_length() {
     }
     assert_eq!(t.transcript("long").await.as_array().unwrap().len(), 100);
 
-    let (short_trips, short_commands) = cost_of_a_turn(&t, "short").await;
-    let (long_trips, long_commands) = cost_of_a_turn(&t, "long").await;
-
-    assert_eq!(short_trips, 2, "one pipelined read, one write");
-    assert_eq!(long_trips, 2);
-    assert_eq!(short_commands, long_commands);
+    let short = commands_of_a_turn(&t, "short").await;
+    let long = commands_of_a_turn(&t, "long").await;
+    assert_eq!(short, long);
     let expected: BTreeMap<String, u64> = [
         ("get", 2),    // the two prompts
         ("lrange", 1), // the history
         ("eval", 1),   // the write, and inside it:
+        ("set", 1),    // the turn's marker
+        ("hget", 1),   // the chat's size so far
         ("rpush", 1),
-        ("ltrim", 1),
-        ("expire", 2),
+        ("hset", 1), // its new size
+        ("expire", 3),
     ]
     .iter()
     .map(|(name, count)| (name.to_string(), *count))
     .collect();
-    assert_eq!(short_commands, expected);
+    assert_eq!(short, expected);
+}
+
+/// Round trips a request waits for, counted on the wire: the relay holds every chunk for
+/// `HOP` each way, so each round trip costs `2 * HOP` and the rest of the work is far less.
+async fn round_trips(
+    t: &TestApp,
+    request: impl std::future::Future<Output = crate::support::Reply>,
+) -> f64 {
+    const HOP: std::time::Duration = std::time::Duration::from_millis(60);
+    t.relay().set_delay(HOP);
+    let started = std::time::Instant::now();
+    let reply = request.await;
+    let elapsed = started.elapsed();
+    t.relay().set_delay(std::time::Duration::ZERO);
+    assert!(reply.status < 300, "{}", reply.text);
+    elapsed.as_secs_f64() / (2.0 * HOP.as_secs_f64())
+}
+
+fn assert_about(measured: f64, expected: f64, what: &str) {
+    assert!(
+        measured >= expected && measured < expected + 0.5,
+        "{what}: {measured:.2} round trips, expected {expected}"
+    );
+}
+
+#[tokio::test]
+async fn a_turn_waits_for_two_round_trips_on_the_wire_whatever_the_history_length() {
+    let t = TestApp::over_relay(&[("MAX_HISTORY_MESSAGES", "200")]).await;
+    for i in 0..50 {
+        t.say("long", &format!("message {i}")).await;
+    }
+    // The setup did what it should: the relay is in the path, and a plain read costs one.
+    assert_about(
+        round_trips(&t, t.get("/long/system")).await,
+        1.0,
+        "GET /<id>/system",
+    );
+    let new_chat = t.post("/short/chat", json!({"content": "hi"}));
+    assert_about(round_trips(&t, new_chat).await, 2.0, "a turn on a new chat");
+    let long_chat = t.post("/long/chat", json!({"content": "hi"}));
+    assert_about(
+        round_trips(&t, long_chat).await,
+        2.0,
+        "a turn on a 100-message chat",
+    );
+    assert_eq!(
+        t.openai.chat_bodies().await.len(),
+        52,
+        "both turns reached upstream"
+    );
+}
+
+#[tokio::test]
+async fn the_rate_limit_is_checked_within_the_turns_read_round_trip() {
+    let t = TestApp::over_relay(&[("RATE_LIMIT_PER_MINUTE", "100")]).await;
+    t.say("c1", "warm").await;
+    let turn = t.post("/c1/chat", json!({"content": "counted"}));
+    assert_about(round_trips(&t, turn).await, 2.0, "a rate-limited turn");
+    // And it was counted: the window holds both requests.
+    assert_eq!(t.redis.query(&["GET", "chat-proxy:rate:ip:unknown"]), "2");
 }

@@ -212,3 +212,280 @@ async fn moderation_failures_are_502() {
     let reply = t.post("/mod", json!({"content": "hello"})).await;
     reply.assert_error(502, "upstream_error");
 }
+
+/// Matches chat requests that send at least one image part.
+struct SendsImages;
+
+impl wiremock::Match for SendsImages {
+    fn matches(&self, request: &wiremock::Request) -> bool {
+        let body: serde_json::Value = serde_json::from_slice(&request.body).unwrap_or_default();
+        body["messages"].as_array().is_some_and(|messages| {
+            messages.iter().any(|m| {
+                m["content"]
+                    .as_array()
+                    .is_some_and(|parts| parts.iter().any(|p| p["type"] == "image_url"))
+            })
+        })
+    }
+}
+
+async fn refuse_images(t: &TestApp, response: ResponseTemplate) {
+    wiremock::Mock::given(wiremock::matchers::path("/v1/chat/completions"))
+        .and(SendsImages)
+        .respond_with(response)
+        .with_priority(1)
+        .mount(&t.openai.server)
+        .await;
+}
+
+#[tokio::test]
+async fn an_expired_image_in_the_history_does_not_kill_the_chat() {
+    let t = TestApp::start().await;
+    let url = "https://bucket.s3.amazonaws.com/cat.png?X-Amz-Expires=60";
+    let first = t
+        .post("/c1/img", json!({"content": "What is this?", "url": url}))
+        .await;
+    assert_eq!(first.status, 200, "{}", first.text);
+    // The presigned link has expired: upstream refuses any request that sends it.
+    refuse_images(
+        &t,
+        error_response(
+            400,
+            "invalid_request_error",
+            &format!("Error while downloading {url}."),
+        ),
+    )
+    .await;
+    let reply = t
+        .post("/c1/chat", json!({"content": "And its colour?"}))
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(reply.json()["content"], "reply to: And its colour?");
+
+    let sent = t.openai.chat_bodies().await;
+    assert_eq!(sent.len(), 3, "the image turn, the refused try, the retry");
+    assert_eq!(
+        sent[2]["messages"][1],
+        json!({"role": "user", "content": format!("What is this?\n[image: {url}]")})
+    );
+    // The history keeps the image; the transcript shows it as before.
+    let transcript = t.transcript("c1").await;
+    assert_eq!(transcript[0]["url"], url);
+    assert_eq!(transcript.as_array().unwrap().len(), 4);
+}
+
+#[tokio::test]
+async fn a_chat_model_without_vision_gets_the_historys_images_as_text() {
+    let t = TestApp::start().await;
+    t.post(
+        "/c1/img",
+        json!({"content": "What is this?", "url": "https://example.com/cat.png"}),
+    )
+    .await;
+    refuse_images(
+        &t,
+        ResponseTemplate::new(400).set_body_json(json!({"error": {
+            "message": "Invalid content type. image_url is only supported by certain models.",
+            "type": "invalid_request_error",
+            "param": "messages.[1].content.[1].type",
+            "code": null
+        }})),
+    )
+    .await;
+    let reply = t.post("/c1/chat", json!({"content": "Thanks!"})).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+}
+
+#[tokio::test]
+async fn a_refused_image_of_the_new_message_is_the_callers_400_without_a_retry() {
+    let t = TestApp::start().await;
+    t.post(
+        "/c1/img",
+        json!({"content": "first", "url": "https://example.com/old.png"}),
+    )
+    .await;
+    let new = "https://example.com/broken.png";
+    refuse_images(
+        &t,
+        error_response(
+            400,
+            "invalid_request_error",
+            &format!("Timeout while downloading {new}."),
+        ),
+    )
+    .await;
+    let reply = t
+        .post("/c1/img", json!({"content": "and this?", "url": new}))
+        .await;
+    reply.assert_error(400, "upstream_rejected");
+    assert_eq!(t.openai.chat_bodies().await.len(), 2, "no retry");
+    assert_eq!(t.transcript("c1").await.as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn a_huge_retry_after_is_clamped_and_passed_on_without_a_panic() {
+    let t = with_one_turn().await;
+    t.openai
+        .always_chat(
+            ResponseTemplate::new(429)
+                .insert_header("retry-after", "10000000000000000000")
+                .set_body_json(json!({"error": {"message": "slow down", "type": "requests",
+                    "param": null, "code": "rate_limit_exceeded"}})),
+        )
+        .await;
+    let reply = t.post("/c1/chat", json!({"content": "lost?"})).await;
+    reply.assert_error(429, "rate_limited");
+    assert_eq!(reply.header("retry-after"), Some("3600"));
+    assert_nothing_stored(&t).await;
+}
+
+#[tokio::test]
+async fn a_retry_after_given_as_a_date_is_waited_out() {
+    let t = with_one_turn().await;
+    let soon = std::time::SystemTime::now() + Duration::from_secs(1);
+    t.openai
+        .fail_chat(
+            ResponseTemplate::new(429)
+                .insert_header("retry-after", httpdate::fmt_http_date(soon).as_str())
+                .set_body_json(json!({"error": {"message": "slow down", "type": "requests",
+                    "param": null, "code": "rate_limit_exceeded"}})),
+            1,
+        )
+        .await;
+    let reply = t.post("/c1/chat", json!({"content": "patience"})).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(chat_calls(&t).await, 3, "the seed, the 429, the retry");
+}
+
+#[tokio::test]
+async fn a_429_without_retry_after_is_retried_with_backoff_then_passed_on() {
+    let t = with_one_turn().await;
+    t.openai
+        .fail_chat(
+            crate::support::openai::rate_limited_without_retry_after(),
+            1,
+        )
+        .await;
+    let reply = t.post("/c1/chat", json!({"content": "patience"})).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+
+    t.openai
+        .always_chat(crate::support::openai::rate_limited_without_retry_after())
+        .await;
+    let reply = t.post("/c1/chat", json!({"content": "lost?"})).await;
+    reply.assert_error(429, "rate_limited");
+    assert_eq!(reply.header("retry-after"), None);
+    // Two turns: the first retried once, the second tried and retried twice.
+    assert_eq!(chat_calls(&t).await, 1 + 2 + 3);
+}
+
+#[tokio::test]
+async fn openais_real_401_is_a_502_that_never_quotes_the_key() {
+    let t = with_one_turn().await;
+    t.openai
+        .always_chat(crate::support::openai::invalid_api_key())
+        .await;
+    let reply = t.post("/c1/chat", json!({"content": "lost?"})).await;
+    reply.assert_error(502, "upstream_error");
+    assert!(!reply.text.contains(crate::support::openai::API_KEY));
+    assert_eq!(chat_calls(&t).await, 2, "a 401 is not retried");
+    assert_nothing_stored(&t).await;
+}
+
+/// An upstream that answers its first request on a keep-alive connection, then resets that
+/// connection when the next request arrives on it, as a server does with a connection that
+/// sat idle too long; every later connection is answered normally.
+async fn resetting_upstream() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let requests = std::sync::Arc::new(AtomicUsize::new(0));
+    let seen = requests.clone();
+    tokio::spawn(async move {
+        let mut connection = 0;
+        while let Ok((mut socket, _)) = listener.accept().await {
+            connection += 1;
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut served = 0;
+                loop {
+                    let mut request = Vec::new();
+                    let mut buffer = [0u8; 65536];
+                    // Read one whole request: headers, then Content-Length bytes of body.
+                    let complete = loop {
+                        let Ok(n) = socket.read(&mut buffer).await else {
+                            return;
+                        };
+                        if n == 0 {
+                            return;
+                        }
+                        request.extend_from_slice(&buffer[..n]);
+                        let text = String::from_utf8_lossy(&request).to_string();
+                        if let Some(end) = text.find("\r\n\r\n") {
+                            let length = text[..end]
+                                .lines()
+                                .find_map(|l| {
+                                    l.to_ascii_lowercase()
+                                        .strip_prefix("content-length:")
+                                        .map(|v| v.trim().parse::<usize>().unwrap())
+                                })
+                                .unwrap_or(0);
+                            if request.len() >= end + 4 + length {
+                                break true;
+                            }
+                        }
+                    };
+                    if !complete {
+                        return;
+                    }
+                    seen.fetch_add(1, Ordering::SeqCst);
+                    if connection == 1 && served == 1 {
+                        // RST instead of an answer.
+                        let std = socket.into_std().unwrap();
+                        let socket2 = socket2::Socket::from(std);
+                        let _ = socket2.set_linger(Some(Duration::ZERO));
+                        return;
+                    }
+                    let body = crate::support::openai::chat_completion("m", "fresh", 1).to_string();
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if socket.write_all(answer.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    served += 1;
+                }
+            });
+        }
+    });
+    (format!("http://{address}/v1"), requests)
+}
+
+#[tokio::test]
+async fn a_pooled_connection_reset_by_upstream_is_retried_on_a_new_one() {
+    let redis = crate::support::redis::RedisServer::start();
+    let (base_url, requests) = resetting_upstream().await;
+    let config = crate::support::config_for(&redis.url(), &base_url, &[]);
+    let app = chat_proxy::App::build(&config).unwrap();
+    let turn = |content: &str| {
+        lambda_http::http::Request::builder()
+            .method("POST")
+            .uri("/c1/chat")
+            .body(lambda_http::Body::from(
+                json!({"content": content}).to_string(),
+            ))
+            .unwrap()
+    };
+    assert_eq!(chat_proxy::handle(&app, turn("first")).await.status(), 200);
+    let second = chat_proxy::handle(&app, turn("second")).await;
+    assert_eq!(second.status(), 200, "{:?}", second.body());
+    assert_eq!(
+        requests.load(std::sync::atomic::Ordering::SeqCst),
+        3,
+        "first, the one reset, its retry"
+    );
+    assert_eq!(redis.query(&["LLEN", "chat-proxy:chat:{c1}:turns"]), "2");
+}

@@ -6,6 +6,7 @@
 pub mod moto;
 pub mod openai;
 pub mod redis;
+pub mod relay;
 pub mod runtime_api;
 
 use std::collections::HashMap;
@@ -20,6 +21,7 @@ use serde_json::Value;
 
 use self::openai::{FakeOpenAi, API_KEY};
 use self::redis::{RedisCluster, RedisServer};
+use self::relay::Relay;
 
 pub struct TestApp {
     pub app: App,
@@ -28,6 +30,8 @@ pub struct TestApp {
     pub redis: RedisServer,
     /// The other nodes of a cluster app.
     pub cluster: Option<RedisCluster>,
+    /// The relay between the app and Redis, for an app made with `over_relay`.
+    pub relay: Option<Relay>,
     pub openai: FakeOpenAi,
 }
 
@@ -92,6 +96,20 @@ impl TestApp {
         TestApp::over(redis, None, &url, extra).await
     }
 
+    /// The app talking to Redis through a [`Relay`], to delay or cut the link.
+    pub async fn over_relay(extra: &[(&str, &str)]) -> TestApp {
+        let redis = RedisServer::start();
+        let relay = Relay::start(([127, 0, 0, 1], redis.port()).into()).await;
+        let url = format!("redis://127.0.0.1:{}", relay.port());
+        let mut t = TestApp::over(redis, None, &url, extra).await;
+        t.relay = Some(relay);
+        t
+    }
+
+    pub fn relay(&self) -> &Relay {
+        self.relay.as_ref().expect("an app made with over_relay")
+    }
+
     /// The app over a TLS-only Redis, trusting the CA that signed its certificate.
     pub async fn over_tls(extra: &[(&str, &str)]) -> TestApp {
         let redis = RedisServer::start_tls();
@@ -138,6 +156,7 @@ impl TestApp {
             store,
             redis,
             cluster,
+            relay: None,
             openai,
         }
     }
@@ -236,6 +255,7 @@ impl TestApp {
             .map(|key| {
                 let value = match self.redis.query(&["TYPE", &key]).as_str() {
                     "list" => self.redis.query(&["LRANGE", &key, "0", "-1"]),
+                    "hash" => self.redis.query(&["HGETALL", &key]),
                     _ => self.redis.query(&["GET", &key]),
                 };
                 (key, value)

@@ -62,7 +62,22 @@ impl FakeOpenAi {
 
     /// Every request received so far, in order.
     pub async fn requests(&self) -> Vec<Request> {
-        self.server.received_requests().await.unwrap_or_default()
+        self.server
+            .received_requests()
+            .await
+            .expect("the fake records requests: an empty list must mean none were sent")
+    }
+
+    /// Waits until upstream has received `count` chat completion requests.
+    pub async fn wait_for_chat_requests(&self, count: usize) {
+        let started = std::time::Instant::now();
+        while self.chat_bodies().await.len() < count {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(10),
+                "upstream never received {count} chat requests"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
     }
 
     /// The JSON bodies of the chat completion requests received so far, in order.
@@ -209,6 +224,30 @@ pub fn moderation_result(flagged: bool) -> Value {
 pub fn error_response(status: u16, kind: &str, message: &str) -> ResponseTemplate {
     ResponseTemplate::new(status).set_body_json(json!({
         "error": {"message": message, "type": kind, "param": null, "code": null}
+    }))
+}
+
+/// OpenAI's 401 for a wrong key, as it sends it (it quotes part of the key).
+pub fn invalid_api_key() -> ResponseTemplate {
+    ResponseTemplate::new(401).set_body_json(json!({
+        "error": {
+            "message": format!("Incorrect API key provided: {API_KEY}. You can find your API key at https://platform.openai.com/account/api-keys."),
+            "type": "invalid_request_error",
+            "param": null,
+            "code": "invalid_api_key"
+        }
+    }))
+}
+
+/// OpenAI's 429 for a token-rate limit as it often comes: without `Retry-After`.
+pub fn rate_limited_without_retry_after() -> ResponseTemplate {
+    ResponseTemplate::new(429).set_body_json(json!({
+        "error": {
+            "message": "Rate limit reached for gpt-4o-mini in organization org-x on tokens per min (TPM): Limit 200000, Used 199000, Requested 2000. Please try again in 300ms.",
+            "type": "tokens",
+            "param": null,
+            "code": "rate_limit_exceeded"
+        }
     }))
 }
 

@@ -147,10 +147,18 @@ impl RedisServer {
         self.spawn();
     }
 
-    /// Runs one command through redis-cli; `None` when the server does not answer.
+    /// Runs one command through redis-cli; `None` when the server does not answer or
+    /// answers with an error (`-e` makes redis-cli say so in its exit status).
     pub fn cli(&self, args: &[&str]) -> Option<String> {
         let mut command = Command::new("redis-cli");
-        command.args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "--raw"]);
+        command.args([
+            "-e",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &self.port.to_string(),
+            "--raw",
+        ]);
         if let Mode::Tls(tls) = &self.mode {
             command.args(["--tls", "--cacert"]).arg(&tls.ca);
         }

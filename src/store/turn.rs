@@ -1,0 +1,295 @@
+//! A turn as stored: what the caller asked (one or more user messages) and the reply.
+//!
+//! The stored JSON keeps the shape the first version wrote, `{"user", "url"?, "assistant"}`,
+//! and adds to it, so chats written by any version read the same way:
+//! - `id`: the turn's id, which makes its write idempotent (absent in older turns);
+//! - `messages`: the user messages in OpenAI's content shape, only when `user` and `url`
+//!   cannot say it all (several messages, several images, an image `detail`).
+
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
+
+/// One part of a user message, in OpenAI's content-part shape.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Part {
+    Text { text: String },
+    ImageUrl { image_url: ImageRef },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageRef {
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// A user message's `content`, as OpenAI takes it: a string, or text and image parts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum UserContent {
+    Text(String),
+    Parts(Vec<Part>),
+}
+
+impl UserContent {
+    /// A question with an optional image, as the seed routes take it.
+    pub fn question(text: String, image_url: Option<String>) -> UserContent {
+        match image_url {
+            None => UserContent::Text(text),
+            Some(url) => UserContent::Parts(vec![
+                Part::Text { text },
+                Part::ImageUrl {
+                    image_url: ImageRef { url, detail: None },
+                },
+            ]),
+        }
+    }
+
+    /// The message's text: its text parts joined by blank lines.
+    pub fn text(&self) -> Cow<'_, str> {
+        match self {
+            UserContent::Text(text) => Cow::Borrowed(text),
+            UserContent::Parts(parts) => {
+                let mut texts = parts.iter().filter_map(|part| match part {
+                    Part::Text { text } => Some(text.as_str()),
+                    Part::ImageUrl { .. } => None,
+                });
+                match (texts.next(), texts.next()) {
+                    (None, _) => Cow::Borrowed(""),
+                    (Some(only), None) => Cow::Borrowed(only),
+                    (Some(first), Some(second)) => {
+                        let mut joined = format!("{first}\n\n{second}");
+                        for text in texts {
+                            joined.push_str("\n\n");
+                            joined.push_str(text);
+                        }
+                        Cow::Owned(joined)
+                    }
+                }
+            }
+        }
+    }
+
+    /// The URLs of the message's images, in order.
+    pub fn image_urls(&self) -> impl Iterator<Item = &str> {
+        let parts = match self {
+            UserContent::Text(_) => &[][..],
+            UserContent::Parts(parts) => parts.as_slice(),
+        };
+        parts.iter().filter_map(|part| match part {
+            Part::ImageUrl { image_url } => Some(image_url.url.as_str()),
+            Part::Text { .. } => None,
+        })
+    }
+
+    pub fn has_images(&self) -> bool {
+        self.image_urls().next().is_some()
+    }
+
+    /// The message as `user` and `url` alone say it, when they can: text, or one text part
+    /// and one image without a `detail`.
+    fn as_question(&self) -> Option<(&str, Option<&str>)> {
+        match self {
+            UserContent::Text(text) => Some((text, None)),
+            UserContent::Parts(parts) => match parts.as_slice() {
+                [Part::Text { text }, Part::ImageUrl {
+                    image_url: ImageRef { url, detail: None },
+                }] => Some((text, Some(url))),
+                _ => None,
+            },
+        }
+    }
+}
+
+/// One turn: what the caller asked and the reply, stored and sent upstream together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Turn {
+    /// Set on every turn this version stores; turns stored before ids have none.
+    pub id: Option<String>,
+    /// The caller's messages of this turn, oldest first; never empty.
+    pub asked: Vec<UserContent>,
+    /// The model's reply.
+    pub assistant: String,
+}
+
+impl Turn {
+    /// A turn of one question (with an optional image) and its reply.
+    pub fn question(
+        id: Option<String>,
+        user: String,
+        url: Option<String>,
+        assistant: String,
+    ) -> Turn {
+        Turn {
+            id,
+            asked: vec![UserContent::question(user, url)],
+            assistant,
+        }
+    }
+
+    /// A new, random turn id: 128 bits, hex.
+    pub fn new_id() -> String {
+        format!("{:032x}", fastrand::u128(..))
+    }
+}
+
+/// The stored JSON, borrowed for writing.
+#[derive(Serialize)]
+struct StoredRef<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    user: Cow<'a, str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    url: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    messages: Option<&'a [UserContent]>,
+    assistant: &'a str,
+}
+
+/// The stored JSON, owned for reading; every field but `user` and `assistant` is optional.
+#[derive(Deserialize)]
+struct Stored {
+    #[serde(default)]
+    id: Option<String>,
+    user: String,
+    #[serde(default)]
+    url: Option<String>,
+    #[serde(default)]
+    messages: Option<Vec<UserContent>>,
+    assistant: String,
+}
+
+impl Serialize for Turn {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let simple = match self.asked.as_slice() {
+            [only] => only.as_question(),
+            _ => None,
+        };
+        let stored = match simple {
+            Some((user, url)) => StoredRef {
+                id: self.id.as_deref(),
+                user: Cow::Borrowed(user),
+                url,
+                messages: None,
+                assistant: &self.assistant,
+            },
+            // A version that knows only `user` and `url` still reads a fair summary.
+            None => StoredRef {
+                id: self.id.as_deref(),
+                user: Cow::Owned(
+                    self.asked
+                        .iter()
+                        .map(UserContent::text)
+                        .collect::<Vec<_>>()
+                        .join("\n\n"),
+                ),
+                url: self.asked.iter().flat_map(UserContent::image_urls).next(),
+                messages: Some(&self.asked),
+                assistant: &self.assistant,
+            },
+        };
+        stored.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Turn {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let stored = Stored::deserialize(deserializer)?;
+        let asked = match stored.messages {
+            Some(messages) if !messages.is_empty() => messages,
+            _ => vec![UserContent::question(stored.user, stored.url)],
+        };
+        Ok(Turn {
+            id: stored.id,
+            asked,
+            assistant: stored.assistant,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn round_trip(turn: &Turn) -> Turn {
+        serde_json::from_str(&serde_json::to_string(turn).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn turns_of_the_first_version_are_read() {
+        let old: Turn = serde_json::from_value(
+            json!({"user": "q", "url": "https://x/a.png", "assistant": "a"}),
+        )
+        .unwrap();
+        assert_eq!(
+            old,
+            Turn::question(None, "q".into(), Some("https://x/a.png".into()), "a".into())
+        );
+    }
+
+    #[test]
+    fn a_question_is_stored_in_the_first_versions_shape_plus_its_id() {
+        let turn = Turn::question(Some("t1".into()), "q".into(), None, "a".into());
+        assert_eq!(
+            serde_json::to_value(&turn).unwrap(),
+            json!({"id": "t1", "user": "q", "assistant": "a"})
+        );
+        assert_eq!(round_trip(&turn), turn);
+    }
+
+    #[test]
+    fn several_messages_and_images_are_kept_with_a_summary_for_older_readers() {
+        let turn = Turn {
+            id: Some("t2".into()),
+            asked: vec![
+                UserContent::Text("first".into()),
+                UserContent::Parts(vec![
+                    Part::Text {
+                        text: "compare".into(),
+                    },
+                    Part::ImageUrl {
+                        image_url: ImageRef {
+                            url: "https://x/1.png".into(),
+                            detail: Some("low".into()),
+                        },
+                    },
+                    Part::ImageUrl {
+                        image_url: ImageRef {
+                            url: "https://x/2.png".into(),
+                            detail: None,
+                        },
+                    },
+                ]),
+            ],
+            assistant: "they differ".into(),
+        };
+        let stored = serde_json::to_value(&turn).unwrap();
+        assert_eq!(stored["user"], "first\n\ncompare");
+        assert_eq!(stored["url"], "https://x/1.png");
+        assert_eq!(stored["messages"][1][1]["image_url"]["detail"], "low");
+        assert_eq!(round_trip(&turn), turn);
+    }
+
+    #[test]
+    fn text_joins_text_parts_and_images_are_listed() {
+        let content = UserContent::Parts(vec![
+            Part::Text { text: "a".into() },
+            Part::ImageUrl {
+                image_url: ImageRef {
+                    url: "https://x/1.png".into(),
+                    detail: None,
+                },
+            },
+            Part::Text { text: "b".into() },
+        ]);
+        assert_eq!(content.text(), "a\n\nb");
+        assert_eq!(
+            content.image_urls().collect::<Vec<_>>(),
+            ["https://x/1.png"]
+        );
+        assert!(!UserContent::Text("x".into()).has_images());
+    }
+}
