@@ -41,11 +41,12 @@ test: $(VENV)/.installed ## Run every test (starts its own redis-server and moto
 	@command -v redis-server >/dev/null 2>&1 || { echo "redis-server is missing: apt-get install -y redis-server (or brew install redis)"; exit 1; }
 	cargo test --locked
 
-lint: $(VENV)/.installed $(DEPLOY_VENV)/.installed ## fmt, clippy, template lint (cfn-lint, sam validate), workflow lint
+lint: $(VENV)/.installed $(DEPLOY_VENV)/.installed ## fmt, clippy, template lint and SAM translation check, workflow lint
 	cargo fmt --check
 	cargo clippy --locked --all-targets -- -D warnings
 	$(VENV)/bin/cfn-lint template.yaml
 	$(SAM) validate --lint --region us-east-1 --template template.yaml
+	$(DEPLOY_VENV)/bin/python tools/check_template.py template.yaml
 	$(VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 	$(VENV)/bin/zizmor --offline --min-severity medium .github/workflows/
 

@@ -31,8 +31,8 @@ fn event(name: &str) -> Value {
 fn chat_event(chat: &str) -> Value {
     let mut event = event("post-chat");
     let path = format!("/{chat}/chat");
-    event["rawPath"] = Value::String(path.clone());
-    event["requestContext"]["http"]["path"] = Value::String(path);
+    event["requestContext"]["path"] = Value::String(format!("/prod{path}"));
+    event["path"] = Value::String(path);
     event
 }
 
@@ -56,7 +56,8 @@ fn start(runtime: &RuntimeApi, redis_url: &str, openai_url: &str) -> Child {
 
 fn status(outcome: Outcome) -> u64 {
     match outcome {
-        Outcome::Response(response) => response["statusCode"].as_u64().unwrap(),
+        Outcome::Streamed(streamed) => u64::from(streamed.status()),
+        Outcome::Response(response) => panic!("a buffered answer to an HTTP event: {response}"),
         Outcome::Error(error) => panic!("invocation error: {error}"),
     }
 }

@@ -1,49 +1,51 @@
 //! `App` holds what is built once per cold start; `handle` turns one request into one
-//! response. Data flows one way: request -> route -> handler -> store and upstream -> response.
+//! response. Data flows one way: request -> route -> front door -> turn engine, store and
+//! upstream -> response.
 
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::FutureExt;
-use lambda_http::http::{header, HeaderName, HeaderValue, Method, StatusCode};
+use lambda_http::http::{header, HeaderValue, Method};
 use lambda_http::request::RequestContext;
-use lambda_http::{Body, Request, RequestExt, Response};
-use serde::Serialize;
-use serde_json::json;
+use lambda_http::{Request, RequestExt, Response};
 use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
 
+use crate::api;
 use crate::auth::{Callers, Tenant};
-use crate::body::{Content, Shape};
 use crate::config::Config;
 use crate::cors::Cors;
 use crate::error::ApiError;
-use crate::http::{empty_object, json_response};
+use crate::http::ResponseBody;
 use crate::request_log::RequestLog;
-use crate::routes::{request_path, ChatId, Route};
-use crate::store::{MemoryStore, RedisStore, Store, Turn, UserContent};
-use crate::turn::{Ask, TurnEngine};
-use crate::upstream::wire::Usage;
-use crate::upstream::{Model, Upstream, UpstreamError};
+use crate::routes::{request_path, Route};
+use crate::store::{MemoryStore, RedisStore, Store};
+use crate::turn::TurnEngine;
+use crate::upstream::{Upstream, UpstreamError};
 
 /// Time kept back from the Lambda deadline to store a turn and answer before Lambda stops
 /// the invocation: an answer of 504 beats a bare timeout from API Gateway. When less time
 /// than that is left, a quarter of what is left is kept instead, so upstream still gets a try.
 const LAMBDA_MARGIN: Duration = Duration::from_millis(2500);
 
-/// Set to `false` on a turn's answer when the turn could not be stored.
-pub const X_CHAT_STORED: HeaderName = HeaderName::from_static("x-chat-stored");
-
 /// Everything a request needs, built once and borrowed by every invocation.
 pub struct App {
-    store: Arc<dyn Store>,
-    upstream: Arc<Upstream>,
-    turns: TurnEngine,
-    default_system_prompt: String,
-    max_body_bytes: usize,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) upstream: Arc<Upstream>,
+    pub(crate) turns: TurnEngine,
+    pub(crate) default_system_prompt: String,
+    pub(crate) max_body_bytes: usize,
+    /// The longest a streamed turn may take.
+    pub(crate) stream_timeout: Duration,
     callers: Callers,
     cors: Cors,
     rate_limit_per_minute: Option<u64>,
+    /// Streamed turns still running: the invocation that started one waits for it before
+    /// Lambda may freeze the process, even when the client has gone.
+    in_flight: TaskTracker,
 }
 
 impl App {
@@ -71,22 +73,39 @@ impl App {
                 store.clone(),
                 upstream.clone(),
                 config.default_system_prompt.clone(),
+                config.keep_alive,
             ),
             store,
             upstream,
             default_system_prompt: config.default_system_prompt.clone(),
             max_body_bytes: config.max_body_bytes,
+            stream_timeout: config.stream_timeout,
             callers: config.callers.clone(),
             cors: config.cors.clone(),
             rate_limit_per_minute: config.rate_limit_per_minute,
+            in_flight: TaskTracker::new(),
         })
+    }
+
+    /// Runs `work` (a streamed turn) beside the response that streams it; [`App::settle`]
+    /// waits for it.
+    pub(crate) fn spawn(&self, work: impl Future<Output = ()> + Send + 'static) {
+        self.in_flight.spawn(work);
+    }
+
+    /// Waits until every streamed turn started so far has finished (and been stored).
+    /// The Lambda runtime calls it after each invocation, before asking for the next one.
+    pub async fn settle(&self) {
+        self.in_flight.close();
+        self.in_flight.wait().await;
+        self.in_flight.reopen();
     }
 }
 
 /// Answers one request. Never fails: every error becomes its JSON response here, because an
 /// `Err` from a Lambda handler reaches the client as API Gateway's bare 500, and a panic is
 /// caught and answered as a JSON 500 for the same reason.
-pub async fn handle(app: &App, request: Request) -> Response<Body> {
+pub async fn handle(app: &App, request: Request) -> Response<ResponseBody> {
     let started = Instant::now();
     let mut log = RequestLog::default();
     let served = AssertUnwindSafe(serve(app, &request, &mut log))
@@ -99,18 +118,23 @@ pub async fn handle(app: &App, request: Request) -> Response<Body> {
     let mut response = result.unwrap_or_else(ApiError::into_response);
     app.cors.decorate(request.headers(), &mut response);
     if request.method() == Method::HEAD {
-        *response.body_mut() = Body::Empty;
+        *response.body_mut() = ResponseBody::empty();
     }
-    log.emit(&request, &response, started.elapsed());
+    log.emit(
+        &request,
+        &response,
+        response.body().is_stream(),
+        started.elapsed(),
+    );
     response
 }
 
-/// Route, preflight, authenticate, rate-limit, then the route's own work.
+/// Route, preflight, authenticate, then the front door of the route.
 async fn serve(
     app: &App,
     request: &Request,
     log: &mut RequestLog,
-) -> Result<Response<Body>, ApiError> {
+) -> Result<Response<ResponseBody>, ApiError> {
     log.route = "none";
     let route = match Route::parse(request.method(), request_path(request)) {
         Ok(route) => route,
@@ -134,99 +158,18 @@ async fn serve(
     }
     let tenant = app.callers.authenticate(request.headers())?;
     log.caller = Some(tenant.name().to_owned());
-    let limit = app.rate_limit(&tenant, request);
-    match route {
-        // A turn checks its limit in the same round trip as it reads the chat.
-        Route::SendChat(chat) => {
-            let question = Content::parse(request.body(), Shape::Content, app.max_body_bytes)?;
-            turn(app, &tenant, &chat, question, request, limit, log).await
-        }
-        Route::SendImage(chat) => {
-            let question =
-                Content::parse(request.body(), Shape::ContentAndUrl, app.max_body_bytes)?;
-            turn(app, &tenant, &chat, question, request, limit, log).await
-        }
-        other => {
-            log.redis(limit).await?;
-            dispatch(app, other, &tenant, request, log).await
-        }
-    }
-}
-
-/// The routes other than a turn.
-async fn dispatch(
-    app: &App,
-    route: Route,
-    tenant: &Tenant,
-    request: &Request,
-    log: &mut RequestLog,
-) -> Result<Response<Body>, ApiError> {
-    let body = request.body();
-    let content = |shape| Content::parse(body, shape, app.max_body_bytes);
-    match route {
-        Route::Hello => Ok(hello()),
-        Route::GetGlobalSystem => {
-            let prompt = log.redis(app.store.global_prompt(tenant)).await?;
-            let content = prompt.as_deref().unwrap_or(&app.default_system_prompt);
-            Ok(json_response(
-                StatusCode::OK,
-                &json!({ "content": content }),
-            ))
-        }
-        Route::SetGlobalSystem => {
-            let Content { content, .. } = content(Shape::Content)?;
-            log.redis(app.store.set_global_prompt(tenant, &content))
-                .await?;
-            Ok(empty_object())
-        }
-        Route::Moderate => {
-            let Content { content, .. } = content(Shape::Content)?;
-            let deadline = app.upstream.deadline(lambda_deadline(request));
-            let result = log
-                .upstream(app.upstream.moderate(&content, deadline))
-                .await?;
-            Ok(json_response(StatusCode::OK, &result))
-        }
-        Route::GetChatSystem(chat) => {
-            let prompt = log.redis(app.store.chat_prompt(tenant, &chat)).await?;
-            Ok(json_response(
-                StatusCode::OK,
-                &json!({ "content": prompt.unwrap_or_default() }),
-            ))
-        }
-        Route::SetChatSystem(chat) => {
-            let Content { content, .. } = content(Shape::Content)?;
-            log.redis(app.store.set_chat_prompt(tenant, &chat, &content))
-                .await?;
-            Ok(empty_object())
-        }
-        // `serve` runs turns itself, overlapping their rate-limit check with their read;
-        // were one to come here, it is counted all the same.
-        Route::SendChat(chat) => {
-            let question = content(Shape::Content)?;
-            let limit = app.rate_limit(tenant, request);
-            turn(app, tenant, &chat, question, request, limit, log).await
-        }
-        Route::SendImage(chat) => {
-            let question = content(Shape::ContentAndUrl)?;
-            let limit = app.rate_limit(tenant, request);
-            turn(app, tenant, &chat, question, request, limit, log).await
-        }
-        Route::GetChat(chat) => {
-            let turns = log.redis(app.store.turns(tenant, &chat)).await?;
-            Ok(json_response(StatusCode::OK, &transcript(&turns)))
-        }
-        Route::ClearChat(chat) => {
-            log.redis(app.store.clear(tenant, &chat)).await?;
-            Ok(empty_object())
-        }
-    }
+    api::seed::serve(app, route, &tenant, request, log).await
 }
 
 impl App {
     /// Counts this request against `RATE_LIMIT_PER_MINUTE`: per caller, or per source IP
-    /// when the API is open. Resolves at once when there is no limit.
-    async fn rate_limit(&self, tenant: &Tenant, request: &Request) -> Result<(), ApiError> {
+    /// when the API is open. Resolves at once when there is no limit. A turn awaits it in
+    /// the same round trip as its read; other routes before their work.
+    pub(crate) async fn rate_limit(
+        &self,
+        tenant: &Tenant,
+        request: &Request,
+    ) -> Result<(), ApiError> {
         let Some(limit) = self.rate_limit_per_minute else {
             return Ok(());
         };
@@ -243,6 +186,20 @@ impl App {
         }
         Ok(())
     }
+
+    /// When an upstream call of this request must be answered: the whole call for a
+    /// buffered answer (`OPENAI_TIMEOUT_SECONDS`), the whole stream for a streamed one
+    /// (`STREAM_TIMEOUT_SECONDS`), and in any case before the invocation's deadline less a
+    /// margin.
+    pub(crate) fn deadline(&self, request: &Request, streamed: bool) -> Instant {
+        let invocation = lambda_deadline(request);
+        if streamed {
+            let own = Instant::now() + self.stream_timeout;
+            invocation.map_or(own, |limit| limit.min(own))
+        } else {
+            self.upstream.deadline(invocation)
+        }
+    }
 }
 
 /// The caller's address as API Gateway saw it.
@@ -252,88 +209,6 @@ fn source_ip(request: &Request) -> Option<&str> {
         RequestContext::ApiGatewayV1(context) => context.identity.source_ip.as_deref(),
         _ => None,
     }
-}
-
-/// A seed turn (`/chat`, `/img`): one question, answered as the older proxy answered it.
-async fn turn(
-    app: &App,
-    tenant: &Tenant,
-    chat: &ChatId,
-    question: Content,
-    request: &Request,
-    rate_limit: impl std::future::Future<Output = Result<(), ApiError>>,
-    log: &mut RequestLog,
-) -> Result<Response<Body>, ApiError> {
-    let model = if question.url.is_some() {
-        Model::Vision
-    } else {
-        Model::Chat
-    };
-    let ask = Ask {
-        tenant,
-        chat,
-        asked: vec![UserContent::question(question.content, question.url)],
-        model,
-        deadline: app.upstream.deadline(lambda_deadline(request)),
-    };
-    let answered = app.turns.run(ask, rate_limit, log).await?;
-    let mut response = json_response(
-        StatusCode::OK,
-        &Reply {
-            content: &answered.reply,
-            role: "assistant",
-            tokens: answered.usage,
-        },
-    );
-    if !answered.stored {
-        response
-            .headers_mut()
-            .insert(X_CHAT_STORED, HeaderValue::from_static("false"));
-    }
-    Ok(response)
-}
-
-/// The answer to `/chat` and `/img`, field for field as the older proxy sent it.
-#[derive(Serialize)]
-struct Reply<'a> {
-    content: &'a str,
-    role: &'static str,
-    tokens: Usage,
-}
-
-/// One message of `GET /<chat_id>/chat`.
-#[derive(Serialize)]
-struct TranscriptMessage<'a> {
-    role: &'static str,
-    content: std::borrow::Cow<'a, str>,
-    /// The message's image (its first, when it has several).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    url: Option<&'a str>,
-    /// Every image of a message that has more than one.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    urls: Option<Vec<&'a str>>,
-}
-
-fn transcript(turns: &[Turn]) -> Vec<TranscriptMessage<'_>> {
-    let mut messages = Vec::with_capacity(turns.len() * 2);
-    for turn in turns {
-        for asked in &turn.asked {
-            let urls: Vec<&str> = asked.image_urls().collect();
-            messages.push(TranscriptMessage {
-                role: "user",
-                content: asked.text(),
-                url: urls.first().copied(),
-                urls: (urls.len() > 1).then_some(urls),
-            });
-        }
-        messages.push(TranscriptMessage {
-            role: "assistant",
-            content: std::borrow::Cow::Borrowed(&turn.assistant),
-            url: None,
-            urls: None,
-        });
-    }
-    messages
 }
 
 /// The invocation's deadline less a margin, when the request came through Lambda.
@@ -348,8 +223,8 @@ fn lambda_deadline(request: &Request) -> Option<Instant> {
     Some(Instant::now() + left - LAMBDA_MARGIN.min(left / 4))
 }
 
-fn hello() -> Response<Body> {
-    let mut response = Response::new(Body::from("Hello, World!"));
+pub(crate) fn hello() -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::from("Hello, World!"));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/html; charset=utf-8"),
@@ -360,7 +235,7 @@ fn hello() -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lambda_http::Context;
+    use lambda_http::{Body, Context};
 
     fn request_with_deadline(deadline_ms: u64) -> Request {
         let mut context = Context::default();

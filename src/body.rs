@@ -5,20 +5,25 @@ use serde_json::{Map, Value};
 
 use crate::error::ApiError;
 
-/// `{"content": string}`, the body of every route that takes one, plus `url` on `/img`.
+/// `{"content": string}`, the body of every seed route that takes one, plus `url` on `/img`
+/// and `stream` on the turns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Content {
     pub content: String,
     pub url: Option<String>,
+    /// The caller asked for the answer as server-sent events.
+    pub stream: bool,
 }
 
 /// Which fields a route takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Shape {
-    /// `{"content": string}`
+    /// `{"content": string}`: the prompts and moderation.
     Content,
-    /// `{"content": string, "url": string}`
-    ContentAndUrl,
+    /// `{"content": string, "stream"?: bool}`: `/chat`.
+    Turn,
+    /// `{"content": string, "url": string, "stream"?: bool}`: `/img`.
+    ImageTurn,
 }
 
 impl Content {
@@ -28,7 +33,8 @@ impl Content {
         let mut fields = json_object(body, limit)?;
         let allowed: &[&str] = match shape {
             Shape::Content => &["content"],
-            Shape::ContentAndUrl => &["content", "url"],
+            Shape::Turn => &["content", "stream"],
+            Shape::ImageTurn => &["content", "url", "stream"],
         };
         if let Some(unknown) = fields.keys().find(|key| !allowed.contains(&key.as_str())) {
             return Err(ApiError::bad_request(
@@ -41,14 +47,28 @@ impl Content {
         }
         let content = required_text(&mut fields, "content", "invalid_content")?;
         let url = match shape {
-            Shape::Content => None,
-            Shape::ContentAndUrl => Some(image_url(required_text(
+            Shape::Content | Shape::Turn => None,
+            Shape::ImageTurn => Some(image_url(required_text(
                 &mut fields,
                 "url",
                 "invalid_url",
             )?)?),
         };
-        Ok(Content { content, url })
+        let stream = match fields.remove("stream") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(stream)) => stream,
+            Some(_) => {
+                return Err(ApiError::bad_request(
+                    "invalid_stream",
+                    "`stream` must be true or false",
+                ))
+            }
+        };
+        Ok(Content {
+            content,
+            url,
+            stream,
+        })
     }
 }
 
@@ -78,11 +98,11 @@ pub fn image_url(raw: String) -> Result<String, ApiError> {
 }
 
 fn field_list(fields: &[&str]) -> String {
-    fields
-        .iter()
-        .map(|f| format!("`{f}`"))
-        .collect::<Vec<_>>()
-        .join(" and ")
+    let quoted: Vec<String> = fields.iter().map(|f| format!("`{f}`")).collect();
+    match quoted.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} and {last}", rest.join(", ")),
+        _ => quoted.join(""),
+    }
 }
 
 fn json_object(body: &Body, limit: usize) -> Result<Map<String, Value>, ApiError> {
@@ -154,7 +174,7 @@ mod tests {
     fn url_is_read_for_images() {
         let parsed = parse(
             r#"{"content": "what?", "url": "https://x/y.png"}"#,
-            Shape::ContentAndUrl,
+            Shape::ImageTurn,
         )
         .unwrap();
         assert_eq!(parsed.url.as_deref(), Some("https://x/y.png"));
@@ -176,11 +196,11 @@ mod tests {
             assert_eq!(code_of(parse(raw, Shape::Content)), code, "{raw}");
         }
         assert_eq!(
-            code_of(parse(r#"{"content": "x"}"#, Shape::ContentAndUrl)),
+            code_of(parse(r#"{"content": "x"}"#, Shape::ImageTurn)),
             "invalid_url"
         );
         assert_eq!(
-            code_of(parse(r#"{"content": "x", "url": 3}"#, Shape::ContentAndUrl)),
+            code_of(parse(r#"{"content": "x", "url": 3}"#, Shape::ImageTurn)),
             "invalid_url"
         );
     }
@@ -214,6 +234,29 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn turns_take_stream_as_a_boolean() {
+        assert!(
+            parse(r#"{"content": "x", "stream": true}"#, Shape::Turn)
+                .unwrap()
+                .stream
+        );
+        assert!(
+            !parse(r#"{"content": "x", "stream": false}"#, Shape::Turn)
+                .unwrap()
+                .stream
+        );
+        assert!(!parse(r#"{"content": "x"}"#, Shape::Turn).unwrap().stream);
+        assert_eq!(
+            code_of(parse(r#"{"content": "x", "stream": "yes"}"#, Shape::Turn)),
+            "invalid_stream"
+        );
+        assert_eq!(
+            code_of(parse(r#"{"content": "x", "stream": true}"#, Shape::Content)),
+            "unknown_field"
+        );
     }
 
     #[test]

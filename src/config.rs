@@ -34,6 +34,11 @@ pub struct Config {
     pub cors: Cors,
     /// `RATE_LIMIT_PER_MINUTE`: requests a caller may make per minute; `None` is no limit.
     pub rate_limit_per_minute: Option<u64>,
+    /// `STREAM_TIMEOUT_SECONDS`: the longest a streamed turn may take, start to end.
+    pub stream_timeout: Duration,
+    /// `KEEP_ALIVE_SECONDS`: how long a stream may stay silent before a comment line is
+    /// sent, so that API Gateway and browsers keep it open.
+    pub keep_alive: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -43,7 +48,7 @@ pub struct OpenAiConfig {
     pub chat_model: String,
     pub vision_model: String,
     pub moderation_model: String,
-    /// The whole budget of one upstream call, retries included.
+    /// The whole budget of one upstream call answered whole, retries included.
     pub timeout: Duration,
 }
 
@@ -110,7 +115,12 @@ const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
 const DEFAULT_MODEL: &str = "gpt-4o-mini";
 const DEFAULT_MODERATION_MODEL: &str = "omni-moderation-latest";
 const DEFAULT_SYSTEM_PROMPT: &str = "You are a helpful assistant.";
-const DEFAULT_TIMEOUT_SECONDS: u64 = 25;
+/// A buffered answer sends nothing until it is whole, and API Gateway drops a response that
+/// stays silent for 5 minutes (regional endpoint): a whole upstream call fits in 290 s.
+const MAX_TIMEOUT_SECONDS: u64 = 290;
+/// A stream may last as long as the function (15 minutes), less the time to store the turn.
+const DEFAULT_STREAM_TIMEOUT_SECONDS: u64 = 840;
+const MAX_STREAM_TIMEOUT_SECONDS: u64 = 890;
 const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 /// The longest `CHAT_TTL_SECONDS`: ten years. Longer is "forever", which is `0`.
 pub const MAX_CHAT_TTL_SECONDS: u64 = 10 * 365 * 24 * 3600;
@@ -170,8 +180,8 @@ impl Config {
             moderation_model: env.text("MODERATION_MODEL", DEFAULT_MODERATION_MODEL),
             timeout: Duration::from_secs(env.number(
                 "OPENAI_TIMEOUT_SECONDS",
-                DEFAULT_TIMEOUT_SECONDS,
-                1..=900,
+                MAX_TIMEOUT_SECONDS,
+                1..=MAX_TIMEOUT_SECONDS,
             )),
         };
 
@@ -233,6 +243,13 @@ impl Config {
         let rate_limit = env.number("RATE_LIMIT_PER_MINUTE", 0, 0..=1_000_000);
         let rate_limit_per_minute = (rate_limit > 0).then_some(rate_limit);
 
+        let stream_timeout = Duration::from_secs(env.number(
+            "STREAM_TIMEOUT_SECONDS",
+            DEFAULT_STREAM_TIMEOUT_SECONDS,
+            1..=MAX_STREAM_TIMEOUT_SECONDS,
+        ));
+        let keep_alive = Duration::from_secs(env.number("KEEP_ALIVE_SECONDS", 15, 1..=15));
+
         let default_system_prompt = env.text("SYSTEM_PROMPT", DEFAULT_SYSTEM_PROMPT);
         let max_body_bytes = env.number(
             "MAX_BODY_BYTES",
@@ -256,6 +273,8 @@ impl Config {
             callers,
             cors,
             rate_limit_per_minute,
+            stream_timeout,
+            keep_alive,
         })
     }
 }
@@ -359,7 +378,9 @@ mod tests {
         assert_eq!(config.openai.chat_model, "gpt-4o-mini");
         assert_eq!(config.openai.vision_model, "gpt-4o-mini");
         assert_eq!(config.openai.moderation_model, "omni-moderation-latest");
-        assert_eq!(config.openai.timeout, Duration::from_secs(25));
+        assert_eq!(config.openai.timeout, Duration::from_secs(290));
+        assert_eq!(config.stream_timeout, Duration::from_secs(840));
+        assert_eq!(config.keep_alive, Duration::from_secs(15));
         assert_eq!(config.default_system_prompt, "You are a helpful assistant.");
         assert_eq!(config.store, StoreSettings::default());
         assert_eq!(config.max_body_bytes, 1024 * 1024);

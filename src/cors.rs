@@ -2,7 +2,9 @@
 //! origin echoed on every answer. Off unless origins are configured.
 
 use lambda_http::http::{header, HeaderMap, HeaderValue, StatusCode};
-use lambda_http::{Body, Response};
+use lambda_http::Response;
+
+use crate::http::ResponseBody;
 
 /// The origins allowed to call from a browser.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -16,7 +18,8 @@ pub enum Cors {
     Origins(Vec<String>),
 }
 
-const ALLOWED_HEADERS: &str = "authorization, content-type, x-api-key";
+const ALLOWED_HEADERS: &str =
+    "authorization, content-type, x-api-key, accept, x-chat-id, idempotency-key";
 const PREFLIGHT_MAX_AGE: &str = "600";
 
 impl Cors {
@@ -70,8 +73,12 @@ impl Cors {
     }
 
     /// The answer to a preflight `OPTIONS` for a path that accepts `allow`.
-    pub fn preflight(&self, request_headers: &HeaderMap, allow: &'static str) -> Response<Body> {
-        let mut response = Response::new(Body::Empty);
+    pub fn preflight(
+        &self,
+        request_headers: &HeaderMap,
+        allow: &'static str,
+    ) -> Response<ResponseBody> {
+        let mut response = Response::new(ResponseBody::empty());
         *response.status_mut() = StatusCode::NO_CONTENT;
         let headers = response.headers_mut();
         headers.insert(header::ALLOW, HeaderValue::from_static(allow));
@@ -92,7 +99,7 @@ impl Cors {
     }
 
     /// Adds the CORS headers an allowed origin needs to read `response`.
-    pub fn decorate(&self, request_headers: &HeaderMap, response: &mut Response<Body>) {
+    pub fn decorate<B>(&self, request_headers: &HeaderMap, response: &mut Response<B>) {
         if !self.is_on() {
             return;
         }
@@ -102,7 +109,7 @@ impl Cors {
             headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
             headers.insert(
                 header::ACCESS_CONTROL_EXPOSE_HEADERS,
-                HeaderValue::from_static("retry-after, www-authenticate"),
+                HeaderValue::from_static("retry-after, www-authenticate, x-chat-stored"),
             );
         }
     }

@@ -5,8 +5,10 @@
 //! faults say only what failed, and their cause is logged once, never sent.
 
 use lambda_http::http::{header, HeaderValue, StatusCode};
-use lambda_http::{Body, Response};
+use lambda_http::Response;
 use serde::Serialize;
+
+use crate::http::{ResponseBody, INTERNAL_ERROR_BODY};
 
 use crate::store::StoreError;
 use crate::upstream::UpstreamError;
@@ -98,15 +100,19 @@ impl ApiError {
         }
     }
 
-    /// The response the client sees. Logging happens here too, so every failure is logged
-    /// exactly once, at WARN for the client's faults and ERROR for ours or upstream's.
-    pub fn into_response(self) -> Response<Body> {
+    /// Logs the failure, once: at WARN for the client's faults and ERROR for ours or
+    /// upstream's, with the cause chain (which never reaches the client).
+    pub fn log(&self) {
         let status = self.status();
         if status.is_server_error() || matches!(self, ApiError::RateLimited { .. }) {
-            tracing::error!(status = status.as_u16(), code = self.code(), error = %ErrorChain(&self), "request failed");
+            tracing::error!(status = status.as_u16(), code = self.code(), error = %ErrorChain(self), "request failed");
         } else {
             tracing::warn!(status = status.as_u16(), code = self.code(), error = %self, "request rejected");
         }
+    }
+
+    /// The JSON body the client sees, in OpenAI's error shape.
+    pub fn body(&self) -> Vec<u8> {
         let message = self.to_string();
         let body = ErrorBody {
             error: ErrorFields {
@@ -116,8 +122,20 @@ impl ApiError {
                 code: self.code(),
             },
         };
-        let mut response = crate::http::json_response(status, &body);
+        serde_json::to_vec(&body).unwrap_or_else(|_| INTERNAL_ERROR_BODY.to_vec())
+    }
+
+    /// The response the client sees; the failure is logged here, so every failure is logged
+    /// exactly once.
+    pub fn into_response(self) -> Response<ResponseBody> {
+        self.log();
+        let mut response = Response::new(ResponseBody::from(self.body()));
+        *response.status_mut() = self.status();
         let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         match &self {
             ApiError::MethodNotAllowed { allow } => {
                 headers.insert(header::ALLOW, HeaderValue::from_static(allow));
@@ -195,8 +213,11 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn body_of(response: &Response<Body>) -> serde_json::Value {
-        serde_json::from_slice(response.body().as_ref()).unwrap()
+    fn body_of(response: &Response<ResponseBody>) -> serde_json::Value {
+        match response.body() {
+            ResponseBody::Whole(bytes) => serde_json::from_slice(bytes).unwrap(),
+            ResponseBody::Stream(_) => panic!("an error is never streamed"),
+        }
     }
 
     #[test]
@@ -239,7 +260,7 @@ mod tests {
         let cause = StoreError::new("connection to redis://:hunter2@10.0.0.1 refused");
         let response = ApiError::Storage(cause).into_response();
         assert_eq!(response.status(), 503);
-        let text = String::from_utf8(response.body().to_vec()).unwrap();
+        let text = body_of(&response).to_string();
         assert!(!text.contains("hunter2"));
         assert!(!text.contains("10.0.0.1"));
     }

@@ -1,21 +1,106 @@
-//! Response helpers shared by every route: JSON bodies and their headers.
+//! Response helpers shared by every front door: the response body (whole or streamed), JSON
+//! answers, and server-sent event framing.
 
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
 use lambda_http::http::{header, HeaderValue, StatusCode};
-use lambda_http::{Body, Response};
+use lambda_http::Response;
 use serde::Serialize;
+use tokio::sync::mpsc;
+
+/// How many frames a stream holds for a slow client before its producer waits.
+const STREAM_BUFFER: usize = 64;
+
+/// A response body: whole, or frames sent as they are made.
+#[derive(Debug)]
+pub enum ResponseBody {
+    Whole(Bytes),
+    Stream(mpsc::Receiver<Bytes>),
+}
+
+impl ResponseBody {
+    pub fn empty() -> Self {
+        ResponseBody::Whole(Bytes::new())
+    }
+
+    /// A streamed body and the sender that feeds it; the body ends when the sender drops.
+    pub fn channel() -> (FrameSender, ResponseBody) {
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        (FrameSender { tx, gone: false }, ResponseBody::Stream(rx))
+    }
+
+    pub fn is_stream(&self) -> bool {
+        matches!(self, ResponseBody::Stream(_))
+    }
+
+    /// The next piece of the body, or `None` at its end.
+    pub async fn next(&mut self) -> Option<Bytes> {
+        match self {
+            ResponseBody::Whole(bytes) if bytes.is_empty() => None,
+            ResponseBody::Whole(bytes) => Some(std::mem::take(bytes)),
+            ResponseBody::Stream(rx) => rx.recv().await,
+        }
+    }
+}
+
+impl From<&'static str> for ResponseBody {
+    fn from(text: &'static str) -> Self {
+        ResponseBody::Whole(Bytes::from_static(text.as_bytes()))
+    }
+}
+
+impl From<Vec<u8>> for ResponseBody {
+    fn from(bytes: Vec<u8>) -> Self {
+        ResponseBody::Whole(Bytes::from(bytes))
+    }
+}
+
+impl futures_util::Stream for ResponseBody {
+    type Item = Result<Bytes, Infallible>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        match &mut *self {
+            ResponseBody::Whole(bytes) if bytes.is_empty() => Poll::Ready(None),
+            ResponseBody::Whole(bytes) => Poll::Ready(Some(Ok(std::mem::take(bytes)))),
+            ResponseBody::Stream(rx) => rx.poll_recv(cx).map(|frame| frame.map(Ok)),
+        }
+    }
+}
+
+/// Feeds a streamed body. Once the client has gone, frames are dropped: the work behind
+/// the stream goes on (a turn still finishes and is stored) without anyone to tell.
+pub struct FrameSender {
+    tx: mpsc::Sender<Bytes>,
+    gone: bool,
+}
+
+impl FrameSender {
+    pub async fn send(&mut self, frame: Bytes) {
+        if !self.gone && self.tx.send(frame).await.is_err() {
+            self.gone = true;
+        }
+    }
+
+    /// Whether the client has gone away.
+    pub fn client_gone(&self) -> bool {
+        self.gone || self.tx.is_closed()
+    }
+}
 
 /// A JSON response. Serialising the proxy's own types cannot fail; if it ever did, the
 /// client still gets a JSON error rather than a panic.
-pub fn json_response(status: StatusCode, value: &impl Serialize) -> Response<Body> {
+pub fn json_response(status: StatusCode, value: &impl Serialize) -> Response<ResponseBody> {
     let (status, body) = match serde_json::to_vec(value) {
         Ok(body) => (status, body),
         Err(_) => (
             StatusCode::INTERNAL_SERVER_ERROR,
-            br#"{"error":{"message":"something went wrong","type":"api_error","param":null,"code":"internal_error"}}"#
-                .to_vec(),
+            INTERNAL_ERROR_BODY.to_vec(),
         ),
     };
-    let mut response = Response::new(Body::from(body));
+    let mut response = Response::new(ResponseBody::from(body));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -24,7 +109,102 @@ pub fn json_response(status: StatusCode, value: &impl Serialize) -> Response<Bod
     response
 }
 
+pub const INTERNAL_ERROR_BODY: &[u8] =
+    br#"{"error":{"message":"something went wrong","type":"api_error","param":null,"code":"internal_error"}}"#;
+
 /// `{}`, the answer of every route that only writes.
-pub fn empty_object() -> Response<Body> {
+pub fn empty_object() -> Response<ResponseBody> {
     json_response(StatusCode::OK, &serde_json::json!({}))
+}
+
+/// A 200 whose body is a stream of server-sent events.
+pub fn event_stream(body: ResponseBody) -> Response<ResponseBody> {
+    let mut response = Response::new(body);
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    // Tells proxies that buffer (nginx and the like) to pass each event on at once.
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    response
+}
+
+/// One server-sent event: `event: <name>` (when named) and `data: <data>`. `data` must be a
+/// single line, which JSON always is.
+pub fn sse_event(name: Option<&str>, data: &[u8]) -> Bytes {
+    let mut frame = Vec::with_capacity(data.len() + 32);
+    if let Some(name) = name {
+        frame.extend_from_slice(b"event: ");
+        frame.extend_from_slice(name.as_bytes());
+        frame.push(b'\n');
+    }
+    frame.extend_from_slice(b"data: ");
+    frame.extend_from_slice(data);
+    frame.extend_from_slice(b"\n\n");
+    Bytes::from(frame)
+}
+
+/// A comment line: ignored by every SSE reader, but it keeps idle connections open.
+pub const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
+
+/// Whether the client asked for server-sent events in its `Accept` header.
+pub fn accepts_event_stream(headers: &lambda_http::http::HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|media| {
+            media
+                .split(';')
+                .next()
+                .is_some_and(|kind| kind.trim().eq_ignore_ascii_case("text/event-stream"))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_are_framed_as_sse() {
+        assert_eq!(
+            &sse_event(Some("delta"), br#"{"content":"Hi"}"#)[..],
+            b"event: delta\ndata: {\"content\":\"Hi\"}\n\n"
+        );
+        assert_eq!(&sse_event(None, b"[DONE]")[..], b"data: [DONE]\n\n");
+    }
+
+    #[test]
+    fn accept_headers_are_read_by_media_type() {
+        let with = |value: &str| {
+            let mut headers = lambda_http::http::HeaderMap::new();
+            headers.insert(header::ACCEPT, value.parse().unwrap());
+            accepts_event_stream(&headers)
+        };
+        assert!(with("text/event-stream"));
+        assert!(with("application/json, Text/Event-Stream;q=0.9"));
+        assert!(!with("application/json"));
+        assert!(!with("*/*"));
+        assert!(!accepts_event_stream(&lambda_http::http::HeaderMap::new()));
+    }
+
+    #[tokio::test]
+    async fn a_stream_ends_when_its_sender_is_dropped() {
+        let (mut tx, mut body) = ResponseBody::channel();
+        tx.send(Bytes::from_static(b"one")).await;
+        drop(tx);
+        assert_eq!(body.next().await.as_deref(), Some(&b"one"[..]));
+        assert_eq!(body.next().await, None);
+    }
+
+    #[tokio::test]
+    async fn a_sender_notices_the_client_leaving() {
+        let (mut tx, body) = ResponseBody::channel();
+        drop(body);
+        tx.send(Bytes::from_static(b"lost")).await;
+        assert!(tx.client_gone());
+    }
 }

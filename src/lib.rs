@@ -4,6 +4,7 @@
 //! sends the whole conversation upstream on every turn, and answers with the reply and its
 //! token usage. `main.rs` builds an [`App`] once per cold start and serves [`handle`].
 
+pub mod api;
 pub mod app;
 pub mod auth;
 pub mod body;
@@ -12,6 +13,7 @@ pub mod cors;
 pub mod error;
 pub mod http;
 pub mod init_error;
+pub mod lambda;
 mod request_log;
 pub mod routes;
 pub mod secrets;

@@ -1,8 +1,7 @@
 //! Cold start: logging, then everything built once, then invocations until Lambda stops us.
 
 use chat_proxy::telemetry::{self, LogFormat};
-use chat_proxy::{handle, init_error, startup};
-use lambda_http::{service_fn, Request};
+use chat_proxy::{init_error, lambda, startup};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_http::Error> {
@@ -17,9 +16,8 @@ async fn main() -> Result<(), lambda_http::Error> {
             return Err(error.into());
         }
     };
-    let app = &app;
-    lambda_http::run(service_fn(move |request: Request| async move {
-        Ok::<_, std::convert::Infallible>(handle(app, request).await)
-    }))
-    .await
+    // Built once and kept for the life of the process: streamed turns run on their own
+    // tasks and borrow it.
+    let app: &'static _ = Box::leak(Box::new(app));
+    lambda::run(app).await
 }

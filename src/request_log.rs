@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use lambda_http::{Body, Request, RequestExt, Response};
+use lambda_http::{Request, RequestExt, Response};
 use tokio::time::Instant;
 
 use crate::upstream::wire::Usage;
@@ -36,7 +36,15 @@ impl RequestLog {
         output
     }
 
-    pub fn emit(&self, request: &Request, response: &Response<Body>, total: Duration) {
+    /// Logs the request line. For a streamed answer it is logged when the stream starts
+    /// (`streamed` is true), and the turn logs its own line when the stream ends.
+    pub fn emit<B>(
+        &self,
+        request: &Request,
+        response: &Response<B>,
+        streamed: bool,
+        total: Duration,
+    ) {
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         tracing::info!(
             request_id = request.lambda_context_ref().map(|c| c.request_id.as_str()),
@@ -44,6 +52,7 @@ impl RequestLog {
             route = self.route,
             caller = self.caller.as_deref().unwrap_or("-"),
             status = response.status().as_u16(),
+            streamed,
             latency_ms = ms(total),
             upstream_ms = ms(self.upstream),
             redis_ms = ms(self.redis),

@@ -1,13 +1,18 @@
 //! The turn engine: read the chat, build the messages, ask upstream, store the turn.
 //!
 //! Every front door that makes a turn goes through here, and none of them talks to the store
-//! or upstream about a turn by itself. A turn costs two Redis round trips: one read (the
-//! prompts, the history and, alongside, the caller's rate limit) and one atomic write of the
-//! question with its answer, made only once upstream has answered.
+//! or upstream about a turn by itself; they only read requests and write answers. A turn
+//! costs two Redis round trips: one read (the prompts, the history and, alongside, the
+//! caller's rate limit) and one atomic write of the question with its answer, made only
+//! once upstream has answered in full. A streamed turn hands each chunk to its front door's
+//! [`StreamSink`] as it comes, and still stores the turn when the client has gone away.
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
 use tokio::time::Instant;
 
 use crate::auth::Tenant;
@@ -15,8 +20,8 @@ use crate::error::ApiError;
 use crate::request_log::RequestLog;
 use crate::routes::ChatId;
 use crate::store::{Store, Turn, TurnContext, UserContent};
-use crate::upstream::wire::{Message, Usage};
-use crate::upstream::{Model, Upstream, UpstreamError};
+use crate::upstream::wire::{ChatRequest, Message, Usage};
+use crate::upstream::{Chunk, ChunkStream, Upstream, UpstreamError};
 
 /// What a front door asks of the engine.
 pub struct Ask<'a> {
@@ -24,18 +29,31 @@ pub struct Ask<'a> {
     pub chat: &'a ChatId,
     /// The caller's new messages, in order; at least one.
     pub asked: Vec<UserContent>,
-    pub model: Model,
-    /// When upstream must have answered.
+    /// The model to ask, by name.
+    pub model: &'a str,
+    /// Parameters passed through to upstream as the caller sent them (`/v1` only).
+    pub params: Option<&'a Map<String, Value>>,
+    /// When upstream must have answered: the whole reply, streamed or not.
     pub deadline: Instant,
 }
 
-/// A turn upstream answered.
+/// A turn upstream answered in full.
 #[derive(Debug)]
 pub struct Answered {
     pub reply: String,
     pub usage: Usage,
     /// False when the answer could not be stored: the caller still gets what it paid for.
     pub stored: bool,
+    /// The `chat.completion` as upstream sent it (not for a streamed turn).
+    pub raw: Option<Box<RawValue>>,
+}
+
+/// Where a streamed turn's chunks go: a front door's way of writing them to its client.
+pub trait StreamSink: Send {
+    /// A chunk of the reply, as upstream sent it.
+    fn chunk(&mut self, chunk: &Chunk) -> impl Future<Output = ()> + Send;
+    /// Upstream has said nothing for the keep-alive interval.
+    fn keep_alive(&mut self) -> impl Future<Output = ()> + Send;
 }
 
 /// The store and upstream a turn needs, built once per cold start.
@@ -43,6 +61,7 @@ pub struct TurnEngine {
     store: Arc<dyn Store>,
     upstream: Arc<Upstream>,
     default_system_prompt: String,
+    keep_alive: Duration,
 }
 
 /// How a turn sends the images of its history.
@@ -58,38 +77,119 @@ impl TurnEngine {
         store: Arc<dyn Store>,
         upstream: Arc<Upstream>,
         default_system_prompt: String,
+        keep_alive: Duration,
     ) -> Self {
         TurnEngine {
             store,
             upstream,
             default_system_prompt,
+            keep_alive,
         }
     }
 
-    /// Runs one turn. `rate_limit` is awaited in the same round trip as the chat's read;
-    /// nothing is sent upstream unless both succeed, and nothing is stored unless upstream
-    /// answered.
+    /// Runs one turn and returns the whole answer. `rate_limit` is awaited in the same
+    /// round trip as the chat's read; nothing is sent upstream unless both succeed, and
+    /// nothing is stored unless upstream answered.
     pub async fn run(
         &self,
         ask: Ask<'_>,
         rate_limit: impl Future<Output = Result<(), ApiError>>,
         log: &mut RequestLog,
     ) -> Result<Answered, ApiError> {
+        let context = self.read(&ask, rate_limit, log).await?;
+        let completion = self
+            .ask_upstream(&context, &ask, log, |messages| async move {
+                let request = ChatRequest {
+                    params: ask.params,
+                    ..ChatRequest::whole(ask.model, &messages)
+                };
+                self.upstream.chat(&request, ask.deadline).await
+            })
+            .await?;
+        log.tokens = Some(completion.usage);
+        let turn = Turn {
+            id: Some(Turn::new_id()),
+            asked: ask.asked,
+            assistant: completion.content,
+        };
+        let stored = log
+            .redis(store_turn(&*self.store, ask.tenant, ask.chat, &turn))
+            .await;
+        Ok(Answered {
+            reply: turn.assistant,
+            usage: completion.usage,
+            stored,
+            raw: Some(completion.raw),
+        })
+    }
+
+    /// Starts a streamed turn: reads the chat and opens upstream's stream. Whatever fails
+    /// here (the request, the limit, Redis, upstream's refusal) fails before the first byte
+    /// of the answer, so it keeps its status. The returned turn owns all it needs to run to
+    /// its end on its own.
+    pub async fn open(
+        &self,
+        ask: Ask<'_>,
+        rate_limit: impl Future<Output = Result<(), ApiError>>,
+        log: &mut RequestLog,
+    ) -> Result<OpenTurn, ApiError> {
+        let context = self.read(&ask, rate_limit, log).await?;
+        let stream = self
+            .ask_upstream(&context, &ask, log, |messages| async move {
+                let request = ChatRequest {
+                    params: ask.params,
+                    ..ChatRequest::streamed(ask.model, &messages)
+                };
+                self.upstream.chat_stream(&request, ask.deadline).await
+            })
+            .await?;
+        Ok(OpenTurn {
+            store: self.store.clone(),
+            tenant: ask.tenant.clone(),
+            chat: ask.chat.clone(),
+            asked: ask.asked,
+            stream,
+            deadline: ask.deadline,
+            keep_alive: self.keep_alive,
+            started: Instant::now(),
+        })
+    }
+
+    /// The turn's read: the chat's context, with the rate limit in the same round trip.
+    async fn read(
+        &self,
+        ask: &Ask<'_>,
+        rate_limit: impl Future<Output = Result<(), ApiError>>,
+        log: &mut RequestLog,
+    ) -> Result<TurnContext, ApiError> {
         let read =
             async { tokio::join!(rate_limit, self.store.turn_context(ask.tenant, ask.chat)) };
         let (allowed, context) = log.redis(read).await;
         allowed?;
-        let context = context?;
+        Ok(context?)
+    }
 
+    /// Calls upstream with the turn's messages; when upstream refuses an image of the
+    /// history, calls once more with the history's images as text.
+    async fn ask_upstream<'c, T, F, Fut>(
+        &'c self,
+        context: &'c TurnContext,
+        ask: &'c Ask<'_>,
+        log: &mut RequestLog,
+        call: F,
+    ) -> Result<T, ApiError>
+    where
+        F: Fn(Vec<Message<'c>>) -> Fut,
+        Fut: Future<Output = Result<T, UpstreamError>>,
+    {
         let mut images = HistoryImages::AsImages;
-        let completion = loop {
-            let messages = self.messages(&context, &ask.asked, images);
-            let call = self.upstream.complete(ask.model, &messages, ask.deadline);
-            match log.upstream(call).await {
-                Ok(completion) => break completion,
+        loop {
+            let messages = self.messages(context, &ask.asked, images);
+            match log.upstream(call(messages)).await {
+                Ok(answer) => return Ok(answer),
                 Err(error)
                     if images == HistoryImages::AsImages
-                        && blames_history_images(&error, &context, &ask.asked) =>
+                        && blames_history_images(&error, context, &ask.asked) =>
                 {
                     tracing::warn!(
                         error = %error,
@@ -99,32 +199,7 @@ impl TurnEngine {
                 }
                 Err(error) => return Err(error.into()),
             }
-        };
-        log.tokens = Some(completion.usage);
-
-        let turn = Turn {
-            id: Some(Turn::new_id()),
-            asked: ask.asked,
-            assistant: completion.content,
-        };
-        let stored = match log
-            .redis(self.store.append_turn(ask.tenant, ask.chat, &turn))
-            .await
-        {
-            Ok(()) => true,
-            Err(error) => {
-                tracing::error!(
-                    error = %error,
-                    "the answer was paid for but could not be stored; answering it unstored"
-                );
-                false
-            }
-        };
-        Ok(Answered {
-            reply: turn.assistant,
-            usage: completion.usage,
-            stored,
-        })
+        }
     }
 
     /// The global prompt, the chat's prompt, the history, then the new messages.
@@ -163,6 +238,101 @@ impl TurnEngine {
         }
         messages.extend(asked.iter().map(Message::user));
         messages
+    }
+}
+
+/// A streamed turn whose upstream has accepted it: it reads the chunks, hands them to a
+/// sink, and stores the turn once the reply is whole.
+pub struct OpenTurn {
+    store: Arc<dyn Store>,
+    tenant: Tenant,
+    chat: ChatId,
+    asked: Vec<UserContent>,
+    stream: ChunkStream,
+    deadline: Instant,
+    keep_alive: Duration,
+    started: Instant,
+}
+
+impl OpenTurn {
+    /// Reads the reply to its end (within the deadline, whether or not the client is still
+    /// there) and stores the turn. Upstream failing or falling silent past the deadline
+    /// mid-stream is an error, and nothing is stored.
+    pub async fn finish(mut self, sink: &mut impl StreamSink) -> Result<Answered, ApiError> {
+        let mut reply = String::new();
+        let mut usage = None;
+        let mut finished = false;
+        loop {
+            let wake = (Instant::now() + self.keep_alive).min(self.deadline);
+            let next = match tokio::time::timeout_at(wake, self.stream.next()).await {
+                Ok(next) => next,
+                Err(_silent) if Instant::now() >= self.deadline => {
+                    return Err(self.failed(ApiError::UpstreamTimeout));
+                }
+                Err(_silent) => {
+                    sink.keep_alive().await;
+                    continue;
+                }
+            };
+            match next {
+                None => break,
+                Some(Err(error)) => return Err(self.failed(error.into())),
+                Some(Ok(chunk)) => {
+                    reply.push_str(&chunk.delta);
+                    finished |= chunk.finished;
+                    usage = chunk.usage.or(usage);
+                    sink.chunk(&chunk).await;
+                }
+            }
+        }
+        if !finished {
+            let cut = UpstreamError::Transport("the stream ended before the reply did".to_owned());
+            return Err(self.failed(cut.into()));
+        }
+        let usage = usage.unwrap_or_default();
+        let turn = Turn {
+            id: Some(Turn::new_id()),
+            asked: self.asked,
+            assistant: reply,
+        };
+        let stored = store_turn(&*self.store, &self.tenant, &self.chat, &turn).await;
+        tracing::info!(
+            stream_ms = self.started.elapsed().as_secs_f64() * 1000.0,
+            prompt_tokens = usage.prompt_tokens,
+            completion_tokens = usage.completion_tokens,
+            total_tokens = usage.total_tokens,
+            stored,
+            "streamed turn finished"
+        );
+        Ok(Answered {
+            reply: turn.assistant,
+            usage,
+            stored,
+            raw: None,
+        })
+    }
+
+    fn failed(&self, error: ApiError) -> ApiError {
+        tracing::warn!(
+            stream_ms = self.started.elapsed().as_secs_f64() * 1000.0,
+            "streamed turn failed mid-stream; nothing stored"
+        );
+        error
+    }
+}
+
+/// Stores a turn upstream answered; a failure is logged and reported, never raised: the
+/// answer is paid for and goes to the caller either way.
+async fn store_turn(store: &dyn Store, tenant: &Tenant, chat: &ChatId, turn: &Turn) -> bool {
+    match store.append_turn(tenant, chat, turn).await {
+        Ok(()) => true,
+        Err(error) => {
+            tracing::error!(
+                error = %error,
+                "the answer was paid for but could not be stored; answering it unstored"
+            );
+            false
+        }
     }
 }
 

@@ -16,8 +16,13 @@ use async_openai::Client;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::time::Instant;
 
+use std::pin::Pin;
+
+use futures_util::{Stream, StreamExt};
+use serde_json::value::RawValue;
+
 use self::retry::{DeadlineRetry, RateLimited, DEADLINE};
-use self::wire::{ChatRequest, ChatResponse, Message, ModerationRequest, Usage};
+use self::wire::{ChatRequest, ChatResponse, ChunkFields, ModerationRequest, Usage};
 use crate::config::OpenAiConfig;
 
 /// Why an upstream call failed. Messages are for logs; `ApiError` decides what clients see.
@@ -50,11 +55,66 @@ pub enum Model {
     Vision,
 }
 
-/// A reply and what it cost.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A reply and what it cost, with the `chat.completion` object as upstream sent it.
+#[derive(Debug)]
 pub struct Completion {
     pub content: String,
     pub usage: Usage,
+    pub raw: Box<RawValue>,
+}
+
+/// One `chat.completion.chunk` of a streamed reply: as upstream sent it, and the parts the
+/// proxy reads.
+#[derive(Debug)]
+pub struct Chunk {
+    pub raw: Box<RawValue>,
+    /// The piece of the reply it carries (content, or a refusal), possibly empty.
+    pub delta: String,
+    /// Upstream said why the reply ended: it is whole.
+    pub finished: bool,
+    /// The usage chunk, last of a stream that asked for it.
+    pub usage: Option<Usage>,
+}
+
+type RawStream = Pin<Box<dyn Stream<Item = Result<Box<RawValue>, OpenAIError>> + Send>>;
+
+/// The chunks of a streamed reply, as they come.
+pub struct ChunkStream {
+    inner: RawStream,
+    api_key: SecretString,
+}
+
+impl ChunkStream {
+    /// The next chunk; `None` when upstream closed the stream.
+    pub async fn next(&mut self) -> Option<Result<Chunk, UpstreamError>> {
+        let raw = match self.inner.next().await? {
+            Ok(raw) => raw,
+            Err(error) => return Some(Err(classify(error, &self.api_key))),
+        };
+        let fields: ChunkFields = match serde_json::from_str(raw.get()) {
+            Ok(fields) => fields,
+            Err(e) => return Some(Err(UpstreamError::Unreadable(format!("a chunk: {e}")))),
+        };
+        if let Some(error) = fields.error {
+            return Some(Err(UpstreamError::Status {
+                status: 200,
+                message: redact(error.message, &self.api_key),
+            }));
+        }
+        let mut delta = String::new();
+        let mut finished = false;
+        for choice in fields.choices.into_iter().take(1) {
+            delta.extend(choice.delta.content);
+            delta.extend(choice.delta.refusal);
+            finished = choice.finish_reason.is_some();
+        }
+        Some(Ok(Chunk {
+            raw,
+            delta,
+            finished,
+            usage: fields.usage,
+        }))
+    }
 }
 
 pub struct Upstream {
@@ -97,21 +157,25 @@ impl Upstream {
         limit.map_or(own, |limit| limit.min(own))
     }
 
-    /// Sends a conversation to the chat or vision model and returns the reply.
-    pub async fn complete(
-        &self,
-        model: Model,
-        messages: &[Message<'_>],
-        deadline: Instant,
-    ) -> Result<Completion, UpstreamError> {
-        let model = match model {
+    /// The configured model name for a turn.
+    pub fn model_name(&self, model: Model) -> &str {
+        match model {
             Model::Chat => &self.chat_model,
             Model::Vision => &self.vision_model,
-        };
-        let request = ChatRequest { model, messages };
+        }
+    }
+
+    /// Sends a chat completion request and returns the whole reply.
+    pub async fn chat(
+        &self,
+        request: &ChatRequest<'_>,
+        deadline: Instant,
+    ) -> Result<Completion, UpstreamError> {
         let chat = self.client.chat();
-        let call = chat.create_byot::<_, ChatResponse>(&request);
-        let response = self.within(deadline, call).await?;
+        let call = chat.create_byot::<_, Box<RawValue>>(request);
+        let raw = self.within(deadline, call).await?;
+        let response: ChatResponse = serde_json::from_str(raw.get())
+            .map_err(|e| UpstreamError::Unreadable(e.to_string()))?;
         let usage = response.usage.unwrap_or_default();
         let message = response
             .choices
@@ -122,7 +186,30 @@ impl Upstream {
         let content = message.content.or(message.refusal).ok_or_else(|| {
             UpstreamError::Unreadable("the answer has neither content nor a refusal".to_owned())
         })?;
-        Ok(Completion { content, usage })
+        Ok(Completion {
+            content,
+            usage,
+            raw,
+        })
+    }
+
+    /// Sends a streamed chat completion request (which must say `stream: true`) and returns
+    /// once upstream has accepted it: a refusal, a rate limit or an unreachable upstream is
+    /// an error here, before any chunk, and retries happen only here. Nothing reaches the
+    /// client while this waits, so it is bounded like a whole call (`OPENAI_TIMEOUT_SECONDS`)
+    /// as well as by `deadline`; reading the chunks is the caller's, within `deadline`.
+    pub async fn chat_stream(
+        &self,
+        request: &ChatRequest<'_>,
+        deadline: Instant,
+    ) -> Result<ChunkStream, UpstreamError> {
+        let chat = self.client.chat();
+        let call = chat.create_stream_byot::<_, Box<RawValue>>(request);
+        let inner = self.within(self.deadline(Some(deadline)), call).await?;
+        Ok(ChunkStream {
+            inner,
+            api_key: self.api_key.clone(),
+        })
     }
 
     /// Classifies `input` with the moderation model; the result is returned as received.

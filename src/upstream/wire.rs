@@ -9,10 +9,48 @@ use serde::{Deserialize, Serialize};
 
 use crate::store::UserContent;
 
+/// A chat completion request: the model, the messages the proxy built, and, for
+/// `/v1/chat/completions`, the caller's other parameters as sent.
 #[derive(Debug, Serialize)]
 pub struct ChatRequest<'a> {
     pub model: &'a str,
     pub messages: &'a [Message<'a>],
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub stream: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stream_options: Option<StreamOptions>,
+    /// Never holds `model`, `messages`, `stream` or `stream_options` (they would be sent twice).
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub params: Option<&'a serde_json::Map<String, serde_json::Value>>,
+}
+
+impl<'a> ChatRequest<'a> {
+    /// A request for one whole answer.
+    pub fn whole(model: &'a str, messages: &'a [Message<'a>]) -> Self {
+        ChatRequest {
+            model,
+            messages,
+            stream: false,
+            stream_options: None,
+            params: None,
+        }
+    }
+
+    /// A streamed request that asks for the usage chunk at the end.
+    pub fn streamed(model: &'a str, messages: &'a [Message<'a>]) -> Self {
+        ChatRequest {
+            stream: true,
+            stream_options: Some(StreamOptions {
+                include_usage: true,
+            }),
+            ..ChatRequest::whole(model, messages)
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct StreamOptions {
+    pub include_usage: bool,
 }
 
 /// One chat message in OpenAI's `messages` array.
@@ -91,6 +129,35 @@ pub struct ResponseMessage {
     pub refusal: Option<String>,
 }
 
+/// The fields of a `chat.completion.chunk` the proxy reads; the chunk itself is kept as sent.
+#[derive(Debug, Default, Deserialize)]
+pub struct ChunkFields {
+    #[serde(default)]
+    pub choices: Vec<ChunkChoice>,
+    pub usage: Option<Usage>,
+    /// Set instead of a chunk when upstream fails mid-stream.
+    pub error: Option<StreamError>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct ChunkChoice {
+    #[serde(default)]
+    pub delta: ChunkDelta,
+    pub finish_reason: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct ChunkDelta {
+    pub content: Option<String>,
+    pub refusal: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct StreamError {
+    #[serde(default)]
+    pub message: String,
+}
+
 /// Token usage, in the order the proxy's clients have always received it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
@@ -118,10 +185,7 @@ mod tests {
             Message::user_images_as_text(&cat),
             Message::user_images_as_text(&hi),
         ];
-        let request = ChatRequest {
-            model: "gpt-4o-mini",
-            messages: &messages,
-        };
+        let request = ChatRequest::whole("gpt-4o-mini", &messages);
         assert_eq!(
             serde_json::to_value(&request).unwrap(),
             json!({
@@ -137,6 +201,29 @@ mod tests {
                     {"role": "user", "content": "what is this?\n[image: https://x/cat.png]"},
                     {"role": "user", "content": "hi"}
                 ]
+            })
+        );
+    }
+
+    #[test]
+    fn a_streamed_request_asks_for_usage_and_passes_parameters_on() {
+        let hi = UserContent::Text("hi".into());
+        let messages = [Message::user(&hi)];
+        let params: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_value(json!({"temperature": 0.2, "seed": 7})).unwrap();
+        let request = ChatRequest {
+            params: Some(&params),
+            ..ChatRequest::streamed("m", &messages)
+        };
+        assert_eq!(
+            serde_json::to_value(&request).unwrap(),
+            json!({
+                "model": "m",
+                "messages": [{"role": "user", "content": "hi"}],
+                "stream": true,
+                "stream_options": {"include_usage": true},
+                "temperature": 0.2,
+                "seed": 7
             })
         );
     }

@@ -313,12 +313,13 @@ async fn the_rate_limit_holds_across_function_instances() {
     assert_eq!(statuses, [200, 200, 429, 429]);
 }
 
-/// A `GET /c1/chat` from `ip`, as an HTTP API event carries it.
+/// A `GET /c1/chat` from `ip`, as a REST API event carries it.
 fn from_ip(ip: &str) -> lambda_http::Request {
     let file = format!("{}/events/get-chat.json", env!("CARGO_MANIFEST_DIR"));
     let mut event: Value = serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
-    event["rawPath"] = json!("/c1/chat");
-    event["requestContext"]["http"]["sourceIp"] = json!(ip);
+    event["path"] = json!("/c1/chat");
+    event["requestContext"]["path"] = json!("/prod/c1/chat");
+    event["requestContext"]["identity"]["sourceIp"] = json!(ip);
     lambda_http::request::from_str(&event.to_string()).unwrap()
 }
 

@@ -52,16 +52,17 @@ async fn stop_function(mut child: Child) -> String {
     logs
 }
 
+/// The status and body of an HTTP answer, which the function always streams.
 fn http_answer(outcome: Outcome) -> (u16, Value) {
     match outcome {
-        Outcome::Response(response) => {
-            let status = response["statusCode"].as_u64().unwrap() as u16;
-            let body = response["body"].as_str().unwrap_or_default();
+        Outcome::Streamed(streamed) => {
+            let text = streamed.text();
             (
-                status,
-                serde_json::from_str(body).unwrap_or(Value::String(body.to_owned())),
+                streamed.status(),
+                serde_json::from_str(&text).unwrap_or(Value::String(text)),
             )
         }
+        Outcome::Response(response) => panic!("a buffered answer to an HTTP event: {response}"),
         Outcome::Error(error) => panic!("invocation error: {error}"),
     }
 }
@@ -390,4 +391,187 @@ async fn caller_keys_work_through_the_binary_and_never_reach_the_logs() {
         .map(|line| line["caller"].as_str().unwrap_or_default().to_owned())
         .collect();
     assert_eq!(callers, ["-", "-", "alice", "alice"]);
+}
+
+/// The function with a fake upstream and a Redis, as most streaming tests want it.
+async fn streaming_function(
+    extra: &[(&str, &str)],
+) -> (RedisServer, FakeOpenAi, RuntimeApi, Child) {
+    let redis = RedisServer::start();
+    let openai = FakeOpenAi::start().await;
+    let runtime = RuntimeApi::start().await;
+    let (base_url, redis_url) = (openai.base_url(), redis.url());
+    let mut vars = vec![
+        ("GPT_API_KEY", API_KEY),
+        ("OPENAI_BASE_URL", base_url.as_str()),
+        ("REDIS_URL", redis_url.as_str()),
+    ];
+    vars.extend_from_slice(extra);
+    let function = start_function(&runtime, &vars);
+    (redis, openai, runtime, function)
+}
+
+fn streamed(outcome: Outcome) -> crate::support::runtime_api::Streamed {
+    match outcome {
+        Outcome::Streamed(streamed) => streamed,
+        other => panic!("not a streamed answer: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn every_route_answers_through_the_streaming_framing_from_rest_events_on_a_stage() {
+    let (_redis, _openai, runtime, function) = streaming_function(&[]).await;
+    let session = [
+        ("get-root", 200),
+        ("post-system", 200),
+        ("get-system", 200),
+        ("post-chat-system", 200),
+        ("get-chat-system", 200),
+        ("post-chat", 200),
+        ("post-chat-base64", 200),
+        ("post-chat-stream", 200),
+        ("post-img", 200),
+        ("get-chat", 200),
+        ("post-mod", 200),
+        ("post-clear", 200),
+    ];
+    for (name, status) in session {
+        let answer = streamed(runtime.invoke(&event(name)).await);
+        assert_eq!(answer.status(), status, "{name}: {}", answer.text());
+        let content_type = answer.prelude["headers"]["content-type"].as_str().unwrap();
+        if name == "post-chat-stream" {
+            assert_eq!(content_type, "text/event-stream");
+            let events = crate::support::parse_events(&answer.text());
+            assert_eq!(events.last().unwrap().event.as_deref(), Some("done"));
+        } else if name == "get-root" {
+            assert_eq!(answer.text(), "Hello, World!");
+        } else {
+            assert_eq!(content_type, "application/json", "{name}");
+            let _: Value = serde_json::from_str(&answer.text()).unwrap();
+        }
+    }
+    let transcript: Value =
+        serde_json::from_str(&streamed(runtime.invoke(&event("get-chat")).await).text()).unwrap();
+    assert_eq!(transcript, json!([]), "cleared at the end of the session");
+    stop_function(function).await;
+}
+
+#[tokio::test]
+async fn a_streamed_turn_reaches_lambda_in_pieces_long_before_it_ends() {
+    let (redis, openai, runtime, function) = streaming_function(&[]).await;
+    openai.script(crate::support::streaming::StreamScript {
+        pause: Duration::from_millis(50),
+        ..Default::default()
+    });
+    let answer = streamed(runtime.invoke(&event("post-chat-stream")).await);
+    assert_eq!(answer.status(), 200);
+    let first_delta = answer
+        .pieces
+        .iter()
+        .find(|(_, piece)| String::from_utf8_lossy(piece).contains("event: delta"))
+        .map(|(at, _)| *at)
+        .expect("a delta");
+    let end = answer.pieces.last().unwrap().0;
+    // "reply to: Tell me about Paris, briefly." is 7 words, 50 ms apart.
+    assert!(
+        end - first_delta >= Duration::from_millis(250),
+        "{first_delta:?} .. {end:?}"
+    );
+    assert_eq!(
+        redis.query(&["LLEN", "chat-proxy:chat:{demo-chat}:turns"]),
+        "1"
+    );
+    stop_function(function).await;
+}
+
+#[tokio::test]
+async fn a_turn_whose_stream_was_dropped_is_stored_before_the_next_invocation() {
+    let (redis, openai, runtime, function) = streaming_function(&[]).await;
+    openai.script(crate::support::streaming::StreamScript {
+        pause: Duration::from_millis(150),
+        ..Default::default()
+    });
+    assert_eq!(
+        streamed(runtime.invoke(&event("get-root")).await).status(),
+        200
+    );
+    runtime.wait_for_polls(2).await;
+    // The stream is dropped after its first bytes, as API Gateway drops a departed client's.
+    runtime.cut_next_stream_after(1);
+    let cut = streamed(runtime.invoke(&event("post-chat-stream")).await);
+    assert_eq!(cut.status(), 200);
+    assert!(!cut.text().contains("event: done"), "{}", cut.text());
+    // The function asks for its next event only once the turn is stored.
+    runtime.wait_for_polls(3).await;
+    assert_eq!(
+        redis.query(&["LLEN", "chat-proxy:chat:{demo-chat}:turns"]),
+        "1"
+    );
+    let turn: Value =
+        serde_json::from_str(&redis.query(&["LINDEX", "chat-proxy:chat:{demo-chat}:turns", "0"]))
+            .unwrap();
+    assert_eq!(turn["assistant"], "reply to: Tell me about Paris, briefly.");
+    stop_function(function).await;
+}
+
+#[tokio::test]
+async fn stream_completion_and_unknown_payloads_are_answered_never_failed() {
+    let (_redis, _openai, runtime, function) = streaming_function(&[("RUST_LOG", "debug")]).await;
+    for payload in [
+        event("stream-completion"),
+        json!({"something": "else"}),
+        json!([1, 2]),
+    ] {
+        match runtime.invoke(&payload).await {
+            Outcome::Response(answer) => assert_eq!(answer, json!({})),
+            other => panic!("{payload}: {other:?}"),
+        }
+    }
+    assert_eq!(
+        streamed(runtime.invoke(&event("get-root")).await).status(),
+        200
+    );
+    let logs = stop_function(function).await;
+    let lines: Vec<Value> = logs
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect();
+    assert!(
+        !lines.iter().any(|line| line["level"] == "ERROR"),
+        "no ERROR line:\n{logs}"
+    );
+    let completion = lines
+        .iter()
+        .find(|line| line["message"] == "stream completion reported")
+        .expect("the completion is logged");
+    assert_eq!(completion["level"], "DEBUG");
+    assert_eq!(completion["status"], "Success");
+    let unknown = lines
+        .iter()
+        .filter(|line| line["level"] == "WARN")
+        .filter(|line| {
+            line["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("not an HTTP event")
+        })
+        .count();
+    assert_eq!(unknown, 2, "{logs}");
+}
+
+#[tokio::test]
+async fn a_header_that_panics_lambda_http_is_a_json_500_and_the_function_lives_on() {
+    let (_redis, _openai, runtime, function) = streaming_function(&[]).await;
+    let mut bad = event("get-system");
+    bad["headers"]["host"] = json!("h:99999");
+    bad["multiValueHeaders"]["host"] = json!(["h:99999"]);
+    let answer = streamed(runtime.invoke(&bad).await);
+    assert_eq!(answer.status(), 500);
+    let body: Value = serde_json::from_str(&answer.text()).unwrap();
+    assert_eq!(body["error"]["code"], "internal_error");
+    assert_eq!(
+        streamed(runtime.invoke(&event("get-system")).await).status(),
+        200
+    );
+    stop_function(function).await;
 }

@@ -1,5 +1,5 @@
-//! The API Gateway HTTP API (payload 2.0) events in `events/`, run through the handler in
-//! the order a session would send them.
+//! The API Gateway REST API (payload 1.0) events in `events/`, as the deployed API sends
+//! them (with its stage), run through the handler in the order a session would send them.
 
 use serde_json::{json, Value};
 
@@ -84,30 +84,65 @@ async fn every_event_is_answered_as_its_route_promises() {
 }
 
 #[tokio::test]
-async fn there_is_an_event_for_every_route() {
+async fn there_is_a_rest_event_with_a_stage_for_every_route() {
     let dir = format!("{}/events", env!("CARGO_MANIFEST_DIR"));
-    let mut routes: Vec<String> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|entry| {
-            let raw = std::fs::read_to_string(entry.unwrap().path()).unwrap();
-            let request = lambda_http::request::from_str(&raw).unwrap();
-            let route = chat_proxy::routes::Route::parse(request.method(), request.uri().path())
-                .expect("every event is a valid route");
-            route.name().to_owned()
-        })
-        .collect();
+    let mut routes = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let raw = std::fs::read_to_string(&path).unwrap();
+        if path.ends_with("stream-completion.json") {
+            // Not an HTTP event: what the streaming integration sends after a stream.
+            assert!(lambda_http::request::from_str(&raw).is_err());
+            continue;
+        }
+        let event: Value = serde_json::from_str(&raw).unwrap();
+        assert_eq!(event["requestContext"]["stage"], "prod", "{path:?}");
+        assert!(event["httpMethod"].is_string(), "a REST event: {path:?}");
+        let request = lambda_http::request::from_str(&raw).unwrap();
+        let route = chat_proxy::routes::Route::parse(
+            request.method(),
+            chat_proxy::routes::request_path(&request),
+        )
+        .expect("every event is a valid route");
+        routes.push(route.name().to_owned());
+    }
     routes.sort();
     routes.dedup();
     assert_eq!(routes.len(), 10, "{routes:?}");
 }
 
-/// An event of `events/` with its path (and the request context's path) replaced.
+/// An event of `events/` (REST, stage `prod`) with its path replaced.
 fn event_at(name: &str, path: &str) -> Value {
     let file = format!("{}/events/{name}.json", env!("CARGO_MANIFEST_DIR"));
     let mut event: Value = serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
-    event["rawPath"] = json!(path);
-    event["requestContext"]["http"]["path"] = json!(path);
+    event["path"] = json!(path);
+    event["requestContext"]["path"] = json!(format!("/prod{path}"));
     event
+}
+
+/// An HTTP API (payload 2.0) event, as `cargo lambda watch` and HTTP APIs send them.
+fn http_api_event(method: &str, raw_path: &str, stage: &str, body: Option<&str>) -> Value {
+    json!({
+        "version": "2.0",
+        "routeKey": "ANY /{proxy+}",
+        "rawPath": raw_path,
+        "rawQueryString": "",
+        "headers": {"content-type": "application/json", "host": "abc123.execute-api.us-east-1.amazonaws.com"},
+        "requestContext": {
+            "accountId": "123456789012",
+            "apiId": "abc123",
+            "domainName": "abc123.execute-api.us-east-1.amazonaws.com",
+            "http": {"method": method, "path": raw_path, "protocol": "HTTP/1.1",
+                     "sourceIp": "203.0.113.7", "userAgent": "curl/8.5.0"},
+            "requestId": "CAzP7gWyoAMEbVQ=",
+            "routeKey": "ANY /{proxy+}",
+            "stage": stage,
+            "time": "25/Nov/2026:09:00:00 +0000",
+            "timeEpoch": 1795597200000u64
+        },
+        "isBase64Encoded": false,
+        "body": body
+    })
 }
 
 async fn send_event(t: &TestApp, event: &Value) -> crate::support::Reply {
@@ -147,16 +182,20 @@ async fn dot_segments_in_an_events_path_are_chat_ids_and_refused() {
 #[tokio::test]
 async fn an_http_api_event_on_a_named_stage_is_routed_without_the_stage() {
     let t = TestApp::start().await;
-    let mut event = event_at("post-chat", "/prod/demo-chat/chat");
-    event["requestContext"]["stage"] = json!("prod");
+    let body = Some(r#"{"content": "hi"}"#);
+    let event = http_api_event("POST", "/prod/demo-chat/chat", "prod", body);
     let reply = send_event(&t, &event).await;
     assert_eq!(reply.status, 200, "{}", reply.text);
     assert_eq!(t.transcript("demo-chat").await.as_array().unwrap().len(), 2);
+    // On `$default` the path has no stage.
+    let event = http_api_event("POST", "/demo-chat/chat", "$default", body);
+    assert_eq!(send_event(&t, &event).await.status, 200);
+    assert_eq!(t.transcript("demo-chat").await.as_array().unwrap().len(), 4);
 
     // A chat named like the stage is still that chat.
-    let mut event = event_at("get-chat", "/prod/prod/chat");
-    event["requestContext"]["stage"] = json!("prod");
+    let event = http_api_event("POST", "/prod/prod/chat", "prod", body);
     assert_eq!(send_event(&t, &event).await.status, 200);
+    assert_eq!(t.transcript("prod").await.as_array().unwrap().len(), 2);
 }
 
 /// A REST API (payload 1.0) event as API Gateway sends it.

@@ -16,5 +16,6 @@ mod redis_faults;
 mod routes;
 mod secrets;
 mod store_contract;
+mod streams;
 mod turns;
 mod upstream_faults;

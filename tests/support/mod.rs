@@ -8,11 +8,13 @@ pub mod openai;
 pub mod redis;
 pub mod relay;
 pub mod runtime_api;
+pub mod streaming;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chat_proxy::http::ResponseBody;
 use chat_proxy::store::RedisStore;
 use chat_proxy::{handle, App, Config};
 use lambda_http::http::{HeaderMap, Method};
@@ -51,6 +53,11 @@ impl Reply {
 
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The server-sent events of a streamed answer, in order.
+    pub fn events(&self) -> Vec<SseEvent> {
+        parse_events(&self.text)
     }
 
     /// Asserts an error in OpenAI's shape with this status and code.
@@ -184,13 +191,40 @@ impl TestApp {
             .await
     }
 
+    /// Sends a request and reads its whole answer, streamed or not.
     pub async fn send(&self, request: Request) -> Reply {
         let response = handle(&self.app, request).await;
-        Reply {
-            status: response.status().as_u16(),
-            headers: response.headers().clone(),
-            text: String::from_utf8_lossy(response.body().as_ref()).into_owned(),
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let mut body = response.into_body();
+        let mut bytes = Vec::new();
+        while let Some(frame) = body.next().await {
+            bytes.extend_from_slice(&frame);
         }
+        Reply {
+            status,
+            headers,
+            text: String::from_utf8_lossy(&bytes).into_owned(),
+        }
+    }
+
+    /// Sends a request and returns the response as it starts, to read its body over time.
+    pub async fn open(&self, request: Request) -> lambda_http::Response<ResponseBody> {
+        handle(&self.app, request).await
+    }
+
+    /// A POST with a JSON body and extra headers, for `open`.
+    pub fn request(&self, path: &str, body: Value, headers: &[(&str, &str)]) -> Request {
+        let mut builder = lambda_http::http::Request::builder()
+            .method(Method::POST)
+            .uri(path)
+            .header("content-type", "application/json");
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        builder
+            .body(Body::from(body.to_string()))
+            .expect("a valid request")
     }
 
     pub async fn get(&self, path: &str) -> Reply {
@@ -261,5 +295,89 @@ impl TestApp {
                 (key, value)
             })
             .collect()
+    }
+}
+
+/// One server-sent event, or a comment line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SseEvent {
+    /// `event:`'s value; `None` for a bare `data:` event, `Some(":")` for a comment.
+    pub event: Option<String>,
+    pub data: String,
+}
+
+impl SseEvent {
+    pub fn is_comment(&self) -> bool {
+        self.event.as_deref() == Some(":")
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.data)
+            .unwrap_or_else(|e| panic!("event data is not JSON ({e}): {}", self.data))
+    }
+}
+
+/// Splits an event stream into its events (blank-line separated blocks).
+pub fn parse_events(text: &str) -> Vec<SseEvent> {
+    text.split("\n\n")
+        .filter(|block| !block.trim().is_empty())
+        .map(|block| {
+            let mut event = SseEvent {
+                event: None,
+                data: String::new(),
+            };
+            for line in block.lines() {
+                if let Some(comment) = line.strip_prefix(':') {
+                    event.event = Some(":".to_owned());
+                    event.data = comment.trim().to_owned();
+                } else if let Some(name) = line.strip_prefix("event: ") {
+                    event.event = Some(name.to_owned());
+                } else if let Some(data) = line.strip_prefix("data: ") {
+                    event.data.push_str(data);
+                }
+            }
+            event
+        })
+        .collect()
+}
+
+/// Reads a streamed body event by event, as a client would, noting when each arrived.
+pub struct EventReader {
+    body: ResponseBody,
+    pending: String,
+    started: std::time::Instant,
+}
+
+impl EventReader {
+    pub fn new(body: ResponseBody) -> EventReader {
+        EventReader {
+            body,
+            pending: String::new(),
+            started: std::time::Instant::now(),
+        }
+    }
+
+    /// The next event and when it arrived since the reader was made; `None` at the end.
+    pub async fn next(&mut self) -> Option<(std::time::Duration, SseEvent)> {
+        loop {
+            if let Some(end) = self.pending.find("\n\n") {
+                let block: String = self.pending.drain(..end + 2).collect();
+                let event = parse_events(&block).pop()?;
+                return Some((self.started.elapsed(), event));
+            }
+            let frame = tokio::time::timeout(Duration::from_secs(20), self.body.next())
+                .await
+                .expect("the stream moved on within 20 s")?;
+            self.pending.push_str(&String::from_utf8_lossy(&frame));
+        }
+    }
+
+    /// Every remaining event.
+    pub async fn rest(&mut self) -> Vec<(std::time::Duration, SseEvent)> {
+        let mut events = Vec::new();
+        while let Some(event) = self.next().await {
+            events.push(event);
+        }
+        events
     }
 }

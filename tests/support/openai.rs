@@ -3,17 +3,24 @@
 //! By default every chat completion answers `reply to: <last user text>` with usage
 //! `prompt_tokens` = number of messages sent, `completion_tokens` = 5, so a test can tell
 //! which question an answer belongs to and what was sent. Tests mount failures on top with
-//! a higher priority.
+//! a higher priority. A streamed request gets the same answer as OpenAI streams it, over
+//! time (see `streaming.rs` and [`FakeOpenAi::script`]).
+
+use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+
+use super::streaming::{self, StreamScript};
 
 pub const API_KEY: &str = "sk-test-0123456789abcdef";
 pub const COMPLETION_TOKENS: u64 = 5;
 
 pub struct FakeOpenAi {
     pub server: MockServer,
+    front: std::net::SocketAddr,
+    script: Arc<Mutex<StreamScript>>,
 }
 
 impl FakeOpenAi {
@@ -31,12 +38,23 @@ impl FakeOpenAi {
             .with_priority(10)
             .mount(&server)
             .await;
-        FakeOpenAi { server }
+        let script = Arc::new(Mutex::new(StreamScript::default()));
+        let front = streaming::start(server.uri(), script.clone()).await;
+        FakeOpenAi {
+            server,
+            front,
+            script,
+        }
     }
 
     /// The base URL to give the proxy as `OPENAI_BASE_URL`.
     pub fn base_url(&self) -> String {
-        format!("{}/v1", self.server.uri())
+        format!("http://{}/v1", self.front)
+    }
+
+    /// Sets how streamed answers are sent from now on.
+    pub fn script(&self, script: StreamScript) {
+        *self.script.lock().unwrap() = script;
     }
 
     /// Answers the next `times` chat completions with `response` instead of echoing.

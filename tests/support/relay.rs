@@ -85,7 +85,6 @@ async fn relay(client: TcpStream, server: TcpStream, state: Arc<State>) {
         () = cut.done.notified() => {
             // The server got the request; let it run it, then drop its answer and the link.
             tokio::time::sleep(Duration::from_millis(50)).await;
-            *state.cuts.lock().unwrap() += 1;
         }
         _ = async { tokio::join!(upward, downward) } => {}
     }
@@ -107,7 +106,9 @@ async fn pump(
     upward: bool,
 ) {
     let (tx, mut rx) = mpsc::unbounded_channel::<(Instant, Vec<u8>, bool)>();
+    let reader_state = state.clone();
     let reader = async move {
+        let state = reader_state;
         let mut buffer = vec![0u8; 64 * 1024];
         loop {
             let n = match from.read(&mut buffer).await {
@@ -139,6 +140,7 @@ async fn pump(
             }
             if cut_here {
                 cut.happened.store(true, Ordering::SeqCst);
+                *state.cuts.lock().unwrap() += 1;
                 cut.done.notify_one();
                 break;
             }

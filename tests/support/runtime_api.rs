@@ -27,10 +27,36 @@ const PREFIX: &str = "/2018-06-01/runtime";
 /// How an invocation ended.
 #[derive(Debug)]
 pub enum Outcome {
-    /// The function answered; for an HTTP event this is the API Gateway response object.
+    /// The function answered whole (a buffered response).
     Response(Value),
+    /// The function streamed its answer.
+    Streamed(Streamed),
     /// The function reported an invocation error.
     Error(Value),
+}
+
+/// A streamed answer, as Lambda received it.
+#[derive(Debug)]
+pub struct Streamed {
+    /// The metadata prelude: `statusCode`, `headers`, `cookies`.
+    pub prelude: Value,
+    /// The body, after the 8 NUL bytes.
+    pub body: Vec<u8>,
+    /// Each piece of the body with when it arrived, counted from when the function took the
+    /// event.
+    pub pieces: Vec<(Duration, Vec<u8>)>,
+}
+
+impl Streamed {
+    pub fn status(&self) -> u16 {
+        self.prelude["statusCode"]
+            .as_u64()
+            .expect("a status in the prelude") as u16
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
 }
 
 struct Invocation {
@@ -44,6 +70,14 @@ struct State {
     queue: Mutex<VecDeque<Invocation>>,
     queued: Notify,
     waiting: Mutex<HashMap<String, oneshot::Sender<Outcome>>>,
+    /// When each invocation was handed to the function.
+    taken: Mutex<HashMap<String, std::time::Instant>>,
+    /// How many times the function has asked for its next event.
+    polls: Mutex<u64>,
+    polled: Notify,
+    /// Stop reading the next streamed answer after this many body bytes, and close the
+    /// connection, as when the client goes away.
+    cut_after: Mutex<Option<usize>>,
     init_error: Mutex<Option<oneshot::Sender<Value>>>,
     next_id: Mutex<u64>,
 }
@@ -122,6 +156,24 @@ impl RuntimeApi {
             .expect("the runtime API stayed up")
     }
 
+    /// Drops the next streamed answer after `bytes` bytes of its body, closing the link.
+    pub fn cut_next_stream_after(&self, bytes: usize) {
+        *self.state.cut_after.lock().expect("lock") = Some(bytes);
+    }
+
+    /// Waits until the function has asked for its next event `count` times in all.
+    pub async fn wait_for_polls(&self, count: u64) {
+        loop {
+            let notified = self.state.polled.notified();
+            if *self.state.polls.lock().expect("lock") >= count {
+                return;
+            }
+            tokio::time::timeout(Duration::from_secs(30), notified)
+                .await
+                .expect("the function asked for its next event");
+        }
+    }
+
     /// The error the function reported at init, if it reports one within `wait`.
     pub async fn init_error(&self, wait: Duration) -> Option<Value> {
         let rx = self.init_error.lock().expect("lock").take()?;
@@ -135,14 +187,36 @@ async fn serve(
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = request.uri().path().to_owned();
     let method = request.method().clone();
+    let streaming = request
+        .headers()
+        .get("lambda-runtime-function-response-mode")
+        .is_some_and(|mode| mode == "streaming");
+    let rest = path.strip_prefix(PREFIX).unwrap_or_default().to_owned();
+    let parts: Vec<&str> = rest.trim_start_matches('/').split('/').collect();
+    if let (&Method::POST, ["invocation", id, "response"]) = (&method, parts.as_slice()) {
+        if streaming {
+            let taken = state.taken.lock().expect("lock").get(*id).copied();
+            let cut_after = state.cut_after.lock().expect("lock").take();
+            let outcome = read_stream(request.into_body(), taken, cut_after).await;
+            if let Some(tx) = state.waiting.lock().expect("lock").remove(*id) {
+                let _ = tx.send(Outcome::Streamed(outcome));
+            }
+            let mut answer = reply(StatusCode::ACCEPTED, Bytes::from_static(b"{}"), None);
+            if cut_after.is_some() {
+                answer.headers_mut().insert(
+                    "connection",
+                    hyper::header::HeaderValue::from_static("close"),
+                );
+            }
+            return Ok(answer);
+        }
+    }
     let body = request
         .into_body()
         .collect()
         .await
         .map(|collected| collected.to_bytes())
         .unwrap_or_default();
-    let rest = path.strip_prefix(PREFIX).unwrap_or_default();
-    let parts: Vec<&str> = rest.trim_start_matches('/').split('/').collect();
     let response = match (method, parts.as_slice()) {
         (Method::GET, ["invocation", "next"]) => next_event(&state).await,
         (Method::POST, ["invocation", id, kind @ ("response" | "error")]) => {
@@ -169,10 +243,58 @@ async fn serve(
     Ok(response)
 }
 
+/// Reads a streamed response as it arrives: prelude, 8 NULs, body (or only `cut_after`
+/// bytes of the body).
+async fn read_stream(
+    mut body: Incoming,
+    taken: Option<std::time::Instant>,
+    cut_after: Option<usize>,
+) -> Streamed {
+    let started = taken.unwrap_or_else(std::time::Instant::now);
+    let mut received = Vec::new();
+    let mut pieces = Vec::new();
+    let mut prelude_end = None;
+    while let Some(Ok(frame)) = body.frame().await {
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers: an error reported mid-stream
+        };
+        received.extend_from_slice(&data);
+        match prelude_end {
+            Some(_) => pieces.push((started.elapsed(), data.to_vec())),
+            None => {
+                if let Some(at) = received.windows(8).position(|w| w == [0u8; 8]) {
+                    prelude_end = Some(at);
+                    let after = received[at + 8..].to_vec();
+                    if !after.is_empty() {
+                        pieces.push((started.elapsed(), after));
+                    }
+                }
+            }
+        }
+        let body_bytes: usize = pieces.iter().map(|(_, piece)| piece.len()).sum();
+        if cut_after.is_some_and(|limit| body_bytes >= limit) {
+            break;
+        }
+    }
+    let at = prelude_end.expect("a streamed response has a prelude and 8 NUL bytes");
+    Streamed {
+        prelude: serde_json::from_slice(&received[..at]).expect("the prelude is JSON"),
+        body: received[at + 8..].to_vec(),
+        pieces,
+    }
+}
+
 async fn next_event(state: &State) -> Response<Full<Bytes>> {
+    *state.polls.lock().expect("lock") += 1;
+    state.polled.notify_waiters();
     loop {
         let notified = state.queued.notified();
         if let Some(next) = state.queue.lock().expect("lock").pop_front() {
+            state
+                .taken
+                .lock()
+                .expect("lock")
+                .insert(next.id.clone(), std::time::Instant::now());
             return reply(StatusCode::OK, next.event, Some((&next.id, next.deadline)));
         }
         notified.await;

@@ -1,0 +1,4 @@
+//! The front doors: each reads its requests and writes its answers, and leaves turns to the
+//! turn engine and storage to the store.
+
+pub mod seed;

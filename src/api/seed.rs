@@ -1,0 +1,264 @@
+//! The seed routes, the older Python proxy's API kept path for path: prompts, moderation,
+//! transcript and clear, and turns answered as JSON or, when asked, as server-sent events:
+//! `delta` events as the reply is written, then `done` with the same JSON object a buffered
+//! turn answers, or `error` with an OpenAI-shaped error if the turn fails mid-stream.
+
+use std::borrow::Cow;
+
+use bytes::Bytes;
+use lambda_http::http::{HeaderName, HeaderValue, StatusCode};
+use lambda_http::{Request, Response};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::app::App;
+use crate::auth::Tenant;
+use crate::body::{Content, Shape};
+use crate::error::ApiError;
+use crate::http::{
+    accepts_event_stream, empty_object, event_stream, json_response, sse_event, FrameSender,
+    ResponseBody, KEEP_ALIVE,
+};
+use crate::request_log::RequestLog;
+use crate::routes::{ChatId, Route};
+use crate::store::{Turn, UserContent};
+use crate::turn::{Answered, Ask, StreamSink};
+use crate::upstream::wire::Usage;
+use crate::upstream::{Chunk, Model};
+
+/// Set to `false` on a turn's answer when the turn could not be stored.
+pub const X_CHAT_STORED: HeaderName = HeaderName::from_static("x-chat-stored");
+
+/// Serves a seed route for an authenticated caller.
+pub async fn serve(
+    app: &App,
+    route: Route,
+    tenant: &Tenant,
+    request: &Request,
+    log: &mut RequestLog,
+) -> Result<Response<ResponseBody>, ApiError> {
+    let limit = app.rate_limit(tenant, request);
+    let content = |shape| Content::parse(request.body(), shape, app.max_body_bytes);
+    match route {
+        // A turn checks its limit in the same round trip as it reads the chat.
+        Route::SendChat(chat) => {
+            let question = content(Shape::Turn)?;
+            turn(app, tenant, &chat, question, request, limit, log).await
+        }
+        Route::SendImage(chat) => {
+            let question = content(Shape::ImageTurn)?;
+            turn(app, tenant, &chat, question, request, limit, log).await
+        }
+        other => {
+            log.redis(limit).await?;
+            dispatch(app, other, tenant, request, log).await
+        }
+    }
+}
+
+/// The seed routes other than a turn.
+async fn dispatch(
+    app: &App,
+    route: Route,
+    tenant: &Tenant,
+    request: &Request,
+    log: &mut RequestLog,
+) -> Result<Response<ResponseBody>, ApiError> {
+    let content = |shape| Content::parse(request.body(), shape, app.max_body_bytes);
+    let store = &app.store;
+    match route {
+        Route::GetGlobalSystem => {
+            let prompt = log.redis(store.global_prompt(tenant)).await?;
+            let content = prompt.as_deref().unwrap_or(&app.default_system_prompt);
+            Ok(json_response(
+                StatusCode::OK,
+                &json!({ "content": content }),
+            ))
+        }
+        Route::SetGlobalSystem => {
+            let Content { content, .. } = content(Shape::Content)?;
+            log.redis(store.set_global_prompt(tenant, &content)).await?;
+            Ok(empty_object())
+        }
+        Route::Moderate => {
+            let Content { content, .. } = content(Shape::Content)?;
+            let deadline = app.deadline(request, false);
+            let result = log
+                .upstream(app.upstream.moderate(&content, deadline))
+                .await?;
+            Ok(json_response(StatusCode::OK, &result))
+        }
+        Route::GetChatSystem(chat) => {
+            let prompt = log.redis(store.chat_prompt(tenant, &chat)).await?;
+            Ok(json_response(
+                StatusCode::OK,
+                &json!({ "content": prompt.unwrap_or_default() }),
+            ))
+        }
+        Route::SetChatSystem(chat) => {
+            let Content { content, .. } = content(Shape::Content)?;
+            log.redis(store.set_chat_prompt(tenant, &chat, &content))
+                .await?;
+            Ok(empty_object())
+        }
+        Route::GetChat(chat) => {
+            let turns = log.redis(store.turns(tenant, &chat)).await?;
+            Ok(json_response(StatusCode::OK, &transcript(&turns)))
+        }
+        Route::ClearChat(chat) => {
+            log.redis(store.clear(tenant, &chat)).await?;
+            Ok(empty_object())
+        }
+        Route::Hello => Ok(crate::app::hello()),
+        // `serve` runs turns itself, to count their limit in the same round trip as their
+        // read; here the limit has been counted already.
+        Route::SendChat(chat) => {
+            let question = content(Shape::Turn)?;
+            let counted = std::future::ready(Ok(()));
+            turn(app, tenant, &chat, question, request, counted, log).await
+        }
+        Route::SendImage(chat) => {
+            let question = content(Shape::ImageTurn)?;
+            let counted = std::future::ready(Ok(()));
+            turn(app, tenant, &chat, question, request, counted, log).await
+        }
+    }
+}
+
+/// A seed turn (`/chat`, `/img`): one question, answered as the older proxy answered it,
+/// or streamed when the caller asked (`Accept: text/event-stream` or `"stream": true`).
+async fn turn(
+    app: &App,
+    tenant: &Tenant,
+    chat: &ChatId,
+    question: Content,
+    request: &Request,
+    rate_limit: impl std::future::Future<Output = Result<(), ApiError>>,
+    log: &mut RequestLog,
+) -> Result<Response<ResponseBody>, ApiError> {
+    let model = if question.url.is_some() {
+        Model::Vision
+    } else {
+        Model::Chat
+    };
+    let streamed = question.stream || accepts_event_stream(request.headers());
+    let ask = Ask {
+        tenant,
+        chat,
+        asked: vec![UserContent::question(question.content, question.url)],
+        model: app.upstream.model_name(model),
+        params: None,
+        deadline: app.deadline(request, streamed),
+    };
+    if !streamed {
+        let answered = app.turns.run(ask, rate_limit, log).await?;
+        let mut response = json_response(StatusCode::OK, &Reply::of(&answered));
+        if !answered.stored {
+            response
+                .headers_mut()
+                .insert(X_CHAT_STORED, HeaderValue::from_static("false"));
+        }
+        return Ok(response);
+    }
+    let open = app.turns.open(ask, rate_limit, log).await?;
+    let (frames, body) = ResponseBody::channel();
+    app.spawn(async move {
+        let mut sink = SeedEvents { frames };
+        let frame = match open.finish(&mut sink).await {
+            Ok(answered) => {
+                let reply = Reply {
+                    stored: (!answered.stored).then_some(false),
+                    ..Reply::of(&answered)
+                };
+                sse_event(Some("done"), &to_json(&reply))
+            }
+            Err(error) => {
+                error.log();
+                sse_event(Some("error"), &error.body())
+            }
+        };
+        sink.frames.send(frame).await;
+    });
+    Ok(event_stream(body))
+}
+
+/// The seed's events for a streamed turn's chunks.
+struct SeedEvents {
+    frames: FrameSender,
+}
+
+impl StreamSink for SeedEvents {
+    async fn chunk(&mut self, chunk: &Chunk) {
+        if chunk.delta.is_empty() {
+            return;
+        }
+        let data = to_json(&json!({ "content": chunk.delta }));
+        self.frames.send(sse_event(Some("delta"), &data)).await;
+    }
+
+    async fn keep_alive(&mut self) {
+        self.frames.send(Bytes::from_static(KEEP_ALIVE)).await;
+    }
+}
+
+fn to_json(value: &impl Serialize) -> Vec<u8> {
+    serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec())
+}
+
+/// The answer to `/chat` and `/img`, field for field as the older proxy sent it.
+#[derive(Serialize)]
+struct Reply<'a> {
+    content: &'a str,
+    role: &'static str,
+    tokens: Usage,
+    /// `false` on a streamed turn that could not be stored, and absent otherwise (a
+    /// buffered turn says it in the `X-Chat-Stored` header, which a stream has sent already).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stored: Option<bool>,
+}
+
+impl<'a> Reply<'a> {
+    fn of(answered: &'a Answered) -> Self {
+        Reply {
+            content: &answered.reply,
+            role: "assistant",
+            tokens: answered.usage,
+            stored: None,
+        }
+    }
+}
+
+/// One message of `GET /<chat_id>/chat`.
+#[derive(Serialize)]
+struct TranscriptMessage<'a> {
+    role: &'static str,
+    content: Cow<'a, str>,
+    /// The message's image (its first, when it has several).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    url: Option<&'a str>,
+    /// Every image of a message that has more than one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    urls: Option<Vec<&'a str>>,
+}
+
+fn transcript(turns: &[Turn]) -> Vec<TranscriptMessage<'_>> {
+    let mut messages = Vec::with_capacity(turns.len() * 2);
+    for turn in turns {
+        for asked in &turn.asked {
+            let urls: Vec<&str> = asked.image_urls().collect();
+            messages.push(TranscriptMessage {
+                role: "user",
+                content: asked.text(),
+                url: urls.first().copied(),
+                urls: (urls.len() > 1).then_some(urls),
+            });
+        }
+        messages.push(TranscriptMessage {
+            role: "assistant",
+            content: Cow::Borrowed(&turn.assistant),
+            url: None,
+            urls: None,
+        });
+    }
+    messages
+}

@@ -1,0 +1,156 @@
+//! The Lambda side of the function: every invocation, answered through the streaming
+//! response API, since API Gateway's integration streams for every route.
+//!
+//! lambda_http's own streaming runner would do most of this, but not three things:
+//! - API Gateway's streaming integration invokes the function a second time after each
+//!   stream with a payload that is no HTTP event (`{"invokeCompletionStatus": ...}`), which
+//!   lambda_http fails to parse, so every request would also count as a failed invocation;
+//!   here any such payload is answered at once and logged at DEBUG (an unknown one at WARN);
+//! - lambda_http panics on some malformed headers while it builds the request (an `unwrap`
+//!   on `Url::parse` of `Host`, aws-lambda-rust-runtime's `build_request_uri`); here a panic
+//!   is answered as our JSON 500 rather than API Gateway's bare 502;
+//! - a streamed turn whose client went away still runs to its end and is stored before the
+//!   invocation ends: Lambda freezes the process between invocations, so the runtime waits
+//!   for such turns ([`App::settle`]) before it asks for the next event.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures_util::FutureExt;
+use lambda_http::lambda_runtime::{
+    self, layers::TracingLayer, Diagnostic, FunctionResponse, LambdaEvent, LambdaInvocation,
+    MetadataPrelude, StreamResponse,
+};
+use lambda_http::request::LambdaRequest;
+use lambda_http::tower::{Layer, Service};
+use lambda_http::{Request, RequestExt};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::app::{handle, App};
+use crate::error::ApiError;
+use crate::http::ResponseBody;
+
+/// What an invocation answers: a streamed HTTP response, or `{}` for a payload that is not
+/// an HTTP event.
+pub type Answer = FunctionResponse<serde_json::Value, ResponseBody>;
+
+/// Serves invocations until Lambda stops the process.
+pub async fn run(app: &'static App) -> Result<(), lambda_runtime::Error> {
+    let handler =
+        lambda_runtime::service_fn(move |event: LambdaEvent<Box<RawValue>>| invocation(app, event));
+    lambda_runtime::Runtime::new(handler)
+        .layer(SettleLayer { app })
+        .layer(TracingLayer::new())
+        .run()
+        .await
+}
+
+/// Answers one invocation; never an invocation error, whatever the payload.
+pub async fn invocation(
+    app: &App,
+    event: LambdaEvent<Box<RawValue>>,
+) -> Result<Answer, Diagnostic> {
+    let LambdaEvent { payload, context } = event;
+    let Ok(http) = serde_json::from_str::<LambdaRequest>(payload.get()) else {
+        return Ok(not_http(&payload));
+    };
+    // Building the request can panic inside lambda_http (see the module's comment).
+    let request = std::panic::catch_unwind(AssertUnwindSafe(|| Request::from(http)));
+    let response = match request {
+        Ok(request) => {
+            let request = request.with_lambda_context(context);
+            // `handle` catches its own panics; this one is belt and braces for the runtime.
+            AssertUnwindSafe(handle(app, request))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|_| ApiError::Internal.into_response())
+        }
+        Err(_panic) => {
+            tracing::error!("the HTTP event could not be read (lambda_http panicked)");
+            ApiError::Internal.into_response()
+        }
+    };
+    let (parts, body) = response.into_parts();
+    Ok(FunctionResponse::StreamingResponse(StreamResponse {
+        metadata_prelude: MetadataPrelude {
+            status_code: parts.status,
+            headers: parts.headers,
+            cookies: Vec::new(),
+        },
+        stream: body,
+    }))
+}
+
+/// The payload API Gateway's streaming integration sends after a stream has ended.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CompletionStatus {
+    invoke_completion_status: String,
+    #[serde(default)]
+    request_id: Option<String>,
+}
+
+fn not_http(payload: &RawValue) -> Answer {
+    match serde_json::from_str::<CompletionStatus>(payload.get()) {
+        Ok(completion) => tracing::debug!(
+            status = %completion.invoke_completion_status,
+            request_id = completion.request_id.as_deref().unwrap_or("-"),
+            "stream completion reported"
+        ),
+        Err(_) => tracing::warn!(
+            bytes = payload.get().len(),
+            "an invocation that is not an HTTP event was answered with {{}}"
+        ),
+    }
+    FunctionResponse::BufferedResponse(serde_json::json!({}))
+}
+
+/// Waits, after each invocation, for the streamed turns it started.
+#[derive(Clone, Copy)]
+struct SettleLayer {
+    app: &'static App,
+}
+
+impl<S> Layer<S> for SettleLayer {
+    type Service = Settle<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Settle {
+            inner,
+            app: self.app,
+        }
+    }
+}
+
+struct Settle<S> {
+    inner: S,
+    app: &'static App,
+}
+
+impl<S> Service<LambdaInvocation> for Settle<S>
+where
+    S: Service<LambdaInvocation, Response = ()>,
+    S::Future: Send + 'static,
+    S::Error: Send,
+{
+    type Response = ();
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<(), S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, invocation: LambdaInvocation) -> Self::Future {
+        let answered = self.inner.call(invocation);
+        let app = self.app;
+        Box::pin(async move {
+            let result = answered.await;
+            app.settle().await;
+            result
+        })
+    }
+}

@@ -1,0 +1,110 @@
+"""Checks what template.yaml turns into, with the SAM translator the pinned SAM CLI brings.
+
+Run by `make lint`: .venv-deploy/bin/python tools/check_template.py template.yaml
+
+- every route (the root and the greedy proxy, any method) is integrated with the function
+  through Lambda's response-streaming invocation, with responseTransferMode STREAM;
+- each integration's timeout is the function's timeout, and the timeouts the function
+  reads agree with them: OPENAI_TIMEOUT_SECONDS under API Gateway's 5-minute idle limit,
+  STREAM_TIMEOUT_SECONDS under the function's timeout;
+- the API is regional, throttled on its stage, and ApiUrl is the stage's URL.
+"""
+
+import os
+import sys
+
+import yaml
+from samtranslator.translator.transform import transform
+from samtranslator.yaml_helper import yaml_parse
+
+
+class NoManagedPolicies:
+    """The template names no managed policy; the translator asks anyway."""
+
+    def load(self):
+        return {}
+
+
+def main(path):
+    # The translator reads the region from boto3's session; no AWS call is made.
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    with open(path) as f:
+        template = yaml_parse(f.read())
+    parameters = {
+        name: spec.get("Default", "")
+        for name, spec in template.get("Parameters", {}).items()
+    }
+    parameters.update({"AWS::Region": "us-east-1", "AWS::Partition": "aws", "AWS::AccountId": "123456789012"})
+    # `sam package` replaces the local code path with the uploaded artifact's S3 URI.
+    for resource in template["Resources"].values():
+        if resource["Type"] == "AWS::Serverless::Function":
+            resource["Properties"]["CodeUri"] = "s3://artifacts/chat-proxy.zip"
+    output = transform(template, parameters, NoManagedPolicies())
+    resources = output["Resources"]
+    problems = []
+
+    functions = [r for r in resources.values() if r["Type"] == "AWS::Lambda::Function"]
+    assert len(functions) == 1, f"one function, found {len(functions)}"
+    function = functions[0]["Properties"]
+    timeout_ms = int(function["Timeout"]) * 1000
+    env = function["Environment"]["Variables"]
+
+    apis = [r for r in resources.values() if r["Type"] == "AWS::ApiGateway::RestApi"]
+    assert len(apis) == 1, f"one REST API, found {len(apis)}"
+    if any(r["Type"].startswith("AWS::ApiGatewayV2::") for r in resources.values()):
+        problems.append("an HTTP API is still in the template: one API, one URL")
+    api = apis[0]["Properties"]
+    if api.get("EndpointConfiguration", {}).get("Types") != ["REGIONAL"]:
+        problems.append(f"the API is not REGIONAL: {api.get('EndpointConfiguration')}")
+    paths = api["Body"]["paths"]
+    routes = {(path, method) for path, methods in paths.items() for method in methods}
+    wanted = {("/", "x-amazon-apigateway-any-method"), ("/{proxy+}", "x-amazon-apigateway-any-method")}
+    if not wanted <= routes:
+        problems.append(f"routes {sorted(wanted - routes)} are missing from {sorted(routes)}")
+    for path, method in sorted(routes):
+        integration = paths[path][method].get("x-amazon-apigateway-integration", {})
+        where = f"{method.upper()} {path}"
+        if integration.get("responseTransferMode") != "STREAM":
+            problems.append(f"{where}: responseTransferMode is {integration.get('responseTransferMode')!r}, not STREAM")
+        uri = yaml.safe_dump(integration.get("uri"))
+        if "/2021-11-15/functions/" not in uri or "/response-streaming-invocations" not in uri:
+            problems.append(f"{where}: not the response-streaming invocation URI: {uri.strip()}")
+        if integration.get("timeoutInMillis") != timeout_ms:
+            problems.append(f"{where}: timeoutInMillis {integration.get('timeoutInMillis')} is not the function's {timeout_ms}")
+        if integration.get("type") != "aws_proxy":
+            problems.append(f"{where}: integration type {integration.get('type')!r}")
+
+    openai_timeout = int(parameters["OpenAiTimeoutSeconds"])
+    stream_timeout = int(parameters["StreamTimeoutSeconds"])
+    if env.get("OPENAI_TIMEOUT_SECONDS") != {"Ref": "OpenAiTimeoutSeconds"}:
+        problems.append("OPENAI_TIMEOUT_SECONDS is not the OpenAiTimeoutSeconds parameter")
+    if env.get("STREAM_TIMEOUT_SECONDS") != {"Ref": "StreamTimeoutSeconds"}:
+        problems.append("STREAM_TIMEOUT_SECONDS is not the StreamTimeoutSeconds parameter")
+    max_openai = int(template["Parameters"]["OpenAiTimeoutSeconds"]["MaxValue"])
+    max_stream = int(template["Parameters"]["StreamTimeoutSeconds"]["MaxValue"])
+    if not openai_timeout <= max_openai < 300:
+        problems.append(f"OpenAiTimeoutSeconds may reach {max_openai} s: API Gateway drops a silent response at 300 s")
+    if not stream_timeout <= max_stream < timeout_ms // 1000:
+        problems.append(f"StreamTimeoutSeconds may reach {max_stream} s, not under the function's {timeout_ms // 1000} s")
+
+    stages = [r for r in resources.values() if r["Type"] == "AWS::ApiGateway::Stage"]
+    settings = stages[0]["Properties"].get("MethodSettings", []) if stages else []
+    if not any("ThrottlingBurstLimit" in s and "ThrottlingRateLimit" in s for s in settings):
+        problems.append("the stage has no throttling")
+    api_url = yaml.safe_dump(output["Outputs"]["ApiUrl"]["Value"])
+    if "${StageName}" not in api_url:
+        problems.append(f"ApiUrl is not the stage's URL: {api_url.strip()}")
+
+    if problems:
+        print("template.yaml, as SAM translates it:")
+        for problem in problems:
+            print(f"  - {problem}")
+        return 1
+    print(f"template.yaml: {len(routes)} routes stream through the response-streaming invocation, "
+          f"timeouts agree (integration {timeout_ms} ms = function {timeout_ms // 1000} s; "
+          f"OPENAI_TIMEOUT_SECONDS <= {max_openai} s; STREAM_TIMEOUT_SECONDS <= {max_stream} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))
