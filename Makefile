@@ -27,19 +27,26 @@ $(DEPLOY_VENV)/.installed: tools/requirements-deploy.txt
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
+PORT ?= 9000
+# The keys that give real answers; without one, make watch answers with the echo upstream.
+KEY_VARIABLES := ^(GPT_API_KEY|OPENAI_API_KEY|GPT_API_KEY_SSM_PARAMETER|GPT_API_KEY_SECRET_ARN|OPENAI_BASE_URL)=.+
+
 .env:
 	@cp .env.example .env
-	@echo "Created .env from .env.example. Put your OpenAI key in GPT_API_KEY (and REDIS_URL"
-	@echo "if you want chats in Redis rather than in memory), then run make watch again."
-	@exit 1
+	@echo "Created .env from .env.example (put your OpenAI key in GPT_API_KEY for real answers)."
 
-watch: .env $(DEPLOY_VENV)/.installed ## Run the function locally on http://localhost:9000 (cargo lambda watch)
-	@grep -qE '^(GPT_API_KEY|OPENAI_API_KEY|GPT_API_KEY_SSM_PARAMETER|GPT_API_KEY_SECRET_ARN)=.+' .env || { echo "Set GPT_API_KEY in .env first."; exit 1; }
-	cargo lambda watch --env-file .env
+watch: .env $(DEPLOY_VENV)/.installed ## Run the function locally on http://localhost:9000 (cargo lambda watch; PORT=...)
+	@if grep -qE '$(KEY_VARIABLES)' .env; then \
+	  exec cargo lambda watch --invoke-port $(PORT) --env-file .env; \
+	else \
+	  echo "No OpenAI key in .env: answering with the built-in echo upstream (OPENAI_BASE_URL=echo); put your key in GPT_API_KEY for real answers."; \
+	  exec cargo lambda watch --invoke-port $(PORT) --env-file .env --env-var OPENAI_BASE_URL=echo; \
+	fi
 
 test: $(VENV)/.installed ## Run every test (starts its own redis-server and moto; needs redis-server installed)
 	@command -v redis-server >/dev/null 2>&1 || { echo "redis-server is missing: apt-get install -y redis-server (or brew install redis)"; exit 1; }
 	cargo test --locked
+	scripts/watch-smoke.sh
 
 lint: $(VENV)/.installed $(DEPLOY_VENV)/.installed ## fmt, clippy, template lint and SAM translation check, workflow lint
 	cargo fmt --check
@@ -82,11 +89,12 @@ invoke: ## Send every events/*.json to a running `make watch`
 	  echo; \
 	done
 
-bench: ## Benchmarks: handler overhead per route, Redis cost per turn, cold start and memory
+bench: ## Benchmarks: handler overhead per route, Redis cost per turn, cold start and memory, time to first delta
 	@command -v redis-server >/dev/null 2>&1 || { echo "redis-server is missing: apt-get install -y redis-server"; exit 1; }
 	cargo bench --locked --bench handler
 	cargo bench --locked --bench redis_cost
 	cargo bench --locked --bench lambda
+	cargo bench --locked --bench stream
 	@echo "Release bootstrap size (x86_64):"
 	@$(MAKE) --no-print-directory $(DEPLOY_VENV)/.installed
 	cargo lambda build --release

@@ -43,13 +43,24 @@ pub struct Config {
 
 #[derive(Debug, Clone)]
 pub struct OpenAiConfig {
+    /// Empty for the echo upstream, which needs none.
     pub api_key: SecretString,
+    /// An OpenAI-compatible API, or [`ECHO`] for the built-in echo upstream.
     pub base_url: String,
     pub chat_model: String,
     pub vision_model: String,
     pub moderation_model: String,
     /// The whole budget of one upstream call answered whole, retries included.
     pub timeout: Duration,
+}
+
+/// `OPENAI_BASE_URL` that selects the built-in echo upstream: no key, no network.
+pub const ECHO: &str = "echo";
+
+impl OpenAiConfig {
+    pub fn is_echo(&self) -> bool {
+        self.base_url == ECHO
+    }
 }
 
 /// Where Redis is. The URL form may carry a password, so it is a secret as a whole.
@@ -147,6 +158,13 @@ impl Config {
             problems: Vec::new(),
         };
 
+        let base_url = env
+            .get("OPENAI_BASE_URL")
+            .unwrap_or_else(|| DEFAULT_BASE_URL.to_owned());
+        let echo = base_url.eq_ignore_ascii_case(ECHO);
+        if !(echo || base_url.starts_with("http://") || base_url.starts_with("https://")) {
+            env.problem("OPENAI_BASE_URL must start with http:// or https://, or be echo");
+        }
         let api_key = match env.get("GPT_API_KEY").or_else(|| env.get("OPENAI_API_KEY")) {
             // The key goes out in `Authorization: Bearer <key>`; one that cannot be a header
             // value would fail every call, so it stops the start instead (never quoted).
@@ -158,6 +176,7 @@ impl Config {
                 SecretString::from(String::new())
             }
             Some(key) => SecretString::from(key),
+            None if echo => SecretString::from(String::new()),
             None => {
                 env.problem(
                     "GPT_API_KEY is required (or OPENAI_API_KEY, or GPT_API_KEY_SSM_PARAMETER / \
@@ -166,15 +185,13 @@ impl Config {
                 SecretString::from(String::new())
             }
         };
-        let base_url = env
-            .get("OPENAI_BASE_URL")
-            .unwrap_or_else(|| DEFAULT_BASE_URL.to_owned());
-        if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
-            env.problem("OPENAI_BASE_URL must start with http:// or https://");
-        }
         let openai = OpenAiConfig {
             api_key,
-            base_url: base_url.trim_end_matches('/').to_owned(),
+            base_url: if echo {
+                ECHO.to_owned()
+            } else {
+                base_url.trim_end_matches('/').to_owned()
+            },
             chat_model: env.text("CHAT_MODEL", DEFAULT_MODEL),
             vision_model: env.text("VISION_MODEL", DEFAULT_MODEL),
             moderation_model: env.text("MODERATION_MODEL", DEFAULT_MODERATION_MODEL),
@@ -385,6 +402,19 @@ mod tests {
         assert_eq!(config.store, StoreSettings::default());
         assert_eq!(config.max_body_bytes, 1024 * 1024);
         assert!(config.redis.is_none());
+    }
+
+    #[test]
+    fn the_echo_upstream_needs_no_key() {
+        let config = config(&[("OPENAI_BASE_URL", "echo")]).unwrap();
+        assert!(config.openai.is_echo());
+        assert!(config.openai.api_key.expose_secret().is_empty());
+        let err = config_err(&[("OPENAI_BASE_URL", "ftp://x")]);
+        assert!(err.contains("OPENAI_BASE_URL"), "{err}");
+    }
+
+    fn config_err(vars: &[(&str, &str)]) -> String {
+        config(vars).unwrap_err().to_string()
     }
 
     #[test]

@@ -47,6 +47,13 @@ fn startup_warning(config: &Config) -> Option<String> {
              when it stops. Set REDIS_URL (or REDIS_HOST) for anything but a local run.",
         );
     }
+    if config.openai.is_echo() {
+        warnings.push(
+            "ECHO UPSTREAM: OPENAI_BASE_URL=echo, so every answer is a built-in echo, not \
+             OpenAI's. For local runs only; set GPT_API_KEY and unset OPENAI_BASE_URL for real \
+             answers.",
+        );
+    }
     if config.callers.is_open() {
         warnings.push(
             "OPEN API: PROXY_API_KEYS is not set, so anyone who knows the URL can read and \

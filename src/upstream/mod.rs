@@ -4,6 +4,7 @@
 //! (`OPENAI_TIMEOUT_SECONDS`, or less when the Lambda invocation has less time left), which
 //! both caps the whole call and tells the retry layer whether another attempt still fits.
 
+pub mod echo;
 mod retry;
 pub mod wire;
 
@@ -136,11 +137,21 @@ impl Upstream {
             .tcp_nodelay(true)
             .build()
             .map_err(|e| UpstreamError::Transport(format!("cannot build the HTTP client: {e}")))?;
+        let base_url = if config.is_echo() {
+            echo::ECHO_BASE_URL
+        } else {
+            &config.base_url
+        };
         let openai = OpenAIConfig::new()
             .with_api_key(config.api_key.expose_secret())
-            .with_api_base(&config.base_url);
-        let client = Client::with_config(openai)
-            .with_http_service(DeadlineRetry::new(ReqwestService::new(http)));
+            .with_api_base(base_url);
+        let client = Client::with_config(openai);
+        let client = if config.is_echo() {
+            let models = vec![config.chat_model.clone(), config.vision_model.clone()];
+            client.with_http_service(DeadlineRetry::new(echo::EchoService::new(models)))
+        } else {
+            client.with_http_service(DeadlineRetry::new(ReqwestService::new(http)))
+        };
         Ok(Upstream {
             client,
             chat_model: config.chat_model.clone(),

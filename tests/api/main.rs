@@ -8,6 +8,7 @@ mod support;
 
 mod callers;
 mod e2e;
+mod echo;
 mod events;
 mod input_errors;
 mod properties;

@@ -1,0 +1,311 @@
+//! The built-in echo upstream (`OPENAI_BASE_URL=echo`): OpenAI's HTTP API answered in
+//! process, with no key and no network, so that every route can be tried on a fresh
+//! machine. Only the HTTP exchange is replaced: requests are built, sent through the retry
+//! layer and read back exactly as with OpenAI, by the same turn engine, store and limits.
+//!
+//! - a chat completion answers `echo: <the last user message> (<n> messages)`, with
+//!   `[image: <url>]` for each image of that message; streamed, it comes word by word;
+//! - token counts are the same for the same request: a word is a token, and each message
+//!   costs three more;
+//! - a moderation is unflagged unless the text contains [`FLAG_MARKER`];
+//! - the model list is the configured models.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use async_openai::error::OpenAIError;
+use async_openai::middleware::HttpRequestFactory;
+use bytes::Bytes;
+use lambda_http::http;
+use serde_json::{json, Value};
+
+/// Where the client thinks it sends requests; nothing ever connects to it.
+pub const ECHO_BASE_URL: &str = "http://echo.invalid/v1";
+
+/// A moderation of a text that contains this is flagged (as `violence`).
+pub const FLAG_MARKER: &str = "[flag]";
+
+/// The pause between two words of a streamed reply: slow enough to watch.
+const WORD_PAUSE: Duration = Duration::from_millis(60);
+
+#[derive(Clone)]
+pub struct EchoService {
+    models: Arc<[String]>,
+}
+
+impl EchoService {
+    pub fn new(models: Vec<String>) -> Self {
+        EchoService {
+            models: models.into(),
+        }
+    }
+}
+
+type ResponseFuture = Pin<Box<dyn Future<Output = Result<reqwest::Response, OpenAIError>> + Send>>;
+
+impl tower::Service<HttpRequestFactory> for EchoService {
+    type Response = reqwest::Response;
+    type Error = OpenAIError;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, factory: HttpRequestFactory) -> Self::Future {
+        let models = self.models.clone();
+        Box::pin(async move {
+            let request = factory.build().await?;
+            let body: Value = request
+                .body()
+                .and_then(reqwest::Body::as_bytes)
+                .and_then(|bytes| serde_json::from_slice(bytes).ok())
+                .unwrap_or(Value::Null);
+            let path = request.url().path();
+            let route = path.strip_prefix("/v1").unwrap_or(path);
+            Ok(match route {
+                "/chat/completions" => chat(&body),
+                "/moderations" => json_answer(200, &moderation(&body)),
+                "/models" => json_answer(200, &model_list(&models)),
+                _ => json_answer(
+                    404,
+                    &json!({"error": {"message": format!("the echo upstream has no {path}"),
+                        "type": "invalid_request_error", "param": null, "code": "unknown_url"}}),
+                ),
+            })
+        })
+    }
+}
+
+fn json_answer(status: u16, value: &Value) -> reqwest::Response {
+    answer(
+        status,
+        "application/json",
+        reqwest::Body::from(value.to_string()),
+    )
+}
+
+fn answer(status: u16, content_type: &str, body: reqwest::Body) -> reqwest::Response {
+    let response = http::Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_TYPE, content_type)
+        .body(body)
+        .unwrap_or_else(|_| http::Response::new(reqwest::Body::from(Vec::new())));
+    reqwest::Response::from(response)
+}
+
+/// What the echo says to a conversation, and the tokens of the exchange.
+struct Echo {
+    reply: String,
+    prompt_tokens: u64,
+    completion_tokens: u64,
+}
+
+fn echo(body: &Value) -> Echo {
+    let messages = body["messages"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
+    let last_user = messages.iter().rev().find(|m| m["role"] == "user");
+    let (text, images) = last_user.map(content_of).unwrap_or_default();
+    let mut reply = format!("echo: {text} ({} messages)", messages.len());
+    for url in images {
+        reply.push_str(&format!(" [image: {url}]"));
+    }
+    let words = |text: &str| text.split_whitespace().count() as u64;
+    let prompt_tokens = messages.iter().map(|m| 3 + words(&content_of(m).0)).sum();
+    Echo {
+        completion_tokens: words(&reply),
+        prompt_tokens,
+        reply,
+    }
+}
+
+/// A message's text and image URLs, whether its content is a string or parts.
+fn content_of(message: &Value) -> (String, Vec<String>) {
+    match &message["content"] {
+        Value::String(text) => (text.clone(), Vec::new()),
+        Value::Array(parts) => {
+            let texts: Vec<&str> = parts.iter().filter_map(|p| p["text"].as_str()).collect();
+            let images = parts
+                .iter()
+                .filter_map(|p| p["image_url"]["url"].as_str())
+                .map(str::to_owned)
+                .collect();
+            (texts.join(" "), images)
+        }
+        _ => (String::new(), Vec::new()),
+    }
+}
+
+fn usage(echo: &Echo) -> Value {
+    json!({
+        "prompt_tokens": echo.prompt_tokens,
+        "completion_tokens": echo.completion_tokens,
+        "total_tokens": echo.prompt_tokens + echo.completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": 0},
+    })
+}
+
+fn chat(body: &Value) -> reqwest::Response {
+    let echo = echo(body);
+    let model = body["model"].as_str().unwrap_or("echo").to_owned();
+    if body["stream"] != json!(true) {
+        return json_answer(
+            200,
+            &json!({
+                "id": "chatcmpl-echo",
+                "object": "chat.completion",
+                "created": 0,
+                "model": model,
+                "choices": [{
+                    "index": 0,
+                    "message": {"role": "assistant", "content": echo.reply, "refusal": null},
+                    "logprobs": null,
+                    "finish_reason": "stop"
+                }],
+                "usage": usage(&echo),
+            }),
+        );
+    }
+    let include_usage = body["stream_options"]["include_usage"] == json!(true);
+    let chunk = |delta: Value, finish: Value| {
+        json!({"id": "chatcmpl-echo", "object": "chat.completion.chunk", "created": 0,
+               "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+    };
+    // Each frame with whether a pause comes before it: one before each word but the first.
+    let mut frames = vec![(
+        false,
+        chunk(json!({"role": "assistant", "content": ""}), Value::Null),
+    )];
+    let words: Vec<&str> = echo.reply.split_inclusive(' ').collect();
+    frames.extend(
+        words
+            .iter()
+            .enumerate()
+            .map(|(i, w)| (i > 0, chunk(json!({"content": w}), Value::Null))),
+    );
+    frames.push((false, chunk(json!({}), json!("stop"))));
+    if include_usage {
+        frames.push((
+            false,
+            json!({"id": "chatcmpl-echo", "object": "chat.completion.chunk",
+                           "created": 0, "model": model, "choices": [], "usage": usage(&echo)}),
+        ));
+    }
+    let frames = frames
+        .into_iter()
+        .map(|(pause, event)| (pause, format!("data: {event}\n\n")))
+        .chain(std::iter::once((false, "data: [DONE]\n\n".to_owned())));
+    let stream = futures_util::stream::unfold(frames, |mut frames| async move {
+        let (pause, frame) = frames.next()?;
+        if pause {
+            tokio::time::sleep(WORD_PAUSE).await;
+        }
+        Some((Ok::<_, std::io::Error>(Bytes::from(frame)), frames))
+    });
+    answer(200, "text/event-stream", reqwest::Body::wrap_stream(stream))
+}
+
+fn moderation(body: &Value) -> Value {
+    let input = match &body["input"] {
+        Value::String(text) => text.clone(),
+        other => other.to_string(),
+    };
+    let flagged = input.contains(FLAG_MARKER);
+    let categories = [
+        "harassment",
+        "harassment/threatening",
+        "hate",
+        "hate/threatening",
+        "illicit",
+        "illicit/violent",
+        "self-harm",
+        "self-harm/intent",
+        "self-harm/instructions",
+        "sexual",
+        "sexual/minors",
+        "violence",
+        "violence/graphic",
+    ];
+    let flags: serde_json::Map<String, Value> = categories
+        .iter()
+        .map(|c| ((*c).to_owned(), json!(flagged && *c == "violence")))
+        .collect();
+    let scores: serde_json::Map<String, Value> = categories
+        .iter()
+        .map(|c| {
+            (
+                (*c).to_owned(),
+                json!(if flagged && *c == "violence" {
+                    0.99
+                } else {
+                    0.0
+                }),
+            )
+        })
+        .collect();
+    let applied: serde_json::Map<String, Value> = categories
+        .iter()
+        .map(|c| ((*c).to_owned(), json!(["text"])))
+        .collect();
+    json!({
+        "id": "modr-echo",
+        "model": body["model"],
+        "results": [{
+            "flagged": flagged,
+            "categories": flags,
+            "category_scores": scores,
+            "category_applied_input_types": applied,
+        }]
+    })
+}
+
+fn model_list(models: &[String]) -> Value {
+    let data: Vec<Value> = models
+        .iter()
+        .map(|id| json!({"id": id, "object": "model", "created": 0, "owned_by": "echo"}))
+        .collect();
+    json!({"object": "list", "data": data})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_echo_names_the_last_user_message_the_count_and_the_images() {
+        let body = json!({"messages": [
+            {"role": "system", "content": "be brief"},
+            {"role": "user", "content": "first"},
+            {"role": "assistant", "content": "echo: first (2 messages)"},
+            {"role": "user", "content": [
+                {"type": "text", "text": "what is this?"},
+                {"type": "image_url", "image_url": {"url": "https://x/cat.png"}}
+            ]}
+        ]});
+        let echo = echo(&body);
+        assert_eq!(
+            echo.reply,
+            "echo: what is this? (4 messages) [image: https://x/cat.png]"
+        );
+        assert_eq!(echo.completion_tokens, 8);
+        // 4 messages of 2, 1, 4 and 3 words, plus 3 each.
+        assert_eq!(echo.prompt_tokens, 10 + 12);
+        assert_eq!(super::echo(&body).prompt_tokens, echo.prompt_tokens);
+    }
+
+    #[test]
+    fn only_marked_text_is_flagged() {
+        assert_eq!(
+            moderation(&json!({"input": "hello"}))["results"][0]["flagged"],
+            false
+        );
+        let flagged = moderation(&json!({"input": "hello [flag]"}));
+        assert_eq!(flagged["results"][0]["flagged"], true);
+        assert_eq!(flagged["results"][0]["categories"]["violence"], true);
+    }
+}
