@@ -43,9 +43,11 @@ watch: .env $(DEPLOY_VENV)/.installed ## Run the function locally on http://loca
 	  exec cargo lambda watch --invoke-port $(PORT) --env-file .env --env-var OPENAI_BASE_URL=echo; \
 	fi
 
-test: $(VENV)/.installed ## Run every test (starts its own redis-server and moto; needs redis-server installed)
+test: $(VENV)/.installed $(DEPLOY_VENV)/.installed ## Run every test (starts its own redis-server and moto; needs redis-server installed)
 	@command -v redis-server >/dev/null 2>&1 || { echo "redis-server is missing: apt-get install -y redis-server (or brew install redis)"; exit 1; }
 	cargo test --locked
+	@# Real clients against the function under cargo lambda watch (the build above).
+	$(VENV)/bin/pytest -q -p no:cacheprovider tests/python
 	scripts/watch-smoke.sh
 
 lint: $(VENV)/.installed $(DEPLOY_VENV)/.installed ## fmt, clippy, template lint and SAM translation check, workflow lint

@@ -21,7 +21,7 @@ use crate::cors::Cors;
 use crate::error::ApiError;
 use crate::http::ResponseBody;
 use crate::request_log::RequestLog;
-use crate::routes::{request_path, Route};
+use crate::routes::{request_path, OpenAiRoute, Route};
 use crate::store::{MemoryStore, RedisStore, Store};
 use crate::turn::TurnEngine;
 use crate::upstream::{Upstream, UpstreamError};
@@ -40,6 +40,7 @@ pub struct App {
     pub(crate) max_body_bytes: usize,
     /// The longest a streamed turn may take.
     pub(crate) stream_timeout: Duration,
+    pub(crate) allowed_models: crate::config::AllowedModels,
     callers: Callers,
     cors: Cors,
     rate_limit_per_minute: Option<u64>,
@@ -80,6 +81,7 @@ impl App {
             default_system_prompt: config.default_system_prompt.clone(),
             max_body_bytes: config.max_body_bytes,
             stream_timeout: config.stream_timeout,
+            allowed_models: config.allowed_models.clone(),
             callers: config.callers.clone(),
             cors: config.cors.clone(),
             rate_limit_per_minute: config.rate_limit_per_minute,
@@ -153,12 +155,20 @@ async fn serve(
             limit: app.max_body_bytes,
         });
     }
+    // The one route that needs no key.
     if route == Route::Hello {
         return Ok(hello());
     }
     let tenant = app.callers.authenticate(request.headers())?;
     log.caller = Some(tenant.name().to_owned());
-    api::seed::serve(app, route, &tenant, request, log).await
+    match route {
+        Route::Hello => Ok(hello()),
+        Route::Seed(seed) => api::seed::serve(app, seed, &tenant, request, log).await,
+        Route::OpenAi(OpenAiRoute::ChatCompletions) => {
+            api::openai::completion(app, &tenant, request, log).await
+        }
+        Route::OpenAi(OpenAiRoute::Models) => api::openai::models(app, &tenant, request, log).await,
+    }
 }
 
 impl App {

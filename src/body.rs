@@ -105,7 +105,8 @@ fn field_list(fields: &[&str]) -> String {
     }
 }
 
-fn json_object(body: &Body, limit: usize) -> Result<Map<String, Value>, ApiError> {
+/// The body as a JSON object, within `limit` bytes.
+pub fn json_object(body: &Body, limit: usize) -> Result<Map<String, Value>, ApiError> {
     let bytes: &[u8] = body.as_ref();
     if bytes.len() > limit {
         return Err(ApiError::PayloadTooLarge { limit });

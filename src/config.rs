@@ -39,6 +39,44 @@ pub struct Config {
     /// `KEEP_ALIVE_SECONDS`: how long a stream may stay silent before a comment line is
     /// sent, so that API Gateway and browsers keep it open.
     pub keep_alive: Duration,
+    /// `ALLOWED_MODELS`: the models callers of `/v1/chat/completions` may name.
+    pub allowed_models: AllowedModels,
+}
+
+/// The models callers may name in OpenAI's API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AllowedModels {
+    /// `*`: any model upstream serves.
+    Any,
+    /// These, in the order given.
+    Only(Vec<String>),
+}
+
+impl AllowedModels {
+    /// Parses `ALLOWED_MODELS`: `*`, or model names separated by commas.
+    pub fn parse(raw: &str) -> Result<AllowedModels, String> {
+        let names: Vec<String> = raw
+            .split(',')
+            .map(str::trim)
+            .filter(|name| !name.is_empty())
+            .map(str::to_owned)
+            .collect();
+        match names.as_slice() {
+            [star] if star == "*" => Ok(AllowedModels::Any),
+            _ if names.iter().any(|n| n == "*") => {
+                Err("ALLOWED_MODELS is either * or a list of model names, not both".to_owned())
+            }
+            [] => Err("ALLOWED_MODELS names no model".to_owned()),
+            _ => Ok(AllowedModels::Only(names)),
+        }
+    }
+
+    pub fn allows(&self, model: &str) -> bool {
+        match self {
+            AllowedModels::Any => true,
+            AllowedModels::Only(models) => models.iter().any(|m| m == model),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -266,6 +304,23 @@ impl Config {
             1..=MAX_STREAM_TIMEOUT_SECONDS,
         ));
         let keep_alive = Duration::from_secs(env.number("KEEP_ALIVE_SECONDS", 15, 1..=15));
+        let allowed_models = match env
+            .get("ALLOWED_MODELS")
+            .map(|raw| AllowedModels::parse(&raw))
+        {
+            Some(Ok(allowed)) => allowed,
+            Some(Err(problem)) => {
+                env.problems.push(problem);
+                AllowedModels::Any
+            }
+            None => {
+                let mut models = vec![openai.chat_model.clone()];
+                if openai.vision_model != openai.chat_model {
+                    models.push(openai.vision_model.clone());
+                }
+                AllowedModels::Only(models)
+            }
+        };
 
         let default_system_prompt = env.text("SYSTEM_PROMPT", DEFAULT_SYSTEM_PROMPT);
         let max_body_bytes = env.number(
@@ -292,6 +347,7 @@ impl Config {
             rate_limit_per_minute,
             stream_timeout,
             keep_alive,
+            allowed_models,
         })
     }
 }
@@ -515,6 +571,22 @@ mod tests {
         assert_eq!(config_set.store.max_chat_bytes, 65536);
         let err = config(&[("GPT_API_KEY", "k"), ("MAX_CHAT_BYTES", "99999999")]).unwrap_err();
         assert!(err.to_string().contains("MAX_CHAT_BYTES"));
+    }
+
+    #[test]
+    fn allowed_models_default_to_the_configured_ones() {
+        let config = config(&[("GPT_API_KEY", "k"), ("VISION_MODEL", "gpt-4o")]).unwrap();
+        assert_eq!(
+            config.allowed_models,
+            AllowedModels::Only(vec!["gpt-4o-mini".into(), "gpt-4o".into()])
+        );
+        let any = super::tests::config(&[("GPT_API_KEY", "k"), ("ALLOWED_MODELS", "*")]).unwrap();
+        assert!(any.allowed_models.allows("o3"));
+        let listed =
+            super::tests::config(&[("GPT_API_KEY", "k"), ("ALLOWED_MODELS", "a, b")]).unwrap();
+        assert!(listed.allowed_models.allows("b") && !listed.allowed_models.allows("c"));
+        assert!(AllowedModels::parse("*, a").is_err());
+        assert!(AllowedModels::parse(" , ").is_err());
     }
 
     #[test]

@@ -54,10 +54,19 @@ fn strip_stage<'a>(path: &'a str, stage: &str) -> &'a str {
     }
 }
 
-/// Every route of the HTTP API (the older Python proxy's, kept path for path).
+/// Every route, grouped by the front door that serves it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
+    /// `GET /`: `Hello, World!`, with no key needed.
     Hello,
+    /// The older Python proxy's routes, kept path for path.
+    Seed(SeedRoute),
+    /// OpenAI's own API (`/v1/...`).
+    OpenAi(OpenAiRoute),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SeedRoute {
     GetGlobalSystem,
     SetGlobalSystem,
     Moderate,
@@ -67,6 +76,14 @@ pub enum Route {
     GetChat(ChatId),
     SendImage(ChatId),
     ClearChat(ChatId),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OpenAiRoute {
+    /// `POST /v1/chat/completions`
+    ChatCompletions,
+    /// `GET /v1/models`
+    Models,
 }
 
 impl Route {
@@ -80,29 +97,39 @@ impl Route {
         // HEAD is answered as GET, without the body (`app::handle` drops it).
         let is_get = method == Method::GET || method == Method::HEAD;
         let is_post = method == Method::POST;
+        let only = |allowed: bool, route: Route, allow: &'static str| {
+            if allowed {
+                Ok(route)
+            } else {
+                Err(ApiError::MethodNotAllowed { allow })
+            }
+        };
         match segments.as_slice() {
-            [] if is_get => Ok(Route::Hello),
-            [] => Err(ApiError::MethodNotAllowed { allow: "GET" }),
-            ["system"] if is_get => Ok(Route::GetGlobalSystem),
-            ["system"] if is_post => Ok(Route::SetGlobalSystem),
+            [] => only(is_get, Route::Hello, "GET"),
+            ["system"] if is_get => Ok(Route::Seed(SeedRoute::GetGlobalSystem)),
+            ["system"] if is_post => Ok(Route::Seed(SeedRoute::SetGlobalSystem)),
             ["system"] => Err(ApiError::MethodNotAllowed { allow: "GET, POST" }),
-            ["mod"] if is_post => Ok(Route::Moderate),
-            ["mod"] => Err(ApiError::MethodNotAllowed { allow: "POST" }),
+            ["mod"] => only(is_post, Route::Seed(SeedRoute::Moderate), "POST"),
+            // Three segments, so never a chat's route: `/v1/chat` is chat `v1`'s.
+            ["v1", "chat", "completions"] => {
+                only(is_post, Route::OpenAi(OpenAiRoute::ChatCompletions), "POST")
+            }
+            ["v1", "models"] => only(is_get, Route::OpenAi(OpenAiRoute::Models), "GET"),
             [id, action @ ("system" | "chat" | "img" | "clear")] => {
                 let allow = match *action {
                     "system" | "chat" => "GET, POST",
                     _ => "POST",
                 };
                 let route = match (*action, is_get, is_post) {
-                    ("system", true, _) => Route::GetChatSystem,
-                    ("system", _, true) => Route::SetChatSystem,
-                    ("chat", true, _) => Route::GetChat,
-                    ("chat", _, true) => Route::SendChat,
-                    ("img", _, true) => Route::SendImage,
-                    ("clear", _, true) => Route::ClearChat,
+                    ("system", true, _) => SeedRoute::GetChatSystem,
+                    ("system", _, true) => SeedRoute::SetChatSystem,
+                    ("chat", true, _) => SeedRoute::GetChat,
+                    ("chat", _, true) => SeedRoute::SendChat,
+                    ("img", _, true) => SeedRoute::SendImage,
+                    ("clear", _, true) => SeedRoute::ClearChat,
                     _ => return Err(ApiError::MethodNotAllowed { allow }),
                 };
-                Ok(route(ChatId::parse(id)?))
+                Ok(Route::Seed(route(ChatId::parse(id)?)))
             }
             _ => Err(ApiError::NotFound),
         }
@@ -112,15 +139,19 @@ impl Route {
     pub fn name(&self) -> &'static str {
         match self {
             Route::Hello => "hello",
-            Route::GetGlobalSystem => "get_global_system",
-            Route::SetGlobalSystem => "set_global_system",
-            Route::Moderate => "moderate",
-            Route::GetChatSystem(_) => "get_chat_system",
-            Route::SetChatSystem(_) => "set_chat_system",
-            Route::SendChat(_) => "send_chat",
-            Route::GetChat(_) => "get_chat",
-            Route::SendImage(_) => "send_image",
-            Route::ClearChat(_) => "clear_chat",
+            Route::Seed(route) => match route {
+                SeedRoute::GetGlobalSystem => "get_global_system",
+                SeedRoute::SetGlobalSystem => "set_global_system",
+                SeedRoute::Moderate => "moderate",
+                SeedRoute::GetChatSystem(_) => "get_chat_system",
+                SeedRoute::SetChatSystem(_) => "set_chat_system",
+                SeedRoute::SendChat(_) => "send_chat",
+                SeedRoute::GetChat(_) => "get_chat",
+                SeedRoute::SendImage(_) => "send_image",
+                SeedRoute::ClearChat(_) => "clear_chat",
+            },
+            Route::OpenAi(OpenAiRoute::ChatCompletions) => "chat_completions",
+            Route::OpenAi(OpenAiRoute::Models) => "models",
         }
     }
 }
@@ -185,17 +216,32 @@ mod tests {
     #[test]
     fn every_route_is_found() {
         use Method as M;
+        use SeedRoute as S;
         let cases = [
             (M::GET, "/", Route::Hello),
-            (M::GET, "/system", Route::GetGlobalSystem),
-            (M::POST, "/system", Route::SetGlobalSystem),
-            (M::POST, "/mod", Route::Moderate),
-            (M::GET, "/c1/system", Route::GetChatSystem(id("c1"))),
-            (M::POST, "/c1/system", Route::SetChatSystem(id("c1"))),
-            (M::POST, "/c1/chat", Route::SendChat(id("c1"))),
-            (M::GET, "/c1/chat", Route::GetChat(id("c1"))),
-            (M::POST, "/c1/img", Route::SendImage(id("c1"))),
-            (M::POST, "/c1/clear", Route::ClearChat(id("c1"))),
+            (M::GET, "/system", Route::Seed(S::GetGlobalSystem)),
+            (M::POST, "/system", Route::Seed(S::SetGlobalSystem)),
+            (M::POST, "/mod", Route::Seed(S::Moderate)),
+            (
+                M::GET,
+                "/c1/system",
+                Route::Seed(S::GetChatSystem(id("c1"))),
+            ),
+            (
+                M::POST,
+                "/c1/system",
+                Route::Seed(S::SetChatSystem(id("c1"))),
+            ),
+            (M::POST, "/c1/chat", Route::Seed(S::SendChat(id("c1")))),
+            (M::GET, "/c1/chat", Route::Seed(S::GetChat(id("c1")))),
+            (M::POST, "/c1/img", Route::Seed(S::SendImage(id("c1")))),
+            (M::POST, "/c1/clear", Route::Seed(S::ClearChat(id("c1")))),
+            (
+                M::POST,
+                "/v1/chat/completions",
+                Route::OpenAi(OpenAiRoute::ChatCompletions),
+            ),
+            (M::GET, "/v1/models", Route::OpenAi(OpenAiRoute::Models)),
         ];
         for (method, path, expected) in cases {
             assert_eq!(route(method, path).unwrap(), expected, "{path}");
@@ -206,12 +252,45 @@ mod tests {
     fn reserved_words_are_valid_chat_ids_in_chat_routes() {
         assert_eq!(
             route(Method::POST, "/system/chat").unwrap(),
-            Route::SendChat(id("system"))
+            Route::Seed(SeedRoute::SendChat(id("system")))
         );
         assert_eq!(
             route(Method::GET, "/mod/system").unwrap(),
-            Route::GetChatSystem(id("mod"))
+            Route::Seed(SeedRoute::GetChatSystem(id("mod")))
         );
+    }
+
+    #[test]
+    fn v1_chat_is_chat_v1_and_v1_chat_completions_is_openais() {
+        assert_eq!(
+            route(Method::POST, "/v1/chat").unwrap(),
+            Route::Seed(SeedRoute::SendChat(id("v1")))
+        );
+        assert_eq!(
+            route(Method::GET, "/v1/chat").unwrap(),
+            Route::Seed(SeedRoute::GetChat(id("v1")))
+        );
+        assert_eq!(
+            route(Method::POST, "/v1/system").unwrap(),
+            Route::Seed(SeedRoute::SetChatSystem(id("v1")))
+        );
+        assert_eq!(
+            route(Method::POST, "/v1/chat/completions").unwrap(),
+            Route::OpenAi(OpenAiRoute::ChatCompletions)
+        );
+        for (method, path, allow) in [
+            (Method::GET, "/v1/chat/completions", "POST"),
+            (Method::POST, "/v1/models", "GET"),
+        ] {
+            match route(method, path) {
+                Err(ApiError::MethodNotAllowed { allow: got }) => assert_eq!(got, allow),
+                other => panic!("{path}: {other:?}"),
+            }
+        }
+        assert!(matches!(
+            route(Method::GET, "/v1/completions"),
+            Err(ApiError::NotFound)
+        ));
     }
 
     #[test]
@@ -302,7 +381,7 @@ mod tests {
         }
         assert_eq!(
             route(Method::GET, "/user%40example.com/chat").unwrap(),
-            Route::GetChat(id("user@example.com"))
+            Route::Seed(SeedRoute::GetChat(id("user@example.com")))
         );
     }
 
@@ -328,7 +407,7 @@ mod tests {
         assert_eq!(route(Method::HEAD, "/").unwrap(), Route::Hello);
         assert_eq!(
             route(Method::HEAD, "/c1/chat").unwrap(),
-            Route::GetChat(id("c1"))
+            Route::Seed(SeedRoute::GetChat(id("c1")))
         );
         assert!(matches!(
             route(Method::HEAD, "/c1/clear"),

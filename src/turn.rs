@@ -26,8 +26,10 @@ use crate::upstream::{Chunk, ChunkStream, Upstream, UpstreamError};
 /// What a front door asks of the engine.
 pub struct Ask<'a> {
     pub tenant: &'a Tenant,
-    pub chat: &'a ChatId,
-    /// The caller's new messages, in order; at least one.
+    /// The chat this turn belongs to; `None` for a stateless call (`/v1` without
+    /// `X-Chat-Id`), which reads and stores nothing and sends the caller's own `messages`.
+    pub chat: Option<&'a ChatId>,
+    /// The caller's new messages, in order; at least one for a chat's turn.
     pub asked: Vec<UserContent>,
     /// The model to ask, by name.
     pub model: &'a str,
@@ -112,9 +114,13 @@ impl TurnEngine {
             asked: ask.asked,
             assistant: completion.content,
         };
-        let stored = log
-            .redis(store_turn(&*self.store, ask.tenant, ask.chat, &turn))
-            .await;
+        let stored = match ask.chat {
+            Some(chat) => {
+                log.redis(store_turn(&*self.store, ask.tenant, chat, &turn))
+                    .await
+            }
+            None => true,
+        };
         Ok(Answered {
             reply: turn.assistant,
             usage: completion.usage,
@@ -146,7 +152,7 @@ impl TurnEngine {
         Ok(OpenTurn {
             store: self.store.clone(),
             tenant: ask.tenant.clone(),
-            chat: ask.chat.clone(),
+            chat: ask.chat.cloned(),
             asked: ask.asked,
             stream,
             deadline: ask.deadline,
@@ -162,9 +168,13 @@ impl TurnEngine {
         rate_limit: impl Future<Output = Result<(), ApiError>>,
         log: &mut RequestLog,
     ) -> Result<TurnContext, ApiError> {
-        let read =
-            async { tokio::join!(rate_limit, self.store.turn_context(ask.tenant, ask.chat)) };
-        let (allowed, context) = log.redis(read).await;
+        let context = async {
+            match ask.chat {
+                Some(chat) => self.store.turn_context(ask.tenant, chat).await,
+                None => Ok(TurnContext::default()),
+            }
+        };
+        let (allowed, context) = log.redis(async { tokio::join!(rate_limit, context) }).await;
         allowed?;
         Ok(context?)
     }
@@ -184,7 +194,7 @@ impl TurnEngine {
     {
         let mut images = HistoryImages::AsImages;
         loop {
-            let messages = self.messages(context, &ask.asked, images);
+            let messages = self.messages(context, ask, images);
             match log.upstream(call(messages)).await {
                 Ok(answer) => return Ok(answer),
                 Err(error)
@@ -202,13 +212,18 @@ impl TurnEngine {
         }
     }
 
-    /// The global prompt, the chat's prompt, the history, then the new messages.
+    /// The global prompt, the chat's prompt, the history, then the new messages; none for a
+    /// stateless call, whose messages are the caller's own.
     fn messages<'a>(
         &'a self,
         context: &'a TurnContext,
-        asked: &'a [UserContent],
+        ask: &'a Ask<'_>,
         images: HistoryImages,
     ) -> Vec<Message<'a>> {
+        if ask.chat.is_none() {
+            return Vec::new();
+        }
+        let asked = &ask.asked;
         let global_prompt = context
             .global_prompt
             .as_deref()
@@ -246,7 +261,7 @@ impl TurnEngine {
 pub struct OpenTurn {
     store: Arc<dyn Store>,
     tenant: Tenant,
-    chat: ChatId,
+    chat: Option<ChatId>,
     asked: Vec<UserContent>,
     stream: ChunkStream,
     deadline: Instant,
@@ -295,7 +310,10 @@ impl OpenTurn {
             asked: self.asked,
             assistant: reply,
         };
-        let stored = store_turn(&*self.store, &self.tenant, &self.chat, &turn).await;
+        let stored = match &self.chat {
+            Some(chat) => store_turn(&*self.store, &self.tenant, chat, &turn).await,
+            None => true,
+        };
         tracing::info!(
             stream_ms = self.started.elapsed().as_secs_f64() * 1000.0,
             prompt_tokens = usage.prompt_tokens,

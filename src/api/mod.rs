@@ -1,4 +1,5 @@
 //! The front doors: each reads its requests and writes its answers, and leaves turns to the
 //! turn engine and storage to the store.
 
+pub mod openai;
 pub mod seed;

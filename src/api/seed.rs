@@ -20,7 +20,7 @@ use crate::http::{
     ResponseBody, KEEP_ALIVE,
 };
 use crate::request_log::RequestLog;
-use crate::routes::{ChatId, Route};
+use crate::routes::{ChatId, SeedRoute};
 use crate::store::{Turn, UserContent};
 use crate::turn::{Answered, Ask, StreamSink};
 use crate::upstream::wire::Usage;
@@ -32,7 +32,7 @@ pub const X_CHAT_STORED: HeaderName = HeaderName::from_static("x-chat-stored");
 /// Serves a seed route for an authenticated caller.
 pub async fn serve(
     app: &App,
-    route: Route,
+    route: SeedRoute,
     tenant: &Tenant,
     request: &Request,
     log: &mut RequestLog,
@@ -41,11 +41,11 @@ pub async fn serve(
     let content = |shape| Content::parse(request.body(), shape, app.max_body_bytes);
     match route {
         // A turn checks its limit in the same round trip as it reads the chat.
-        Route::SendChat(chat) => {
+        SeedRoute::SendChat(chat) => {
             let question = content(Shape::Turn)?;
             turn(app, tenant, &chat, question, request, limit, log).await
         }
-        Route::SendImage(chat) => {
+        SeedRoute::SendImage(chat) => {
             let question = content(Shape::ImageTurn)?;
             turn(app, tenant, &chat, question, request, limit, log).await
         }
@@ -59,7 +59,7 @@ pub async fn serve(
 /// The seed routes other than a turn.
 async fn dispatch(
     app: &App,
-    route: Route,
+    route: SeedRoute,
     tenant: &Tenant,
     request: &Request,
     log: &mut RequestLog,
@@ -67,7 +67,7 @@ async fn dispatch(
     let content = |shape| Content::parse(request.body(), shape, app.max_body_bytes);
     let store = &app.store;
     match route {
-        Route::GetGlobalSystem => {
+        SeedRoute::GetGlobalSystem => {
             let prompt = log.redis(store.global_prompt(tenant)).await?;
             let content = prompt.as_deref().unwrap_or(&app.default_system_prompt);
             Ok(json_response(
@@ -75,12 +75,12 @@ async fn dispatch(
                 &json!({ "content": content }),
             ))
         }
-        Route::SetGlobalSystem => {
+        SeedRoute::SetGlobalSystem => {
             let Content { content, .. } = content(Shape::Content)?;
             log.redis(store.set_global_prompt(tenant, &content)).await?;
             Ok(empty_object())
         }
-        Route::Moderate => {
+        SeedRoute::Moderate => {
             let Content { content, .. } = content(Shape::Content)?;
             let deadline = app.deadline(request, false);
             let result = log
@@ -88,36 +88,35 @@ async fn dispatch(
                 .await?;
             Ok(json_response(StatusCode::OK, &result))
         }
-        Route::GetChatSystem(chat) => {
+        SeedRoute::GetChatSystem(chat) => {
             let prompt = log.redis(store.chat_prompt(tenant, &chat)).await?;
             Ok(json_response(
                 StatusCode::OK,
                 &json!({ "content": prompt.unwrap_or_default() }),
             ))
         }
-        Route::SetChatSystem(chat) => {
+        SeedRoute::SetChatSystem(chat) => {
             let Content { content, .. } = content(Shape::Content)?;
             log.redis(store.set_chat_prompt(tenant, &chat, &content))
                 .await?;
             Ok(empty_object())
         }
-        Route::GetChat(chat) => {
+        SeedRoute::GetChat(chat) => {
             let turns = log.redis(store.turns(tenant, &chat)).await?;
             Ok(json_response(StatusCode::OK, &transcript(&turns)))
         }
-        Route::ClearChat(chat) => {
+        SeedRoute::ClearChat(chat) => {
             log.redis(store.clear(tenant, &chat)).await?;
             Ok(empty_object())
         }
-        Route::Hello => Ok(crate::app::hello()),
         // `serve` runs turns itself, to count their limit in the same round trip as their
         // read; here the limit has been counted already.
-        Route::SendChat(chat) => {
+        SeedRoute::SendChat(chat) => {
             let question = content(Shape::Turn)?;
             let counted = std::future::ready(Ok(()));
             turn(app, tenant, &chat, question, request, counted, log).await
         }
-        Route::SendImage(chat) => {
+        SeedRoute::SendImage(chat) => {
             let question = content(Shape::ImageTurn)?;
             let counted = std::future::ready(Ok(()));
             turn(app, tenant, &chat, question, request, counted, log).await
@@ -144,7 +143,7 @@ async fn turn(
     let streamed = question.stream || accepts_event_stream(request.headers());
     let ask = Ask {
         tenant,
-        chat,
+        chat: Some(chat),
         asked: vec![UserContent::question(question.content, question.url)],
         model: app.upstream.model_name(model),
         params: None,

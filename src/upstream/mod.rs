@@ -75,6 +75,14 @@ pub struct Chunk {
     pub finished: bool,
     /// The usage chunk, last of a stream that asked for it.
     pub usage: Option<Usage>,
+    usage_only: bool,
+}
+
+impl Chunk {
+    /// The chunk carries usage and no choice: the last chunk of a stream that asked for it.
+    pub fn is_usage_only(&self) -> bool {
+        self.usage_only
+    }
 }
 
 type RawStream = Pin<Box<dyn Stream<Item = Result<Box<RawValue>, OpenAIError>> + Send>>;
@@ -102,18 +110,21 @@ impl ChunkStream {
                 message: redact(error.message, &self.api_key),
             }));
         }
+        let usage_only = fields.choices.is_empty() && fields.usage.is_some();
         let mut delta = String::new();
         let mut finished = false;
-        for choice in fields.choices.into_iter().take(1) {
+        // The reply kept is the first one (`n` > 1 is for stateless calls only).
+        for choice in fields.choices.into_iter().filter(|c| c.index == 0) {
             delta.extend(choice.delta.content);
             delta.extend(choice.delta.refusal);
-            finished = choice.finish_reason.is_some();
+            finished |= choice.finish_reason.is_some();
         }
         Some(Ok(Chunk {
             raw,
             delta,
             finished,
             usage: fields.usage,
+            usage_only,
         }))
     }
 }
@@ -221,6 +232,13 @@ impl Upstream {
             inner,
             api_key: self.api_key.clone(),
         })
+    }
+
+    /// Upstream's model list, as it sends it.
+    pub async fn models(&self, deadline: Instant) -> Result<Box<RawValue>, UpstreamError> {
+        let models = self.client.models();
+        let call = models.list_byot::<Box<RawValue>>();
+        self.within(deadline, call).await
     }
 
     /// Classifies `input` with the moderation model; the result is returned as received.

@@ -14,6 +14,8 @@ use crate::store::UserContent;
 #[derive(Debug, Serialize)]
 pub struct ChatRequest<'a> {
     pub model: &'a str,
+    /// Empty for a stateless call: the caller's `messages` are among `params`.
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
     pub messages: &'a [Message<'a>],
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub stream: bool,
@@ -141,6 +143,9 @@ pub struct ChunkFields {
 
 #[derive(Debug, Default, Deserialize)]
 pub struct ChunkChoice {
+    /// Which of `n` replies the chunk belongs to.
+    #[serde(default)]
+    pub index: u32,
     #[serde(default)]
     pub delta: ChunkDelta,
     pub finish_reason: Option<String>,

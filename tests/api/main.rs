@@ -11,6 +11,7 @@ mod e2e;
 mod echo;
 mod events;
 mod input_errors;
+mod openai_api;
 mod properties;
 mod redis_deployments;
 mod redis_faults;

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod http;
 pub mod moto;
 pub mod openai;
 pub mod redis;
@@ -26,7 +27,9 @@ use self::redis::{RedisCluster, RedisServer};
 use self::relay::Relay;
 
 pub struct TestApp {
-    pub app: App,
+    /// Leaked, as `main` does: an HTTP server or a streamed turn may outlive a borrow.
+    pub app: &'static App,
+    pub config: Config,
     pub store: Arc<RedisStore>,
     /// The Redis server; for a cluster app, its first node.
     pub redis: RedisServer,
@@ -157,9 +160,12 @@ impl TestApp {
             store.wait_connected(Duration::from_secs(5)).await,
             "Redis connects"
         );
-        let app = App::with_store(&config, store.clone()).expect("app builds");
+        let app = Box::leak(Box::new(
+            App::with_store(&config, store.clone()).expect("app builds"),
+        ));
         TestApp {
             app,
+            config,
             store,
             redis,
             cluster,
@@ -193,7 +199,7 @@ impl TestApp {
 
     /// Sends a request and reads its whole answer, streamed or not.
     pub async fn send(&self, request: Request) -> Reply {
-        let response = handle(&self.app, request).await;
+        let response = handle(self.app, request).await;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         let mut body = response.into_body();
@@ -210,7 +216,12 @@ impl TestApp {
 
     /// Sends a request and returns the response as it starts, to read its body over time.
     pub async fn open(&self, request: Request) -> lambda_http::Response<ResponseBody> {
-        handle(&self.app, request).await
+        handle(self.app, request).await
+    }
+
+    /// The app behind a real HTTP server, for real HTTP clients; its base URL.
+    pub async fn http_url(&self) -> String {
+        format!("http://{}", http::serve(self.app).await)
     }
 
     /// A POST with a JSON body and extra headers, for `open`.

@@ -38,6 +38,12 @@ impl FakeOpenAi {
             .with_priority(10)
             .mount(&server)
             .await;
+        Mock::given(method("GET"))
+            .and(path("/v1/models"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(model_list()))
+            .with_priority(10)
+            .mount(&server)
+            .await;
         let script = Arc::new(Mutex::new(StreamScript::default()));
         let front = streaming::start(server.uri(), script.clone()).await;
         FakeOpenAi {
@@ -185,6 +191,18 @@ pub fn chat_completion(model: &str, content: &str, prompt_tokens: u64) -> Value 
         },
         "service_tier": "default",
         "system_fingerprint": "fp_06737a9306"
+    })
+}
+
+/// OpenAI's model list, in part, as it sends it.
+pub fn model_list() -> Value {
+    json!({
+        "object": "list",
+        "data": [
+            {"id": "gpt-4o-mini", "object": "model", "created": 1721172741, "owned_by": "system"},
+            {"id": "o3", "object": "model", "created": 1744225308, "owned_by": "system"},
+            {"id": "omni-moderation-latest", "object": "model", "created": 1731689265, "owned_by": "system"}
+        ]
     })
 }
 

@@ -1,0 +1,135 @@
+"""The proxy as its users run it, for tests with real clients: `cargo lambda watch` serving
+the function (the build `cargo test` made) on a free port, over a redis-server of its own,
+with the built-in echo upstream, so no key and no network are needed.
+
+`make test` runs these after the Rust suite: .venv/bin/pytest tests/python
+"""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+CALLERS = {"alice": "sk-alice-test-1", "bob": "sk-bob-test-2", "burst": "sk-burst-test-3"}
+RATE_LIMIT_PER_MINUTE = 30
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(url, process, seconds, log):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args[0]} exited:\n{Path(log).read_text()}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.25)
+    raise RuntimeError(f"{url} did not answer in {seconds} s:\n{Path(log).read_text()}")
+
+
+class RedisServer:
+    def __init__(self):
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="chat-proxy-redis-")
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", self.dir],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while self.cli("PING") != "PONG":
+            if time.monotonic() > deadline:
+                raise RuntimeError("redis-server did not start")
+            time.sleep(0.05)
+
+    @property
+    def url(self):
+        return f"redis://127.0.0.1:{self.port}"
+
+    def cli(self, *args):
+        done = subprocess.run(["redis-cli", "-e", "-p", str(self.port), "--raw", *args],
+                              capture_output=True, text=True)
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    def stop(self):
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def close(self):
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Proxy:
+    """`cargo lambda watch` on a free port, with the given environment."""
+
+    def __init__(self, env):
+        self.port = free_port()
+        self.log = tempfile.NamedTemporaryFile(prefix="chat-proxy-watch-", suffix=".log", delete=False).name
+        # A file, not --env-var: cargo lambda splits --env-var values at commas.
+        self.env_file = tempfile.NamedTemporaryFile("w", prefix="chat-proxy-", suffix=".env", delete=False)
+        self.env_file.write("".join(f"{name}={value}\n" for name, value in env.items()))
+        self.env_file.close()
+        args = ["cargo", "lambda", "watch", "--ignore-changes", "--invoke-port", str(self.port),
+                "--env-file", self.env_file.name]
+        path = f"{ROOT / '.venv-deploy' / 'bin'}{os.pathsep}{os.environ['PATH']}"
+        self.process = subprocess.Popen(
+            args, cwd=ROOT, stdout=open(self.log, "w"), stderr=subprocess.STDOUT,
+            env={**os.environ, "PATH": path}, start_new_session=True,
+        )
+        wait_for(f"{self.url}/", self.process, 600, self.log)
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def logs(self):
+        return Path(self.log).read_text()
+
+    def close(self):
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+        os.unlink(self.log)
+        os.unlink(self.env_file.name)
+
+
+@pytest.fixture(scope="session")
+def redis():
+    server = RedisServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def proxy(redis):
+    keys = ",".join(f"{name}:{secret}" for name, secret in CALLERS.items())
+    server = Proxy({
+        "OPENAI_BASE_URL": "echo",
+        "REDIS_URL": redis.url,
+        "PROXY_API_KEYS": keys,
+        "RATE_LIMIT_PER_MINUTE": str(RATE_LIMIT_PER_MINUTE),
+        "REDIS_TIMEOUT_MS": "500",
+    })
+    yield server
+    server.close()
