@@ -1,6 +1,7 @@
-"""The proxy as its users run it, for tests with real clients: `cargo lambda watch` serving
-the function (the build `cargo test` made) on a free port, over a redis-server of its own,
-with the built-in echo upstream, so no key and no network are needed.
+"""The proxy as its users run it, for tests with real clients: the function binary that
+`cargo test` built, run under `cargo lambda watch`'s Lambda emulator (its HTTP front and
+Runtime API, `--only-lambda-apis`) on a free port, over a redis-server of its own, with the
+built-in echo upstream, so no key, no network and no second build are needed.
 
 `make test` runs these after the Rust suite: .venv/bin/pytest tests/python
 """
@@ -35,10 +36,11 @@ def wait_for(url, process, seconds, log):
         if process.poll() is not None:
             raise RuntimeError(f"{process.args[0]} exited:\n{Path(log).read_text()}")
         try:
-            with urllib.request.urlopen(url, timeout=2) as answer:
+            with urllib.request.urlopen(url, timeout=seconds) as answer:
                 if answer.status == 200:
                     return
         except OSError:
+            # Refused: the emulator is not listening yet.
             time.sleep(0.25)
     raise RuntimeError(f"{url} did not answer in {seconds} s:\n{Path(log).read_text()}")
 
@@ -78,23 +80,39 @@ class RedisServer:
 
 
 class Proxy:
-    """`cargo lambda watch` on a free port, with the given environment."""
+    """The function binary behind `cargo lambda watch --only-lambda-apis` on a free port."""
 
     def __init__(self, env):
         self.port = free_port()
         self.log = tempfile.NamedTemporaryFile(prefix="chat-proxy-watch-", suffix=".log", delete=False).name
-        # A file, not --env-var: cargo lambda splits --env-var values at commas.
-        self.env_file = tempfile.NamedTemporaryFile("w", prefix="chat-proxy-", suffix=".env", delete=False)
-        self.env_file.write("".join(f"{name}={value}\n" for name, value in env.items()))
-        self.env_file.close()
-        args = ["cargo", "lambda", "watch", "--ignore-changes", "--invoke-port", str(self.port),
-                "--env-file", self.env_file.name]
         path = f"{ROOT / '.venv-deploy' / 'bin'}{os.pathsep}{os.environ['PATH']}"
-        self.process = subprocess.Popen(
-            args, cwd=ROOT, stdout=open(self.log, "w"), stderr=subprocess.STDOUT,
+        target = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+        binary = target / "debug" / "bootstrap"
+        if not binary.exists():
+            raise RuntimeError(f"{binary} is missing: cargo test (or cargo build) builds it")
+        log = open(self.log, "w")
+        self.emulator = subprocess.Popen(
+            ["cargo", "lambda", "watch", "--only-lambda-apis", "--invoke-address", "127.0.0.1",
+             "--invoke-port", str(self.port)],
+            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
             env={**os.environ, "PATH": path}, start_new_session=True,
         )
-        wait_for(f"{self.url}/", self.process, 600, self.log)
+        function_env = {
+            "PATH": os.environ["PATH"],
+            "AWS_LAMBDA_FUNCTION_NAME": "chat-proxy",
+            "AWS_LAMBDA_FUNCTION_VERSION": "1",
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "128",
+            "AWS_LAMBDA_RUNTIME_API": f"http://127.0.0.1:{self.port}/.rt",
+            "LOG_FORMAT": "json",
+            **env,
+        }
+        self.function = subprocess.Popen(
+            [str(binary)], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+            env=function_env, start_new_session=True,
+        )
+        # One probe that waits as long as it takes: a client that gives up leaves the
+        # emulator an invocation nobody waits for.
+        wait_for(f"{self.url}/", self.emulator, 60, self.log)
 
     @property
     def url(self):
@@ -104,14 +122,14 @@ class Proxy:
         return Path(self.log).read_text()
 
     def close(self):
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
+        for process in (self.function, self.emulator):
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+                try:
+                    process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    os.killpg(process.pid, signal.SIGKILL)
         os.unlink(self.log)
-        os.unlink(self.env_file.name)
 
 
 @pytest.fixture(scope="session")
