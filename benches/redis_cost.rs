@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use chat_proxy::auth::Tenant;
 use chat_proxy::config::RedisTarget;
 use chat_proxy::routes::ChatId;
-use chat_proxy::store::{RedisStore, Store, Turn};
+use chat_proxy::store::{RedisStore, Store, Turn, TurnExtras};
 use chat_proxy::{handle, App, Config};
 use lambda_http::Body;
 
@@ -129,6 +129,9 @@ async fn fill(store: &RedisStore, chat: &ChatId, turns: usize) {
             None,
             format!("answer {i}: {}", "y".repeat(80)),
         );
-        store.append_turn(&Tenant::Open, chat, &turn).await.unwrap();
+        store
+            .append_turn(&Tenant::Open, chat, &turn, TurnExtras::default())
+            .await
+            .unwrap();
     }
 }

@@ -21,9 +21,9 @@ use crate::cors::Cors;
 use crate::error::ApiError;
 use crate::http::ResponseBody;
 use crate::request_log::RequestLog;
-use crate::routes::{request_path, OpenAiRoute, Route};
+use crate::routes::{request_path, OpenAiRoute, Route, UsageRoute};
 use crate::store::{MemoryStore, RedisStore, Store};
-use crate::turn::TurnEngine;
+use crate::turn::{TurnEngine, TurnSettings};
 use crate::upstream::{Upstream, UpstreamError};
 
 /// Time kept back from the Lambda deadline to store a turn and answer before Lambda stops
@@ -73,8 +73,12 @@ impl App {
             turns: TurnEngine::new(
                 store.clone(),
                 upstream.clone(),
-                config.default_system_prompt.clone(),
-                config.keep_alive,
+                TurnSettings {
+                    default_system_prompt: config.default_system_prompt.clone(),
+                    keep_alive: config.keep_alive,
+                    max_prompt_tokens: config.max_prompt_tokens,
+                    token_limit_per_day: config.token_limit_per_day,
+                },
             ),
             store,
             upstream,
@@ -168,6 +172,10 @@ async fn serve(
             api::openai::completion(app, &tenant, request, log).await
         }
         Route::OpenAi(OpenAiRoute::Models) => api::openai::models(app, &tenant, request, log).await,
+        Route::Usage(UsageRoute::Chat(chat)) => {
+            api::usage::chat(app, &tenant, &chat, request, log).await
+        }
+        Route::Usage(UsageRoute::Caller) => api::usage::caller(app, &tenant, request, log).await,
     }
 }
 
@@ -213,7 +221,7 @@ impl App {
 }
 
 /// The caller's address as API Gateway saw it.
-fn source_ip(request: &Request) -> Option<&str> {
+pub(crate) fn source_ip(request: &Request) -> Option<&str> {
     match request.request_context_ref()? {
         RequestContext::ApiGatewayV2(context) => context.http.source_ip.as_deref(),
         RequestContext::ApiGatewayV1(context) => context.identity.source_ip.as_deref(),

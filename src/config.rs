@@ -41,6 +41,10 @@ pub struct Config {
     pub keep_alive: Duration,
     /// `ALLOWED_MODELS`: the models callers of `/v1/chat/completions` may name.
     pub allowed_models: AllowedModels,
+    /// `MAX_PROMPT_TOKENS`: the most tokens one turn sends upstream.
+    pub max_prompt_tokens: u32,
+    /// `TOKEN_LIMIT_PER_DAY`: tokens a caller (an address, when open) may spend a UTC day.
+    pub token_limit_per_day: Option<u64>,
 }
 
 /// The models callers may name in OpenAI's API.
@@ -322,6 +326,10 @@ impl Config {
             }
         };
 
+        let max_prompt_tokens = env.number("MAX_PROMPT_TOKENS", 32_000, 1_000..=2_000_000);
+        let token_limit = env.number("TOKEN_LIMIT_PER_DAY", 0, 0..=u64::from(u32::MAX) * 1_000);
+        let token_limit_per_day = (token_limit > 0).then_some(token_limit);
+
         let default_system_prompt = env.text("SYSTEM_PROMPT", DEFAULT_SYSTEM_PROMPT);
         let max_body_bytes = env.number(
             "MAX_BODY_BYTES",
@@ -348,6 +356,8 @@ impl Config {
             stream_timeout,
             keep_alive,
             allowed_models,
+            max_prompt_tokens,
+            token_limit_per_day,
         })
     }
 }

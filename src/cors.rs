@@ -109,7 +109,9 @@ impl Cors {
             headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
             headers.insert(
                 header::ACCESS_CONTROL_EXPOSE_HEADERS,
-                HeaderValue::from_static("retry-after, www-authenticate, x-chat-stored"),
+                HeaderValue::from_static(
+                    "retry-after, www-authenticate, x-chat-stored, idempotent-replayed",
+                ),
             );
         }
     }

@@ -34,6 +34,19 @@ pub enum ApiError {
     /// This caller made more than `RATE_LIMIT_PER_MINUTE` requests this minute.
     #[error("rate limit of {limit} requests per minute reached; retry in {retry_after} s")]
     CallerRateLimited { limit: u64, retry_after: u64 },
+    /// This caller (or address, on an open API) spent `TOKEN_LIMIT_PER_DAY` today.
+    #[error(
+        "the daily limit of {limit} tokens is spent; it resets at 00:00 UTC, in {retry_after} s"
+    )]
+    TokenLimitExceeded { limit: u64, retry_after: u64 },
+    /// A request with the same `Idempotency-Key` is still running.
+    #[error("a request with this Idempotency-Key is in progress; retry when it has finished")]
+    RequestInProgress,
+    /// The `Idempotency-Key` was used for a request with another body.
+    #[error(
+        "this Idempotency-Key was used for a different request; use a new key for a new request"
+    )]
+    IdempotencyKeyReused,
     #[error("OpenAI did not answer in time")]
     UpstreamTimeout,
     #[error("OpenAI request failed")]
@@ -62,9 +75,11 @@ impl ApiError {
             ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::RateLimited { .. } | ApiError::CallerRateLimited { .. } => {
-                StatusCode::TOO_MANY_REQUESTS
-            }
+            ApiError::RateLimited { .. }
+            | ApiError::CallerRateLimited { .. }
+            | ApiError::TokenLimitExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RequestInProgress => StatusCode::CONFLICT,
+            ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ApiError::Storage(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -83,6 +98,9 @@ impl ApiError {
             ApiError::UpstreamRejected { .. } => "upstream_rejected",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::CallerRateLimited { .. } => "rate_limit_exceeded",
+            ApiError::TokenLimitExceeded { .. } => "token_limit_exceeded",
+            ApiError::RequestInProgress => "request_in_progress",
+            ApiError::IdempotencyKeyReused => "idempotency_key_reused",
             ApiError::UpstreamTimeout => "upstream_timeout",
             ApiError::Upstream(_) => "upstream_error",
             ApiError::Storage(_) => "storage_unavailable",
@@ -144,6 +162,10 @@ impl ApiError {
                 retry_after: Some(seconds),
             }
             | ApiError::CallerRateLimited {
+                retry_after: seconds,
+                ..
+            }
+            | ApiError::TokenLimitExceeded {
                 retry_after: seconds,
                 ..
             } => {

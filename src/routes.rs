@@ -63,6 +63,16 @@ pub enum Route {
     Seed(SeedRoute),
     /// OpenAI's own API (`/v1/...`).
     OpenAi(OpenAiRoute),
+    /// What chats and callers have spent.
+    Usage(UsageRoute),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UsageRoute {
+    /// `GET /<chat_id>/usage`
+    Chat(ChatId),
+    /// `GET /usage`
+    Caller,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,6 +120,11 @@ impl Route {
             ["system"] if is_post => Ok(Route::Seed(SeedRoute::SetGlobalSystem)),
             ["system"] => Err(ApiError::MethodNotAllowed { allow: "GET, POST" }),
             ["mod"] => only(is_post, Route::Seed(SeedRoute::Moderate), "POST"),
+            ["usage"] => only(is_get, Route::Usage(UsageRoute::Caller), "GET"),
+            [id, "usage"] => {
+                let chat = ChatId::parse(id)?;
+                only(is_get, Route::Usage(UsageRoute::Chat(chat)), "GET")
+            }
             // Three segments, so never a chat's route: `/v1/chat` is chat `v1`'s.
             ["v1", "chat", "completions"] => {
                 only(is_post, Route::OpenAi(OpenAiRoute::ChatCompletions), "POST")
@@ -152,6 +167,8 @@ impl Route {
             },
             Route::OpenAi(OpenAiRoute::ChatCompletions) => "chat_completions",
             Route::OpenAi(OpenAiRoute::Models) => "models",
+            Route::Usage(UsageRoute::Chat(_)) => "chat_usage",
+            Route::Usage(UsageRoute::Caller) => "caller_usage",
         }
     }
 }
@@ -242,6 +259,12 @@ mod tests {
                 Route::OpenAi(OpenAiRoute::ChatCompletions),
             ),
             (M::GET, "/v1/models", Route::OpenAi(OpenAiRoute::Models)),
+            (
+                M::GET,
+                "/c1/usage",
+                Route::Usage(UsageRoute::Chat(id("c1"))),
+            ),
+            (M::GET, "/usage", Route::Usage(UsageRoute::Caller)),
         ];
         for (method, path, expected) in cases {
             assert_eq!(route(method, path).unwrap(), expected, "{path}");

@@ -12,17 +12,20 @@ use lambda_http::http::{header, HeaderValue, StatusCode};
 use lambda_http::{Request, Response};
 use serde_json::{json, Map, Value};
 
-use crate::api::seed::X_CHAT_STORED;
-use crate::app::App;
+use std::sync::Arc;
+
+use crate::api::seed::{json_body, replayed, X_CHAT_STORED};
+use crate::app::{source_ip, App};
 use crate::auth::Tenant;
 use crate::body::{image_url, json_object};
 use crate::config::AllowedModels;
 use crate::error::ApiError;
 use crate::http::{event_stream, json_response, sse_event, FrameSender, ResponseBody, KEEP_ALIVE};
+use crate::idempotency;
 use crate::request_log::RequestLog;
 use crate::routes::ChatId;
 use crate::store::{ImageRef, Part, UserContent};
-use crate::turn::{Ask, StreamSink};
+use crate::turn::{Answered, Ask, Keep, Opened, Ran, StreamSink};
 use crate::upstream::Chunk;
 
 /// The header that makes a completion a turn of a stored chat.
@@ -65,6 +68,22 @@ pub async fn completion(
             Vec::new()
         }
     };
+    let keep = idempotency::key_of(request, chat.as_ref())?.map(|key| {
+        let model = model.clone();
+        Keep {
+            key,
+            fingerprint: idempotency::fingerprint(&[
+                b"v1",
+                if stream { b"stream" } else { b"json" },
+                if include_usage { b"usage" } else { b"-" },
+                request.body().as_ref(),
+            ]),
+            render: Arc::new(move |answered: &Answered| match &answered.raw {
+                Some(raw) => raw.get().to_owned(),
+                None => completion_of(&model, answered).to_string(),
+            }),
+        }
+    });
     let ask = Ask {
         tenant,
         chat: chat.as_ref(),
@@ -72,19 +91,20 @@ pub async fn completion(
         model: &model,
         params: Some(&params),
         deadline: app.deadline(request, stream),
+        ip: source_ip(request),
+        keep,
     };
     if !stream {
-        let answered = app.turns.run(ask, rate_limit, log).await?;
+        let answered = match app.turns.run(ask, rate_limit, log).await? {
+            Ran::Answered(answered) => answered,
+            Ran::Replayed(answer) => return Ok(replayed(json_body(answer.into_bytes()))),
+        };
         let raw = answered
             .raw
             .as_ref()
             .map(|raw| raw.get().as_bytes().to_vec())
             .unwrap_or_default();
-        let mut response = Response::new(ResponseBody::from(raw));
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
+        let mut response = json_body(raw);
         if !answered.stored {
             response
                 .headers_mut()
@@ -92,7 +112,13 @@ pub async fn completion(
         }
         return Ok(response);
     }
-    let open = app.turns.open(ask, rate_limit, log).await?;
+    let open = match app.turns.open(ask, rate_limit, log).await? {
+        Opened::Streaming(open) => open,
+        Opened::Replayed(answer) => {
+            let frames = replay_chunks(&answer, include_usage);
+            return Ok(replayed(event_stream(ResponseBody::Whole(frames))));
+        }
+    };
     let (frames, body) = ResponseBody::channel();
     app.spawn(async move {
         let mut sink = Chunks {
@@ -117,6 +143,67 @@ pub async fn completion(
         sink.frames.send(last).await;
     });
     Ok(event_stream(body))
+}
+
+/// A `chat.completion` for a streamed answer, kept to replay to a retry.
+fn completion_of(model: &str, answered: &Answered) -> Value {
+    let created = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs());
+    let usage = answered.usage;
+    json!({
+        "id": format!("chatcmpl-{:024x}", fastrand::u128(..) >> 32),
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": [{
+            "index": 0,
+            "message": {"role": "assistant", "content": answered.reply, "refusal": null},
+            "logprobs": null,
+            "finish_reason": "stop"
+        }],
+        "usage": {
+            "prompt_tokens": usage.prompt_tokens,
+            "completion_tokens": usage.completion_tokens,
+            "total_tokens": usage.total_tokens,
+            "prompt_tokens_details": {"cached_tokens": usage.cached_tokens}
+        }
+    })
+}
+
+/// A kept `chat.completion` as the chunks of a stream: the whole message in one, the end,
+/// the usage when asked, `[DONE]`.
+fn replay_chunks(completion: &str, include_usage: bool) -> Bytes {
+    let completion: Value = serde_json::from_str(completion).unwrap_or(Value::Null);
+    let chunk = |choices: Value| {
+        json!({
+            "id": completion["id"],
+            "object": "chat.completion.chunk",
+            "created": completion["created"],
+            "model": completion["model"],
+            "choices": choices,
+        })
+    };
+    let choice = &completion["choices"][0];
+    let mut frames = Vec::new();
+    let mut push =
+        |value: Value| frames.extend_from_slice(&sse_event(None, value.to_string().as_bytes()));
+    push(chunk(json!([{
+        "index": 0,
+        "delta": {"role": "assistant", "content": choice["message"]["content"]},
+        "logprobs": null,
+        "finish_reason": null
+    }])));
+    push(chunk(
+        json!([{"index": 0, "delta": {}, "logprobs": null, "finish_reason": choice["finish_reason"]}]),
+    ));
+    if include_usage {
+        let mut usage = chunk(json!([]));
+        usage["usage"] = completion["usage"].clone();
+        push(usage);
+    }
+    frames.extend_from_slice(b"data: [DONE]\n\n");
+    Bytes::from(frames)
 }
 
 /// The chat named by `X-Chat-Id`, if any: the path's alphabet and limits.

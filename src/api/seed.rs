@@ -4,6 +4,7 @@
 //! turn answers, or `error` with an OpenAI-shaped error if the turn fails mid-stream.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use lambda_http::http::{HeaderName, HeaderValue, StatusCode};
@@ -11,7 +12,7 @@ use lambda_http::{Request, Response};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::app::App;
+use crate::app::{source_ip, App};
 use crate::auth::Tenant;
 use crate::body::{Content, Shape};
 use crate::error::ApiError;
@@ -19,15 +20,18 @@ use crate::http::{
     accepts_event_stream, empty_object, event_stream, json_response, sse_event, FrameSender,
     ResponseBody, KEEP_ALIVE,
 };
+use crate::idempotency;
 use crate::request_log::RequestLog;
 use crate::routes::{ChatId, SeedRoute};
 use crate::store::{Turn, UserContent};
-use crate::turn::{Answered, Ask, StreamSink};
+use crate::turn::{Answered, Ask, Keep, Opened, Ran, StreamSink};
 use crate::upstream::wire::Usage;
 use crate::upstream::{Chunk, Model};
 
 /// Set to `false` on a turn's answer when the turn could not be stored.
 pub const X_CHAT_STORED: HeaderName = HeaderName::from_static("x-chat-stored");
+/// Set to `true` on an answer replayed for a retry with the same `Idempotency-Key`.
+pub const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
 
 /// Serves a seed route for an authenticated caller.
 pub async fn serve(
@@ -141,6 +145,18 @@ async fn turn(
         Model::Chat
     };
     let streamed = question.stream || accepts_event_stream(request.headers());
+    let keep = idempotency::key_of(request, Some(chat))?.map(|key| Keep {
+        key,
+        fingerprint: idempotency::fingerprint(&[
+            b"seed",
+            model_kind(model),
+            if streamed { b"stream" } else { b"json" },
+            request.body().as_ref(),
+        ]),
+        render: Arc::new(|answered: &Answered| {
+            String::from_utf8_lossy(&to_json(&Reply::of(answered))).into_owned()
+        }),
+    });
     let ask = Ask {
         tenant,
         chat: Some(chat),
@@ -148,9 +164,14 @@ async fn turn(
         model: app.upstream.model_name(model),
         params: None,
         deadline: app.deadline(request, streamed),
+        ip: source_ip(request),
+        keep,
     };
     if !streamed {
-        let answered = app.turns.run(ask, rate_limit, log).await?;
+        let answered = match app.turns.run(ask, rate_limit, log).await? {
+            Ran::Answered(answered) => answered,
+            Ran::Replayed(answer) => return Ok(replayed(json_body(answer.into_bytes()))),
+        };
         let mut response = json_response(StatusCode::OK, &Reply::of(&answered));
         if !answered.stored {
             response
@@ -159,7 +180,13 @@ async fn turn(
         }
         return Ok(response);
     }
-    let open = app.turns.open(ask, rate_limit, log).await?;
+    let open = match app.turns.open(ask, rate_limit, log).await? {
+        Opened::Streaming(open) => open,
+        Opened::Replayed(answer) => {
+            let frame = sse_event(Some("done"), answer.as_bytes());
+            return Ok(replayed(event_stream(ResponseBody::Whole(frame))));
+        }
+    };
     let (frames, body) = ResponseBody::channel();
     app.spawn(async move {
         let mut sink = SeedEvents { frames };
@@ -179,6 +206,31 @@ async fn turn(
         sink.frames.send(frame).await;
     });
     Ok(event_stream(body))
+}
+
+fn model_kind(model: Model) -> &'static [u8] {
+    match model {
+        Model::Chat => b"chat",
+        Model::Vision => b"img",
+    }
+}
+
+/// A JSON answer kept for an `Idempotency-Key`.
+pub(crate) fn json_body(body: Vec<u8>) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::from(body));
+    response.headers_mut().insert(
+        lambda_http::http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// Marks an answer as the replay of an earlier one.
+pub(crate) fn replayed(mut response: Response<ResponseBody>) -> Response<ResponseBody> {
+    response
+        .headers_mut()
+        .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+    response
 }
 
 /// The seed's events for a streamed turn's chunks.

@@ -3,12 +3,17 @@
 //! It lives and dies with one process, so on Lambda every instance would see different
 //! chats; `main` warns loudly when it is used.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use super::{RequestCount, Store, StoreError, Turn, TurnContext, RATE_WINDOW};
+use super::{
+    CallerUsage, ChatUsage, Claim, IdempotencyKey, KeptAnswer, PeriodUsage, RequestCount, Spent,
+    Store, StoreError, Tokens, Turn, TurnContext, TurnExtras, ANSWER_SECONDS, CLAIM_SECONDS,
+    RATE_WINDOW,
+};
 use crate::auth::Tenant;
+use crate::clock::UtcDay;
 use crate::config::StoreSettings;
 use crate::routes::ChatId;
 
@@ -23,6 +28,20 @@ struct State {
     chats: HashMap<(Tenant, ChatId), Chat>,
     /// Requests per caller in its current window, and when the window ends.
     requests: HashMap<String, (u64, Instant)>,
+    /// A caller's counters by period (`day:<date>`, `month:<month>`).
+    usage: HashMap<(Tenant, String), PeriodUsage>,
+    /// An open API's tokens per address and day.
+    ip_tokens: HashMap<(Tenant, String, String), u64>,
+    /// Requests already counted.
+    counted: HashSet<(Tenant, String)>,
+    /// `Idempotency-Key`s: what each holds, until when.
+    keys: HashMap<(Tenant, IdempotencyKey), (Held, Instant)>,
+}
+
+#[derive(Clone)]
+enum Held {
+    Pending(String),
+    Answered(String, String),
 }
 
 type ChatKey = (Tenant, ChatId);
@@ -33,6 +52,8 @@ struct Chat {
     /// Each turn with its size as Redis would store it (its JSON's length).
     turns: VecDeque<(Turn, usize)>,
     bytes: usize,
+    window: Option<String>,
+    usage: ChatUsage,
     expires_at: Option<Instant>,
 }
 
@@ -134,10 +155,12 @@ impl Store for MemoryStore {
         let global_prompt = state.global_prompts.get(tenant).cloned();
         let chat = self.live(&mut state, &key(tenant, chat));
         let chat_prompt = chat.as_ref().and_then(|c| c.prompt.clone());
+        let window_start = chat.as_ref().and_then(|c| c.window.clone());
         Ok(TurnContext {
             global_prompt,
             chat_prompt,
             history: self.newest_turns(chat),
+            window_start,
         })
     }
 
@@ -146,6 +169,7 @@ impl Store for MemoryStore {
         tenant: &Tenant,
         chat: &ChatId,
         turn: &Turn,
+        extras: TurnExtras<'_>,
     ) -> Result<(), StoreError> {
         let size = serde_json::to_string(turn)
             .map_err(|e| StoreError::new(format!("cannot encode a turn: {e}")))?
@@ -165,6 +189,17 @@ impl Store for MemoryStore {
                 chat.bytes -= dropped;
             }
         }
+        if let Some(start) = extras.window_start {
+            chat.window = Some(start.to_owned());
+        }
+        let tokens = turn.tokens.unwrap_or_default();
+        chat.usage.turns += 1;
+        chat.usage.prompt_tokens += u64::from(tokens.prompt);
+        chat.usage.completion_tokens += u64::from(tokens.completion);
+        chat.usage.cached_tokens += u64::from(tokens.cached);
+        if let Some(kept) = extras.answer {
+            keep(&mut state, tenant, kept);
+        }
         Ok(())
     }
 
@@ -179,6 +214,117 @@ impl Store for MemoryStore {
         let chat = self.touched(&mut state, &key(tenant, chat));
         chat.turns.clear();
         chat.bytes = 0;
+        chat.window = None;
+        Ok(())
+    }
+
+    async fn chat_usage(&self, tenant: &Tenant, chat: &ChatId) -> Result<ChatUsage, StoreError> {
+        let mut state = self.state();
+        let mut usage = self
+            .live(&mut state, &key(tenant, chat))
+            .map(|c| c.usage)
+            .unwrap_or_default();
+        usage.total_tokens = usage.prompt_tokens + usage.completion_tokens;
+        Ok(usage)
+    }
+
+    async fn add_usage(&self, tenant: &Tenant, spent: Spent<'_>) -> Result<(), StoreError> {
+        let mut state = self.state();
+        if !state.counted.insert((tenant.clone(), spent.id.to_owned())) {
+            return Ok(());
+        }
+        let tokens = Tokens {
+            prompt_tokens: spent.prompt_tokens,
+            completion_tokens: spent.completion_tokens,
+            cached_tokens: spent.cached_tokens,
+            total_tokens: spent.prompt_tokens + spent.completion_tokens,
+        };
+        for period in [
+            format!("day:{}", spent.day.date),
+            format!("month:{}", spent.day.month),
+        ] {
+            let usage = state.usage.entry((tenant.clone(), period)).or_default();
+            add(&mut usage.total, tokens);
+            add(
+                usage.models.entry(spent.model.to_owned()).or_default(),
+                tokens,
+            );
+        }
+        if let Some(ip) = spent.ip {
+            let key = (tenant.clone(), ip.to_owned(), spent.day.date.clone());
+            *state.ip_tokens.entry(key).or_default() += tokens.total_tokens;
+        }
+        if let Some(kept) = spent.answer {
+            keep(&mut state, tenant, kept);
+        }
+        Ok(())
+    }
+
+    async fn caller_usage(&self, tenant: &Tenant, day: &UtcDay) -> Result<CallerUsage, StoreError> {
+        let state = self.state();
+        let period = |name: String| {
+            state
+                .usage
+                .get(&(tenant.clone(), name))
+                .cloned()
+                .unwrap_or_default()
+        };
+        Ok(CallerUsage {
+            day: period(format!("day:{}", day.date)),
+            month: period(format!("month:{}", day.month)),
+        })
+    }
+
+    async fn tokens_spent(
+        &self,
+        tenant: &Tenant,
+        ip: Option<&str>,
+        day: &UtcDay,
+    ) -> Result<u64, StoreError> {
+        let state = self.state();
+        Ok(match ip {
+            Some(ip) => state
+                .ip_tokens
+                .get(&(tenant.clone(), ip.to_owned(), day.date.clone()))
+                .copied()
+                .unwrap_or(0),
+            None => state
+                .usage
+                .get(&(tenant.clone(), format!("day:{}", day.date)))
+                .map_or(0, |usage| usage.total.total_tokens),
+        })
+    }
+
+    async fn claim(
+        &self,
+        tenant: &Tenant,
+        key: &IdempotencyKey,
+        fingerprint: &str,
+    ) -> Result<Claim, StoreError> {
+        let now = Instant::now();
+        let mut state = self.state();
+        state.keys.retain(|_, (_, until)| *until > now);
+        let held = (tenant.clone(), key.clone());
+        Ok(match state.keys.get(&held) {
+            Some((Held::Pending(fingerprint), _)) => Claim::InProgress {
+                fingerprint: fingerprint.clone(),
+            },
+            Some((Held::Answered(fingerprint, answer), _)) => Claim::Answered {
+                fingerprint: fingerprint.clone(),
+                answer: answer.clone(),
+            },
+            None => {
+                let until = now + Duration::from_secs(CLAIM_SECONDS);
+                state
+                    .keys
+                    .insert(held, (Held::Pending(fingerprint.to_owned()), until));
+                Claim::Claimed
+            }
+        })
+    }
+
+    async fn release(&self, tenant: &Tenant, key: &IdempotencyKey) -> Result<(), StoreError> {
+        self.state().keys.remove(&(tenant.clone(), key.clone()));
         Ok(())
     }
 
@@ -203,4 +349,19 @@ impl Store for MemoryStore {
             .max(1),
         })
     }
+}
+
+fn add(tokens: &mut Tokens, more: Tokens) {
+    tokens.prompt_tokens += more.prompt_tokens;
+    tokens.completion_tokens += more.completion_tokens;
+    tokens.cached_tokens += more.cached_tokens;
+    tokens.total_tokens += more.total_tokens;
+}
+
+fn keep(state: &mut State, tenant: &Tenant, kept: KeptAnswer<'_>) {
+    let held = Held::Answered(kept.fingerprint.to_owned(), kept.answer.to_owned());
+    let until = Instant::now() + Duration::from_secs(ANSWER_SECONDS);
+    state
+        .keys
+        .insert((tenant.clone(), kept.key.clone()), (held, until));
 }

@@ -12,9 +12,14 @@ pub use self::redis::RedisStore;
 
 mod turn;
 
-pub use self::turn::{ImageRef, Part, Turn, UserContent};
+pub use self::turn::{ImageRef, Part, Turn, TurnTokens, UserContent};
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
 
 use crate::auth::Tenant;
+use crate::clock::UtcDay;
 use crate::routes::ChatId;
 
 /// What a turn needs before calling upstream, read in one round trip.
@@ -26,6 +31,96 @@ pub struct TurnContext {
     pub chat_prompt: Option<String>,
     /// The newest turns, oldest first, at most `max_turns` of them.
     pub history: Vec<Turn>,
+    /// The id of the oldest turn sent upstream: the context window starts there, and stays
+    /// there until the budget moves it.
+    pub window_start: Option<String>,
+}
+
+/// What a turn's write keeps beside the turn, in the same atomic write.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TurnExtras<'a> {
+    /// Where the context window starts from now on, when this turn moved it.
+    pub window_start: Option<&'a str>,
+    /// The answer kept for an `Idempotency-Key`.
+    pub answer: Option<KeptAnswer<'a>>,
+}
+
+/// An answer to replay to a retry that sends the same `Idempotency-Key`.
+#[derive(Debug, Clone, Copy)]
+pub struct KeptAnswer<'a> {
+    pub key: &'a IdempotencyKey,
+    pub fingerprint: &'a str,
+    /// The answer, as the front door will replay it.
+    pub answer: &'a str,
+}
+
+/// An `Idempotency-Key` in its scope: a caller's chat, or (for a stateless call) the caller.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IdempotencyKey {
+    pub chat: Option<ChatId>,
+    /// The key's SHA-256, hex: the raw key may hold any printable character.
+    pub hash: String,
+}
+
+/// What a claim on an `Idempotency-Key` found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// The key was free; this request holds it now.
+    Claimed,
+    /// A request with this key is running.
+    InProgress { fingerprint: String },
+    /// A request with this key was answered.
+    Answered { fingerprint: String, answer: String },
+}
+
+/// What a request cost, to add to its caller's counters.
+#[derive(Debug, Clone, Copy)]
+pub struct Spent<'a> {
+    /// Makes the count idempotent: a write sent twice counts once.
+    pub id: &'a str,
+    pub model: &'a str,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub cached_tokens: u64,
+    pub day: &'a UtcDay,
+    /// The source address the day's tokens are limited by, for an open API.
+    pub ip: Option<&'a str>,
+    /// A stateless call's answer for its `Idempotency-Key`.
+    pub answer: Option<KeptAnswer<'a>>,
+}
+
+/// A chat's token usage over its life.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ChatUsage {
+    pub turns: u64,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub cached_tokens: u64,
+    pub total_tokens: u64,
+}
+
+/// Token counts of a period, overall or for one model.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Tokens {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub cached_tokens: u64,
+    pub total_tokens: u64,
+}
+
+/// A caller's usage in one period, overall and per model.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PeriodUsage {
+    #[serde(flatten)]
+    pub total: Tokens,
+    pub models: BTreeMap<String, Tokens>,
+}
+
+/// A caller's usage today and this month (UTC).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CallerUsage {
+    pub day: PeriodUsage,
+    pub month: PeriodUsage,
 }
 
 /// Storage failed: the database is unreachable, timed out, or answered with something the
@@ -39,6 +134,11 @@ impl StoreError {
         StoreError(message.into())
     }
 }
+
+/// How long a claimed `Idempotency-Key` is held while its request runs.
+pub const CLAIM_SECONDS: u64 = 15 * 60;
+/// How long an answered `Idempotency-Key` replays its answer.
+pub const ANSWER_SECONDS: u64 = 24 * 3600;
 
 /// How long a rate-limit window lasts: the first request of a caller opens one.
 pub const RATE_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
@@ -74,20 +174,49 @@ pub trait Store: Send + Sync {
     /// The prompts and the newest turns of a chat: one round trip.
     async fn turn_context(&self, tenant: &Tenant, chat: &ChatId)
         -> Result<TurnContext, StoreError>;
-    /// Appends a turn, trims the chat to its caps (oldest turns first, by count and by bytes)
-    /// and renews its expiry: one atomic write. Idempotent by the turn's id: a turn whose id
-    /// was stored in the last hour is not stored again, so a write that may or may not have
-    /// run can be sent again.
+    /// Appends a turn, trims the chat to its caps (oldest turns first, by count and by bytes),
+    /// adds the turn's tokens to the chat's usage, keeps `extras`, and renews the chat's
+    /// expiry: one atomic write. Idempotent by the turn's id: a turn whose id was stored in
+    /// the last hour is not stored again, so a write that may or may not have run can be
+    /// sent again.
     async fn append_turn(
         &self,
         tenant: &Tenant,
         chat: &ChatId,
         turn: &Turn,
+        extras: TurnExtras<'_>,
     ) -> Result<(), StoreError>;
     /// Every kept turn of a chat, oldest first.
     async fn turns(&self, tenant: &Tenant, chat: &ChatId) -> Result<Vec<Turn>, StoreError>;
-    /// Drops the chat's turns; its prompt stays.
+    /// Drops the chat's turns; its prompt and its usage stay.
     async fn clear(&self, tenant: &Tenant, chat: &ChatId) -> Result<(), StoreError>;
+    /// The chat's token usage over its life (cleared turns included).
+    async fn chat_usage(&self, tenant: &Tenant, chat: &ChatId) -> Result<ChatUsage, StoreError>;
+
+    /// Adds a request's tokens to its caller's counters for the day and the month, overall
+    /// and for its model (and to its source address's day, for an open API); idempotent by
+    /// `spent.id`. Counters outlive their period by a day (a month's by a month).
+    async fn add_usage(&self, tenant: &Tenant, spent: Spent<'_>) -> Result<(), StoreError>;
+    /// The caller's counters for `day` and its month.
+    async fn caller_usage(&self, tenant: &Tenant, day: &UtcDay) -> Result<CallerUsage, StoreError>;
+    /// Tokens spent on `day`: by the caller, or by `ip` for an open API.
+    async fn tokens_spent(
+        &self,
+        tenant: &Tenant,
+        ip: Option<&str>,
+        day: &UtcDay,
+    ) -> Result<u64, StoreError>;
+
+    /// Claims an `Idempotency-Key` for a request with this `fingerprint` (free keys are held
+    /// for 15 minutes, answered ones kept for 24 hours), or says who has it.
+    async fn claim(
+        &self,
+        tenant: &Tenant,
+        key: &IdempotencyKey,
+        fingerprint: &str,
+    ) -> Result<Claim, StoreError>;
+    /// Frees a key whose request failed, so that a retry runs again.
+    async fn release(&self, tenant: &Tenant, key: &IdempotencyKey) -> Result<(), StoreError>;
 
     /// Counts one request by `who` in its current window and returns the count so far;
     /// shared by every instance of the function, so a limit holds across all of them.

@@ -5,30 +5,47 @@
 //! - `N:global:system`          string: the global system prompt
 //! - `N:chat:{ID}:system`       string: the chat's system prompt
 //! - `N:chat:{ID}:turns`        list of JSON [`Turn`]s, oldest first
-//! - `N:chat:{ID}:meta`         hash: `bytes`, the size of the turns list
+//! - `N:chat:{ID}:meta`         hash: `bytes` (the size of the turns list), `window` (the
+//!   context window's first turn), and the chat's usage: `turns`, `prompt_tokens`,
+//!   `completion_tokens`, `cached_tokens`
 //! - `N:chat:{ID}:turn:<turn>`  marker that turn `<turn>` was stored (one hour)
+//! - `N:chat:{ID}:idem:<hash>`  an `Idempotency-Key` of the chat: held, or its answer (24 h)
+//! - `N:usage:{T}:day:<date>`   hash: the caller's tokens that UTC day, overall and per model
+//! - `N:usage:{T}:month:<month>` the same for the month
+//! - `N:usage:{T}:ip:<ip>:<date>` integer: an open API's tokens from one address that day
+//! - `N:usage:{T}:spent:<id>`   marker that request `<id>` was counted (one hour)
+//! - `N:usage:{T}:idem:<hash>`  an `Idempotency-Key` of a stateless call
 //! - `P:rate:<who>`             integer: requests in the current window of `RATE_LIMIT_PER_MINUTE`
 //!
-//! A chat's keys share the hash tag `{ID}`, so they live in one Cluster slot and one script
-//! can write them all. Every chat write is a single `EVAL`: atomic like `MULTI`/`EXEC`, but one
+//! `T` is the tenant's name (`open` for an open API). A chat's keys share the hash tag
+//! `{ID}`, and a caller's counters the tag `{T}`, so each group lives in one Cluster slot and
+//! one script can write it. Every chat write is a single `EVAL`: atomic like `MULTI`/`EXEC`, but one
 //! command on the wire, so a turn costs exactly one round trip to write whatever the client
 //! library does with buffering, and no partial write can be left behind by a dropped link.
 //! Every script can run twice to the same effect (the turn's marker sees to it for appends),
 //! so fred may send any of them again on a fresh connection after a cut, as it does reads.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fred::interfaces::{ClientLike, EventInterface, KeysInterface, ListInterface, LuaInterface};
+use fred::interfaces::{
+    ClientLike, EventInterface, HashesInterface, KeysInterface, ListInterface, LuaInterface,
+};
 use fred::prelude::{Builder, Client, Expiration, FromValue, ReconnectPolicy};
 use fred::types::config::{
     Config as FredConfig, ServerConfig, TcpConfig, TlsConnector, UnresponsiveConfig,
 };
 use secrecy::ExposeSecret;
 
-use super::{RequestCount, Store, StoreError, Turn, TurnContext, RATE_WINDOW};
+use super::{
+    CallerUsage, ChatUsage, Claim, IdempotencyKey, KeptAnswer, PeriodUsage, RequestCount, Spent,
+    Store, StoreError, Tokens, Turn, TurnContext, TurnExtras, ANSWER_SECONDS, CLAIM_SECONDS,
+    RATE_WINDOW,
+};
 use crate::auth::Tenant;
+use crate::clock::UtcDay;
 use crate::config::{RedisTarget, StoreSettings};
 use crate::routes::ChatId;
 
@@ -44,12 +61,20 @@ local function touch(first, last)
 end
 "#;
 
-/// KEYS: turns, system, meta, the turn's marker. ARGV: ttl, turn JSON, max turns, max bytes,
-/// marker ttl. Returns 1 when stored, 0 when the turn's marker says it already was.
+/// KEYS: turns, system, meta, the turn's marker, and the idempotency key when ARGV[10] is
+/// not empty. ARGV: ttl, turn JSON, max turns, max bytes, marker ttl, new window start (or
+/// ''), prompt, completion and cached tokens, the kept answer (or ''), its ttl. Returns 1
+/// when stored, 0 when the turn's marker says it already was.
 ///
 /// A chat stored before `meta` existed has no `bytes` yet: it is counted once, here.
 const APPEND_TURN: &str = r#"
 if not redis.call('SET', KEYS[4], '1', 'NX', 'EX', ARGV[5]) then return 0 end
+if ARGV[6] ~= '' then redis.call('HSET', KEYS[3], 'window', ARGV[6]) end
+redis.call('HINCRBY', KEYS[3], 'turns', 1)
+redis.call('HINCRBY', KEYS[3], 'prompt_tokens', ARGV[7])
+redis.call('HINCRBY', KEYS[3], 'completion_tokens', ARGV[8])
+redis.call('HINCRBY', KEYS[3], 'cached_tokens', ARGV[9])
+if ARGV[10] ~= '' then redis.call('SET', KEYS[5], ARGV[10], 'EX', ARGV[11]) end
 local bytes = tonumber(redis.call('HGET', KEYS[3], 'bytes'))
 local length = redis.call('RPUSH', KEYS[1], ARGV[2])
 if bytes == nil then
@@ -75,10 +100,11 @@ touch(1, 3)
 return 1
 "#;
 
-/// KEYS: turns, system, meta. ARGV: ttl.
+/// KEYS: turns, system, meta. ARGV: ttl. The chat's usage stays.
 const CLEAR: &str = r#"
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[3], 'bytes', 0)
+redis.call('HDEL', KEYS[3], 'window')
 touch(1, 3)
 return 1
 "#;
@@ -93,6 +119,42 @@ if left < 0 then
   left = tonumber(ARGV[1])
 end
 return {count, left}
+"#;
+
+/// KEYS: the request's marker, the day's and the month's counters, then the address's day
+/// counter when ARGV[7] is '1', then the idempotency key when ARGV[8] is not empty. ARGV:
+/// model, prompt, completion and cached tokens, the day's and the month's ttl, the address
+/// flag, the kept answer (or ''), its ttl, the marker's ttl.
+const ADD_USAGE: &str = r#"
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[10]) then return 0 end
+local total = tonumber(ARGV[2]) + tonumber(ARGV[3])
+local model = 'model:' .. ARGV[1] .. ':'
+for i = 2, 3 do
+  for _, prefix in ipairs({'', model}) do
+    redis.call('HINCRBY', KEYS[i], prefix .. 'prompt_tokens', ARGV[2])
+    redis.call('HINCRBY', KEYS[i], prefix .. 'completion_tokens', ARGV[3])
+    redis.call('HINCRBY', KEYS[i], prefix .. 'cached_tokens', ARGV[4])
+    redis.call('HINCRBY', KEYS[i], prefix .. 'total_tokens', total)
+  end
+  redis.call('EXPIRE', KEYS[i], ARGV[i + 3])
+end
+local next = 4
+if ARGV[7] == '1' then
+  redis.call('INCRBY', KEYS[4], total)
+  redis.call('EXPIRE', KEYS[4], ARGV[5])
+  next = 5
+end
+if ARGV[8] ~= '' then redis.call('SET', KEYS[next], ARGV[8], 'EX', ARGV[9]) end
+return 1
+"#;
+
+/// KEYS: the idempotency key. ARGV: the request's fingerprint, how long to hold the key.
+/// Returns '' when this request now holds the key, else what the key holds.
+const CLAIM: &str = r#"
+local found = redis.call('GET', KEYS[1])
+if found then return found end
+redis.call('SET', KEYS[1], 'pending\n' .. ARGV[1], 'EX', ARGV[2])
+return ''
 "#;
 
 /// How long a turn's marker lives: far longer than any retry of its write, which happens
@@ -113,6 +175,8 @@ struct Scripts {
     set_chat_prompt: String,
     clear: String,
     count_request: String,
+    add_usage: String,
+    claim: String,
 }
 
 struct ChatKeys {
@@ -194,6 +258,8 @@ impl RedisStore {
                 set_chat_prompt: format!("{TOUCH}{SET_CHAT_PROMPT}"),
                 clear: format!("{TOUCH}{CLEAR}"),
                 count_request: COUNT_REQUEST.to_owned(),
+                add_usage: ADD_USAGE.to_owned(),
+                claim: CLAIM.to_owned(),
             },
         })
     }
@@ -216,6 +282,18 @@ impl RedisStore {
 
     fn global_key(&self, tenant: &Tenant) -> String {
         format!("{}:global:system", self.namespace(tenant))
+    }
+
+    /// `N:usage:{T}`, the start of every counter key of `tenant`.
+    fn usage_base(&self, tenant: &Tenant) -> String {
+        format!("{}:usage:{{{}}}", self.namespace(tenant), tenant.name())
+    }
+
+    fn idempotency_key(&self, tenant: &Tenant, key: &IdempotencyKey) -> String {
+        match &key.chat {
+            Some(chat) => format!("{}:idem:{}", self.keys(tenant, chat).base, key.hash),
+            None => format!("{}:idem:{}", self.usage_base(tenant), key.hash),
+        }
     }
 
     fn keys(&self, tenant: &Tenant, chat: &ChatId) -> ChatKeys {
@@ -387,26 +465,34 @@ impl Store for RedisStore {
         tenant: &Tenant,
         chat: &ChatId,
     ) -> Result<TurnContext, StoreError> {
-        let ChatKeys { system, turns, .. } = self.keys(tenant, chat);
+        let ChatKeys {
+            system,
+            turns,
+            meta,
+            ..
+        } = self.keys(tenant, chat);
         // Sent together without waiting for each other: one round trip. As concurrent
         // commands fred writes all three in a single socket write (seen with strace); this
         // measured 3-4% faster per turn than a fred pipeline (BENCHMARKS.md).
         let global_key = self.global_key(tenant);
-        let (global_prompt, chat_prompt, history) = tokio::join!(
+        let (global_prompt, chat_prompt, history, window_start) = tokio::join!(
             self.client.get::<Option<String>, _>(&global_key),
             self.client.get::<Option<String>, _>(&system),
             self.client
                 .lrange::<Vec<String>, _>(&turns, -self.max_turns(), -1),
+            self.client.hget::<Option<String>, _, _>(&meta, "window"),
         );
-        let (global_prompt, chat_prompt, history) = (
+        let (global_prompt, chat_prompt, history, window_start) = (
             global_prompt.map_err(|e| self.error(e))?,
             chat_prompt.map_err(|e| self.error(e))?,
             history.map_err(|e| self.error(e))?,
+            window_start.map_err(|e| self.error(e))?,
         );
         Ok(TurnContext {
             global_prompt,
             chat_prompt,
             history: decode_turns(history)?,
+            window_start,
         })
     }
 
@@ -415,6 +501,7 @@ impl Store for RedisStore {
         tenant: &Tenant,
         chat: &ChatId,
         turn: &Turn,
+        extras: TurnExtras<'_>,
     ) -> Result<(), StoreError> {
         let ChatKeys {
             system,
@@ -427,13 +514,27 @@ impl Store for RedisStore {
         // A turn without an id (never made by this version) gets one for its marker alone.
         let id = turn.id.clone().unwrap_or_else(Turn::new_id);
         let marker = format!("{base}:turn:{id}");
-        let keys = vec![turns, system, meta, marker];
+        let tokens = turn.tokens.unwrap_or_default();
+        let mut keys = vec![turns, system, meta, marker];
+        let answer = match extras.answer {
+            Some(kept) => {
+                keys.push(self.idempotency_key(tenant, kept.key));
+                answered(kept)
+            }
+            None => String::new(),
+        };
         let args = vec![
             self.ttl_arg(),
             json,
             self.max_turns().to_string(),
             self.settings.max_chat_bytes.to_string(),
             TURN_MARKER_SECONDS.to_string(),
+            extras.window_start.unwrap_or_default().to_owned(),
+            tokens.prompt.to_string(),
+            tokens.completion.to_string(),
+            tokens.cached.to_string(),
+            answer,
+            ANSWER_SECONDS.to_string(),
         ];
         // The answer behind this turn is paid for: a write that timed out (and may yet run)
         // is sent once more, which the marker makes safe.
@@ -475,6 +576,126 @@ impl Store for RedisStore {
         .await
     }
 
+    async fn chat_usage(&self, tenant: &Tenant, chat: &ChatId) -> Result<ChatUsage, StoreError> {
+        let fields = [
+            "turns",
+            "prompt_tokens",
+            "completion_tokens",
+            "cached_tokens",
+        ];
+        let values: Vec<Option<u64>> = self
+            .client
+            .hmget(self.keys(tenant, chat).meta, fields.to_vec())
+            .await
+            .map_err(|e| self.error(e))?;
+        let value = |i: usize| values.get(i).copied().flatten().unwrap_or(0);
+        Ok(ChatUsage {
+            turns: value(0),
+            prompt_tokens: value(1),
+            completion_tokens: value(2),
+            cached_tokens: value(3),
+            total_tokens: value(1) + value(2),
+        })
+    }
+
+    async fn add_usage(&self, tenant: &Tenant, spent: Spent<'_>) -> Result<(), StoreError> {
+        let base = self.usage_base(tenant);
+        let mut keys = vec![
+            format!("{base}:spent:{}", spent.id),
+            format!("{base}:day:{}", spent.day.date),
+            format!("{base}:month:{}", spent.day.month),
+        ];
+        if let Some(ip) = spent.ip {
+            keys.push(format!("{base}:ip:{ip}:{}", spent.day.date));
+        }
+        let answer = match spent.answer {
+            Some(kept) => {
+                keys.push(self.idempotency_key(tenant, kept.key));
+                answered(kept)
+            }
+            None => String::new(),
+        };
+        // A day's counters outlive the day by a day, a month's by a month.
+        let day_ttl = spent.day.seconds_left + 86_400;
+        let month_ttl = 62 * 86_400;
+        let args = vec![
+            spent.model.to_owned(),
+            spent.prompt_tokens.to_string(),
+            spent.completion_tokens.to_string(),
+            spent.cached_tokens.to_string(),
+            day_ttl.to_string(),
+            month_ttl.to_string(),
+            if spent.ip.is_some() { "1" } else { "0" }.to_owned(),
+            answer,
+            ANSWER_SECONDS.to_string(),
+            TURN_MARKER_SECONDS.to_string(),
+        ];
+        self.eval::<i64>(&self.scripts.add_usage, keys, args)
+            .await
+            .map(drop)
+    }
+
+    async fn caller_usage(&self, tenant: &Tenant, day: &UtcDay) -> Result<CallerUsage, StoreError> {
+        let base = self.usage_base(tenant);
+        let (today, month) = tokio::join!(
+            self.client
+                .hgetall::<HashMap<String, u64>, _>(format!("{base}:day:{}", day.date)),
+            self.client
+                .hgetall::<HashMap<String, u64>, _>(format!("{base}:month:{}", day.month)),
+        );
+        Ok(CallerUsage {
+            day: period(today.map_err(|e| self.error(e))?),
+            month: period(month.map_err(|e| self.error(e))?),
+        })
+    }
+
+    async fn tokens_spent(
+        &self,
+        tenant: &Tenant,
+        ip: Option<&str>,
+        day: &UtcDay,
+    ) -> Result<u64, StoreError> {
+        let base = self.usage_base(tenant);
+        let spent: Option<u64> = match ip {
+            Some(ip) => {
+                self.client
+                    .get(format!("{base}:ip:{ip}:{}", day.date))
+                    .await
+            }
+            None => {
+                self.client
+                    .hget(format!("{base}:day:{}", day.date), "total_tokens")
+                    .await
+            }
+        }
+        .map_err(|e| self.error(e))?;
+        Ok(spent.unwrap_or(0))
+    }
+
+    async fn claim(
+        &self,
+        tenant: &Tenant,
+        key: &IdempotencyKey,
+        fingerprint: &str,
+    ) -> Result<Claim, StoreError> {
+        let found: String = self
+            .eval(
+                &self.scripts.claim,
+                vec![self.idempotency_key(tenant, key)],
+                vec![fingerprint.to_owned(), CLAIM_SECONDS.to_string()],
+            )
+            .await?;
+        parse_claim(&found)
+    }
+
+    async fn release(&self, tenant: &Tenant, key: &IdempotencyKey) -> Result<(), StoreError> {
+        self.client
+            .del::<i64, _>(self.idempotency_key(tenant, key))
+            .await
+            .map(drop)
+            .map_err(|e| self.error(e))
+    }
+
     async fn count_request(&self, who: &str) -> Result<RequestCount, StoreError> {
         let key = format!("{}:rate:{who}", self.settings.key_prefix);
         let window = RATE_WINDOW.as_millis().to_string();
@@ -486,5 +707,56 @@ impl Store for RedisStore {
             // Whole seconds, rounded up: a window in its last half second still says 1.
             resets_in: left_ms.div_ceil(1000).max(1),
         })
+    }
+}
+
+/// An answered key's value: `answered`, the fingerprint and the answer, a line each (the
+/// fingerprint is hex; the answer, JSON, may hold anything).
+fn answered(kept: KeptAnswer<'_>) -> String {
+    format!("answered\n{}\n{}", kept.fingerprint, kept.answer)
+}
+
+fn parse_claim(found: &str) -> Result<Claim, StoreError> {
+    if found.is_empty() {
+        return Ok(Claim::Claimed);
+    }
+    let mut lines = found.splitn(3, '\n');
+    match (lines.next(), lines.next(), lines.next()) {
+        (Some("pending"), Some(fingerprint), None) => Ok(Claim::InProgress {
+            fingerprint: fingerprint.to_owned(),
+        }),
+        (Some("answered"), Some(fingerprint), Some(answer)) => Ok(Claim::Answered {
+            fingerprint: fingerprint.to_owned(),
+            answer: answer.to_owned(),
+        }),
+        _ => Err(StoreError::new(
+            "an idempotency key holds something the proxy did not write",
+        )),
+    }
+}
+
+/// A period's counters from its hash: the totals, and `model:<name>:<counter>` per model.
+fn period(fields: HashMap<String, u64>) -> PeriodUsage {
+    let mut usage = PeriodUsage::default();
+    for (field, value) in fields {
+        let (tokens, counter) = match field
+            .strip_prefix("model:")
+            .and_then(|f| f.rsplit_once(':'))
+        {
+            Some((model, counter)) => (usage.models.entry(model.to_owned()).or_default(), counter),
+            None => (&mut usage.total, field.as_str()),
+        };
+        add_counter(tokens, counter, value);
+    }
+    usage
+}
+
+fn add_counter(tokens: &mut Tokens, counter: &str, value: u64) {
+    match counter {
+        "prompt_tokens" => tokens.prompt_tokens = value,
+        "completion_tokens" => tokens.completion_tokens = value,
+        "cached_tokens" => tokens.cached_tokens = value,
+        "total_tokens" => tokens.total_tokens = value,
+        _ => {}
     }
 }

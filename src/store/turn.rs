@@ -4,7 +4,8 @@
 //! and adds to it, so chats written by any version read the same way:
 //! - `id`: the turn's id, which makes its write idempotent (absent in older turns);
 //! - `messages`: the user messages in OpenAI's content shape, only when `user` and `url`
-//!   cannot say it all (several messages, several images, an image `detail`).
+//!   cannot say it all (several messages, several images, an image `detail`);
+//! - `tokens`: what the turn cost, as upstream counted it, and what it weighs as history.
 
 use std::borrow::Cow;
 
@@ -112,6 +113,33 @@ pub struct Turn {
     pub asked: Vec<UserContent>,
     /// The model's reply.
     pub assistant: String,
+    /// Absent from turns stored before turns were counted.
+    pub tokens: Option<TurnTokens>,
+}
+
+/// A turn's tokens: what its request cost (upstream's counts) and what the turn weighs
+/// when later turns send it as history.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TurnTokens {
+    /// The turn's messages (the caller's and the reply) as history, framing included.
+    pub size: u32,
+    /// `size` comes from upstream's counts; otherwise the new messages were estimated.
+    #[serde(default)]
+    pub exact: bool,
+    /// Upstream's `prompt_tokens` for the request that made the turn.
+    pub prompt: u32,
+    /// Upstream's `completion_tokens` for the reply (reasoning included).
+    pub completion: u32,
+    #[serde(default)]
+    pub cached: u32,
+    /// The reply as history: its tokens without the reasoning that never reached it, and
+    /// the message's framing.
+    #[serde(default)]
+    pub answer: u32,
+    /// What the request sent before the new messages: a fingerprint of the prompts, of the
+    /// first turn of history it sent and of how many it sent.
+    #[serde(default)]
+    pub sent: u64,
 }
 
 impl Turn {
@@ -126,6 +154,22 @@ impl Turn {
             id,
             asked: vec![UserContent::question(user, url)],
             assistant,
+            tokens: None,
+        }
+    }
+
+    /// What the turn weighs as history: its counted size, or an estimate for a turn stored
+    /// before turns were counted.
+    pub fn size(&self) -> u32 {
+        match &self.tokens {
+            Some(tokens) => tokens.size,
+            None => {
+                self.asked
+                    .iter()
+                    .map(crate::tokens::estimate_user)
+                    .sum::<u32>()
+                    + crate::tokens::estimate_message(&self.assistant)
+            }
         }
     }
 
@@ -146,6 +190,8 @@ struct StoredRef<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     messages: Option<&'a [UserContent]>,
     assistant: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tokens: Option<&'a TurnTokens>,
 }
 
 /// The stored JSON, owned for reading; every field but `user` and `assistant` is optional.
@@ -159,6 +205,8 @@ struct Stored {
     #[serde(default)]
     messages: Option<Vec<UserContent>>,
     assistant: String,
+    #[serde(default)]
+    tokens: Option<TurnTokens>,
 }
 
 impl Serialize for Turn {
@@ -174,6 +222,7 @@ impl Serialize for Turn {
                 url,
                 messages: None,
                 assistant: &self.assistant,
+                tokens: self.tokens.as_ref(),
             },
             // A version that knows only `user` and `url` still reads a fair summary.
             None => StoredRef {
@@ -188,6 +237,7 @@ impl Serialize for Turn {
                 url: self.asked.iter().flat_map(UserContent::image_urls).next(),
                 messages: Some(&self.asked),
                 assistant: &self.assistant,
+                tokens: self.tokens.as_ref(),
             },
         };
         stored.serialize(serializer)
@@ -205,6 +255,7 @@ impl<'de> Deserialize<'de> for Turn {
             id: stored.id,
             asked,
             assistant: stored.assistant,
+            tokens: stored.tokens,
         })
     }
 }
@@ -265,6 +316,15 @@ mod tests {
                 ]),
             ],
             assistant: "they differ".into(),
+            tokens: Some(TurnTokens {
+                size: 30,
+                exact: true,
+                prompt: 100,
+                completion: 3,
+                cached: 64,
+                answer: 7,
+                sent: 7,
+            }),
         };
         let stored = serde_json::to_value(&turn).unwrap();
         assert_eq!(stored["user"], "first\n\ncompare");

@@ -163,12 +163,68 @@ pub struct StreamError {
     pub message: String,
 }
 
-/// Token usage, in the order the proxy's clients have always received it.
+/// Token usage, in the order the proxy's clients have always received it, and
+/// `cached_tokens` after the older proxy's three.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "UpstreamUsage")]
 pub struct Usage {
     pub completion_tokens: u64,
     pub prompt_tokens: u64,
     pub total_tokens: u64,
+    /// Prompt tokens upstream served from its prompt cache (billed at a discount).
+    pub cached_tokens: u64,
+    /// Completion tokens a reasoning model spent thinking: billed, never part of the reply.
+    #[serde(skip)]
+    pub reasoning_tokens: u64,
+}
+
+/// `usage` as OpenAI sends it, details nested.
+#[derive(Deserialize)]
+struct UpstreamUsage {
+    #[serde(default)]
+    completion_tokens: u64,
+    #[serde(default)]
+    prompt_tokens: u64,
+    #[serde(default)]
+    total_tokens: u64,
+    /// Absent from OpenAI's answers; present when a `Usage` of ours is read back.
+    #[serde(default)]
+    cached_tokens: Option<u64>,
+    #[serde(default)]
+    prompt_tokens_details: Option<PromptTokensDetails>,
+    #[serde(default)]
+    completion_tokens_details: Option<CompletionTokensDetails>,
+}
+
+#[derive(Deserialize)]
+struct PromptTokensDetails {
+    #[serde(default)]
+    cached_tokens: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct CompletionTokensDetails {
+    #[serde(default)]
+    reasoning_tokens: Option<u64>,
+}
+
+impl From<UpstreamUsage> for Usage {
+    fn from(usage: UpstreamUsage) -> Self {
+        let cached = usage
+            .prompt_tokens_details
+            .and_then(|details| details.cached_tokens)
+            .or(usage.cached_tokens);
+        Usage {
+            completion_tokens: usage.completion_tokens,
+            prompt_tokens: usage.prompt_tokens,
+            total_tokens: usage.total_tokens,
+            cached_tokens: cached.unwrap_or(0),
+            reasoning_tokens: usage
+                .completion_tokens_details
+                .and_then(|details| details.reasoning_tokens)
+                .unwrap_or(0),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -234,15 +290,18 @@ mod tests {
     }
 
     #[test]
-    fn usage_keeps_the_older_proxys_field_order() {
-        let usage = Usage {
-            completion_tokens: 1,
-            prompt_tokens: 2,
-            total_tokens: 3,
-        };
+    fn usage_keeps_the_older_proxys_field_order_then_cached_tokens() {
+        let usage: Usage = serde_json::from_value(json!({
+            "prompt_tokens": 2, "completion_tokens": 1, "total_tokens": 3,
+            "prompt_tokens_details": {"cached_tokens": 1, "audio_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": 0}
+        }))
+        .unwrap();
         assert_eq!(
             serde_json::to_string(&usage).unwrap(),
-            r#"{"completion_tokens":1,"prompt_tokens":2,"total_tokens":3}"#
+            r#"{"completion_tokens":1,"prompt_tokens":2,"total_tokens":3,"cached_tokens":1}"#
         );
+        let bare: Usage = serde_json::from_value(json!({"prompt_tokens": 9})).unwrap();
+        assert_eq!((bare.prompt_tokens, bare.cached_tokens), (9, 0));
     }
 }

@@ -22,7 +22,7 @@ async fn a_turn_is_echoed_stored_and_replayed_as_history() {
         first.json(),
         json!({"content": "echo: Hello there (2 messages)", "role": "assistant",
                // The default prompt (5 words) and the question (2), and 3 for each message.
-               "tokens": {"completion_tokens": 5, "prompt_tokens": 13, "total_tokens": 18}})
+               "tokens": {"completion_tokens": 5, "prompt_tokens": 13, "total_tokens": 18, "cached_tokens": 0}})
     );
     // The same request costs the same tokens; the history is sent on the next turn.
     t.post("/c1/system", json!({"content": "Be nice."})).await;

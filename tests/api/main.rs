@@ -6,10 +6,12 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod budget;
 mod callers;
 mod e2e;
 mod echo;
 mod events;
+mod idempotency;
 mod input_errors;
 mod openai_api;
 mod properties;
@@ -19,5 +21,7 @@ mod routes;
 mod secrets;
 mod store_contract;
 mod streams;
+mod tokens;
 mod turns;
 mod upstream_faults;
+mod usage;

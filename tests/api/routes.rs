@@ -62,7 +62,7 @@ async fn a_turn_answers_with_content_role_and_tokens() {
         json!({
             "content": "reply to: Hi!",
             "role": "assistant",
-            "tokens": {"completion_tokens": COMPLETION_TOKENS, "prompt_tokens": 2, "total_tokens": 2 + COMPLETION_TOKENS}
+            "tokens": {"completion_tokens": COMPLETION_TOKENS, "prompt_tokens": 2, "total_tokens": 2 + COMPLETION_TOKENS, "cached_tokens": 0}
         })
     );
     // Field order is part of the contract the older proxy's clients saw.

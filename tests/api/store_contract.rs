@@ -7,7 +7,7 @@ use std::time::Duration;
 use chat_proxy::auth::Tenant;
 use chat_proxy::config::{RedisTarget, StoreSettings};
 use chat_proxy::routes::ChatId;
-use chat_proxy::store::{MemoryStore, RedisStore, Store, Turn};
+use chat_proxy::store::{MemoryStore, RedisStore, Store, Turn, TurnExtras};
 
 use crate::support::redis::RedisServer;
 
@@ -102,7 +102,7 @@ async fn turns_come_back_in_order_capped_to_the_newest() {
     for (name, store) in stores {
         for n in 0..5 {
             store
-                .append_turn(&OPEN, &chat("a"), &turn(n))
+                .append_turn(&OPEN, &chat("a"), &turn(n), TurnExtras::default())
                 .await
                 .unwrap();
         }
@@ -130,7 +130,7 @@ async fn clear_keeps_the_prompt() {
     for (name, store) in stores {
         store.set_chat_prompt(&OPEN, &chat("a"), "p").await.unwrap();
         store
-            .append_turn(&OPEN, &chat("a"), &turn(1))
+            .append_turn(&OPEN, &chat("a"), &turn(1), TurnExtras::default())
             .await
             .unwrap();
         store.clear(&OPEN, &chat("a")).await.unwrap();
@@ -157,7 +157,7 @@ async fn chats_expire_after_their_ttl_and_the_global_prompt_does_not() {
         store.set_global_prompt(&OPEN, "global").await.unwrap();
         store.set_chat_prompt(&OPEN, &chat("a"), "p").await.unwrap();
         store
-            .append_turn(&OPEN, &chat("a"), &turn(1))
+            .append_turn(&OPEN, &chat("a"), &turn(1), TurnExtras::default())
             .await
             .unwrap();
     }
@@ -206,7 +206,7 @@ async fn tenants_never_see_each_others_data() {
             .await
             .unwrap();
         store
-            .append_turn(&alice, &chat("same-id"), &turn(1))
+            .append_turn(&alice, &chat("same-id"), &turn(1), TurnExtras::default())
             .await
             .unwrap();
 
@@ -260,12 +260,12 @@ async fn a_turn_sent_twice_is_stored_once() {
     for (name, store) in stores {
         for _ in 0..3 {
             store
-                .append_turn(&OPEN, &chat("a"), &turn(1))
+                .append_turn(&OPEN, &chat("a"), &turn(1), TurnExtras::default())
                 .await
                 .unwrap();
         }
         store
-            .append_turn(&OPEN, &chat("a"), &turn(2))
+            .append_turn(&OPEN, &chat("a"), &turn(2), TurnExtras::default())
             .await
             .unwrap();
         assert_eq!(
@@ -284,7 +284,12 @@ async fn a_chat_keeps_at_most_max_chat_bytes_dropping_its_oldest_turns() {
     for (name, store) in stores {
         for n in 0..10 {
             store
-                .append_turn(&OPEN, &chat("a"), &sized_turn(n, 3000))
+                .append_turn(
+                    &OPEN,
+                    &chat("a"),
+                    &sized_turn(n, 3000),
+                    TurnExtras::default(),
+                )
                 .await
                 .unwrap();
         }
@@ -299,7 +304,12 @@ async fn a_chat_keeps_at_most_max_chat_bytes_dropping_its_oldest_turns() {
 
         // A single turn over the cap is kept alone: the newest turn is never dropped.
         store
-            .append_turn(&OPEN, &chat("a"), &sized_turn(99, 20_000))
+            .append_turn(
+                &OPEN,
+                &chat("a"),
+                &sized_turn(99, 20_000),
+                TurnExtras::default(),
+            )
             .await
             .unwrap();
         let kept = store.turns(&OPEN, &chat("a")).await.unwrap();
@@ -310,7 +320,12 @@ async fn a_chat_keeps_at_most_max_chat_bytes_dropping_its_oldest_turns() {
         store.clear(&OPEN, &chat("a")).await.unwrap();
         for n in 0..3 {
             store
-                .append_turn(&OPEN, &chat("a"), &sized_turn(100 + n, 3000))
+                .append_turn(
+                    &OPEN,
+                    &chat("a"),
+                    &sized_turn(100 + n, 3000),
+                    TurnExtras::default(),
+                )
                 .await
                 .unwrap();
         }
@@ -335,7 +350,12 @@ async fn a_chat_written_before_its_size_was_kept_is_measured_on_its_next_turn() 
         server.query(&["RPUSH", "contract:chat:{a}:turns", &old.to_string()]);
     }
     store
-        .append_turn(&OPEN, &chat("a"), &sized_turn(4, 100))
+        .append_turn(
+            &OPEN,
+            &chat("a"),
+            &sized_turn(4, 100),
+            TurnExtras::default(),
+        )
         .await
         .unwrap();
     let kept = store.turns(&OPEN, &chat("a")).await.unwrap();
@@ -369,7 +389,7 @@ async fn a_ttl_of_ten_years_reaches_redis_as_written() {
     )
     .unwrap();
     store
-        .append_turn(&OPEN, &chat("a"), &turn(1))
+        .append_turn(&OPEN, &chat("a"), &turn(1), TurnExtras::default())
         .await
         .unwrap();
     let ttl: u64 = server

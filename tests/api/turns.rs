@@ -88,6 +88,7 @@ async fn keys_use_the_prefix_and_the_chat_id_as_hash_tag() {
     let turn: Value = serde_json::from_str(&stored).unwrap();
     let id = turn["id"].as_str().unwrap();
     assert_eq!(id.len(), 32, "{turn}");
+    let day = chat_proxy::clock::UtcDay::today();
     assert_eq!(
         t.keys(),
         vec![
@@ -96,6 +97,11 @@ async fn keys_use_the_prefix_and_the_chat_id_as_hash_tag() {
             format!("myapp:chat:{{c-1}}:turn:{id}"),
             "myapp:chat:{c-1}:turns".to_owned(),
             "myapp:global:system".to_owned(),
+            // The caller's counters (an open API's: by address too), with the hash tag {open}.
+            format!("myapp:usage:{{open}}:day:{}", day.date),
+            format!("myapp:usage:{{open}}:ip:unknown:{}", day.date),
+            format!("myapp:usage:{{open}}:month:{}", day.month),
+            format!("myapp:usage:{{open}}:spent:{id}"),
         ]
     );
     // That a chat's keys share one slot is checked on a real cluster
@@ -180,12 +186,15 @@ async fn a_turn_runs_the_same_commands_whatever_the_history_length() {
     let expected: BTreeMap<String, u64> = [
         ("get", 2),    // the two prompts
         ("lrange", 1), // the history
-        ("eval", 1),   // the write, and inside it:
-        ("set", 1),    // the turn's marker
-        ("hget", 1),   // the chat's size so far
+        ("hget", 2),   // the context window's start; and in the write, the chat's size so far
+        ("eval", 2),   // the write (turn and chat usage), the caller's counters; inside them:
+        ("set", 2),    // the turn's marker, the count's marker
         ("rpush", 1),
-        ("hset", 1), // its new size
-        ("expire", 3),
+        ("hset", 1), // the chat's new size
+        // The chat's usage (4); the day's and the month's totals and model totals (16).
+        ("hincrby", 20),
+        ("incrby", 1), // an open API's count by address
+        ("expire", 6), // the chat's three keys, the day, the month, the address
     ]
     .iter()
     .map(|(name, count)| (name.to_string(), *count))

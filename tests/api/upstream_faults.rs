@@ -177,7 +177,7 @@ async fn a_refusal_is_the_reply() {
     assert_eq!(
         reply.json(),
         json!({"content": "I can't help with that.", "role": "assistant",
-               "tokens": {"completion_tokens": 6, "prompt_tokens": 9, "total_tokens": 15}})
+               "tokens": {"completion_tokens": 6, "prompt_tokens": 9, "total_tokens": 15, "cached_tokens": 0}})
     );
 }
 

@@ -21,14 +21,28 @@ pub struct FakeOpenAi {
     pub server: MockServer,
     front: std::net::SocketAddr,
     script: Arc<Mutex<StreamScript>>,
+    counting: Arc<Mutex<Counting>>,
+}
+
+/// How the echo counts tokens.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Counting {
+    /// Count as OpenAI does (the o200k tokenizer, with its message framing) instead of one
+    /// prompt token per message.
+    pub real_tokens: bool,
+    /// Refuse, as OpenAI does, a request whose prompt is over this many tokens.
+    pub context_window: Option<u64>,
+    /// Report this many prompt tokens as served from the prompt cache.
+    pub cached_tokens: u64,
 }
 
 impl FakeOpenAi {
     pub async fn start() -> FakeOpenAi {
         let server = MockServer::start().await;
+        let counting = Arc::new(Mutex::new(Counting::default()));
         Mock::given(method("POST"))
             .and(path("/v1/chat/completions"))
-            .respond_with(EchoChat)
+            .respond_with(EchoChat(counting.clone()))
             .with_priority(10)
             .mount(&server)
             .await;
@@ -50,7 +64,13 @@ impl FakeOpenAi {
             server,
             front,
             script,
+            counting,
         }
+    }
+
+    /// Sets how the echo counts tokens from now on.
+    pub fn count(&self, counting: Counting) {
+        *self.counting.lock().unwrap() = counting;
     }
 
     /// The base URL to give the proxy as `OPENAI_BASE_URL`.
@@ -132,7 +152,7 @@ pub fn user_text(message: &Value) -> String {
     }
 }
 
-struct EchoChat;
+struct EchoChat(Arc<Mutex<Counting>>);
 
 impl Respond for EchoChat {
     fn respond(&self, request: &Request) -> ResponseTemplate {
@@ -151,12 +171,56 @@ impl Respond for EchoChat {
             .map(user_text)
             .unwrap_or_default();
         let model = body["model"].as_str().unwrap_or_default();
-        ResponseTemplate::new(200).set_body_json(chat_completion(
-            model,
-            &format!("reply to: {question}"),
-            messages.len() as u64,
-        ))
+        let reply = format!("reply to: {question}");
+        let counting = *self.0.lock().unwrap();
+        if !counting.real_tokens {
+            return ResponseTemplate::new(200).set_body_json(chat_completion(
+                model,
+                &reply,
+                messages.len() as u64,
+            ));
+        }
+        let prompt_tokens = prompt_tokens(&messages);
+        if let Some(window) = counting.context_window.filter(|w| prompt_tokens > *w) {
+            return ResponseTemplate::new(400).set_body_json(json!({"error": {
+                "message": format!("This model's maximum context length is {window} tokens. However, your messages resulted in {prompt_tokens} tokens. Please reduce the length of the messages."),
+                "type": "invalid_request_error",
+                "param": "messages",
+                "code": "context_length_exceeded"
+            }}));
+        }
+        let completion_tokens = count_tokens(&reply);
+        let mut completion = chat_completion(model, &reply, prompt_tokens);
+        completion["usage"]["completion_tokens"] = json!(completion_tokens);
+        completion["usage"]["total_tokens"] = json!(prompt_tokens + completion_tokens);
+        completion["usage"]["prompt_tokens_details"]["cached_tokens"] =
+            json!(counting.cached_tokens.min(prompt_tokens));
+        ResponseTemplate::new(200).set_body_json(completion)
     }
+}
+
+/// Tokens of `text` in OpenAI's o200k encoding.
+pub fn count_tokens(text: &str) -> u64 {
+    tiktoken_rs::o200k_base_singleton()
+        .encode_ordinary(text)
+        .len() as u64
+}
+
+/// A request's prompt tokens as OpenAI counts them: each message's content and its
+/// framing (3 tokens), 3 more to prime the reply; an image part as 85 tokens (low detail).
+pub fn prompt_tokens(messages: &[Value]) -> u64 {
+    let content = |message: &Value| match &message["content"] {
+        Value::String(text) => count_tokens(text),
+        Value::Array(parts) => parts
+            .iter()
+            .map(|part| match part["text"].as_str() {
+                Some(text) => count_tokens(text),
+                None => 85,
+            })
+            .sum(),
+        _ => 0,
+    };
+    messages.iter().map(|m| 3 + content(m)).sum::<u64>() + 3
 }
 
 /// A `chat.completion` object as OpenAI sends it.

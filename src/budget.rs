@@ -1,0 +1,206 @@
+//! The context budget: which of a chat's stored turns a turn sends upstream, so that a chat
+//! never fails because it grew, and what each turn weighs in tokens.
+//!
+//! - The history sent is a window: the stored turns from `window_start` on. It stays where
+//!   it is turn after turn, so successive requests share their prefix and OpenAI's prompt
+//!   cache keeps hitting; when a request would pass `MAX_PROMPT_TOKENS`, the window's start
+//!   moves forward in one step, to leave the request at three quarters of the budget.
+//! - Sizes are upstream's own counts wherever they can be: a request's `prompt_tokens`
+//!   counts everything it sent, so when the previous turn's request sent the same prompts
+//!   and the same window less one turn, the difference is exactly what that turn and the new
+//!   message weigh. Only text upstream has not counted yet is estimated ([`crate::tokens`]).
+
+use crate::error::ApiError;
+use crate::store::{Turn, TurnContext, TurnTokens, UserContent};
+use crate::tokens::{estimate_message, estimate_user, PER_MESSAGE, PER_REQUEST};
+use crate::upstream::wire::Usage;
+
+/// The history a request sends, and what it weighs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Window {
+    /// Index in the history of the first turn sent.
+    pub start: usize,
+    /// The window's new start, to keep with the turn, when this request moved it.
+    pub moved_to: Option<String>,
+    /// The request's tokens, prompts and new messages included.
+    pub tokens: u32,
+}
+
+/// What a request sends besides its history: the system prompts and the new messages.
+pub struct Request<'a> {
+    pub global_prompt: &'a str,
+    pub chat_prompt: Option<&'a str>,
+    pub asked: &'a [UserContent],
+}
+
+impl Request<'_> {
+    fn prompts(&self) -> u32 {
+        estimate_message(self.global_prompt) + self.chat_prompt.map_or(0, estimate_message)
+    }
+
+    fn asked(&self) -> u32 {
+        self.asked.iter().map(estimate_user).sum()
+    }
+
+    /// What identifies the part of a request that comes before its new messages.
+    fn fingerprint(&self, history: &[Turn], start: usize) -> u64 {
+        let first = history
+            .get(start)
+            .and_then(|t| t.id.as_deref())
+            .unwrap_or("");
+        let sent = (history.len() - start.min(history.len())).to_string();
+        let mut hash = Fnv::new();
+        for part in [
+            self.global_prompt,
+            self.chat_prompt.unwrap_or("\u{0}none"),
+            first,
+            &sent,
+        ] {
+            hash.write(part.as_bytes());
+            hash.write(&[0xff]);
+        }
+        hash.finish()
+    }
+}
+
+/// Decides which history a request sends within `budget` tokens. A new message that does
+/// not fit with the prompts alone is refused (`message_too_long`) before any upstream call.
+/// `new_turn` is the id the new turn will be stored under: when no stored turn fits, the
+/// window starts at it.
+pub fn plan(
+    context: &TurnContext,
+    request: &Request<'_>,
+    budget: u32,
+    new_turn: &str,
+) -> Result<Window, ApiError> {
+    let history = &context.history;
+    let floor = request.prompts() + request.asked() + PER_REQUEST;
+    if floor > budget {
+        return Err(ApiError::bad_request(
+            "message_too_long",
+            format!(
+                "the message takes about {floor} tokens with the prompts, more than the \
+                 {budget} a turn may send (MAX_PROMPT_TOKENS)"
+            ),
+        ));
+    }
+    let start = context
+        .window_start
+        .as_deref()
+        .and_then(|id| history.iter().position(|t| t.id.as_deref() == Some(id)))
+        .unwrap_or(0);
+    let tokens = weigh(history, start, request).min(u32::MAX as u64) as u32;
+    if tokens <= budget {
+        return Ok(Window {
+            start,
+            moved_to: None,
+            tokens,
+        });
+    }
+    // Over the budget: move the start far enough to leave room for the turns to come.
+    Ok(cut(history, start, tokens, budget / 4 * 3, new_turn))
+}
+
+/// The window of a request that upstream refused as too long for its context: at most half
+/// of the history that was sent.
+pub fn halve(context: &TurnContext, sent: &Window, new_turn: &str) -> Window {
+    let history = &context.history;
+    let sent_history: u32 = history[sent.start..].iter().map(Turn::size).sum();
+    let target = sent.tokens.saturating_sub(sent_history - sent_history / 2);
+    cut(history, sent.start, sent.tokens, target, new_turn)
+}
+
+/// Drops turns from `start` on until the request weighs at most `target`.
+fn cut(history: &[Turn], mut start: usize, mut tokens: u32, target: u32, new_turn: &str) -> Window {
+    while start < history.len() && tokens > target {
+        tokens = tokens.saturating_sub(history[start].size());
+        start += 1;
+    }
+    let moved_to = match history.get(start) {
+        Some(turn) => turn.id.clone(),
+        None => Some(new_turn.to_owned()),
+    };
+    Window {
+        start,
+        moved_to,
+        tokens,
+    }
+}
+
+/// What a request sending `history[start..]` weighs: exactly, when the newest turn's own
+/// request sent the same prompts and window, else from the turns' sizes and estimates.
+fn weigh(history: &[Turn], start: usize, request: &Request<'_>) -> u64 {
+    let asked = u64::from(request.asked());
+    if let Some(last) = history.last().filter(|_| start < history.len()) {
+        if let Some(tokens) = last.tokens {
+            if tokens.sent == request.fingerprint(&history[..history.len() - 1], start) {
+                return u64::from(tokens.prompt) + u64::from(tokens.answer) + asked;
+            }
+        }
+    }
+    let sizes: u64 = history[start..].iter().map(|t| u64::from(t.size())).sum();
+    u64::from(request.prompts()) + sizes + asked + u64::from(PER_REQUEST)
+}
+
+/// The tokens of the turn a request made: upstream's counts, its size as history (exact
+/// when the previous turn's request sent the same prompts and window less one turn), and
+/// the fingerprint of what it sent.
+pub fn turn_tokens(
+    context: &TurnContext,
+    request: &Request<'_>,
+    window: &Window,
+    usage: &Usage,
+) -> TurnTokens {
+    let history = &context.history;
+    let clamp = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
+    let answer = clamp(
+        usage
+            .completion_tokens
+            .saturating_sub(usage.reasoning_tokens)
+            + u64::from(PER_MESSAGE),
+    );
+    let previous = history
+        .last()
+        .filter(|_| window.start < history.len())
+        .and_then(|last| last.tokens.map(|tokens| (last, tokens)));
+    let exact_asked = previous.and_then(|(_, tokens)| {
+        let same_before =
+            tokens.sent == request.fingerprint(&history[..history.len() - 1], window.start);
+        same_before.then(|| {
+            clamp(usage.prompt_tokens)
+                .saturating_sub(tokens.prompt)
+                .saturating_sub(tokens.answer)
+        })
+    });
+    let asked = exact_asked.unwrap_or_else(|| request.asked());
+    TurnTokens {
+        size: asked + answer,
+        exact: exact_asked.is_some(),
+        prompt: clamp(usage.prompt_tokens),
+        completion: clamp(usage.completion_tokens),
+        cached: clamp(usage.cached_tokens),
+        answer,
+        sent: request.fingerprint(history, window.start),
+    }
+}
+
+/// FNV-1a, 64 bits: a fingerprint that stays the same across builds and Rust versions
+/// (std's hasher may change), stored with each turn.
+struct Fnv(u64);
+
+impl Fnv {
+    fn new() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 ^= u64::from(*byte);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
