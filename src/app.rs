@@ -41,6 +41,8 @@ pub struct App {
     /// The longest a streamed turn may take.
     pub(crate) stream_timeout: Duration,
     pub(crate) allowed_models: crate::config::AllowedModels,
+    /// `PLAYGROUND`: whether `GET /playground` is served.
+    playground: bool,
     callers: Callers,
     cors: Cors,
     rate_limit_per_minute: Option<u64>,
@@ -86,6 +88,7 @@ impl App {
             max_body_bytes: config.max_body_bytes,
             stream_timeout: config.stream_timeout,
             allowed_models: config.allowed_models.clone(),
+            playground: config.playground,
             callers: config.callers.clone(),
             cors: config.cors.clone(),
             rate_limit_per_minute: config.rate_limit_per_minute,
@@ -159,14 +162,18 @@ async fn serve(
             limit: app.max_body_bytes,
         });
     }
-    // The one route that needs no key.
-    if route == Route::Hello {
-        return Ok(hello());
+    // The routes that need no key.
+    match route {
+        Route::Hello => return Ok(hello()),
+        Route::Playground(_) if !app.playground => return Err(ApiError::NotFound),
+        Route::Playground(asset) => return Ok(api::playground::serve(asset, request)),
+        _ => {}
     }
     let tenant = app.callers.authenticate(request.headers())?;
     log.caller = Some(tenant.name().to_owned());
     match route {
         Route::Hello => Ok(hello()),
+        Route::Playground(asset) => Ok(api::playground::serve(asset, request)),
         Route::Seed(seed) => api::seed::serve(app, seed, &tenant, request, log).await,
         Route::OpenAi(OpenAiRoute::ChatCompletions) => {
             api::openai::completion(app, &tenant, request, log).await

@@ -45,6 +45,8 @@ pub struct Config {
     pub max_prompt_tokens: u32,
     /// `TOKEN_LIMIT_PER_DAY`: tokens a caller (an address, when open) may spend a UTC day.
     pub token_limit_per_day: Option<u64>,
+    /// `PLAYGROUND`: serve the playground page (default true).
+    pub playground: bool,
 }
 
 /// The models callers may name in OpenAI's API.
@@ -330,6 +332,8 @@ impl Config {
         let token_limit = env.number("TOKEN_LIMIT_PER_DAY", 0, 0..=u64::from(u32::MAX) * 1_000);
         let token_limit_per_day = (token_limit > 0).then_some(token_limit);
 
+        let playground = env.flag("PLAYGROUND", true);
+
         let default_system_prompt = env.text("SYSTEM_PROMPT", DEFAULT_SYSTEM_PROMPT);
         let max_body_bytes = env.number(
             "MAX_BODY_BYTES",
@@ -358,6 +362,7 @@ impl Config {
             allowed_models,
             max_prompt_tokens,
             token_limit_per_day,
+            playground,
         })
     }
 }
@@ -380,19 +385,7 @@ fn redis_target<F: Fn(&str) -> Option<String>>(env: &mut Reader<F>) -> Option<Re
     }
     let host = env.get("REDIS_HOST")?;
     let port = env.number("REDIS_PORT", 6379, 1..=u16::MAX);
-    let tls = match env
-        .get("REDIS_TLS")
-        .as_deref()
-        .map(str::to_ascii_lowercase)
-        .as_deref()
-    {
-        None | Some("true" | "1" | "yes") => true,
-        Some("false" | "0" | "no") => false,
-        Some(_) => {
-            env.problem("REDIS_TLS must be true or false");
-            true
-        }
-    };
+    let tls = env.flag("REDIS_TLS", true);
     Some(RedisTarget::Parts {
         host,
         port,
@@ -413,6 +406,23 @@ impl<F: Fn(&str) -> Option<String>> Reader<F> {
 
     fn problem(&mut self, message: &str) {
         self.problems.push(message.to_owned());
+    }
+
+    /// `true`/`false` (or `1`/`0`, `yes`/`no`), `default` when unset.
+    fn flag(&mut self, name: &str, default: bool) -> bool {
+        match self
+            .get(name)
+            .map(|raw| raw.to_ascii_lowercase())
+            .as_deref()
+        {
+            None => default,
+            Some("true" | "1" | "yes") => true,
+            Some("false" | "0" | "no") => false,
+            Some(_) => {
+                self.problems.push(format!("{name} must be true or false"));
+                default
+            }
+        }
     }
 
     fn text(&self, name: &str, default: &str) -> String {

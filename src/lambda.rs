@@ -38,15 +38,43 @@ use crate::http::ResponseBody;
 pub type Answer = FunctionResponse<serde_json::Value, ResponseBody>;
 
 /// Serves invocations until Lambda stops the process.
+///
+/// lambda_runtime stops its loop when the Runtime API fails a request of its own (a local
+/// emulator does when a client hangs up before the answer is posted); the loop is started
+/// again rather than the process ended, unless it keeps failing at once.
 pub async fn run(app: &'static App) -> Result<(), lambda_runtime::Error> {
-    let handler =
-        lambda_runtime::service_fn(move |event: LambdaEvent<Box<RawValue>>| invocation(app, event));
-    lambda_runtime::Runtime::new(handler)
-        .layer(SettleLayer { app })
-        .layer(TracingLayer::new())
-        .run()
-        .await
+    let mut failures_in_a_row = 0;
+    loop {
+        let handler = lambda_runtime::service_fn(move |event: LambdaEvent<Box<RawValue>>| {
+            invocation(app, event)
+        });
+        let started = std::time::Instant::now();
+        let result = lambda_runtime::Runtime::new(handler)
+            .layer(SettleLayer { app })
+            .layer(TracingLayer::new())
+            .run()
+            .await;
+        let error = match result {
+            Ok(()) => return Ok(()),
+            Err(error) => error,
+        };
+        failures_in_a_row = if started.elapsed() < RESTART_WINDOW {
+            failures_in_a_row + 1
+        } else {
+            1
+        };
+        if failures_in_a_row >= MAX_QUICK_RESTARTS {
+            return Err(error);
+        }
+        tracing::warn!(%error, "the Runtime API failed a request; serving the next invocation");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
+
+/// The runtime loop is started again after a failure, unless it failed this many times in
+/// a row, each within `RESTART_WINDOW` of its start.
+const MAX_QUICK_RESTARTS: u32 = 5;
+const RESTART_WINDOW: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Answers one invocation; never an invocation error, whatever the payload.
 pub async fn invocation(

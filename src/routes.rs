@@ -65,6 +65,20 @@ pub enum Route {
     OpenAi(OpenAiRoute),
     /// What chats and callers have spent.
     Usage(UsageRoute),
+    /// The playground page and its files, with no key needed.
+    Playground(PlaygroundAsset),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlaygroundAsset {
+    /// `GET /playground`
+    Page,
+    /// `GET /playground/app.js`
+    Script,
+    /// `GET /playground/style.css`
+    Style,
+    /// `GET /playground/icon.svg`
+    Icon,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,6 +135,16 @@ impl Route {
             ["system"] => Err(ApiError::MethodNotAllowed { allow: "GET, POST" }),
             ["mod"] => only(is_post, Route::Seed(SeedRoute::Moderate), "POST"),
             ["usage"] => only(is_get, Route::Usage(UsageRoute::Caller), "GET"),
+            ["playground"] => only(is_get, Route::Playground(PlaygroundAsset::Page), "GET"),
+            ["playground", "app.js"] => {
+                only(is_get, Route::Playground(PlaygroundAsset::Script), "GET")
+            }
+            ["playground", "style.css"] => {
+                only(is_get, Route::Playground(PlaygroundAsset::Style), "GET")
+            }
+            ["playground", "icon.svg"] => {
+                only(is_get, Route::Playground(PlaygroundAsset::Icon), "GET")
+            }
             [id, "usage"] => {
                 let chat = ChatId::parse(id)?;
                 only(is_get, Route::Usage(UsageRoute::Chat(chat)), "GET")
@@ -169,6 +193,7 @@ impl Route {
             Route::OpenAi(OpenAiRoute::Models) => "models",
             Route::Usage(UsageRoute::Chat(_)) => "chat_usage",
             Route::Usage(UsageRoute::Caller) => "caller_usage",
+            Route::Playground(_) => "playground",
         }
     }
 }
@@ -265,6 +290,27 @@ mod tests {
                 Route::Usage(UsageRoute::Chat(id("c1"))),
             ),
             (M::GET, "/usage", Route::Usage(UsageRoute::Caller)),
+            (
+                M::GET,
+                "/playground",
+                Route::Playground(PlaygroundAsset::Page),
+            ),
+            (
+                M::GET,
+                "/playground/app.js",
+                Route::Playground(PlaygroundAsset::Script),
+            ),
+            (
+                M::GET,
+                "/playground/style.css",
+                Route::Playground(PlaygroundAsset::Style),
+            ),
+            // A chat named like the page is still a chat.
+            (
+                M::GET,
+                "/playground/chat",
+                Route::Seed(S::GetChat(id("playground"))),
+            ),
         ];
         for (method, path, expected) in cases {
             assert_eq!(route(method, path).unwrap(), expected, "{path}");

@@ -2,5 +2,6 @@
 //! turn engine and storage to the store.
 
 pub mod openai;
+pub mod playground;
 pub mod seed;
 pub mod usage;

@@ -1,5 +1,6 @@
 //! Every route of the HTTP API: what it answers, and what it sent upstream.
 
+use lambda_http::http::Method;
 use serde_json::json;
 
 use crate::support::openai::{moderation_result, API_KEY, COMPLETION_TOKENS};
@@ -272,4 +273,53 @@ async fn head_is_answered_as_get_without_a_body() {
         assert!(!get.text.is_empty(), "{path}");
         assert_eq!(head.text, "", "{path}");
     }
+}
+
+#[tokio::test]
+async fn the_playground_is_served_without_a_key_with_its_headers_and_etag() {
+    let t = TestApp::with_env(&[("PROXY_API_KEYS", "alice:sk-a1")]).await;
+    for (path, kind) in [
+        ("/playground", "text/html"),
+        ("/playground/app.js", "text/javascript"),
+        ("/playground/style.css", "text/css"),
+        ("/playground/icon.svg", "image/svg+xml"),
+    ] {
+        let page = t.get(path).await;
+        assert_eq!(page.status, 200, "{path}: {}", page.text);
+        assert!(
+            page.header("content-type").unwrap().starts_with(kind),
+            "{path}"
+        );
+        assert!(page
+            .header("content-security-policy")
+            .unwrap()
+            .contains("script-src 'self'"));
+        assert_eq!(page.header("x-content-type-options"), Some("nosniff"));
+        assert_eq!(page.header("referrer-policy"), Some("no-referrer"));
+        let etag = page.header("etag").unwrap().to_owned();
+        let again = t
+            .call_with(
+                Method::GET,
+                path,
+                lambda_http::Body::Empty,
+                &[("if-none-match", &etag)],
+            )
+            .await;
+        assert_eq!((again.status, again.text.as_str()), (304, ""), "{path}");
+    }
+    assert!(t
+        .get("/playground")
+        .await
+        .text
+        .contains(r#"<label for="message">Message</label>"#));
+}
+
+#[tokio::test]
+async fn playground_false_turns_the_page_off() {
+    let t = TestApp::with_env(&[("PLAYGROUND", "false")]).await;
+    t.get("/playground").await.assert_error(404, "not_found");
+    t.get("/playground/app.js")
+        .await
+        .assert_error(404, "not_found");
+    assert_eq!(t.get("/").await.text, "Hello, World!");
 }

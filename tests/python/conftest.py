@@ -97,6 +97,16 @@ class Proxy:
             cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
             env={**os.environ, "PATH": path}, start_new_session=True,
         )
+        # The function exits if the Runtime API is not there yet: wait for the emulator.
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or self.emulator.poll() is not None:
+                    raise RuntimeError(f"cargo lambda did not start:\n{Path(self.log).read_text()}")
+                time.sleep(0.05)
         function_env = {
             "PATH": os.environ["PATH"],
             "AWS_LAMBDA_FUNCTION_NAME": "chat-proxy",
@@ -122,6 +132,8 @@ class Proxy:
         return Path(self.log).read_text()
 
     def close(self):
+        if os.environ.get("SHOW_PROXY_LOGS"):
+            print(self.logs())
         for process in (self.function, self.emulator):
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGTERM)
@@ -132,15 +144,16 @@ class Proxy:
         os.unlink(self.log)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def redis():
     server = RedisServer()
     yield server
     server.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def proxy(redis):
+    """With callers' keys (`CALLERS`) and a rate limit."""
     keys = ",".join(f"{name}:{secret}" for name, secret in CALLERS.items())
     server = Proxy({
         "OPENAI_BASE_URL": "echo",
@@ -149,5 +162,13 @@ def proxy(redis):
         "RATE_LIMIT_PER_MINUTE": str(RATE_LIMIT_PER_MINUTE),
         "REDIS_TIMEOUT_MS": "500",
     })
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def open_proxy(redis):
+    """An open API, as `make watch` runs it."""
+    server = Proxy({"OPENAI_BASE_URL": "echo", "REDIS_URL": redis.url})
     yield server
     server.close()
