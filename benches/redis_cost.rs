@@ -4,6 +4,10 @@
 //! 40 ms is its round trips), commands the server ran (INFO commandstats, scripts' inner
 //! commands included), and the turn's median time on loopback without the relay's delay.
 //!
+//! Then the cost of counting: how long the context budget takes to decide what a turn
+//! sends, on histories of 100 and 1000 stored messages (no I/O: it runs on the history the
+//! turn's read brought back).
+//!
 //! `cargo bench --bench redis_cost` (or `make bench`). Needs redis-server.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -20,9 +24,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chat_proxy::auth::Tenant;
+use chat_proxy::budget;
 use chat_proxy::config::RedisTarget;
 use chat_proxy::routes::ChatId;
-use chat_proxy::store::{RedisStore, Store, Turn, TurnExtras};
+use chat_proxy::store::{RedisStore, Store, Turn, TurnContext, TurnExtras, UserContent};
+use chat_proxy::upstream::wire::Usage;
 use chat_proxy::{handle, App, Config};
 use lambda_http::Body;
 
@@ -44,6 +50,84 @@ fn main() {
     ] {
         runtime.block_on(measure(max_history, stored));
     }
+    println!();
+    println!(
+        "cost of counting: the budget's decision for one turn, median of {COUNTING_RUNS} (µs)"
+    );
+    println!(
+        "{:>8}  {:>22}  {:>22}  {:>22}",
+        "stored", "counted, same window", "counted, window moved", "uncounted (estimated)"
+    );
+    for stored in [100, 1000] {
+        counting(stored);
+    }
+}
+
+const COUNTING_RUNS: usize = 2000;
+
+/// Times `budget::plan` on a history of `stored` messages built the way the turn engine
+/// builds it: each turn planned, then stored with the tokens upstream reported.
+/// - counted, same window: the newest turn sent the same prompts and window, so the weight
+///   is upstream's own count (the usual turn);
+/// - counted, window moved: a request that differs from the newest turn's (its prompt was
+///   changed), so every turn's stored size is added up;
+/// - uncounted: turns stored before turns were counted, so every turn's text is estimated.
+fn counting(stored: usize) {
+    let asked = [UserContent::Text("one more question about the chat".into())];
+    let request = budget::Request {
+        global_prompt: "You are a helpful assistant.",
+        chat_prompt: Some("Answer briefly."),
+        asked: &asked,
+    };
+    let budget = u32::MAX / 2;
+    let mut context = TurnContext::default();
+    for i in 0..stored / 2 {
+        let id = Turn::new_id();
+        let window = budget::plan(&context, &request, budget, &id).unwrap();
+        let usage = Usage {
+            prompt_tokens: u64::from(window.tokens),
+            completion_tokens: 30,
+            total_tokens: u64::from(window.tokens) + 30,
+            ..Usage::default()
+        };
+        let tokens = budget::turn_tokens(&context, &request, &window, &usage);
+        let mut turn = Turn::question(
+            Some(id),
+            format!("question {i}: {}", "x".repeat(40)),
+            None,
+            format!("answer {i}: {}", "y".repeat(80)),
+        );
+        turn.tokens = Some(tokens);
+        context.history.push(turn);
+    }
+    let changed = budget::Request {
+        chat_prompt: Some("Answer at length."),
+        ..request
+    };
+    let mut uncounted = context.clone();
+    for turn in &mut uncounted.history {
+        turn.tokens = None;
+    }
+    let time = |context: &TurnContext, request: &budget::Request<'_>| {
+        let mut samples: Vec<Duration> = (0..COUNTING_RUNS)
+            .map(|_| {
+                let started = Instant::now();
+                std::hint::black_box(
+                    budget::plan(std::hint::black_box(context), request, budget, "next").unwrap(),
+                );
+                started.elapsed()
+            })
+            .collect();
+        samples.sort();
+        samples[samples.len() / 2].as_secs_f64() * 1e6
+    };
+    println!(
+        "{:>8}  {:>22.2}  {:>22.2}  {:>22.2}",
+        stored,
+        time(&context, &request),
+        time(&context, &changed),
+        time(&uncounted, &request)
+    );
 }
 
 async fn measure(max_history: &str, stored: usize) {

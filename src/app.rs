@@ -165,15 +165,17 @@ async fn serve(
     // The routes that need no key.
     match route {
         Route::Hello => return Ok(hello()),
-        Route::Playground(_) if !app.playground => return Err(ApiError::NotFound),
-        Route::Playground(asset) => return Ok(api::playground::serve(asset, request)),
+        Route::File(file) if file.is_playground() && !app.playground => {
+            return Err(ApiError::NotFound)
+        }
+        Route::File(file) => return Ok(api::files::serve(file, request)),
         _ => {}
     }
     let tenant = app.callers.authenticate(request.headers())?;
     log.caller = Some(tenant.name().to_owned());
     match route {
         Route::Hello => Ok(hello()),
-        Route::Playground(asset) => Ok(api::playground::serve(asset, request)),
+        Route::File(file) => Ok(api::files::serve(file, request)),
         Route::Seed(seed) => api::seed::serve(app, seed, &tenant, request, log).await,
         Route::OpenAi(OpenAiRoute::ChatCompletions) => {
             api::openai::completion(app, &tenant, request, log).await

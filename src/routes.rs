@@ -65,20 +65,28 @@ pub enum Route {
     OpenAi(OpenAiRoute),
     /// What chats and callers have spent.
     Usage(UsageRoute),
-    /// The playground page and its files, with no key needed.
-    Playground(PlaygroundAsset),
+    /// A file built into the binary, with no key needed.
+    File(BuiltIn),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PlaygroundAsset {
+pub enum BuiltIn {
     /// `GET /playground`
-    Page,
+    PlaygroundPage,
     /// `GET /playground/app.js`
-    Script,
+    PlaygroundScript,
     /// `GET /playground/style.css`
-    Style,
+    PlaygroundStyle,
     /// `GET /playground/icon.svg`
-    Icon,
+    PlaygroundIcon,
+    /// `GET /openapi.json`
+    OpenApi,
+}
+
+impl BuiltIn {
+    pub fn is_playground(self) -> bool {
+        self != BuiltIn::OpenApi
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,16 +143,13 @@ impl Route {
             ["system"] => Err(ApiError::MethodNotAllowed { allow: "GET, POST" }),
             ["mod"] => only(is_post, Route::Seed(SeedRoute::Moderate), "POST"),
             ["usage"] => only(is_get, Route::Usage(UsageRoute::Caller), "GET"),
-            ["playground"] => only(is_get, Route::Playground(PlaygroundAsset::Page), "GET"),
-            ["playground", "app.js"] => {
-                only(is_get, Route::Playground(PlaygroundAsset::Script), "GET")
-            }
+            ["openapi.json"] => only(is_get, Route::File(BuiltIn::OpenApi), "GET"),
+            ["playground"] => only(is_get, Route::File(BuiltIn::PlaygroundPage), "GET"),
+            ["playground", "app.js"] => only(is_get, Route::File(BuiltIn::PlaygroundScript), "GET"),
             ["playground", "style.css"] => {
-                only(is_get, Route::Playground(PlaygroundAsset::Style), "GET")
+                only(is_get, Route::File(BuiltIn::PlaygroundStyle), "GET")
             }
-            ["playground", "icon.svg"] => {
-                only(is_get, Route::Playground(PlaygroundAsset::Icon), "GET")
-            }
+            ["playground", "icon.svg"] => only(is_get, Route::File(BuiltIn::PlaygroundIcon), "GET"),
             [id, "usage"] => {
                 let chat = ChatId::parse(id)?;
                 only(is_get, Route::Usage(UsageRoute::Chat(chat)), "GET")
@@ -193,7 +198,11 @@ impl Route {
             Route::OpenAi(OpenAiRoute::Models) => "models",
             Route::Usage(UsageRoute::Chat(_)) => "chat_usage",
             Route::Usage(UsageRoute::Caller) => "caller_usage",
-            Route::Playground(_) => "playground",
+            Route::File(BuiltIn::PlaygroundPage) => "playground_page",
+            Route::File(BuiltIn::PlaygroundScript) => "playground_script",
+            Route::File(BuiltIn::PlaygroundStyle) => "playground_style",
+            Route::File(BuiltIn::PlaygroundIcon) => "playground_icon",
+            Route::File(BuiltIn::OpenApi) => "openapi",
         }
     }
 }
@@ -290,20 +299,16 @@ mod tests {
                 Route::Usage(UsageRoute::Chat(id("c1"))),
             ),
             (M::GET, "/usage", Route::Usage(UsageRoute::Caller)),
-            (
-                M::GET,
-                "/playground",
-                Route::Playground(PlaygroundAsset::Page),
-            ),
+            (M::GET, "/playground", Route::File(BuiltIn::PlaygroundPage)),
             (
                 M::GET,
                 "/playground/app.js",
-                Route::Playground(PlaygroundAsset::Script),
+                Route::File(BuiltIn::PlaygroundScript),
             ),
             (
                 M::GET,
                 "/playground/style.css",
-                Route::Playground(PlaygroundAsset::Style),
+                Route::File(BuiltIn::PlaygroundStyle),
             ),
             // A chat named like the page is still a chat.
             (

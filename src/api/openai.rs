@@ -244,10 +244,7 @@ fn model(
     match params.remove("model") {
         None | Some(Value::Null) => Ok(default.to_owned()),
         Some(Value::String(model)) if allowed.allows(&model) => Ok(model),
-        Some(Value::String(model)) => Err(ApiError::bad_request(
-            "model_not_allowed",
-            format!("model `{model}` is not allowed here; GET /v1/models lists the ones that are"),
-        )),
+        Some(Value::String(model)) => Err(ApiError::ModelNotFound { model }),
         Some(_) => Err(ApiError::bad_request(
             "invalid_model",
             "`model` must be a string",
@@ -259,14 +256,25 @@ fn invalid_messages(message: impl Into<String>) -> ApiError {
     ApiError::bad_request("invalid_messages", message)
 }
 
-/// A stateless call's `messages`: present and not empty; the rest is upstream's to judge.
+/// A stateless call's `messages`: a non-empty array of objects with a role, as upstream
+/// requires too (refused here, it costs no upstream call); the rest is upstream's to judge.
 fn stateless_messages(params: &Map<String, Value>) -> Result<(), ApiError> {
-    match params.get("messages") {
-        Some(Value::Array(messages)) if !messages.is_empty() => Ok(()),
-        _ => Err(invalid_messages(
-            "`messages` must be a non-empty array of messages",
-        )),
+    let messages = match params.get("messages") {
+        Some(Value::Array(messages)) if !messages.is_empty() => messages,
+        _ => {
+            return Err(invalid_messages(
+                "`messages` must be a non-empty array of messages",
+            ))
+        }
+    };
+    for (index, message) in messages.iter().enumerate() {
+        if !message.get("role").is_some_and(Value::is_string) {
+            return Err(invalid_messages(format!(
+                "messages[{index}] must be an object with a `role`"
+            )));
+        }
     }
+    Ok(())
 }
 
 /// A turn's new messages: one or more `user` messages, each text or text and image parts,

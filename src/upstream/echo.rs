@@ -4,7 +4,8 @@
 //! layer and read back exactly as with OpenAI, by the same turn engine, store and limits.
 //!
 //! - a chat completion answers `echo: <the last user message> (<n> messages)`, with
-//!   `[image: <url>]` for each image of that message; streamed, it comes word by word;
+//!   `[image: <url>]` for each image of that message; streamed, it comes word by word (in
+//!   at most 24 pieces, 60 ms apart);
 //! - token counts are the same for the same request: a word is a token, and each message
 //!   costs three more;
 //! - a moderation is unflagged unless the text contains [`FLAG_MARKER`];
@@ -28,8 +29,11 @@ pub const ECHO_BASE_URL: &str = "http://echo.invalid/v1";
 /// A moderation of a text that contains this is flagged (as `violence`).
 pub const FLAG_MARKER: &str = "[flag]";
 
-/// The pause between two words of a streamed reply: slow enough to watch.
+/// The pause between two pieces of a streamed reply: slow enough to watch.
 const WORD_PAUSE: Duration = Duration::from_millis(60);
+/// A streamed reply comes in at most this many pieces (a word each, while it has fewer
+/// words), so that even a long echo ends within a second or two.
+const MAX_PIECES: usize = 24;
 
 #[derive(Clone)]
 pub struct EchoService {
@@ -182,12 +186,13 @@ fn chat(body: &Value) -> reqwest::Response {
         chunk(json!({"role": "assistant", "content": ""}), Value::Null),
     )];
     let words: Vec<&str> = echo.reply.split_inclusive(' ').collect();
-    frames.extend(
-        words
-            .iter()
-            .enumerate()
-            .map(|(i, w)| (i > 0, chunk(json!({"content": w}), Value::Null))),
-    );
+    let per_piece = words.len().div_ceil(MAX_PIECES).max(1);
+    frames.extend(words.chunks(per_piece).enumerate().map(|(i, piece)| {
+        (
+            i > 0,
+            chunk(json!({"content": piece.concat()}), Value::Null),
+        )
+    }));
     frames.push((false, chunk(json!({}), json!("stop"))));
     if include_usage {
         frames.push((

@@ -14,6 +14,7 @@ mod events;
 mod idempotency;
 mod input_errors;
 mod openai_api;
+mod openapi;
 mod properties;
 mod redis_deployments;
 mod redis_faults;

@@ -313,10 +313,6 @@ async fn what_a_chat_cannot_keep_is_refused_with_a_clear_400() {
             "unsupported_parameter",
         ),
         (
-            json!({"messages": [{"role": "user", "content": "x"}], "model": "gpt-5-secret"}),
-            "model_not_allowed",
-        ),
-        (
             json!({"messages": [{"role": "user", "content": "x"}], "stream": "yes"}),
             "invalid_stream",
         ),
@@ -329,11 +325,60 @@ async fn what_a_chat_cannot_keep_is_refused_with_a_clear_400() {
             .unwrap_err();
         assert_eq!(api_error(error), (400, Some(code.to_owned())), "{body}");
     }
+    // A model ALLOWED_MODELS does not list is answered as OpenAI answers one that does not
+    // exist, so SDKs raise the same NotFound error.
+    let error = openai
+        .chat()
+        .create_byot::<_, Value>(
+            json!({"messages": [{"role": "user", "content": "x"}], "model": "gpt-5-secret"}),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(api_error(error), (404, Some("model_not_found".to_owned())));
     assert_eq!(t.dump(), before, "nothing stored");
     assert_eq!(
         t.openai.chat_bodies().await.len(),
         1,
         "nothing sent upstream"
+    );
+}
+
+#[tokio::test]
+async fn a_stateless_call_without_messages_upstream_could_read_is_refused_before_upstream() {
+    let t = TestApp::start().await;
+    let openai = client(&t, "unused", None).await;
+    // Found by schemathesis: numbers as messages went upstream.
+    for body in [
+        json!({}),
+        json!({"messages": []}),
+        json!({"messages": "hi"}),
+        json!({"messages": [5.8e268, -1.1e95]}),
+        json!({"messages": [{"role": "user", "content": "x"}, "x"]}),
+        json!({"messages": [{"content": "no role"}]}),
+        json!({"messages": [{"role": 7, "content": "x"}]}),
+    ] {
+        let error = openai
+            .chat()
+            .create_byot::<_, Value>(body.clone())
+            .await
+            .unwrap_err();
+        assert_eq!(
+            api_error(error),
+            (400, Some("invalid_messages".to_owned())),
+            "{body}"
+        );
+    }
+    // The same client's valid call does reach upstream, so the refusals above were ours.
+    let answer: Value = openai
+        .chat()
+        .create_byot(json!({"messages": [{"role": "developer", "content": "x"}, {"role": "user", "content": "y"}]}))
+        .await
+        .unwrap();
+    assert_eq!(answer["object"], "chat.completion");
+    assert_eq!(
+        t.openai.chat_bodies().await.len(),
+        1,
+        "only the valid call went upstream"
     );
 }
 

@@ -19,21 +19,33 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from conftest import CALLERS, ROOT
 
-DOCS = ROOT / "docs"
+# Screenshots land in target/ so a test run leaves the tree clean; `make screenshots`
+# writes the README's copies in docs/.
+SCREENSHOTS = Path(os.environ.get("SCREENSHOTS_DIR") or ROOT / "target" / "screenshots")
+
+
+def browser_and_driver():
+    """Debian's chromium and chromium-driver (what .ci/run installs), or CHROME_BINARY and
+    CHROMEDRIVER, e.g. GitHub's runners' Google Chrome and its ChromeDriver."""
+    binary = (os.environ.get("CHROME_BINARY") or shutil.which("chromium")
+              or shutil.which("google-chrome") or "/usr/bin/chromium")
+    driver = os.environ.get("CHROMEDRIVER") or shutil.which("chromedriver") or "/usr/bin/chromedriver"
+    return binary, driver
 
 
 @pytest.fixture
 def browser():
     profile = tempfile.mkdtemp(prefix="chat-proxy-chromium-")
     options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
+    binary, driver_path = browser_and_driver()
+    options.binary_location = binary
     for flag in ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                  "--disable-quic", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", f"--user-data-dir={profile}",
                  "--window-size=1280,900"]:
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(options=options, service=Service(shutil.which("chromedriver") or "/usr/bin/chromedriver"))
+    driver = webdriver.Chrome(options=options, service=Service(driver_path))
     driver.implicitly_wait(0)
     yield driver
     driver.quit()
@@ -129,12 +141,12 @@ def test_a_conversation_streams_persists_and_clears(open_proxy, browser):
     assert get_json(f"{open_proxy.url}/{chat}/system") == {"content": "Answer like a pirate."}
 
     # Screenshots for the README, at a desktop's width and a phone's.
-    DOCS.mkdir(exist_ok=True)
-    browser.save_screenshot(str(DOCS / "playground-desktop.png"))
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    browser.save_screenshot(str(SCREENSHOTS / "playground-desktop.png"))
     browser.set_window_size(360, 780)
     width = browser.execute_script("return document.documentElement.scrollWidth")
     assert width <= 360, f"the page scrolls sideways at 360 px: {width}"
-    browser.save_screenshot(str(DOCS / "playground-phone.png"))
+    browser.save_screenshot(str(SCREENSHOTS / "playground-phone.png"))
     browser.set_window_size(1280, 900)
 
     browser.find_element(By.ID, "clear").click()

@@ -1,13 +1,15 @@
-//! `GET /playground`: a page to try the proxy in a browser, kept as files in `playground/`
-//! and built into the binary. It needs no key (it holds no data; it asks for the caller's
-//! key when the API wants one) and calls the API relative to its own URL, so it works
-//! whatever the stage or domain. Served with a strict CSP and an ETag.
+//! The files built into the binary, served without a key and with an ETag:
+//! - `GET /playground` and its script, style and icon: a page to try the proxy in a browser,
+//!   kept in `playground/`. It holds no data (it asks for the caller's key when the API
+//!   wants one) and calls the API relative to its own URL, so it works whatever the stage or
+//!   domain. Served with a strict CSP.
+//! - `GET /openapi.json`: the API's contract, `openapi.json`.
 
 use lambda_http::http::{header, HeaderValue, StatusCode};
 use lambda_http::{Request, Response};
 
 use crate::http::ResponseBody;
-use crate::routes::PlaygroundAsset;
+use crate::routes::BuiltIn;
 
 struct Asset {
     body: &'static str,
@@ -32,6 +34,7 @@ const SCRIPT: Asset = asset(
     "text/javascript; charset=utf-8",
 );
 const ICON: Asset = asset(include_str!("../../playground/icon.svg"), "image/svg+xml");
+const OPENAPI: Asset = asset(include_str!("../../openapi.json"), "application/json");
 const STYLE: Asset = asset(
     include_str!("../../playground/style.css"),
     "text/css; charset=utf-8",
@@ -42,13 +45,14 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
      style-src 'self'; connect-src 'self'; img-src 'self'; base-uri 'none'; \
      form-action 'none'; frame-ancestors 'none'";
 
-/// Serves one of the page's files; a 304 when the browser has it already.
-pub fn serve(which: PlaygroundAsset, request: &Request) -> Response<ResponseBody> {
+/// Serves a built-in file; a 304 when the client has it already.
+pub fn serve(which: BuiltIn, request: &Request) -> Response<ResponseBody> {
     let asset = match which {
-        PlaygroundAsset::Page => &PAGE,
-        PlaygroundAsset::Script => &SCRIPT,
-        PlaygroundAsset::Style => &STYLE,
-        PlaygroundAsset::Icon => &ICON,
+        BuiltIn::PlaygroundPage => &PAGE,
+        BuiltIn::PlaygroundScript => &SCRIPT,
+        BuiltIn::PlaygroundStyle => &STYLE,
+        BuiltIn::PlaygroundIcon => &ICON,
+        BuiltIn::OpenApi => &OPENAPI,
     };
     let etag = format!("\"{:016x}\"", asset.etag);
     let fresh = request

@@ -1,0 +1,135 @@
+"""What the fuzzer (test_openapi.py) may not count as a failure, each case narrowed to the
+exact answer that explains it, so anything else the proxy answers still fails the run.
+
+Loaded by `schemathesis run` through SCHEMATHESIS_HOOKS.
+"""
+
+import atexit
+import collections
+import json
+import os
+
+import schemathesis
+
+# Why each dropped failure was dropped, written to FUZZ_FILTERED_LOG when the run ends.
+DROPPED = collections.Counter()
+
+# Idempotency-Key -> every (method, path, body) sent under it in this run.
+SENT_UNDER_KEY = {}
+
+# How the url crate (WHATWG URL parsing) refuses a host that the document's pattern, a
+# regular expression, cannot tell from a good one: a last label that is a number makes the
+# host an IPv4 address, and it must then be a valid one.
+HOST_ERRORS = (
+    "empty host",
+    "invalid port number",
+    "invalid IPv4 address",
+    "invalid IPv6 address",
+    "invalid international domain name",
+    "invalid domain character",
+)
+
+
+def idempotency_key(request):
+    return request.headers.get("Idempotency-Key")
+
+
+def fingerprint(request):
+    body = request.body
+    if isinstance(body, str):
+        body = body.encode()
+    return (request.method, request.path_url.split("?")[0], body or b"")
+
+
+@schemathesis.hook
+def after_call(ctx, case, response):
+    key = idempotency_key(response.request)
+    if key is not None:
+        SENT_UNDER_KEY.setdefault(key, set()).add(fingerprint(response.request))
+
+
+def error_code_and_message(response):
+    try:
+        error = json.loads(response.content)["error"]
+        return error["code"], error["message"]
+    except (ValueError, KeyError, TypeError):
+        return None, ""
+
+
+def emulator_refused_non_utf8_body(response):
+    """cargo lambda's emulator answers 500 itself, without invoking the function, when a
+    body is not UTF-8 (it puts the body into the event as a string). The function's own
+    answer to such a body, 400 invalid_encoding, is tested in tests/api/input_errors.rs."""
+    body = response.request.body
+    if isinstance(body, str) or not body:
+        return False
+    try:
+        body.decode("utf-8")
+        return False
+    except UnicodeDecodeError:
+        pass
+    return (
+        response.status_code == 500
+        and b"httpstatuses.com/500" in response.content
+        and response.headers.get("content-type", [""])[0].startswith("text/plain")
+    )
+
+
+def key_was_reused_for_another_request(response):
+    """The fuzzer sends the Idempotency-Keys it generates again with other bodies; the
+    proxy must then refuse (422), as tests/api/idempotency.rs checks."""
+    key = idempotency_key(response.request)
+    if key is None or response.status_code != 422:
+        return False
+    if error_code_and_message(response)[0] != "idempotency_key_reused":
+        return False
+    return SENT_UNDER_KEY.get(key, set()) - {fingerprint(response.request)} != set()
+
+
+def url_host_does_not_parse(response):
+    code, message = error_code_and_message(response)
+    return (
+        response.status_code == 400
+        and code == "invalid_url"
+        and any(f"does not parse ({why})" in message for why in HOST_ERRORS)
+    )
+
+
+def chat_turn_took_only_user_messages(response):
+    """With X-Chat-Id, /v1/chat/completions is a turn of a stored chat: it takes `user`
+    messages and none of n > 1, tools or functions (400). The document's one schema for
+    the body cannot depend on a header; tests/api/openai_api.rs tests each refusal."""
+    request = response.request
+    if request.headers.get("X-Chat-Id") is None or response.status_code != 400:
+        return False
+    if request.path_url.split("?")[0] != "/v1/chat/completions":
+        return False
+    return error_code_and_message(response)[0] in ("invalid_messages", "unsupported_parameter")
+
+
+# Explain any failure of the answer.
+EXPLAIN_ANY = (emulator_refused_non_utf8_body,)
+# Explain why a request the document allows was refused.
+EXPLAIN_REFUSED = (
+    key_was_reused_for_another_request,
+    url_host_does_not_parse,
+    chat_turn_took_only_user_messages,
+)
+
+
+@schemathesis.hook
+def filter_failure(ctx, failure, case, response):
+    explanations = EXPLAIN_ANY + (EXPLAIN_REFUSED if failure.code == "ST202" else ())
+    for explains in explanations:
+        if explains(response):
+            DROPPED[f"{failure.code} {explains.__name__}"] += 1
+            return False
+    return True
+
+
+@atexit.register
+def write_dropped():
+    path = os.environ.get("FUZZ_FILTERED_LOG")
+    if path:
+        with open(path, "w") as out:
+            json.dump(dict(sorted(DROPPED.items())), out, indent=2)
