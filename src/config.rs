@@ -477,6 +477,8 @@ mod tests {
         assert_eq!(config.default_system_prompt, "You are a helpful assistant.");
         assert_eq!(config.store, StoreSettings::default());
         assert_eq!(config.max_body_bytes, 1024 * 1024);
+        assert_eq!(config.max_prompt_tokens, 32_000);
+        assert_eq!(config.token_limit_per_day, None);
         assert!(config.redis.is_none());
     }
 

@@ -7,8 +7,10 @@
 //!   lambda_http fails to parse, so every request would also count as a failed invocation;
 //!   here any such payload is answered at once and logged at DEBUG (an unknown one at WARN);
 //! - lambda_http panics on some malformed headers while it builds the request (an `unwrap`
-//!   on `Url::parse` of `Host`, aws-lambda-rust-runtime's `build_request_uri`); here a panic
-//!   is answered as our JSON 500 rather than API Gateway's bare 502;
+//!   on `Url::parse` of `Host`, aws-lambda-rust-runtime's `build_request_uri`; the same
+//!   family as its issues #368 and #488, fixed there for a missing `Host` but not for a
+//!   malformed one such as `h:99999`); here a panic is answered as our JSON 500 rather than
+//!   API Gateway's bare 502;
 //! - a streamed turn whose client went away still runs to its end and is stored before the
 //!   invocation ends: Lambda freezes the process between invocations, so the runtime waits
 //!   for such turns ([`App::settle`]) before it asks for the next event.

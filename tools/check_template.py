@@ -7,10 +7,13 @@ Run by `make lint`: .venv-deploy/bin/python tools/check_template.py template.yam
 - each integration's timeout is the function's timeout, and the timeouts the function
   reads agree with them: OPENAI_TIMEOUT_SECONDS under API Gateway's 5-minute idle limit,
   STREAM_TIMEOUT_SECONDS under the function's timeout;
-- the API is regional, throttled on its stage, and ApiUrl is the stage's URL.
+- the API is regional, throttled on its stage, and ApiUrl is the stage's URL;
+- OPENAI_BASE_URL comes from a parameter that takes https:// URLs only, so the built-in
+  echo upstream (`echo`) can never be deployed.
 """
 
 import os
+import re
 import sys
 
 import yaml
@@ -87,6 +90,21 @@ def main(path):
     if not stream_timeout <= max_stream < timeout_ms // 1000:
         problems.append(f"StreamTimeoutSeconds may reach {max_stream} s, not under the function's {timeout_ms // 1000} s")
 
+    if env.get("OPENAI_BASE_URL") != {"Ref": "OpenAiBaseUrl"}:
+        problems.append("OPENAI_BASE_URL is not the OpenAiBaseUrl parameter")
+    base_url = template["Parameters"]["OpenAiBaseUrl"]
+    pattern = base_url.get("AllowedPattern")
+    if not pattern:
+        problems.append("OpenAiBaseUrl takes any value: `echo` could be deployed")
+    else:
+        # What CloudFormation would take and refuse: the whole value must match.
+        for value in ["echo", "http://api.openai.com/v1", "https://", " https://x", "ftp://x"]:
+            if re.fullmatch(pattern, value):
+                problems.append(f"OpenAiBaseUrl accepts {value!r}")
+        for value in [base_url["Default"], "https://example.openai.azure.com/openai/v1"]:
+            if not re.fullmatch(pattern, value):
+                problems.append(f"OpenAiBaseUrl refuses {value!r}")
+
     stages = [r for r in resources.values() if r["Type"] == "AWS::ApiGateway::Stage"]
     settings = stages[0]["Properties"].get("MethodSettings", []) if stages else []
     if not any("ThrottlingBurstLimit" in s and "ThrottlingRateLimit" in s for s in settings):
@@ -102,7 +120,8 @@ def main(path):
         return 1
     print(f"template.yaml: {len(routes)} routes stream through the response-streaming invocation, "
           f"timeouts agree (integration {timeout_ms} ms = function {timeout_ms // 1000} s; "
-          f"OPENAI_TIMEOUT_SECONDS <= {max_openai} s; STREAM_TIMEOUT_SECONDS <= {max_stream} s)")
+          f"OPENAI_TIMEOUT_SECONDS <= {max_openai} s; STREAM_TIMEOUT_SECONDS <= {max_stream} s); "
+          f"OPENAI_BASE_URL takes https:// URLs only")
     return 0
 
 

@@ -303,7 +303,7 @@ async fn a_slow_upstream_is_answered_504_before_the_invocation_deadline() {
         .await;
     let runtime = RuntimeApi::start().await;
     let (base_url, redis_url) = (openai.base_url(), redis.url());
-    // OPENAI_TIMEOUT_SECONDS stays at its 25 s default: the invocation's deadline is sooner.
+    // OPENAI_TIMEOUT_SECONDS stays at its 290 s default: the invocation's deadline is sooner.
     let function = start_function(
         &runtime,
         &[

@@ -51,6 +51,39 @@ async fn an_image_turn_echoes_its_url() {
 }
 
 #[tokio::test]
+async fn a_streamed_image_turn_streams_and_is_stored_with_its_url() {
+    let t = echo_app(&[]).await;
+    let reply = t
+        .post(
+            "/c1/img",
+            json!({"content": "What is it?", "url": "https://example.com/cat.png", "stream": true}),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    let events = reply.events();
+    let deltas: String = events
+        .iter()
+        .filter(|e| e.event.as_deref() == Some("delta"))
+        .map(|e| e.json()["content"].as_str().unwrap().to_owned())
+        .collect();
+    let expected = "echo: What is it? (2 messages) [image: https://example.com/cat.png]";
+    assert!(
+        events
+            .iter()
+            .filter(|e| e.event.as_deref() == Some("delta"))
+            .count()
+            > 1
+    );
+    assert_eq!(deltas.trim_end(), expected);
+    let done = events.last().unwrap();
+    assert_eq!(done.event.as_deref(), Some("done"));
+    assert_eq!(done.json()["content"], expected);
+    let transcript = t.transcript("c1").await;
+    assert_eq!(transcript[0]["url"], "https://example.com/cat.png");
+    assert_eq!(transcript[1]["content"], expected);
+}
+
+#[tokio::test]
 async fn a_streamed_turn_comes_word_by_word() {
     let t = echo_app(&[]).await;
     let response = t

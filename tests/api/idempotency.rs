@@ -172,6 +172,56 @@ async fn a_retry_while_the_first_runs_is_409() {
 }
 
 #[tokio::test]
+async fn an_answer_is_kept_for_a_day_then_forgotten() {
+    let t = TestApp::start().await;
+    let first = post_keyed(&t, "/c1/chat", json!({"content": "hi"}), "daily").await;
+    assert_eq!(first.status, 200);
+    let keys: Vec<String> = t
+        .keys()
+        .into_iter()
+        .filter(|k| k.contains(":idem:"))
+        .collect();
+    assert_eq!(keys.len(), 1, "{:?}", t.keys());
+    let ttl: u64 = t.redis.query(&["TTL", &keys[0]]).parse().unwrap();
+    assert!((86_390..=86_400).contains(&ttl), "kept for {ttl} s");
+    // Past its day, the key is free: the same request is a new turn.
+    t.redis.query(&["DEL", &keys[0]]);
+    let again = post_keyed(&t, "/c1/chat", json!({"content": "hi"}), "daily").await;
+    assert_eq!(again.status, 200);
+    assert_eq!(again.header("idempotent-replayed"), None);
+    assert_eq!(stored_turns(&t, "c1").await, 2);
+}
+
+#[tokio::test]
+async fn streamed_retries_are_refused_as_buffered_ones_are() {
+    let t = TestApp::start().await;
+    let streamed = |content: &'static str, key: &'static str| {
+        post_keyed(&t, "/c1/chat", json!({"content": content, "stream": true}), key)
+    };
+    // Another body under a key already answered: 422 before any stream.
+    assert_eq!(streamed("one", "k").await.status, 200);
+    let before = t.dump();
+    streamed("two", "k")
+        .await
+        .assert_error(422, "idempotency_key_reused");
+    assert_eq!(t.dump(), before);
+    // The same request while the first still streams: 409 before any stream.
+    t.openai.script(crate::support::streaming::StreamScript {
+        pause: Duration::from_millis(100),
+        ..Default::default()
+    });
+    let first = streamed("slow", "busy");
+    let second = async {
+        t.openai.wait_for_chat_requests(2).await;
+        streamed("slow", "busy").await
+    };
+    let (first, second) = tokio::join!(first, second);
+    assert_eq!(first.status, 200, "{}", first.text);
+    second.assert_error(409, "request_in_progress");
+    assert_eq!(t.openai.chat_bodies().await.len(), 2);
+}
+
+#[tokio::test]
 async fn keys_are_per_chat_and_per_caller() {
     let t = TestApp::with_env(&[("PROXY_API_KEYS", "alice:sk-a1,bob:sk-b2")]).await;
     let t = &t;

@@ -316,6 +316,22 @@ async fn what_a_chat_cannot_keep_is_refused_with_a_clear_400() {
             json!({"messages": [{"role": "user", "content": "x"}], "stream": "yes"}),
             "invalid_stream",
         ),
+        (
+            json!({"messages": [{"role": "user", "content": "x"}], "tool_choice": "auto"}),
+            "unsupported_parameter",
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": "x"}], "function_call": "auto"}),
+            "unsupported_parameter",
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": "x"}], "stream": true, "stream_options": "usage"}),
+            "invalid_stream_options",
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": "x"}], "model": 4}),
+            "invalid_model",
+        ),
     ];
     for (body, code) in cases {
         let error = openai

@@ -1,6 +1,8 @@
 //! Redis failing under the proxy: 503 within the command timeout, and recovery without a
 //! restart of the function.
 
+use std::io::Write;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::json;
@@ -11,6 +13,30 @@ use crate::support::TestApp;
 
 /// Hang guard: far above the 1 s Redis timeout the tests configure, far below Lambda's 30 s.
 const GUARD: Duration = Duration::from_secs(8);
+
+/// What the app logs on this thread (a `#[tokio::test]` runs its tasks on one) while the
+/// guard lives, as the function's text lines.
+fn capture_logs() -> (tracing::subscriber::DefaultGuard, Arc<Mutex<Vec<u8>>>) {
+    #[derive(Clone)]
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+    impl Write for Sink {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let logs = Arc::new(Mutex::new(Vec::new()));
+    let sink = Sink(logs.clone());
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .with_writer(move || sink.clone())
+        .finish();
+    (tracing::subscriber::set_default(subscriber), logs)
+}
 
 async fn guarded<T>(call: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(GUARD, call)
@@ -126,6 +152,43 @@ async fn redis_lost_after_upstream_was_asked_answers_the_paid_reply_unstored() {
 }
 
 #[tokio::test]
+async fn a_paid_reply_that_cannot_be_stored_is_logged_as_an_error() {
+    let (_guard, logs) = capture_logs();
+    let t = TestApp::start().await;
+    t.openai
+        .always_chat(
+            ResponseTemplate::new(200)
+                .set_body_json(chat_completion("m", "the paid answer", 1))
+                .set_delay(Duration::from_millis(300)),
+        )
+        .await;
+    let turn = t.post("/c1/chat", json!({"content": "hi"}));
+    let stop_while_upstream_thinks = async {
+        t.openai.wait_for_chat_requests(1).await;
+        let _ = t.redis.cli(&["SHUTDOWN", "NOSAVE"]);
+    };
+    let (reply, ()) = guarded(async { tokio::join!(turn, stop_while_upstream_thinks) }).await;
+    assert_eq!(
+        reply.header("x-chat-stored"),
+        Some("false"),
+        "{}",
+        reply.text
+    );
+    let logs = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+    let errors: Vec<&str> = logs.lines().filter(|l| l.contains("ERROR")).collect();
+    assert!(
+        errors
+            .iter()
+            .any(|l| l.contains("paid for but could not be stored")),
+        "{logs}"
+    );
+    assert!(
+        !logs.contains("the paid answer"),
+        "no message text in the logs: {logs}"
+    );
+}
+
+#[tokio::test]
 async fn a_stored_turn_says_nothing_of_storage() {
     let t = TestApp::start().await;
     let reply = t.post("/c1/chat", json!({"content": "hi"})).await;
@@ -166,6 +229,27 @@ async fn a_prompt_write_cut_before_its_answer_is_sent_again() {
         t.get("/c1/system").await.json(),
         json!({"content": "Answer tersely."})
     );
+}
+
+#[tokio::test]
+async fn a_clear_cut_before_its_answer_is_sent_again() {
+    let t = TestApp::over_relay(&[]).await;
+    t.say("c1", "to be cleared").await;
+    // The clear script's own text: nothing else the request sends contains it.
+    t.relay().cut_after("redis.call('DEL', KEYS[1])");
+    let reply = guarded(t.post_raw("/c1/clear", "")).await;
+    assert_eq!(t.relay().cuts(), 1);
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(t.transcript("c1").await, json!([]));
+}
+
+#[tokio::test]
+async fn a_rate_count_cut_before_its_answer_is_sent_again() {
+    let t = TestApp::over_relay(&[("RATE_LIMIT_PER_MINUTE", "100")]).await;
+    t.relay().cut_after("redis.call('INCR', KEYS[1])");
+    let reply = guarded(t.get("/system")).await;
+    assert_eq!(t.relay().cuts(), 1, "the count's connection was cut");
+    assert_eq!(reply.status, 200, "{}", reply.text);
 }
 
 #[tokio::test]

@@ -208,6 +208,39 @@ async fn every_parameter_is_read_in_one_call_and_trimmed() {
 }
 
 #[tokio::test]
+async fn parameters_take_one_call_and_each_secret_one_more() {
+    let moto = MotoServer::start();
+    moto.put_parameter("/app/key", "sk-1").await;
+    moto.put_parameter("/app/keys", "alice:sk-a1").await;
+    let password = moto.create_secret("app/redis-password", "hunter2\n").await;
+    let url = moto.create_secret("app/redis-url", "redis://h:6379").await;
+    let proxy = crate::support::moto::AwsProxy::start(&moto, 0).await;
+    let values = resolve(
+        &[
+            ssm("GPT_API_KEY", "/app/key"),
+            secret("REDIS_PASSWORD", &password),
+            ssm("PROXY_API_KEYS", "/app/keys"),
+            secret("REDIS_URL", &url),
+        ],
+        proxy.loader(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(values["REDIS_PASSWORD"].expose_secret(), "hunter2");
+    assert_eq!(values["REDIS_URL"].expose_secret(), "redis://h:6379");
+    let mut calls = proxy.calls();
+    calls.sort();
+    assert_eq!(
+        calls,
+        [
+            "AmazonSSM.GetParameters",
+            "secretsmanager.GetSecretValue",
+            "secretsmanager.GetSecretValue"
+        ]
+    );
+}
+
+#[tokio::test]
 async fn a_throttled_read_is_retried_within_the_cold_start() {
     let moto = MotoServer::start();
     moto.put_parameter("/app/key", "sk-after-throttling").await;

@@ -398,3 +398,18 @@ async fn a_ttl_of_ten_years_reaches_redis_as_written() {
         .unwrap();
     assert!(ttl > ten_years.as_secs() - 10, "{ttl}");
 }
+
+#[test]
+fn the_harness_takes_an_error_reply_for_no_answer() {
+    // A check that compares two error replies as if they were answers cannot fail.
+    let server = RedisServer::start();
+    assert_eq!(server.cli(&["PING"]).as_deref(), Some("PONG"));
+    assert_eq!(server.cli(&["NO-SUCH-COMMAND"]), None);
+    assert_eq!(
+        server.cli(&["CLUSTER", "KEYSLOT", "{c1}"]),
+        None,
+        "a Redis without cluster mode refuses it"
+    );
+    server.query(&["RPUSH", "list", "x"]);
+    assert_eq!(server.cli(&["INCR", "list"]), None, "WRONGTYPE is an error");
+}

@@ -183,6 +183,30 @@ async fn an_upstream_cut_mid_stream_is_an_error_event_and_nothing_is_stored() {
         assert!(!events.iter().any(|e| e.event.as_deref() == Some("done")));
     }
     assert_eq!(user_questions(&t, "c1").await, ["kept"], "nothing stored");
+    // A stream that has begun is never asked again: one request per fault, after the
+    // one that stored "kept".
+    assert_eq!(t.openai.chat_bodies().await.len(), 4, "no retry mid-stream");
+}
+
+#[tokio::test]
+async fn a_server_error_before_the_stream_begins_is_retried_and_the_turn_streams() {
+    let t = TestApp::start().await;
+    t.openai
+        .fail_chat(error_response(503, "server_error", "overloaded"), 1)
+        .await;
+    t.openai.script(slow(5));
+    let reply = t
+        .post("/c1/chat", json!({"content": QUESTION, "stream": true}))
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    let events = reply.events();
+    assert_eq!(events.last().unwrap().event.as_deref(), Some("done"));
+    assert_eq!(
+        t.openai.chat_bodies().await.len(),
+        2,
+        "refused once, then streamed"
+    );
+    assert_eq!(user_questions(&t, "c1").await, [QUESTION], "stored once");
 }
 
 #[tokio::test]
@@ -242,6 +266,57 @@ async fn a_client_that_leaves_mid_stream_still_gets_its_turn_stored() {
 }
 
 #[tokio::test]
+async fn a_v1_turn_stores_nothing_when_upstream_cuts_and_everything_when_the_client_leaves() {
+    let t = TestApp::start().await;
+    let turn = |question: &str| {
+        t.request(
+            "/v1/chat/completions",
+            json!({"stream": true, "messages": [{"role": "user", "content": question}]}),
+            &[("x-chat-id", "c1")],
+        )
+    };
+    // Upstream cut after two chunks: the caller's stream ends with an error, no [DONE].
+    t.openai.script(StreamScript {
+        fault: Fault::CutAfter(2),
+        ..slow(10)
+    });
+    let reply = t.send(turn("cut short")).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert!(
+        reply.text.contains("chat.completion.chunk"),
+        "it streamed: {}",
+        reply.text
+    );
+    let last = reply.events().pop().unwrap();
+    assert_eq!(
+        last.json()["error"]["code"],
+        "upstream_error",
+        "{}",
+        reply.text
+    );
+    assert!(!reply.text.contains("[DONE]"));
+    assert!(
+        t.transcript("c1").await.as_array().unwrap().is_empty(),
+        "nothing stored"
+    );
+
+    // A caller that leaves after the first chunk: the turn is stored all the same.
+    t.openai.script(slow(60));
+    let response = t.open(turn(QUESTION)).await;
+    let mut reader = EventReader::new(response.into_body());
+    let (_, first) = reader.next().await.unwrap();
+    assert_eq!(first.json()["object"], "chat.completion.chunk");
+    drop(reader);
+    tokio::time::timeout(Duration::from_secs(10), t.app.settle())
+        .await
+        .expect("the turn finished");
+    let transcript = t.transcript("c1").await;
+    assert_eq!(transcript[0]["content"], QUESTION);
+    assert_eq!(transcript[1]["content"], format!("reply to: {QUESTION}"));
+    assert_eq!(transcript.as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
 async fn what_fails_before_the_stream_keeps_its_status_and_json() {
     let t = TestApp::with_env(&[("PROXY_API_KEYS", "alice:sk-a1")]).await;
     let sse = [
@@ -295,6 +370,29 @@ async fn what_fails_before_the_stream_keeps_its_status_and_json() {
         .send(t.request("/c1/chat", json!({"content": "x"}), &sse))
         .await;
     reply.assert_error(400, "upstream_rejected");
+    // Upstream failing past its retries before it streams: the buffered turn's 502.
+    t.openai
+        .fail_chat(error_response(500, "server_error", "boom"), 3)
+        .await;
+    let reply = t
+        .send(t.request("/c1/chat", json!({"content": "x"}), &sse))
+        .await;
+    reply.assert_error(502, "upstream_error");
+    assert!(t.keys().is_empty(), "nothing stored");
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_is_a_413_not_a_stream() {
+    let t = TestApp::with_env(&[("MAX_BODY_BYTES", "1024")]).await;
+    let reply = t
+        .send(t.request(
+            "/c1/chat",
+            json!({"content": "x".repeat(2000), "stream": true}),
+            &[("accept", "text/event-stream")],
+        ))
+        .await;
+    reply.assert_error(413, "body_too_large");
+    assert!(t.openai.chat_bodies().await.is_empty());
     assert!(t.keys().is_empty(), "nothing stored");
 }
 

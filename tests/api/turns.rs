@@ -245,10 +245,30 @@ async fn a_turn_waits_for_two_round_trips_on_the_wire_whatever_the_history_lengt
         2.0,
         "a turn on a 100-message chat",
     );
+    // The same chat through OpenAI's API, buffered and streamed: the same two.
+    t.openai.script(crate::support::streaming::StreamScript {
+        pause: std::time::Duration::ZERO,
+        ..Default::default()
+    });
+    let v1 = |stream: bool| {
+        t.request(
+            "/v1/chat/completions",
+            json!({"stream": stream, "messages": [{"role": "user", "content": "hi"}]}),
+            &[("x-chat-id", "long")],
+        )
+    };
+    for (stream, what) in [(false, "a /v1 turn"), (true, "a streamed /v1 turn")] {
+        let turn = async {
+            let reply = t.send(v1(stream)).await;
+            assert_eq!(reply.status, 200, "{}", reply.text);
+            reply
+        };
+        assert_about(round_trips(&t, turn).await, 2.0, what);
+    }
     assert_eq!(
         t.openai.chat_bodies().await.len(),
-        52,
-        "both turns reached upstream"
+        54,
+        "every turn reached upstream"
     );
 }
 

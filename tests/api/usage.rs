@@ -165,6 +165,56 @@ async fn the_daily_token_limit_holds_across_function_instances_until_midnight() 
 }
 
 #[tokio::test]
+async fn stateless_completions_count_toward_the_daily_limit_and_meet_it() {
+    let t = TestApp::with_env(&[
+        ("PROXY_API_KEYS", "alice:sk-a1"),
+        ("TOKEN_LIMIT_PER_DAY", "10"),
+    ])
+    .await;
+    let alice = [("authorization", "Bearer sk-a1")];
+    let completion = |text: &str| {
+        Body::from(json!({"messages": [{"role": "user", "content": text}]}).to_string())
+    };
+    // Each call costs its prompt plus 5 completion tokens: past 10 after the second.
+    for text in ["one", "two"] {
+        let reply = t
+            .call_with(
+                Method::POST,
+                "/v1/chat/completions",
+                completion(text),
+                &alice,
+            )
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.text);
+    }
+    let limited = t
+        .call_with(
+            Method::POST,
+            "/v1/chat/completions",
+            completion("three"),
+            &alice,
+        )
+        .await;
+    limited.assert_error(429, "token_limit_exceeded");
+    assert!(limited.header("retry-after").is_some());
+    // A turn of a chat meets the same limit: it is one budget per caller.
+    let turn = t
+        .call_with(
+            Method::POST,
+            "/c1/chat",
+            Body::from(json!({"content": "four"}).to_string()),
+            &alice,
+        )
+        .await;
+    turn.assert_error(429, "token_limit_exceeded");
+    assert_eq!(
+        t.openai.chat_bodies().await.len(),
+        2,
+        "no upstream call past the limit"
+    );
+}
+
+#[tokio::test]
 async fn an_open_api_limits_tokens_per_source_address() {
     let t = TestApp::with_env(&[("TOKEN_LIMIT_PER_DAY", "5")]).await;
     let from = |ip: &str| {

@@ -2,10 +2,13 @@
 by Selenium, against the function under the Lambda emulator with the echo upstream (which
 streams word by word)."""
 
+import http.client
+import http.server
 import json
 import os
 import shutil
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -93,6 +96,8 @@ def test_the_page_is_served_whole_safe_and_cached(open_proxy):
     assert "unsafe-inline" not in policy and "unsafe-eval" not in policy
     assert headers["x-content-type-options"] == "nosniff"
     assert headers["referrer-policy"] == "no-referrer"
+    # Revalidated on every load (a 304 while it is unchanged), so a new deployment shows at once.
+    assert headers["cache-control"] == "no-cache"
     etag = headers["etag"]
     again = urllib.request.Request(f"{open_proxy.url}/playground", headers={"If-None-Match": etag})
     with pytest.raises(urllib.error.HTTPError) as not_modified:
@@ -197,7 +202,120 @@ def test_the_page_asks_for_a_key_and_keeps_it_for_the_session_only(proxy, browse
     send(browser, "hello with a key")
     wait(browser, lambda: replies(browser) and replies(browser)[-1] == "echo: hello with a key (2 messages)")
     assert browser.execute_script("return sessionStorage.getItem('chat-proxy-key')") == CALLERS["alice"]
+    assert browser.execute_script("return localStorage.length") == 0
     assert CALLERS["alice"] not in browser.current_url
     assert browser.get_cookies() == []
+    assert CALLERS["alice"] not in proxy.logs(), "the key reached the function's log"
     headers = {"Authorization": f"Bearer {CALLERS['alice']}"}
     assert len(get_json(f"{proxy.url}/keyed/chat", headers)) == 2
+
+
+class StagePrefix:
+    """A reverse proxy that serves the proxy under /prod/ only, as an API Gateway stage or a
+    custom domain's base path does; it notes every path it was asked for and passes
+    streams on as they come."""
+
+    def __init__(self, upstream):
+        self.paths = []
+        prefix = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def relay(self):
+                prefix.paths.append(self.path)
+                if not self.path.startswith("/prod/"):
+                    self.send_response(404)
+                    self.send_header("content-length", "0")
+                    self.end_headers()
+                    return
+                length = int(self.headers.get("content-length") or 0)
+                body = self.rfile.read(length) if length else None
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+                connection = http.client.HTTPConnection("127.0.0.1", upstream.port, timeout=30)
+                connection.request(self.command, self.path[len("/prod"):], body=body, headers=headers)
+                answer = connection.getresponse()
+                self.send_response(answer.status)
+                for name, value in answer.getheaders():
+                    if name.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        self.send_header(name, value)
+                if answer.status in (204, 304):
+                    self.end_headers()
+                    connection.close()
+                    return
+                self.send_header("transfer-encoding", "chunked")
+                self.end_headers()
+                while chunk := answer.read1(65536):
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                    self.wfile.flush()
+                self.wfile.write(b"0\r\n\r\n")
+                connection.close()
+
+            do_GET = do_POST = relay
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+
+
+def test_under_a_stage_it_calls_the_api_under_its_own_path(open_proxy, browser):
+    stage = StagePrefix(open_proxy)
+    try:
+        browser.get(f"{stage.url}/prod/playground#chat=staged")
+        wait(browser, lambda: browser.execute_script("return document.readyState") == "complete")
+
+        # Shift+Enter is a new line in the message, Enter sends it.
+        box = browser.find_element(By.ID, "message")
+        box.send_keys("first line")
+        box.send_keys(Keys.SHIFT, Keys.ENTER)
+        box.send_keys("second line")
+        assert box.get_attribute("value") == "first line\nsecond line"
+        assert replies(browser) == [], "Shift+Enter sent nothing"
+        box.send_keys(Keys.ENTER)
+        wait(browser, lambda: replies(browser) and replies(browser)[-1].endswith("(2 messages)"))
+        assert replies(browser) == ["echo: first line\nsecond line (2 messages)"]
+        assert get_json(f"{open_proxy.url}/staged/chat")[0]["content"] == "first line\nsecond line"
+
+        # A question about an image by URL is a vision turn, stored with its URL.
+        browser.find_element(By.ID, "image-url").send_keys("https://example.com/cat.png")
+        send(browser, "What is it?")
+        wait(browser, lambda: len(replies(browser)) == 2 and replies(browser)[1].endswith(".png]"))
+        assert replies(browser)[1] == "echo: What is it? (4 messages) [image: https://example.com/cat.png]"
+        stored = get_json(f"{open_proxy.url}/staged/chat")
+        assert (stored[2]["content"], stored[2]["url"]) == ("What is it?", "https://example.com/cat.png")
+
+        # The global prompt is read and set through the page too.
+        browser.find_element(By.CSS_SELECTOR, "#prompts summary").click()
+        field = browser.find_element(By.ID, "global-prompt")
+        field.clear()
+        field.send_keys("Be kind.")
+        browser.find_element(By.ID, "save-global-prompt").click()
+        wait(browser, lambda: "saved" in browser.find_element(By.ID, "status").text)
+        assert get_json(f"{open_proxy.url}/system") == {"content": "Be kind."}
+
+        # Every call went under /prod/, none to the host's root.
+        assert stage.paths and all(p.startswith("/prod/") for p in stage.paths), stage.paths
+        assert "/prod/staged/chat" in stage.paths
+        assert console_errors(browser) == []
+    finally:
+        stage.close()
+        urllib.request.urlopen(urllib.request.Request(
+            f"{open_proxy.url}/system", data=b'{"content": "You are a helpful assistant."}', method="POST"))
+
+
+def test_light_and_dark_follow_the_system_setting(open_proxy, browser):
+    colours = {}
+    for scheme in ["light", "dark"]:
+        browser.execute_cdp_cmd("Emulation.setEmulatedMedia",
+                                {"features": [{"name": "prefers-color-scheme", "value": scheme}]})
+        open_page(browser, open_proxy, "#chat=colours")
+        colours[scheme] = browser.execute_script(
+            "const s = getComputedStyle(document.body); return [s.backgroundColor, s.color]")
+    assert colours["light"] == ["rgb(255, 255, 255)", "rgb(28, 28, 30)"], colours
+    assert colours["dark"] == ["rgb(18, 18, 18)", "rgb(232, 234, 237)"], colours

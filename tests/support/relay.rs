@@ -134,7 +134,11 @@ async fn pump(
     };
     let writer = async move {
         while let Some((due, chunk, cut_here)) = rx.recv().await {
-            tokio::time::sleep_until(due).await;
+            // Without a delay, no timer: tokio's rounds up to the next millisecond, which
+            // would add about 1 ms to every chunk of an undelayed measurement.
+            if due > Instant::now() {
+                tokio::time::sleep_until(due).await;
+            }
             if cut.happened.load(Ordering::SeqCst) || to.write_all(&chunk).await.is_err() {
                 break;
             }
