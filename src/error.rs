@@ -24,12 +24,6 @@ pub enum ApiError {
     Unauthorized { reason: &'static str },
     #[error("no route for this path")]
     NotFound,
-    /// `/v1/chat/completions` named a model `ALLOWED_MODELS` does not allow: 404, as OpenAI
-    /// answers a model that does not exist, so SDKs raise the same error.
-    #[error(
-        "the model `{model}` does not exist or you do not have access to it; GET /v1/models lists the ones this proxy serves"
-    )]
-    ModelNotFound { model: String },
     #[error("method not allowed; this path accepts {allow}")]
     MethodNotAllowed { allow: &'static str },
     /// Upstream refused the request as invalid (for example an image URL it cannot fetch).
@@ -79,7 +73,7 @@ impl ApiError {
             }
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
-            ApiError::NotFound | ApiError::ModelNotFound { .. } => StatusCode::NOT_FOUND,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::RateLimited { .. }
             | ApiError::CallerRateLimited { .. }
@@ -100,7 +94,6 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => "body_too_large",
             ApiError::Unauthorized { .. } => "invalid_api_key",
             ApiError::NotFound => "not_found",
-            ApiError::ModelNotFound { .. } => "model_not_found",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::UpstreamRejected { .. } => "upstream_rejected",
             ApiError::RateLimited { .. } => "rate_limited",

@@ -244,7 +244,10 @@ fn model(
     match params.remove("model") {
         None | Some(Value::Null) => Ok(default.to_owned()),
         Some(Value::String(model)) if allowed.allows(&model) => Ok(model),
-        Some(Value::String(model)) => Err(ApiError::ModelNotFound { model }),
+        Some(Value::String(model)) => Err(ApiError::bad_request(
+            "model_not_allowed",
+            format!("model `{model}` is not allowed here; GET /v1/models lists the ones that are"),
+        )),
         Some(_) => Err(ApiError::bad_request(
             "invalid_model",
             "`model` must be a string",

@@ -196,7 +196,12 @@ async fn an_answer_is_kept_for_a_day_then_forgotten() {
 async fn streamed_retries_are_refused_as_buffered_ones_are() {
     let t = TestApp::start().await;
     let streamed = |content: &'static str, key: &'static str| {
-        post_keyed(&t, "/c1/chat", json!({"content": content, "stream": true}), key)
+        post_keyed(
+            &t,
+            "/c1/chat",
+            json!({"content": content, "stream": true}),
+            key,
+        )
     };
     // Another body under a key already answered: 422 before any stream.
     assert_eq!(streamed("one", "k").await.status, 200);

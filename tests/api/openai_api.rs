@@ -341,8 +341,7 @@ async fn what_a_chat_cannot_keep_is_refused_with_a_clear_400() {
             .unwrap_err();
         assert_eq!(api_error(error), (400, Some(code.to_owned())), "{body}");
     }
-    // A model ALLOWED_MODELS does not list is answered as OpenAI answers one that does not
-    // exist, so SDKs raise the same NotFound error.
+    // A model ALLOWED_MODELS does not list.
     let error = openai
         .chat()
         .create_byot::<_, Value>(
@@ -350,7 +349,10 @@ async fn what_a_chat_cannot_keep_is_refused_with_a_clear_400() {
         )
         .await
         .unwrap_err();
-    assert_eq!(api_error(error), (404, Some("model_not_found".to_owned())));
+    assert_eq!(
+        api_error(error),
+        (400, Some("model_not_allowed".to_owned()))
+    );
     assert_eq!(t.dump(), before, "nothing stored");
     assert_eq!(
         t.openai.chat_bodies().await.len(),

@@ -107,6 +107,20 @@ def chat_turn_took_only_user_messages(response):
     return error_code_and_message(response)[0] in ("invalid_messages", "unsupported_parameter")
 
 
+def model_is_not_allowed_here(response):
+    """`model` takes any name in the document, as OpenAI's does, but a deployment serves
+    only the models ALLOWED_MODELS lists (400 model_not_allowed; the fuzzed proxy allows
+    its default, gpt-4o-mini). tests/api/openai_api.rs tests the refusal."""
+    request = response.request
+    if response.status_code != 400 or error_code_and_message(response)[0] != "model_not_allowed":
+        return False
+    try:
+        model = json.loads(request.body)["model"]
+    except (ValueError, KeyError, TypeError):
+        return False
+    return isinstance(model, str) and model not in ("gpt-4o-mini",)
+
+
 # Explain any failure of the answer.
 EXPLAIN_ANY = (emulator_refused_non_utf8_body,)
 # Explain why a request the document allows was refused.
@@ -114,6 +128,7 @@ EXPLAIN_REFUSED = (
     key_was_reused_for_another_request,
     url_host_does_not_parse,
     chat_turn_took_only_user_messages,
+    model_is_not_allowed_here,
 )
 
 

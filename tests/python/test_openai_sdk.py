@@ -110,11 +110,12 @@ def test_a_message_a_chat_cannot_keep_is_a_bad_request(proxy):
     assert "/system" in raised.value.message
 
 
-def test_a_model_not_allowed_is_not_found_as_openai_answers_an_unknown_model(proxy):
-    with pytest.raises(openai.NotFoundError) as raised:
+def test_a_model_not_allowed_is_a_bad_request(proxy):
+    with pytest.raises(openai.BadRequestError) as raised:
         client(proxy, max_retries=0).chat.completions.create(
             model="gpt-5-private", messages=[{"role": "user", "content": "Hi"}])
-    assert raised.value.code == "model_not_found"
+    assert raised.value.status_code == 400
+    assert raised.value.code == "model_not_allowed"
     assert "gpt-5-private" in raised.value.message
 
 
