@@ -2,7 +2,8 @@
 //! MAX_HISTORY_MESSAGES (100), and of 2, 100 and 1000 with it raised to 2000: round trips
 //! counted on the wire (a relay holds each direction 20 ms, so a turn's time in units of
 //! 40 ms is its round trips), commands the server ran (INFO commandstats, scripts' inner
-//! commands included), and the turn's median time on loopback without the relay's delay.
+//! commands included), and the turn's median time on loopback with the relay in the path
+//! but holding nothing.
 //!
 //! Then the cost of counting: how long the context budget takes to decide what a turn
 //! sends, on histories of 100 and 1000 stored messages (no I/O: it runs on the history the

@@ -12,11 +12,17 @@ work=$(mktemp -d)
 log=$(mktemp)
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 
-cleanup() {
+stop_watch() {
   if [[ -n "${watch_pid:-}" ]]; then
     kill -- "-$watch_pid" 2>/dev/null || true
     wait "$watch_pid" 2>/dev/null || true
   fi
+  watch_pid=
+}
+
+cleanup() {
+  stop_watch
+  if [[ -n "${upstream_pid:-}" ]]; then kill "$upstream_pid" 2>/dev/null || true; fi
   rm -rf "$work" "$log"
 }
 trap cleanup EXIT
@@ -39,12 +45,6 @@ start_watch() {
   done
   test "$(curl --silent --max-time 10 "http://127.0.0.1:$port/")" = "Hello, World!" \
     || { cat "$log"; echo "make watch did not answer GET /"; exit 1; }
-}
-
-stop_watch() {
-  kill -- "-$watch_pid" 2>/dev/null || true
-  wait "$watch_pid" 2>/dev/null || true
-  watch_pid=
 }
 
 echo "--- make watch PORT=$port in a fresh copy, with no .env"
@@ -89,7 +89,6 @@ class Upstream(http.server.BaseHTTPRequestHandler):
 http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), Upstream).serve_forever()
 PY
 upstream_pid=$!
-trap 'kill "$upstream_pid" 2>/dev/null || true; cleanup' EXIT
 sed -i -e 's|^GPT_API_KEY=.*|GPT_API_KEY=sk-smoke-key|' \
   -e "s|^OPENAI_BASE_URL=.*|OPENAI_BASE_URL=http://127.0.0.1:$upstream_port/v1|" "$work/.env"
 grep -q "^GPT_API_KEY=sk-smoke-key" "$work/.env" && grep -q "^OPENAI_BASE_URL=http" "$work/.env" \

@@ -84,8 +84,15 @@ pub enum BuiltIn {
 }
 
 impl BuiltIn {
+    /// The files `PLAYGROUND=false` turns off.
     pub fn is_playground(self) -> bool {
-        self != BuiltIn::OpenApi
+        matches!(
+            self,
+            BuiltIn::PlaygroundPage
+                | BuiltIn::PlaygroundScript
+                | BuiltIn::PlaygroundStyle
+                | BuiltIn::PlaygroundIcon
+        )
     }
 }
 

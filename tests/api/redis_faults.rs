@@ -140,7 +140,7 @@ async fn redis_lost_after_upstream_was_asked_answers_the_paid_reply_unstored() {
                 .set_delay(Duration::from_millis(500)),
         )
         .await;
-    let turn = t.post("/c1/chat", json!({"content": "hi"}));
+    let turn = t.post("/c1/chat", json!({"content": "a question to keep private"}));
     let stop_while_upstream_thinks = async {
         // The read is done once upstream has the request: only the write is left.
         t.openai.wait_for_chat_requests(1).await;
@@ -158,6 +158,7 @@ async fn redis_lost_after_upstream_was_asked_answers_the_paid_reply_unstored() {
         "{logs}"
     );
     assert!(!logs.contains("the paid answer"), "{logs}");
+    assert!(!logs.contains("a question to keep private"), "{logs}");
 }
 
 #[tokio::test]
@@ -222,6 +223,9 @@ async fn a_rate_count_cut_before_its_answer_is_sent_again() {
     let reply = guarded(t.get("/system")).await;
     assert_eq!(t.relay().cuts(), 1, "the count's connection was cut");
     assert_eq!(reply.status, 200, "{}", reply.text);
+    // The first count ran before the cut and the resend counted again: a request whose
+    // connection was cut may count twice toward its minute, never zero times.
+    assert_eq!(t.redis.query(&["GET", "chat-proxy:rate:ip:unknown"]), "2");
 }
 
 #[tokio::test]

@@ -51,24 +51,6 @@ async fn a_secrets_manager_secret_is_read_by_arn_and_by_name() {
 }
 
 #[tokio::test]
-async fn both_sources_work_together() {
-    let moto = MotoServer::start();
-    moto.put_parameter("/app/key", "sk-1").await;
-    let arn = moto.create_secret("app/redis-password", "hunter2").await;
-    let values = resolve(
-        &[
-            ssm("GPT_API_KEY", "/app/key"),
-            secret("REDIS_PASSWORD", &arn),
-        ],
-        moto.loader(),
-    )
-    .await
-    .unwrap();
-    assert_eq!(values.len(), 2);
-    assert_eq!(values["REDIS_PASSWORD"].expose_secret(), "hunter2");
-}
-
-#[tokio::test]
 async fn every_missing_secret_is_named_at_once_without_values() {
     let moto = MotoServer::start();
     moto.put_parameter("/app/present", "sk-present-value").await;

@@ -29,6 +29,8 @@ from openapi_spec_validator import validate
 from conftest import ROOT, Proxy
 
 FUZZ_SECRET = "sk-fuzz-test-4"
+# The models the fuzzed proxies serve; the hooks excuse a refusal of any other name.
+FUZZ_MODELS = "gpt-4o-mini"
 REPORTS = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "schemathesis"
 # Bounded so `make test` stays short; FUZZ_MAX_EXAMPLES and FUZZ_SEED widen a local run.
 MAX_EXAMPLES = os.environ.get("FUZZ_MAX_EXAMPLES", "25")
@@ -39,7 +41,8 @@ SEED = os.environ.get("FUZZ_SEED", "20261125")
 def fuzz_env(redis):
     # Fuzzed bodies go up to the 1 MiB body limit; a chat of a few of them is over the
     # default prompt budget, which a schema cannot express (tests/api/budget.rs covers it).
-    return {"OPENAI_BASE_URL": "echo", "REDIS_URL": redis.url, "MAX_PROMPT_TOKENS": "2000000"}
+    return {"OPENAI_BASE_URL": "echo", "REDIS_URL": redis.url, "MAX_PROMPT_TOKENS": "2000000",
+            "ALLOWED_MODELS": FUZZ_MODELS}
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +94,8 @@ def run_schemathesis(proxy, name, *extra, document=None):
     ]
     env = {**os.environ, "SCHEMATHESIS_HOOKS": "schemathesis_hooks",
            "PYTHONPATH": str(Path(__file__).parent),
-           "FUZZ_FILTERED_LOG": str(reports / "dropped.json")}
+           "FUZZ_FILTERED_LOG": str(reports / "dropped.json"),
+           "FUZZ_ALLOWED_MODELS": FUZZ_MODELS}
     done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT)
     output = done.stdout + done.stderr
     (reports / "output.txt").write_text(output)
