@@ -40,6 +40,9 @@ pub struct App {
     pub(crate) max_body_bytes: usize,
     /// The longest a streamed turn may take.
     pub(crate) stream_timeout: Duration,
+    /// How long a streaming client may leave a full buffer untouched before it is taken as
+    /// gone: two keep-alive intervals.
+    pub(crate) stream_stall: Duration,
     pub(crate) allowed_models: crate::config::AllowedModels,
     /// `PLAYGROUND`: whether `GET /playground` is served.
     playground: bool,
@@ -87,6 +90,7 @@ impl App {
             default_system_prompt: config.default_system_prompt.clone(),
             max_body_bytes: config.max_body_bytes,
             stream_timeout: config.stream_timeout,
+            stream_stall: config.keep_alive * 2,
             allowed_models: config.allowed_models.clone(),
             playground: config.playground,
             callers: config.callers.clone(),
@@ -124,13 +128,32 @@ pub async fn handle(app: &App, request: Request) -> Response<ResponseBody> {
         tracing::error!("the handler panicked");
         Err(ApiError::Internal)
     });
+    finish(app, &request, result, &log, started)
+}
+
+/// Answers, without serving it, a request that cannot be served as it came (one that held
+/// a header lambda_http cannot hold, which was dropped from it): `error`, with the CORS
+/// headers and the log line of every answer.
+pub fn refuse(app: &App, request: &Request, error: ApiError) -> Response<ResponseBody> {
+    let mut log = RequestLog::default();
+    log.route = "refused";
+    finish(app, request, Err(error), &log, Instant::now())
+}
+
+fn finish(
+    app: &App,
+    request: &Request,
+    result: Result<Response<ResponseBody>, ApiError>,
+    log: &RequestLog,
+    started: Instant,
+) -> Response<ResponseBody> {
     let mut response = result.unwrap_or_else(ApiError::into_response);
     app.cors.decorate(request.headers(), &mut response);
     if request.method() == Method::HEAD {
         *response.body_mut() = ResponseBody::empty();
     }
     log.emit(
-        &request,
+        request,
         &response,
         response.body().is_stream(),
         started.elapsed(),
@@ -204,7 +227,9 @@ impl App {
             Tenant::Caller(name) => format!("caller:{name}"),
             Tenant::Open => format!("ip:{}", source_ip(request).unwrap_or("unknown")),
         };
-        let counted = self.store.count_request(&who).await?;
+        // The request's own id: a count sent twice after a cut counts it once.
+        let request_id = format!("{:016x}", fastrand::u64(..));
+        let counted = self.store.count_request(&who, &request_id, limit).await?;
         if counted.count > limit {
             return Err(ApiError::CallerRateLimited {
                 limit,

@@ -160,8 +160,8 @@ mod tests {
         Content::parse(&Body::from(raw), shape, 1024)
     }
 
-    fn code_of(result: Result<Content, ApiError>) -> &'static str {
-        result.unwrap_err().code()
+    fn code_of(result: Result<Content, ApiError>) -> String {
+        result.unwrap_err().code().to_owned()
     }
 
     #[test]

@@ -135,9 +135,10 @@ pub struct StoreSettings {
 }
 
 impl StoreSettings {
-    /// A turn is stored as one question and its answer, so the cap is kept in whole turns.
-    pub fn max_turns(&self) -> usize {
-        self.max_history_messages / 2
+    /// The most turns a read needs to fetch to find `max_history_messages` messages: every
+    /// turn holds at least two (a question and its answer).
+    pub fn read_turns(&self) -> usize {
+        self.max_history_messages.div_ceil(2)
     }
 }
 
@@ -270,9 +271,6 @@ impl Config {
             defaults.max_history_messages,
             2..=100_000,
         );
-        if max_history_messages % 2 != 0 {
-            env.problem("MAX_HISTORY_MESSAGES must be even: a chat keeps whole turns (a question and its answer)");
-        }
         let max_chat_bytes = env.number(
             "MAX_CHAT_BYTES",
             defaults.max_chat_bytes,
@@ -505,7 +503,7 @@ mod tests {
     fn every_problem_is_reported_at_once() {
         let err = config(&[
             ("CHAT_TTL_SECONDS", "soon"),
-            ("MAX_HISTORY_MESSAGES", "7"),
+            ("MAX_HISTORY_MESSAGES", "1"),
             ("REDIS_URL", "http://user:hunter2@host"),
             ("REDIS_KEY_PREFIX", "a{b}"),
         ])

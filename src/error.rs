@@ -26,9 +26,16 @@ pub enum ApiError {
     NotFound,
     #[error("method not allowed; this path accepts {allow}")]
     MethodNotAllowed { allow: &'static str },
-    /// Upstream refused the request as invalid (for example an image URL it cannot fetch).
+    /// Upstream refused the request with a 4xx (an image URL it cannot fetch, an unknown
+    /// model, ...): answered with that status, and upstream's code, message and param, which
+    /// carry no key or account id. Upstream refusing the operator's own key is a 403.
     #[error("OpenAI rejected the request: {message}")]
-    UpstreamRejected { message: String },
+    UpstreamRefused {
+        status: StatusCode,
+        message: String,
+        code: Option<String>,
+        param: Option<String>,
+    },
     #[error("OpenAI rate limit reached; retry later")]
     RateLimited { retry_after: Option<u64> },
     /// This caller made more than `RATE_LIMIT_PER_MINUTE` requests this minute.
@@ -68,9 +75,8 @@ impl ApiError {
 
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::BadRequest { .. } | ApiError::UpstreamRejected { .. } => {
-                StatusCode::BAD_REQUEST
-            }
+            ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::UpstreamRefused { status, .. } => *status,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             ApiError::NotFound => StatusCode::NOT_FOUND,
@@ -87,15 +93,18 @@ impl ApiError {
         }
     }
 
-    /// A stable, machine-readable code; clients may match on it.
-    pub fn code(&self) -> &'static str {
+    /// A stable, machine-readable code; clients may match on it. Upstream's refusals carry
+    /// upstream's own code when it sent one.
+    pub fn code(&self) -> &str {
         match self {
             ApiError::BadRequest { code, .. } => code,
+            ApiError::UpstreamRefused { code, .. } => {
+                code.as_deref().unwrap_or("upstream_rejected")
+            }
             ApiError::PayloadTooLarge { .. } => "body_too_large",
             ApiError::Unauthorized { .. } => "invalid_api_key",
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
-            ApiError::UpstreamRejected { .. } => "upstream_rejected",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::CallerRateLimited { .. } => "rate_limit_exceeded",
             ApiError::TokenLimitExceeded { .. } => "token_limit_exceeded",
@@ -113,6 +122,7 @@ impl ApiError {
         match self.status() {
             StatusCode::TOO_MANY_REQUESTS => "rate_limit_error",
             StatusCode::UNAUTHORIZED => "authentication_error",
+            StatusCode::FORBIDDEN => "permission_error",
             status if status.is_client_error() => "invalid_request_error",
             _ => "api_error",
         }
@@ -122,7 +132,17 @@ impl ApiError {
     /// upstream's, with the cause chain (which never reaches the client).
     pub fn log(&self) {
         let status = self.status();
-        if status.is_server_error() || matches!(self, ApiError::RateLimited { .. }) {
+        // Upstream's rate limit and its refusal of the proxy's own key are the operator's to
+        // see, like any server fault.
+        let operators = matches!(
+            self,
+            ApiError::RateLimited { .. }
+                | ApiError::UpstreamRefused {
+                    status: StatusCode::FORBIDDEN,
+                    ..
+                }
+        );
+        if status.is_server_error() || operators {
             tracing::error!(status = status.as_u16(), code = self.code(), error = %ErrorChain(self), "request failed");
         } else {
             tracing::warn!(status = status.as_u16(), code = self.code(), error = %self, "request rejected");
@@ -136,7 +156,10 @@ impl ApiError {
             error: ErrorFields {
                 message: &message,
                 kind: self.kind(),
-                param: None,
+                param: match self {
+                    ApiError::UpstreamRefused { param, .. } => param.as_deref(),
+                    _ => None,
+                },
                 code: self.code(),
             },
         };
@@ -194,8 +217,8 @@ struct ErrorFields<'a> {
     message: &'a str,
     #[serde(rename = "type")]
     kind: &'static str,
-    param: Option<&'static str>,
-    code: &'static str,
+    param: Option<&'a str>,
+    code: &'a str,
 }
 
 impl From<StoreError> for ApiError {
@@ -209,7 +232,32 @@ impl From<UpstreamError> for ApiError {
         match error {
             UpstreamError::RateLimited { retry_after } => ApiError::RateLimited { retry_after },
             UpstreamError::Timeout => ApiError::UpstreamTimeout,
-            UpstreamError::Rejected { message, .. } => ApiError::UpstreamRejected { message },
+            // The operator's key or its account refused: nothing the caller can fix, and
+            // never a 401, which would tell the caller its own key is wrong. OpenAI's message
+            // would quote part of the key, so only the code is kept.
+            UpstreamError::Refused {
+                status: 401, code, ..
+            } => ApiError::UpstreamRefused {
+                status: StatusCode::FORBIDDEN,
+                message: format!(
+                    "the proxy's OpenAI key was refused{}; the proxy's operator must fix it \
+                     (nothing is wrong with this request)",
+                    code.map(|code| format!(" ({code})")).unwrap_or_default()
+                ),
+                code: Some("upstream_auth_failed".to_owned()),
+                param: None,
+            },
+            UpstreamError::Refused {
+                status,
+                message,
+                code,
+                param,
+            } => ApiError::UpstreamRefused {
+                status: StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+                message,
+                code,
+                param,
+            },
             other => ApiError::Upstream(other),
         }
     }

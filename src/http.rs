@@ -4,6 +4,7 @@
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use lambda_http::http::{header, HeaderValue, StatusCode};
@@ -27,9 +28,17 @@ impl ResponseBody {
     }
 
     /// A streamed body and the sender that feeds it; the body ends when the sender drops.
-    pub fn channel() -> (FrameSender, ResponseBody) {
+    /// A client that takes no frame for `stall` while the buffer is full is taken as gone.
+    pub fn channel(stall: Duration) -> (FrameSender, ResponseBody) {
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-        (FrameSender { tx, gone: false }, ResponseBody::Stream(rx))
+        (
+            FrameSender {
+                tx,
+                gone: false,
+                stall,
+            },
+            ResponseBody::Stream(rx),
+        )
     }
 
     pub fn is_stream(&self) -> bool {
@@ -71,16 +80,30 @@ impl futures_util::Stream for ResponseBody {
 }
 
 /// Feeds a streamed body. Once the client has gone, frames are dropped: the work behind
-/// the stream goes on (a turn still finishes and is stored) without anyone to tell.
+/// the stream goes on (a turn still finishes and is stored) without anyone to tell. A
+/// client that stops reading without leaving counts as gone once it has left a full buffer
+/// untouched for the stall time: it must not hold the turn behind the stream.
 pub struct FrameSender {
     tx: mpsc::Sender<Bytes>,
     gone: bool,
+    stall: Duration,
 }
 
 impl FrameSender {
     pub async fn send(&mut self, frame: Bytes) {
-        if !self.gone && self.tx.send(frame).await.is_err() {
-            self.gone = true;
+        if self.gone {
+            return;
+        }
+        match tokio::time::timeout(self.stall, self.tx.send(frame)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_closed)) => self.gone = true,
+            Err(_stalled) => {
+                tracing::warn!(
+                    stall_ms = self.stall.as_millis() as u64,
+                    "the client stopped reading the stream; going on without it"
+                );
+                self.gone = true;
+            }
         }
     }
 
@@ -193,7 +216,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_stream_ends_when_its_sender_is_dropped() {
-        let (mut tx, mut body) = ResponseBody::channel();
+        let (mut tx, mut body) = ResponseBody::channel(Duration::from_secs(1));
         tx.send(Bytes::from_static(b"one")).await;
         drop(tx);
         assert_eq!(body.next().await.as_deref(), Some(&b"one"[..]));
@@ -202,7 +225,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_sender_notices_the_client_leaving() {
-        let (mut tx, body) = ResponseBody::channel();
+        let (mut tx, body) = ResponseBody::channel(Duration::from_secs(1));
         drop(body);
         tx.send(Bytes::from_static(b"lost")).await;
         assert!(tx.client_gone());

@@ -21,6 +21,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use futures_util::FutureExt;
+use lambda_http::http::{HeaderName, HeaderValue};
 use lambda_http::lambda_runtime::{
     self, layers::TracingLayer, Diagnostic, FunctionResponse, LambdaEvent, LambdaInvocation,
     MetadataPrelude, StreamResponse,
@@ -31,7 +32,7 @@ use lambda_http::{Request, RequestExt};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::app::{handle, App};
+use crate::app::{handle, refuse, App};
 use crate::error::ApiError;
 use crate::http::ResponseBody;
 
@@ -84,12 +85,21 @@ pub async fn invocation(
     event: LambdaEvent<Box<RawValue>>,
 ) -> Result<Answer, Diagnostic> {
     let LambdaEvent { payload, context } = event;
-    let Ok(http) = serde_json::from_str::<LambdaRequest>(payload.get()) else {
-        return Ok(not_http(&payload));
+    let (http, dropped) = match serde_json::from_str::<LambdaRequest>(payload.get()) {
+        Ok(http) => (http, Vec::new()),
+        Err(_) => match unreadable_http(payload.get()) {
+            None => return Ok(not_http(&payload)),
+            Some(Ok(cleaned)) => cleaned,
+            Some(Err(response)) => return Ok(streamed(response)),
+        },
     };
     // Building the request can panic inside lambda_http (see the module's comment).
     let request = std::panic::catch_unwind(AssertUnwindSafe(|| Request::from(http)));
     let response = match request {
+        Ok(request) if !dropped.is_empty() => {
+            let request = request.with_lambda_context(context);
+            refuse(app, &request, bad_headers(&dropped))
+        }
         Ok(request) => {
             let request = request.with_lambda_context(context);
             // `handle` catches its own panics; this one is belt and braces for the runtime.
@@ -103,15 +113,90 @@ pub async fn invocation(
             ApiError::Internal.into_response()
         }
     };
+    Ok(streamed(response))
+}
+
+fn streamed(response: lambda_http::Response<ResponseBody>) -> Answer {
     let (parts, body) = response.into_parts();
-    Ok(FunctionResponse::StreamingResponse(StreamResponse {
+    FunctionResponse::StreamingResponse(StreamResponse {
         metadata_prelude: MetadataPrelude {
             status_code: parts.status,
             headers: parts.headers,
             cookies: Vec::new(),
         },
         stream: body,
-    }))
+    })
+}
+
+/// An HTTP event that lambda_http could not read: one that holds a header the `http`
+/// crate cannot hold (a control character in a value, a `(` in a name), which API Gateway
+/// passes on. `None` when the payload is no HTTP event at all; else the event with those
+/// headers dropped and their names, or, when it still cannot be read, the 400 to answer.
+fn unreadable_http(payload: &str) -> Option<Result<Cleaned, lambda_http::Response<ResponseBody>>> {
+    let mut event: serde_json::Value = serde_json::from_str(payload).ok()?;
+    let is_http =
+        event.get("httpMethod").is_some() || event.pointer("/requestContext/http/method").is_some();
+    if !is_http {
+        return None;
+    }
+    let mut dropped = Vec::new();
+    for field in ["headers", "multiValueHeaders"] {
+        if let Some(serde_json::Value::Object(headers)) = event.get_mut(field) {
+            headers.retain(|name, value| {
+                let fits = HeaderName::from_bytes(name.as_bytes()).is_ok()
+                    && header_values(value).all(|v| HeaderValue::from_bytes(v.as_bytes()).is_ok());
+                if !fits && !dropped.contains(name) {
+                    dropped.push(name.clone());
+                }
+                fits
+            });
+        }
+    }
+    let readable = serde_json::from_value::<LambdaRequest>(event);
+    Some(match readable {
+        Ok(http) if !dropped.is_empty() => Ok((http, dropped)),
+        _ => {
+            tracing::warn!("an HTTP event could not be read");
+            Err(ApiError::bad_request(
+                "invalid_request",
+                "the request could not be read (its method, path or query is not valid HTTP)",
+            )
+            .into_response())
+        }
+    })
+}
+
+/// An event that could be read once some headers were dropped, and their names.
+type Cleaned = (LambdaRequest, Vec<String>);
+
+/// A header's value in an event: a string, or (`multiValueHeaders`) a list of them.
+fn header_values(value: &serde_json::Value) -> impl Iterator<Item = &str> {
+    let values: Vec<&str> = match value {
+        serde_json::Value::String(text) => vec![text.as_str()],
+        serde_json::Value::Array(items) => items.iter().filter_map(|v| v.as_str()).collect(),
+        _ => Vec::new(),
+    };
+    values.into_iter()
+}
+
+/// The 400 for headers that had to be dropped, named as they came (escaped, and cut short:
+/// a name may be anything).
+fn bad_headers(names: &[String]) -> ApiError {
+    let named: Vec<String> = names
+        .iter()
+        .map(|name| {
+            let short: String = name.chars().take(64).collect();
+            format!("{short:?}")
+        })
+        .collect();
+    ApiError::bad_request(
+        "invalid_header",
+        format!(
+            "header {} cannot be read: a header name is letters, digits and !#$%&'*+-.^_`|~, \
+             and a value holds no control characters",
+            named.join(", ")
+        ),
+    )
 }
 
 /// The payload API Gateway's streaming integration sends after a stream has ended.

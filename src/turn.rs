@@ -24,7 +24,8 @@ use crate::error::ApiError;
 use crate::request_log::RequestLog;
 use crate::routes::ChatId;
 use crate::store::{
-    Claim, IdempotencyKey, KeptAnswer, Spent, Store, Turn, TurnContext, TurnExtras, UserContent,
+    Claim, Claimant, IdempotencyKey, KeptAnswer, Spent, Store, Turn, TurnContext, TurnExtras,
+    UserContent,
 };
 use crate::upstream::wire::{ChatRequest, Message, Usage};
 use crate::upstream::{Chunk, ChunkStream, Upstream, UpstreamError};
@@ -55,8 +56,38 @@ pub struct Keep {
     pub key: IdempotencyKey,
     /// What the request asked, so that a retry asking something else is told apart.
     pub fingerprint: String,
-    /// The answer as the front door will replay it (rendered where the turn is written).
+    /// This request's own mark on its claim of the key.
+    token: String,
+    /// A buffered answer as the front door will replay it (rendered where the turn is
+    /// written); a streamed one is rendered by its [`StreamSink`].
     pub render: Arc<dyn Fn(&Answered) -> String + Send + Sync>,
+}
+
+/// How long a claim outlives its request's deadline, should the request never end it.
+const CLAIM_MARGIN: Duration = Duration::from_secs(60);
+
+impl Keep {
+    pub fn new(
+        key: IdempotencyKey,
+        fingerprint: String,
+        render: Arc<dyn Fn(&Answered) -> String + Send + Sync>,
+    ) -> Keep {
+        Keep {
+            key,
+            fingerprint,
+            token: Turn::new_id(),
+            render,
+        }
+    }
+
+    /// This request as the holder of the key's claim, held until `deadline` and a margin.
+    fn claimant(&self, deadline: Instant) -> Claimant<'_> {
+        Claimant {
+            fingerprint: &self.fingerprint,
+            token: &self.token,
+            hold: deadline.saturating_duration_since(Instant::now()) + CLAIM_MARGIN,
+        }
+    }
 }
 
 /// A turn upstream answered in full.
@@ -91,6 +122,9 @@ pub trait StreamSink: Send {
     fn chunk(&mut self, chunk: &Chunk) -> impl Future<Output = ()> + Send;
     /// Upstream has said nothing for the keep-alive interval.
     fn keep_alive(&mut self) -> impl Future<Output = ()> + Send;
+    /// The answer to replay to a retry with the same `Idempotency-Key`: what this sink
+    /// streamed, as the front door will replay it.
+    fn kept_answer(&self, answered: &Answered) -> String;
 }
 
 /// What a turn needs besides the request, built once per cold start.
@@ -179,14 +213,29 @@ impl TurnEngine {
             })
             .await?;
         log.tokens = Some(completion.usage);
+        // A stateless call's answer is upstream's, whatever its message holds (tool calls
+        // and no text, say); a chat's turn keeps a reply, so it needs one.
+        let reply = match (completion.content, ask.chat) {
+            (Some(content), _) => content,
+            (None, None) => String::new(),
+            (None, Some(_)) => {
+                return Err(UpstreamError::Unreadable(
+                    "the answer has neither content nor a refusal".to_owned(),
+                )
+                .into())
+            }
+        };
         let mut answered = Answered {
-            reply: completion.content,
+            reply,
             usage: completion.usage,
             stored: true,
             raw: Some(completion.raw),
         };
         let record = Record::of(self, ask, &ready);
-        answered.stored = log.redis(record.store(&answered, ask.asked.clone())).await;
+        let kept = ask.keep.as_ref().map(|keep| (keep.render)(&answered));
+        answered.stored = log
+            .redis(record.store(&answered, ask.asked.clone(), kept))
+            .await;
         Ok(answered)
     }
 
@@ -260,7 +309,7 @@ impl TurnEngine {
         let claim = async {
             match &ask.keep {
                 Some(keep) => store
-                    .claim(ask.tenant, &keep.key, &keep.fingerprint)
+                    .claim(ask.tenant, &keep.key, keep.claimant(ask.deadline))
                     .await
                     .map(Some),
                 None => Ok(None),
@@ -344,14 +393,9 @@ impl TurnEngine {
         (keep.fingerprint != fingerprint).then_some(ApiError::IdempotencyKeyReused)
     }
 
-    /// Frees the request's `Idempotency-Key` after a failure; a failure to free it only
-    /// makes a retry wait for the claim to expire.
+    /// Frees the request's `Idempotency-Key` after a failure.
     async fn release(&self, ask: &Ask<'_>) {
-        if let Some(keep) = &ask.keep {
-            if let Err(error) = self.store.release(ask.tenant, &keep.key).await {
-                tracing::warn!(%error, "could not free an Idempotency-Key after a failure");
-            }
-        }
+        release(&*self.store, ask.tenant, ask.keep.as_ref(), ask.deadline).await;
     }
 
     fn budget_request<'a>(
@@ -467,6 +511,7 @@ struct Record {
     model: String,
     ip: Option<String>,
     keep: Option<Keep>,
+    deadline: Instant,
 }
 
 impl Record {
@@ -482,14 +527,19 @@ impl Record {
             model: ask.model.to_owned(),
             ip: engine.limited_ip(ask).map(str::to_owned),
             keep: ask.keep.clone(),
+            deadline: ask.deadline,
         }
     }
 
     /// Stores the turn (for a chat) and counts its tokens, in one round trip; says whether
     /// the turn was stored. A failure is logged, never raised: the answer is paid for and
     /// goes to the caller either way.
-    async fn store(&self, answered: &Answered, asked: Vec<UserContent>) -> bool {
-        let kept_answer = self.keep.as_ref().map(|keep| (keep.render)(answered));
+    async fn store(
+        &self,
+        answered: &Answered,
+        asked: Vec<UserContent>,
+        kept_answer: Option<String>,
+    ) -> bool {
         let kept = kept_answer.as_deref().and_then(|answer| {
             self.keep.as_ref().map(|keep| KeptAnswer {
                 key: &keep.key,
@@ -540,8 +590,18 @@ impl Record {
             self.store.add_usage(&self.tenant, spent).await
         };
         let (stored, counted) = tokio::join!(chat_write, usage_write);
+        // The kept answer goes with the chat's write, or with the counters of a stateless
+        // call: when that write failed, the key is freed, so that a retry is asked again
+        // rather than told for the claim's whole life that this request is in progress.
+        let kept_with = match self.chat {
+            Some(_) => stored.is_ok(),
+            None => counted.is_ok(),
+        };
         if let Err(error) = counted {
             tracing::error!(%error, "the turn's tokens could not be counted");
+        }
+        if !kept_with {
+            self.release().await;
         }
         match stored {
             Ok(()) => true,
@@ -556,11 +616,13 @@ impl Record {
     }
 
     async fn release(&self) {
-        if let Some(keep) = &self.keep {
-            if let Err(error) = self.store.release(&self.tenant, &keep.key).await {
-                tracing::warn!(%error, "could not free an Idempotency-Key after a failure");
-            }
-        }
+        release(
+            &*self.store,
+            &self.tenant,
+            self.keep.as_ref(),
+            self.deadline,
+        )
+        .await;
     }
 }
 
@@ -593,7 +655,12 @@ impl OpenTurn {
             }
         };
         let mut answered = answered;
-        answered.stored = self.record.store(&answered, self.asked).await;
+        let kept = self
+            .record
+            .keep
+            .as_ref()
+            .map(|_| sink.kept_answer(&answered));
+        answered.stored = self.record.store(&answered, self.asked, kept).await;
         let usage = answered.usage;
         tracing::info!(
             stream_ms = self.started.elapsed().as_secs_f64() * 1000.0,
@@ -611,10 +678,21 @@ impl OpenTurn {
         let mut reply = String::new();
         let mut usage = None;
         let mut finished = false;
+        let mut whole = false;
         loop {
-            let wake = (Instant::now() + self.keep_alive).min(self.deadline);
+            // Once every reply is whole, upstream has only the usage and the end of the
+            // stream left to send, and sends them at once: silence past a short grace means
+            // an upstream that will not close, which must not hold the turn to its deadline.
+            let wait = if whole { FINISH_GRACE } else { self.keep_alive };
+            let wake = (Instant::now() + wait).min(self.deadline);
             let next = match tokio::time::timeout_at(wake, self.stream.next()).await {
                 Ok(next) => next,
+                Err(_silent) if whole => {
+                    tracing::warn!(
+                        "upstream ended its reply but not its stream; taking it as ended"
+                    );
+                    break;
+                }
                 Err(_silent) if Instant::now() >= self.deadline => {
                     return Err(ApiError::UpstreamTimeout);
                 }
@@ -629,6 +707,7 @@ impl OpenTurn {
                 Some(Ok(chunk)) => {
                     reply.push_str(&chunk.delta);
                     finished |= chunk.finished;
+                    whole = chunk.whole;
                     usage = chunk.usage.or(usage);
                     sink.chunk(&chunk).await;
                 }
@@ -638,18 +717,47 @@ impl OpenTurn {
             let cut = UpstreamError::Transport("the stream ended before the reply did".to_owned());
             return Err(cut.into());
         }
+        let usage = usage.unwrap_or_else(|| {
+            // An upstream that does not send usage on a stream: counted on the high side,
+            // so that TOKEN_LIMIT_PER_DAY still holds.
+            tracing::warn!("upstream sent no usage for a streamed reply; counting an estimate");
+            let prompt = self.record.chat.as_ref().map_or(0, |(_, _, w)| w.tokens);
+            let completion = crate::tokens::estimate(&reply);
+            Usage {
+                prompt_tokens: u64::from(prompt),
+                completion_tokens: u64::from(completion),
+                total_tokens: u64::from(prompt) + u64::from(completion),
+                ..Usage::default()
+            }
+        });
         Ok(Answered {
             reply,
-            usage: usage.unwrap_or_default(),
+            usage,
             stored: false,
             raw: None,
         })
     }
 }
 
+/// How long a stream whose replies are whole may stay silent before it is taken as ended.
+const FINISH_GRACE: Duration = Duration::from_secs(3);
+
+/// Frees a failed request's `Idempotency-Key`, if it sent one; a failure to free it only
+/// makes a retry wait for the claim to expire (at the request's deadline and a margin).
+async fn release(store: &dyn Store, tenant: &Tenant, keep: Option<&Keep>, deadline: Instant) {
+    if let Some(keep) = keep {
+        if let Err(error) = store
+            .release(tenant, &keep.key, keep.claimant(deadline))
+            .await
+        {
+            tracing::warn!(%error, "could not free an Idempotency-Key after a failure");
+        }
+    }
+}
+
 /// Whether upstream refused the request as longer than the model's context.
 fn is_context_length(error: &UpstreamError) -> bool {
-    matches!(error, UpstreamError::Rejected { code: Some(code), .. } if code == "context_length_exceeded")
+    matches!(error, UpstreamError::Refused { status: 400, code: Some(code), .. } if code == "context_length_exceeded")
 }
 
 /// Whether upstream's refusal is about an image of the history rather than the new
@@ -661,7 +769,8 @@ fn blames_history_images(
     window: &Window,
     asked: &[UserContent],
 ) -> bool {
-    let UpstreamError::Rejected {
+    let UpstreamError::Refused {
+        status: 400,
         message,
         code,
         param,
@@ -732,7 +841,8 @@ mod tests {
     }
 
     fn rejected(message: &str, code: Option<&str>, param: Option<&str>) -> UpstreamError {
-        UpstreamError::Rejected {
+        UpstreamError::Refused {
+            status: 400,
             message: message.into(),
             code: code.map(Into::into),
             param: param.map(Into::into),

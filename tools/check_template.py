@@ -9,7 +9,9 @@ Run by `make lint`: .venv-deploy/bin/python tools/check_template.py template.yam
   STREAM_TIMEOUT_SECONDS under the function's timeout;
 - the API is regional, throttled on its stage, and ApiUrl is the stage's URL;
 - OPENAI_BASE_URL comes from a parameter that takes https:// URLs only, so the built-in
-  echo upstream (`echo`) can never be deployed.
+  echo upstream (`echo`) can never be deployed;
+- the optional custom domain name is a regional domain whose base path mapping points at
+  the API's own stage, and only when DomainName is set.
 """
 
 import os
@@ -113,6 +115,30 @@ def main(path):
     if "${StageName}" not in api_url:
         problems.append(f"ApiUrl is not the stage's URL: {api_url.strip()}")
 
+    domains = {name: r for name, r in resources.items() if r["Type"] == "AWS::ApiGateway::DomainName"}
+    mappings = [r for r in resources.values() if r["Type"] == "AWS::ApiGateway::BasePathMapping"]
+    stage_names = {name for name, r in resources.items() if r["Type"] == "AWS::ApiGateway::Stage"}
+    if len(domains) != 1 or len(mappings) != 1:
+        problems.append(f"one custom domain and one base path mapping, found {len(domains)} and {len(mappings)}")
+    else:
+        (domain_name, domain), mapping = next(iter(domains.items())), mappings[0]
+        if domain.get("Condition") != "HasDomain" or mapping.get("Condition") != "HasDomain":
+            problems.append("the custom domain is made whether or not DomainName is set")
+        if domain["Properties"].get("EndpointConfiguration", {}).get("Types") != ["REGIONAL"]:
+            problems.append("the custom domain is not REGIONAL")
+        stage = mapping["Properties"].get("Stage", {})
+        if not (isinstance(stage, dict) and stage.get("Ref") in stage_names):
+            problems.append(f"the base path mapping's stage is not the API's stage: {stage}")
+        if mapping["Properties"].get("DomainName") != {"Ref": domain_name}:
+            problems.append("the base path mapping is not on the custom domain")
+    domain_pattern = template["Parameters"]["DomainName"]["AllowedPattern"]
+    for value in ["", "chat.example.com", "api.chat-proxy.example.co.uk"]:
+        if not re.fullmatch(domain_pattern, value):
+            problems.append(f"DomainName refuses {value!r}")
+    for value in ["https://chat.example.com", "chat", "chat.example.com/"]:
+        if re.fullmatch(domain_pattern, value):
+            problems.append(f"DomainName accepts {value!r}")
+
     if problems:
         print("template.yaml, as SAM translates it:")
         for problem in problems:
@@ -121,7 +147,7 @@ def main(path):
     print(f"template.yaml: {len(routes)} routes stream through the response-streaming invocation, "
           f"timeouts agree (integration {timeout_ms} ms = function {timeout_ms // 1000} s; "
           f"OPENAI_TIMEOUT_SECONDS <= {max_openai} s; STREAM_TIMEOUT_SECONDS <= {max_stream} s); "
-          f"OPENAI_BASE_URL takes https:// URLs only")
+          f"OPENAI_BASE_URL takes https:// URLs only; the custom domain maps to the API's stage")
     return 0
 
 

@@ -145,17 +145,14 @@ async fn turn(
         Model::Chat
     };
     let streamed = question.stream || accepts_event_stream(request.headers());
-    let keep = idempotency::key_of(request, Some(chat))?.map(|key| Keep {
-        key,
-        fingerprint: idempotency::fingerprint(&[
+    let keep = idempotency::key_of(request, Some(chat))?.map(|key| {
+        let fingerprint = idempotency::fingerprint(&[
             b"seed",
             model_kind(model),
             if streamed { b"stream" } else { b"json" },
             request.body().as_ref(),
-        ]),
-        render: Arc::new(|answered: &Answered| {
-            String::from_utf8_lossy(&to_json(&Reply::of(answered))).into_owned()
-        }),
+        ]);
+        Keep::new(key, fingerprint, Arc::new(kept_reply))
     });
     let ask = Ask {
         tenant,
@@ -187,7 +184,7 @@ async fn turn(
             return Ok(replayed(event_stream(ResponseBody::Whole(frame))));
         }
     };
-    let (frames, body) = ResponseBody::channel();
+    let (frames, body) = ResponseBody::channel(app.stream_stall);
     app.spawn(async move {
         let mut sink = SeedEvents { frames };
         let frame = match open.finish(&mut sink).await {
@@ -250,6 +247,16 @@ impl StreamSink for SeedEvents {
     async fn keep_alive(&mut self) {
         self.frames.send(Bytes::from_static(KEEP_ALIVE)).await;
     }
+
+    fn kept_answer(&self, answered: &Answered) -> String {
+        kept_reply(answered)
+    }
+}
+
+/// The reply as kept for an `Idempotency-Key`: the JSON a buffered turn answers, which a
+/// streamed one sends as its `done` event.
+fn kept_reply(answered: &Answered) -> String {
+    String::from_utf8_lossy(&to_json(&Reply::of(answered))).into_owned()
 }
 
 fn to_json(value: &impl Serialize) -> Vec<u8> {

@@ -8,9 +8,9 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::{
-    CallerUsage, ChatUsage, Claim, IdempotencyKey, KeptAnswer, PeriodUsage, RequestCount, Spent,
-    Store, StoreError, Tokens, Turn, TurnContext, TurnExtras, ANSWER_SECONDS, CLAIM_SECONDS,
-    RATE_WINDOW,
+    newest_within, CallerUsage, ChatUsage, Claim, Claimant, IdempotencyKey, KeptAnswer,
+    PeriodUsage, RequestCount, Spent, Store, StoreError, Tokens, Turn, TurnContext, TurnExtras,
+    ANSWER_SECONDS, RATE_WINDOW,
 };
 use crate::auth::Tenant;
 use crate::clock::UtcDay;
@@ -26,8 +26,9 @@ pub struct MemoryStore {
 struct State {
     global_prompts: HashMap<Tenant, String>,
     chats: HashMap<(Tenant, ChatId), Chat>,
-    /// Requests per caller in its current window, and when the window ends.
-    requests: HashMap<String, (u64, Instant)>,
+    /// Requests per caller in its current window (each by its id, with its place in the
+    /// count), and when the window ends.
+    requests: HashMap<String, (HashMap<String, u64>, Instant)>,
     /// A caller's counters by period (`day:<date>`, `month:<month>`).
     usage: HashMap<(Tenant, String), PeriodUsage>,
     /// An open API's tokens per address and day.
@@ -40,7 +41,8 @@ struct State {
 
 #[derive(Clone)]
 enum Held {
-    Pending(String),
+    /// Claimed: the fingerprint and the claimant's token.
+    Pending(String, String),
     Answered(String, String),
 }
 
@@ -52,6 +54,7 @@ struct Chat {
     /// Each turn with its size as Redis would store it (its JSON's length).
     turns: VecDeque<(Turn, usize)>,
     bytes: usize,
+    messages: usize,
     window: Option<String>,
     usage: ChatUsage,
     expires_at: Option<Instant>,
@@ -95,15 +98,17 @@ impl MemoryStore {
     }
 
     fn newest_turns(&self, chat: Option<&mut Chat>) -> Vec<Turn> {
-        chat.map(|c| {
-            let skip = c.turns.len().saturating_sub(self.settings.max_turns());
-            c.turns
-                .iter()
-                .skip(skip)
-                .map(|(turn, _)| turn.clone())
-                .collect()
-        })
-        .unwrap_or_default()
+        let turns = chat
+            .map(|c| {
+                let skip = c.turns.len().saturating_sub(self.settings.read_turns());
+                c.turns
+                    .iter()
+                    .skip(skip)
+                    .map(|(turn, _)| turn.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        newest_within(turns, self.settings.max_history_messages)
     }
 }
 
@@ -174,7 +179,10 @@ impl Store for MemoryStore {
         let size = serde_json::to_string(turn)
             .map_err(|e| StoreError::new(format!("cannot encode a turn: {e}")))?
             .len();
-        let (max_turns, max_bytes) = (self.settings.max_turns(), self.settings.max_chat_bytes);
+        let (max_messages, max_bytes) = (
+            self.settings.max_history_messages,
+            self.settings.max_chat_bytes,
+        );
         let mut state = self.state();
         let chat = self.touched(&mut state, &key(tenant, chat));
         // One process, one lock: a write cannot be in doubt here, but the contract is the
@@ -184,9 +192,11 @@ impl Store for MemoryStore {
         }
         chat.turns.push_back((turn.clone(), size));
         chat.bytes += size;
-        while chat.turns.len() > 1 && (chat.turns.len() > max_turns || chat.bytes > max_bytes) {
-            if let Some((_, dropped)) = chat.turns.pop_front() {
-                chat.bytes -= dropped;
+        chat.messages += turn.messages();
+        while chat.turns.len() > 1 && (chat.messages > max_messages || chat.bytes > max_bytes) {
+            if let Some((dropped, bytes)) = chat.turns.pop_front() {
+                chat.bytes -= bytes;
+                chat.messages -= dropped.messages();
             }
         }
         if let Some(start) = extras.window_start {
@@ -214,6 +224,7 @@ impl Store for MemoryStore {
         let chat = self.touched(&mut state, &key(tenant, chat));
         chat.turns.clear();
         chat.bytes = 0;
+        chat.messages = 0;
         chat.window = None;
         Ok(())
     }
@@ -299,14 +310,19 @@ impl Store for MemoryStore {
         &self,
         tenant: &Tenant,
         key: &IdempotencyKey,
-        fingerprint: &str,
+        claimant: Claimant<'_>,
     ) -> Result<Claim, StoreError> {
         let now = Instant::now();
         let mut state = self.state();
         state.keys.retain(|_, (_, until)| *until > now);
         let held = (tenant.clone(), key.clone());
         Ok(match state.keys.get(&held) {
-            Some((Held::Pending(fingerprint), _)) => Claim::InProgress {
+            Some((Held::Pending(fingerprint, token), _))
+                if fingerprint == claimant.fingerprint && token == claimant.token =>
+            {
+                Claim::Claimed
+            }
+            Some((Held::Pending(fingerprint, _), _)) => Claim::InProgress {
                 fingerprint: fingerprint.clone(),
             },
             Some((Held::Answered(fingerprint, answer), _)) => Claim::Answered {
@@ -314,31 +330,61 @@ impl Store for MemoryStore {
                 answer: answer.clone(),
             },
             None => {
-                let until = now + Duration::from_secs(CLAIM_SECONDS);
-                state
-                    .keys
-                    .insert(held, (Held::Pending(fingerprint.to_owned()), until));
+                let pending =
+                    Held::Pending(claimant.fingerprint.to_owned(), claimant.token.to_owned());
+                state.keys.insert(
+                    held,
+                    (pending, now + claimant.hold.max(Duration::from_secs(1))),
+                );
                 Claim::Claimed
             }
         })
     }
 
-    async fn release(&self, tenant: &Tenant, key: &IdempotencyKey) -> Result<(), StoreError> {
-        self.state().keys.remove(&(tenant.clone(), key.clone()));
+    async fn release(
+        &self,
+        tenant: &Tenant,
+        key: &IdempotencyKey,
+        claimant: Claimant<'_>,
+    ) -> Result<(), StoreError> {
+        let mut state = self.state();
+        let held = (tenant.clone(), key.clone());
+        let mine = matches!(
+            state.keys.get(&held),
+            Some((Held::Pending(fingerprint, token), _))
+                if fingerprint == claimant.fingerprint && token == claimant.token
+        );
+        if mine {
+            state.keys.remove(&held);
+        }
         Ok(())
     }
 
-    async fn count_request(&self, who: &str) -> Result<RequestCount, StoreError> {
+    async fn count_request(
+        &self,
+        who: &str,
+        request: &str,
+        limit: u64,
+    ) -> Result<RequestCount, StoreError> {
         let now = Instant::now();
         let mut state = self.state();
         state.requests.retain(|_, (_, ends)| *ends > now);
-        let (count, ends) = state
+        let (counted, ends) = state
             .requests
             .entry(who.to_owned())
-            .or_insert((0, now + RATE_WINDOW));
-        *count += 1;
+            .or_insert_with(|| (HashMap::new(), now + RATE_WINDOW));
+        let count = match counted.get(request) {
+            Some(count) => *count,
+            None => {
+                let count = counted.len() as u64 + 1;
+                if count <= limit {
+                    counted.insert(request.to_owned(), count);
+                }
+                count
+            }
+        };
         Ok(RequestCount {
-            count: *count,
+            count,
             // Whole seconds, rounded up, as the Redis store counts them.
             resets_in: u64::try_from(
                 ends.saturating_duration_since(now)

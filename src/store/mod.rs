@@ -62,6 +62,18 @@ pub struct IdempotencyKey {
     pub hash: String,
 }
 
+/// A request claiming an `Idempotency-Key`: what it asked, and a token of its own, so that
+/// its claim sent twice (after a cut connection) is recognised as its own rather than as
+/// another request's, and its release frees its own claim and never a newer one.
+#[derive(Debug, Clone, Copy)]
+pub struct Claimant<'a> {
+    pub fingerprint: &'a str,
+    pub token: &'a str,
+    /// How long the claim holds if its request never ends it (a process that died): the
+    /// request's own time limit and a little more.
+    pub hold: std::time::Duration,
+}
+
 /// What a claim on an `Idempotency-Key` found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
@@ -123,6 +135,19 @@ pub struct CallerUsage {
     pub month: PeriodUsage,
 }
 
+/// The newest turns of `turns` (oldest first) that hold at most `max_messages` messages
+/// between them; the newest turn is kept whole even when it alone holds more.
+pub fn newest_within(mut turns: Vec<Turn>, max_messages: usize) -> Vec<Turn> {
+    let mut messages: usize = turns.iter().map(Turn::messages).sum();
+    let mut drop = 0;
+    while turns.len() - drop > 1 && messages > max_messages {
+        messages -= turns[drop].messages();
+        drop += 1;
+    }
+    turns.drain(..drop);
+    turns
+}
+
 /// Storage failed: the database is unreachable, timed out, or answered with something the
 /// proxy did not write. The message is for logs, never for clients.
 #[derive(Debug, thiserror::Error)]
@@ -135,8 +160,6 @@ impl StoreError {
     }
 }
 
-/// How long a claimed `Idempotency-Key` is held while its request runs.
-pub const CLAIM_SECONDS: u64 = 15 * 60;
 /// How long an answered `Idempotency-Key` replays its answer.
 pub const ANSWER_SECONDS: u64 = 24 * 3600;
 
@@ -207,18 +230,32 @@ pub trait Store: Send + Sync {
         day: &UtcDay,
     ) -> Result<u64, StoreError>;
 
-    /// Claims an `Idempotency-Key` for a request with this `fingerprint` (free keys are held
-    /// for 15 minutes, answered ones kept for 24 hours), or says who has it.
+    /// Claims an `Idempotency-Key` for `claimant` (a free key is held for `claimant.hold`,
+    /// an answered one kept for 24 hours), or says who has it. A claim the same claimant
+    /// already holds is `Claimed` again.
     async fn claim(
         &self,
         tenant: &Tenant,
         key: &IdempotencyKey,
-        fingerprint: &str,
+        claimant: Claimant<'_>,
     ) -> Result<Claim, StoreError>;
-    /// Frees a key whose request failed, so that a retry runs again.
-    async fn release(&self, tenant: &Tenant, key: &IdempotencyKey) -> Result<(), StoreError>;
+    /// Frees a key whose request failed, so that a retry runs again; only while `claimant`
+    /// holds it (never another request's claim, nor an answer).
+    async fn release(
+        &self,
+        tenant: &Tenant,
+        key: &IdempotencyKey,
+        claimant: Claimant<'_>,
+    ) -> Result<(), StoreError>;
 
-    /// Counts one request by `who` in its current window and returns the count so far;
-    /// shared by every instance of the function, so a limit holds across all of them.
-    async fn count_request(&self, who: &str) -> Result<RequestCount, StoreError>;
+    /// Counts request `request` by `who` in its current window and returns the count so
+    /// far, this request included; shared by every instance of the function, so a limit
+    /// holds across all of them. Idempotent by `request`: counted twice, it counts once and
+    /// answers the same. Past `limit` requests, the count stays at `limit + 1`.
+    async fn count_request(
+        &self,
+        who: &str,
+        request: &str,
+        limit: u64,
+    ) -> Result<RequestCount, StoreError>;
 }

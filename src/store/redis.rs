@@ -5,9 +5,9 @@
 //! - `N:global:system`          string: the global system prompt
 //! - `N:chat:{ID}:system`       string: the chat's system prompt
 //! - `N:chat:{ID}:turns`        list of JSON [`Turn`]s, oldest first
-//! - `N:chat:{ID}:meta`         hash: `bytes` (the size of the turns list), `window` (the
-//!   context window's first turn), and the chat's usage: `turns`, `prompt_tokens`,
-//!   `completion_tokens`, `cached_tokens`
+//! - `N:chat:{ID}:meta`         hash: `bytes` and `messages` (the size of the turns list
+//!   and the messages it holds), `window` (the context window's first turn), and the chat's
+//!   usage: `turns`, `prompt_tokens`, `completion_tokens`, `cached_tokens`
 //! - `N:chat:{ID}:turn:<turn>`  marker that turn `<turn>` was stored (one hour)
 //! - `N:chat:{ID}:idem:<hash>`  an `Idempotency-Key` of the chat: held, or its answer (24 h)
 //! - `N:usage:{T}:day:<date>`   hash: the caller's tokens that UTC day, overall and per model
@@ -15,15 +15,19 @@
 //! - `N:usage:{T}:ip:<ip>:<date>` integer: an open API's tokens from one address that day
 //! - `N:usage:{T}:spent:<id>`   marker that request `<id>` was counted (one hour)
 //! - `N:usage:{T}:idem:<hash>`  an `Idempotency-Key` of a stateless call
-//! - `P:rate:<who>`             integer: requests in the current window of `RATE_LIMIT_PER_MINUTE`
+//! - `P:requests:<who>`         hash: the requests counted in the current window of
+//!   `RATE_LIMIT_PER_MINUTE`, each by its id, with its place in the count
 //!
 //! `T` is the tenant's name (`open` for an open API). A chat's keys share the hash tag
 //! `{ID}`, and a caller's counters the tag `{T}`, so each group lives in one Cluster slot and
 //! one script can write it. Every chat write is a single `EVAL`: atomic like `MULTI`/`EXEC`, but one
 //! command on the wire, so a turn costs exactly one round trip to write whatever the client
 //! library does with buffering, and no partial write can be left behind by a dropped link.
-//! Every script can run twice to the same effect (the turn's marker sees to it for appends),
-//! so fred may send any of them again on a fresh connection after a cut, as it does reads.
+//! Every script can run twice to the same effect, so fred may send any of them again on a
+//! fresh connection after a cut, as it does reads: an append or a count of tokens by its
+//! marker, set last so that a script that failed half-way is not taken as done; a claim or
+//! a release by the claimant's token; a request's count by the request's id. Each script
+//! says why it is safe in its comment.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -40,9 +44,9 @@ use fred::types::config::{
 use secrecy::ExposeSecret;
 
 use super::{
-    CallerUsage, ChatUsage, Claim, IdempotencyKey, KeptAnswer, PeriodUsage, RequestCount, Spent,
-    Store, StoreError, Tokens, Turn, TurnContext, TurnExtras, ANSWER_SECONDS, CLAIM_SECONDS,
-    RATE_WINDOW,
+    newest_within, CallerUsage, ChatUsage, Claim, Claimant, IdempotencyKey, KeptAnswer,
+    PeriodUsage, RequestCount, Spent, Store, StoreError, Tokens, Turn, TurnContext, TurnExtras,
+    ANSWER_SECONDS, RATE_WINDOW,
 };
 use crate::auth::Tenant;
 use crate::clock::UtcDay;
@@ -62,13 +66,22 @@ end
 "#;
 
 /// KEYS: turns, system, meta, the turn's marker, and the idempotency key when ARGV[10] is
-/// not empty. ARGV: ttl, turn JSON, max turns, max bytes, marker ttl, new window start (or
-/// ''), prompt, completion and cached tokens, the kept answer (or ''), its ttl. Returns 1
-/// when stored, 0 when the turn's marker says it already was.
+/// not empty. ARGV: ttl, turn JSON, max messages, max bytes, marker ttl, new window start
+/// (or ''), prompt, completion and cached tokens, the kept answer (or ''), its ttl, the
+/// turn's messages. Returns 1 when stored, 0 when the turn's marker says it already was.
 ///
-/// A chat stored before `meta` existed has no `bytes` yet: it is counted once, here.
+/// Trims the oldest turns until the chat holds at most max messages and max bytes, keeping
+/// the newest turn whole. A chat stored before `meta` had `bytes` and `messages` is counted
+/// once, here. Safe to run twice: the marker, set last, says the turn was stored.
 const APPEND_TURN: &str = r#"
-if not redis.call('SET', KEYS[4], '1', 'NX', 'EX', ARGV[5]) then return 0 end
+if redis.call('EXISTS', KEYS[4]) == 1 then return 0 end
+local function messages_of(turn)
+  local ok, decoded = pcall(cjson.decode, turn)
+  if ok and type(decoded) == 'table' and type(decoded.messages) == 'table' and #decoded.messages > 0 then
+    return #decoded.messages + 1
+  end
+  return 2
+end
 if ARGV[6] ~= '' then redis.call('HSET', KEYS[3], 'window', ARGV[6]) end
 redis.call('HINCRBY', KEYS[3], 'turns', 1)
 redis.call('HINCRBY', KEYS[3], 'prompt_tokens', ARGV[7])
@@ -76,43 +89,63 @@ redis.call('HINCRBY', KEYS[3], 'completion_tokens', ARGV[8])
 redis.call('HINCRBY', KEYS[3], 'cached_tokens', ARGV[9])
 if ARGV[10] ~= '' then redis.call('SET', KEYS[5], ARGV[10], 'EX', ARGV[11]) end
 local bytes = tonumber(redis.call('HGET', KEYS[3], 'bytes'))
+local messages = tonumber(redis.call('HGET', KEYS[3], 'messages'))
 local length = redis.call('RPUSH', KEYS[1], ARGV[2])
-if bytes == nil then
-  bytes = 0
-  for _, turn in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do bytes = bytes + #turn end
+if bytes == nil or messages == nil then
+  bytes, messages = 0, 0
+  for _, turn in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
+    bytes = bytes + #turn
+    messages = messages + messages_of(turn)
+  end
 else
   bytes = bytes + #ARGV[2]
+  messages = messages + tonumber(ARGV[12])
 end
-local max_turns, max_bytes = tonumber(ARGV[3]), tonumber(ARGV[4])
-while length > 1 and (length > max_turns or bytes > max_bytes) do
-  bytes = bytes - #redis.call('LPOP', KEYS[1])
+local max_messages, max_bytes = tonumber(ARGV[3]), tonumber(ARGV[4])
+while length > 1 and (messages > max_messages or bytes > max_bytes) do
+  local oldest = redis.call('LPOP', KEYS[1])
+  bytes = bytes - #oldest
+  messages = messages - messages_of(oldest)
   length = length - 1
 end
-redis.call('HSET', KEYS[3], 'bytes', bytes)
+redis.call('HSET', KEYS[3], 'bytes', bytes, 'messages', messages)
 touch(1, 3)
+redis.call('SET', KEYS[4], '1', 'EX', ARGV[5])
 return 1
 "#;
 
-/// KEYS: system, turns, meta. ARGV: ttl, prompt.
+/// KEYS: system, turns, meta. ARGV: ttl, prompt. Safe to run twice: it sets the same
+/// prompt and the same expiry again (a run sent again after another request set a prompt
+/// meanwhile sets this one, as it would have if sent a moment later: the two overlapped).
 const SET_CHAT_PROMPT: &str = r#"
 redis.call('SET', KEYS[1], ARGV[2])
 touch(1, 3)
 return 1
 "#;
 
-/// KEYS: turns, system, meta. ARGV: ttl. The chat's usage stays.
+/// KEYS: turns, system, meta. ARGV: ttl. The chat's usage stays. Safe to run twice: the
+/// chat is as empty after the second run as after the first (a run sent again after a turn
+/// was stored meanwhile clears that turn too, as a clear sent a moment later would have:
+/// the two overlapped).
 const CLEAR: &str = r#"
 redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[3], 'bytes', 0)
+redis.call('HSET', KEYS[3], 'bytes', 0, 'messages', 0)
 redis.call('HDEL', KEYS[3], 'window')
 touch(1, 3)
 return 1
 "#;
 
-/// KEYS: the caller's counter. ARGV: the window in milliseconds. The first request opens a
-/// window; returns the count including this one and the milliseconds left in the window.
+/// KEYS: the caller's window. ARGV: the window in milliseconds, the request's id, the limit.
+/// The first request opens a window; returns the count including this one and the
+/// milliseconds left in the window. Each request is kept by its id with its place in the
+/// count, so a run sent again finds it and answers the same count; past the limit nothing
+/// more is kept (the window holds at most `limit` ids) and the count is `limit + 1`.
 const COUNT_REQUEST: &str = r#"
-local count = redis.call('INCR', KEYS[1])
+local count = tonumber(redis.call('HGET', KEYS[1], ARGV[2]))
+if count == nil then
+  count = redis.call('HLEN', KEYS[1]) + 1
+  if count <= tonumber(ARGV[3]) then redis.call('HSET', KEYS[1], ARGV[2], count) end
+end
 local left = redis.call('PTTL', KEYS[1])
 if left < 0 then
   redis.call('PEXPIRE', KEYS[1], ARGV[1])
@@ -124,9 +157,10 @@ return {count, left}
 /// KEYS: the request's marker, the day's and the month's counters, then the address's day
 /// counter when ARGV[7] is '1', then the idempotency key when ARGV[8] is not empty. ARGV:
 /// model, prompt, completion and cached tokens, the day's and the month's ttl, the address
-/// flag, the kept answer (or ''), its ttl, the marker's ttl.
+/// flag, the kept answer (or ''), its ttl, the marker's ttl. Safe to run twice: the marker,
+/// set last, says the request was counted.
 const ADD_USAGE: &str = r#"
-if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[10]) then return 0 end
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 local total = tonumber(ARGV[2]) + tonumber(ARGV[3])
 local model = 'model:' .. ARGV[1] .. ':'
 for i = 2, 3 do
@@ -145,16 +179,28 @@ if ARGV[7] == '1' then
   next = 5
 end
 if ARGV[8] ~= '' then redis.call('SET', KEYS[next], ARGV[8], 'EX', ARGV[9]) end
+redis.call('SET', KEYS[1], '1', 'EX', ARGV[10])
 return 1
 "#;
 
-/// KEYS: the idempotency key. ARGV: the request's fingerprint, how long to hold the key.
-/// Returns '' when this request now holds the key, else what the key holds.
+/// KEYS: the idempotency key. ARGV: the claim (`pending`, the request's fingerprint and its
+/// token, a line each), how long to hold it. Returns '' when this request now holds the
+/// key, else what the key holds. Safe to run twice: a run sent again finds its own claim
+/// and answers '' again.
 const CLAIM: &str = r#"
 local found = redis.call('GET', KEYS[1])
+if found == ARGV[1] then return '' end
 if found then return found end
-redis.call('SET', KEYS[1], 'pending\n' .. ARGV[1], 'EX', ARGV[2])
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 return ''
+"#;
+
+/// KEYS: the idempotency key. ARGV: the claim to free. Deletes the key only while it holds
+/// that claim: never another request's claim, nor an answer. Safe to run twice: the second
+/// run finds the claim gone (or someone else's) and leaves it.
+const RELEASE: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
 "#;
 
 /// How long a turn's marker lives: far longer than any retry of its write, which happens
@@ -177,6 +223,7 @@ struct Scripts {
     count_request: String,
     add_usage: String,
     claim: String,
+    release: String,
 }
 
 struct ChatKeys {
@@ -260,6 +307,7 @@ impl RedisStore {
                 count_request: COUNT_REQUEST.to_owned(),
                 add_usage: ADD_USAGE.to_owned(),
                 claim: CLAIM.to_owned(),
+                release: RELEASE.to_owned(),
             },
         })
     }
@@ -331,8 +379,9 @@ impl RedisStore {
             .to_string()
     }
 
-    fn max_turns(&self) -> i64 {
-        i64::try_from(self.settings.max_turns()).unwrap_or(i64::MAX)
+    /// How many of a chat's newest turns a read fetches (negated, for LRANGE).
+    fn read_from(&self) -> i64 {
+        -i64::try_from(self.settings.read_turns()).unwrap_or(i64::MAX)
     }
 
     async fn eval<R: FromValue>(
@@ -479,7 +528,7 @@ impl Store for RedisStore {
             self.client.get::<Option<String>, _>(&global_key),
             self.client.get::<Option<String>, _>(&system),
             self.client
-                .lrange::<Vec<String>, _>(&turns, -self.max_turns(), -1),
+                .lrange::<Vec<String>, _>(&turns, self.read_from(), -1),
             self.client.hget::<Option<String>, _, _>(&meta, "window"),
         );
         let (global_prompt, chat_prompt, history, window_start) = (
@@ -491,7 +540,7 @@ impl Store for RedisStore {
         Ok(TurnContext {
             global_prompt,
             chat_prompt,
-            history: decode_turns(history)?,
+            history: newest_within(decode_turns(history)?, self.settings.max_history_messages),
             window_start,
         })
     }
@@ -526,7 +575,7 @@ impl Store for RedisStore {
         let args = vec![
             self.ttl_arg(),
             json,
-            self.max_turns().to_string(),
+            self.settings.max_history_messages.to_string(),
             self.settings.max_chat_bytes.to_string(),
             TURN_MARKER_SECONDS.to_string(),
             extras.window_start.unwrap_or_default().to_owned(),
@@ -535,6 +584,7 @@ impl Store for RedisStore {
             tokens.cached.to_string(),
             answer,
             ANSWER_SECONDS.to_string(),
+            turn.messages().to_string(),
         ];
         // The answer behind this turn is paid for: a write that timed out (and may yet run)
         // is sent once more, which the marker makes safe.
@@ -555,10 +605,13 @@ impl Store for RedisStore {
     async fn turns(&self, tenant: &Tenant, chat: &ChatId) -> Result<Vec<Turn>, StoreError> {
         let raw: Vec<String> = self
             .client
-            .lrange(self.keys(tenant, chat).turns, -self.max_turns(), -1)
+            .lrange(self.keys(tenant, chat).turns, self.read_from(), -1)
             .await
             .map_err(|e| self.error(e))?;
-        decode_turns(raw)
+        Ok(newest_within(
+            decode_turns(raw)?,
+            self.settings.max_history_messages,
+        ))
     }
 
     async fn clear(&self, tenant: &Tenant, chat: &ChatId) -> Result<(), StoreError> {
@@ -676,31 +729,48 @@ impl Store for RedisStore {
         &self,
         tenant: &Tenant,
         key: &IdempotencyKey,
-        fingerprint: &str,
+        claimant: Claimant<'_>,
     ) -> Result<Claim, StoreError> {
+        let hold = claimant.hold.as_secs().max(1).to_string();
         let found: String = self
             .eval(
                 &self.scripts.claim,
                 vec![self.idempotency_key(tenant, key)],
-                vec![fingerprint.to_owned(), CLAIM_SECONDS.to_string()],
+                vec![pending(claimant), hold],
             )
             .await?;
         parse_claim(&found)
     }
 
-    async fn release(&self, tenant: &Tenant, key: &IdempotencyKey) -> Result<(), StoreError> {
-        self.client
-            .del::<i64, _>(self.idempotency_key(tenant, key))
-            .await
-            .map(drop)
-            .map_err(|e| self.error(e))
+    async fn release(
+        &self,
+        tenant: &Tenant,
+        key: &IdempotencyKey,
+        claimant: Claimant<'_>,
+    ) -> Result<(), StoreError> {
+        self.eval::<i64>(
+            &self.scripts.release,
+            vec![self.idempotency_key(tenant, key)],
+            vec![pending(claimant)],
+        )
+        .await
+        .map(drop)
     }
 
-    async fn count_request(&self, who: &str) -> Result<RequestCount, StoreError> {
-        let key = format!("{}:rate:{who}", self.settings.key_prefix);
-        let window = RATE_WINDOW.as_millis().to_string();
+    async fn count_request(
+        &self,
+        who: &str,
+        request: &str,
+        limit: u64,
+    ) -> Result<RequestCount, StoreError> {
+        let key = format!("{}:requests:{who}", self.settings.key_prefix);
+        let args = vec![
+            RATE_WINDOW.as_millis().to_string(),
+            request.to_owned(),
+            limit.to_string(),
+        ];
         let (count, left_ms): (u64, u64) = self
-            .eval(&self.scripts.count_request, vec![key], vec![window])
+            .eval(&self.scripts.count_request, vec![key], args)
             .await?;
         Ok(RequestCount {
             count,
@@ -716,13 +786,19 @@ fn answered(kept: KeptAnswer<'_>) -> String {
     format!("answered\n{}\n{}", kept.fingerprint, kept.answer)
 }
 
+/// A held key's value: `pending`, the fingerprint and the claimant's token, a line each.
+fn pending(claimant: Claimant<'_>) -> String {
+    format!("pending\n{}\n{}", claimant.fingerprint, claimant.token)
+}
+
 fn parse_claim(found: &str) -> Result<Claim, StoreError> {
     if found.is_empty() {
         return Ok(Claim::Claimed);
     }
     let mut lines = found.splitn(3, '\n');
     match (lines.next(), lines.next(), lines.next()) {
-        (Some("pending"), Some(fingerprint), None) => Ok(Claim::InProgress {
+        // Claims made before claims had tokens have no third line.
+        (Some("pending"), Some(fingerprint), _) => Ok(Claim::InProgress {
             fingerprint: fingerprint.to_owned(),
         }),
         (Some("answered"), Some(fingerprint), Some(answer)) => Ok(Claim::Answered {

@@ -158,6 +158,11 @@ impl Turn {
         }
     }
 
+    /// How many messages the turn holds: the caller's and the reply.
+    pub fn messages(&self) -> usize {
+        self.asked.len() + 1
+    }
+
     /// What the turn weighs as history: its counted size, or an estimate for a turn stored
     /// before turns were counted.
     pub fn size(&self) -> u32 {

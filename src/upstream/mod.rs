@@ -33,10 +33,13 @@ pub enum UpstreamError {
     RateLimited { retry_after: Option<u64> },
     #[error("OpenAI did not answer before the deadline")]
     Timeout,
-    /// Upstream found the request itself invalid (HTTP 400), e.g. an unreachable image URL.
-    /// `code` and `param` are OpenAI's, when it sent them.
-    #[error("OpenAI rejected the request: {message}")]
-    Rejected {
+    /// Upstream refused the request with a 4xx other than 408 and 429: an invalid request
+    /// (400, e.g. an image URL it cannot fetch), an unknown model (404), the operator's key
+    /// refused (401, 403), ... `code` and `param` are OpenAI's, when it sent them; `message`
+    /// has the key and any organization or project id cut out.
+    #[error("OpenAI refused the request (HTTP {status}): {message}")]
+    Refused {
+        status: u16,
         message: String,
         code: Option<String>,
         param: Option<String>,
@@ -59,7 +62,9 @@ pub enum Model {
 /// A reply and what it cost, with the `chat.completion` object as upstream sent it.
 #[derive(Debug)]
 pub struct Completion {
-    pub content: String,
+    /// The first choice's text (or refusal); `None` when it holds neither, as an answer made
+    /// only of tool calls does.
+    pub content: Option<String>,
     pub usage: Usage,
     pub raw: Box<RawValue>,
 }
@@ -71,8 +76,11 @@ pub struct Chunk {
     pub raw: Box<RawValue>,
     /// The piece of the reply it carries (content, or a refusal), possibly empty.
     pub delta: String,
-    /// Upstream said why the reply ended: it is whole.
+    /// Upstream said why the reply (the first choice) ended: it is whole.
     pub finished: bool,
+    /// Every choice the stream has begun has ended: only the usage and the end of the
+    /// stream may follow.
+    pub whole: bool,
     /// The usage chunk, last of a stream that asked for it.
     pub usage: Option<Usage>,
     usage_only: bool,
@@ -91,6 +99,10 @@ type RawStream = Pin<Box<dyn Stream<Item = Result<Box<RawValue>, OpenAIError>> +
 pub struct ChunkStream {
     inner: RawStream,
     api_key: SecretString,
+    /// The choices begun and not yet ended (`n` > 1 streams several).
+    open: std::collections::BTreeSet<u32>,
+    /// The first choice has ended.
+    first_ended: bool,
 }
 
 impl ChunkStream {
@@ -113,16 +125,25 @@ impl ChunkStream {
         let usage_only = fields.choices.is_empty() && fields.usage.is_some();
         let mut delta = String::new();
         let mut finished = false;
-        // The reply kept is the first one (`n` > 1 is for stateless calls only).
-        for choice in fields.choices.into_iter().filter(|c| c.index == 0) {
-            delta.extend(choice.delta.content);
-            delta.extend(choice.delta.refusal);
-            finished |= choice.finish_reason.is_some();
+        for choice in fields.choices {
+            if choice.finish_reason.is_some() {
+                self.open.remove(&choice.index);
+            } else {
+                self.open.insert(choice.index);
+            }
+            // The reply kept is the first one (`n` > 1 is for stateless calls only).
+            if choice.index == 0 {
+                delta.extend(choice.delta.content);
+                delta.extend(choice.delta.refusal);
+                finished |= choice.finish_reason.is_some();
+            }
         }
+        self.first_ended |= finished;
         Some(Ok(Chunk {
             raw,
             delta,
             finished,
+            whole: self.first_ended && self.open.is_empty(),
             usage: fields.usage,
             usage_only,
         }))
@@ -199,15 +220,11 @@ impl Upstream {
         let response: ChatResponse = serde_json::from_str(raw.get())
             .map_err(|e| UpstreamError::Unreadable(e.to_string()))?;
         let usage = response.usage.unwrap_or_default();
-        let message = response
+        let content = response
             .choices
             .into_iter()
             .next()
-            .ok_or_else(|| UpstreamError::Unreadable("the answer has no choices".to_owned()))?
-            .message;
-        let content = message.content.or(message.refusal).ok_or_else(|| {
-            UpstreamError::Unreadable("the answer has neither content nor a refusal".to_owned())
-        })?;
+            .and_then(|choice| choice.message.content.or(choice.message.refusal));
         Ok(Completion {
             content,
             usage,
@@ -231,6 +248,8 @@ impl Upstream {
         Ok(ChunkStream {
             inner,
             api_key: self.api_key.clone(),
+            open: std::collections::BTreeSet::new(),
+            first_ended: false,
         })
     }
 
@@ -280,14 +299,46 @@ impl Upstream {
     }
 }
 
-/// Upstream's error messages can quote the key that was sent (OpenAI's 401 does, in part);
-/// they reach logs and, for a 400, the client, so the key is cut out of them first.
+/// Upstream's error messages can quote the key that was sent (OpenAI's 401 does, in part)
+/// and name the operator's organization or project (its 429s and 403s do); they reach logs
+/// and, for a 4xx, the client, so the key and those ids are cut out of them first.
 fn redact(message: String, api_key: &SecretString) -> String {
     let key = api_key.expose_secret();
-    if key.is_empty() || !message.contains(key) {
-        return message;
+    let message = if key.is_empty() || !message.contains(key) {
+        message
+    } else {
+        message.replace(key, "[redacted]")
+    };
+    redact_account_ids(&message)
+}
+
+/// `org-...` and `proj_...` ids replaced by `org-[redacted]` and `proj_[redacted]`.
+fn redact_account_ids(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some((at, prefix)) = ["org-", "proj_"]
+        .iter()
+        .filter_map(|prefix| rest.find(prefix).map(|at| (at, *prefix)))
+        .min()
+    {
+        let starts_word = rest[..at]
+            .chars()
+            .next_back()
+            .is_none_or(|c| !c.is_ascii_alphanumeric());
+        let after = &rest[at + prefix.len()..];
+        let id_len = after
+            .find(|c: char| !c.is_ascii_alphanumeric())
+            .unwrap_or(after.len());
+        out.push_str(&rest[..at + prefix.len()]);
+        if starts_word && id_len > 0 {
+            out.push_str("[redacted]");
+            rest = &after[id_len..];
+        } else {
+            rest = after;
+        }
     }
-    message.replace(key, "[redacted]")
+    out.push_str(rest);
+    out
 }
 
 fn classify(error: OpenAIError, api_key: &SecretString) -> UpstreamError {
@@ -298,7 +349,9 @@ fn classify(error: OpenAIError, api_key: &SecretString) -> UpstreamError {
             let message = redact(error.message, api_key);
             match status {
                 429 => UpstreamError::RateLimited { retry_after: None },
-                400 => UpstreamError::Rejected {
+                408 => UpstreamError::Timeout,
+                400..=499 => UpstreamError::Refused {
+                    status,
                     message,
                     code: error.code,
                     param: error.param,
@@ -319,5 +372,34 @@ fn classify(error: OpenAIError, api_key: &SecretString) -> UpstreamError {
             Err(other) => UpstreamError::Transport(other.to_string()),
         },
         other => UpstreamError::Transport(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_and_account_ids_are_cut_out_of_upstream_messages() {
+        let key = SecretString::from("sk-secret-123".to_owned());
+        let cases = [
+            (
+                "Incorrect API key provided: sk-secret-123.",
+                "Incorrect API key provided: [redacted].",
+            ),
+            (
+                "Rate limit reached for gpt-4o in organization org-AbC123 on tokens per min.",
+                "Rate limit reached for gpt-4o in organization org-[redacted] on tokens per min.",
+            ),
+            (
+                "Project `proj_x9Y` does not have access to model `gpt-5`",
+                "Project `proj_[redacted]` does not have access to model `gpt-5`",
+            ),
+            ("a cyborg-7 and org- alone", "a cyborg-7 and org- alone"),
+            ("nothing to hide", "nothing to hide"),
+        ];
+        for (message, redacted) in cases {
+            assert_eq!(redact(message.to_owned(), &key), redacted);
+        }
     }
 }

@@ -275,7 +275,7 @@ async fn the_rate_limit_holds_per_caller_and_stores_nothing_past_it() {
     // Bob has his own allowance; Alice's history holds her three turns only.
     let bob = as_caller(&t, "sk-bob-2", Method::GET, "/c1/chat", None).await;
     assert_eq!(bob.status, 200);
-    t.redis.query(&["DEL", "chat-proxy:rate:caller:alice"]);
+    t.redis.query(&["DEL", "chat-proxy:requests:caller:alice"]);
     let alice = as_caller(&t, "sk-alice-1", Method::GET, "/c1/chat", None).await;
     assert_eq!(alice.json().as_array().unwrap().len(), 6);
     assert!(!alice.text.contains("one too many"));
@@ -338,18 +338,20 @@ async fn an_open_api_counts_each_source_address_on_its_own() {
     }
     assert_eq!(statuses, [200, 200, 200, 429, 200]);
     assert_eq!(
-        t.redis.query(&["GET", "chat-proxy:rate:ip:198.51.100.1"]),
-        "3"
+        t.redis
+            .query(&["HLEN", "chat-proxy:requests:ip:198.51.100.1"]),
+        "2",
+        "the window keeps at most the limit's requests"
     );
     assert_eq!(
-        t.redis.query(&["GET", "chat-proxy:rate:ip:198.51.100.2"]),
+        t.redis
+            .query(&["HLEN", "chat-proxy:requests:ip:198.51.100.2"]),
         "2"
     );
-    assert!(t
-        .redis
-        .cli(&["GET", "chat-proxy:rate:ip:unknown"])
-        .unwrap()
-        .is_empty());
+    assert_eq!(
+        t.redis.query(&["EXISTS", "chat-proxy:requests:ip:unknown"]),
+        "0"
+    );
 }
 
 #[tokio::test]
@@ -358,7 +360,7 @@ async fn retry_after_never_says_zero_in_a_windows_last_half_second() {
     assert_eq!(t.get("/c1/chat").await.status, 200);
     // The window has 400 ms left: TTL would round that down to 0.
     t.redis
-        .query(&["PEXPIRE", "chat-proxy:rate:ip:unknown", "400"]);
+        .query(&["PEXPIRE", "chat-proxy:requests:ip:unknown", "400"]);
     let limited = t.get("/c1/chat").await;
     limited.assert_error(429, "rate_limit_exceeded");
     assert_eq!(limited.header("retry-after"), Some("1"));

@@ -101,7 +101,7 @@ async fn the_binary_serves_a_session_and_logs_json_without_secrets() {
         ))
         .await;
     let (status, _) = http_answer(runtime.invoke(&event("post-chat")).await);
-    assert_eq!(status, 502);
+    assert_eq!(status, 403, "the operator's key refused");
 
     let logs = stop_function(function).await;
     assert!(

@@ -256,3 +256,95 @@ async fn rest_events_are_routed_whether_or_not_their_path_carries_the_stage() {
         .await
         .assert_error(400, "invalid_chat_id");
 }
+
+/// An event through the Lambda side as the runtime hands it over: the answer's status and
+/// body, which must be an HTTP answer whatever the event holds.
+async fn invoke(t: &TestApp, event: &Value) -> crate::support::Reply {
+    use lambda_http::lambda_runtime::{Context, FunctionResponse, LambdaEvent};
+    let payload = serde_json::value::RawValue::from_string(event.to_string()).unwrap();
+    let answer =
+        chat_proxy::lambda::invocation(t.app, LambdaEvent::new(payload, Context::default()))
+            .await
+            .unwrap();
+    let FunctionResponse::StreamingResponse(response) = answer else {
+        panic!("not an HTTP answer");
+    };
+    let mut body = response.stream;
+    let mut bytes = Vec::new();
+    while let Some(frame) = body.next().await {
+        bytes.extend_from_slice(&frame);
+    }
+    crate::support::Reply {
+        status: response.metadata_prelude.status_code.as_u16(),
+        headers: response.metadata_prelude.headers,
+        text: String::from_utf8_lossy(&bytes).into_owned(),
+    }
+}
+
+#[tokio::test]
+async fn a_header_http_cannot_hold_is_a_400_naming_it_and_touches_nothing() {
+    let t = TestApp::with_env(&[("CORS_ALLOW_ORIGINS", "https://app.example")]).await;
+    let body = Some(r#"{"content": "hi"}"#);
+    let cases = [
+        ("x-note", json!("one\u{1}two"), "\"x-note\""),
+        ("x(bad)", json!("fine"), "\"x(bad)\""),
+    ];
+    for (name, value, named) in cases {
+        let mut event = rest_event("POST", "/c1/chat", "prod", "/prod/c1/chat", body);
+        event["headers"][name] = value.clone();
+        event["headers"]["origin"] = json!("https://app.example");
+        event["multiValueHeaders"][name] = json!([value]);
+        // As lambda_http reads it, the event is no HTTP request at all.
+        assert!(lambda_http::request::from_str(&event.to_string()).is_err());
+        let reply = invoke(&t, &event).await;
+        reply.assert_error(400, "invalid_header");
+        let message = reply.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(message.contains(named), "{message}");
+        assert_eq!(
+            reply.header("access-control-allow-origin"),
+            Some("https://app.example"),
+            "the answer gets its CORS headers like any other"
+        );
+    }
+    assert!(t.openai.chat_bodies().await.is_empty());
+    assert_eq!(t.transcript("c1").await, json!([]));
+}
+
+/// A REST event as API Gateway sends it behind a custom domain name: `path` and
+/// `requestContext.path` alike, neither with the stage.
+fn custom_domain_event(method: &str, path: &str, body: Option<&str>) -> Value {
+    let mut event = rest_event(method, path, "prod", path, body);
+    event["requestContext"]["domainName"] = json!("chat.example.com");
+    event["headers"]["host"] = json!("chat.example.com");
+    event
+}
+
+#[tokio::test]
+async fn behind_a_custom_domain_a_chat_named_like_the_stage_is_that_chat() {
+    let t = TestApp::start().await;
+    t.post("/system", json!({"content": "The global prompt."}))
+        .await;
+    let set = custom_domain_event("POST", "/prod/system", Some(r#"{"content": "prod's own"}"#));
+    assert_eq!(send_event(&t, &set).await.status, 200);
+    assert_eq!(
+        t.get("/system").await.json(),
+        json!({"content": "The global prompt."}),
+        "the global prompt is untouched"
+    );
+    assert_eq!(
+        t.get("/prod/system").await.json(),
+        json!({"content": "prod's own"})
+    );
+    let turn = custom_domain_event("POST", "/prod/chat", Some(r#"{"content": "hi"}"#));
+    let reply = send_event(&t, &turn).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(t.transcript("prod").await.as_array().unwrap().len(), 2);
+    // On the execute-api host the same event shape still has its stage stripped.
+    let mut own = custom_domain_event("GET", "/prod/prod/chat", None);
+    own["requestContext"]["domainName"] = json!("abc123.execute-api.us-east-1.amazonaws.com");
+    let transcript = send_event(&t, &own).await;
+    assert_eq!(transcript.json().as_array().unwrap().len(), 2);
+}

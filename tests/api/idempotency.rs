@@ -288,3 +288,121 @@ async fn a_malformed_key_is_400() {
     }
     assert!(t.keys().is_empty());
 }
+
+/// What a streamed `/v1` answer said, gathered from its chunks: its id and created, the
+/// text, the tool calls (name and whole arguments), the finish reason and the usage.
+fn streamed_answer(reply: &Reply) -> Value {
+    let chunks: Vec<Value> = reply
+        .events()
+        .iter()
+        .filter(|e| e.data != "[DONE]" && !e.is_comment())
+        .map(|e| e.json())
+        .collect();
+    assert!(!chunks.is_empty(), "no chunks in {}", reply.text);
+    let mut text = String::new();
+    let mut calls: Vec<(String, String, String)> = Vec::new();
+    let mut finish = Value::Null;
+    let mut usage = Value::Null;
+    for chunk in &chunks {
+        assert_eq!(chunk["id"], chunks[0]["id"], "one id throughout");
+        assert_eq!(chunk["created"], chunks[0]["created"]);
+        if !chunk["usage"].is_null() {
+            usage = chunk["usage"].clone();
+        }
+        for choice in chunk["choices"].as_array().unwrap() {
+            let delta = &choice["delta"];
+            text.push_str(delta["content"].as_str().unwrap_or(""));
+            for call in delta["tool_calls"].as_array().into_iter().flatten() {
+                let index = call["index"].as_u64().unwrap() as usize;
+                if calls.len() <= index {
+                    calls.push(Default::default());
+                }
+                let entry = &mut calls[index];
+                if let Some(id) = call["id"].as_str() {
+                    entry.0 = id.to_owned();
+                }
+                entry
+                    .1
+                    .push_str(call["function"]["name"].as_str().unwrap_or(""));
+                entry
+                    .2
+                    .push_str(call["function"]["arguments"].as_str().unwrap_or(""));
+            }
+            if !choice["finish_reason"].is_null() {
+                finish = choice["finish_reason"].clone();
+            }
+        }
+    }
+    json!({"id": chunks[0]["id"], "created": chunks[0]["created"], "model": chunks[0]["model"],
+           "text": text, "calls": calls, "finish_reason": finish, "usage": usage})
+}
+
+async fn post_completion(t: &TestApp, body: &Value, key: &str, chat: Option<&str>) -> Reply {
+    let mut headers = vec![("idempotency-key", key)];
+    if let Some(chat) = chat {
+        headers.push(("x-chat-id", chat));
+    }
+    t.call_with(
+        Method::POST,
+        "/v1/chat/completions",
+        Body::from(body.to_string()),
+        &headers,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_streamed_completion_is_replayed_as_it_was_first_sent() {
+    let t = TestApp::start().await;
+    // A stateless stream that ends in a tool call.
+    t.openai
+        .fail_chat(
+            ResponseTemplate::new(200).set_body_json(crate::support::openai::tool_call_completion(
+                "gpt-4o-mini",
+                &[("get_weather", r#"{"city":"Oslo"}"#)],
+                9,
+            )),
+            1,
+        )
+        .await;
+    let tools = json!({"model": "gpt-4o-mini", "stream": true,
+        "messages": [{"role": "user", "content": "Weather in Oslo?"}],
+        "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]});
+    let first = post_completion(&t, &tools, "tools-1", None).await;
+    assert_eq!(first.status, 200, "{}", first.text);
+    let sent = streamed_answer(&first);
+    assert_eq!(sent["finish_reason"], "tool_calls", "{sent}");
+    assert_eq!(
+        sent["calls"],
+        json!([["call_0abcDEF", "get_weather", "{\"city\":\"Oslo\"}"]])
+    );
+    let retry = post_completion(&t, &tools, "tools-1", None).await;
+    assert_eq!(retry.header("idempotent-replayed"), Some("true"));
+    assert_eq!(
+        streamed_answer(&retry),
+        sent,
+        "the first answer, not a rewrite"
+    );
+
+    // A stored chat's turn cut short by max_tokens, with the usage chunk asked for.
+    let mut cut = chat_completion("gpt-4o-mini", "The first words of a long", 3);
+    cut["choices"][0]["finish_reason"] = json!("length");
+    t.openai
+        .fail_chat(ResponseTemplate::new(200).set_body_json(cut), 1)
+        .await;
+    let long = json!({"stream": true, "max_tokens": 6, "stream_options": {"include_usage": true},
+        "messages": [{"role": "user", "content": "Tell me a long story."}]});
+    let first = post_completion(&t, &long, "long-1", Some("c1")).await;
+    let sent = streamed_answer(&first);
+    assert_eq!(sent["finish_reason"], "length");
+    assert_eq!(sent["usage"]["completion_tokens"], 5, "{sent}");
+    let calls = t.openai.chat_bodies().await.len();
+    let retry = post_completion(&t, &long, "long-1", Some("c1")).await;
+    assert_eq!(retry.header("idempotent-replayed"), Some("true"));
+    assert_eq!(
+        t.openai.chat_bodies().await.len(),
+        calls,
+        "no upstream call"
+    );
+    assert_eq!(streamed_answer(&retry), sent);
+}

@@ -228,6 +228,6 @@ async fn error_bodies_never_hold_the_api_key() {
         ))
         .await;
     let reply = t.post("/c1/chat", json!({"content": "hi"})).await;
-    reply.assert_error(502, "upstream_error");
+    reply.assert_error(403, "upstream_auth_failed");
     assert!(!reply.text.contains(API_KEY), "{}", reply.text);
 }

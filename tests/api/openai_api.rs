@@ -516,3 +516,45 @@ async fn a_chat_written_by_the_first_version_is_history_for_the_sdk() {
     );
     assert_eq!(t.transcript("legacy").await.as_array().unwrap().len(), 8);
 }
+
+#[tokio::test]
+async fn a_stateless_answer_of_tool_calls_is_upstreams_200_and_is_counted() {
+    let t = TestApp::with_env(&[("TOKEN_LIMIT_PER_DAY", "30")]).await;
+    let answer = crate::support::openai::tool_call_completion(
+        "gpt-4o-mini",
+        &[("get_weather", r#"{"city":"Oslo"}"#)],
+        12,
+    );
+    t.openai
+        .always_chat(wiremock::ResponseTemplate::new(200).set_body_json(answer.clone()))
+        .await;
+    let openai = client(&t, "unused", None).await;
+    let body = json!({
+        "model": "gpt-4o-mini",
+        "messages": [{"role": "user", "content": "Weather in Oslo?"}],
+        "tools": [{"type": "function", "function": {"name": "get_weather",
+                   "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
+    });
+    let got: Value = openai.chat().create_byot(body.clone()).await.unwrap();
+    assert_eq!(got, answer, "upstream's answer, as sent");
+    assert_eq!(
+        t.openai.chat_bodies().await.len(),
+        1,
+        "asked once, not retried"
+    );
+    // Counted: 12 + 5 tokens of the day's 30, so the next call is allowed and then the limit
+    // is met.
+    let usage = t.get("/usage").await.json();
+    assert_eq!(usage["day"]["total_tokens"], 17, "{usage}");
+    let _: Value = openai.chat().create_byot(body.clone()).await.unwrap();
+    // Past the limit (asked without the SDK, which would wait out the 429 until midnight).
+    let limited = t
+        .call_with(
+            lambda_http::http::Method::POST,
+            "/v1/chat/completions",
+            lambda_http::Body::from(body.to_string()),
+            &[],
+        )
+        .await;
+    limited.assert_error(429, "token_limit_exceeded");
+}

@@ -183,6 +183,6 @@ async fn the_store_works_directly_on_a_cluster() {
     let context = store.turn_context(&alice, &chat).await.unwrap();
     assert_eq!(context.global_prompt.as_deref(), Some("g"));
     assert_eq!(context.chat_prompt.as_deref(), Some("p"));
-    let counted = store.count_request("caller:alice").await.unwrap();
+    let counted = store.count_request("caller:alice", "r1", 10).await.unwrap();
     assert_eq!(counted.count, 1);
 }

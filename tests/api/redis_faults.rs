@@ -217,15 +217,99 @@ async fn a_clear_cut_before_its_answer_is_sent_again() {
 }
 
 #[tokio::test]
-async fn a_rate_count_cut_before_its_answer_is_sent_again() {
-    let t = TestApp::over_relay(&[("RATE_LIMIT_PER_MINUTE", "100")]).await;
-    t.relay().cut_after("redis.call('INCR', KEYS[1])");
+async fn a_rate_count_cut_before_its_answer_is_sent_again_and_counts_once() {
+    let t = TestApp::over_relay(&[("RATE_LIMIT_PER_MINUTE", "2")]).await;
+    t.relay().cut_after("redis.call('HLEN', KEYS[1])");
     let reply = guarded(t.get("/system")).await;
     assert_eq!(t.relay().cuts(), 1, "the count's connection was cut");
     assert_eq!(reply.status, 200, "{}", reply.text);
-    // The first count ran before the cut and the resend counted again: a request whose
-    // connection was cut may count twice toward its minute, never zero times.
-    assert_eq!(t.redis.query(&["GET", "chat-proxy:rate:ip:unknown"]), "2");
+    // The count ran before the cut and ran again on the new connection: once in the window.
+    assert_eq!(
+        t.redis.query(&["HLEN", "chat-proxy:requests:ip:unknown"]),
+        "1"
+    );
+    // So the second request of the minute is within the limit, and the third is not.
+    assert_eq!(guarded(t.get("/system")).await.status, 200);
+    guarded(t.get("/system"))
+        .await
+        .assert_error(429, "rate_limit_exceeded");
+}
+
+async fn keyed(
+    t: &TestApp,
+    path: &str,
+    body: serde_json::Value,
+    key: &str,
+) -> crate::support::Reply {
+    t.call_with(
+        lambda_http::http::Method::POST,
+        path,
+        lambda_http::Body::from(body.to_string()),
+        &[("idempotency-key", key)],
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_claim_cut_before_its_answer_is_sent_again_and_stays_its_requests() {
+    let t = TestApp::over_relay(&[]).await;
+    // The claim script's own text: nothing else the request sends contains it.
+    t.relay()
+        .cut_after("if found == ARGV[1] then return '' end");
+    let reply = guarded(keyed(&t, "/c1/chat", json!({"content": "once"}), "k-1")).await;
+    assert_eq!(t.relay().cuts(), 1, "the claim's connection was cut");
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(reply.json()["content"], "reply to: once");
+    // The retry gets that answer: the key was this request's, not locked against it.
+    let retry = guarded(keyed(&t, "/c1/chat", json!({"content": "once"}), "k-1")).await;
+    assert_eq!(retry.status, 200, "{}", retry.text);
+    assert_eq!(retry.header("idempotent-replayed"), Some("true"));
+    assert_eq!(t.openai.chat_bodies().await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_release_cut_before_its_answer_is_sent_again_and_the_retry_runs() {
+    let t = TestApp::over_relay(&[]).await;
+    // Three server errors: the turn and its two retries fail, and the key is released.
+    t.openai.fail_chat(ResponseTemplate::new(500), 3).await;
+    t.relay()
+        .cut_after("then return redis.call('DEL', KEYS[1]) end");
+    let failed = guarded(keyed(&t, "/c1/chat", json!({"content": "again"}), "k-2")).await;
+    failed.assert_error(502, "upstream_error");
+    assert_eq!(t.relay().cuts(), 1, "the release's connection was cut");
+    let retry = guarded(keyed(&t, "/c1/chat", json!({"content": "again"}), "k-2")).await;
+    assert_eq!(retry.status, 200, "{}", retry.text);
+    assert_eq!(retry.header("idempotent-replayed"), None, "asked anew");
+    assert_eq!(t.transcript("c1").await.as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn a_write_that_fails_half_way_is_not_taken_as_stored_and_frees_its_key() {
+    let t = TestApp::start().await;
+    // A count in the chat's meta that is no number: the turn's script fails after it began
+    // (the turn's read does not touch that field).
+    t.redis
+        .query(&["HSET", "chat-proxy:chat:{c1}:meta", "turns", "not a number"]);
+    let reply = guarded(keyed(&t, "/c1/chat", json!({"content": "kept?"}), "k-3")).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(
+        reply.header("x-chat-stored"),
+        Some("false"),
+        "the write's second try did not take the first's marker for success"
+    );
+    assert!(
+        !t.keys().iter().any(|key| key.contains(":turn:")),
+        "no marker of a turn that was not stored: {:?}",
+        t.keys()
+    );
+    // The unstored answer freed its key: once the chat can be written, a retry runs.
+    t.redis
+        .query(&["HDEL", "chat-proxy:chat:{c1}:meta", "turns"]);
+    let retry = guarded(keyed(&t, "/c1/chat", json!({"content": "kept?"}), "k-3")).await;
+    assert_eq!(retry.status, 200, "{}", retry.text);
+    assert_eq!(retry.header("idempotent-replayed"), None);
+    assert_eq!(retry.header("x-chat-stored"), None);
+    assert_eq!(t.transcript("c1").await.as_array().unwrap().len(), 2);
 }
 
 #[tokio::test]

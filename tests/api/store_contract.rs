@@ -7,7 +7,9 @@ use std::time::Duration;
 use chat_proxy::auth::Tenant;
 use chat_proxy::config::{RedisTarget, StoreSettings};
 use chat_proxy::routes::ChatId;
-use chat_proxy::store::{MemoryStore, RedisStore, Store, Turn, TurnExtras};
+use chat_proxy::store::{
+    Claim, Claimant, IdempotencyKey, MemoryStore, RedisStore, Store, Turn, TurnExtras, UserContent,
+};
 
 use crate::support::redis::RedisServer;
 
@@ -238,9 +240,9 @@ async fn tenants_never_see_each_others_data() {
 async fn requests_are_counted_per_caller_within_their_window() {
     let (stores, _server) = both(settings(None, 100)).await;
     for (name, store) in stores {
-        let first = store.count_request("caller:alice").await.unwrap();
-        let second = store.count_request("caller:alice").await.unwrap();
-        let other = store.count_request("caller:bob").await.unwrap();
+        let first = store.count_request("caller:alice", "r1", 10).await.unwrap();
+        let second = store.count_request("caller:alice", "r2", 10).await.unwrap();
+        let other = store.count_request("caller:bob", "r3", 10).await.unwrap();
         assert_eq!(
             (first.count, second.count, other.count),
             (1, 2, 1),
@@ -250,6 +252,97 @@ async fn requests_are_counted_per_caller_within_their_window() {
             (59..=60).contains(&first.resets_in),
             "{name}: {}",
             first.resets_in
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_request_counted_twice_counts_once_and_answers_the_same() {
+    let (stores, _server) = both(settings(None, 100)).await;
+    for (name, store) in stores {
+        let first = store.count_request("ip:1", "r1", 3).await.unwrap();
+        let second = store.count_request("ip:1", "r2", 3).await.unwrap();
+        // r1 sent again (a reply lost after the count ran): the same count as the first time.
+        let again = store.count_request("ip:1", "r1", 3).await.unwrap();
+        let third = store.count_request("ip:1", "r3", 3).await.unwrap();
+        assert_eq!(
+            (first.count, second.count, again.count, third.count),
+            (1, 2, 1, 3),
+            "{name}"
+        );
+        // Past the limit every request counts as limit + 1, sent again or not.
+        let over = store.count_request("ip:1", "r4", 3).await.unwrap();
+        let over_again = store.count_request("ip:1", "r4", 3).await.unwrap();
+        let more = store.count_request("ip:1", "r5", 3).await.unwrap();
+        assert_eq!(
+            (over.count, over_again.count, more.count),
+            (4, 4, 4),
+            "{name}"
+        );
+    }
+}
+
+fn claimant<'a>(fingerprint: &'a str, token: &'a str) -> Claimant<'a> {
+    Claimant {
+        fingerprint,
+        token,
+        hold: Duration::from_secs(60),
+    }
+}
+
+#[tokio::test]
+async fn a_claim_sent_twice_is_its_own_and_a_release_frees_only_its_own_claim() {
+    let (stores, _server) = both(settings(None, 100)).await;
+    let key = IdempotencyKey {
+        chat: Some(chat("c1")),
+        hash: "ab".repeat(32),
+    };
+    for (name, store) in stores {
+        let first = claimant("fp", "token-1");
+        assert_eq!(
+            store.claim(&OPEN, &key, first).await.unwrap(),
+            Claim::Claimed,
+            "{name}"
+        );
+        // The same claim again (sent twice after a cut): still this request's.
+        assert_eq!(
+            store.claim(&OPEN, &key, first).await.unwrap(),
+            Claim::Claimed,
+            "{name}"
+        );
+        // Another request with the same body: in progress.
+        let other = claimant("fp", "token-2");
+        assert_eq!(
+            store.claim(&OPEN, &key, other).await.unwrap(),
+            Claim::InProgress {
+                fingerprint: "fp".into()
+            },
+            "{name}"
+        );
+        // The other request's release frees nothing of the first's.
+        store.release(&OPEN, &key, other).await.unwrap();
+        assert!(
+            matches!(
+                store.claim(&OPEN, &key, other).await.unwrap(),
+                Claim::InProgress { .. }
+            ),
+            "{name}"
+        );
+        // Its own release frees it; sent again after another request claimed the key, it
+        // leaves that newer claim alone.
+        store.release(&OPEN, &key, first).await.unwrap();
+        assert_eq!(
+            store.claim(&OPEN, &key, other).await.unwrap(),
+            Claim::Claimed,
+            "{name}"
+        );
+        store.release(&OPEN, &key, first).await.unwrap();
+        assert!(
+            matches!(
+                store.claim(&OPEN, &key, first).await.unwrap(),
+                Claim::InProgress { .. }
+            ),
+            "{name}"
         );
     }
 }
@@ -412,4 +505,49 @@ fn the_harness_takes_an_error_reply_for_no_answer() {
     );
     server.query(&["RPUSH", "list", "x"]);
     assert_eq!(server.cli(&["INCR", "list"]), None, "WRONGTYPE is an error");
+}
+
+/// A turn of `asked` user messages and its reply.
+fn turn_of(n: usize, asked: usize) -> Turn {
+    Turn {
+        id: Some(format!("many-{n}")),
+        asked: (0..asked)
+            .map(|i| UserContent::Text(format!("q{n}.{i}")))
+            .collect(),
+        assistant: format!("a{n}"),
+        tokens: None,
+    }
+}
+
+#[tokio::test]
+async fn a_chat_keeps_at_most_max_history_messages_counting_every_message() {
+    let (stores, _server) = both(settings(None, 4)).await;
+    for (name, store) in stores {
+        let c = chat("counted");
+        // Three questions and their answer: four messages, the cap.
+        store
+            .append_turn(&OPEN, &c, &turn_of(1, 3), TurnExtras::default())
+            .await
+            .unwrap();
+        assert_eq!(store.turns(&OPEN, &c).await.unwrap().len(), 1, "{name}");
+        // Two more: six in all, so the oldest turn goes.
+        store
+            .append_turn(&OPEN, &c, &turn_of(2, 1), TurnExtras::default())
+            .await
+            .unwrap();
+        let kept = store.turns(&OPEN, &c).await.unwrap();
+        assert_eq!(kept, vec![turn_of(2, 1)], "{name}");
+        let context = store.turn_context(&OPEN, &c).await.unwrap();
+        assert_eq!(context.history, kept, "{name}: the read sends what is kept");
+        // A turn that alone holds more than the cap is kept whole, as the newest turn.
+        store
+            .append_turn(&OPEN, &c, &turn_of(3, 5), TurnExtras::default())
+            .await
+            .unwrap();
+        assert_eq!(
+            store.turns(&OPEN, &c).await.unwrap(),
+            vec![turn_of(3, 5)],
+            "{name}"
+        );
+    }
 }

@@ -491,3 +491,54 @@ async fn a_refusal_streams_as_the_reply() {
     assert_eq!(done["content"], "I can't help with that.");
     assert_eq!(done["tokens"]["total_tokens"], 15);
 }
+
+#[tokio::test]
+async fn a_client_that_stops_reading_does_not_hold_its_turn() {
+    // Keep-alive at 1 s: a client that leaves a full buffer untouched for 2 s is gone.
+    let t = TestApp::with_env(&[("KEEP_ALIVE_SECONDS", "1")]).await;
+    // Two hundred words, a delta each: more events than the stream buffers.
+    let long: Vec<String> = (0..200).map(|i| format!("w{i}")).collect();
+    t.openai
+        .always_chat(ResponseTemplate::new(200).set_body_json(
+            crate::support::openai::chat_completion("m", &long.join(" "), 1),
+        ))
+        .await;
+    t.openai.script(slow(1));
+    let response = t
+        .open(t.request("/c1/chat", json!({"content": "go", "stream": true}), &[]))
+        .await;
+    assert_eq!(response.status(), 200);
+    // The client holds the stream open and reads nothing; the turn still ends and is
+    // stored, long before its deadline.
+    tokio::time::timeout(Duration::from_secs(10), t.app.settle())
+        .await
+        .expect("the turn finished without its client reading");
+    let transcript = t.transcript("c1").await;
+    assert_eq!(transcript.as_array().unwrap().len(), 2, "{transcript}");
+    assert_eq!(transcript[1]["content"], long.join(" "));
+    drop(response);
+}
+
+#[tokio::test]
+async fn an_upstream_that_ends_its_reply_but_not_its_stream_does_not_hold_the_turn() {
+    let t = TestApp::start().await;
+    t.openai.script(StreamScript {
+        fault: Fault::HangAfterEnd,
+        ..StreamScript::default()
+    });
+    let reply = tokio::time::timeout(
+        Duration::from_secs(10),
+        t.post("/c1/chat", json!({"content": "hi", "stream": true})),
+    )
+    .await
+    .expect("answered within seconds, not at the stream's deadline");
+    let done = reply.events().pop().unwrap();
+    assert_eq!(done.event.as_deref(), Some("done"), "{}", reply.text);
+    assert_eq!(done.json()["content"], "reply to: hi");
+    assert_eq!(
+        done.json()["tokens"]["completion_tokens"],
+        5,
+        "upstream's usage"
+    );
+    assert_eq!(t.transcript("c1").await.as_array().unwrap().len(), 2);
+}

@@ -77,6 +77,65 @@ async fn history_is_capped_to_the_newest_messages() {
 }
 
 #[tokio::test]
+async fn the_history_cap_counts_messages_not_turns() {
+    let t = TestApp::with_env(&[("MAX_HISTORY_MESSAGES", "4")]).await;
+    let v1 = |messages: Value| {
+        t.call_with(
+            lambda_http::http::Method::POST,
+            "/v1/chat/completions",
+            lambda_http::Body::from(json!({ "messages": messages }).to_string()),
+            &[("x-chat-id", "c1")],
+        )
+    };
+    // One turn of three questions and its answer: four messages, the cap.
+    let three = json!([
+        {"role": "user", "content": "one"},
+        {"role": "user", "content": "two"},
+        {"role": "user", "content": "three"}
+    ]);
+    assert_eq!(v1(three).await.status, 200);
+    assert_eq!(t.transcript("c1").await.as_array().unwrap().len(), 4);
+    // One more question: its turn fits only without the first.
+    let reply = v1(json!([{"role": "user", "content": "four"}])).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    let kept: Vec<Value> = t
+        .transcript("c1")
+        .await
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["content"].clone())
+        .collect();
+    assert_eq!(kept, vec![json!("four"), json!("reply to: four")]);
+    // The next turn sends what is kept: two messages of history, then its own.
+    t.say("c1", "five").await;
+    let sent = &t.openai.chat_bodies().await[2]["messages"];
+    let contents: Vec<&str> = sent
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        contents,
+        [
+            "You are a helpful assistant.",
+            "four",
+            "reply to: four",
+            "five"
+        ]
+    );
+    // A turn that alone holds more than the cap is kept whole.
+    let five = json!([
+        {"role": "user", "content": "a"}, {"role": "user", "content": "b"},
+        {"role": "user", "content": "c"}, {"role": "user", "content": "d"},
+        {"role": "user", "content": "e"}
+    ]);
+    assert_eq!(v1(five).await.status, 200);
+    assert_eq!(t.transcript("c1").await.as_array().unwrap().len(), 6);
+}
+
+#[tokio::test]
 async fn keys_use_the_prefix_and_the_chat_id_as_hash_tag() {
     let t = TestApp::with_env(&[("REDIS_KEY_PREFIX", "myapp")]).await;
     t.post("/system", json!({"content": "g"})).await;
@@ -186,11 +245,12 @@ async fn a_turn_runs_the_same_commands_whatever_the_history_length() {
     let expected: BTreeMap<String, u64> = [
         ("get", 2),    // the two prompts
         ("lrange", 1), // the history
-        ("hget", 2),   // the context window's start; and in the write, the chat's size so far
-        ("eval", 2),   // the write (turn and chat usage), the caller's counters; inside them:
-        ("set", 2),    // the turn's marker, the count's marker
+        ("hget", 3), // the context window's start; and in the write, the chat's bytes and messages
+        ("eval", 2), // the write (turn and chat usage), the caller's counters; inside them:
+        ("exists", 2), // the turn's marker and the count's, checked first
+        ("set", 2),  // and set last
         ("rpush", 1),
-        ("hset", 1), // the chat's new size
+        ("hset", 1), // the chat's new size and messages
         // The chat's usage (4); the day's and the month's totals and model totals (16).
         ("hincrby", 20),
         ("incrby", 1), // an open API's count by address
@@ -279,5 +339,8 @@ async fn the_rate_limit_is_checked_within_the_turns_read_round_trip() {
     let turn = t.post("/c1/chat", json!({"content": "counted"}));
     assert_about(round_trips(&t, turn).await, 2.0, "a rate-limited turn");
     // And it was counted: the window holds both requests.
-    assert_eq!(t.redis.query(&["GET", "chat-proxy:rate:ip:unknown"]), "2");
+    assert_eq!(
+        t.redis.query(&["HLEN", "chat-proxy:requests:ip:unknown"]),
+        "2"
+    );
 }

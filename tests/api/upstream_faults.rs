@@ -380,14 +380,23 @@ async fn a_429_without_retry_after_is_retried_with_backoff_then_passed_on() {
 }
 
 #[tokio::test]
-async fn openais_real_401_is_a_502_that_never_quotes_the_key() {
+async fn openais_real_401_is_the_operators_403_that_never_quotes_the_key() {
     let t = with_one_turn().await;
     t.openai
         .always_chat(crate::support::openai::invalid_api_key())
         .await;
     let reply = t.post("/c1/chat", json!({"content": "lost?"})).await;
-    reply.assert_error(502, "upstream_error");
+    // Not a 401: the caller's own key was fine, and SDKs read a 401 as "your key is wrong".
+    reply.assert_error(403, "upstream_auth_failed");
+    assert_eq!(reply.json()["error"]["type"], "permission_error");
+    let message = reply.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(message.contains("operator"), "{message}");
     assert!(!reply.text.contains(crate::support::openai::API_KEY));
+    // Not even the part of the key OpenAI's message quotes.
+    assert!(!reply.text.contains("Incorrect API key"), "{}", reply.text);
     assert_eq!(chat_calls(&t).await, 2, "a 401 is not retried");
     assert_nothing_stored(&t).await;
 }
@@ -488,4 +497,95 @@ async fn a_pooled_connection_reset_by_upstream_is_retried_on_a_new_one() {
         "first, the one reset, its retry"
     );
     assert_eq!(redis.query(&["LLEN", "chat-proxy:chat:{c1}:turns"]), "2");
+}
+
+#[tokio::test]
+async fn upstreams_own_4xx_reach_the_caller_with_their_status_and_code_unretried() {
+    let cases = [
+        (
+            404,
+            "model_not_found",
+            "The model `gpt-9` does not exist or you do not have access to it.",
+            "model",
+        ),
+        (
+            409,
+            "conflict",
+            "The request conflicts with another one in flight.",
+            "",
+        ),
+        (
+            413,
+            "request_too_large",
+            "The request is larger than the model takes.",
+            "",
+        ),
+        (
+            422,
+            "unprocessable",
+            "The request could not be processed.",
+            "messages",
+        ),
+    ];
+    for (status, code, message, param) in cases {
+        let t = TestApp::with_env(&[("ALLOWED_MODELS", "*")]).await;
+        t.say("c1", "kept").await;
+        let param = (!param.is_empty()).then_some(param);
+        t.openai
+            .always_chat(ResponseTemplate::new(status).set_body_json(json!({"error": {
+                "message": message, "type": "invalid_request_error", "param": param, "code": code
+            }})))
+            .await;
+        let reply = t
+            .call_with(
+                lambda_http::http::Method::POST,
+                "/v1/chat/completions",
+                lambda_http::Body::from(
+                    json!({"model": "gpt-9", "messages": [{"role": "user", "content": "hi"}]})
+                        .to_string(),
+                ),
+                &[],
+            )
+            .await;
+        reply.assert_error(status, code);
+        let error = &reply.json()["error"];
+        assert!(
+            error["message"].as_str().unwrap().contains(message),
+            "{error}"
+        );
+        assert_eq!(error["type"], "invalid_request_error");
+        assert_eq!(error["param"], json!(param), "{status}");
+        assert_eq!(chat_calls(&t).await, 2, "a {status} is not retried");
+        // The same for a turn of a stored chat, which stores nothing.
+        let turn = t.post("/c1/chat", json!({"content": "hi"})).await;
+        turn.assert_error(status, code);
+        assert_nothing_stored(&t).await;
+    }
+}
+
+#[tokio::test]
+async fn a_403_is_the_operators_and_names_no_organization_or_project() {
+    let t = with_one_turn().await;
+    t.openai
+        .always_chat(ResponseTemplate::new(403).set_body_json(json!({"error": {
+            "message": "Project `proj_Ab12Cd34` does not have access to model `gpt-4o-mini` in organization org-Zz9Yy8.",
+            "type": "invalid_request_error", "param": null, "code": "model_not_found"
+        }})))
+        .await;
+    let reply = t.post("/c1/chat", json!({"content": "lost?"})).await;
+    reply.assert_error(403, "model_not_found");
+    let message = reply.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        message.contains("does not have access to model"),
+        "{message}"
+    );
+    assert!(
+        !message.contains("Ab12Cd34") && !message.contains("Zz9Yy8"),
+        "{message}"
+    );
+    assert_eq!(chat_calls(&t).await, 2, "a 403 is not retried");
+    assert_nothing_stored(&t).await;
 }

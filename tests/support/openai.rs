@@ -258,6 +258,24 @@ pub fn chat_completion(model: &str, content: &str, prompt_tokens: u64) -> Value 
     })
 }
 
+/// A `chat.completion` whose answer is tool calls and no text, as OpenAI sends it: each of
+/// `calls` is a function's name and its arguments (JSON text).
+pub fn tool_call_completion(model: &str, calls: &[(&str, &str)], prompt_tokens: u64) -> Value {
+    let mut completion = chat_completion(model, "", prompt_tokens);
+    let calls: Vec<Value> = calls
+        .iter()
+        .enumerate()
+        .map(|(index, (name, arguments))| {
+            json!({"id": format!("call_{index}abcDEF"), "type": "function",
+                   "function": {"name": name, "arguments": arguments}})
+        })
+        .collect();
+    completion["choices"][0]["message"]["content"] = Value::Null;
+    completion["choices"][0]["message"]["tool_calls"] = Value::Array(calls);
+    completion["choices"][0]["finish_reason"] = json!("tool_calls");
+    completion
+}
+
 /// OpenAI's model list, in part, as it sends it.
 pub fn model_list() -> Value {
     json!({

@@ -42,6 +42,8 @@ pub enum Fault {
     ErrorAfter(usize),
     /// Silence for this long after this many content chunks.
     StallAfter(usize, Duration),
+    /// The whole reply, its end and its usage, and then neither `[DONE]` nor a close.
+    HangAfterEnd,
 }
 
 impl Default for StreamScript {
@@ -160,14 +162,44 @@ pub fn chunks_of(
         })
     };
     let mut pieces = Vec::new();
-    let words: Vec<&str> = text.split_inclusive(' ').collect();
-    for group in words.chunks(words_per_chunk.max(1)) {
-        pieces.push(chunk(json!({ field: group.concat() }), Value::Null));
-    }
-    let opening = chunk(
-        json!({"role": "assistant", "content": "", "refusal": null}),
-        Value::Null,
-    );
+    let opening = match message["tool_calls"].as_array() {
+        // Tool calls as OpenAI streams them: each call's id and name first, with empty
+        // arguments, then its arguments in pieces.
+        Some(calls) => {
+            let heads: Vec<Value> = calls
+                .iter()
+                .enumerate()
+                .map(|(index, call)| {
+                    json!({"index": index, "id": call["id"], "type": "function",
+                           "function": {"name": call["function"]["name"], "arguments": ""}})
+                })
+                .collect();
+            for (index, call) in calls.iter().enumerate() {
+                let arguments = call["function"]["arguments"].as_str().unwrap_or_default();
+                let (first, second) = arguments.split_at(arguments.len() / 2);
+                for piece in [first, second] {
+                    pieces.push(chunk(
+                        json!({"tool_calls": [{"index": index, "function": {"arguments": piece}}]}),
+                        Value::Null,
+                    ));
+                }
+            }
+            chunk(
+                json!({"role": "assistant", "content": null, "tool_calls": heads, "refusal": null}),
+                Value::Null,
+            )
+        }
+        None => {
+            let words: Vec<&str> = text.split_inclusive(' ').collect();
+            for group in words.chunks(words_per_chunk.max(1)) {
+                pieces.push(chunk(json!({ field: group.concat() }), Value::Null));
+            }
+            chunk(
+                json!({"role": "assistant", "content": "", "refusal": null}),
+                Value::Null,
+            )
+        }
+    };
     let mut ending = vec![chunk(
         json!({}),
         json!(completion["choices"][0]["finish_reason"]),
@@ -225,6 +257,11 @@ fn streamed(completion: Value, include_usage: bool, script: StreamScript) -> Res
             if send(chunk).await.is_err() {
                 return;
             }
+        }
+        if script.fault == Fault::HangAfterEnd {
+            // Holds the connection open, silent, until the client gives up on it.
+            tx.closed().await;
+            return;
         }
         let _ = tx
             .send(Ok(Frame::data(Bytes::from_static(b"data: [DONE]\n\n"))))

@@ -28,6 +28,10 @@ use crate::store::{ImageRef, Part, UserContent};
 use crate::turn::{Answered, Ask, Keep, Opened, Ran, StreamSink};
 use crate::upstream::Chunk;
 
+mod replay;
+
+use self::replay::Gathered;
+
 /// The header that makes a completion a turn of a stored chat.
 pub const X_CHAT_ID: &str = "x-chat-id";
 
@@ -69,21 +73,23 @@ pub async fn completion(
         }
     };
     let keep = idempotency::key_of(request, chat.as_ref())?.map(|key| {
-        let model = model.clone();
-        Keep {
-            key,
-            fingerprint: idempotency::fingerprint(&[
-                b"v1",
-                if stream { b"stream" } else { b"json" },
-                if include_usage { b"usage" } else { b"-" },
-                request.body().as_ref(),
-            ]),
-            render: Arc::new(move |answered: &Answered| match &answered.raw {
-                Some(raw) => raw.get().to_owned(),
-                None => completion_of(&model, answered).to_string(),
-            }),
-        }
+        let fingerprint = idempotency::fingerprint(&[
+            b"v1",
+            if stream { b"stream" } else { b"json" },
+            if include_usage { b"usage" } else { b"-" },
+            request.body().as_ref(),
+        ]);
+        // A buffered answer is kept as upstream sent it; a streamed one by its sink.
+        let render = |answered: &Answered| {
+            answered
+                .raw
+                .as_ref()
+                .map(|raw| raw.get().to_owned())
+                .unwrap_or_default()
+        };
+        Keep::new(key, fingerprint, Arc::new(render))
     });
+    let gather = keep.is_some();
     let ask = Ask {
         tenant,
         chat: chat.as_ref(),
@@ -115,15 +121,16 @@ pub async fn completion(
     let open = match app.turns.open(ask, rate_limit, log).await? {
         Opened::Streaming(open) => open,
         Opened::Replayed(answer) => {
-            let frames = replay_chunks(&answer, include_usage);
+            let frames = replay::chunks(&answer, include_usage);
             return Ok(replayed(event_stream(ResponseBody::Whole(frames))));
         }
     };
-    let (frames, body) = ResponseBody::channel();
+    let (frames, body) = ResponseBody::channel(app.stream_stall);
     app.spawn(async move {
         let mut sink = Chunks {
             frames,
             include_usage,
+            gathered: gather.then(Gathered::default),
         };
         let last = match open.finish(&mut sink).await {
             Ok(answered) => {
@@ -143,67 +150,6 @@ pub async fn completion(
         sink.frames.send(last).await;
     });
     Ok(event_stream(body))
-}
-
-/// A `chat.completion` for a streamed answer, kept to replay to a retry.
-fn completion_of(model: &str, answered: &Answered) -> Value {
-    let created = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| since.as_secs());
-    let usage = answered.usage;
-    json!({
-        "id": format!("chatcmpl-{:024x}", fastrand::u128(..) >> 32),
-        "object": "chat.completion",
-        "created": created,
-        "model": model,
-        "choices": [{
-            "index": 0,
-            "message": {"role": "assistant", "content": answered.reply, "refusal": null},
-            "logprobs": null,
-            "finish_reason": "stop"
-        }],
-        "usage": {
-            "prompt_tokens": usage.prompt_tokens,
-            "completion_tokens": usage.completion_tokens,
-            "total_tokens": usage.total_tokens,
-            "prompt_tokens_details": {"cached_tokens": usage.cached_tokens}
-        }
-    })
-}
-
-/// A kept `chat.completion` as the chunks of a stream: the whole message in one, the end,
-/// the usage when asked, `[DONE]`.
-fn replay_chunks(completion: &str, include_usage: bool) -> Bytes {
-    let completion: Value = serde_json::from_str(completion).unwrap_or(Value::Null);
-    let chunk = |choices: Value| {
-        json!({
-            "id": completion["id"],
-            "object": "chat.completion.chunk",
-            "created": completion["created"],
-            "model": completion["model"],
-            "choices": choices,
-        })
-    };
-    let choice = &completion["choices"][0];
-    let mut frames = Vec::new();
-    let mut push =
-        |value: Value| frames.extend_from_slice(&sse_event(None, value.to_string().as_bytes()));
-    push(chunk(json!([{
-        "index": 0,
-        "delta": {"role": "assistant", "content": choice["message"]["content"]},
-        "logprobs": null,
-        "finish_reason": null
-    }])));
-    push(chunk(
-        json!([{"index": 0, "delta": {}, "logprobs": null, "finish_reason": choice["finish_reason"]}]),
-    ));
-    if include_usage {
-        let mut usage = chunk(json!([]));
-        usage["usage"] = completion["usage"].clone();
-        push(usage);
-    }
-    frames.extend_from_slice(b"data: [DONE]\n\n");
-    Bytes::from(frames)
 }
 
 /// The chat named by `X-Chat-Id`, if any: the path's alphabet and limits.
@@ -436,10 +382,15 @@ struct Chunks {
     frames: FrameSender,
     /// The caller asked for the usage chunk (the proxy always asks upstream for it).
     include_usage: bool,
+    /// What the stream said, gathered to be kept for an `Idempotency-Key`.
+    gathered: Option<Gathered>,
 }
 
 impl StreamSink for Chunks {
     async fn chunk(&mut self, chunk: &Chunk) {
+        if let Some(gathered) = &mut self.gathered {
+            gathered.add(chunk.raw.get());
+        }
         if chunk.usage.is_some() && !self.include_usage && chunk.is_usage_only() {
             return;
         }
@@ -450,5 +401,12 @@ impl StreamSink for Chunks {
 
     async fn keep_alive(&mut self) {
         self.frames.send(Bytes::from_static(KEEP_ALIVE)).await;
+    }
+
+    fn kept_answer(&self, _answered: &Answered) -> String {
+        self.gathered
+            .as_ref()
+            .map(|gathered| gathered.completion().to_string())
+            .unwrap_or_default()
     }
 }
