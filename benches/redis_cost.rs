@@ -24,11 +24,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chat_proxy::auth::Tenant;
 use chat_proxy::budget;
+use chat_proxy::chat::ChatId;
+use chat_proxy::chat::Tenant;
+use chat_proxy::chat::{Turn, UserContent};
 use chat_proxy::config::RedisTarget;
-use chat_proxy::routes::ChatId;
-use chat_proxy::store::{RedisStore, Store, Turn, TurnContext, TurnExtras, UserContent};
+use chat_proxy::store::{RedisStore, Store, TurnContext, TurnExtras};
 use chat_proxy::upstream::wire::Usage;
 use chat_proxy::{handle, App, Config};
 use lambda_http::Body;

@@ -10,8 +10,9 @@
 //!   and the same window less one turn, the difference is exactly what that turn and the new
 //!   message weigh. Only text upstream has not counted yet is estimated ([`crate::tokens`]).
 
+use crate::chat::{Turn, TurnTokens, UserContent};
 use crate::error::ApiError;
-use crate::store::{Turn, TurnContext, TurnTokens, UserContent};
+use crate::store::TurnContext;
 use crate::tokens::{estimate_message, estimate_user, PER_MESSAGE, PER_REQUEST};
 use crate::upstream::wire::Usage;
 
@@ -105,7 +106,7 @@ pub fn plan(
 /// of the history that was sent.
 pub fn halve(context: &TurnContext, sent: &Window, new_turn: &str) -> Window {
     let history = &context.history;
-    let sent_history: u32 = history[sent.start..].iter().map(Turn::size).sum();
+    let sent_history: u32 = history[sent.start..].iter().map(size).sum();
     let target = sent.tokens.saturating_sub(sent_history - sent_history / 2);
     cut(history, sent.start, sent.tokens, target, new_turn)
 }
@@ -113,7 +114,7 @@ pub fn halve(context: &TurnContext, sent: &Window, new_turn: &str) -> Window {
 /// Drops turns from `start` on until the request weighs at most `target`.
 fn cut(history: &[Turn], mut start: usize, mut tokens: u32, target: u32, new_turn: &str) -> Window {
     while start < history.len() && tokens > target {
-        tokens = tokens.saturating_sub(history[start].size());
+        tokens = tokens.saturating_sub(size(&history[start]));
         start += 1;
     }
     let moved_to = match history.get(start) {
@@ -138,7 +139,7 @@ fn weigh(history: &[Turn], start: usize, request: &Request<'_>) -> u64 {
             }
         }
     }
-    let sizes: u64 = history[start..].iter().map(|t| u64::from(t.size())).sum();
+    let sizes: u64 = history[start..].iter().map(|t| u64::from(size(t))).sum();
     u64::from(request.prompts()) + sizes + asked + u64::from(PER_REQUEST)
 }
 
@@ -181,6 +182,17 @@ pub fn turn_tokens(
         cached: clamp(usage.cached_tokens),
         answer,
         sent: request.fingerprint(history, window.start),
+    }
+}
+
+/// What a turn weighs as history: its counted size, or an estimate for a turn stored before
+/// turns were counted.
+pub fn size(turn: &Turn) -> u32 {
+    match &turn.tokens {
+        Some(tokens) => tokens.size,
+        None => {
+            turn.asked.iter().map(estimate_user).sum::<u32>() + estimate_message(&turn.assistant)
+        }
     }
 }
 

@@ -8,10 +8,11 @@ use lambda_http::http::{header, HeaderValue, StatusCode};
 use lambda_http::Response;
 use serde::Serialize;
 
+use crate::chat::InvalidChatId;
 use crate::http::{ResponseBody, INTERNAL_ERROR_BODY};
 
-use crate::store::StoreError;
-use crate::upstream::UpstreamError;
+/// The cause of a server fault, for the log line only.
+pub type Cause = Box<dyn std::error::Error + Send + Sync>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -57,9 +58,9 @@ pub enum ApiError {
     #[error("OpenAI did not answer in time")]
     UpstreamTimeout,
     #[error("OpenAI request failed")]
-    Upstream(#[source] UpstreamError),
+    Upstream(#[source] Cause),
     #[error("chat storage is unavailable; retry shortly")]
-    Storage(#[source] StoreError),
+    Storage(#[source] Cause),
     /// A bug: the handler panicked. The panic itself is logged where it happened.
     #[error("something went wrong")]
     Internal,
@@ -221,45 +222,9 @@ struct ErrorFields<'a> {
     code: &'a str,
 }
 
-impl From<StoreError> for ApiError {
-    fn from(error: StoreError) -> Self {
-        ApiError::Storage(error)
-    }
-}
-
-impl From<UpstreamError> for ApiError {
-    fn from(error: UpstreamError) -> Self {
-        match error {
-            UpstreamError::RateLimited { retry_after } => ApiError::RateLimited { retry_after },
-            UpstreamError::Timeout => ApiError::UpstreamTimeout,
-            // The operator's key or its account refused: nothing the caller can fix, and
-            // never a 401, which would tell the caller its own key is wrong. OpenAI's message
-            // would quote part of the key, so only the code is kept.
-            UpstreamError::Refused {
-                status: 401, code, ..
-            } => ApiError::UpstreamRefused {
-                status: StatusCode::FORBIDDEN,
-                message: format!(
-                    "the proxy's OpenAI key was refused{}; the proxy's operator must fix it \
-                     (nothing is wrong with this request)",
-                    code.map(|code| format!(" ({code})")).unwrap_or_default()
-                ),
-                code: Some("upstream_auth_failed".to_owned()),
-                param: None,
-            },
-            UpstreamError::Refused {
-                status,
-                message,
-                code,
-                param,
-            } => ApiError::UpstreamRefused {
-                status: StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
-                message,
-                code,
-                param,
-            },
-            other => ApiError::Upstream(other),
-        }
+impl From<InvalidChatId> for ApiError {
+    fn from(invalid: InvalidChatId) -> Self {
+        ApiError::bad_request("invalid_chat_id", invalid.to_string())
     }
 }
 
@@ -327,7 +292,7 @@ mod tests {
 
     #[test]
     fn server_faults_do_not_leak_their_cause() {
-        let cause = StoreError::new("connection to redis://:hunter2@10.0.0.1 refused");
+        let cause = "connection to redis://:hunter2@10.0.0.1 refused".into();
         let response = ApiError::Storage(cause).into_response();
         assert_eq!(response.status(), 503);
         let text = body_of(&response).to_string();

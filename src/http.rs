@@ -7,10 +7,15 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use lambda_http::http::{header, HeaderValue, StatusCode};
+use lambda_http::http::{header, HeaderName, HeaderValue, StatusCode};
 use lambda_http::Response;
 use serde::Serialize;
 use tokio::sync::mpsc;
+
+/// Set to `false` on a turn's answer when the turn could not be stored.
+pub const X_CHAT_STORED: HeaderName = HeaderName::from_static("x-chat-stored");
+/// Set to `true` on an answer replayed for a retry with the same `Idempotency-Key`.
+pub const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
 
 /// How many frames a stream holds for a slow client before its producer waits.
 const STREAM_BUFFER: usize = 64;
@@ -138,6 +143,24 @@ pub const INTERNAL_ERROR_BODY: &[u8] =
 /// `{}`, the answer of every route that only writes.
 pub fn empty_object() -> Response<ResponseBody> {
     json_response(StatusCode::OK, &serde_json::json!({}))
+}
+
+/// A JSON answer kept for an `Idempotency-Key`.
+pub fn json_body(body: Vec<u8>) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::from(body));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// Marks an answer as the replay of an earlier one.
+pub fn replayed(mut response: Response<ResponseBody>) -> Response<ResponseBody> {
+    response
+        .headers_mut()
+        .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+    response
 }
 
 /// A 200 whose body is a stream of server-sent events.

@@ -6,8 +6,8 @@
 use lambda_http::Request;
 use sha2::{Digest, Sha256};
 
+use crate::chat::ChatId;
 use crate::error::ApiError;
-use crate::routes::ChatId;
 use crate::store::IdempotencyKey;
 
 pub const HEADER: &str = "idempotency-key";

@@ -32,9 +32,10 @@ use lambda_http::{Request, RequestExt};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::app::{handle, refuse, App};
+use crate::app::App;
 use crate::error::ApiError;
 use crate::http::ResponseBody;
+use crate::router::{handle, refuse};
 
 /// What an invocation answers: a streamed HTTP response, or `{}` for a payload that is not
 /// an HTTP event.

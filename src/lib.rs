@@ -6,32 +6,30 @@
 
 pub mod api;
 pub mod app;
-pub mod auth;
 pub mod body;
 pub mod budget;
+pub mod chat;
 pub mod clock;
 pub mod config;
 pub mod cors;
 pub mod error;
+pub mod guard;
 pub mod http;
 pub mod idempotency;
 pub mod init_error;
 pub mod lambda;
 mod request_log;
+pub mod router;
 pub mod routes;
-pub mod secrets;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod tokens;
 pub mod turn;
 pub mod upstream;
 
-pub use app::{handle, App};
+pub use app::App;
 pub use config::Config;
-
-/// Makes ring the process's one TLS provider, for HTTPS to OpenAI and `rediss://` alike.
-/// Call before building any client; calling again is harmless (the first one stays).
-pub fn install_tls_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
+pub use router::handle;
+pub use tls::install_provider as install_tls_provider;

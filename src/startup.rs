@@ -2,11 +2,9 @@
 
 use secrecy::ExposeSecret;
 
-use crate::app::App;
+use crate::app::{App, BuildError};
+use crate::config::secrets::{self, SecretsError};
 use crate::config::{Config, ConfigError};
-use crate::secrets::{self, SecretsError};
-use crate::store::StoreError;
-use crate::upstream::UpstreamError;
 
 /// Why the function could not start. Every variant names what is wrong and never a secret.
 #[derive(Debug, thiserror::Error)]
@@ -15,10 +13,8 @@ pub enum StartupError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Secrets(#[from] SecretsError),
-    #[error("cannot set up the Redis client: {0}")]
-    Store(#[from] StoreError),
-    #[error("cannot set up the OpenAI client: {0}")]
-    Upstream(#[from] UpstreamError),
+    #[error(transparent)]
+    Build(#[from] BuildError),
 }
 
 /// Builds the app from the process environment, reading the secrets it names from AWS.
@@ -35,7 +31,7 @@ pub async fn app_from_env() -> Result<App, StartupError> {
     if let Some(warning) = startup_warning(&config) {
         tracing::warn!("{warning}");
     }
-    App::build(&config)
+    Ok(App::build(&config)?)
 }
 
 /// What an operator must know before anything else, said in the very first log line.

@@ -7,7 +7,7 @@
 //! No tokenizer is loaded: a vocabulary would cost megabytes and milliseconds of cold start
 //! for a number that upstream reports exactly one turn later.
 
-use crate::store::{Part, UserContent};
+use crate::chat::{Part, UserContent};
 
 /// What OpenAI's chat format adds around each message.
 pub const PER_MESSAGE: u32 = 4;
@@ -139,7 +139,7 @@ mod tests {
     #[test]
     fn images_cost_by_detail() {
         let low = UserContent::Parts(vec![Part::ImageUrl {
-            image_url: crate::store::ImageRef {
+            image_url: crate::chat::ImageRef {
                 url: "https://x/a.png".into(),
                 detail: Some("low".into()),
             },

@@ -7,7 +7,7 @@
 
 use std::sync::OnceLock;
 
-use chat_proxy::auth::Callers;
+use chat_proxy::config::Callers;
 use chat_proxy::body::{Content, Shape};
 use chat_proxy::cors::Cors;
 use chat_proxy::routes::Route;
@@ -56,7 +56,7 @@ fuzz_target!(|data: &[u8]| {
         headers.insert("x-api-key", value.clone());
         headers.insert("origin", value);
     }
-    let _ = callers().authenticate(&headers);
+    let _ = chat_proxy::guard::authenticate(callers(), &headers);
     if let Ok(cors) = Cors::parse(&String::from_utf8_lossy(header)) {
         let mut response = cors.preflight(&headers, "GET, POST");
         cors.decorate(&headers, &mut response);

@@ -7,31 +7,26 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use lambda_http::http::{HeaderName, HeaderValue, StatusCode};
+use lambda_http::http::{HeaderValue, StatusCode};
 use lambda_http::{Request, Response};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::app::{source_ip, App};
-use crate::auth::Tenant;
+use crate::app::App;
 use crate::body::{Content, Shape};
+use crate::chat::{ChatId, Tenant, Turn, UserContent};
 use crate::error::ApiError;
+use crate::guard::source_ip;
 use crate::http::{
-    accepts_event_stream, empty_object, event_stream, json_response, sse_event, FrameSender,
-    ResponseBody, KEEP_ALIVE,
+    accepts_event_stream, empty_object, event_stream, json_body, json_response, replayed,
+    sse_event, FrameSender, ResponseBody, KEEP_ALIVE, X_CHAT_STORED,
 };
 use crate::idempotency;
 use crate::request_log::RequestLog;
-use crate::routes::{ChatId, SeedRoute};
-use crate::store::{Turn, UserContent};
+use crate::routes::SeedRoute;
 use crate::turn::{Answered, Ask, Keep, Opened, Ran, StreamSink};
 use crate::upstream::wire::Usage;
 use crate::upstream::{Chunk, Model};
-
-/// Set to `false` on a turn's answer when the turn could not be stored.
-pub const X_CHAT_STORED: HeaderName = HeaderName::from_static("x-chat-stored");
-/// Set to `true` on an answer replayed for a retry with the same `Idempotency-Key`.
-pub const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
 
 /// Serves a seed route for an authenticated caller.
 pub async fn serve(
@@ -41,7 +36,7 @@ pub async fn serve(
     request: &Request,
     log: &mut RequestLog,
 ) -> Result<Response<ResponseBody>, ApiError> {
-    let limit = app.rate_limit(tenant, request);
+    let limit = app.guard.rate_limit(tenant, request);
     let content = |shape| Content::parse(request.body(), shape, app.max_body_bytes);
     match route {
         // A turn checks its limit in the same round trip as it reads the chat.
@@ -86,7 +81,7 @@ async fn dispatch(
         }
         SeedRoute::Moderate => {
             let Content { content, .. } = content(Shape::Content)?;
-            let deadline = app.deadline(request, false);
+            let deadline = app.guard.deadline(request, false);
             let result = log
                 .upstream(app.upstream.moderate(&content, deadline))
                 .await?;
@@ -160,7 +155,7 @@ async fn turn(
         asked: vec![UserContent::question(question.content, question.url)],
         model: app.upstream.model_name(model),
         params: None,
-        deadline: app.deadline(request, streamed),
+        deadline: app.guard.deadline(request, streamed),
         ip: source_ip(request),
         keep,
     };
@@ -210,24 +205,6 @@ fn model_kind(model: Model) -> &'static [u8] {
         Model::Chat => b"chat",
         Model::Vision => b"img",
     }
-}
-
-/// A JSON answer kept for an `Idempotency-Key`.
-pub(crate) fn json_body(body: Vec<u8>) -> Response<ResponseBody> {
-    let mut response = Response::new(ResponseBody::from(body));
-    response.headers_mut().insert(
-        lambda_http::http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
-}
-
-/// Marks an answer as the replay of an earlier one.
-pub(crate) fn replayed(mut response: Response<ResponseBody>) -> Response<ResponseBody> {
-    response
-        .headers_mut()
-        .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
-    response
 }
 
 /// The seed's events for a streamed turn's chunks.

@@ -5,12 +5,12 @@ use lambda_http::{Request, Response};
 use serde::Serialize;
 
 use crate::app::App;
-use crate::auth::Tenant;
+use crate::chat::ChatId;
+use crate::chat::Tenant;
 use crate::clock::UtcDay;
 use crate::error::ApiError;
 use crate::http::{json_response, ResponseBody};
 use crate::request_log::RequestLog;
-use crate::routes::ChatId;
 use crate::store::PeriodUsage;
 
 /// `GET /<chat_id>/usage`: the chat's tokens over its life, cleared turns included.
@@ -21,7 +21,7 @@ pub async fn chat(
     request: &Request,
     log: &mut RequestLog,
 ) -> Result<Response<ResponseBody>, ApiError> {
-    let limit = app.rate_limit(tenant, request);
+    let limit = app.guard.rate_limit(tenant, request);
     let usage = async { tokio::join!(limit, app.store.chat_usage(tenant, chat)) };
     let (allowed, usage) = log.redis(usage).await;
     allowed?;
@@ -36,7 +36,7 @@ pub async fn caller(
     log: &mut RequestLog,
 ) -> Result<Response<ResponseBody>, ApiError> {
     let day = UtcDay::today();
-    let limit = app.rate_limit(tenant, request);
+    let limit = app.guard.rate_limit(tenant, request);
     let usage = async { tokio::join!(limit, app.store.caller_usage(tenant, &day)) };
     let (allowed, usage) = log.redis(usage).await;
     allowed?;

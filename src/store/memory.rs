@@ -1,7 +1,8 @@
 //! The in-memory store: the same contract as Redis, for local runs and unit tests.
 //!
 //! It lives and dies with one process, so on Lambda every instance would see different
-//! chats; `main` warns loudly when it is used.
+//! chats; `main` warns loudly when it is used. One room, at about 400 lines: the whole
+//! contract, method for method in the trait's order, to be read beside `store/mod.rs`.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Mutex, MutexGuard};
@@ -9,13 +10,12 @@ use std::time::{Duration, Instant};
 
 use super::{
     newest_within, CallerUsage, ChatUsage, Claim, Claimant, IdempotencyKey, KeptAnswer,
-    PeriodUsage, RequestCount, Spent, Store, StoreError, Tokens, Turn, TurnContext, TurnExtras,
+    PeriodUsage, RequestCount, Spent, Store, StoreError, Tokens, TurnContext, TurnExtras,
     ANSWER_SECONDS, RATE_WINDOW,
 };
-use crate::auth::Tenant;
+use crate::chat::{ChatId, Tenant, Turn};
 use crate::clock::UtcDay;
 use crate::config::StoreSettings;
-use crate::routes::ChatId;
 
 pub struct MemoryStore {
     settings: StoreSettings,

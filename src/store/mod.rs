@@ -10,17 +10,13 @@ mod redis;
 pub use self::memory::MemoryStore;
 pub use self::redis::RedisStore;
 
-mod turn;
-
-pub use self::turn::{ImageRef, Part, Turn, TurnTokens, UserContent};
-
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::auth::Tenant;
+use crate::chat::{ChatId, Tenant, Turn};
 use crate::clock::UtcDay;
-use crate::routes::ChatId;
+use crate::error::ApiError;
 
 /// What a turn needs before calling upstream, read in one round trip.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -157,6 +153,13 @@ pub struct StoreError(String);
 impl StoreError {
     pub fn new(message: impl Into<String>) -> Self {
         StoreError(message.into())
+    }
+}
+
+/// Storage failing is the caller's 503: retry shortly. The cause goes to the log only.
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        ApiError::Storage(Box::new(error))
     }
 }
 

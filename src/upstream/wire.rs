@@ -7,7 +7,7 @@ use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 
-use crate::store::UserContent;
+use crate::chat::UserContent;
 
 /// A chat completion request: the model, the messages the proxy built, and, for
 /// `/v1/chat/completions`, the caller's other parameters as sent.

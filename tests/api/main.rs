@@ -13,6 +13,7 @@ mod echo;
 mod events;
 mod idempotency;
 mod input_errors;
+mod layers;
 mod openai_api;
 mod openapi;
 mod properties;

@@ -6,9 +6,9 @@ use std::time::Duration;
 use futures::future::join_all;
 use serde_json::json;
 
-use chat_proxy::auth::Tenant;
+use chat_proxy::chat::ChatId;
+use chat_proxy::chat::Tenant;
 use chat_proxy::config::{RedisTarget, StoreSettings};
-use chat_proxy::routes::ChatId;
 use chat_proxy::store::{RedisStore, Store};
 
 use crate::support::redis::RedisServer;

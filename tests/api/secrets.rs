@@ -1,6 +1,6 @@
 //! Secrets read at cold start from a real AWS API emulator (moto), not a mock of the SDK.
 
-use chat_proxy::secrets::{resolve, Reference, Source};
+use chat_proxy::config::secrets::{resolve, Reference, Source};
 use secrecy::ExposeSecret;
 
 use crate::support::moto::MotoServer;

@@ -4,11 +4,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chat_proxy::auth::Tenant;
+use chat_proxy::chat::ChatId;
+use chat_proxy::chat::Tenant;
+use chat_proxy::chat::{Turn, UserContent};
 use chat_proxy::config::{RedisTarget, StoreSettings};
-use chat_proxy::routes::ChatId;
 use chat_proxy::store::{
-    Claim, Claimant, IdempotencyKey, MemoryStore, RedisStore, Store, Turn, TurnExtras, UserContent,
+    Claim, Claimant, IdempotencyKey, MemoryStore, RedisStore, Store, TurnExtras,
 };
 
 use crate::support::redis::RedisServer;

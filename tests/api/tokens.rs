@@ -46,12 +46,14 @@ fn english_is_never_more_than_5_percent_under() {
 
 #[test]
 fn code_is_never_more_than_5_percent_under() {
+    // The project's own code as it was when the estimate was checked (2026-11-26), kept
+    // apart so that moving code around does not move the figure.
     let code = [
-        include_str!("../../src/turn.rs"),
-        include_str!("../../src/store/redis.rs"),
-        include_str!("../../src/budget.rs"),
-        include_str!("../../tests/python/conftest.py"),
-        include_str!("../../src/http.rs"),
+        include_str!("../data/code/turn.rs.txt"),
+        include_str!("../data/code/redis.rs.txt"),
+        include_str!("../data/code/budget.rs.txt"),
+        include_str!("../data/code/conftest.py.txt"),
+        include_str!("../data/code/http.rs.txt"),
     ]
     .join("\n\n");
     assert_never_far_under("code", &code);

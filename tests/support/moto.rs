@@ -66,7 +66,7 @@ impl MotoServer {
     /// AWS settings pointing at this emulator, with the given credentials.
     pub fn loader_as(&self, access_key: &str, secret_key: &str) -> ConfigLoader {
         // The proxy's own loader (its HTTP client and timeouts), pointed at the emulator.
-        chat_proxy::secrets::aws_loader()
+        chat_proxy::config::secrets::aws_loader()
             .endpoint_url(self.endpoint())
             .region(Region::new(REGION))
             .credentials_provider(Credentials::new(access_key, secret_key, None, None, "test"))
@@ -224,7 +224,7 @@ impl AwsProxy {
 
     /// The proxy's own loader: the proxy's AWS settings pointed at this proxy.
     pub fn loader(&self) -> ConfigLoader {
-        chat_proxy::secrets::aws_loader()
+        chat_proxy::config::secrets::aws_loader()
             .endpoint_url(self.endpoint())
             .region(Region::new(REGION))
             .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))

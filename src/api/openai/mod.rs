@@ -14,29 +14,30 @@ use serde_json::{json, Map, Value};
 
 use std::sync::Arc;
 
-use crate::api::seed::{json_body, replayed, X_CHAT_STORED};
-use crate::app::{source_ip, App};
-use crate::auth::Tenant;
-use crate::body::{image_url, json_object};
+use crate::app::App;
+use crate::body::json_object;
+use crate::chat::ChatId;
+use crate::chat::Tenant;
 use crate::config::AllowedModels;
 use crate::error::ApiError;
-use crate::http::{event_stream, json_response, sse_event, FrameSender, ResponseBody, KEEP_ALIVE};
+use crate::guard::source_ip;
+use crate::http::{
+    event_stream, json_body, json_response, replayed, sse_event, FrameSender, ResponseBody,
+    KEEP_ALIVE, X_CHAT_STORED,
+};
 use crate::idempotency;
 use crate::request_log::RequestLog;
-use crate::routes::ChatId;
-use crate::store::{ImageRef, Part, UserContent};
 use crate::turn::{Answered, Ask, Keep, Opened, Ran, StreamSink};
 use crate::upstream::Chunk;
 
+mod messages;
 mod replay;
 
+use self::messages::{stateful_messages, stateless_messages};
 use self::replay::Gathered;
 
 /// The header that makes a completion a turn of a stored chat.
 pub const X_CHAT_ID: &str = "x-chat-id";
-
-/// Parameters a stateful completion cannot keep faithfully: refused, never dropped.
-const UNSUPPORTED_WITH_A_CHAT: [&str; 4] = ["tools", "functions", "tool_choice", "function_call"];
 
 /// `POST /v1/chat/completions` for an authenticated caller. The rate limit is counted in
 /// the turn's read round trip.
@@ -46,7 +47,7 @@ pub async fn completion(
     request: &Request,
     log: &mut RequestLog,
 ) -> Result<Response<ResponseBody>, ApiError> {
-    let rate_limit = app.rate_limit(tenant, request);
+    let rate_limit = app.guard.rate_limit(tenant, request);
     let mut params = json_object(request.body(), app.max_body_bytes)?;
     let chat = chat_id(request)?;
     let stream = match params.remove("stream") {
@@ -96,7 +97,7 @@ pub async fn completion(
         asked,
         model: &model,
         params: Some(&params),
-        deadline: app.deadline(request, stream),
+        deadline: app.guard.deadline(request, stream),
         ip: source_ip(request),
         keep,
     };
@@ -163,7 +164,7 @@ fn chat_id(request: &Request) -> Result<Option<ChatId>, ApiError> {
             "X-Chat-Id must be 1 to 128 characters of A-Z a-z 0-9 . _ : @ -",
         )
     })?;
-    ChatId::parse_decoded(id.trim()).map(Some)
+    Ok(Some(ChatId::parse_decoded(id.trim())?))
 }
 
 /// Takes the caller's `stream_options` and asks upstream for usage always; says whether the
@@ -201,149 +202,6 @@ fn model(
     }
 }
 
-fn invalid_messages(message: impl Into<String>) -> ApiError {
-    ApiError::bad_request("invalid_messages", message)
-}
-
-/// A stateless call's `messages`: a non-empty array of objects with a role, as upstream
-/// requires too (refused here, it costs no upstream call); the rest is upstream's to judge.
-fn stateless_messages(params: &Map<String, Value>) -> Result<(), ApiError> {
-    let messages = match params.get("messages") {
-        Some(Value::Array(messages)) if !messages.is_empty() => messages,
-        _ => {
-            return Err(invalid_messages(
-                "`messages` must be a non-empty array of messages",
-            ))
-        }
-    };
-    for (index, message) in messages.iter().enumerate() {
-        if !message.get("role").is_some_and(Value::is_string) {
-            return Err(invalid_messages(format!(
-                "messages[{index}] must be an object with a `role`"
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// A turn's new messages: one or more `user` messages, each text or text and image parts,
-/// all of which the chat can keep. Parameters the chat cannot keep are refused.
-fn stateful_messages(params: &mut Map<String, Value>) -> Result<Vec<UserContent>, ApiError> {
-    if let Some(name) = UNSUPPORTED_WITH_A_CHAT
-        .iter()
-        .find(|name| params.contains_key(**name))
-    {
-        return Err(ApiError::bad_request(
-            "unsupported_parameter",
-            format!("`{name}` is not supported with X-Chat-Id: the chat stores user messages and replies, not tool calls"),
-        ));
-    }
-    if let Some(n) = params.get("n") {
-        if n.as_u64() != Some(1) && !n.is_null() {
-            return Err(ApiError::bad_request(
-                "unsupported_parameter",
-                "`n` must be 1 with X-Chat-Id: a chat keeps one reply per turn",
-            ));
-        }
-    }
-    let Some(Value::Array(messages)) = params.remove("messages") else {
-        return Err(invalid_messages(
-            "`messages` must be a non-empty array of user messages",
-        ));
-    };
-    if messages.is_empty() {
-        return Err(invalid_messages(
-            "`messages` must hold at least one user message",
-        ));
-    }
-    messages
-        .into_iter()
-        .enumerate()
-        .map(|(i, message)| user_message(i, message))
-        .collect()
-}
-
-fn user_message(index: usize, message: Value) -> Result<UserContent, ApiError> {
-    let Value::Object(mut message) = message else {
-        return Err(invalid_messages(format!(
-            "messages[{index}] must be an object"
-        )));
-    };
-    match message.get("role").and_then(Value::as_str) {
-        Some("user") => {}
-        Some(role @ ("system" | "developer")) => {
-            return Err(invalid_messages(format!(
-                "messages[{index}] is a {role} message: with X-Chat-Id, set the chat's prompt with POST /<chat_id>/system (the global one with POST /system)"
-            )))
-        }
-        Some(role @ ("assistant" | "tool" | "function")) => {
-            return Err(invalid_messages(format!(
-                "messages[{index}] is an {role} message: with X-Chat-Id the proxy keeps the history; send only the new user messages"
-            )))
-        }
-        _ => return Err(invalid_messages(format!("messages[{index}] needs a role, and only `user` is taken with X-Chat-Id"))),
-    }
-    message.remove("role");
-    let content = message.remove("content");
-    if let Some(other) = message.keys().next() {
-        return Err(invalid_messages(format!(
-            "messages[{index}].{other} cannot be kept with the chat: send role and content only"
-        )));
-    }
-    match content {
-        Some(Value::String(text)) if !text.trim().is_empty() => Ok(UserContent::Text(text)),
-        Some(Value::Array(parts)) if !parts.is_empty() => parts
-            .into_iter()
-            .enumerate()
-            .map(|(p, part)| content_part(index, p, part))
-            .collect::<Result<Vec<Part>, ApiError>>()
-            .map(UserContent::Parts),
-        _ => Err(invalid_messages(format!(
-            "messages[{index}].content must be non-empty text, or an array of text and image_url parts"
-        ))),
-    }
-}
-
-fn content_part(index: usize, number: usize, part: Value) -> Result<Part, ApiError> {
-    let at = format!("messages[{index}].content[{number}]");
-    let kind = part
-        .get("type")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned();
-    match kind.as_str() {
-        "text" => match part.get("text") {
-            Some(Value::String(text)) => Ok(Part::Text { text: text.clone() }),
-            _ => Err(invalid_messages(format!("{at}.text must be a string"))),
-        },
-        "image_url" => {
-            let image = part.get("image_url");
-            let url = image
-                .and_then(|image| image.get("url"))
-                .and_then(Value::as_str)
-                .ok_or_else(|| invalid_messages(format!("{at}.image_url.url must be a string")))?;
-            let detail = match image.and_then(|image| image.get("detail")) {
-                None | Some(Value::Null) => None,
-                Some(Value::String(detail)) => Some(detail.clone()),
-                Some(_) => {
-                    return Err(invalid_messages(format!(
-                        "{at}.image_url.detail must be a string"
-                    )))
-                }
-            };
-            Ok(Part::ImageUrl {
-                image_url: ImageRef {
-                    url: image_url(url.to_owned())?,
-                    detail,
-                },
-            })
-        }
-        other => Err(invalid_messages(format!(
-            "{at} is of type `{other}`: a chat keeps text and image_url parts only"
-        ))),
-    }
-}
-
 /// `GET /v1/models`: the models callers may name, without asking upstream; with
 /// `ALLOWED_MODELS=*`, upstream's own list as it sends it.
 pub async fn models(
@@ -352,10 +210,10 @@ pub async fn models(
     request: &Request,
     log: &mut RequestLog,
 ) -> Result<Response<ResponseBody>, ApiError> {
-    log.redis(app.rate_limit(tenant, request)).await?;
+    log.redis(app.guard.rate_limit(tenant, request)).await?;
     match &app.allowed_models {
         AllowedModels::Any => {
-            let deadline = app.deadline(request, false);
+            let deadline = app.guard.deadline(request, false);
             let raw = log.upstream(app.upstream.models(deadline)).await?;
             let mut response = Response::new(ResponseBody::from(raw.get().as_bytes().to_vec()));
             response.headers_mut().insert(

@@ -19,7 +19,7 @@ use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
 use futures_util::future::join_all;
 use secrecy::SecretString;
 
-use crate::config::ConfigError;
+use super::ConfigError;
 
 /// The variables whose value may come from AWS.
 pub const SECRET_VARIABLES: [&str; 4] = [
@@ -93,7 +93,7 @@ pub struct SecretsError {
 /// The AWS settings of the Lambda environment (region, credentials, `AWS_ENDPOINT_URL`),
 /// with an HTTP client on the process's one TLS stack and timeouts that fit a cold start.
 pub fn aws_loader() -> ConfigLoader {
-    crate::install_tls_provider();
+    crate::tls::install_provider();
     let http_client = aws_smithy_http_client::Builder::new()
         .tls_provider(Provider::Rustls(CryptoMode::Ring))
         .build_https();

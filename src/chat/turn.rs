@@ -163,21 +163,6 @@ impl Turn {
         self.asked.len() + 1
     }
 
-    /// What the turn weighs as history: its counted size, or an estimate for a turn stored
-    /// before turns were counted.
-    pub fn size(&self) -> u32 {
-        match &self.tokens {
-            Some(tokens) => tokens.size,
-            None => {
-                self.asked
-                    .iter()
-                    .map(crate::tokens::estimate_user)
-                    .sum::<u32>()
-                    + crate::tokens::estimate_message(&self.assistant)
-            }
-        }
-    }
-
     /// A new, random turn id: 128 bits, hex.
     pub fn new_id() -> String {
         format!("{:032x}", fastrand::u128(..))

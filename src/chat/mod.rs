@@ -1,0 +1,28 @@
+//! What a chat is: its id, whose it is, its turns and their contents. Nothing here knows
+//! how a chat is stored, sent upstream or answered, and nothing here imports the rest of
+//! the crate: everything else builds on it.
+
+mod id;
+mod turn;
+
+pub use self::id::{ChatId, InvalidChatId};
+pub use self::turn::{ImageRef, Part, Turn, TurnTokens, UserContent};
+
+/// Whose data a request reads and writes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Tenant {
+    /// No keys are configured: one shared namespace, the keys the older proxy used.
+    Open,
+    /// An authenticated caller, by its configured name.
+    Caller(String),
+}
+
+impl Tenant {
+    /// The name to log and to count requests under; never a secret.
+    pub fn name(&self) -> &str {
+        match self {
+            Tenant::Open => "open",
+            Tenant::Caller(name) => name,
+        }
+    }
+}

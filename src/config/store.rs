@@ -1,0 +1,137 @@
+//! The store's settings: where Redis is and how to reach it, and how chats are kept.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use secrecy::SecretString;
+
+use super::reader::Reader;
+
+/// Where Redis is. The URL form may carry a password, so it is a secret as a whole.
+#[derive(Debug, Clone)]
+pub enum RedisTarget {
+    /// `redis://`, `rediss://`, `redis-cluster://` or `rediss-cluster://`.
+    Url(SecretString),
+    /// The older proxy's `REDIS_HOST` / `REDIS_PORT` / `REDIS_PASSWORD` form.
+    Parts {
+        host: String,
+        port: u16,
+        password: Option<SecretString>,
+        tls: bool,
+    },
+}
+
+/// How chats are kept, whichever store keeps them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreSettings {
+    /// Prefix of every key; never contains `{` or `}` (they would break the hash tag).
+    pub key_prefix: String,
+    /// A chat's keys expire this long after its last write; `None` keeps chats forever.
+    pub chat_ttl: Option<Duration>,
+    /// How many messages (user and assistant) a chat keeps and sends upstream.
+    pub max_history_messages: usize,
+    /// How many bytes of turns a chat keeps: the oldest turns go first, the newest stays.
+    pub max_chat_bytes: usize,
+}
+
+impl StoreSettings {
+    /// The most turns a read needs to fetch to find `max_history_messages` messages: every
+    /// turn holds at least two (a question and its answer).
+    pub fn read_turns(&self) -> usize {
+        self.max_history_messages.div_ceil(2)
+    }
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        Self {
+            key_prefix: "chat-proxy".to_owned(),
+            chat_ttl: Some(Duration::from_secs(30 * 24 * 3600)),
+            max_history_messages: 100,
+            max_chat_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// The longest `CHAT_TTL_SECONDS`: ten years. Longer is "forever", which is `0`.
+pub const MAX_CHAT_TTL_SECONDS: u64 = 10 * 365 * 24 * 3600;
+/// `MAX_CHAT_BYTES` stays under Lambda's 6 MB buffered response, so a whole chat can always
+/// be read back with `GET /<chat_id>/chat`.
+pub const MAX_CHAT_BYTES_LIMIT: usize = 5 * 1024 * 1024;
+
+/// What the store's part of the environment says.
+pub(super) struct Store {
+    pub redis: Option<RedisTarget>,
+    pub redis_timeout: Duration,
+    pub redis_ca_file: Option<PathBuf>,
+    pub store: StoreSettings,
+}
+
+pub(super) fn read(env: &mut Reader<'_>) -> Store {
+    let redis = redis_target(env);
+    let redis_timeout = Duration::from_millis(env.number("REDIS_TIMEOUT_MS", 1500, 50..=30_000));
+    let redis_ca_file = env.get("REDIS_TLS_CA_FILE").map(PathBuf::from);
+    if let Some(path) = &redis_ca_file {
+        if !path.is_file() {
+            env.problem("REDIS_TLS_CA_FILE does not name a readable file");
+        }
+    }
+
+    let defaults = StoreSettings::default();
+    let key_prefix = env.text("REDIS_KEY_PREFIX", &defaults.key_prefix);
+    if key_prefix.contains(['{', '}']) {
+        env.problem(
+            "REDIS_KEY_PREFIX must not contain '{' or '}' (they are Redis Cluster hash tags)",
+        );
+    }
+    let default_ttl = defaults.chat_ttl.map_or(0, |ttl| ttl.as_secs());
+    let ttl_seconds = env.number("CHAT_TTL_SECONDS", default_ttl, 0..=MAX_CHAT_TTL_SECONDS);
+    let max_history_messages = env.number(
+        "MAX_HISTORY_MESSAGES",
+        defaults.max_history_messages,
+        2..=100_000,
+    );
+    let max_chat_bytes = env.number(
+        "MAX_CHAT_BYTES",
+        defaults.max_chat_bytes,
+        4096..=MAX_CHAT_BYTES_LIMIT,
+    );
+    Store {
+        redis,
+        redis_timeout,
+        redis_ca_file,
+        store: StoreSettings {
+            key_prefix,
+            chat_ttl: (ttl_seconds > 0).then(|| Duration::from_secs(ttl_seconds)),
+            max_history_messages,
+            max_chat_bytes,
+        },
+    }
+}
+
+fn redis_target(env: &mut Reader<'_>) -> Option<RedisTarget> {
+    if let Some(url) = env.get("REDIS_URL") {
+        let known = [
+            "redis://",
+            "rediss://",
+            "redis-cluster://",
+            "rediss-cluster://",
+        ];
+        if !known.iter().any(|scheme| url.starts_with(scheme)) {
+            // The URL may hold a password: name the variable, never echo it.
+            env.problem("REDIS_URL must start with redis://, rediss://, redis-cluster:// or rediss-cluster://");
+        } else if fred::types::config::Config::from_url(&url).is_err() {
+            env.problem("REDIS_URL is not a valid Redis URL");
+        }
+        return Some(RedisTarget::Url(SecretString::from(url)));
+    }
+    let host = env.get("REDIS_HOST")?;
+    let port = env.number("REDIS_PORT", 6379, 1..=u16::MAX);
+    let tls = env.flag("REDIS_TLS", true);
+    Some(RedisTarget::Parts {
+        host,
+        port,
+        password: env.get("REDIS_PASSWORD").map(SecretString::from),
+        tls,
+    })
+}

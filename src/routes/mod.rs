@@ -1,0 +1,178 @@
+//! `(method, path) -> Route`. 404 and 405 are decided here and nowhere else, and a chat id
+//! is parsed into a [`ChatId`] here, so no invalid id reaches a handler or the store.
+//!
+//! Routing reads the path as the event carried it ([`request_path`]), never the URI that
+//! lambda_http rebuilt from it: that URI went through a URL parser that removes dot segments,
+//! so `/../system` would arrive as `/system`.
+
+mod path;
+
+use lambda_http::http::Method;
+
+pub use self::path::request_path;
+
+use crate::chat::ChatId;
+use crate::error::ApiError;
+
+/// Every route, grouped by the front door that serves it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// `GET /`: `Hello, World!`, with no key needed.
+    Hello,
+    /// The older Python proxy's routes, kept path for path.
+    Seed(SeedRoute),
+    /// OpenAI's own API (`/v1/...`).
+    OpenAi(OpenAiRoute),
+    /// What chats and callers have spent.
+    Usage(UsageRoute),
+    /// A file built into the binary, with no key needed.
+    File(BuiltIn),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BuiltIn {
+    /// `GET /playground`
+    PlaygroundPage,
+    /// `GET /playground/app.js`
+    PlaygroundScript,
+    /// `GET /playground/style.css`
+    PlaygroundStyle,
+    /// `GET /playground/icon.svg`
+    PlaygroundIcon,
+    /// `GET /openapi.json`
+    OpenApi,
+}
+
+impl BuiltIn {
+    /// The files `PLAYGROUND=false` turns off.
+    pub fn is_playground(self) -> bool {
+        matches!(
+            self,
+            BuiltIn::PlaygroundPage
+                | BuiltIn::PlaygroundScript
+                | BuiltIn::PlaygroundStyle
+                | BuiltIn::PlaygroundIcon
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UsageRoute {
+    /// `GET /<chat_id>/usage`
+    Chat(ChatId),
+    /// `GET /usage`
+    Caller,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SeedRoute {
+    GetGlobalSystem,
+    SetGlobalSystem,
+    Moderate,
+    GetChatSystem(ChatId),
+    SetChatSystem(ChatId),
+    SendChat(ChatId),
+    GetChat(ChatId),
+    SendImage(ChatId),
+    ClearChat(ChatId),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OpenAiRoute {
+    /// `POST /v1/chat/completions`
+    ChatCompletions,
+    /// `GET /v1/models`
+    Models,
+}
+
+impl Route {
+    /// Finds the route for a request line.
+    pub fn parse(method: &Method, path: &str) -> Result<Route, ApiError> {
+        let segments: Vec<&str> = match path.strip_prefix('/') {
+            Some("") => Vec::new(),
+            Some(rest) => rest.split('/').collect(),
+            None => return Err(ApiError::NotFound),
+        };
+        // HEAD is answered as GET, without the body (`app::handle` drops it).
+        let is_get = method == Method::GET || method == Method::HEAD;
+        let is_post = method == Method::POST;
+        let only = |allowed: bool, route: Route, allow: &'static str| {
+            if allowed {
+                Ok(route)
+            } else {
+                Err(ApiError::MethodNotAllowed { allow })
+            }
+        };
+        match segments.as_slice() {
+            [] => only(is_get, Route::Hello, "GET"),
+            ["system"] if is_get => Ok(Route::Seed(SeedRoute::GetGlobalSystem)),
+            ["system"] if is_post => Ok(Route::Seed(SeedRoute::SetGlobalSystem)),
+            ["system"] => Err(ApiError::MethodNotAllowed { allow: "GET, POST" }),
+            ["mod"] => only(is_post, Route::Seed(SeedRoute::Moderate), "POST"),
+            ["usage"] => only(is_get, Route::Usage(UsageRoute::Caller), "GET"),
+            ["openapi.json"] => only(is_get, Route::File(BuiltIn::OpenApi), "GET"),
+            ["playground"] => only(is_get, Route::File(BuiltIn::PlaygroundPage), "GET"),
+            ["playground", "app.js"] => only(is_get, Route::File(BuiltIn::PlaygroundScript), "GET"),
+            ["playground", "style.css"] => {
+                only(is_get, Route::File(BuiltIn::PlaygroundStyle), "GET")
+            }
+            ["playground", "icon.svg"] => only(is_get, Route::File(BuiltIn::PlaygroundIcon), "GET"),
+            [id, "usage"] => {
+                let chat = ChatId::parse(id)?;
+                only(is_get, Route::Usage(UsageRoute::Chat(chat)), "GET")
+            }
+            // Three segments, so never a chat's route: `/v1/chat` is chat `v1`'s.
+            ["v1", "chat", "completions"] => {
+                only(is_post, Route::OpenAi(OpenAiRoute::ChatCompletions), "POST")
+            }
+            ["v1", "models"] => only(is_get, Route::OpenAi(OpenAiRoute::Models), "GET"),
+            [id, action @ ("system" | "chat" | "img" | "clear")] => {
+                let allow = match *action {
+                    "system" | "chat" => "GET, POST",
+                    _ => "POST",
+                };
+                let route = match (*action, is_get, is_post) {
+                    ("system", true, _) => SeedRoute::GetChatSystem,
+                    ("system", _, true) => SeedRoute::SetChatSystem,
+                    ("chat", true, _) => SeedRoute::GetChat,
+                    ("chat", _, true) => SeedRoute::SendChat,
+                    ("img", _, true) => SeedRoute::SendImage,
+                    ("clear", _, true) => SeedRoute::ClearChat,
+                    _ => return Err(ApiError::MethodNotAllowed { allow }),
+                };
+                Ok(Route::Seed(route(ChatId::parse(id)?)))
+            }
+            _ => Err(ApiError::NotFound),
+        }
+    }
+
+    /// A short, stable name for logs and metrics (never the chat id).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Route::Hello => "hello",
+            Route::Seed(route) => match route {
+                SeedRoute::GetGlobalSystem => "get_global_system",
+                SeedRoute::SetGlobalSystem => "set_global_system",
+                SeedRoute::Moderate => "moderate",
+                SeedRoute::GetChatSystem(_) => "get_chat_system",
+                SeedRoute::SetChatSystem(_) => "set_chat_system",
+                SeedRoute::SendChat(_) => "send_chat",
+                SeedRoute::GetChat(_) => "get_chat",
+                SeedRoute::SendImage(_) => "send_image",
+                SeedRoute::ClearChat(_) => "clear_chat",
+            },
+            Route::OpenAi(OpenAiRoute::ChatCompletions) => "chat_completions",
+            Route::OpenAi(OpenAiRoute::Models) => "models",
+            Route::Usage(UsageRoute::Chat(_)) => "chat_usage",
+            Route::Usage(UsageRoute::Caller) => "caller_usage",
+            Route::File(BuiltIn::PlaygroundPage) => "playground_page",
+            Route::File(BuiltIn::PlaygroundScript) => "playground_script",
+            Route::File(BuiltIn::PlaygroundStyle) => "playground_style",
+            Route::File(BuiltIn::PlaygroundIcon) => "playground_icon",
+            Route::File(BuiltIn::OpenApi) => "openapi",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

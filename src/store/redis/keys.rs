@@ -1,0 +1,139 @@
+//! The key scheme, in one place. With `P` = `REDIS_KEY_PREFIX`, `ID` = the chat id, `T` the
+//! tenant's name (`open` for an open API) and `N` = `P` for an open API or `P:caller:<name>`
+//! for a caller of `PROXY_API_KEYS`:
+//! - `N:global:system`          string: the global system prompt
+//! - `N:chat:{ID}:system`       string: the chat's system prompt
+//! - `N:chat:{ID}:turns`        list of JSON turns, oldest first
+//! - `N:chat:{ID}:meta`         hash: `bytes` and `messages` (the size of the turns list
+//!   and the messages it holds), `window` (the context window's first turn), and the chat's
+//!   usage: `turns`, `prompt_tokens`, `completion_tokens`, `cached_tokens`
+//! - `N:chat:{ID}:turn:<turn>`  marker that turn `<turn>` was stored (one hour)
+//! - `N:chat:{ID}:idem:<hash>`  an `Idempotency-Key` of the chat: held, or its answer (24 h)
+//! - `N:usage:{T}:day:<date>`   hash: the caller's tokens that UTC day, overall and per model
+//! - `N:usage:{T}:month:<month>` the same for the month
+//! - `N:usage:{T}:ip:<ip>:<date>` integer: an open API's tokens from one address that day
+//! - `N:usage:{T}:spent:<id>`   marker that request `<id>` was counted (one hour)
+//! - `N:usage:{T}:idem:<hash>`  an `Idempotency-Key` of a stateless call
+//! - `P:requests:<who>`         hash: the requests counted in the current window of
+//!   `RATE_LIMIT_PER_MINUTE`, each by its id, with its place in the count
+//!
+//! A chat's keys share the hash tag `{ID}`, and a caller's counters the tag `{T}`, so each
+//! group lives in one Cluster slot and one script can write it.
+
+use crate::chat::{ChatId, Tenant};
+use crate::clock::UtcDay;
+use crate::store::IdempotencyKey;
+
+/// Names every key from the configured prefix.
+pub(super) struct Keys {
+    prefix: String,
+}
+
+/// The keys of one chat.
+pub(super) struct ChatKeys {
+    pub system: String,
+    pub turns: String,
+    pub meta: String,
+    /// `N:chat:{ID}`, the start of every key of the chat.
+    pub base: String,
+}
+
+impl ChatKeys {
+    /// The marker that a turn was stored.
+    pub fn turn_marker(&self, turn: &str) -> String {
+        format!("{}:turn:{turn}", self.base)
+    }
+}
+
+/// The counters of one caller for one day.
+pub(super) struct UsageKeys {
+    pub day: String,
+    pub month: String,
+    /// The open API's count for one address, when there is one.
+    pub ip: Option<String>,
+}
+
+impl Keys {
+    pub fn new(prefix: &str) -> Keys {
+        Keys {
+            prefix: prefix.to_owned(),
+        }
+    }
+
+    /// The first part of every key of `tenant`'s data.
+    fn namespace(&self, tenant: &Tenant) -> String {
+        match tenant {
+            Tenant::Open => self.prefix.clone(),
+            Tenant::Caller(name) => format!("{}:caller:{name}", self.prefix),
+        }
+    }
+
+    pub fn global_prompt(&self, tenant: &Tenant) -> String {
+        format!("{}:global:system", self.namespace(tenant))
+    }
+
+    pub fn chat(&self, tenant: &Tenant, chat: &ChatId) -> ChatKeys {
+        let base = format!("{}:chat:{{{}}}", self.namespace(tenant), chat.as_str());
+        ChatKeys {
+            system: format!("{base}:system"),
+            turns: format!("{base}:turns"),
+            meta: format!("{base}:meta"),
+            base,
+        }
+    }
+
+    /// `N:usage:{T}`, the start of every counter key of `tenant`.
+    fn usage_base(&self, tenant: &Tenant) -> String {
+        format!("{}:usage:{{{}}}", self.namespace(tenant), tenant.name())
+    }
+
+    pub fn usage(&self, tenant: &Tenant, day: &UtcDay, ip: Option<&str>) -> UsageKeys {
+        let base = self.usage_base(tenant);
+        UsageKeys {
+            day: format!("{base}:day:{}", day.date),
+            month: format!("{base}:month:{}", day.month),
+            ip: ip.map(|ip| format!("{base}:ip:{ip}:{}", day.date)),
+        }
+    }
+
+    /// The marker that a request's tokens were counted.
+    pub fn spent_marker(&self, tenant: &Tenant, request: &str) -> String {
+        format!("{}:spent:{request}", self.usage_base(tenant))
+    }
+
+    /// An `Idempotency-Key`: in its chat's slot, or for a stateless call in the caller's.
+    pub fn idempotency(&self, tenant: &Tenant, key: &IdempotencyKey) -> String {
+        match &key.chat {
+            Some(chat) => format!("{}:idem:{}", self.chat(tenant, chat).base, key.hash),
+            None => format!("{}:idem:{}", self.usage_base(tenant), key.hash),
+        }
+    }
+
+    /// The window of `RATE_LIMIT_PER_MINUTE` of `who` (a caller, or an address).
+    pub fn requests(&self, who: &str) -> String {
+        format!("{}:requests:{who}", self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chats_keys_and_a_callers_counters_each_share_one_hash_tag() {
+        let keys = Keys::new("p");
+        let alice = Tenant::Caller("alice".into());
+        let chat = keys.chat(&alice, &ChatId::parse("c1").unwrap());
+        assert_eq!(chat.turns, "p:caller:alice:chat:{c1}:turns");
+        assert_eq!(chat.turn_marker("t1"), "p:caller:alice:chat:{c1}:turn:t1");
+        let day = UtcDay::at(1_795_597_200);
+        let usage = keys.usage(&Tenant::Open, &day, Some("1.2.3.4"));
+        assert_eq!(usage.day, "p:usage:{open}:day:2026-11-25");
+        assert_eq!(
+            usage.ip.as_deref(),
+            Some("p:usage:{open}:ip:1.2.3.4:2026-11-25")
+        );
+        assert_eq!(keys.global_prompt(&Tenant::Open), "p:global:system");
+        assert_eq!(keys.requests("ip:1.2.3.4"), "p:requests:ip:1.2.3.4");
+    }
+}

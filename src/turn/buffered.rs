@@ -1,0 +1,67 @@
+//! The buffered turn: prepared, asked upstream once for the whole answer (with one more try
+//! for what the history holds), stored, answered.
+
+use std::future::Future;
+
+use super::prepare::Prepared;
+use super::record::Record;
+use super::{Answered, Ask, Ran, TurnEngine};
+use crate::error::ApiError;
+use crate::request_log::RequestLog;
+use crate::upstream::wire::ChatRequest;
+use crate::upstream::UpstreamError;
+
+impl TurnEngine {
+    /// Runs one turn and returns the whole answer. `rate_limit` is awaited in the same
+    /// round trip as the chat's read; nothing is sent upstream unless the read and every
+    /// limit allow it, and nothing is stored unless upstream answered.
+    pub async fn run(
+        &self,
+        ask: Ask<'_>,
+        rate_limit: impl Future<Output = Result<(), ApiError>>,
+        log: &mut RequestLog,
+    ) -> Result<Ran, ApiError> {
+        let mut ready = match self.prepare(&ask, rate_limit, log).await? {
+            Prepared::Ready(ready) => ready,
+            Prepared::Replayed(answer) => return Ok(Ran::Replayed(answer)),
+        };
+        let completion = self
+            .ask_upstream(&mut ready, &ask, log, |messages| async move {
+                let request = ChatRequest {
+                    params: ask.params,
+                    ..ChatRequest::whole(ask.model, &messages)
+                };
+                self.upstream.chat(&request, ask.deadline).await
+            })
+            .await;
+        // A stateless call's answer is upstream's, whatever its message holds (tool calls
+        // and no text, say); a chat's turn keeps a reply, so it needs one.
+        let completion = completion.and_then(|completion| match (&completion.content, ask.chat) {
+            (None, Some(_)) => Err(UpstreamError::Unreadable(
+                "the answer has neither content nor a refusal".to_owned(),
+            )
+            .into()),
+            _ => Ok(completion),
+        });
+        let completion = match completion {
+            Ok(completion) => completion,
+            Err(error) => {
+                if ready.claimed {
+                    self.release(&ask).await;
+                }
+                return Err(error);
+            }
+        };
+        log.tokens = Some(completion.usage);
+        let mut answered = Answered {
+            reply: completion.content.unwrap_or_default(),
+            usage: completion.usage,
+            stored: true,
+            raw: Some(completion.raw),
+        };
+        let kept = ask.keep.as_ref().map(|keep| (keep.render)(&answered));
+        let record = Record::new(self, &ask, ready);
+        answered.stored = log.redis(record.store(&answered, ask.asked, kept)).await;
+        Ok(Ran::Answered(answered))
+    }
+}

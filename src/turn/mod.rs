@@ -1,0 +1,159 @@
+//! The turn engine: read the chat, build the messages, ask upstream, store the turn.
+//!
+//! Every front door that makes a turn goes through here, and none of them talks to the store
+//! or upstream about a turn by itself; they only read requests and write answers, and the
+//! engine knows nothing of their JSON shapes or events. A turn costs two Redis round trips:
+//! one read (the prompts, the history and, alongside, the caller's rate limit, the tokens it
+//! spent today and its `Idempotency-Key`: `prepare.rs`), and one write of the question with
+//! its answer (with the chat's usage and the answer to replay, in one atomic script; the
+//! caller's counters in a second script sent with it: `record.rs`), made only once upstream
+//! has answered in full. A buffered turn (`buffered.rs`) answers whole; a streamed one
+//! (`streamed.rs`) hands each chunk to its front door's [`StreamSink`] as it comes, and
+//! still stores the turn when the client has gone away. Upstream's refusals of an old image
+//! or of a long history get one more try (`fallback.rs`).
+
+mod buffered;
+mod fallback;
+mod prepare;
+mod record;
+mod streamed;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+use tokio::time::Instant;
+
+pub use self::streamed::OpenTurn;
+use crate::chat::{ChatId, Tenant, Turn, UserContent};
+use crate::store::{Claimant, IdempotencyKey, Store};
+use crate::upstream::wire::Usage;
+use crate::upstream::{Chunk, Upstream};
+
+/// What a front door asks of the engine.
+pub struct Ask<'a> {
+    pub tenant: &'a Tenant,
+    /// The chat this turn belongs to; `None` for a stateless call (`/v1` without
+    /// `X-Chat-Id`), which reads and stores no chat and sends the caller's own `messages`.
+    pub chat: Option<&'a ChatId>,
+    /// The caller's new messages, in order; at least one for a chat's turn.
+    pub asked: Vec<UserContent>,
+    /// The model to ask, by name.
+    pub model: &'a str,
+    /// Parameters passed through to upstream as the caller sent them (`/v1` only).
+    pub params: Option<&'a Map<String, Value>>,
+    /// When upstream must have answered: the whole reply, streamed or not.
+    pub deadline: Instant,
+    /// The caller's address: an open API limits and counts tokens by it.
+    pub ip: Option<&'a str>,
+    /// The request's `Idempotency-Key`, when it sent one.
+    pub keep: Option<Keep>,
+}
+
+/// An `Idempotency-Key` and how to keep the answer for a retry.
+#[derive(Clone)]
+pub struct Keep {
+    pub key: IdempotencyKey,
+    /// What the request asked, so that a retry asking something else is told apart.
+    pub fingerprint: String,
+    /// This request's own mark on its claim of the key.
+    token: String,
+    /// A buffered answer as the front door will replay it (rendered where the turn is
+    /// written); a streamed one is rendered by its [`StreamSink`].
+    pub render: Arc<dyn Fn(&Answered) -> String + Send + Sync>,
+}
+
+/// How long a claim outlives its request's deadline, should the request never end it.
+const CLAIM_MARGIN: Duration = Duration::from_secs(60);
+
+impl Keep {
+    pub fn new(
+        key: IdempotencyKey,
+        fingerprint: String,
+        render: Arc<dyn Fn(&Answered) -> String + Send + Sync>,
+    ) -> Keep {
+        Keep {
+            key,
+            fingerprint,
+            token: Turn::new_id(),
+            render,
+        }
+    }
+
+    /// This request as the holder of the key's claim, held until `deadline` and a margin.
+    fn claimant(&self, deadline: Instant) -> Claimant<'_> {
+        Claimant {
+            fingerprint: &self.fingerprint,
+            token: &self.token,
+            hold: deadline.saturating_duration_since(Instant::now()) + CLAIM_MARGIN,
+        }
+    }
+}
+
+/// A turn upstream answered in full.
+#[derive(Debug)]
+pub struct Answered {
+    pub reply: String,
+    pub usage: Usage,
+    /// False when the answer could not be stored: the caller still gets what it paid for.
+    pub stored: bool,
+    /// The `chat.completion` as upstream sent it (not for a streamed turn).
+    pub raw: Option<Box<RawValue>>,
+}
+
+/// How a buffered turn ended.
+#[derive(Debug)]
+pub enum Ran {
+    Answered(Answered),
+    /// A retry of an answered request: its kept answer, with no upstream call.
+    Replayed(String),
+}
+
+/// How a streamed turn started.
+pub enum Opened {
+    Streaming(Box<OpenTurn>),
+    /// A retry of an answered request: its kept answer, with no upstream call.
+    Replayed(String),
+}
+
+/// Where a streamed turn's chunks go: a front door's way of writing them to its client.
+pub trait StreamSink: Send {
+    /// A chunk of the reply, as upstream sent it.
+    fn chunk(&mut self, chunk: &Chunk) -> impl Future<Output = ()> + Send;
+    /// Upstream has said nothing for the keep-alive interval.
+    fn keep_alive(&mut self) -> impl Future<Output = ()> + Send;
+    /// The answer to replay to a retry with the same `Idempotency-Key`: what this sink
+    /// streamed, as the front door will replay it.
+    fn kept_answer(&self, answered: &Answered) -> String;
+}
+
+/// What a turn needs besides the request, built once per cold start.
+pub struct TurnEngine {
+    store: Arc<dyn Store>,
+    upstream: Arc<Upstream>,
+    settings: TurnSettings,
+}
+
+/// The limits a turn runs within.
+#[derive(Debug, Clone)]
+pub struct TurnSettings {
+    pub default_system_prompt: String,
+    /// How long a stream may be silent before a keep-alive.
+    pub keep_alive: Duration,
+    /// `MAX_PROMPT_TOKENS`: the most a turn sends upstream.
+    pub max_prompt_tokens: u32,
+    /// `TOKEN_LIMIT_PER_DAY`: tokens a caller (or address, when open) may spend a day.
+    pub token_limit_per_day: Option<u64>,
+}
+
+impl TurnEngine {
+    pub fn new(store: Arc<dyn Store>, upstream: Arc<Upstream>, settings: TurnSettings) -> Self {
+        TurnEngine {
+            store,
+            upstream,
+            settings,
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! The record of a turn: what is written once upstream has answered, owned so that a
+//! streamed turn can write it on its own after its client has gone. One round trip: the
+//! chat's turn (with the chat's usage, the window and the kept answer) and the caller's
+//! counters, two scripts sent together.
+
+use std::sync::Arc;
+
+use tokio::time::Instant;
+
+use super::prepare::{release, Ready};
+use super::{Answered, Ask, Keep, TurnEngine};
+use crate::budget::{self, Window};
+use crate::chat::{ChatId, Tenant, Turn, UserContent};
+use crate::clock::UtcDay;
+use crate::store::{KeptAnswer, Spent, Store, TurnContext, TurnExtras};
+
+/// What a turn writes when upstream has answered, owned so that a streamed turn can write
+/// it on its own.
+pub(super) struct Record {
+    store: Arc<dyn Store>,
+    tenant: Tenant,
+    pub chat: Option<(ChatId, TurnContext, Window)>,
+    global_prompt: String,
+    turn_id: String,
+    model: String,
+    ip: Option<String>,
+    pub keep: Option<Keep>,
+    deadline: Instant,
+}
+
+impl Record {
+    /// The record of `ask`'s turn, taking over what its read found.
+    pub fn new(engine: &TurnEngine, ask: &Ask<'_>, ready: Ready) -> Record {
+        let global_prompt = engine.global_prompt(&ready.context).to_owned();
+        Record {
+            store: engine.store.clone(),
+            tenant: ask.tenant.clone(),
+            chat: ask
+                .chat
+                .map(|chat| (chat.clone(), ready.context, ready.window)),
+            global_prompt,
+            turn_id: ready.turn_id,
+            model: ask.model.to_owned(),
+            ip: engine.limited_ip(ask).map(str::to_owned),
+            keep: ask.keep.clone(),
+            deadline: ask.deadline,
+        }
+    }
+
+    /// Stores the turn (for a chat) and counts its tokens, in one round trip; says whether
+    /// the turn was stored. A failure is logged, never raised: the answer is paid for and
+    /// goes to the caller either way.
+    pub async fn store(
+        &self,
+        answered: &Answered,
+        asked: Vec<UserContent>,
+        kept_answer: Option<String>,
+    ) -> bool {
+        let kept = kept_answer.as_deref().and_then(|answer| {
+            self.keep.as_ref().map(|keep| KeptAnswer {
+                key: &keep.key,
+                fingerprint: &keep.fingerprint,
+                answer,
+            })
+        });
+        let day = UtcDay::today();
+        let chat_write = async {
+            let Some((chat, context, window)) = &self.chat else {
+                return Ok(());
+            };
+            let request = budget::Request {
+                global_prompt: &self.global_prompt,
+                chat_prompt: context.chat_prompt.as_deref(),
+                asked: &asked,
+            };
+            let tokens = budget::turn_tokens(context, &request, window, &answered.usage);
+            let turn = Turn {
+                id: Some(self.turn_id.clone()),
+                asked: asked.clone(),
+                assistant: answered.reply.clone(),
+                tokens: Some(tokens),
+            };
+            let extras = TurnExtras {
+                window_start: window.moved_to.as_deref(),
+                answer: kept,
+            };
+            self.store
+                .append_turn(&self.tenant, chat, &turn, extras)
+                .await
+        };
+        let usage_write = async {
+            let spent = Spent {
+                id: &self.turn_id,
+                model: &self.model,
+                prompt_tokens: answered.usage.prompt_tokens,
+                completion_tokens: answered.usage.completion_tokens,
+                cached_tokens: answered.usage.cached_tokens,
+                day: &day,
+                ip: self.ip.as_deref(),
+                // A stateless call keeps its answer with its caller's counters.
+                answer: match self.chat {
+                    Some(_) => None,
+                    None => kept,
+                },
+            };
+            self.store.add_usage(&self.tenant, spent).await
+        };
+        let (stored, counted) = tokio::join!(chat_write, usage_write);
+        // The kept answer goes with the chat's write, or with the counters of a stateless
+        // call: when that write failed, the key is freed, so that a retry is asked again
+        // rather than told for the claim's whole life that this request is in progress.
+        let kept_with = match self.chat {
+            Some(_) => stored.is_ok(),
+            None => counted.is_ok(),
+        };
+        if let Err(error) = counted {
+            tracing::error!(%error, "the turn's tokens could not be counted");
+        }
+        if !kept_with {
+            self.release().await;
+        }
+        match stored {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::error!(
+                    error = %error,
+                    "the answer was paid for but could not be stored; answering it unstored"
+                );
+                false
+            }
+        }
+    }
+
+    pub async fn release(&self) {
+        release(
+            &*self.store,
+            &self.tenant,
+            self.keep.as_ref(),
+            self.deadline,
+        )
+        .await;
+    }
+}

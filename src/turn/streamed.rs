@@ -1,0 +1,178 @@
+//! The streamed turn: opened (the read and upstream accepting the request, so whatever
+//! fails before the first byte keeps its status), then read to its end by a task of its
+//! own, chunk by chunk into the front door's sink, and stored, whether or not the client
+//! stayed.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::prepare::Prepared;
+use super::record::Record;
+use super::{Answered, Ask, Opened, StreamSink, TurnEngine};
+use crate::chat::UserContent;
+use crate::error::ApiError;
+use crate::request_log::RequestLog;
+use crate::upstream::wire::{ChatRequest, Usage};
+use crate::upstream::{ChunkStream, UpstreamError};
+
+impl TurnEngine {
+    /// Starts a streamed turn: reads the chat and opens upstream's stream. Whatever fails
+    /// here (the request, a limit, Redis, upstream's refusal) fails before the first byte
+    /// of the answer, so it keeps its status. The returned turn owns all it needs to run to
+    /// its end on its own.
+    pub async fn open(
+        &self,
+        ask: Ask<'_>,
+        rate_limit: impl Future<Output = Result<(), ApiError>>,
+        log: &mut RequestLog,
+    ) -> Result<Opened, ApiError> {
+        let mut ready = match self.prepare(&ask, rate_limit, log).await? {
+            Prepared::Ready(ready) => ready,
+            Prepared::Replayed(answer) => return Ok(Opened::Replayed(answer)),
+        };
+        let stream = self
+            .ask_upstream(&mut ready, &ask, log, |messages| async move {
+                let request = ChatRequest {
+                    params: ask.params,
+                    ..ChatRequest::streamed(ask.model, &messages)
+                };
+                self.upstream.chat_stream(&request, ask.deadline).await
+            })
+            .await;
+        let stream = match stream {
+            Ok(stream) => stream,
+            Err(error) => {
+                if ready.claimed {
+                    self.release(&ask).await;
+                }
+                return Err(error);
+            }
+        };
+        Ok(Opened::Streaming(Box::new(OpenTurn {
+            record: Record::new(self, &ask, ready),
+            asked: ask.asked,
+            stream,
+            deadline: ask.deadline,
+            keep_alive: self.settings.keep_alive,
+            started: Instant::now(),
+        })))
+    }
+}
+
+/// A streamed turn whose upstream has accepted it: it reads the chunks, hands them to a
+/// sink, and stores the turn once the reply is whole.
+pub struct OpenTurn {
+    record: Record,
+    asked: Vec<UserContent>,
+    stream: ChunkStream,
+    deadline: Instant,
+    keep_alive: Duration,
+    started: Instant,
+}
+
+impl OpenTurn {
+    /// Reads the reply to its end (within the deadline, whether or not the client is still
+    /// there) and stores the turn. Upstream failing or falling silent past the deadline
+    /// mid-stream is an error, and nothing is stored.
+    pub async fn finish(mut self, sink: &mut impl StreamSink) -> Result<Answered, ApiError> {
+        let result = self.read(sink).await;
+        let answered = match result {
+            Ok(answered) => answered,
+            Err(error) => {
+                tracing::warn!(
+                    stream_ms = self.started.elapsed().as_secs_f64() * 1000.0,
+                    "streamed turn failed mid-stream; nothing stored"
+                );
+                self.record.release().await;
+                return Err(error);
+            }
+        };
+        let mut answered = answered;
+        let kept = self
+            .record
+            .keep
+            .as_ref()
+            .map(|_| sink.kept_answer(&answered));
+        answered.stored = self.record.store(&answered, self.asked, kept).await;
+        let usage = answered.usage;
+        tracing::info!(
+            stream_ms = self.started.elapsed().as_secs_f64() * 1000.0,
+            prompt_tokens = usage.prompt_tokens,
+            completion_tokens = usage.completion_tokens,
+            cached_tokens = usage.cached_tokens,
+            total_tokens = usage.total_tokens,
+            stored = answered.stored,
+            "streamed turn finished"
+        );
+        Ok(answered)
+    }
+
+    async fn read(&mut self, sink: &mut impl StreamSink) -> Result<Answered, ApiError> {
+        let mut reply = String::new();
+        let mut usage = None;
+        let mut finished = false;
+        let mut whole = false;
+        loop {
+            // Once every reply is whole, upstream has only the usage and the end of the
+            // stream left to send, and sends them at once: silence past a short grace means
+            // an upstream that will not close, which must not hold the turn to its deadline.
+            let wait = if whole { FINISH_GRACE } else { self.keep_alive };
+            let wake = (Instant::now() + wait).min(self.deadline);
+            let next = match tokio::time::timeout_at(wake, self.stream.next()).await {
+                Ok(next) => next,
+                Err(_silent) if whole => {
+                    tracing::warn!(
+                        "upstream ended its reply but not its stream; taking it as ended"
+                    );
+                    break;
+                }
+                Err(_silent) if Instant::now() >= self.deadline => {
+                    return Err(ApiError::UpstreamTimeout);
+                }
+                Err(_silent) => {
+                    sink.keep_alive().await;
+                    continue;
+                }
+            };
+            match next {
+                None => break,
+                Some(Err(error)) => return Err(error.into()),
+                Some(Ok(chunk)) => {
+                    reply.push_str(&chunk.delta);
+                    finished |= chunk.finished;
+                    whole = chunk.whole;
+                    usage = chunk.usage.or(usage);
+                    sink.chunk(&chunk).await;
+                }
+            }
+        }
+        if !finished {
+            let cut = UpstreamError::Transport("the stream ended before the reply did".to_owned());
+            return Err(cut.into());
+        }
+        let usage = usage.unwrap_or_else(|| {
+            // An upstream that does not send usage on a stream: counted on the high side,
+            // so that TOKEN_LIMIT_PER_DAY still holds.
+            tracing::warn!("upstream sent no usage for a streamed reply; counting an estimate");
+            let prompt = self.record.chat.as_ref().map_or(0, |(_, _, w)| w.tokens);
+            let completion = crate::tokens::estimate(&reply);
+            Usage {
+                prompt_tokens: u64::from(prompt),
+                completion_tokens: u64::from(completion),
+                total_tokens: u64::from(prompt) + u64::from(completion),
+                ..Usage::default()
+            }
+        });
+        Ok(Answered {
+            reply,
+            usage,
+            stored: false,
+            raw: None,
+        })
+    }
+}
+
+/// How long a stream whose replies are whole may stay silent before it is taken as ended.
+const FINISH_GRACE: Duration = Duration::from_secs(3);
