@@ -1,7 +1,9 @@
 //! The proxy's own cost per request, in process: `handle()` for each route, over the
 //! in-memory store and over a real redis-server on loopback, with an upstream that answers
 //! at once. Criterion measures each case; a second pass records every iteration and prints
-//! the median and p99 per route, which is what BENCHMARKS.md reports.
+//! the median and p99 per route, and the median number of heap allocations a request made
+//! (counted by a global allocator that wraps the system's), which is what BENCHMARKS.md
+//! reports.
 //!
 //! `cargo bench --bench handler` (or `make bench`). Needs redis-server.
 
@@ -22,6 +24,32 @@ use chat_proxy::{handle, App, Config};
 use criterion::Criterion;
 use lambda_http::{Body, Request};
 use tokio::runtime::Runtime;
+
+/// The system allocator, counting allocations: a request's count is the difference
+/// across it (the runtime is single-threaded, so nothing else allocates meanwhile but the
+/// request's own work, the Redis client's included).
+struct Counting;
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+unsafe impl std::alloc::GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        unsafe { std::alloc::System.realloc(ptr, layout, size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
 
 struct Setup {
     name: &'static str,
@@ -130,37 +158,43 @@ fn cases() -> Vec<(&'static str, RequestMaker)> {
 fn percentiles(runtime: &Runtime, setups: &[Setup]) {
     const ITERATIONS: usize = 3000;
     println!(
-        "\n{:<8} {:<16} {:>10} {:>10}",
-        "store", "route", "p50 µs", "p99 µs"
+        "\n{:<8} {:<16} {:>10} {:>10} {:>12}",
+        "store", "route", "p50 µs", "p99 µs", "allocations"
     );
     for setup in setups {
         for (route, make) in cases() {
-            let mut samples: Vec<Duration> = runtime.block_on(async {
+            let samples: (Vec<Duration>, u64) = runtime.block_on(async {
                 for _ in 0..300 {
                     handle(&setup.app, make()).await;
                 }
                 let mut samples = Vec::with_capacity(ITERATIONS);
+                let mut allocations = Vec::with_capacity(ITERATIONS);
                 for _ in 0..ITERATIONS {
                     let request = make();
+                    let before = ALLOCATIONS.load(Ordering::Relaxed);
                     let started = Instant::now();
                     let response = handle(&setup.app, request).await;
                     samples.push(started.elapsed());
+                    allocations.push(ALLOCATIONS.load(Ordering::Relaxed) - before);
                     assert!(
                         response.status().is_success(),
                         "{route}: {}",
                         response.status()
                     );
                 }
-                samples
+                allocations.sort_unstable();
+                (samples, allocations[allocations.len() / 2])
             });
+            let (mut samples, allocations) = samples;
             samples.sort();
             let at = |q: f64| samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)];
             println!(
-                "{:<8} {:<16} {:>10.1} {:>10.1}",
+                "{:<8} {:<16} {:>10.1} {:>10.1} {:>12}",
                 setup.name,
                 route,
                 at(0.50).as_secs_f64() * 1e6,
-                at(0.99).as_secs_f64() * 1e6
+                at(0.99).as_secs_f64() * 1e6,
+                allocations
             );
         }
     }
@@ -181,6 +215,36 @@ fn main() {
         .unwrap();
     let redis = redis::RedisServer::start();
     let setups = setups(&runtime, &redis);
+
+    // BENCH_PROFILE=<store>/<route> (say `redis/send_chat_100`) runs that one case for
+    // BENCH_ITERATIONS (10,000) and nothing else, for a profiler to watch (BENCHMARKS.md).
+    if let Ok(case) = std::env::var("BENCH_PROFILE") {
+        let iterations: usize = std::env::var("BENCH_ITERATIONS")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(10_000);
+        let (store, route) = case.split_once('/').expect("BENCH_PROFILE=<store>/<route>");
+        let setup = setups
+            .iter()
+            .find(|s| s.name == store)
+            .expect("memory or redis");
+        let (_, make) = cases()
+            .into_iter()
+            .find(|(name, _)| *name == route)
+            .expect("a route of the bench");
+        let started = Instant::now();
+        runtime.block_on(async {
+            for _ in 0..iterations {
+                let response = handle(&setup.app, make()).await;
+                assert!(response.status().is_success());
+            }
+        });
+        println!(
+            "{case}: {iterations} requests, {:?} each",
+            started.elapsed() / iterations as u32
+        );
+        return;
+    }
 
     let mut criterion = Criterion::default()
         .configure_from_args()

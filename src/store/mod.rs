@@ -131,6 +131,33 @@ pub struct CallerUsage {
     pub month: PeriodUsage,
 }
 
+/// What a turn's write did: its chat's part (`Ok` when there was none), and its caller's
+/// counters.
+#[derive(Debug)]
+pub struct Recorded {
+    pub stored: Result<(), StoreError>,
+    pub counted: Result<(), StoreError>,
+}
+
+/// A turn's write as two writes sent together: the turn in its chat (when it has one), and
+/// its tokens in its caller's counters. What [`Store::record`] does unless a store can do
+/// better.
+pub async fn record_apart(
+    store: &(impl Store + ?Sized),
+    tenant: &Tenant,
+    turn: Option<(&ChatId, &Turn, TurnExtras<'_>)>,
+    spent: Spent<'_>,
+) -> Recorded {
+    let stored = async {
+        match turn {
+            Some((chat, turn, extras)) => store.append_turn(tenant, chat, turn, extras).await,
+            None => Ok(()),
+        }
+    };
+    let (stored, counted) = tokio::join!(stored, store.add_usage(tenant, spent));
+    Recorded { stored, counted }
+}
+
 /// The newest turns of `turns` (oldest first) that hold at most `max_messages` messages
 /// between them; the newest turn is kept whole even when it alone holds more.
 pub fn newest_within(mut turns: Vec<Turn>, max_messages: usize) -> Vec<Turn> {
@@ -212,6 +239,17 @@ pub trait Store: Send + Sync {
         turn: &Turn,
         extras: TurnExtras<'_>,
     ) -> Result<(), StoreError>;
+    /// What a turn leaves behind, in one round trip: the turn in its chat (when it has one,
+    /// as [`Store::append_turn`]) and its tokens in its caller's counters (as
+    /// [`Store::add_usage`]). Each part is idempotent as those are.
+    async fn record(
+        &self,
+        tenant: &Tenant,
+        turn: Option<(&ChatId, &Turn, TurnExtras<'_>)>,
+        spent: Spent<'_>,
+    ) -> Recorded {
+        record_apart(self, tenant, turn, spent).await
+    }
     /// Every kept turn of a chat, oldest first.
     async fn turns(&self, tenant: &Tenant, chat: &ChatId) -> Result<Vec<Turn>, StoreError>;
     /// Drops the chat's turns; its prompt and its usage stay.

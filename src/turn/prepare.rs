@@ -135,11 +135,15 @@ impl TurnEngine {
         }
     }
 
-    /// The address an open API counts tokens by; a caller with a key is counted as itself.
+    /// The address an open API counts tokens by, for its `TOKEN_LIMIT_PER_DAY` (without a
+    /// limit nothing reads that count, so none is kept); a caller with a key is counted as
+    /// itself.
     pub(super) fn limited_ip<'a>(&self, ask: &Ask<'a>) -> Option<&'a str> {
         match ask.tenant {
-            Tenant::Open => Some(ask.ip.unwrap_or("unknown")),
-            Tenant::Caller(_) => None,
+            Tenant::Open if self.settings.token_limit_per_day.is_some() => {
+                Some(ask.ip.unwrap_or("unknown"))
+            }
+            Tenant::Open | Tenant::Caller(_) => None,
         }
     }
 

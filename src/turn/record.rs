@@ -12,7 +12,7 @@ use super::{Answered, Ask, Keep, TurnEngine};
 use crate::budget::{self, Window};
 use crate::chat::{ChatId, Tenant, Turn, UserContent};
 use crate::clock::UtcDay;
-use crate::store::{KeptAnswer, Spent, Store, TurnContext, TurnExtras};
+use crate::store::{KeptAnswer, Recorded, Spent, Store, TurnContext, TurnExtras};
 
 /// What a turn writes when upstream has answered, owned so that a streamed turn can write
 /// it on its own.
@@ -64,48 +64,52 @@ impl Record {
             })
         });
         let day = UtcDay::today();
-        let chat_write = async {
-            let Some((chat, context, window)) = &self.chat else {
-                return Ok(());
-            };
+        // The turn, moved out of what the request asked and what upstream answered.
+        let turn = self.chat.as_ref().map(|(chat, context, window)| {
             let request = budget::Request {
                 global_prompt: &self.global_prompt,
                 chat_prompt: context.chat_prompt.as_deref(),
                 asked: &asked,
             };
             let tokens = budget::turn_tokens(context, &request, window, &answered.usage);
-            let turn = Turn {
-                id: Some(self.turn_id.clone()),
-                asked: asked.clone(),
-                assistant: answered.reply.clone(),
-                tokens: Some(tokens),
-            };
             let extras = TurnExtras {
                 window_start: window.moved_to.as_deref(),
                 answer: kept,
             };
-            self.store
-                .append_turn(&self.tenant, chat, &turn, extras)
-                .await
-        };
-        let usage_write = async {
-            let spent = Spent {
-                id: &self.turn_id,
-                model: &self.model,
-                prompt_tokens: answered.usage.prompt_tokens,
-                completion_tokens: answered.usage.completion_tokens,
-                cached_tokens: answered.usage.cached_tokens,
-                day: &day,
-                ip: self.ip.as_deref(),
-                // A stateless call keeps its answer with its caller's counters.
-                answer: match self.chat {
-                    Some(_) => None,
-                    None => kept,
-                },
+            (chat, tokens, extras)
+        });
+        let turn = turn.map(|(chat, tokens, extras)| {
+            let turn = Turn {
+                id: Some(self.turn_id.clone()),
+                asked,
+                assistant: answered.reply.clone(),
+                tokens: Some(tokens),
             };
-            self.store.add_usage(&self.tenant, spent).await
+            (chat, turn, extras)
+        });
+        let spent = Spent {
+            id: &self.turn_id,
+            model: &self.model,
+            prompt_tokens: answered.usage.prompt_tokens,
+            completion_tokens: answered.usage.completion_tokens,
+            cached_tokens: answered.usage.cached_tokens,
+            day: &day,
+            ip: self.ip.as_deref(),
+            // A stateless call keeps its answer with its caller's counters.
+            answer: match self.chat {
+                Some(_) => None,
+                None => kept,
+            },
         };
-        let (stored, counted) = tokio::join!(chat_write, usage_write);
+        let Recorded { stored, counted } = self
+            .store
+            .record(
+                &self.tenant,
+                turn.as_ref()
+                    .map(|(chat, turn, extras)| (*chat, turn, *extras)),
+                spent,
+            )
+            .await;
         // The kept answer goes with the chat's write, or with the counters of a stateless
         // call: when that write failed, the key is freed, so that a retry is asked again
         // rather than told for the claim's whole life that this request is in progress.

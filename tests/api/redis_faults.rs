@@ -284,32 +284,50 @@ async fn a_release_cut_before_its_answer_is_sent_again_and_the_retry_runs() {
 }
 
 #[tokio::test]
-async fn a_write_that_fails_half_way_is_not_taken_as_stored_and_frees_its_key() {
+async fn a_write_that_fails_is_not_taken_as_stored_and_frees_its_key() {
     let t = TestApp::start().await;
-    // A count in the chat's meta that is no number: the turn's script fails after it began
-    // (the turn's read does not touch that field).
-    t.redis
-        .query(&["HSET", "chat-proxy:chat:{c1}:meta", "turns", "not a number"]);
-    let reply = guarded(keyed(&t, "/c1/chat", json!({"content": "kept?"}), "k-3")).await;
+    t.say("c1", "before").await;
+    t.openai
+        .fail_chat(
+            ResponseTemplate::new(200)
+                .set_body_json(chat_completion("m", "the paid answer", 1))
+                .set_delay(Duration::from_millis(300)),
+            1,
+        )
+        .await;
+    // While upstream thinks, the chat's meta key turns into a string: the turn's write
+    // fails on it, after the read and before writing anything.
+    let meta = "chat-proxy:chat:{c1}:meta";
+    let turn = keyed(&t, "/c1/chat", json!({"content": "kept?"}), "k-3");
+    let corrupt = async {
+        t.openai.wait_for_chat_requests(2).await;
+        t.redis.query(&["SET", meta, "not a hash"]);
+    };
+    let (reply, ()) = guarded(async { tokio::join!(turn, corrupt) }).await;
     assert_eq!(reply.status, 200, "{}", reply.text);
     assert_eq!(
         reply.header("x-chat-stored"),
         Some("false"),
-        "the write's second try did not take the first's marker for success"
+        "neither try of the write was taken for a success"
     );
+    let markers = t
+        .keys()
+        .into_iter()
+        .filter(|key| key.contains(":turn:"))
+        .count();
+    assert_eq!(markers, 1, "the first turn's marker only: {:?}", t.keys());
     assert!(
-        !t.keys().iter().any(|key| key.contains(":turn:")),
-        "no marker of a turn that was not stored: {:?}",
+        !t.keys().iter().any(|key| key.contains(":idem:")),
+        "the unstored answer is not kept, and its claim was freed: {:?}",
         t.keys()
     );
-    // The unstored answer freed its key: once the chat can be written, a retry runs.
-    t.redis
-        .query(&["HDEL", "chat-proxy:chat:{c1}:meta", "turns"]);
+    // Once the chat can be written again, a retry with the same key runs.
+    t.redis.query(&["DEL", meta]);
     let retry = guarded(keyed(&t, "/c1/chat", json!({"content": "kept?"}), "k-3")).await;
     assert_eq!(retry.status, 200, "{}", retry.text);
     assert_eq!(retry.header("idempotent-replayed"), None);
     assert_eq!(retry.header("x-chat-stored"), None);
-    assert_eq!(t.transcript("c1").await.as_array().unwrap().len(), 2);
+    assert_eq!(t.transcript("c1").await.as_array().unwrap().len(), 4);
 }
 
 #[tokio::test]

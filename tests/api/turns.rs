@@ -156,9 +156,9 @@ async fn keys_use_the_prefix_and_the_chat_id_as_hash_tag() {
             format!("myapp:chat:{{c-1}}:turn:{id}"),
             "myapp:chat:{c-1}:turns".to_owned(),
             "myapp:global:system".to_owned(),
-            // The caller's counters (an open API's: by address too), with the hash tag {open}.
+            // The caller's counters, with the hash tag {open} (an open API with a daily token
+            // limit counts by address too: usage::an_open_api_limits_tokens_per_source_address).
             format!("myapp:usage:{{open}}:day:{}", day.date),
-            format!("myapp:usage:{{open}}:ip:unknown:{}", day.date),
             format!("myapp:usage:{{open}}:month:{}", day.month),
             format!("myapp:usage:{{open}}:spent:{id}"),
         ]
@@ -245,16 +245,18 @@ async fn a_turn_runs_the_same_commands_whatever_the_history_length() {
     let expected: BTreeMap<String, u64> = [
         ("get", 2),    // the two prompts
         ("lrange", 1), // the history
-        ("hget", 3), // the context window's start; and in the write, the chat's bytes and messages
-        ("eval", 2), // the write (turn and chat usage), the caller's counters; inside them:
+        ("hget", 1),   // the context window's start
+        // The write: one script for the turn and the caller's counters; inside it:
+        ("eval", 1),
         ("exists", 2), // the turn's marker and the count's, checked first
-        ("set", 2),  // and set last
+        ("set", 2),    // and set last
+        ("hmget", 1),  // the chat's counts so far: size, messages, usage
         ("rpush", 1),
-        ("hset", 1), // the chat's new size and messages
-        // The chat's usage (4); the day's and the month's totals and model totals (16).
-        ("hincrby", 20),
-        ("incrby", 1), // an open API's count by address
-        ("expire", 6), // the chat's three keys, the day, the month, the address
+        ("hset", 1), // and all of them written back
+        // The day's and the month's counts for the model (prompt and completion tokens; no
+        // cached tokens here).
+        ("hincrby", 4),
+        ("expire", 5), // the chat's three keys, the day, the month
     ]
     .iter()
     .map(|(name, count)| (name.to_string(), *count))

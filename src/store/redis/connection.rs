@@ -19,6 +19,8 @@ use crate::store::StoreError;
 /// The client, and what it last failed to connect with.
 pub(super) struct Connection {
     pub client: Client,
+    /// A Redis Cluster: keys of different hash slots may sit on different nodes.
+    pub clustered: bool,
     /// The newest connection failure (refused, TLS, auth), so that a command that times out
     /// while Redis is unreachable can say why.
     last_error: Arc<Mutex<Option<String>>>,
@@ -37,6 +39,7 @@ impl Connection {
         ca_file: Option<&Path>,
     ) -> Result<Connection, StoreError> {
         let mut config = fred_config(target)?;
+        let clustered = config.server.is_clustered();
         if let Some(path) = ca_file {
             config.tls = Some(tls_trusting(path)?.into());
         }
@@ -84,7 +87,11 @@ impl Connection {
             async { Ok(()) }
         });
         let _connection = client.connect();
-        Ok(Connection { client, last_error })
+        Ok(Connection {
+            client,
+            clustered,
+            last_error,
+        })
     }
 
     /// A failed command's error, with the last connection failure when there was one: a

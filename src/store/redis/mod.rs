@@ -24,8 +24,8 @@ use self::keys::{ChatKeys, Keys};
 use self::scripts::Scripts;
 use self::values::{answered, decode_turns, parse_claim, pending, period};
 use super::{
-    newest_within, CallerUsage, ChatUsage, Claim, Claimant, IdempotencyKey, RequestCount, Spent,
-    Store, StoreError, TurnContext, TurnExtras, ANSWER_SECONDS, RATE_WINDOW,
+    newest_within, record_apart, CallerUsage, ChatUsage, Claim, Claimant, IdempotencyKey, Recorded,
+    RequestCount, Spent, Store, StoreError, TurnContext, TurnExtras, ANSWER_SECONDS, RATE_WINDOW,
 };
 use crate::chat::{ChatId, Tenant, Turn};
 use crate::clock::UtcDay;
@@ -84,6 +84,86 @@ impl RedisStore {
     /// How many of a chat's newest turns a read fetches (negated, for LRANGE).
     fn read_from(&self) -> i64 {
         -i64::try_from(self.settings.read_turns()).unwrap_or(i64::MAX)
+    }
+
+    /// `append_turn`'s keys and arguments (`scripts/append_turn.lua`).
+    fn append_turn_call(
+        &self,
+        tenant: &Tenant,
+        chat: &ChatId,
+        turn: &Turn,
+        extras: TurnExtras<'_>,
+    ) -> Result<(Vec<String>, Vec<String>), StoreError> {
+        let chat = self.keys.chat(tenant, chat);
+        let json = serde_json::to_string(turn)
+            .map_err(|e| StoreError::new(format!("cannot encode a turn: {e}")))?;
+        // A turn without an id (never made by this version) gets one for its marker alone.
+        let id = turn.id.clone().unwrap_or_else(Turn::new_id);
+        let marker = chat.turn_marker(&id);
+        let ChatKeys {
+            system,
+            turns,
+            meta,
+            ..
+        } = chat;
+        let tokens = turn.tokens.unwrap_or_default();
+        let mut keys = vec![turns, system, meta, marker];
+        let answer = match extras.answer {
+            Some(kept) => {
+                keys.push(self.keys.idempotency(tenant, kept.key));
+                answered(kept)
+            }
+            None => String::new(),
+        };
+        let args = vec![
+            self.ttl_arg(),
+            json,
+            self.settings.max_history_messages.to_string(),
+            self.settings.max_chat_bytes.to_string(),
+            TURN_MARKER_SECONDS.to_string(),
+            extras.window_start.unwrap_or_default().to_owned(),
+            tokens.prompt.to_string(),
+            tokens.completion.to_string(),
+            tokens.cached.to_string(),
+            answer,
+            ANSWER_SECONDS.to_string(),
+            turn.messages().to_string(),
+        ];
+        Ok((keys, args))
+    }
+
+    /// `add_usage`'s keys and arguments (`scripts/add_usage.lua`).
+    fn add_usage_call(&self, tenant: &Tenant, spent: Spent<'_>) -> (Vec<String>, Vec<String>) {
+        let counters = self.keys.usage(tenant, spent.day, spent.ip);
+        let mut keys = vec![
+            self.keys.spent_marker(tenant, spent.id),
+            counters.day,
+            counters.month,
+        ];
+        keys.extend(counters.ip);
+        let answer = match spent.answer {
+            Some(kept) => {
+                keys.push(self.keys.idempotency(tenant, kept.key));
+                answered(kept)
+            }
+            None => String::new(),
+        };
+        // A day's counters outlive the day by a day, a month's by a month.
+        let day_ttl = spent.day.seconds_left + 86_400;
+        let month_ttl = 62 * 86_400;
+        let args = vec![
+            spent.model.to_owned(),
+            spent.prompt_tokens.to_string(),
+            spent.completion_tokens.to_string(),
+            spent.cached_tokens.to_string(),
+            day_ttl.to_string(),
+            month_ttl.to_string(),
+            if spent.ip.is_some() { "1" } else { "0" }.to_owned(),
+            answer,
+            ANSWER_SECONDS.to_string(),
+            TURN_MARKER_SECONDS.to_string(),
+        ];
+        (keys, args)
     }
 
     async fn eval<R: FromValue>(
@@ -196,41 +276,7 @@ impl Store for RedisStore {
         turn: &Turn,
         extras: TurnExtras<'_>,
     ) -> Result<(), StoreError> {
-        let chat = self.keys.chat(tenant, chat);
-        let json = serde_json::to_string(turn)
-            .map_err(|e| StoreError::new(format!("cannot encode a turn: {e}")))?;
-        // A turn without an id (never made by this version) gets one for its marker alone.
-        let id = turn.id.clone().unwrap_or_else(Turn::new_id);
-        let marker = chat.turn_marker(&id);
-        let ChatKeys {
-            system,
-            turns,
-            meta,
-            ..
-        } = chat;
-        let tokens = turn.tokens.unwrap_or_default();
-        let mut keys = vec![turns, system, meta, marker];
-        let answer = match extras.answer {
-            Some(kept) => {
-                keys.push(self.keys.idempotency(tenant, kept.key));
-                answered(kept)
-            }
-            None => String::new(),
-        };
-        let args = vec![
-            self.ttl_arg(),
-            json,
-            self.settings.max_history_messages.to_string(),
-            self.settings.max_chat_bytes.to_string(),
-            TURN_MARKER_SECONDS.to_string(),
-            extras.window_start.unwrap_or_default().to_owned(),
-            tokens.prompt.to_string(),
-            tokens.completion.to_string(),
-            tokens.cached.to_string(),
-            answer,
-            ANSWER_SECONDS.to_string(),
-            turn.messages().to_string(),
-        ];
+        let (keys, args) = self.append_turn_call(tenant, chat, turn, extras)?;
         // The answer behind this turn is paid for: a write that timed out (and may yet run)
         // is sent once more, which the marker makes safe.
         let first = self
@@ -243,6 +289,50 @@ impl Store for RedisStore {
                 self.eval::<i64>(&self.scripts.append_turn, keys, args)
                     .await
                     .map(drop)
+            }
+        }
+    }
+
+    async fn record(
+        &self,
+        tenant: &Tenant,
+        turn: Option<(&ChatId, &Turn, TurnExtras<'_>)>,
+        spent: Spent<'_>,
+    ) -> Recorded {
+        // On a Cluster the chat's keys and the caller's counters may sit on two nodes: two
+        // scripts, sent together. Elsewhere one script writes both, so that the turn's write
+        // is one command and one reply (each script costs its own flush and, as often as
+        // not, its own wake-up of the client: BENCHMARKS.md).
+        let (Some((chat, turn_to_store, extras)), false) = (turn, self.connection.clustered) else {
+            return record_apart(self, tenant, turn, spent).await;
+        };
+        let together = self
+            .append_turn_call(tenant, chat, turn_to_store, extras)
+            .map(|(mut keys, append_args)| {
+                let (usage_keys, usage_args) = self.add_usage_call(tenant, spent);
+                let mut args = vec![keys.len().to_string(), append_args.len().to_string()];
+                args.extend(append_args);
+                args.extend(usage_args);
+                keys.extend(usage_keys);
+                (keys, args)
+            });
+        let result = match together {
+            Ok((keys, args)) => {
+                self.eval::<Vec<i64>>(&self.scripts.record, keys, args)
+                    .await
+            }
+            Err(error) => Err(error),
+        };
+        match result {
+            Ok(_) => Recorded {
+                stored: Ok(()),
+                counted: Ok(()),
+            },
+            // Run apart, each part once more (its marker makes that safe) and on its own, so
+            // that a chat that cannot be written still has its tokens counted.
+            Err(error) => {
+                tracing::warn!(%error, "a turn's write failed; sending its two parts apart");
+                record_apart(self, tenant, turn, spent).await
             }
         }
     }
@@ -297,35 +387,7 @@ impl Store for RedisStore {
     }
 
     async fn add_usage(&self, tenant: &Tenant, spent: Spent<'_>) -> Result<(), StoreError> {
-        let counters = self.keys.usage(tenant, spent.day, spent.ip);
-        let mut keys = vec![
-            self.keys.spent_marker(tenant, spent.id),
-            counters.day,
-            counters.month,
-        ];
-        keys.extend(counters.ip);
-        let answer = match spent.answer {
-            Some(kept) => {
-                keys.push(self.keys.idempotency(tenant, kept.key));
-                answered(kept)
-            }
-            None => String::new(),
-        };
-        // A day's counters outlive the day by a day, a month's by a month.
-        let day_ttl = spent.day.seconds_left + 86_400;
-        let month_ttl = 62 * 86_400;
-        let args = vec![
-            spent.model.to_owned(),
-            spent.prompt_tokens.to_string(),
-            spent.completion_tokens.to_string(),
-            spent.cached_tokens.to_string(),
-            day_ttl.to_string(),
-            month_ttl.to_string(),
-            if spent.ip.is_some() { "1" } else { "0" }.to_owned(),
-            answer,
-            ANSWER_SECONDS.to_string(),
-            TURN_MARKER_SECONDS.to_string(),
-        ];
+        let (keys, args) = self.add_usage_call(tenant, spent);
         self.eval::<i64>(&self.scripts.add_usage, keys, args)
             .await
             .map(drop)
@@ -352,12 +414,20 @@ impl Store for RedisStore {
         day: &UtcDay,
     ) -> Result<u64, StoreError> {
         let counters = self.keys.usage(tenant, day, ip);
-        let spent: Option<u64> = match counters.ip {
-            Some(ip) => self.client().get(ip).await,
-            None => self.client().hget(counters.day, "total_tokens").await,
+        match counters.ip {
+            Some(ip) => {
+                let spent: Option<u64> = self.client().get(ip).await.map_err(|e| self.error(e))?;
+                Ok(spent.unwrap_or(0))
+            }
+            None => {
+                let fields: HashMap<String, u64> = self
+                    .client()
+                    .hgetall(counters.day)
+                    .await
+                    .map_err(|e| self.error(e))?;
+                Ok(period(fields).total.total_tokens)
+            }
         }
-        .map_err(|e| self.error(e))?;
-        Ok(spent.unwrap_or(0))
     }
 
     async fn claim(

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use crate::chat::Turn;
-use crate::store::{Claim, Claimant, KeptAnswer, PeriodUsage, StoreError, Tokens};
+use crate::store::{Claim, Claimant, KeptAnswer, PeriodUsage, StoreError};
 
 pub(super) fn decode_turns(raw: Vec<String>) -> Result<Vec<Turn>, StoreError> {
     raw.iter()
@@ -47,28 +47,66 @@ pub(super) fn parse_claim(found: &str) -> Result<Claim, StoreError> {
     }
 }
 
-/// A period's counters from its hash: the totals, and `model:<name>:<counter>` per model.
+/// A period's counters from its hash: `model:<name>:<counter>` per model, and the totals
+/// their sums. (Counters written before the totals were left to the reader, bare
+/// `prompt_tokens` and the like, are left out: their models' fields count the same tokens.)
 pub(super) fn period(fields: HashMap<String, u64>) -> PeriodUsage {
     let mut usage = PeriodUsage::default();
     for (field, value) in fields {
-        let (tokens, counter) = match field
+        let Some((model, counter)) = field
             .strip_prefix("model:")
             .and_then(|f| f.rsplit_once(':'))
-        {
-            Some((model, counter)) => (usage.models.entry(model.to_owned()).or_default(), counter),
-            None => (&mut usage.total, field.as_str()),
+        else {
+            continue;
         };
-        add_counter(tokens, counter, value);
+        let tokens = usage.models.entry(model.to_owned()).or_default();
+        match counter {
+            "prompt_tokens" => tokens.prompt_tokens = value,
+            "completion_tokens" => tokens.completion_tokens = value,
+            "cached_tokens" => tokens.cached_tokens = value,
+            _ => {}
+        }
+    }
+    for tokens in usage.models.values_mut() {
+        tokens.total_tokens = tokens.prompt_tokens + tokens.completion_tokens;
+        usage.total.prompt_tokens += tokens.prompt_tokens;
+        usage.total.completion_tokens += tokens.completion_tokens;
+        usage.total.cached_tokens += tokens.cached_tokens;
+        usage.total.total_tokens += tokens.total_tokens;
     }
     usage
 }
 
-fn add_counter(tokens: &mut Tokens, counter: &str, value: u64) {
-    match counter {
-        "prompt_tokens" => tokens.prompt_tokens = value,
-        "completion_tokens" => tokens.completion_tokens = value,
-        "cached_tokens" => tokens.cached_tokens = value,
-        "total_tokens" => tokens.total_tokens = value,
-        _ => {}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Tokens;
+
+    #[test]
+    fn a_periods_totals_are_its_models_sums_whatever_older_fields_say() {
+        let fields: HashMap<String, u64> = [
+            ("model:gpt-4o-mini:prompt_tokens", 100),
+            ("model:gpt-4o-mini:completion_tokens", 10),
+            ("model:gpt-4o-mini:cached_tokens", 64),
+            ("model:o3:prompt_tokens", 7),
+            ("model:o3:completion_tokens", 3),
+            // As an earlier version wrote them beside the models' fields.
+            ("prompt_tokens", 50),
+            ("total_tokens", 55),
+        ]
+        .iter()
+        .map(|(field, value)| (field.to_string(), *value))
+        .collect();
+        let usage = period(fields);
+        assert_eq!(
+            usage.total,
+            Tokens {
+                prompt_tokens: 107,
+                completion_tokens: 13,
+                cached_tokens: 64,
+                total_tokens: 120
+            }
+        );
+        assert_eq!(usage.models["o3"].total_tokens, 10);
     }
 }

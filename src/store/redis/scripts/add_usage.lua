@@ -1,5 +1,8 @@
 -- add_usage: adds a request's tokens to its caller's counters for the UTC day and month,
--- overall and for its model, and for an open API to its source address's day.
+-- for its model (`model:<name>:prompt_tokens`, `..:completion_tokens`, `..:cached_tokens`:
+-- the totals are their sums, added up when read), and for an open API with a daily token
+-- limit to its source address's day. A function of its keys and arguments, like
+-- append_turn.
 --
 -- KEYS: 1 the request's marker, 2 the day's and 3 the month's counters (hashes), then the
 --       address's day counter when ARGV[7] is '1', then the Idempotency-Key of a stateless
@@ -10,24 +13,22 @@
 -- Returns 1 when counted, 0 when the marker says it already was.
 --
 -- Safe to run twice: the marker is checked first and set last.
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-local total = tonumber(ARGV[2]) + tonumber(ARGV[3])
-local model = 'model:' .. ARGV[1] .. ':'
-for i = 2, 3 do
-  for _, prefix in ipairs({'', model}) do
-    redis.call('HINCRBY', KEYS[i], prefix .. 'prompt_tokens', ARGV[2])
-    redis.call('HINCRBY', KEYS[i], prefix .. 'completion_tokens', ARGV[3])
-    redis.call('HINCRBY', KEYS[i], prefix .. 'cached_tokens', ARGV[4])
-    redis.call('HINCRBY', KEYS[i], prefix .. 'total_tokens', total)
+local function add_usage(K, A)
+  if redis.call('EXISTS', K[1]) == 1 then return 0 end
+  local model = 'model:' .. A[1] .. ':'
+  for i = 2, 3 do
+    redis.call('HINCRBY', K[i], model .. 'prompt_tokens', A[2])
+    redis.call('HINCRBY', K[i], model .. 'completion_tokens', A[3])
+    if A[4] ~= '0' then redis.call('HINCRBY', K[i], model .. 'cached_tokens', A[4]) end
+    redis.call('EXPIRE', K[i], A[i + 3])
   end
-  redis.call('EXPIRE', KEYS[i], ARGV[i + 3])
+  local next = 4
+  if A[7] == '1' then
+    redis.call('INCRBY', K[4], tonumber(A[2]) + tonumber(A[3]))
+    redis.call('EXPIRE', K[4], A[5])
+    next = 5
+  end
+  if A[8] ~= '' then redis.call('SET', K[next], A[8], 'EX', A[9]) end
+  redis.call('SET', K[1], '1', 'EX', A[10])
+  return 1
 end
-local next = 4
-if ARGV[7] == '1' then
-  redis.call('INCRBY', KEYS[4], total)
-  redis.call('EXPIRE', KEYS[4], ARGV[5])
-  next = 5
-end
-if ARGV[8] ~= '' then redis.call('SET', KEYS[next], ARGV[8], 'EX', ARGV[9]) end
-redis.call('SET', KEYS[1], '1', 'EX', ARGV[10])
-return 1

@@ -1,5 +1,6 @@
 -- append_turn: stores one turn of a chat, trims the chat to its caps, and keeps what goes
--- with the turn, in one atomic write.
+-- with the turn, in one atomic write. A function of its keys and arguments, so that the
+-- record script can run it beside add_usage; run alone, they are KEYS and ARGV.
 --
 -- KEYS: 1 turns (list), 2 system, 3 meta (hash), 4 the turn's marker, 5 the request's
 --       Idempotency-Key (only when ARGV[10] is not empty)
@@ -13,42 +14,57 @@
 -- the newest turn whole. A chat stored before meta had `bytes` and `messages` is counted
 -- once, here (a turn's messages are its `messages` list and its reply; 2 for older turns).
 -- Safe to run twice: the marker is checked first and set last, so a run sent again after
--- a cut stores nothing more, and a run that failed half-way is not taken as done.
-if redis.call('EXISTS', KEYS[4]) == 1 then return 0 end
+-- a cut stores nothing more, and a run that failed half-way is not taken as done. The calls
+-- that can fail (on a key of the wrong type) come before any write, and the kept answer
+-- comes last with the marker, so a failed run writes nothing a retry could take as done.
 local function messages_of(turn)
+  -- Only a turn of several messages has a `messages` list; inside a JSON string every quote
+  -- is escaped, so `"messages":` is found only as the key. Most turns need no decoding.
+  if not string.find(turn, '"messages":', 1, true) then return 2 end
   local ok, decoded = pcall(cjson.decode, turn)
   if ok and type(decoded) == 'table' and type(decoded.messages) == 'table' and #decoded.messages > 0 then
     return #decoded.messages + 1
   end
   return 2
 end
-if ARGV[6] ~= '' then redis.call('HSET', KEYS[3], 'window', ARGV[6]) end
-redis.call('HINCRBY', KEYS[3], 'turns', 1)
-redis.call('HINCRBY', KEYS[3], 'prompt_tokens', ARGV[7])
-redis.call('HINCRBY', KEYS[3], 'completion_tokens', ARGV[8])
-redis.call('HINCRBY', KEYS[3], 'cached_tokens', ARGV[9])
-if ARGV[10] ~= '' then redis.call('SET', KEYS[5], ARGV[10], 'EX', ARGV[11]) end
-local bytes = tonumber(redis.call('HGET', KEYS[3], 'bytes'))
-local messages = tonumber(redis.call('HGET', KEYS[3], 'messages'))
-local length = redis.call('RPUSH', KEYS[1], ARGV[2])
-if bytes == nil or messages == nil then
-  bytes, messages = 0, 0
-  for _, turn in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
-    bytes = bytes + #turn
-    messages = messages + messages_of(turn)
+local function append_turn(K, A)
+  if redis.call('EXISTS', K[4]) == 1 then return 0 end
+  -- The chat's counts, read and written back in one call each (a call costs more than the
+  -- Lua around it).
+  local meta = redis.call('HMGET', K[3], 'bytes', 'messages', 'turns', 'prompt_tokens',
+    'completion_tokens', 'cached_tokens')
+  local bytes, messages = tonumber(meta[1]), tonumber(meta[2])
+  -- Written as integers: some Redis versions format a Lua number as `1e+08`.
+  local function plus(i, n) return string.format('%d', (tonumber(meta[i]) or 0) + tonumber(n)) end
+  local length = redis.call('RPUSH', K[1], A[2])
+  if bytes == nil or messages == nil then
+    bytes, messages = 0, 0
+    for _, turn in ipairs(redis.call('LRANGE', K[1], 0, -1)) do
+      bytes = bytes + #turn
+      messages = messages + messages_of(turn)
+    end
+  else
+    bytes = bytes + #A[2]
+    messages = messages + tonumber(A[12])
   end
-else
-  bytes = bytes + #ARGV[2]
-  messages = messages + tonumber(ARGV[12])
+  local max_messages, max_bytes = tonumber(A[3]), tonumber(A[4])
+  while length > 1 and (messages > max_messages or bytes > max_bytes) do
+    local oldest = redis.call('LPOP', K[1])
+    bytes = bytes - #oldest
+    messages = messages - messages_of(oldest)
+    length = length - 1
+  end
+  local fields = {'bytes', string.format('%d', bytes), 'messages', string.format('%d', messages),
+    'turns', plus(3, 1),
+    'prompt_tokens', plus(4, A[7]), 'completion_tokens', plus(5, A[8]),
+    'cached_tokens', plus(6, A[9])}
+  if A[6] ~= '' then
+    fields[#fields + 1] = 'window'
+    fields[#fields + 1] = A[6]
+  end
+  redis.call('HSET', K[3], unpack(fields))
+  touch(K, A[1], 1, 3)
+  if A[10] ~= '' then redis.call('SET', K[5], A[10], 'EX', A[11]) end
+  redis.call('SET', K[4], '1', 'EX', A[5])
+  return 1
 end
-local max_messages, max_bytes = tonumber(ARGV[3]), tonumber(ARGV[4])
-while length > 1 and (messages > max_messages or bytes > max_bytes) do
-  local oldest = redis.call('LPOP', KEYS[1])
-  bytes = bytes - #oldest
-  messages = messages - messages_of(oldest)
-  length = length - 1
-end
-redis.call('HSET', KEYS[3], 'bytes', bytes, 'messages', messages)
-touch(1, 3)
-redis.call('SET', KEYS[4], '1', 'EX', ARGV[5])
-return 1

@@ -10,5 +10,5 @@
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[3], 'bytes', 0, 'messages', 0)
 redis.call('HDEL', KEYS[3], 'window')
-touch(1, 3)
+touch(KEYS, ARGV[1], 1, 3)
 return 1

@@ -8,5 +8,5 @@
 -- request set a prompt meanwhile sets this one, as it would have if sent a moment later:
 -- the two requests overlapped, and either order is theirs.
 redis.call('SET', KEYS[1], ARGV[2])
-touch(1, 3)
+touch(KEYS, ARGV[1], 1, 3)
 return 1

@@ -1,10 +1,10 @@
--- touch: renews the expiry of KEYS[first..last], or takes it away when ARGV[1] is '0'.
+-- touch: renews the expiry of keys[first..last], or takes it away when ttl is '0'.
 -- Prepended to each chat script (append_turn, set_chat_prompt, clear), which pass their TTL
--- as ARGV[1]. The TTL reaches EXPIRE as the string it was given: a Lua number can be
+-- as their first argument. The TTL reaches EXPIRE as the string it was given: a Lua number can be
 -- formatted as `1e+08`, which some Redis versions (7.2.0 to 7.2.4) refuse.
 -- Safe to run twice: the same expiry, set again.
-local function touch(first, last)
+local function touch(keys, ttl, first, last)
   for i = first, last do
-    if ARGV[1] ~= '0' then redis.call('EXPIRE', KEYS[i], ARGV[1]) else redis.call('PERSIST', KEYS[i]) end
+    if ttl ~= '0' then redis.call('EXPIRE', keys[i], ttl) else redis.call('PERSIST', keys[i]) end
   end
 end
