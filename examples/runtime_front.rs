@@ -36,7 +36,11 @@ static NEXT: AtomicU64 = AtomicU64::new(0);
 /// A REST API (payload 1.0) event for a request, on stage `prod` as API Gateway sends it.
 async fn event_of(request: Request<Incoming>) -> Value {
     let (parts, body) = request.into_parts();
-    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     let path = parts.uri.path().to_owned();
     let mut headers = Map::new();
     let mut multi = Map::new();
@@ -81,7 +85,9 @@ async fn answer(runtime: Arc<RuntimeApi>, request: Request<Incoming>) -> Respons
                     }
                 }
             }
-            response.body(Full::new(Bytes::from(streamed.body))).unwrap()
+            response
+                .body(Full::new(Bytes::from(streamed.body)))
+                .unwrap()
         }
         other => Response::builder()
             .status(502)

@@ -119,7 +119,11 @@ pub struct Turn {
 
 /// A turn's tokens: what its request cost (upstream's counts) and what the turn weighs
 /// when later turns send it as history.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Stored as an array, `[size, exact, prompt, completion, cached, answer, sent]`: every
+/// turn of a chat is read on every turn, and an object's keys took 40% of reading a turn
+/// (BENCHMARKS.md). The object form earlier versions wrote is read as well.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 pub struct TurnTokens {
     /// The turn's messages (the caller's and the reply) as history, framing included.
     pub size: u32,
@@ -140,6 +144,75 @@ pub struct TurnTokens {
     /// first turn of history it sent and of how many it sent.
     #[serde(default)]
     pub sent: u64,
+}
+
+impl Serialize for TurnTokens {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        (
+            self.size,
+            u8::from(self.exact),
+            self.prompt,
+            self.completion,
+            self.cached,
+            self.answer,
+            self.sent,
+        )
+            .serialize(serializer)
+    }
+}
+
+/// A stored turn's `tokens`: the array this version writes, or an older version's object
+/// (read without buffering either: every history turn passes through here).
+fn stored_tokens<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<TurnTokens>, D::Error> {
+    struct Tokens;
+
+    impl<'de> serde::de::Visitor<'de> for Tokens {
+        type Value = Option<TurnTokens>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a turn's token counts")
+        }
+
+        fn visit_none<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(self)
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut next = |name: &str| -> Result<u64, A::Error> {
+                seq.next_element::<u64>()?
+                    .ok_or_else(|| serde::de::Error::custom(format!("tokens lack {name}")))
+            };
+            let small = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
+            Ok(Some(TurnTokens {
+                size: small(next("size")?),
+                exact: next("exact")? != 0,
+                prompt: small(next("prompt")?),
+                completion: small(next("completion")?),
+                cached: small(next("cached")?),
+                answer: small(next("answer")?),
+                sent: next("sent")?,
+            }))
+        }
+
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+            TurnTokens::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(Some)
+        }
+    }
+
+    deserializer.deserialize_option(Tokens)
 }
 
 impl Turn {
@@ -195,7 +268,7 @@ struct Stored {
     #[serde(default)]
     messages: Option<Vec<UserContent>>,
     assistant: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "stored_tokens")]
     tokens: Option<TurnTokens>,
 }
 
@@ -321,6 +394,42 @@ mod tests {
         assert_eq!(stored["url"], "https://x/1.png");
         assert_eq!(stored["messages"][1][1]["image_url"]["detail"], "low");
         assert_eq!(round_trip(&turn), turn);
+    }
+
+    #[test]
+    fn tokens_are_stored_as_an_array_and_read_in_either_form() {
+        let tokens = TurnTokens {
+            size: 30,
+            exact: true,
+            prompt: 100,
+            completion: 3,
+            cached: 64,
+            answer: 7,
+            sent: u64::MAX,
+        };
+        let turn = Turn {
+            tokens: Some(tokens),
+            ..Turn::question(Some("t".into()), "q".into(), None, "a".into())
+        };
+        let stored = serde_json::to_value(&turn).unwrap();
+        assert_eq!(stored["tokens"], json!([30, 1, 100, 3, 64, 7, u64::MAX]));
+        assert_eq!(round_trip(&turn), turn);
+        // As versions before the array wrote them, with the later fields missing.
+        let older: Turn = serde_json::from_value(json!({"user": "q", "assistant": "a",
+            "tokens": {"size": 30, "exact": true, "prompt": 100, "completion": 3}}))
+        .unwrap();
+        assert_eq!(
+            older.tokens,
+            Some(TurnTokens {
+                cached: 0,
+                answer: 0,
+                sent: 0,
+                ..tokens
+            })
+        );
+        let none: Turn =
+            serde_json::from_value(json!({"user": "q", "assistant": "a", "tokens": null})).unwrap();
+        assert_eq!(none.tokens, None);
     }
 
     #[test]

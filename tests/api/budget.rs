@@ -181,14 +181,15 @@ async fn turns_carry_exact_sizes_once_their_request_chain_is_known() {
         .collect();
     // The first turn's question is estimated; every later turn's size is upstream's own
     // count of the turn as history: its question and its reply, each with its framing.
-    assert_eq!(turns[0]["tokens"]["exact"], false);
+    // (`tokens` is stored as `[size, exact, prompt, completion, cached, answer, sent]`.)
+    assert_eq!(turns[0]["tokens"][1], 0, "not exact");
     for (i, turn) in turns.iter().enumerate().skip(1) {
-        assert_eq!(turn["tokens"]["exact"], true, "turn {i}");
+        assert_eq!(turn["tokens"][1], 1, "turn {i} exact");
         let truth = 3
             + count_tokens(&question(i))
             + 3
             + count_tokens(&format!("reply to: {}", question(i)));
-        assert_eq!(turn["tokens"]["size"], truth, "turn {i}");
+        assert_eq!(turn["tokens"][0], truth, "turn {i}");
     }
 }
 
