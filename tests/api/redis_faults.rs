@@ -174,7 +174,8 @@ async fn a_write_cut_before_its_answer_is_sent_again_and_stored_once() {
     let t = TestApp::over_relay(&[]).await;
     t.say("c1", "before").await;
     // The append script reaches Redis and runs; its answer is lost with the connection.
-    t.relay().cut_after("RPUSH");
+    // The turn's JSON, in the write's arguments (scripts go by their SHA-1, not their text).
+    t.relay().cut_after("\"user\":\"cut\"");
     let reply = guarded(t.post("/c1/chat", json!({"content": "cut"}))).await;
     assert_eq!(t.relay().cuts(), 1, "the write's connection was cut");
     assert_eq!(reply.status, 200, "{}", reply.text);
@@ -208,8 +209,8 @@ async fn a_prompt_write_cut_before_its_answer_is_sent_again() {
 async fn a_clear_cut_before_its_answer_is_sent_again() {
     let t = TestApp::over_relay(&[]).await;
     t.say("c1", "to be cleared").await;
-    // The clear script's own text: nothing else the request sends contains it.
-    t.relay().cut_after("redis.call('DEL', KEYS[1])");
+    // The clear is the one script the request runs, and its first command.
+    t.relay().cut_after("EVALSHA");
     let reply = guarded(t.post_raw("/c1/clear", "")).await;
     assert_eq!(t.relay().cuts(), 1);
     assert_eq!(reply.status, 200, "{}", reply.text);
@@ -219,7 +220,8 @@ async fn a_clear_cut_before_its_answer_is_sent_again() {
 #[tokio::test]
 async fn a_rate_count_cut_before_its_answer_is_sent_again_and_counts_once() {
     let t = TestApp::over_relay(&[("RATE_LIMIT_PER_MINUTE", "2")]).await;
-    t.relay().cut_after("redis.call('HLEN', KEYS[1])");
+    // The count is the request's first command.
+    t.relay().cut_after("EVALSHA");
     let reply = guarded(t.get("/system")).await;
     assert_eq!(t.relay().cuts(), 1, "the count's connection was cut");
     assert_eq!(reply.status, 200, "{}", reply.text);
@@ -253,9 +255,9 @@ async fn keyed(
 #[tokio::test]
 async fn a_claim_cut_before_its_answer_is_sent_again_and_stays_its_requests() {
     let t = TestApp::over_relay(&[]).await;
-    // The claim script's own text: nothing else the request sends contains it.
-    t.relay()
-        .cut_after("if found == ARGV[1] then return '' end");
+    // The claim itself (`pending`, the request's fingerprint and token): nothing else the
+    // request sends holds it.
+    t.relay().cut_after("pending\n");
     let reply = guarded(keyed(&t, "/c1/chat", json!({"content": "once"}), "k-1")).await;
     assert_eq!(t.relay().cuts(), 1, "the claim's connection was cut");
     assert_eq!(reply.status, 200, "{}", reply.text);
@@ -272,9 +274,14 @@ async fn a_release_cut_before_its_answer_is_sent_again_and_the_retry_runs() {
     let t = TestApp::over_relay(&[]).await;
     // Three server errors: the turn and its two retries fail, and the key is released.
     t.openai.fail_chat(ResponseTemplate::new(500), 3).await;
-    t.relay()
-        .cut_after("then return redis.call('DEL', KEYS[1]) end");
-    let failed = guarded(keyed(&t, "/c1/chat", json!({"content": "again"}), "k-2")).await;
+    let request = keyed(&t, "/c1/chat", json!({"content": "again"}), "k-2");
+    // Once the claim is made (upstream has the first try), the next command that holds the
+    // claim is its release.
+    let arm = async {
+        t.openai.wait_for_chat_requests(1).await;
+        t.relay().cut_after("pending\n");
+    };
+    let (failed, ()) = guarded(async { tokio::join!(request, arm) }).await;
     failed.assert_error(502, "upstream_error");
     assert_eq!(t.relay().cuts(), 1, "the release's connection was cut");
     let retry = guarded(keyed(&t, "/c1/chat", json!({"content": "again"}), "k-2")).await;

@@ -247,7 +247,7 @@ async fn a_turn_runs_the_same_commands_whatever_the_history_length() {
         ("lrange", 1), // the history
         ("hget", 1),   // the context window's start
         // The write: one script for the turn and the caller's counters; inside it:
-        ("eval", 1),
+        ("evalsha", 1),
         ("exists", 2), // the turn's marker and the count's, checked first
         ("set", 2),    // and set last
         ("hmget", 1),  // the chat's counts so far: size, messages, usage

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fred::interfaces::{ClientLike, EventInterface};
+use fred::interfaces::{ClientLike, EventInterface, LuaInterface};
 use fred::prelude::{Builder, Client, ReconnectPolicy};
 use fred::types::config::{
     Config as FredConfig, ServerConfig, TcpConfig, TlsConnector, UnresponsiveConfig,
@@ -33,10 +33,14 @@ impl Connection {
     /// `timeout` bounds every command, connect and TLS handshake included: with Redis down a
     /// request fails within it, and fred keeps reconnecting so the next request succeeds as
     /// soon as Redis is back.
+    /// `scripts` are loaded into Redis (`SCRIPT LOAD`, on every node of a Cluster) each time
+    /// the client connects, so that calling them by their SHA-1 finds them: a turn then pays
+    /// no extra round trip for a script the server did not know yet.
     pub fn open(
         target: &RedisTarget,
         timeout: Duration,
         ca_file: Option<&Path>,
+        scripts: Vec<String>,
     ) -> Result<Connection, StoreError> {
         let mut config = fred_config(target)?;
         let clustered = config.server.is_clustered();
@@ -80,10 +84,31 @@ impl Connection {
             async { Ok(()) }
         });
         let forget = last_error.clone();
+        let loader = client.clone();
+        let scripts: std::sync::Arc<[String]> = scripts.into();
+        // Fires on the first connection too.
         let _reconnects = client.on_reconnect(move |_server| {
             if let Ok(mut last) = forget.lock() {
                 *last = None;
             }
+            let (loader, scripts) = (loader.clone(), scripts.clone());
+            tokio::spawn(async move {
+                for script in scripts.iter() {
+                    let loaded = if clustered {
+                        loader.script_load_cluster::<(), _>(script.as_str()).await
+                    } else {
+                        loader
+                            .script_load::<String, _>(script.as_str())
+                            .await
+                            .map(drop)
+                    };
+                    if let Err(error) = loaded {
+                        // Calls by SHA-1 fall back to sending the body: slower, not wrong.
+                        tracing::warn!(%error, "a script could not be loaded into Redis");
+                        break;
+                    }
+                }
+            });
             async { Ok(()) }
         });
         let _connection = client.connect();

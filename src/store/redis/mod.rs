@@ -18,10 +18,11 @@ use std::time::Duration;
 
 use fred::interfaces::{ClientLike, HashesInterface, KeysInterface, ListInterface, LuaInterface};
 use fred::prelude::{Expiration, FromValue};
+use fred::types::{MultipleKeys, Value};
 
 use self::connection::Connection;
 use self::keys::{ChatKeys, Keys};
-use self::scripts::Scripts;
+use self::scripts::{Script, Scripts};
 use self::values::{answered, decode_turns, parse_claim, pending, period};
 use super::{
     newest_within, record_apart, CallerUsage, ChatUsage, Claim, Claimant, IdempotencyKey, Recorded,
@@ -51,11 +52,12 @@ impl RedisStore {
         timeout: Duration,
         ca_file: Option<&Path>,
     ) -> Result<RedisStore, StoreError> {
+        let scripts = Scripts::new();
         Ok(RedisStore {
-            connection: Connection::open(target, timeout, ca_file)?,
+            connection: Connection::open(target, timeout, ca_file, scripts.bodies())?,
             keys: Keys::new(&settings.key_prefix),
             settings,
-            scripts: Scripts::new(),
+            scripts,
         })
     }
 
@@ -166,16 +168,31 @@ impl RedisStore {
         (keys, args)
     }
 
+    /// Runs a script by its SHA-1 (`EVALSHA`), so that its body does not cross the wire and
+    /// Redis does not hash it on every call; a Redis that does not know it yet (a new or
+    /// restarted server, another node) answers NOSCRIPT, and the body is sent once (`EVAL`,
+    /// which also keeps it there). A NOSCRIPT run did nothing, so sending it again is safe.
     async fn eval<R: FromValue>(
         &self,
-        script: &str,
+        script: &Script,
         keys: Vec<String>,
         args: Vec<String>,
     ) -> Result<R, StoreError> {
-        self.client()
-            .eval(script, keys, args)
-            .await
-            .map_err(|e| self.error(e))
+        let keys = MultipleKeys::from(keys);
+        let args = Value::Array(args.into_iter().map(Value::from).collect());
+        // Cheap clones: the keys and values are reference-counted bytes.
+        let by_hash = self
+            .client()
+            .evalsha::<R, _, _, _>(script.sha.as_str(), keys.clone(), args.clone())
+            .await;
+        match by_hash {
+            Err(error) if error.details().starts_with("NOSCRIPT") => self
+                .client()
+                .eval(script.body.as_str(), keys, args)
+                .await
+                .map_err(|e| self.error(e)),
+            other => other.map_err(|e| self.error(e)),
+        }
     }
 }
 

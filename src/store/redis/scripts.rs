@@ -5,17 +5,32 @@
 //! prepended, and `append_turn` and `add_usage`, which are functions, are called alone or
 //! both by `record` (a turn's whole write in one script, where that is allowed).
 
+/// A script as it is sent: its body, and the SHA-1 it is called by.
+pub(super) struct Script {
+    pub body: String,
+    pub sha: String,
+}
+
+impl Script {
+    fn new(body: String) -> Script {
+        Script {
+            sha: fred::util::sha1_hash(&body),
+            body,
+        }
+    }
+}
+
 /// The scripts as they are sent.
 pub(super) struct Scripts {
-    pub append_turn: String,
-    pub set_chat_prompt: String,
-    pub clear: String,
-    pub count_request: String,
-    pub add_usage: String,
+    pub append_turn: Script,
+    pub set_chat_prompt: Script,
+    pub clear: Script,
+    pub count_request: Script,
+    pub add_usage: Script,
     /// `append_turn` and `add_usage` in one script.
-    pub record: String,
-    pub claim: String,
-    pub release: String,
+    pub record: Script,
+    pub claim: Script,
+    pub release: Script,
 }
 
 impl Scripts {
@@ -23,20 +38,42 @@ impl Scripts {
         let touch = body(include_str!("scripts/touch.lua"));
         let append_turn = body(include_str!("scripts/append_turn.lua"));
         let add_usage = body(include_str!("scripts/add_usage.lua"));
-        let chat = |script: &str| format!("{touch}{}", body(script));
+        let chat = |script: &str| Script::new(format!("{touch}{}", body(script)));
+        let alone = |script: &str| Script::new(body(script).to_owned());
         Scripts {
-            append_turn: format!("{touch}{append_turn}return append_turn(KEYS, ARGV)\n"),
-            add_usage: format!("{add_usage}return add_usage(KEYS, ARGV)\n"),
-            record: format!(
+            append_turn: Script::new(format!(
+                "{touch}{append_turn}return append_turn(KEYS, ARGV)\n"
+            )),
+            add_usage: Script::new(format!("{add_usage}return add_usage(KEYS, ARGV)\n")),
+            record: Script::new(format!(
                 "{touch}{append_turn}{add_usage}{}",
                 body(include_str!("scripts/record.lua"))
-            ),
+            )),
             set_chat_prompt: chat(include_str!("scripts/set_chat_prompt.lua")),
             clear: chat(include_str!("scripts/clear.lua")),
-            count_request: body(include_str!("scripts/count_request.lua")).to_owned(),
-            claim: body(include_str!("scripts/claim.lua")).to_owned(),
-            release: body(include_str!("scripts/release.lua")).to_owned(),
+            count_request: alone(include_str!("scripts/count_request.lua")),
+            claim: alone(include_str!("scripts/claim.lua")),
+            release: alone(include_str!("scripts/release.lua")),
         }
+    }
+}
+
+impl Scripts {
+    /// Every script's body, to load into Redis.
+    pub fn bodies(&self) -> Vec<String> {
+        [
+            &self.append_turn,
+            &self.set_chat_prompt,
+            &self.clear,
+            &self.count_request,
+            &self.add_usage,
+            &self.record,
+            &self.claim,
+            &self.release,
+        ]
+        .iter()
+        .map(|script| script.body.clone())
+        .collect()
     }
 }
 
@@ -66,10 +103,16 @@ mod tests {
             &scripts.claim,
             &scripts.release,
         ] {
-            assert!(!script.starts_with("--"), "{script}");
-            assert!(script.contains("return"), "{script}");
+            assert!(!script.body.starts_with("--"), "{}", script.body);
+            assert!(script.body.contains("return"), "{}", script.body);
+            assert_eq!(script.sha.len(), 40);
         }
-        assert!(scripts.append_turn.starts_with("local function touch"));
-        assert!(!scripts.claim.contains("touch"));
+        assert!(scripts.append_turn.body.starts_with("local function touch"));
+        assert!(!scripts.claim.body.contains("touch"));
+        // The SHA-1 Redis knows a script by.
+        assert_eq!(
+            Script::new("return 1".to_owned()).sha,
+            "e0e1f9fabfc9d4800c877a703b823ac0578ff8db"
+        );
     }
 }
