@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use chat_proxy::budget;
 use chat_proxy::chat::ChatId;
 use chat_proxy::chat::Tenant;
-use chat_proxy::chat::{Turn, UserContent};
+use chat_proxy::chat::{Asked, Turn, UserContent};
 use chat_proxy::config::RedisTarget;
 use chat_proxy::store::{RedisStore, Store, TurnContext, TurnExtras};
 use chat_proxy::upstream::wire::Usage;
@@ -75,7 +75,9 @@ const COUNTING_RUNS: usize = 2000;
 ///   changed), so every turn's stored size is added up;
 /// - uncounted: turns stored before turns were counted, so every turn's text is estimated.
 fn counting(stored: usize) {
-    let asked = [UserContent::Text("one more question about the chat".into())];
+    let asked = [Asked::User(UserContent::Text(
+        "one more question about the chat".into(),
+    ))];
     let request = budget::Request {
         global_prompt: "You are a helpful assistant.",
         chat_prompt: Some("Answer briefly."),

@@ -10,10 +10,10 @@
 //!   and the same window less one turn, the difference is exactly what that turn and the new
 //!   message weigh. Only text upstream has not counted yet is estimated ([`crate::tokens`]).
 
-use crate::chat::{Turn, TurnTokens, UserContent};
+use crate::chat::{text_of, Asked, Turn, TurnTokens};
 use crate::error::ApiError;
 use crate::store::TurnContext;
-use crate::tokens::{estimate_message, estimate_user, PER_MESSAGE, PER_REQUEST};
+use crate::tokens::{estimate, estimate_message, estimate_user, PER_MESSAGE, PER_REQUEST};
 use crate::upstream::wire::Usage;
 
 /// The history a request sends, and what it weighs.
@@ -31,7 +31,7 @@ pub struct Window {
 pub struct Request<'a> {
     pub global_prompt: &'a str,
     pub chat_prompt: Option<&'a str>,
-    pub asked: &'a [UserContent],
+    pub asked: &'a [Asked],
 }
 
 impl Request<'_> {
@@ -40,7 +40,7 @@ impl Request<'_> {
     }
 
     fn asked(&self) -> u32 {
-        self.asked.iter().map(estimate_user).sum()
+        self.asked.iter().map(estimate_asked).sum()
     }
 
     /// What identifies the part of a request that comes before its new messages.
@@ -90,6 +90,7 @@ pub fn plan(
         .as_deref()
         .and_then(|id| history.iter().position(|t| t.id.as_deref() == Some(id)))
         .unwrap_or(0);
+    let start = sendable(history, start);
     let tokens = weigh(history, start, request).min(u32::MAX as u64) as u32;
     if tokens <= budget {
         return Ok(Window {
@@ -113,7 +114,7 @@ pub fn halve(context: &TurnContext, sent: &Window, new_turn: &str) -> Window {
 
 /// Drops turns from `start` on until the request weighs at most `target`.
 fn cut(history: &[Turn], mut start: usize, mut tokens: u32, target: u32, new_turn: &str) -> Window {
-    while start < history.len() && tokens > target {
+    while start < history.len() && (tokens > target || answers_a_call(&history[start])) {
         tokens = tokens.saturating_sub(size(&history[start]));
         start += 1;
     }
@@ -191,9 +192,40 @@ pub fn size(turn: &Turn) -> u32 {
     match &turn.tokens {
         Some(tokens) => tokens.size,
         None => {
-            turn.asked.iter().map(estimate_user).sum::<u32>() + estimate_message(&turn.assistant)
+            let calls: u32 = turn
+                .calls
+                .iter()
+                .map(|call| estimate(&call.to_string()))
+                .sum();
+            turn.asked.iter().map(estimate_asked).sum::<u32>()
+                + estimate_message(&turn.assistant)
+                + calls
         }
     }
+}
+
+/// One of the caller's messages as it is sent, estimated.
+fn estimate_asked(asked: &Asked) -> u32 {
+    match asked {
+        Asked::User(content) => estimate_user(content),
+        Asked::ToolResult(result) => {
+            estimate_message(&text_of(&result.content)) + estimate(&result.tool_call_id)
+        }
+    }
+}
+
+/// A turn that begins with the results of the previous turn's tool calls: upstream refuses
+/// a tool result whose call it was not sent, so no window starts there.
+fn answers_a_call(turn: &Turn) -> bool {
+    matches!(turn.asked.first(), Some(Asked::ToolResult(_)))
+}
+
+/// The first turn from `start` on that a window can start at.
+fn sendable(history: &[Turn], mut start: usize) -> usize {
+    while history.get(start).is_some_and(answers_a_call) {
+        start += 1;
+    }
+    start
 }
 
 /// FNV-1a, 64 bits: a fingerprint that stays the same across builds and Rust versions

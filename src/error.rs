@@ -25,6 +25,13 @@ pub enum ApiError {
     Unauthorized { reason: &'static str },
     #[error("no route for this path")]
     NotFound,
+    /// What the request names does not exist (for this caller): a model, a response.
+    #[error("{message}")]
+    Missing { code: &'static str, message: String },
+    /// The request does not fit what is stored; `code` says how (a resent history that
+    /// differs from the chat's).
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
     #[error("method not allowed; this path accepts {allow}")]
     MethodNotAllowed { allow: &'static str },
     /// Upstream refused the request with a 4xx (an image URL it cannot fetch, an unknown
@@ -80,7 +87,8 @@ impl ApiError {
             ApiError::UpstreamRefused { status, .. } => *status,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
-            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::NotFound | ApiError::Missing { .. } => StatusCode::NOT_FOUND,
+            ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::RateLimited { .. }
             | ApiError::CallerRateLimited { .. }
@@ -98,7 +106,9 @@ impl ApiError {
     /// upstream's own code when it sent one.
     pub fn code(&self) -> &str {
         match self {
-            ApiError::BadRequest { code, .. } => code,
+            ApiError::BadRequest { code, .. }
+            | ApiError::Missing { code, .. }
+            | ApiError::Conflict { code, .. } => code,
             ApiError::UpstreamRefused { code, .. } => {
                 code.as_deref().unwrap_or("upstream_rejected")
             }

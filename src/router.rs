@@ -105,6 +105,9 @@ async fn serve(
             api::openai::completion(app, &tenant, request, log).await
         }
         Route::OpenAi(OpenAiRoute::Models) => api::openai::models(app, &tenant, request, log).await,
+        Route::OpenAi(OpenAiRoute::Model(id)) => {
+            api::openai::model(app, &tenant, &id, request, log).await
+        }
         Route::Usage(UsageRoute::Chat(chat)) => {
             api::usage::chat(app, &tenant, &chat, request, log).await
         }

@@ -14,7 +14,7 @@ use serde_json::json;
 
 use crate::app::App;
 use crate::body::{Content, Shape};
-use crate::chat::{ChatId, Tenant, Turn, UserContent};
+use crate::chat::{Asked, ChatId, Tenant, Turn, UserContent};
 use crate::error::ApiError;
 use crate::guard::source_ip;
 use crate::http::{
@@ -152,7 +152,12 @@ async fn turn(
     let ask = Ask {
         tenant,
         chat: Some(chat),
-        asked: vec![UserContent::question(question.content, question.url)],
+        asked: vec![Asked::User(UserContent::question(
+            question.content,
+            question.url,
+        ))],
+        prompt: None,
+        resent: None,
         model: app.upstream.model_name(model),
         params: None,
         deadline: app.guard.deadline(request, streamed),
@@ -282,15 +287,25 @@ fn transcript(turns: &[Turn]) -> Vec<TranscriptMessage<'_>> {
         for asked in &turn.asked {
             let urls: Vec<&str> = asked.image_urls().collect();
             messages.push(TranscriptMessage {
-                role: "user",
+                // A tool's result, which the seed routes never send, shows as its text.
+                role: match asked {
+                    Asked::User(_) => "user",
+                    Asked::ToolResult(_) => "tool",
+                },
                 content: asked.text(),
                 url: urls.first().copied(),
                 urls: (urls.len() > 1).then_some(urls),
             });
         }
+        // A reply's tool calls show as text after its own, one line each.
+        let content = match (turn.assistant.as_str(), turn.calls.is_empty()) {
+            (_, true) => Cow::Borrowed(turn.assistant.as_str()),
+            ("", false) => Cow::Owned(turn.calls_as_text()),
+            (text, false) => Cow::Owned(format!("{text}\n{}", turn.calls_as_text())),
+        };
         messages.push(TranscriptMessage {
             role: "assistant",
-            content: Cow::Borrowed(&turn.assistant),
+            content,
             url: None,
             urls: None,
         });

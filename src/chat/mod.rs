@@ -3,10 +3,12 @@
 //! the crate: everything else builds on it.
 
 mod id;
+mod said;
 mod turn;
 
 pub use self::id::{ChatId, InvalidChatId};
-pub use self::turn::{ImageRef, Part, Turn, TurnTokens, UserContent};
+pub use self::said::{first_difference, Said};
+pub use self::turn::{text_of, Asked, ImageRef, Part, ToolResult, Turn, TurnTokens, UserContent};
 
 /// Whose data a request reads and writes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

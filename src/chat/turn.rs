@@ -3,13 +3,16 @@
 //! The stored JSON keeps the shape the first version wrote, `{"user", "url"?, "assistant"}`,
 //! and adds to it, so chats written by any version read the same way:
 //! - `id`: the turn's id, which makes its write idempotent (absent in older turns);
-//! - `messages`: the user messages in OpenAI's content shape, only when `user` and `url`
-//!   cannot say it all (several messages, several images, an image `detail`);
+//! - `messages`: the caller's messages, only when `user` and `url` cannot say it all
+//!   (several messages, several images, an image `detail`, a tool's result): user contents
+//!   in OpenAI's content shape, tool results as `{"tool_call_id", "content"}`;
+//! - `calls`: the reply's tool calls, exactly as upstream sent them (`tool_calls`);
 //! - `tokens`: what the turn cost, as upstream counted it, and what it weighs as history.
 
 use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 /// One part of a user message, in OpenAI's content-part shape.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,15 +107,76 @@ impl UserContent {
     }
 }
 
+/// One of the caller's messages in a turn: a user message, or the result of a tool call
+/// the chat's previous reply made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Asked {
+    User(UserContent),
+    ToolResult(ToolResult),
+}
+
+/// A `tool` message: what a tool call returned, by the call's id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ToolResult {
+    pub tool_call_id: String,
+    /// As the caller sent it: a string, or an array of text parts.
+    pub content: Value,
+}
+
+impl Asked {
+    /// The user message, when this is one.
+    pub fn user(&self) -> Option<&UserContent> {
+        match self {
+            Asked::User(content) => Some(content),
+            Asked::ToolResult(_) => None,
+        }
+    }
+
+    /// The message's text: a user message's text parts, or a tool result's output.
+    pub fn text(&self) -> Cow<'_, str> {
+        match self {
+            Asked::User(content) => content.text(),
+            Asked::ToolResult(result) => text_of(&result.content),
+        }
+    }
+
+    /// The URLs of the message's images, in order (a tool result has none).
+    pub fn image_urls(&self) -> impl Iterator<Item = &str> {
+        self.user().into_iter().flat_map(UserContent::image_urls)
+    }
+}
+
+/// The text of a `content` that is a string or an array of text parts.
+pub fn text_of(content: &Value) -> Cow<'_, str> {
+    match content {
+        Value::String(text) => Cow::Borrowed(text),
+        Value::Array(parts) => {
+            let texts: Vec<&str> = parts
+                .iter()
+                .filter_map(|part| part.get("text").and_then(Value::as_str))
+                .collect();
+            match texts.as_slice() {
+                [only] => Cow::Borrowed(only),
+                _ => Cow::Owned(texts.join("\n\n")),
+            }
+        }
+        Value::Null => Cow::Borrowed(""),
+        other => Cow::Owned(other.to_string()),
+    }
+}
+
 /// One turn: what the caller asked and the reply, stored and sent upstream together.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Turn {
     /// Set on every turn this version stores; turns stored before ids have none.
     pub id: Option<String>,
     /// The caller's messages of this turn, oldest first; never empty.
-    pub asked: Vec<UserContent>,
-    /// The model's reply.
+    pub asked: Vec<Asked>,
+    /// The model's reply: its text (empty when it is only tool calls).
     pub assistant: String,
+    /// The reply's tool calls, as upstream sent them (OpenAI's `tool_calls` objects).
+    pub calls: Vec<Value>,
     /// Absent from turns stored before turns were counted.
     pub tokens: Option<TurnTokens>,
 }
@@ -225,8 +289,9 @@ impl Turn {
     ) -> Turn {
         Turn {
             id,
-            asked: vec![UserContent::question(user, url)],
+            asked: vec![Asked::User(UserContent::question(user, url))],
             assistant,
+            calls: Vec::new(),
             tokens: None,
         }
     }
@@ -234,6 +299,29 @@ impl Turn {
     /// How many messages the turn holds: the caller's and the reply.
     pub fn messages(&self) -> usize {
         self.asked.len() + 1
+    }
+
+    /// The reply's tool calls as text, one line each (`name(arguments)`), for readers that
+    /// show a chat as text.
+    pub fn calls_as_text(&self) -> String {
+        let mut text = String::new();
+        for call in &self.calls {
+            let function = &call["function"];
+            if !text.is_empty() {
+                text.push('\n');
+            }
+            text.push_str("[tool call ");
+            text.push_str(function["name"].as_str().unwrap_or("?"));
+            text.push('(');
+            text.push_str(function["arguments"].as_str().unwrap_or(""));
+            text.push_str(")]");
+        }
+        text
+    }
+
+    /// The ids of the reply's tool calls, in order.
+    pub fn call_ids(&self) -> impl Iterator<Item = &str> {
+        self.calls.iter().filter_map(|call| call["id"].as_str())
     }
 
     /// A new, random turn id: 128 bits, hex.
@@ -251,8 +339,10 @@ struct StoredRef<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     url: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    messages: Option<&'a [UserContent]>,
+    messages: Option<&'a [Asked]>,
     assistant: &'a str,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    calls: &'a [Value],
     #[serde(skip_serializing_if = "Option::is_none")]
     tokens: Option<&'a TurnTokens>,
 }
@@ -266,8 +356,10 @@ struct Stored {
     #[serde(default)]
     url: Option<String>,
     #[serde(default)]
-    messages: Option<Vec<UserContent>>,
+    messages: Option<Vec<Asked>>,
     assistant: String,
+    #[serde(default)]
+    calls: Vec<Value>,
     #[serde(default, deserialize_with = "stored_tokens")]
     tokens: Option<TurnTokens>,
 }
@@ -275,7 +367,7 @@ struct Stored {
 impl Serialize for Turn {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let simple = match self.asked.as_slice() {
-            [only] => only.as_question(),
+            [Asked::User(only)] => only.as_question(),
             _ => None,
         };
         let stored = match simple {
@@ -285,6 +377,7 @@ impl Serialize for Turn {
                 url,
                 messages: None,
                 assistant: &self.assistant,
+                calls: &self.calls,
                 tokens: self.tokens.as_ref(),
             },
             // A version that knows only `user` and `url` still reads a fair summary.
@@ -293,13 +386,14 @@ impl Serialize for Turn {
                 user: Cow::Owned(
                     self.asked
                         .iter()
-                        .map(UserContent::text)
+                        .map(Asked::text)
                         .collect::<Vec<_>>()
                         .join("\n\n"),
                 ),
-                url: self.asked.iter().flat_map(UserContent::image_urls).next(),
+                url: self.asked.iter().flat_map(Asked::image_urls).next(),
                 messages: Some(&self.asked),
                 assistant: &self.assistant,
+                calls: &self.calls,
                 tokens: self.tokens.as_ref(),
             },
         };
@@ -312,12 +406,13 @@ impl<'de> Deserialize<'de> for Turn {
         let stored = Stored::deserialize(deserializer)?;
         let asked = match stored.messages {
             Some(messages) if !messages.is_empty() => messages,
-            _ => vec![UserContent::question(stored.user, stored.url)],
+            _ => vec![Asked::User(UserContent::question(stored.user, stored.url))],
         };
         Ok(Turn {
             id: stored.id,
             asked,
             assistant: stored.assistant,
+            calls: stored.calls,
             tokens: stored.tokens,
         })
     }
@@ -359,8 +454,8 @@ mod tests {
         let turn = Turn {
             id: Some("t2".into()),
             asked: vec![
-                UserContent::Text("first".into()),
-                UserContent::Parts(vec![
+                Asked::User(UserContent::Text("first".into())),
+                Asked::User(UserContent::Parts(vec![
                     Part::Text {
                         text: "compare".into(),
                     },
@@ -376,9 +471,10 @@ mod tests {
                             detail: None,
                         },
                     },
-                ]),
+                ])),
             ],
             assistant: "they differ".into(),
+            calls: Vec::new(),
             tokens: Some(TurnTokens {
                 size: 30,
                 exact: true,
@@ -394,6 +490,43 @@ mod tests {
         assert_eq!(stored["url"], "https://x/1.png");
         assert_eq!(stored["messages"][1][1]["image_url"]["detail"], "low");
         assert_eq!(round_trip(&turn), turn);
+    }
+
+    #[test]
+    fn tool_calls_and_their_results_are_kept_as_sent() {
+        let call = json!({"id": "call_1", "type": "function",
+            "function": {"name": "weather", "arguments": "{\"city\":\"Paris\"}"}});
+        let asking = Turn {
+            calls: vec![call.clone()],
+            ..Turn::question(Some("t1".into()), "weather?".into(), None, String::new())
+        };
+        let stored = serde_json::to_value(&asking).unwrap();
+        assert_eq!(stored["calls"], json!([call]));
+        assert_eq!(round_trip(&asking), asking);
+        assert_eq!(asking.call_ids().collect::<Vec<_>>(), ["call_1"]);
+        assert_eq!(
+            asking.calls_as_text(),
+            "[tool call weather({\"city\":\"Paris\"})]"
+        );
+
+        let answering = Turn {
+            id: Some("t2".into()),
+            asked: vec![Asked::ToolResult(ToolResult {
+                tool_call_id: "call_1".into(),
+                content: json!([{"type": "text", "text": "sunny"}]),
+            })],
+            assistant: "It is sunny.".into(),
+            calls: Vec::new(),
+            tokens: None,
+        };
+        let stored = serde_json::to_value(&answering).unwrap();
+        assert_eq!(stored["user"], "sunny");
+        assert_eq!(
+            stored["messages"],
+            json!([{"tool_call_id": "call_1", "content": [{"type": "text", "text": "sunny"}]}])
+        );
+        assert!(stored.get("calls").is_none());
+        assert_eq!(round_trip(&answering), answering);
     }
 
     #[test]

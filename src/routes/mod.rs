@@ -83,6 +83,8 @@ pub enum OpenAiRoute {
     ChatCompletions,
     /// `GET /v1/models`
     Models,
+    /// `GET /v1/models/{id}` (an id may hold `/`, as some upstreams' do)
+    Model(String),
 }
 
 impl Route {
@@ -126,6 +128,10 @@ impl Route {
                 only(is_post, Route::OpenAi(OpenAiRoute::ChatCompletions), "POST")
             }
             ["v1", "models"] => only(is_get, Route::OpenAi(OpenAiRoute::Models), "GET"),
+            ["v1", "models", id @ ..] if !id.iter().any(|part| part.is_empty()) => {
+                let id = id.join("/");
+                only(is_get, Route::OpenAi(OpenAiRoute::Model(id)), "GET")
+            }
             [id, action @ ("system" | "chat" | "img" | "clear")] => {
                 let allow = match *action {
                     "system" | "chat" => "GET, POST",
@@ -163,6 +169,7 @@ impl Route {
             },
             Route::OpenAi(OpenAiRoute::ChatCompletions) => "chat_completions",
             Route::OpenAi(OpenAiRoute::Models) => "models",
+            Route::OpenAi(OpenAiRoute::Model(_)) => "model",
             Route::Usage(UsageRoute::Chat(_)) => "chat_usage",
             Route::Usage(UsageRoute::Caller) => "caller_usage",
             Route::File(BuiltIn::PlaygroundPage) => "playground_page",

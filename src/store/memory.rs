@@ -202,6 +202,9 @@ impl Store for MemoryStore {
         if let Some(start) = extras.window_start {
             chat.window = Some(start.to_owned());
         }
+        if let Some(prompt) = extras.chat_prompt {
+            chat.prompt = Some(prompt.to_owned());
+        }
         let tokens = turn.tokens.unwrap_or_default();
         chat.usage.turns += 1;
         chat.usage.prompt_tokens += u64::from(tokens.prompt);

@@ -39,6 +39,8 @@ pub struct TurnExtras<'a> {
     pub window_start: Option<&'a str>,
     /// The answer kept for an `Idempotency-Key`.
     pub answer: Option<KeptAnswer<'a>>,
+    /// The chat's new prompt, when the turn's request gave it one.
+    pub chat_prompt: Option<&'a str>,
 }
 
 /// An answer to replay to a retry that sends the same `Idempotency-Key`.

@@ -36,12 +36,15 @@ impl TurnEngine {
             .await;
         // A stateless call's answer is upstream's, whatever its message holds (tool calls
         // and no text, say); a chat's turn keeps a reply, so it needs one.
-        let completion = completion.and_then(|completion| match (&completion.content, ask.chat) {
-            (None, Some(_)) => Err(UpstreamError::Unreadable(
-                "the answer has neither content nor a refusal".to_owned(),
-            )
-            .into()),
-            _ => Ok(completion),
+        let completion = completion.and_then(|completion| {
+            let empty = completion.content.is_none() && completion.calls.is_empty();
+            match (empty, ask.chat) {
+                (true, Some(_)) => Err(UpstreamError::Unreadable(
+                    "the answer has no content, refusal or tool call".to_owned(),
+                )
+                .into()),
+                _ => Ok(completion),
+            }
         });
         let completion = match completion {
             Ok(completion) => completion,
@@ -55,6 +58,7 @@ impl TurnEngine {
         log.tokens = Some(completion.usage);
         let mut answered = Answered {
             reply: completion.content.unwrap_or_default(),
+            calls: completion.calls,
             usage: completion.usage,
             stored: true,
             raw: Some(completion.raw),

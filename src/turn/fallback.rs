@@ -7,7 +7,7 @@ use std::future::Future;
 use super::prepare::{HistoryImages, Ready};
 use super::{Ask, TurnEngine};
 use crate::budget::{self, Window};
-use crate::chat::UserContent;
+use crate::chat::Asked;
 use crate::error::ApiError;
 use crate::request_log::RequestLog;
 use crate::store::TurnContext;
@@ -74,7 +74,7 @@ fn blames_history_images(
     error: &UpstreamError,
     context: &TurnContext,
     window: &Window,
-    asked: &[UserContent],
+    asked: &[Asked],
 ) -> bool {
     let UpstreamError::Refused {
         status: 400,
@@ -89,14 +89,14 @@ fn blames_history_images(
     let history_urls: Vec<&str> = sent
         .iter()
         .flat_map(|turn| &turn.asked)
-        .flat_map(UserContent::image_urls)
+        .flat_map(Asked::image_urls)
         .collect();
     if history_urls.is_empty() {
         return false;
     }
     if asked
         .iter()
-        .flat_map(UserContent::image_urls)
+        .flat_map(Asked::image_urls)
         .any(|url| message.contains(url))
     {
         return false;
@@ -124,7 +124,7 @@ fn message_index(param: &str) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chat::Turn;
+    use crate::chat::{Turn, UserContent};
 
     fn context_with_image() -> TurnContext {
         TurnContext {
@@ -168,7 +168,7 @@ mod tests {
     #[test]
     fn a_refused_history_image_is_recognised() {
         let context = context_with_image();
-        let new = [UserContent::Text("and now?".into())];
+        let new = [Asked::User(UserContent::Text("and now?".into()))];
         for error in [
             rejected("Timeout while downloading https://x/old.png.", None, None),
             rejected("Invalid image.", Some("invalid_image_url"), None),
@@ -188,10 +188,10 @@ mod tests {
     #[test]
     fn other_refusals_are_not_blamed_on_the_history() {
         let context = context_with_image();
-        let own = [UserContent::question(
+        let own = [Asked::User(UserContent::question(
             "and this?".into(),
             Some("https://x/new.png".into()),
-        )];
+        ))];
         let cases = [
             // The new message's own image.
             rejected("Timeout while downloading https://x/new.png.", None, None),

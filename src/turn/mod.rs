@@ -27,7 +27,7 @@ use serde_json::{Map, Value};
 use tokio::time::Instant;
 
 pub use self::streamed::OpenTurn;
-use crate::chat::{ChatId, Tenant, Turn, UserContent};
+use crate::chat::{Asked, ChatId, Said, Tenant, Turn};
 use crate::store::{Claimant, IdempotencyKey, Store};
 use crate::upstream::wire::Usage;
 use crate::upstream::{Chunk, Upstream};
@@ -39,7 +39,12 @@ pub struct Ask<'a> {
     /// `X-Chat-Id`), which reads and stores no chat and sends the caller's own `messages`.
     pub chat: Option<&'a ChatId>,
     /// The caller's new messages, in order; at least one for a chat's turn.
-    pub asked: Vec<UserContent>,
+    pub asked: Vec<Asked>,
+    /// The chat's prompt as this request gives it (a framework's leading system message):
+    /// the turn uses it, and stores it with the turn when it differs from the chat's.
+    pub prompt: Option<String>,
+    /// The history the request sent before its new messages, to check against the chat's.
+    pub resent: Option<Resent>,
     /// The model to ask, by name.
     pub model: &'a str,
     /// Parameters passed through to upstream as the caller sent them (`/v1` only).
@@ -50,6 +55,14 @@ pub struct Ask<'a> {
     pub ip: Option<&'a str>,
     /// The request's `Idempotency-Key`, when it sent one.
     pub keep: Option<Keep>,
+}
+
+/// A history a caller resent with its new messages (frameworks that keep their own memory
+/// send the whole conversation each call).
+pub struct Resent {
+    pub messages: Vec<Said>,
+    /// Where they start in the request's `messages`, to name the one that differs.
+    pub from: usize,
 }
 
 /// An `Idempotency-Key` and how to keep the answer for a retry.
@@ -96,6 +109,8 @@ impl Keep {
 #[derive(Debug)]
 pub struct Answered {
     pub reply: String,
+    /// The reply's tool calls, as upstream sent them.
+    pub calls: Vec<Value>,
     pub usage: Usage,
     /// False when the answer could not be stored: the caller still gets what it paid for.
     pub stored: bool,

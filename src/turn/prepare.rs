@@ -8,7 +8,7 @@ use tokio::time::Instant;
 
 use super::{Ask, Keep, TurnEngine};
 use crate::budget::{self, Window};
-use crate::chat::{Tenant, Turn, UserContent};
+use crate::chat::{first_difference, Asked, Tenant, Turn};
 use crate::clock::UtcDay;
 use crate::error::ApiError;
 use crate::request_log::RequestLog;
@@ -29,6 +29,8 @@ pub(super) struct Ready {
     pub window: Window,
     pub turn_id: String,
     pub claimed: bool,
+    /// The request gave the chat a new prompt, to be stored with the turn.
+    pub new_prompt: bool,
 }
 
 pub(super) enum Prepared {
@@ -102,7 +104,15 @@ impl TurnEngine {
                     });
                 }
             }
-            let context = context?;
+            let mut context = context?;
+            let mut new_prompt = false;
+            if ask.chat.is_some() {
+                check_against_history(ask, &context)?;
+                if let Some(prompt) = &ask.prompt {
+                    new_prompt = context.chat_prompt.as_ref() != Some(prompt);
+                    context.chat_prompt = Some(prompt.clone());
+                }
+            }
             let turn_id = Turn::new_id();
             let window = match ask.chat {
                 Some(_) => budget::plan(
@@ -122,6 +132,7 @@ impl TurnEngine {
                 window,
                 turn_id,
                 claimed,
+                new_prompt,
             })
         })();
         match checked {
@@ -161,7 +172,7 @@ impl TurnEngine {
     fn budget_request<'a>(
         &'a self,
         context: &'a TurnContext,
-        asked: &'a [UserContent],
+        asked: &'a [Asked],
     ) -> budget::Request<'a> {
         budget::Request {
             global_prompt: self.global_prompt(context),
@@ -198,20 +209,54 @@ impl TurnEngine {
         if let Some(prompt) = context.chat_prompt.as_deref() {
             messages.push(Message::System { content: prompt });
         }
+        let as_text = images == HistoryImages::AsText;
         for turn in history {
-            for content in &turn.asked {
-                messages.push(match images {
-                    HistoryImages::AsImages => Message::user(content),
-                    HistoryImages::AsText => Message::user_images_as_text(content),
-                });
+            for asked in &turn.asked {
+                messages.push(Message::asked(asked, as_text));
             }
-            messages.push(Message::Assistant {
-                content: &turn.assistant,
-            });
+            messages.push(Message::reply(turn));
         }
-        messages.extend(ask.asked.iter().map(Message::user));
+        messages.extend(ask.asked.iter().map(|asked| Message::asked(asked, false)));
         messages
     }
+}
+
+/// A turn's messages against the chat they join: a resent history must be the chat's own
+/// (`history_conflict` otherwise), and a tool result must answer a call of the chat's last
+/// reply (`invalid_messages` otherwise); either way nothing is asked or stored.
+fn check_against_history(ask: &Ask<'_>, context: &TurnContext) -> Result<(), ApiError> {
+    if let Some(resent) = &ask.resent {
+        if let Some(index) = first_difference(&context.history, &resent.messages) {
+            return Err(ApiError::Conflict {
+                code: "history_conflict",
+                message: format!(
+                    "messages[{}] differs from the chat's stored message at that point: \
+                     with X-Chat-Id, send the chat's history as it is stored (GET \
+                     /<chat_id>/chat), or only the new messages",
+                    resent.from + index
+                ),
+            });
+        }
+    }
+    let last = context.history.last();
+    for (index, asked) in ask.asked.iter().enumerate() {
+        let Asked::ToolResult(result) = asked else {
+            continue;
+        };
+        let known = last.is_some_and(|turn| turn.call_ids().any(|id| id == result.tool_call_id));
+        if !known {
+            let from = ask.resent.as_ref().map_or(0, |r| r.from + r.messages.len());
+            return Err(ApiError::bad_request(
+                "invalid_messages",
+                format!(
+                    "messages[{}] answers tool call `{}`, which the chat's last reply did not make",
+                    from + index,
+                    result.tool_call_id
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Frees a failed request's `Idempotency-Key`, if it sent one; a failure to free it only

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use super::prepare::{release, Ready};
 use super::{Answered, Ask, Keep, TurnEngine};
 use crate::budget::{self, Window};
-use crate::chat::{ChatId, Tenant, Turn, UserContent};
+use crate::chat::{Asked, ChatId, Tenant, Turn};
 use crate::clock::UtcDay;
 use crate::store::{KeptAnswer, Recorded, Spent, Store, TurnContext, TurnExtras};
 
@@ -20,6 +20,8 @@ pub(super) struct Record {
     store: Arc<dyn Store>,
     tenant: Tenant,
     pub chat: Option<(ChatId, TurnContext, Window)>,
+    /// The request gave the chat a new prompt (the context's), stored with the turn.
+    new_prompt: bool,
     global_prompt: String,
     turn_id: String,
     model: String,
@@ -38,6 +40,7 @@ impl Record {
             chat: ask
                 .chat
                 .map(|chat| (chat.clone(), ready.context, ready.window)),
+            new_prompt: ready.new_prompt,
             global_prompt,
             turn_id: ready.turn_id,
             model: ask.model.to_owned(),
@@ -53,7 +56,7 @@ impl Record {
     pub async fn store(
         &self,
         answered: &Answered,
-        asked: Vec<UserContent>,
+        asked: Vec<Asked>,
         kept_answer: Option<String>,
     ) -> bool {
         let kept = kept_answer.as_deref().and_then(|answer| {
@@ -75,6 +78,7 @@ impl Record {
             let extras = TurnExtras {
                 window_start: window.moved_to.as_deref(),
                 answer: kept,
+                chat_prompt: context.chat_prompt.as_deref().filter(|_| self.new_prompt),
             };
             (chat, tokens, extras)
         });
@@ -83,6 +87,7 @@ impl Record {
                 id: Some(self.turn_id.clone()),
                 asked,
                 assistant: answered.reply.clone(),
+                calls: answered.calls.clone(),
                 tokens: Some(tokens),
             };
             (chat, turn, extras)

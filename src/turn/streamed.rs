@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use super::prepare::Prepared;
 use super::record::Record;
 use super::{Answered, Ask, Opened, StreamSink, TurnEngine};
-use crate::chat::UserContent;
+use crate::chat::Asked;
 use crate::error::ApiError;
 use crate::request_log::RequestLog;
 use crate::upstream::wire::{ChatRequest, Usage};
@@ -65,7 +65,7 @@ impl TurnEngine {
 /// sink, and stores the turn once the reply is whole.
 pub struct OpenTurn {
     record: Record,
-    asked: Vec<UserContent>,
+    asked: Vec<Asked>,
     stream: ChunkStream,
     deadline: Instant,
     keep_alive: Duration,
@@ -167,6 +167,7 @@ impl OpenTurn {
         });
         Ok(Answered {
             reply,
+            calls: self.stream.tool_calls(),
             usage,
             stored: false,
             raw: None,

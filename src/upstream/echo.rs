@@ -4,8 +4,11 @@
 //! layer and read back exactly as with OpenAI, by the same turn engine, store and limits.
 //!
 //! - a chat completion answers `echo: <the last user message> (<n> messages)`, with
-//!   `[image: <url>]` for each image of that message; streamed, it comes word by word (in
-//!   at most 24 pieces, 60 ms apart);
+//!   `[image: <url>]` for each image of that message (after a tool's result, the result
+//!   instead of the user message); streamed, it comes word by word (in at most 24 pieces,
+//!   60 ms apart);
+//! - with `tools`, a last user message that contains [`CALL_MARKER`] is answered with a call
+//!   of the first tool, each string parameter given that message's text;
 //! - token counts are the same for the same request: a word is a token, and each message
 //!   costs three more;
 //! - a moderation is unflagged unless the text contains [`FLAG_MARKER`];
@@ -25,6 +28,9 @@ use serde_json::{json, Value};
 
 /// Where the client thinks it sends requests; nothing ever connects to it.
 pub const ECHO_BASE_URL: &str = "http://echo.invalid/v1";
+
+/// With `tools`, a user message that contains this is answered with a tool call.
+pub const CALL_MARKER: &str = "[call]";
 
 /// A moderation of a text that contains this is flagged (as `violence`).
 pub const FLAG_MARKER: &str = "[flag]";
@@ -104,6 +110,8 @@ fn answer(status: u16, content_type: &str, body: reqwest::Body) -> reqwest::Resp
 /// What the echo says to a conversation, and the tokens of the exchange.
 struct Echo {
     reply: String,
+    /// The tool call the reply makes instead of text, in `chat.completion` shape.
+    call: Option<Value>,
     prompt_tokens: u64,
     completion_tokens: u64,
 }
@@ -114,7 +122,15 @@ fn echo(body: &Value) -> Echo {
         .map(Vec::as_slice)
         .unwrap_or(&[]);
     let last_user = messages.iter().rev().find(|m| m["role"] == "user");
-    let (text, images) = last_user.map(content_of).unwrap_or_default();
+    let (text, images) = match messages.last() {
+        Some(last) if last["role"] == "tool" => (content_of(last).0, Vec::new()),
+        _ => last_user.map(content_of).unwrap_or_default(),
+    };
+    let asks_for_call = messages.last().is_some_and(|m| m["role"] == "user");
+    let call = match body["tools"].as_array().and_then(|tools| tools.first()) {
+        Some(tool) if asks_for_call && text.contains(CALL_MARKER) => Some(tool_call(tool, &text)),
+        _ => None,
+    };
     let mut reply = format!("echo: {text} ({} messages)", messages.len());
     for url in images {
         reply.push_str(&format!(" [image: {url}]"));
@@ -125,7 +141,23 @@ fn echo(body: &Value) -> Echo {
         completion_tokens: words(&reply),
         prompt_tokens,
         reply,
+        call,
     }
+}
+
+/// A call of `tool` (a `chat.completions` tool) whose string parameters each hold `text`.
+fn tool_call(tool: &Value, text: &str) -> Value {
+    let function = &tool["function"];
+    let mut arguments = serde_json::Map::new();
+    if let Some(properties) = function["parameters"]["properties"].as_object() {
+        for (name, schema) in properties {
+            if schema["type"] == "string" {
+                arguments.insert(name.clone(), json!(text));
+            }
+        }
+    }
+    json!({"id": format!("call_echo_{:08x}", fastrand::u32(..)), "type": "function",
+           "function": {"name": function["name"], "arguments": Value::Object(arguments).to_string()}})
 }
 
 /// A message's text and image URLs, whether its content is a string or parts.
@@ -157,7 +189,18 @@ fn usage(echo: &Echo) -> Value {
 fn chat(body: &Value) -> reqwest::Response {
     let echo = echo(body);
     let model = body["model"].as_str().unwrap_or("echo").to_owned();
+    let finish = if echo.call.is_some() {
+        "tool_calls"
+    } else {
+        "stop"
+    };
     if body["stream"] != json!(true) {
+        let message = match &echo.call {
+            Some(call) => {
+                json!({"role": "assistant", "content": null, "tool_calls": [call], "refusal": null})
+            }
+            None => json!({"role": "assistant", "content": echo.reply, "refusal": null}),
+        };
         return json_answer(
             200,
             &json!({
@@ -167,9 +210,9 @@ fn chat(body: &Value) -> reqwest::Response {
                 "model": model,
                 "choices": [{
                     "index": 0,
-                    "message": {"role": "assistant", "content": echo.reply, "refusal": null},
+                    "message": message,
                     "logprobs": null,
-                    "finish_reason": "stop"
+                    "finish_reason": finish
                 }],
                 "usage": usage(&echo),
             }),
@@ -181,19 +224,39 @@ fn chat(body: &Value) -> reqwest::Response {
                "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
     };
     // Each frame with whether a pause comes before it: one before each word but the first.
-    let mut frames = vec![(
-        false,
-        chunk(json!({"role": "assistant", "content": ""}), Value::Null),
-    )];
-    let words: Vec<&str> = echo.reply.split_inclusive(' ').collect();
-    let per_piece = words.len().div_ceil(MAX_PIECES).max(1);
-    frames.extend(words.chunks(per_piece).enumerate().map(|(i, piece)| {
-        (
-            i > 0,
-            chunk(json!({"content": piece.concat()}), Value::Null),
-        )
-    }));
-    frames.push((false, chunk(json!({}), json!("stop"))));
+    let mut frames = Vec::new();
+    match &echo.call {
+        // As OpenAI streams a call: its id and name first, then its arguments.
+        Some(call) => {
+            let head = json!([{"index": 0, "id": call["id"], "type": "function",
+                "function": {"name": call["function"]["name"], "arguments": ""}}]);
+            let arguments = json!([{"index": 0,
+                "function": {"arguments": call["function"]["arguments"]}}]);
+            frames.push((
+                false,
+                chunk(
+                    json!({"role": "assistant", "content": null, "tool_calls": head}),
+                    Value::Null,
+                ),
+            ));
+            frames.push((true, chunk(json!({"tool_calls": arguments}), Value::Null)));
+        }
+        None => {
+            frames.push((
+                false,
+                chunk(json!({"role": "assistant", "content": ""}), Value::Null),
+            ));
+            let words: Vec<&str> = echo.reply.split_inclusive(' ').collect();
+            let per_piece = words.len().div_ceil(MAX_PIECES).max(1);
+            frames.extend(words.chunks(per_piece).enumerate().map(|(i, piece)| {
+                (
+                    i > 0,
+                    chunk(json!({"content": piece.concat()}), Value::Null),
+                )
+            }));
+        }
+    }
+    frames.push((false, chunk(json!({}), json!(finish))));
     if include_usage {
         frames.push((
             false,
@@ -301,6 +364,31 @@ mod tests {
         // 4 messages of 2, 1, 4 and 3 words, plus 3 each.
         assert_eq!(echo.prompt_tokens, 10 + 12);
         assert_eq!(super::echo(&body).prompt_tokens, echo.prompt_tokens);
+    }
+
+    #[test]
+    fn a_marked_message_with_tools_is_answered_with_a_call_and_a_result_is_echoed() {
+        let tools = json!([{"type": "function", "function": {"name": "lookup",
+            "parameters": {"type": "object", "properties": {"q": {"type": "string"}, "n": {"type": "integer"}}}}}]);
+        let asked =
+            json!({"tools": tools, "messages": [{"role": "user", "content": "find it [call]"}]});
+        let call = echo(&asked).call.expect("a call");
+        assert_eq!(call["function"]["name"], "lookup");
+        assert_eq!(call["function"]["arguments"], r#"{"q":"find it [call]"}"#);
+        let answered = json!({"tools": tools, "messages": [
+            {"role": "user", "content": "find it [call]"},
+            {"role": "assistant", "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": call["id"], "content": "found"}
+        ]});
+        let echo = echo(&answered);
+        assert!(echo.call.is_none(), "a result is answered with text");
+        assert_eq!(echo.reply, "echo: found (3 messages)");
+        assert!(
+            super::echo(&json!({"messages": [{"role": "user", "content": "x [call]"}]}))
+                .call
+                .is_none(),
+            "no tools, no call"
+        );
     }
 
     #[test]

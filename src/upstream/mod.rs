@@ -4,6 +4,7 @@
 //! (`OPENAI_TIMEOUT_SECONDS`, or less when the Lambda invocation has less time left), which
 //! both caps the whole call and tells the retry layer whether another attempt still fits.
 
+mod calls;
 pub mod echo;
 mod error;
 mod retry;
@@ -22,7 +23,9 @@ use std::pin::Pin;
 
 use futures_util::{Stream, StreamExt};
 use serde_json::value::RawValue;
+use serde_json::Value;
 
+pub use self::calls::ToolCalls;
 pub use self::error::UpstreamError;
 use self::error::{classify, redact};
 use self::retry::{DeadlineRetry, DEADLINE};
@@ -42,6 +45,8 @@ pub struct Completion {
     /// The first choice's text (or refusal); `None` when it holds neither, as an answer made
     /// only of tool calls does.
     pub content: Option<String>,
+    /// The first choice's tool calls, as upstream sent them.
+    pub calls: Vec<Value>,
     pub usage: Usage,
     pub raw: Box<RawValue>,
 }
@@ -80,9 +85,16 @@ pub struct ChunkStream {
     open: std::collections::BTreeSet<u32>,
     /// The first choice has ended.
     first_ended: bool,
+    /// The first choice's tool calls so far.
+    calls: ToolCalls,
 }
 
 impl ChunkStream {
+    /// The whole tool calls of the reply (the first choice), once its stream has ended.
+    pub fn tool_calls(&self) -> Vec<Value> {
+        self.calls.whole()
+    }
+
     /// The next chunk; `None` when upstream closed the stream.
     pub async fn next(&mut self) -> Option<Result<Chunk, UpstreamError>> {
         let raw = match self.inner.next().await? {
@@ -110,6 +122,9 @@ impl ChunkStream {
             }
             // The reply kept is the first one (`n` > 1 is for stateless calls only).
             if choice.index == 0 {
+                if let Some(calls) = &choice.delta.tool_calls {
+                    self.calls.add(calls);
+                }
                 delta.extend(choice.delta.content);
                 delta.extend(choice.delta.refusal);
                 finished |= choice.finish_reason.is_some();
@@ -197,13 +212,16 @@ impl Upstream {
         let response: ChatResponse = serde_json::from_str(raw.get())
             .map_err(|e| UpstreamError::Unreadable(e.to_string()))?;
         let usage = response.usage.unwrap_or_default();
-        let content = response
-            .choices
-            .into_iter()
-            .next()
-            .and_then(|choice| choice.message.content.or(choice.message.refusal));
+        let (content, calls) = match response.choices.into_iter().next() {
+            Some(choice) => (
+                choice.message.content.or(choice.message.refusal),
+                choice.message.tool_calls.unwrap_or_default(),
+            ),
+            None => (None, Vec::new()),
+        };
         Ok(Completion {
             content,
+            calls,
             usage,
             raw,
         })
@@ -227,6 +245,7 @@ impl Upstream {
             api_key: self.api_key.clone(),
             open: std::collections::BTreeSet::new(),
             first_ended: false,
+            calls: ToolCalls::default(),
         })
     }
 
@@ -234,6 +253,13 @@ impl Upstream {
     pub async fn models(&self, deadline: Instant) -> Result<Box<RawValue>, UpstreamError> {
         let models = self.client.models();
         let call = models.list_byot::<Box<RawValue>>();
+        self.within(deadline, call).await
+    }
+
+    /// Upstream's description of one model, as it sends it.
+    pub async fn model(&self, id: &str, deadline: Instant) -> Result<Box<RawValue>, UpstreamError> {
+        let models = self.client.models();
+        let call = models.retrieve_byot::<_, Box<RawValue>>(id);
         self.within(deadline, call).await
     }
 

@@ -6,8 +6,9 @@
 use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
-use crate::chat::UserContent;
+use crate::chat::{Asked, Turn, UserContent};
 
 /// A chat completion request: the model, the messages the proxy built, and, for
 /// `/v1/chat/completions`, the caller's other parameters as sent.
@@ -59,9 +60,23 @@ pub struct StreamOptions {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "role", rename_all = "lowercase")]
 pub enum Message<'a> {
-    System { content: &'a str },
-    User { content: UserContentOut<'a> },
-    Assistant { content: &'a str },
+    System {
+        content: &'a str,
+    },
+    User {
+        content: UserContentOut<'a>,
+    },
+    Assistant {
+        /// Absent only from a reply that is tool calls alone, as OpenAI allows.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        content: Option<&'a str>,
+        #[serde(skip_serializing_if = "<[_]>::is_empty")]
+        tool_calls: &'a [Value],
+    },
+    Tool {
+        tool_call_id: &'a str,
+        content: &'a Value,
+    },
 }
 
 /// A user message's content as sent: as stored (text, or text and image parts), or as text
@@ -74,6 +89,39 @@ pub enum UserContentOut<'a> {
 }
 
 impl<'a> Message<'a> {
+    /// A stored turn's reply: its text and its tool calls.
+    pub fn reply(turn: &'a Turn) -> Self {
+        let content = match (turn.assistant.as_str(), turn.calls.is_empty()) {
+            ("", false) => None,
+            (text, _) => Some(text),
+        };
+        Message::Assistant {
+            content,
+            tool_calls: &turn.calls,
+        }
+    }
+
+    /// A reply of text alone.
+    pub fn assistant(content: &'a str) -> Self {
+        Message::Assistant {
+            content: Some(content),
+            tool_calls: &[],
+        }
+    }
+
+    /// One of the caller's messages: a user message (its images as text when
+    /// `images_as_text`), or a tool's result.
+    pub fn asked(asked: &'a Asked, images_as_text: bool) -> Self {
+        match asked {
+            Asked::User(content) if images_as_text => Message::user_images_as_text(content),
+            Asked::User(content) => Message::user(content),
+            Asked::ToolResult(result) => Message::Tool {
+                tool_call_id: &result.tool_call_id,
+                content: &result.content,
+            },
+        }
+    }
+
     /// A user message, images included.
     pub fn user(content: &'a UserContent) -> Self {
         Message::User {
@@ -129,6 +177,9 @@ pub struct ResponseMessage {
     pub content: Option<String>,
     /// Set instead of `content` when the model declines to answer.
     pub refusal: Option<String>,
+    /// The tool calls the reply makes, kept as upstream sent them.
+    #[serde(default)]
+    pub tool_calls: Option<Vec<Value>>,
 }
 
 /// The fields of a `chat.completion.chunk` the proxy reads; the chunk itself is kept as sent.
@@ -155,6 +206,9 @@ pub struct ChunkChoice {
 pub struct ChunkDelta {
     pub content: Option<String>,
     pub refusal: Option<String>,
+    /// Pieces of the reply's tool calls, each by its `index`.
+    #[serde(default)]
+    pub tool_calls: Option<Vec<Value>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -241,7 +295,7 @@ mod tests {
                 content: "be brief",
             },
             Message::user(&hi),
-            Message::Assistant { content: "hello" },
+            Message::assistant("hello"),
             Message::user(&cat),
             Message::user_images_as_text(&cat),
             Message::user_images_as_text(&hi),

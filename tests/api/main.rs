@@ -22,6 +22,7 @@ mod redis_faults;
 mod routes;
 mod secrets;
 mod store_contract;
+mod stored_tools;
 mod streams;
 mod tokens;
 mod turns;

@@ -305,20 +305,12 @@ async fn what_a_chat_cannot_keep_is_refused_with_a_clear_400() {
             "unsupported_parameter",
         ),
         (
-            json!({"messages": [{"role": "user", "content": "x"}], "tools": []}),
-            "unsupported_parameter",
-        ),
-        (
             json!({"messages": [{"role": "user", "content": "x"}], "functions": []}),
             "unsupported_parameter",
         ),
         (
             json!({"messages": [{"role": "user", "content": "x"}], "stream": "yes"}),
             "invalid_stream",
-        ),
-        (
-            json!({"messages": [{"role": "user", "content": "x"}], "tool_choice": "auto"}),
-            "unsupported_parameter",
         ),
         (
             json!({"messages": [{"role": "user", "content": "x"}], "function_call": "auto"}),

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chat_proxy::chat::ChatId;
 use chat_proxy::chat::Tenant;
-use chat_proxy::chat::{Turn, UserContent};
+use chat_proxy::chat::{Asked, ToolResult, Turn, UserContent};
 use chat_proxy::config::{RedisTarget, StoreSettings};
 use chat_proxy::store::{
     Claim, Claimant, IdempotencyKey, MemoryStore, RedisStore, Store, TurnExtras,
@@ -513,10 +513,108 @@ fn turn_of(n: usize, asked: usize) -> Turn {
     Turn {
         id: Some(format!("many-{n}")),
         asked: (0..asked)
-            .map(|i| UserContent::Text(format!("q{n}.{i}")))
+            .map(|i| Asked::User(UserContent::Text(format!("q{n}.{i}"))))
             .collect(),
         assistant: format!("a{n}"),
+        calls: Vec::new(),
         tokens: None,
+    }
+}
+
+async fn prompt_of(store: &dyn Store, id: &str) -> Option<String> {
+    store.chat_prompt(&OPEN, &chat(id)).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_turn_sets_the_chats_prompt_in_its_own_write_once() {
+    let (stores, _server) = both(settings(None, 100)).await;
+    let with_prompt = TurnExtras {
+        chat_prompt: Some("new"),
+        ..TurnExtras::default()
+    };
+    for (name, store) in stores {
+        let store = &*store;
+        store
+            .set_chat_prompt(&OPEN, &chat("p"), "old")
+            .await
+            .unwrap();
+        let append = |n: usize, extras: TurnExtras<'static>| async move {
+            store
+                .append_turn(&OPEN, &chat("p"), &turn(n), extras)
+                .await
+                .unwrap();
+        };
+        append(1, with_prompt).await;
+        assert_eq!(
+            prompt_of(store, "p").await.as_deref(),
+            Some("new"),
+            "{name}"
+        );
+        // Sent again after a cut, the turn's marker says it was stored: nothing changes,
+        // not even a prompt set since.
+        store
+            .set_chat_prompt(&OPEN, &chat("p"), "later")
+            .await
+            .unwrap();
+        append(1, with_prompt).await;
+        assert_eq!(
+            prompt_of(store, "p").await.as_deref(),
+            Some("later"),
+            "{name}"
+        );
+        assert_eq!(
+            store.turns(&OPEN, &chat("p")).await.unwrap().len(),
+            1,
+            "{name}"
+        );
+        // Without one, the prompt stays.
+        append(2, TurnExtras::default()).await;
+        assert_eq!(
+            prompt_of(store, "p").await.as_deref(),
+            Some("later"),
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn tool_calls_and_results_are_kept_exactly_and_counted_as_messages() {
+    let (stores, _server) = both(settings(None, 5)).await;
+    let call = serde_json::json!({"id": "call_1", "type": "function",
+        "function": {"name": "f", "arguments": "{\"a\":1}"}});
+    let asking = Turn {
+        calls: vec![call],
+        ..Turn::question(Some("t-call".into()), "use f".into(), None, String::new())
+    };
+    let answering = Turn {
+        id: Some("t-result".into()),
+        asked: vec![
+            Asked::ToolResult(ToolResult {
+                tool_call_id: "call_1".into(),
+                content: serde_json::json!([{"type": "text", "text": "done"}]),
+            }),
+            Asked::User(UserContent::Text("and then?".into())),
+        ],
+        assistant: "finished".into(),
+        calls: Vec::new(),
+        tokens: None,
+    };
+    for (name, store) in stores {
+        for t in [&asking, &answering] {
+            store
+                .append_turn(&OPEN, &chat("tools"), t, TurnExtras::default())
+                .await
+                .unwrap();
+        }
+        let kept = store.turns(&OPEN, &chat("tools")).await.unwrap();
+        assert_eq!(kept, [asking.clone(), answering.clone()], "{name}");
+        // 2 + 3 + 2 messages over a cap of 5: the oldest turn goes.
+        store
+            .append_turn(&OPEN, &chat("tools"), &turn(9), TurnExtras::default())
+            .await
+            .unwrap();
+        let kept = store.turns(&OPEN, &chat("tools")).await.unwrap();
+        assert_eq!(kept, [answering.clone(), turn(9)], "{name}");
     }
 }
 

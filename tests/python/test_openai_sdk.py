@@ -102,12 +102,46 @@ def test_a_message_a_chat_cannot_keep_is_a_bad_request(proxy):
     with pytest.raises(openai.BadRequestError) as raised:
         client(proxy, max_retries=0).chat.completions.create(
             model="gpt-4o-mini",
-            messages=[{"role": "system", "content": "New rules."}, {"role": "user", "content": "Hi"}],
+            messages=[{"role": "user", "content": "Hi"}, {"role": "system", "content": "New rules."}],
             extra_headers={"X-Chat-Id": chat_id()},
         )
     assert raised.value.status_code == 400
     assert raised.value.code == "invalid_messages"
-    assert "/system" in raised.value.message
+    assert "system messages lead the request" in raised.value.message
+
+
+def test_a_model_is_retrieved(proxy):
+    assert client(proxy).models.retrieve("gpt-4o-mini").id == "gpt-4o-mini"
+    with pytest.raises(openai.NotFoundError) as raised:
+        client(proxy).models.retrieve("gpt-5-secret")
+    assert raised.value.code == "model_not_found"
+
+
+def test_a_function_tool_loop_is_kept_by_the_chat(proxy):
+    chat = chat_id()
+    sdk = client(proxy)
+    tools = [{"type": "function", "function": {"name": "lookup", "description": "Looks a word up.",
+              "parameters": {"type": "object", "properties": {"word": {"type": "string"}},
+                             "required": ["word"]}}}]
+    asked = sdk.chat.completions.create(
+        model="gpt-4o-mini", tools=tools,
+        messages=[{"role": "user", "content": "What is a quokka? [call]"}],
+        extra_headers={"X-Chat-Id": chat},
+    )
+    assert asked.choices[0].finish_reason == "tool_calls"
+    call = asked.choices[0].message.tool_calls[0]
+    assert call.function.name == "lookup"
+    assert json.loads(call.function.arguments) == {"word": "What is a quokka? [call]"}
+    answered = sdk.chat.completions.create(
+        model="gpt-4o-mini", tools=tools,
+        messages=[{"role": "tool", "tool_call_id": call.id, "content": "a small wallaby"}],
+        extra_headers={"X-Chat-Id": chat},
+    )
+    # Upstream saw the prompt, the question, the call and its result.
+    assert answered.choices[0].message.content == "echo: a small wallaby (4 messages)"
+    messages = transcript(proxy, chat)
+    assert [m["role"] for m in messages] == ["user", "assistant", "tool", "assistant"]
+    assert messages[1]["content"].startswith("[tool call lookup(")
 
 
 def test_a_model_not_allowed_is_a_bad_request(proxy):
@@ -129,8 +163,9 @@ def test_a_wrong_key_is_an_authentication_error(proxy):
 
 def test_an_unknown_path_is_not_found(proxy):
     with pytest.raises(openai.NotFoundError) as raised:
-        client(proxy, max_retries=0).models.retrieve("gpt-4o-mini")
+        client(proxy, max_retries=0).files.list()
     assert raised.value.status_code == 404
+    assert raised.value.code == "not_found"
 
 
 def test_past_the_rate_limit_is_a_rate_limit_error(proxy):

@@ -9,7 +9,7 @@
 use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
-use wiremock::matchers::{method, path};
+use wiremock::matchers::{method, path, path_regex};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 use super::streaming::{self, StreamScript};
@@ -56,6 +56,20 @@ impl FakeOpenAi {
             .and(path("/v1/models"))
             .respond_with(ResponseTemplate::new(200).set_body_json(model_list()))
             .with_priority(10)
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path("/v1/models/gpt-4o-mini"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(model_list()["data"][0].clone()))
+            .with_priority(10)
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path_regex("^/v1/models/.+$"))
+            .respond_with(ResponseTemplate::new(404).set_body_json(json!({"error": {
+                "message": "The model `gpt-unknown` does not exist or you do not have access to it.",
+                "type": "invalid_request_error", "param": null, "code": "model_not_found"}})))
+            .with_priority(11)
             .mount(&server)
             .await;
         let script = Arc::new(Mutex::new(StreamScript::default()));

@@ -4,11 +4,20 @@
 use serde_json::{Map, Value};
 
 use crate::body::image_url;
-use crate::chat::{ImageRef, Part, UserContent};
+use crate::chat::{text_of, Asked, ImageRef, Part, Said, ToolResult, UserContent};
 use crate::error::ApiError;
+use crate::turn::Resent;
 
-/// Parameters a stateful completion cannot keep faithfully: refused, never dropped.
-const UNSUPPORTED_WITH_A_CHAT: [&str; 4] = ["tools", "functions", "tool_choice", "function_call"];
+/// The functions API that tools replaced: a chat keeps tool calls, not `function_call`s.
+const UNSUPPORTED_WITH_A_CHAT: [&str; 2] = ["functions", "function_call"];
+
+/// A stateful turn's `messages`, read: the chat's prompt when the request leads with one,
+/// the history it resent, and its new messages.
+pub(super) struct Stateful {
+    pub prompt: Option<String>,
+    pub resent: Resent,
+    pub asked: Vec<Asked>,
+}
 
 fn invalid_messages(message: impl Into<String>) -> ApiError {
     ApiError::bad_request("invalid_messages", message)
@@ -35,18 +44,17 @@ pub(super) fn stateless_messages(params: &Map<String, Value>) -> Result<(), ApiE
     Ok(())
 }
 
-/// A turn's new messages: one or more `user` messages, each text or text and image parts,
-/// all of which the chat can keep. Parameters the chat cannot keep are refused.
-pub(super) fn stateful_messages(
-    params: &mut Map<String, Value>,
-) -> Result<Vec<UserContent>, ApiError> {
+/// A turn's messages, as frameworks send them: optional leading `system` or `developer`
+/// messages (the chat's prompt), then optionally the history as the caller has it (up to
+/// its last `assistant` message), then the new `user` and `tool` messages.
+pub(super) fn stateful_messages(params: &mut Map<String, Value>) -> Result<Stateful, ApiError> {
     if let Some(name) = UNSUPPORTED_WITH_A_CHAT
         .iter()
         .find(|name| params.contains_key(**name))
     {
         return Err(ApiError::bad_request(
             "unsupported_parameter",
-            format!("`{name}` is not supported with X-Chat-Id: the chat stores user messages and replies, not tool calls"),
+            format!("`{name}` is not supported with X-Chat-Id: use `tools`, which a chat keeps"),
         ));
     }
     if let Some(n) = params.get("n") {
@@ -59,41 +67,154 @@ pub(super) fn stateful_messages(
     }
     let Some(Value::Array(messages)) = params.remove("messages") else {
         return Err(invalid_messages(
-            "`messages` must be a non-empty array of user messages",
+            "`messages` must be a non-empty array of messages",
         ));
     };
-    if messages.is_empty() {
+    let role = |message: &Value| {
+        message
+            .get("role")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    let lead = messages
+        .iter()
+        .take_while(|m| matches!(role(m).as_deref(), Some("system" | "developer")))
+        .count();
+    let after_history = messages[lead..]
+        .iter()
+        .rposition(|m| role(m).as_deref() == Some("assistant"))
+        .map_or(lead, |last| lead + last + 1);
+    if after_history == messages.len() {
         return Err(invalid_messages(
-            "`messages` must hold at least one user message",
+            "`messages` must end with at least one new user or tool message",
         ));
     }
-    messages
-        .into_iter()
-        .enumerate()
-        .map(|(i, message)| user_message(i, message))
-        .collect()
+    let mut messages = messages.into_iter().enumerate();
+    let mut prompts = Vec::new();
+    for (index, message) in messages.by_ref().take(lead) {
+        prompts.push(prompt(index, message)?);
+    }
+    let mut resent = Vec::new();
+    for (index, message) in messages.by_ref().take(after_history - lead) {
+        resent.push(history_message(index, message)?);
+    }
+    let asked = messages
+        .map(|(index, message)| new_message(index, message))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Stateful {
+        prompt: (!prompts.is_empty()).then(|| prompts.join("\n\n")),
+        resent: Resent {
+            messages: resent,
+            from: lead,
+        },
+        asked,
+    })
 }
 
-fn user_message(index: usize, message: Value) -> Result<UserContent, ApiError> {
-    let Value::Object(mut message) = message else {
-        return Err(invalid_messages(format!(
+fn object(index: usize, message: Value) -> Result<Map<String, Value>, ApiError> {
+    match message {
+        Value::Object(message) => Ok(message),
+        _ => Err(invalid_messages(format!(
             "messages[{index}] must be an object"
-        )));
-    };
-    match message.get("role").and_then(Value::as_str) {
-        Some("user") => {}
-        Some(role @ ("system" | "developer")) => {
-            return Err(invalid_messages(format!(
-                "messages[{index}] is a {role} message: with X-Chat-Id, set the chat's prompt with POST /<chat_id>/system (the global one with POST /system)"
-            )))
-        }
-        Some(role @ ("assistant" | "tool" | "function")) => {
-            return Err(invalid_messages(format!(
-                "messages[{index}] is an {role} message: with X-Chat-Id the proxy keeps the history; send only the new user messages"
-            )))
-        }
-        _ => return Err(invalid_messages(format!("messages[{index}] needs a role, and only `user` is taken with X-Chat-Id"))),
+        ))),
     }
+}
+
+/// A leading `system` or `developer` message's text: the chat's prompt.
+fn prompt(index: usize, message: Value) -> Result<String, ApiError> {
+    let message = object(index, message)?;
+    let text = match message.get("content") {
+        Some(content @ (Value::String(_) | Value::Array(_))) => text_of(content).into_owned(),
+        _ => String::new(),
+    };
+    if text.trim().is_empty() {
+        return Err(invalid_messages(format!(
+            "messages[{index}].content must be non-empty text: a leading system message is the chat's prompt"
+        )));
+    }
+    Ok(text)
+}
+
+/// A message of the history a caller resent: compared with the chat's, never stored again.
+fn history_message(index: usize, message: Value) -> Result<Said, ApiError> {
+    let mut message = object(index, message)?;
+    match message.get("role").and_then(Value::as_str) {
+        Some("assistant") => {
+            let text = match message.remove("content") {
+                None | Some(Value::Null) => String::new(),
+                Some(content @ (Value::String(_) | Value::Array(_))) => {
+                    text_of(&content).into_owned()
+                }
+                Some(_) => {
+                    return Err(invalid_messages(format!(
+                        "messages[{index}].content must be text, an array of text parts, or null"
+                    )))
+                }
+            };
+            let calls = match message.remove("tool_calls") {
+                None | Some(Value::Null) => Vec::new(),
+                Some(Value::Array(calls)) => calls,
+                Some(_) => {
+                    return Err(invalid_messages(format!(
+                        "messages[{index}].tool_calls must be an array"
+                    )))
+                }
+            };
+            let text = match (text.is_empty(), message.remove("refusal")) {
+                (true, Some(Value::String(refusal))) => refusal,
+                _ => text,
+            };
+            Ok(Said::Reply { text, calls })
+        }
+        _ => new_message(index, Value::Object(message)).map(Said::Asked),
+    }
+}
+
+/// A new message of the turn: a `user` message, or a `tool` message answering a call of
+/// the chat's last reply.
+fn new_message(index: usize, message: Value) -> Result<Asked, ApiError> {
+    let mut message = object(index, message)?;
+    match message.get("role").and_then(Value::as_str) {
+        Some("user") => user_message(index, message).map(Asked::User),
+        Some("tool") => {
+            message.remove("role");
+            let tool_call_id = match message.remove("tool_call_id") {
+                Some(Value::String(id)) if !id.is_empty() => id,
+                _ => {
+                    return Err(invalid_messages(format!(
+                        "messages[{index}].tool_call_id must be the id of the tool call it answers"
+                    )))
+                }
+            };
+            let content = match message.remove("content") {
+                Some(content @ (Value::String(_) | Value::Array(_))) => content,
+                _ => {
+                    return Err(invalid_messages(format!(
+                        "messages[{index}].content must be text or an array of text parts"
+                    )))
+                }
+            };
+            if let Some(other) = message.keys().next() {
+                return Err(invalid_messages(format!(
+                    "messages[{index}].{other} cannot be kept with the chat: send role, tool_call_id and content"
+                )));
+            }
+            Ok(Asked::ToolResult(ToolResult {
+                tool_call_id,
+                content,
+            }))
+        }
+        Some(role @ ("system" | "developer")) => Err(invalid_messages(format!(
+            "messages[{index}] is a {role} message after the conversation began: with X-Chat-Id, system messages lead the request (they are the chat's prompt)"
+        ))),
+        Some(role) => Err(invalid_messages(format!(
+            "messages[{index}] has role `{role}`: with X-Chat-Id, send system, user, assistant and tool messages"
+        ))),
+        None => Err(invalid_messages(format!("messages[{index}] needs a role"))),
+    }
+}
+
+fn user_message(index: usize, mut message: Map<String, Value>) -> Result<UserContent, ApiError> {
     message.remove("role");
     let content = message.remove("content");
     if let Some(other) = message.keys().next() {

@@ -61,16 +61,16 @@ pub async fn completion(
         }
     };
     let include_usage = stream_options(&mut params)?;
-    let model = model(
+    let model = chosen_model(
         &mut params,
         &app.allowed_models,
         app.upstream.model_name(crate::upstream::Model::Chat),
     )?;
-    let asked = match &chat {
-        Some(_) => stateful_messages(&mut params)?,
+    let stateful = match &chat {
+        Some(_) => Some(stateful_messages(&mut params)?),
         None => {
             stateless_messages(&params)?;
-            Vec::new()
+            None
         }
     };
     let keep = idempotency::key_of(request, chat.as_ref())?.map(|key| {
@@ -91,10 +91,16 @@ pub async fn completion(
         Keep::new(key, fingerprint, Arc::new(render))
     });
     let gather = keep.is_some();
+    let (asked, prompt, resent) = match stateful {
+        Some(turn) => (turn.asked, turn.prompt, Some(turn.resent)),
+        None => (Vec::new(), None, None),
+    };
     let ask = Ask {
         tenant,
         chat: chat.as_ref(),
         asked,
+        prompt,
+        resent,
         model: &model,
         params: Some(&params),
         deadline: app.guard.deadline(request, stream),
@@ -183,7 +189,7 @@ fn stream_options(params: &mut Map<String, Value>) -> Result<bool, ApiError> {
 }
 
 /// The model to ask: the caller's, when `ALLOWED_MODELS` allows it, else `CHAT_MODEL`.
-fn model(
+fn chosen_model(
     params: &mut Map<String, Value>,
     allowed: &AllowedModels,
     default: &str,
@@ -223,16 +229,50 @@ pub async fn models(
             Ok(response)
         }
         AllowedModels::Only(models) => {
-            let data: Vec<Value> = models
-                .iter()
-                .map(|id| json!({"id": id, "object": "model", "created": 0, "owned_by": "chat-proxy"}))
-                .collect();
+            let data: Vec<Value> = models.iter().map(|id| listed_model(id)).collect();
             Ok(json_response(
                 StatusCode::OK,
                 &json!({"object": "list", "data": data}),
             ))
         }
     }
+}
+
+/// `GET /v1/models/{id}`: a model callers may name, as `GET /v1/models` lists it (with
+/// `ALLOWED_MODELS=*`, upstream's own answer); any other is a 404 `model_not_found`.
+pub async fn model(
+    app: &App,
+    tenant: &Tenant,
+    id: &str,
+    request: &Request,
+    log: &mut RequestLog,
+) -> Result<Response<ResponseBody>, ApiError> {
+    log.redis(app.guard.rate_limit(tenant, request)).await?;
+    let not_found = || ApiError::Missing {
+        code: "model_not_found",
+        message: format!("the model `{id}` does not exist or is not allowed here"),
+    };
+    match &app.allowed_models {
+        AllowedModels::Any => {
+            // Only what a model id can hold goes into upstream's path.
+            let plain = |c: char| c.is_ascii_alphanumeric() || "-._:/".contains(c);
+            if !id.chars().all(plain) {
+                return Err(not_found());
+            }
+            let deadline = app.guard.deadline(request, false);
+            let raw = log.upstream(app.upstream.model(id, deadline)).await?;
+            Ok(json_body(raw.get().as_bytes().to_vec()))
+        }
+        AllowedModels::Only(models) if models.iter().any(|model| model == id) => {
+            Ok(json_response(StatusCode::OK, &listed_model(id)))
+        }
+        AllowedModels::Only(_) => Err(not_found()),
+    }
+}
+
+/// A model as `GET /v1/models` lists an allowed one.
+fn listed_model(id: &str) -> Value {
+    json!({"id": id, "object": "model", "created": 0, "owned_by": "chat-proxy"})
 }
 
 /// Upstream's chunks, passed on as OpenAI sends them.

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
 use crate::http::sse_event;
+use crate::upstream::ToolCalls;
 
 /// The fields every chunk of a stream repeats, taken from the first that has each.
 const HEAD: [&str; 5] = [
@@ -34,18 +35,10 @@ struct Choice {
     role: Option<Value>,
     content: Option<String>,
     refusal: Option<String>,
-    tool_calls: BTreeMap<u64, ToolCall>,
+    tool_calls: ToolCalls,
     /// `logprobs.content` and `logprobs.refusal`, each the chunks' arrays end to end.
     logprobs: Option<Map<String, Value>>,
     finish_reason: Value,
-}
-
-#[derive(Debug, Default)]
-struct ToolCall {
-    id: Value,
-    kind: Value,
-    name: String,
-    arguments: String,
 }
 
 fn present(value: Option<&Value>) -> Option<&Value> {
@@ -108,24 +101,8 @@ impl Choice {
         if let Some(text) = delta["refusal"].as_str() {
             self.refusal.get_or_insert_with(String::new).push_str(text);
         }
-        let calls = delta.get("tool_calls").and_then(Value::as_array);
-        for call in calls.into_iter().flatten() {
-            let entry = self
-                .tool_calls
-                .entry(call["index"].as_u64().unwrap_or(0))
-                .or_default();
-            if let Some(id) = present(call.get("id")) {
-                entry.id = id.clone();
-            }
-            if let Some(kind) = present(call.get("type")) {
-                entry.kind = kind.clone();
-            }
-            if let Some(name) = call["function"]["name"].as_str() {
-                entry.name.push_str(name);
-            }
-            if let Some(arguments) = call["function"]["arguments"].as_str() {
-                entry.arguments.push_str(arguments);
-            }
+        if let Some(Value::Array(calls)) = delta.get("tool_calls") {
+            self.tool_calls.add(calls);
         }
         if let Some(Value::Object(logprobs)) = present(choice.get("logprobs")) {
             let kept = self.logprobs.get_or_insert_with(Map::new);
@@ -153,18 +130,7 @@ impl Choice {
             "refusal": self.refusal,
         });
         if !self.tool_calls.is_empty() {
-            let calls: Vec<Value> = self
-                .tool_calls
-                .values()
-                .map(|call| {
-                    json!({
-                        "id": call.id,
-                        "type": if call.kind.is_null() { json!("function") } else { call.kind.clone() },
-                        "function": {"name": call.name, "arguments": call.arguments},
-                    })
-                })
-                .collect();
-            message["tool_calls"] = Value::Array(calls);
+            message["tool_calls"] = Value::Array(self.tool_calls.whole());
         }
         json!({
             "index": index,

@@ -117,7 +117,7 @@ impl RedisStore {
             }
             None => String::new(),
         };
-        let args = vec![
+        let mut args = vec![
             self.ttl_arg(),
             json,
             self.settings.max_history_messages.to_string(),
@@ -131,6 +131,9 @@ impl RedisStore {
             ANSWER_SECONDS.to_string(),
             turn.messages().to_string(),
         ];
+        if let Some(prompt) = extras.chat_prompt {
+            args.push(prompt.to_owned());
+        }
         Ok((keys, args))
     }
 

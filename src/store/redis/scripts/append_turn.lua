@@ -7,7 +7,7 @@
 -- ARGV: 1 ttl ('0': none), 2 the turn's JSON, 3 max messages, 4 max bytes, 5 the marker's
 --       ttl, 6 the context window's new start (or ''), 7 prompt, 8 completion and 9 cached
 --       tokens, 10 the answer kept for the Idempotency-Key (or ''), 11 its ttl, 12 the
---       turn's messages
+--       turn's messages, 13 the chat's new prompt (absent: the prompt stays as it is)
 -- Returns 1 when stored, 0 when the turn's marker says it already was.
 --
 -- Trims the oldest turns until the chat holds at most max messages and max bytes, keeping
@@ -63,6 +63,7 @@ local function append_turn(K, A)
     fields[#fields + 1] = A[6]
   end
   redis.call('HSET', K[3], unpack(fields))
+  if A[13] then redis.call('SET', K[2], A[13]) end
   touch(K, A[1], 1, 3)
   if A[10] ~= '' then redis.call('SET', K[5], A[10], 'EX', A[11]) end
   redis.call('SET', K[4], '1', 'EX', A[5])
