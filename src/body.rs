@@ -3,6 +3,7 @@
 use lambda_http::Body;
 use serde_json::{Map, Value};
 
+use crate::config::AllowedModels;
 use crate::error::ApiError;
 
 /// `{"content": string}`, the body of every seed route that takes one, plus `url` on `/img`
@@ -149,6 +150,26 @@ fn required_text(
             format!("`{name}` must be a string"),
         )),
         None => Err(ApiError::bad_request(code, format!("`{name}` is required"))),
+    }
+}
+
+/// The model to ask: the caller's, when `ALLOWED_MODELS` allows it, else `CHAT_MODEL`.
+pub fn model(
+    params: &mut Map<String, Value>,
+    allowed: &AllowedModels,
+    default: &str,
+) -> Result<String, ApiError> {
+    match params.remove("model") {
+        None | Some(Value::Null) => Ok(default.to_owned()),
+        Some(Value::String(model)) if allowed.allows(&model) => Ok(model),
+        Some(Value::String(model)) => Err(ApiError::bad_request(
+            "model_not_allowed",
+            format!("model `{model}` is not allowed here; GET /v1/models lists the ones that are"),
+        )),
+        Some(_) => Err(ApiError::bad_request(
+            "invalid_model",
+            "`model` must be a string",
+        )),
     }
 }
 

@@ -27,7 +27,18 @@ pub enum ApiError {
     NotFound,
     /// What the request names does not exist (for this caller): a model, a response.
     #[error("{message}")]
-    Missing { code: &'static str, message: String },
+    Missing {
+        code: &'static str,
+        param: Option<&'static str>,
+        message: String,
+    },
+    /// A request parameter is wrong: a 400 that names it (`param`), as OpenAI's do.
+    #[error("{message}")]
+    BadParam {
+        code: &'static str,
+        param: &'static str,
+        message: String,
+    },
     /// The request does not fit what is stored; `code` says how (a resent history that
     /// differs from the chat's).
     #[error("{message}")]
@@ -83,7 +94,7 @@ impl ApiError {
 
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::BadRequest { .. } | ApiError::BadParam { .. } => StatusCode::BAD_REQUEST,
             ApiError::UpstreamRefused { status, .. } => *status,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
@@ -107,6 +118,7 @@ impl ApiError {
     pub fn code(&self) -> &str {
         match self {
             ApiError::BadRequest { code, .. }
+            | ApiError::BadParam { code, .. }
             | ApiError::Missing { code, .. }
             | ApiError::Conflict { code, .. } => code,
             ApiError::UpstreamRefused { code, .. } => {
@@ -169,6 +181,8 @@ impl ApiError {
                 kind: self.kind(),
                 param: match self {
                     ApiError::UpstreamRefused { param, .. } => param.as_deref(),
+                    ApiError::BadParam { param, .. } => Some(param),
+                    ApiError::Missing { param, .. } => *param,
                     _ => None,
                 },
                 code: self.code(),

@@ -108,6 +108,18 @@ async fn serve(
         Route::OpenAi(OpenAiRoute::Model(id)) => {
             api::openai::model(app, &tenant, &id, request, log).await
         }
+        Route::OpenAi(OpenAiRoute::CreateResponse) => {
+            api::responses::create(app, &tenant, request, log).await
+        }
+        Route::OpenAi(OpenAiRoute::GetResponse(id)) => {
+            api::responses::get(app, &tenant, &id, request, log).await
+        }
+        Route::OpenAi(OpenAiRoute::DeleteResponse(id)) => {
+            api::responses::delete(app, &tenant, &id, request, log).await
+        }
+        Route::OpenAi(OpenAiRoute::ResponseInputItems(id)) => {
+            api::responses::input_items(app, &tenant, &id, request, log).await
+        }
         Route::Usage(UsageRoute::Chat(chat)) => {
             api::usage::chat(app, &tenant, &chat, request, log).await
         }

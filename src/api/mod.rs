@@ -3,5 +3,6 @@
 
 pub mod files;
 pub mod openai;
+pub mod responses;
 pub mod seed;
 pub mod usage;

@@ -158,6 +158,7 @@ async fn turn(
         ))],
         prompt: None,
         resent: None,
+        responses: None,
         model: app.upstream.model_name(model),
         params: None,
         deadline: app.guard.deadline(request, streamed),

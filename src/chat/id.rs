@@ -36,6 +36,30 @@ impl ChatId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// A new chain's chat: where a `previous_response_id` chain that names no conversation
+    /// lives. Its id starts with `~`, outside the alphabet, so no caller-chosen chat is one
+    /// and no seed route reaches it.
+    pub fn new_chain() -> ChatId {
+        ChatId(format!("~{:032x}", fastrand::u128(..)))
+    }
+
+    /// A chain's chat, by the id [`ChatId::new_chain`] made.
+    fn chain(id: &str) -> Option<ChatId> {
+        let hex = id.strip_prefix('~')?;
+        (hex.len() == 32 && hex.chars().all(|c| c.is_ascii_hexdigit()))
+            .then(|| ChatId(id.to_owned()))
+    }
+
+    /// Whether this is a chain's chat rather than a conversation.
+    pub fn is_chain(&self) -> bool {
+        self.0.starts_with('~')
+    }
+
+    /// A chat as a response id names it: a chain's, or a caller's conversation.
+    pub fn named_by_response(id: &str) -> Option<ChatId> {
+        Self::chain(id).or_else(|| Self::parse_decoded(id).ok())
+    }
 }
 
 /// An id outside the alphabet or the length a chat id takes.
@@ -57,6 +81,16 @@ mod tests {
             assert_eq!(ChatId::parse(good).unwrap().as_str(), good);
         }
         assert_eq!(ChatId::parse(&"z".repeat(129)), Err(InvalidChatId));
+    }
+
+    #[test]
+    fn chains_have_ids_no_caller_can_choose() {
+        let chain = ChatId::new_chain();
+        assert!(chain.is_chain());
+        assert_eq!(ChatId::parse_decoded(chain.as_str()), Err(InvalidChatId));
+        assert_eq!(ChatId::named_by_response(chain.as_str()), Some(chain));
+        assert_eq!(ChatId::named_by_response("~nothex"), None);
+        assert!(!ChatId::named_by_response("trip").unwrap().is_chain());
     }
 
     #[test]

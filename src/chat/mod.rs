@@ -2,10 +2,12 @@
 //! how a chat is stored, sent upstream or answered, and nothing here imports the rest of
 //! the crate: everything else builds on it.
 
+mod exchange;
 mod id;
 mod said;
 mod turn;
 
+pub use self::exchange::{calls_of, output_text, parse_response_id, response_id, Exchange};
 pub use self::id::{ChatId, InvalidChatId};
 pub use self::said::{first_difference, Said};
 pub use self::turn::{text_of, Asked, ImageRef, Part, ToolResult, Turn, TurnTokens, UserContent};

@@ -7,12 +7,17 @@
 //!   (several messages, several images, an image `detail`, a tool's result): user contents
 //!   in OpenAI's content shape, tool results as `{"tool_call_id", "content"}`;
 //! - `calls`: the reply's tool calls, exactly as upstream sent them (`tool_calls`);
+//! - `exchange`: a Responses turn's input and response, exactly (`exchange.rs`), from which
+//!   its messages, reply and calls are read, with `m`, its count of messages, first after
+//!   the id, where the Redis scripts can read it without decoding the turn;
 //! - `tokens`: what the turn cost, as upstream counted it, and what it weighs as history.
 
 use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+use super::Exchange;
 
 /// One part of a user message, in OpenAI's content-part shape.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -177,6 +182,9 @@ pub struct Turn {
     pub assistant: String,
     /// The reply's tool calls, as upstream sent them (OpenAI's `tool_calls` objects).
     pub calls: Vec<Value>,
+    /// A Responses turn's items as they came; `asked`, `assistant` and `calls` are read
+    /// from them.
+    pub exchange: Option<Box<Exchange>>,
     /// Absent from turns stored before turns were counted.
     pub tokens: Option<TurnTokens>,
 }
@@ -292,6 +300,7 @@ impl Turn {
             asked: vec![Asked::User(UserContent::question(user, url))],
             assistant,
             calls: Vec::new(),
+            exchange: None,
             tokens: None,
         }
     }
@@ -335,6 +344,8 @@ impl Turn {
 struct StoredRef<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    m: Option<usize>,
     user: Cow<'a, str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     url: Option<&'a str>,
@@ -343,6 +354,8 @@ struct StoredRef<'a> {
     assistant: &'a str,
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     calls: &'a [Value],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exchange: Option<&'a Exchange>,
     #[serde(skip_serializing_if = "Option::is_none")]
     tokens: Option<&'a TurnTokens>,
 }
@@ -360,12 +373,35 @@ struct Stored {
     assistant: String,
     #[serde(default)]
     calls: Vec<Value>,
+    #[serde(default)]
+    exchange: Option<Box<Exchange>>,
     #[serde(default, deserialize_with = "stored_tokens")]
     tokens: Option<TurnTokens>,
 }
 
 impl Serialize for Turn {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if let Some(exchange) = &self.exchange {
+            // Its messages, reply and calls are the exchange's: kept once.
+            return StoredRef {
+                id: self.id.as_deref(),
+                m: Some(self.messages()),
+                user: Cow::Owned(
+                    self.asked
+                        .iter()
+                        .map(Asked::text)
+                        .collect::<Vec<_>>()
+                        .join("\n\n"),
+                ),
+                url: None,
+                messages: None,
+                assistant: &self.assistant,
+                calls: &[],
+                exchange: Some(exchange),
+                tokens: self.tokens.as_ref(),
+            }
+            .serialize(serializer);
+        }
         let simple = match self.asked.as_slice() {
             [Asked::User(only)] => only.as_question(),
             _ => None,
@@ -373,16 +409,19 @@ impl Serialize for Turn {
         let stored = match simple {
             Some((user, url)) => StoredRef {
                 id: self.id.as_deref(),
+                m: None,
                 user: Cow::Borrowed(user),
                 url,
                 messages: None,
                 assistant: &self.assistant,
                 calls: &self.calls,
+                exchange: None,
                 tokens: self.tokens.as_ref(),
             },
             // A version that knows only `user` and `url` still reads a fair summary.
             None => StoredRef {
                 id: self.id.as_deref(),
+                m: None,
                 user: Cow::Owned(
                     self.asked
                         .iter()
@@ -394,6 +433,7 @@ impl Serialize for Turn {
                 messages: Some(&self.asked),
                 assistant: &self.assistant,
                 calls: &self.calls,
+                exchange: None,
                 tokens: self.tokens.as_ref(),
             },
         };
@@ -404,6 +444,16 @@ impl Serialize for Turn {
 impl<'de> Deserialize<'de> for Turn {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let stored = Stored::deserialize(deserializer)?;
+        if let Some(exchange) = stored.exchange {
+            return Ok(Turn {
+                id: stored.id,
+                asked: exchange.asked(),
+                assistant: stored.assistant,
+                calls: exchange.calls(),
+                exchange: Some(exchange),
+                tokens: stored.tokens,
+            });
+        }
         let asked = match stored.messages {
             Some(messages) if !messages.is_empty() => messages,
             _ => vec![Asked::User(UserContent::question(stored.user, stored.url))],
@@ -413,6 +463,7 @@ impl<'de> Deserialize<'de> for Turn {
             asked,
             assistant: stored.assistant,
             calls: stored.calls,
+            exchange: None,
             tokens: stored.tokens,
         })
     }
@@ -475,6 +526,7 @@ mod tests {
             ],
             assistant: "they differ".into(),
             calls: Vec::new(),
+            exchange: None,
             tokens: Some(TurnTokens {
                 size: 30,
                 exact: true,
@@ -517,6 +569,7 @@ mod tests {
             })],
             assistant: "It is sunny.".into(),
             calls: Vec::new(),
+            exchange: None,
             tokens: None,
         };
         let stored = serde_json::to_value(&answering).unwrap();
@@ -527,6 +580,30 @@ mod tests {
         );
         assert!(stored.get("calls").is_none());
         assert_eq!(round_trip(&answering), answering);
+    }
+
+    #[test]
+    fn a_responses_turn_keeps_its_items_once_and_its_count_first() {
+        let exchange = Exchange {
+            input: vec![json!({"role": "user", "content": "hi"})],
+            response: json!({"id": "resp_x", "output": [{"type": "message", "role": "assistant",
+                "content": [{"type": "output_text", "text": "hello"}]}]}),
+        };
+        let turn = Turn {
+            id: Some("t9".into()),
+            asked: exchange.asked(),
+            assistant: exchange.reply_text(),
+            calls: exchange.calls(),
+            exchange: Some(Box::new(exchange)),
+            tokens: None,
+        };
+        let text = serde_json::to_string(&turn).unwrap();
+        assert!(
+            text.starts_with(r#"{"id":"t9","m":2,"user":"hi","#),
+            "{text}"
+        );
+        assert!(!text.contains(r#""messages":"#), "{text}");
+        assert_eq!(round_trip(&turn), turn);
     }
 
     #[test]

@@ -85,6 +85,21 @@ pub enum OpenAiRoute {
     Models,
     /// `GET /v1/models/{id}` (an id may hold `/`, as some upstreams' do)
     Model(String),
+    /// `POST /v1/responses`
+    CreateResponse,
+    /// `GET /v1/responses/{id}`
+    GetResponse(String),
+    /// `DELETE /v1/responses/{id}`
+    DeleteResponse(String),
+    /// `GET /v1/responses/{id}/input_items`
+    ResponseInputItems(String),
+}
+
+/// A path segment, percent-decoded (an id the SDKs escape).
+fn decoded(segment: &str) -> String {
+    percent_encoding::percent_decode_str(segment)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 impl Route {
@@ -128,6 +143,24 @@ impl Route {
                 only(is_post, Route::OpenAi(OpenAiRoute::ChatCompletions), "POST")
             }
             ["v1", "models"] => only(is_get, Route::OpenAi(OpenAiRoute::Models), "GET"),
+            ["v1", "responses"] => {
+                only(is_post, Route::OpenAi(OpenAiRoute::CreateResponse), "POST")
+            }
+            ["v1", "responses", id] => {
+                let id = decoded(id);
+                match (is_get, method == Method::DELETE) {
+                    (true, _) => Ok(Route::OpenAi(OpenAiRoute::GetResponse(id))),
+                    (_, true) => Ok(Route::OpenAi(OpenAiRoute::DeleteResponse(id))),
+                    _ => Err(ApiError::MethodNotAllowed {
+                        allow: "GET, DELETE",
+                    }),
+                }
+            }
+            ["v1", "responses", id, "input_items"] => only(
+                is_get,
+                Route::OpenAi(OpenAiRoute::ResponseInputItems(decoded(id))),
+                "GET",
+            ),
             ["v1", "models", id @ ..] if !id.iter().any(|part| part.is_empty()) => {
                 let id = id.join("/");
                 only(is_get, Route::OpenAi(OpenAiRoute::Model(id)), "GET")
@@ -170,6 +203,10 @@ impl Route {
             Route::OpenAi(OpenAiRoute::ChatCompletions) => "chat_completions",
             Route::OpenAi(OpenAiRoute::Models) => "models",
             Route::OpenAi(OpenAiRoute::Model(_)) => "model",
+            Route::OpenAi(OpenAiRoute::CreateResponse) => "create_response",
+            Route::OpenAi(OpenAiRoute::GetResponse(_)) => "get_response",
+            Route::OpenAi(OpenAiRoute::DeleteResponse(_)) => "delete_response",
+            Route::OpenAi(OpenAiRoute::ResponseInputItems(_)) => "response_input_items",
             Route::Usage(UsageRoute::Chat(_)) => "chat_usage",
             Route::Usage(UsageRoute::Caller) => "caller_usage",
             Route::File(BuiltIn::PlaygroundPage) => "playground_page",

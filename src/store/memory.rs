@@ -190,6 +190,12 @@ impl Store for MemoryStore {
         if turn.id.is_some() && chat.turns.iter().any(|(kept, _)| kept.id == turn.id) {
             return Ok(());
         }
+        for earlier in extras.prefix {
+            let size = serde_json::to_string(earlier).map_or(0, |json| json.len());
+            chat.turns.push_back((earlier.clone(), size));
+            chat.bytes += size;
+            chat.messages += earlier.messages();
+        }
         chat.turns.push_back((turn.clone(), size));
         chat.bytes += size;
         chat.messages += turn.messages();
@@ -230,6 +236,31 @@ impl Store for MemoryStore {
         chat.messages = 0;
         chat.window = None;
         Ok(())
+    }
+
+    async fn delete_turn(
+        &self,
+        tenant: &Tenant,
+        chat: &ChatId,
+        turn: &str,
+    ) -> Result<bool, StoreError> {
+        let mut state = self.state();
+        let chat = self.live(&mut state, &key(tenant, chat));
+        let Some(chat) = chat else {
+            return Ok(false);
+        };
+        let Some(at) = chat
+            .turns
+            .iter()
+            .position(|(kept, _)| kept.id.as_deref() == Some(turn))
+        else {
+            return Ok(false);
+        };
+        if let Some((removed, bytes)) = chat.turns.remove(at) {
+            chat.bytes -= bytes;
+            chat.messages -= removed.messages();
+        }
+        Ok(true)
     }
 
     async fn chat_usage(&self, tenant: &Tenant, chat: &ChatId) -> Result<ChatUsage, StoreError> {

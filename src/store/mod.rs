@@ -41,6 +41,8 @@ pub struct TurnExtras<'a> {
     pub answer: Option<KeptAnswer<'a>>,
     /// The chat's new prompt, when the turn's request gave it one.
     pub chat_prompt: Option<&'a str>,
+    /// Turns to store before this one, in a new chat: the history a branch starts with.
+    pub prefix: &'a [Turn],
 }
 
 /// An answer to replay to a retry that sends the same `Idempotency-Key`.
@@ -254,6 +256,14 @@ pub trait Store: Send + Sync {
     }
     /// Every kept turn of a chat, oldest first.
     async fn turns(&self, tenant: &Tenant, chat: &ChatId) -> Result<Vec<Turn>, StoreError>;
+    /// Removes the turn of id `turn` from the chat (a deleted response); says whether the
+    /// chat held it.
+    async fn delete_turn(
+        &self,
+        tenant: &Tenant,
+        chat: &ChatId,
+        turn: &str,
+    ) -> Result<bool, StoreError>;
     /// Drops the chat's turns; its prompt and its usage stay.
     async fn clear(&self, tenant: &Tenant, chat: &ChatId) -> Result<(), StoreError>;
     /// The chat's token usage over its life (cleared turns included).

@@ -3,7 +3,7 @@
 
 use std::future::Future;
 
-use super::prepare::Prepared;
+use super::prepare::{Prepared, Sent};
 use super::record::Record;
 use super::{Answered, Ask, Ran, TurnEngine};
 use crate::error::ApiError;
@@ -25,21 +25,31 @@ impl TurnEngine {
             Prepared::Ready(ready) => ready,
             Prepared::Replayed(answer) => return Ok(Ran::Replayed(answer)),
         };
+        let asking = &ask;
         let completion = self
-            .ask_upstream(&mut ready, &ask, log, |messages| async move {
-                let request = ChatRequest {
-                    params: ask.params,
-                    ..ChatRequest::whole(ask.model, &messages)
-                };
-                self.upstream.chat(&request, ask.deadline).await
+            .ask_upstream(&mut ready, asking, log, |sent| async move {
+                match sent {
+                    Sent::Items(responses, items) => {
+                        let request = self.responses_request(asking, responses, items, false);
+                        self.upstream.respond(&request, asking.deadline).await
+                    }
+                    Sent::Messages(messages) => {
+                        let request = ChatRequest {
+                            params: asking.params,
+                            ..ChatRequest::whole(asking.model, &messages)
+                        };
+                        self.upstream.chat(&request, asking.deadline).await
+                    }
+                }
             })
             .await;
         // A stateless call's answer is upstream's, whatever its message holds (tool calls
         // and no text, say); a chat's turn keeps a reply, so it needs one.
         let completion = completion.and_then(|completion| {
             let empty = completion.content.is_none() && completion.calls.is_empty();
+            // A Responses turn keeps whatever items upstream answered with.
             match (empty, ask.chat) {
-                (true, Some(_)) => Err(UpstreamError::Unreadable(
+                (true, Some(_)) if ask.responses.is_none() => Err(UpstreamError::Unreadable(
                     "the answer has no content, refusal or tool call".to_owned(),
                 )
                 .into()),
@@ -56,15 +66,15 @@ impl TurnEngine {
             }
         };
         log.tokens = Some(completion.usage);
+        let record = Record::new(self, &ask, ready);
         let mut answered = Answered {
             reply: completion.content.unwrap_or_default(),
             calls: completion.calls,
             usage: completion.usage,
             stored: true,
-            raw: Some(completion.raw),
+            raw: Some(record.own_answer(completion.raw)),
         };
         let kept = ask.keep.as_ref().map(|keep| (keep.render)(&answered));
-        let record = Record::new(self, &ask, ready);
         answered.stored = log.redis(record.store(&answered, ask.asked, kept)).await;
         Ok(Ran::Answered(answered))
     }

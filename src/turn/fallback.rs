@@ -4,14 +4,13 @@
 
 use std::future::Future;
 
-use super::prepare::{HistoryImages, Ready};
+use super::prepare::{HistoryImages, Ready, Sent};
 use super::{Ask, TurnEngine};
 use crate::budget::{self, Window};
 use crate::chat::Asked;
 use crate::error::ApiError;
 use crate::request_log::RequestLog;
 use crate::store::TurnContext;
-use crate::upstream::wire::Message;
 use crate::upstream::UpstreamError;
 
 impl TurnEngine {
@@ -26,14 +25,14 @@ impl TurnEngine {
         call: F,
     ) -> Result<T, ApiError>
     where
-        F: Fn(Vec<Message<'c>>) -> Fut,
+        F: Fn(Sent<'c>) -> Fut,
         Fut: Future<Output = Result<T, UpstreamError>>,
     {
         let mut images = HistoryImages::AsImages;
         let mut halved = false;
         loop {
-            let messages = self.messages(&ready.context, &ready.window, ask, images);
-            let error = match log.upstream(call(messages)).await {
+            let sent = self.sent(&ready.context, &ready.window, ask, images);
+            let error = match log.upstream(call(sent)).await {
                 Ok(answer) => return Ok(answer),
                 Err(error) => error,
             };

@@ -26,6 +26,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use tokio::time::Instant;
 
+pub use self::prepare::ENCRYPTED_REASONING;
 pub use self::streamed::OpenTurn;
 use crate::chat::{Asked, ChatId, Said, Tenant, Turn};
 use crate::store::{Claimant, IdempotencyKey, Store};
@@ -45,6 +46,8 @@ pub struct Ask<'a> {
     pub prompt: Option<String>,
     /// The history the request sent before its new messages, to check against the chat's.
     pub resent: Option<Resent>,
+    /// A turn of the Responses API: its items, its chain, what it keeps.
+    pub responses: Option<ResponsesTurn>,
     /// The model to ask, by name.
     pub model: &'a str,
     /// Parameters passed through to upstream as the caller sent them (`/v1` only).
@@ -55,6 +58,28 @@ pub struct Ask<'a> {
     pub ip: Option<&'a str>,
     /// The request's `Idempotency-Key`, when it sent one.
     pub keep: Option<Keep>,
+}
+
+/// What a Responses turn asks besides its messages (`asked` holds those its input items
+/// make, for the budget and the checks every turn gets).
+pub struct ResponsesTurn {
+    /// The caller's input items, as sent: kept as the turn's input.
+    pub input: Vec<Value>,
+    /// This response's `instructions`: after the chat's prompts in a conversation, as
+    /// upstream's own `instructions` in a chain.
+    pub instructions: Option<String>,
+    /// A conversation's turns start with the chat's prompts; a chain's do not.
+    pub prompts: bool,
+    /// `store`: false keeps nothing, as at OpenAI.
+    pub store: bool,
+    /// The conversation the turn is in, which must exist (`conversation_not_found`).
+    pub conversation: Option<ChatId>,
+    /// The turn `previous_response_id` names, in the chat `Ask::chat` names: the turn
+    /// continues from it (and branches, when it is not the chain's newest).
+    pub previous: Option<String>,
+    /// Fields set on the response before it is kept and answered, besides its id
+    /// (`previous_response_id`, `conversation`, `store`, `instructions`, ...).
+    pub fields: Map<String, Value>,
 }
 
 /// A history a caller resent with its new messages (frameworks that keep their own memory

@@ -4,16 +4,26 @@
 
 use std::future::Future;
 
+use serde_json::{json, Map, Value};
 use tokio::time::Instant;
 
-use super::{Ask, Keep, TurnEngine};
+use super::{Ask, Keep, ResponsesTurn, TurnEngine};
 use crate::budget::{self, Window};
-use crate::chat::{first_difference, Asked, Tenant, Turn};
+use crate::chat::{first_difference, response_id, Asked, ChatId, Tenant, Turn};
 use crate::clock::UtcDay;
 use crate::error::ApiError;
 use crate::request_log::RequestLog;
 use crate::store::{Claim, Store, TurnContext};
+use crate::upstream::responses::turn_items;
 use crate::upstream::wire::Message;
+
+/// What a turn sends upstream besides its parameters.
+pub(super) enum Sent<'a> {
+    /// Chat Completions' `messages` (none for a stateless call: they are the caller's).
+    Messages(Vec<Message<'a>>),
+    /// The Responses API's `input` items, for the turn they are of.
+    Items(&'a ResponsesTurn, Vec<Value>),
+}
 
 /// How a turn sends the images of its history.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +41,11 @@ pub(super) struct Ready {
     pub claimed: bool,
     /// The request gave the chat a new prompt, to be stored with the turn.
     pub new_prompt: bool,
+    /// Where a Responses turn is kept when not in the chat it read: a new chain, or a
+    /// branch of one (which gets the history read, up to the turn it continues, copied).
+    pub chain: Option<ChatId>,
+    /// The proxy's id of a Responses turn's answer.
+    pub answer_id: Option<String>,
 }
 
 pub(super) enum Prepared {
@@ -106,7 +121,11 @@ impl TurnEngine {
             }
             let mut context = context?;
             let mut new_prompt = false;
-            if ask.chat.is_some() {
+            let mut chain = None;
+            if let Some(responses) = &ask.responses {
+                chain = continue_from(ask, responses, &mut context)?;
+            }
+            if ask.chat.is_some() || ask.responses.is_some() {
                 check_against_history(ask, &context)?;
                 if let Some(prompt) = &ask.prompt {
                     new_prompt = context.chat_prompt.as_ref() != Some(prompt);
@@ -114,18 +133,27 @@ impl TurnEngine {
                 }
             }
             let turn_id = Turn::new_id();
-            let window = match ask.chat {
-                Some(_) => budget::plan(
+            let answer_id = ask.responses.as_ref().map(|responses| {
+                let kept_in = match (&chain, ask.chat) {
+                    (Some(chain), _) => chain.clone(),
+                    (None, Some(chat)) if responses.store => chat.clone(),
+                    // Kept nowhere: an id no chat answers to.
+                    _ => ChatId::new_chain(),
+                };
+                response_id(&turn_id, &kept_in)
+            });
+            let window = match (ask.chat, &ask.responses) {
+                (None, None) => Window {
+                    start: 0,
+                    moved_to: None,
+                    tokens: 0,
+                },
+                _ => budget::plan(
                     &context,
                     &self.budget_request(&context, &ask.asked),
                     self.settings.max_prompt_tokens,
                     &turn_id,
                 )?,
-                None => Window {
-                    start: 0,
-                    moved_to: None,
-                    tokens: 0,
-                },
             };
             Ok(Ready {
                 context,
@@ -133,6 +161,8 @@ impl TurnEngine {
                 turn_id,
                 claimed,
                 new_prompt,
+                chain,
+                answer_id,
             })
         })();
         match checked {
@@ -188,9 +218,87 @@ impl TurnEngine {
             .unwrap_or(&self.settings.default_system_prompt)
     }
 
+    /// What the turn sends: a Responses turn's input items, or the messages of the others.
+    pub(super) fn sent<'a>(
+        &'a self,
+        context: &'a TurnContext,
+        window: &Window,
+        ask: &'a Ask<'_>,
+        images: HistoryImages,
+    ) -> Sent<'a> {
+        match &ask.responses {
+            Some(responses) => {
+                Sent::Items(responses, self.items(context, window, responses, images))
+            }
+            None => Sent::Messages(self.messages(context, window, ask, images)),
+        }
+    }
+
+    /// A Responses turn's input: in a conversation, the global and the chat's prompts and
+    /// this response's instructions, as system messages; then the window's history, each
+    /// turn as its items; then the caller's new items, as sent.
+    fn items(
+        &self,
+        context: &TurnContext,
+        window: &Window,
+        responses: &ResponsesTurn,
+        images: HistoryImages,
+    ) -> Vec<Value> {
+        let history = &context.history[window.start.min(context.history.len())..];
+        let mut items = Vec::with_capacity(3 + history.len() * 2 + responses.input.len());
+        if responses.prompts {
+            items.push(json!({"role": "system", "content": self.global_prompt(context)}));
+            if let Some(prompt) = &context.chat_prompt {
+                items.push(json!({"role": "system", "content": prompt}));
+            }
+            if let Some(instructions) = &responses.instructions {
+                items.push(json!({"role": "system", "content": instructions}));
+            }
+        }
+        for turn in history {
+            turn_items(turn, images == HistoryImages::AsText, &mut items);
+        }
+        items.extend(responses.input.iter().cloned());
+        items
+    }
+
+    /// A Responses request: the caller's parameters, the model, the input the proxy
+    /// assembled, and `store: false`, so that OpenAI keeps nothing. A reasoning model is
+    /// asked for its reasoning's encrypted content, which a later turn must send back.
+    pub(super) fn responses_request(
+        &self,
+        ask: &Ask<'_>,
+        responses: &ResponsesTurn,
+        items: Vec<Value>,
+        stream: bool,
+    ) -> Value {
+        let mut body = ask.params.cloned().unwrap_or_default();
+        body.insert("model".to_owned(), json!(ask.model));
+        body.insert("input".to_owned(), Value::Array(items));
+        body.insert("store".to_owned(), json!(false));
+        if stream {
+            body.insert("stream".to_owned(), json!(true));
+        }
+        if let (false, Some(instructions)) = (responses.prompts, &responses.instructions) {
+            body.insert("instructions".to_owned(), json!(instructions));
+        }
+        if reasons(&body, ask.model) {
+            let include = body
+                .entry("include")
+                .or_insert_with(|| Value::Array(Vec::new()));
+            if let Value::Array(include) = include {
+                let encrypted = json!(ENCRYPTED_REASONING);
+                if !include.contains(&encrypted) {
+                    include.push(encrypted);
+                }
+            }
+        }
+        Value::Object(body)
+    }
+
     /// The global prompt, the chat's prompt, the window's history, then the new messages;
     /// none for a stateless call, whose messages are the caller's own.
-    pub(super) fn messages<'a>(
+    fn messages<'a>(
         &'a self,
         context: &'a TurnContext,
         window: &Window,
@@ -221,6 +329,23 @@ impl TurnEngine {
     }
 }
 
+/// What a later turn needs of a reasoning model's reasoning, when OpenAI keeps nothing.
+pub const ENCRYPTED_REASONING: &str = "reasoning.encrypted_content";
+
+/// Whether the request goes to a reasoning model: it sets `reasoning`, or names a model of
+/// the o-series or gpt-5 family (other models refuse the encrypted reasoning `include`).
+fn reasons(body: &Map<String, Value>, model: &str) -> bool {
+    let family = |prefix: &str| {
+        model
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
+    };
+    body.get("reasoning").is_some_and(|r| !r.is_null())
+        || family("o")
+        || model.starts_with("gpt-5")
+        || family("codex-")
+}
+
 /// A turn's messages against the chat they join: a resent history must be the chat's own
 /// (`history_conflict` otherwise), and a tool result must answer a call of the chat's last
 /// reply (`invalid_messages` otherwise); either way nothing is asked or stored.
@@ -239,24 +364,98 @@ fn check_against_history(ask: &Ask<'_>, context: &TurnContext) -> Result<(), Api
         }
     }
     let last = context.history.last();
+    // A Responses input may hold the calls it answers (a caller that keeps its own items).
+    let own_calls: Vec<&str> = ask
+        .responses
+        .iter()
+        .flat_map(|responses| &responses.input)
+        .filter(|item| item["type"] == "function_call")
+        .filter_map(|item| item["call_id"].as_str())
+        .collect();
     for (index, asked) in ask.asked.iter().enumerate() {
         let Asked::ToolResult(result) = asked else {
             continue;
         };
-        let known = last.is_some_and(|turn| turn.call_ids().any(|id| id == result.tool_call_id));
-        if !known {
-            let from = ask.resent.as_ref().map_or(0, |r| r.from + r.messages.len());
-            return Err(ApiError::bad_request(
-                "invalid_messages",
-                format!(
-                    "messages[{}] answers tool call `{}`, which the chat's last reply did not make",
-                    from + index,
-                    result.tool_call_id
-                ),
-            ));
+        let id = result.tool_call_id.as_str();
+        let known =
+            own_calls.contains(&id) || last.is_some_and(|turn| turn.call_ids().any(|c| c == id));
+        if known {
+            continue;
         }
+        if ask.responses.is_some() {
+            return Err(ApiError::BadParam {
+                code: "invalid_function_call_output",
+                param: "input",
+                message: format!(
+                    "a function_call_output answers call `{id}`, which no function_call before it made"
+                ),
+            });
+        }
+        let from = ask.resent.as_ref().map_or(0, |r| r.from + r.messages.len());
+        return Err(ApiError::bad_request(
+            "invalid_messages",
+            format!(
+                "messages[{}] answers tool call `{id}`, which the chat's last reply did not make",
+                from + index
+            ),
+        ));
     }
     Ok(())
+}
+
+/// Where a Responses turn continues from. A `previous_response_id` names a turn of a chat:
+/// the newest turn of a chain is continued in place; any other (an earlier turn, or a turn
+/// of a conversation) starts a new chain, a branch, whose history is the chat's up to that
+/// turn (the old chain is untouched). A turn kept with no previous response and no
+/// conversation starts a new chain. `None`: the turn is kept in the chat it read, or
+/// nowhere (`store: false`).
+fn continue_from(
+    ask: &Ask<'_>,
+    responses: &ResponsesTurn,
+    context: &mut TurnContext,
+) -> Result<Option<ChatId>, ApiError> {
+    if let Some(conversation) = &responses.conversation {
+        let exists = !context.history.is_empty() || context.chat_prompt.is_some();
+        if !exists {
+            return Err(ApiError::Missing {
+                code: "conversation_not_found",
+                param: Some("conversation"),
+                message: format!(
+                    "Conversation with id '{}' not found.",
+                    conversation.as_str()
+                ),
+            });
+        }
+    }
+    let Some(previous) = &responses.previous else {
+        let new_chain = ask.chat.is_none() && responses.store;
+        return Ok(new_chain.then(ChatId::new_chain));
+    };
+    let position = context
+        .history
+        .iter()
+        .position(|turn| turn.id.as_deref() == Some(previous) && turn.exchange.is_some());
+    let Some(position) = position else {
+        let id = ask
+            .chat
+            .map(|chat| response_id(previous, chat))
+            .unwrap_or_default();
+        return Err(ApiError::Missing {
+            code: "previous_response_not_found",
+            param: Some("previous_response_id"),
+            message: format!("Previous response with id '{id}' not found."),
+        });
+    };
+    let newest_of_a_chain =
+        position + 1 == context.history.len() && ask.chat.is_some_and(ChatId::is_chain);
+    if newest_of_a_chain {
+        return Ok(None);
+    }
+    context.history.truncate(position + 1);
+    // A chain's history is what its turns sent: the conversation's prompts stay behind.
+    context.chat_prompt = None;
+    context.window_start = None;
+    Ok(responses.store.then(ChatId::new_chain))
 }
 
 /// Frees a failed request's `Idempotency-Key`, if it sent one; a failure to free it only

@@ -5,12 +5,14 @@
 
 use std::sync::Arc;
 
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
 use tokio::time::Instant;
 
 use super::prepare::{release, Ready};
 use super::{Answered, Ask, Keep, TurnEngine};
 use crate::budget::{self, Window};
-use crate::chat::{Asked, ChatId, Tenant, Turn};
+use crate::chat::{Asked, ChatId, Exchange, Tenant, Turn};
 use crate::clock::UtcDay;
 use crate::store::{KeptAnswer, Recorded, Spent, Store, TurnContext, TurnExtras};
 
@@ -22,6 +24,10 @@ pub(super) struct Record {
     pub chat: Option<(ChatId, TurnContext, Window)>,
     /// The request gave the chat a new prompt (the context's), stored with the turn.
     new_prompt: bool,
+    /// The turn goes to a new chain that starts with the history read (a branch).
+    copies_history: bool,
+    /// A Responses turn: its input items, its answer's id and the fields set on it.
+    responses: Option<ResponsesRecord>,
     global_prompt: String,
     turn_id: String,
     model: String,
@@ -34,13 +40,26 @@ impl Record {
     /// The record of `ask`'s turn, taking over what its read found.
     pub fn new(engine: &TurnEngine, ask: &Ask<'_>, ready: Ready) -> Record {
         let global_prompt = engine.global_prompt(&ready.context).to_owned();
+        let store = ask.responses.as_ref().is_none_or(|r| r.store);
+        // Where the turn is kept: a new chain (a branch copies the history read), or the
+        // chat read.
+        let copies_history = ready.chain.is_some() && ask.chat.is_some();
+        let kept_in = ready
+            .chain
+            .clone()
+            .or_else(|| ask.chat.cloned())
+            .filter(|_| store);
         Record {
             store: engine.store.clone(),
             tenant: ask.tenant.clone(),
-            chat: ask
-                .chat
-                .map(|chat| (chat.clone(), ready.context, ready.window)),
+            chat: kept_in.map(|chat| (chat, ready.context, ready.window)),
             new_prompt: ready.new_prompt,
+            copies_history,
+            responses: ask.responses.as_ref().map(|responses| ResponsesRecord {
+                input: responses.input.clone(),
+                answer_id: ready.answer_id.clone().unwrap_or_default(),
+                fields: responses.fields.clone(),
+            }),
             global_prompt,
             turn_id: ready.turn_id,
             model: ask.model.to_owned(),
@@ -79,15 +98,28 @@ impl Record {
                 window_start: window.moved_to.as_deref(),
                 answer: kept,
                 chat_prompt: context.chat_prompt.as_deref().filter(|_| self.new_prompt),
+                prefix: if self.copies_history {
+                    &context.history
+                } else {
+                    &[]
+                },
             };
             (chat, tokens, extras)
         });
         let turn = turn.map(|(chat, tokens, extras)| {
+            let exchange = self.responses.as_ref().and_then(|responses| {
+                let response = serde_json::from_str(answered.raw.as_ref()?.get()).ok()?;
+                Some(Box::new(Exchange {
+                    input: responses.input.clone(),
+                    response,
+                }))
+            });
             let turn = Turn {
                 id: Some(self.turn_id.clone()),
                 asked,
                 assistant: answered.reply.clone(),
                 calls: answered.calls.clone(),
+                exchange,
                 tokens: Some(tokens),
             };
             (chat, turn, extras)
@@ -140,6 +172,27 @@ impl Record {
         }
     }
 
+    /// The proxy's id of a Responses turn's answer.
+    pub fn answer_id(&self) -> Option<&str> {
+        self.responses.as_ref().map(|r| r.answer_id.as_str())
+    }
+
+    /// Upstream's response made the proxy's: its id, and the fields the request sets on
+    /// it. Anything else passes as upstream sent it.
+    pub fn own_answer(&self, raw: Box<RawValue>) -> Box<RawValue> {
+        let Some(responses) = &self.responses else {
+            return raw;
+        };
+        let Ok(Value::Object(mut response)) = serde_json::from_str::<Value>(raw.get()) else {
+            return raw;
+        };
+        response.insert("id".to_owned(), Value::String(responses.answer_id.clone()));
+        for (field, value) in &responses.fields {
+            response.insert(field.clone(), value.clone());
+        }
+        serde_json::value::to_raw_value(&response).unwrap_or(raw)
+    }
+
     pub async fn release(&self) {
         release(
             &*self.store,
@@ -149,4 +202,11 @@ impl Record {
         )
         .await;
     }
+}
+
+/// What a Responses turn keeps besides a turn's messages.
+struct ResponsesRecord {
+    input: Vec<Value>,
+    answer_id: String,
+    fields: Map<String, Value>,
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::prepare::Prepared;
+use super::prepare::{Prepared, Sent};
 use super::record::Record;
 use super::{Answered, Ask, Opened, StreamSink, TurnEngine};
 use crate::chat::Asked;
@@ -32,13 +32,24 @@ impl TurnEngine {
             Prepared::Ready(ready) => ready,
             Prepared::Replayed(answer) => return Ok(Opened::Replayed(answer)),
         };
+        let asking = &ask;
         let stream = self
-            .ask_upstream(&mut ready, &ask, log, |messages| async move {
-                let request = ChatRequest {
-                    params: ask.params,
-                    ..ChatRequest::streamed(ask.model, &messages)
-                };
-                self.upstream.chat_stream(&request, ask.deadline).await
+            .ask_upstream(&mut ready, asking, log, |sent| async move {
+                match sent {
+                    Sent::Items(responses, items) => {
+                        let request = self.responses_request(asking, responses, items, true);
+                        self.upstream
+                            .respond_stream(&request, asking.deadline)
+                            .await
+                    }
+                    Sent::Messages(messages) => {
+                        let request = ChatRequest {
+                            params: asking.params,
+                            ..ChatRequest::streamed(asking.model, &messages)
+                        };
+                        self.upstream.chat_stream(&request, asking.deadline).await
+                    }
+                }
             })
             .await;
         let stream = match stream {
@@ -73,6 +84,11 @@ pub struct OpenTurn {
 }
 
 impl OpenTurn {
+    /// The proxy's id of a Responses turn's answer, known before upstream's first event.
+    pub fn answer_id(&self) -> Option<&str> {
+        self.record.answer_id()
+    }
+
     /// Reads the reply to its end (within the deadline, whether or not the client is still
     /// there) and stores the turn. Upstream failing or falling silent past the deadline
     /// mid-stream is an error, and nothing is stored.
@@ -165,12 +181,21 @@ impl OpenTurn {
                 ..Usage::default()
             }
         });
+        // A Responses stream ends with the whole response: the answer to keep.
+        let raw = self
+            .stream
+            .completed_response()
+            .map(|raw| self.record.own_answer(raw));
+        let calls = match &raw {
+            Some(raw) => crate::upstream::responses::calls_in(raw),
+            None => self.stream.tool_calls(),
+        };
         Ok(Answered {
             reply,
-            calls: self.stream.tool_calls(),
+            calls,
             usage,
             stored: false,
-            raw: None,
+            raw,
         })
     }
 }

@@ -11,6 +11,10 @@
 //!   of the first tool, each string parameter given that message's text;
 //! - token counts are the same for the same request: a word is a token, and each message
 //!   costs three more;
+//! - a response (`/responses`) answers the same way to its last user item (or the output
+//!   of its last function call), `echo: <text> (<n> items)`, with a call of the first tool
+//!   for [`CALL_MARKER`], a reasoning item with encrypted content when asked for one, and
+//!   OpenAI's semantic events when streamed;
 //! - a moderation is unflagged unless the text contains [`FLAG_MARKER`];
 //! - the model list is the configured models.
 
@@ -78,6 +82,7 @@ impl tower::Service<HttpRequestFactory> for EchoService {
             let route = path.strip_prefix("/v1").unwrap_or(path);
             Ok(match route {
                 "/chat/completions" => chat(&body),
+                "/responses" => responses(&body),
                 "/moderations" => json_answer(200, &moderation(&body)),
                 "/models" => json_answer(200, &model_list(&models)),
                 _ => json_answer(
@@ -278,6 +283,187 @@ fn chat(body: &Value) -> reqwest::Response {
     answer(200, "text/event-stream", reqwest::Body::wrap_stream(stream))
 }
 
+/// A Responses request's answer: the response object, and its output items.
+fn response_of(body: &Value) -> Value {
+    let input = body["input"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+    let text_of = |item: &Value| match &item["content"] {
+        Value::String(text) => text.clone(),
+        Value::Array(parts) => parts
+            .iter()
+            .filter_map(|p| p["text"].as_str())
+            .collect::<Vec<_>>()
+            .join(" "),
+        _ => String::new(),
+    };
+    let last = input.last();
+    let text = match last {
+        Some(item) if item["type"] == "function_call_output" => match &item["output"] {
+            Value::String(output) => output.clone(),
+            other => other.to_string(),
+        },
+        _ => input
+            .iter()
+            .rev()
+            .find(|item| item["role"] == "user")
+            .map(text_of)
+            .unwrap_or_default(),
+    };
+    let asks_for_call = last.is_some_and(|item| item["role"] == "user");
+    let tag = format!("{:08x}", fastrand::u32(..));
+    let mut output = Vec::new();
+    let include = body["include"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+    if include.iter().any(|i| i == "reasoning.encrypted_content") {
+        output.push(
+            json!({"type": "reasoning", "id": format!("rs_echo_{tag}"), "summary": [],
+            "encrypted_content": format!("echo-encrypted-{}", input.len())}),
+        );
+    }
+    let tool = body["tools"].as_array().and_then(|tools| tools.first());
+    match tool {
+        Some(tool) if asks_for_call && text.contains(CALL_MARKER) => {
+            let chat_shaped =
+                json!({"function": {"name": tool["name"], "parameters": tool["parameters"]}});
+            let call = tool_call(&chat_shaped, &text);
+            output.push(
+                json!({"type": "function_call", "id": format!("fc_echo_{tag}"),
+                "call_id": call["id"], "name": tool["name"],
+                "arguments": call["function"]["arguments"], "status": "completed"}),
+            );
+        }
+        _ => output.push(json!({"type": "message", "id": format!("msg_echo_{tag}"),
+            "status": "completed", "role": "assistant", "content": [{"type": "output_text",
+            "text": format!("echo: {text} ({} items)", input.len()), "annotations": []}]})),
+    }
+    let words = |text: &str| text.split_whitespace().count() as u64;
+    let input_tokens: u64 = input.iter().map(|item| 3 + words(&text_of(item))).sum();
+    let output_tokens: u64 = output
+        .iter()
+        .map(|item| words(&text_of(item)) + words(item["arguments"].as_str().unwrap_or("")))
+        .sum();
+    json!({
+        "id": format!("resp_echo_{tag}"), "object": "response", "created_at": 0,
+        "status": "completed", "error": null, "incomplete_details": null,
+        "instructions": body["instructions"], "max_output_tokens": body["max_output_tokens"],
+        "model": body["model"], "output": output, "parallel_tool_calls": true,
+        "previous_response_id": null, "reasoning": {"effort": null, "summary": null},
+        "store": body["store"], "temperature": 1.0, "text": {"format": {"type": "text"}},
+        "tool_choice": "auto", "tools": body["tools"].as_array().cloned().unwrap_or_default(),
+        "top_p": 1.0, "truncation": "disabled",
+        "usage": {"input_tokens": input_tokens, "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": output_tokens, "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": input_tokens + output_tokens},
+        "metadata": body["metadata"].as_object().cloned().unwrap_or_default(),
+    })
+}
+
+/// The events OpenAI streams for `response`, in order, each with whether a pause comes
+/// before it.
+pub fn response_events(response: &Value) -> Vec<(bool, Value)> {
+    let mut events = Vec::new();
+    let mut started = response.clone();
+    started["status"] = json!("in_progress");
+    started["output"] = json!([]);
+    started["usage"] = Value::Null;
+    events.push((
+        false,
+        json!({"type": "response.created", "response": started}),
+    ));
+    events.push((
+        false,
+        json!({"type": "response.in_progress", "response": started}),
+    ));
+    for (index, item) in response["output"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let mut opening = item.clone();
+        opening["status"] = json!("in_progress");
+        let id = &item["id"];
+        match item["type"].as_str() {
+            Some("message") => {
+                opening["content"] = json!([]);
+                events.push((false, json!({"type": "response.output_item.added", "output_index": index, "item": opening})));
+                let text = item["content"][0]["text"].as_str().unwrap_or_default();
+                let empty = json!({"type": "output_text", "text": "", "annotations": []});
+                events.push((
+                    false,
+                    json!({"type": "response.content_part.added", "item_id": id,
+                    "output_index": index, "content_index": 0, "part": empty}),
+                ));
+                let words: Vec<&str> = text.split_inclusive(' ').collect();
+                let per_piece = words.len().div_ceil(MAX_PIECES).max(1);
+                for (i, piece) in words.chunks(per_piece).enumerate() {
+                    events.push((i > 0, json!({"type": "response.output_text.delta", "item_id": id,
+                        "output_index": index, "content_index": 0, "delta": piece.concat(), "logprobs": []})));
+                }
+                events.push((
+                    false,
+                    json!({"type": "response.output_text.done", "item_id": id,
+                    "output_index": index, "content_index": 0, "text": text, "logprobs": []}),
+                ));
+                events.push((
+                    false,
+                    json!({"type": "response.content_part.done", "item_id": id,
+                    "output_index": index, "content_index": 0, "part": item["content"][0]}),
+                ));
+            }
+            Some("function_call") => {
+                opening["arguments"] = json!("");
+                events.push((false, json!({"type": "response.output_item.added", "output_index": index, "item": opening})));
+                events.push((
+                    true,
+                    json!({"type": "response.function_call_arguments.delta", "item_id": id,
+                    "output_index": index, "delta": item["arguments"]}),
+                ));
+                events.push((
+                    false,
+                    json!({"type": "response.function_call_arguments.done", "item_id": id,
+                    "output_index": index, "arguments": item["arguments"]}),
+                ));
+            }
+            _ => events.push((
+                false,
+                json!({"type": "response.output_item.added", "output_index": index, "item": item}),
+            )),
+        }
+        events.push((
+            false,
+            json!({"type": "response.output_item.done", "output_index": index, "item": item}),
+        ));
+    }
+    events.push((
+        false,
+        json!({"type": "response.completed", "response": response}),
+    ));
+    for (sequence, (_, event)) in events.iter_mut().enumerate() {
+        event["sequence_number"] = json!(sequence);
+    }
+    events
+}
+
+fn responses(body: &Value) -> reqwest::Response {
+    let response = response_of(body);
+    if body["stream"] != json!(true) {
+        return json_answer(200, &response);
+    }
+    let frames = response_events(&response)
+        .into_iter()
+        .map(|(pause, event)| {
+            let name = event["type"].as_str().unwrap_or_default().to_owned();
+            (pause, format!("event: {name}\ndata: {event}\n\n"))
+        });
+    let stream = futures_util::stream::unfold(frames, |mut frames| async move {
+        let (pause, frame) = frames.next()?;
+        if pause {
+            tokio::time::sleep(WORD_PAUSE).await;
+        }
+        Some((Ok::<_, std::io::Error>(Bytes::from(frame)), frames))
+    });
+    answer(200, "text/event-stream", reqwest::Body::wrap_stream(stream))
+}
+
 fn moderation(body: &Value) -> Value {
     let input = match &body["input"] {
         Value::String(text) => text.clone(),
@@ -388,6 +574,50 @@ mod tests {
                 .call
                 .is_none(),
             "no tools, no call"
+        );
+    }
+
+    #[test]
+    fn a_response_echoes_its_last_item_calls_for_the_marker_and_streams_its_events() {
+        let tools = json!([{"type": "function", "name": "lookup",
+            "parameters": {"type": "object", "properties": {"q": {"type": "string"}}}}]);
+        let plain = response_of(&json!({"model": "m", "input": [
+            {"role": "system", "content": "p"}, {"role": "user", "content": "hello there"}]}));
+        assert_eq!(
+            plain["output"][0]["content"][0]["text"],
+            "echo: hello there (2 items)"
+        );
+        assert_eq!(plain["usage"]["total_tokens"], 4 + 5 + 5);
+        let call = response_of(
+            &json!({"tools": tools, "include": ["reasoning.encrypted_content"],
+            "input": [{"role": "user", "content": [{"type": "input_text", "text": "find [call]"}]}]}),
+        );
+        assert_eq!(call["output"][0]["type"], "reasoning");
+        assert_eq!(call["output"][1]["type"], "function_call");
+        assert_eq!(call["output"][1]["arguments"], r#"{"q":"find [call]"}"#);
+        let answered = response_of(&json!({"tools": tools, "input": [
+            {"type": "function_call_output", "call_id": "c", "output": "found"}]}));
+        assert_eq!(
+            answered["output"][0]["content"][0]["text"],
+            "echo: found (1 items)"
+        );
+        let events = response_events(&plain);
+        let kinds: Vec<&str> = events
+            .iter()
+            .map(|(_, e)| e["type"].as_str().unwrap())
+            .collect();
+        assert_eq!(kinds.first(), Some(&"response.created"));
+        assert_eq!(kinds.last(), Some(&"response.completed"));
+        assert!(kinds.contains(&"response.output_text.delta"));
+        let text: String = events
+            .iter()
+            .filter(|(_, e)| e["type"] == "response.output_text.delta")
+            .map(|(_, e)| e["delta"].as_str().unwrap())
+            .collect();
+        assert_eq!(text, "echo: hello there (2 items)");
+        assert_eq!(
+            events.last().unwrap().1["sequence_number"],
+            events.len() - 1
         );
     }
 

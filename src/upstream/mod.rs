@@ -7,6 +7,7 @@
 mod calls;
 pub mod echo;
 mod error;
+pub mod responses;
 mod retry;
 pub mod wire;
 
@@ -55,6 +56,7 @@ pub struct Completion {
 /// proxy reads.
 #[derive(Debug)]
 pub struct Chunk {
+    /// As upstream sent it: a `chat.completion.chunk`, or a Responses event.
     pub raw: Box<RawValue>,
     /// The piece of the reply it carries (content, or a refusal), possibly empty.
     pub delta: String,
@@ -65,7 +67,7 @@ pub struct Chunk {
     pub whole: bool,
     /// The usage chunk, last of a stream that asked for it.
     pub usage: Option<Usage>,
-    usage_only: bool,
+    pub(crate) usage_only: bool,
 }
 
 impl Chunk {
@@ -77,10 +79,13 @@ impl Chunk {
 
 type RawStream = Pin<Box<dyn Stream<Item = Result<Box<RawValue>, OpenAIError>> + Send>>;
 
-/// The chunks of a streamed reply, as they come.
+/// The chunks of a streamed reply, as they come: `chat.completion.chunk`s, or the Responses
+/// API's events.
 pub struct ChunkStream {
     inner: RawStream,
     api_key: SecretString,
+    /// A Responses stream: its events, and the response its last one completed.
+    responses: Option<Option<Box<RawValue>>>,
     /// The choices begun and not yet ended (`n` > 1 streams several).
     open: std::collections::BTreeSet<u32>,
     /// The first choice has ended.
@@ -95,12 +100,20 @@ impl ChunkStream {
         self.calls.whole()
     }
 
+    /// The response a Responses stream completed, once it has.
+    pub fn completed_response(&mut self) -> Option<Box<RawValue>> {
+        self.responses.as_mut().and_then(Option::take)
+    }
+
     /// The next chunk; `None` when upstream closed the stream.
     pub async fn next(&mut self) -> Option<Result<Chunk, UpstreamError>> {
         let raw = match self.inner.next().await? {
             Ok(raw) => raw,
             Err(error) => return Some(Err(classify(error, &self.api_key))),
         };
+        if let Some(completed) = &mut self.responses {
+            return Some(responses::event(raw, completed, &self.api_key));
+        }
         let fields: ChunkFields = match serde_json::from_str(raw.get()) {
             Ok(fields) => fields,
             Err(e) => return Some(Err(UpstreamError::Unreadable(format!("a chunk: {e}")))),
@@ -246,6 +259,7 @@ impl Upstream {
             open: std::collections::BTreeSet::new(),
             first_ended: false,
             calls: ToolCalls::default(),
+            responses: None,
         })
     }
 

@@ -19,6 +19,7 @@ mod openapi;
 mod properties;
 mod redis_deployments;
 mod redis_faults;
+mod responses;
 mod routes;
 mod secrets;
 mod store_contract;

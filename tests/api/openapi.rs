@@ -40,7 +40,9 @@ fn every_documented_operation_is_routed_under_its_operation_id() {
     let operations = operations(&doc);
     assert!(operations.len() >= 19, "{}", operations.len());
     for (method, template, id) in &operations {
-        let path = template.replace("{chat_id}", "c1");
+        let path = template
+            .replace("{chat_id}", "c1")
+            .replace("{response_id}", "resp_x");
         let route = Route::parse(method, &path)
             .unwrap_or_else(|e| panic!("{method} {template} is documented but not routed: {e}"));
         assert_eq!(route.name(), id, "{method} {template}");
@@ -68,6 +70,8 @@ fn every_route_the_router_knows_is_documented() {
         "v1",
         "completions",
         "models",
+        "responses",
+        "input_items",
         "playground",
         "app.js",
         "style.css",
@@ -86,7 +90,7 @@ fn every_route_the_router_knows_is_documented() {
     }
     let mut routed = 0;
     for path in &paths {
-        for method in [Method::GET, Method::POST] {
+        for method in [Method::GET, Method::POST, Method::DELETE] {
             if let Ok(route) = Route::parse(&method, path) {
                 routed += 1;
                 let operation = (method.to_string(), route.name().to_owned());

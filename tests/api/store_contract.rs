@@ -517,6 +517,7 @@ fn turn_of(n: usize, asked: usize) -> Turn {
             .collect(),
         assistant: format!("a{n}"),
         calls: Vec::new(),
+        exchange: None,
         tokens: None,
     }
 }
@@ -597,6 +598,7 @@ async fn tool_calls_and_results_are_kept_exactly_and_counted_as_messages() {
         ],
         assistant: "finished".into(),
         calls: Vec::new(),
+        exchange: None,
         tokens: None,
     };
     for (name, store) in stores {

@@ -266,7 +266,7 @@ async fn a_turn_runs_the_same_commands_whatever_the_history_length() {
 
 /// Round trips a request waits for, counted on the wire: the relay holds every chunk for
 /// `HOP` each way, so each round trip costs `2 * HOP` and the rest of the work is far less.
-async fn round_trips(
+pub(crate) async fn round_trips(
     t: &TestApp,
     request: impl std::future::Future<Output = crate::support::Reply>,
 ) -> f64 {
@@ -280,7 +280,7 @@ async fn round_trips(
     elapsed.as_secs_f64() / (2.0 * HOP.as_secs_f64())
 }
 
-fn assert_about(measured: f64, expected: f64, what: &str) {
+pub(crate) fn assert_about(measured: f64, expected: f64, what: &str) {
     assert!(
         measured >= expected && measured < expected + 0.5,
         "{what}: {measured:.2} round trips, expected {expected}"

@@ -47,6 +47,12 @@ impl FakeOpenAi {
             .mount(&server)
             .await;
         Mock::given(method("POST"))
+            .and(path("/v1/responses"))
+            .respond_with(EchoResponses)
+            .with_priority(10)
+            .mount(&server)
+            .await;
+        Mock::given(method("POST"))
             .and(path("/v1/moderations"))
             .respond_with(ResponseTemplate::new(200).set_body_json(moderation_result(false)))
             .with_priority(10)
@@ -118,6 +124,17 @@ impl FakeOpenAi {
             .await;
     }
 
+    /// Answers the next `times` Responses requests with `response` instead of echoing.
+    pub async fn fail_responses(&self, response: ResponseTemplate, times: u64) {
+        Mock::given(method("POST"))
+            .and(path("/v1/responses"))
+            .respond_with(response)
+            .up_to_n_times(times)
+            .with_priority(1)
+            .mount(&self.server)
+            .await;
+    }
+
     /// Every request received so far, in order.
     pub async fn requests(&self) -> Vec<Request> {
         self.server
@@ -163,6 +180,85 @@ pub fn user_text(message: &Value) -> String {
             .collect::<Vec<_>>()
             .join(" "),
         _ => String::new(),
+    }
+}
+
+/// The text of a Responses input item: a message's text parts, or a call's output.
+pub fn item_text(item: &Value) -> String {
+    if item["type"] == "function_call_output" {
+        return item["output"].as_str().unwrap_or_default().to_owned();
+    }
+    user_text(item)
+}
+
+/// A `response` object as OpenAI's Responses API returns it, answering `text`, its output
+/// a message (preceded by a reasoning item with encrypted content when `reasoning`).
+pub fn response_object(model: &str, text: &str, input_tokens: u64, reasoning: bool) -> Value {
+    let id = format!("{:016x}", rand_u64());
+    let mut output = Vec::new();
+    if reasoning {
+        output.push(
+            json!({"type": "reasoning", "id": format!("rs_{id}"), "summary": [],
+            "encrypted_content": format!("gAAAAenc{id}")}),
+        );
+    }
+    output.push(json!({"type": "message", "id": format!("msg_{id}"), "status": "completed",
+        "role": "assistant", "content": [{"type": "output_text", "text": text, "annotations": []}]}));
+    let output_tokens = text.split_whitespace().count() as u64;
+    json!({
+        "id": format!("resp_{id}"), "object": "response", "created_at": 1_741_476_542,
+        "status": "completed", "error": null, "incomplete_details": null, "instructions": null,
+        "max_output_tokens": null, "model": model, "output": output,
+        "parallel_tool_calls": true, "previous_response_id": null,
+        "reasoning": {"effort": null, "summary": null}, "store": false, "temperature": 1.0,
+        "text": {"format": {"type": "text"}}, "tool_choice": "auto", "tools": [], "top_p": 1.0,
+        "truncation": "disabled",
+        "usage": {"input_tokens": input_tokens, "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": output_tokens, "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": input_tokens + output_tokens},
+        "user": null, "metadata": {}
+    })
+}
+
+/// A `response` whose output is one call of `name` with `arguments` (JSON text).
+pub fn function_call_response(model: &str, name: &str, arguments: &str) -> Value {
+    let mut response = response_object(model, "", 5, false);
+    response["output"] = json!([{"type": "function_call", "id": "fc_0abc", "call_id": "call_0abc",
+        "name": name, "arguments": arguments, "status": "completed"}]);
+    response
+}
+
+fn rand_u64() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0x5eed);
+    NEXT.fetch_add(0x9e37_79b9, Ordering::Relaxed)
+}
+
+/// Answers a Responses request `reply to: <the last input item's text>`, with a reasoning
+/// item when the request asks for the reasoning's encrypted content.
+struct EchoResponses;
+
+impl Respond for EchoResponses {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let Ok(body) = serde_json::from_slice::<Value>(&request.body) else {
+            return error_response(
+                400,
+                "invalid_request_error",
+                "We could not parse the JSON body of your request.",
+            );
+        };
+        let input = body["input"].as_array().cloned().unwrap_or_default();
+        let last = input.last().map(item_text).unwrap_or_default();
+        let reasoning = body["include"]
+            .as_array()
+            .is_some_and(|include| include.iter().any(|i| i == "reasoning.encrypted_content"));
+        let model = body["model"].as_str().unwrap_or_default();
+        ResponseTemplate::new(200).set_body_json(response_object(
+            model,
+            &format!("reply to: {last}"),
+            input.len() as u64,
+            reasoning,
+        ))
     }
 }
 

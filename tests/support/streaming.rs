@@ -118,6 +118,10 @@ async fn forward(
     let completion: Option<Value> = serde_json::from_slice(&bytes).ok();
     let wants_stream = asked["stream"] == json!(true);
     match completion {
+        Some(response) if wants_stream && status == 200 && response["object"] == "response" => {
+            let script = script.lock().unwrap().clone();
+            Ok(streamed_response(response, script))
+        }
         Some(completion) if wants_stream && status == 200 && completion["choices"].is_array() => {
             let include_usage = asked["stream_options"]["include_usage"] == json!(true);
             let script = script.lock().unwrap().clone();
@@ -266,6 +270,96 @@ fn streamed(completion: Value, include_usage: bool, script: StreamScript) -> Res
         let _ = tx
             .send(Ok(Frame::data(Bytes::from_static(b"data: [DONE]\n\n"))))
             .await;
+    });
+    let body = StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+    Response::builder()
+        .status(200)
+        .header("content-type", "text/event-stream; charset=utf-8")
+        .body(BodyExt::boxed(body))
+        .unwrap()
+}
+
+/// The events OpenAI's Responses API streams for `response`, in order: the response
+/// created, each output item added, a message's text word by word, each item done, the
+/// response completed.
+pub fn events_of(response: &Value) -> Vec<Value> {
+    let mut started = response.clone();
+    started["status"] = json!("in_progress");
+    started["output"] = json!([]);
+    let mut events = vec![json!({"type": "response.created", "response": started})];
+    for (index, item) in response["output"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let mut opening = item.clone();
+        opening["status"] = json!("in_progress");
+        if item["type"] == "message" {
+            opening["content"] = json!([]);
+        }
+        events.push(
+            json!({"type": "response.output_item.added", "output_index": index, "item": opening}),
+        );
+        if item["type"] == "message" {
+            let text = item["content"][0]["text"].as_str().unwrap_or_default();
+            for word in text.split_inclusive(' ') {
+                events.push(
+                    json!({"type": "response.output_text.delta", "item_id": item["id"],
+                    "output_index": index, "content_index": 0, "delta": word}),
+                );
+            }
+        }
+        if item["type"] == "function_call" {
+            events.push(json!({"type": "response.function_call_arguments.delta",
+                "item_id": item["id"], "output_index": index, "delta": item["arguments"]}));
+        }
+        events.push(
+            json!({"type": "response.output_item.done", "output_index": index, "item": item}),
+        );
+    }
+    events.push(json!({"type": "response.completed", "response": response}));
+    for (sequence, event) in events.iter_mut().enumerate() {
+        event["sequence_number"] = json!(sequence);
+    }
+    events
+}
+
+fn streamed_response(response: Value, script: StreamScript) -> Response<Body> {
+    let events = events_of(&response);
+    let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(16);
+    tokio::spawn(async move {
+        tokio::time::sleep(script.first_delay).await;
+        let mut deltas = 0;
+        for event in &events {
+            if event["type"] == "response.output_text.delta" {
+                if deltas > 0 {
+                    tokio::time::sleep(script.pause).await;
+                }
+                match script.fault {
+                    Fault::CutAfter(n) if deltas == n => {
+                        let _ = tx.send(Err(std::io::Error::other("cut"))).await;
+                        return;
+                    }
+                    Fault::EndAfter(n) if deltas == n => return,
+                    Fault::ErrorAfter(n) if deltas == n => {
+                        let error = json!({"type": "error", "code": "server_error",
+                            "message": "The server had an error while processing your request.",
+                            "param": null, "sequence_number": event["sequence_number"]});
+                        let frame = format!("event: error\ndata: {error}\n\n");
+                        let _ = tx.send(Ok(Frame::data(Bytes::from(frame)))).await;
+                        return;
+                    }
+                    _ => {}
+                }
+                deltas += 1;
+            }
+            let name = event["type"].as_str().unwrap_or_default();
+            let frame = format!("event: {name}\ndata: {event}\n\n");
+            if tx.send(Ok(Frame::data(Bytes::from(frame)))).await.is_err() {
+                return;
+            }
+        }
     });
     let body = StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx));
     Response::builder()

@@ -61,7 +61,7 @@ pub async fn completion(
         }
     };
     let include_usage = stream_options(&mut params)?;
-    let model = chosen_model(
+    let model = crate::body::model(
         &mut params,
         &app.allowed_models,
         app.upstream.model_name(crate::upstream::Model::Chat),
@@ -101,6 +101,7 @@ pub async fn completion(
         asked,
         prompt,
         resent,
+        responses: None,
         model: &model,
         params: Some(&params),
         deadline: app.guard.deadline(request, stream),
@@ -188,26 +189,6 @@ fn stream_options(params: &mut Map<String, Value>) -> Result<bool, ApiError> {
     }
 }
 
-/// The model to ask: the caller's, when `ALLOWED_MODELS` allows it, else `CHAT_MODEL`.
-fn chosen_model(
-    params: &mut Map<String, Value>,
-    allowed: &AllowedModels,
-    default: &str,
-) -> Result<String, ApiError> {
-    match params.remove("model") {
-        None | Some(Value::Null) => Ok(default.to_owned()),
-        Some(Value::String(model)) if allowed.allows(&model) => Ok(model),
-        Some(Value::String(model)) => Err(ApiError::bad_request(
-            "model_not_allowed",
-            format!("model `{model}` is not allowed here; GET /v1/models lists the ones that are"),
-        )),
-        Some(_) => Err(ApiError::bad_request(
-            "invalid_model",
-            "`model` must be a string",
-        )),
-    }
-}
-
 /// `GET /v1/models`: the models callers may name, without asking upstream; with
 /// `ALLOWED_MODELS=*`, upstream's own list as it sends it.
 pub async fn models(
@@ -250,6 +231,7 @@ pub async fn model(
     log.redis(app.guard.rate_limit(tenant, request)).await?;
     let not_found = || ApiError::Missing {
         code: "model_not_found",
+        param: Some("model"),
         message: format!("the model `{id}` does not exist or is not allowed here"),
     };
     match &app.allowed_models {

@@ -131,6 +131,13 @@ impl RedisStore {
             ANSWER_SECONDS.to_string(),
             turn.messages().to_string(),
         ];
+        args.push(extras.prefix.len().to_string());
+        for earlier in extras.prefix {
+            args.push(
+                serde_json::to_string(earlier)
+                    .map_err(|e| StoreError::new(format!("cannot encode a turn: {e}")))?,
+            );
+        }
         if let Some(prompt) = extras.chat_prompt {
             args.push(prompt.to_owned());
         }
@@ -382,6 +389,23 @@ impl Store for RedisStore {
             vec![self.ttl_arg()],
         )
         .await
+    }
+
+    async fn delete_turn(
+        &self,
+        tenant: &Tenant,
+        chat: &ChatId,
+        turn: &str,
+    ) -> Result<bool, StoreError> {
+        let ChatKeys { turns, meta, .. } = self.keys.chat(tenant, chat);
+        let removed: i64 = self
+            .eval(
+                &self.scripts.delete_turn,
+                vec![turns, meta],
+                vec![turn.to_owned()],
+            )
+            .await?;
+        Ok(removed == 1)
     }
 
     async fn chat_usage(&self, tenant: &Tenant, chat: &ChatId) -> Result<ChatUsage, StoreError> {

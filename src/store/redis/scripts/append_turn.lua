@@ -7,17 +7,23 @@
 -- ARGV: 1 ttl ('0': none), 2 the turn's JSON, 3 max messages, 4 max bytes, 5 the marker's
 --       ttl, 6 the context window's new start (or ''), 7 prompt, 8 completion and 9 cached
 --       tokens, 10 the answer kept for the Idempotency-Key (or ''), 11 its ttl, 12 the
---       turn's messages, 13 the chat's new prompt (absent: the prompt stays as it is)
+--       turn's messages, 13 how many turns come before it (n: a branch's history, into a
+--       new chat), 14 to 13+n those turns, 14+n the chat's new prompt (absent: the prompt
+--       stays as it is)
 -- Returns 1 when stored, 0 when the turn's marker says it already was.
 --
 -- Trims the oldest turns until the chat holds at most max messages and max bytes, keeping
 -- the newest turn whole. A chat stored before meta had `bytes` and `messages` is counted
--- once, here (a turn's messages are its `messages` list and its reply; 2 for older turns).
+-- once, here (a turn's messages are its `m`, or its `messages` list and its reply; 2 for
+-- older turns).
 -- Safe to run twice: the marker is checked first and set last, so a run sent again after
 -- a cut stores nothing more, and a run that failed half-way is not taken as done. The calls
 -- that can fail (on a key of the wrong type) come before any write, and the kept answer
 -- comes last with the marker, so a failed run writes nothing a retry could take as done.
 local function messages_of(turn)
+  -- A Responses turn says its count first, after its id.
+  local m = string.match(string.sub(turn, 1, 96), '^{"id":"[^"]*","m":(%d+),')
+  if m then return tonumber(m) end
   -- Only a turn of several messages has a `messages` list; inside a JSON string every quote
   -- is escaped, so `"messages":` is found only as the key. Most turns need no decoding.
   if not string.find(turn, '"messages":', 1, true) then return 2 end
@@ -36,6 +42,8 @@ local function append_turn(K, A)
   local bytes, messages = tonumber(meta[1]), tonumber(meta[2])
   -- Written as integers: some Redis versions format a Lua number as `1e+08`.
   local function plus(i, n) return string.format('%d', (tonumber(meta[i]) or 0) + tonumber(n)) end
+  local before = tonumber(A[13])
+  if before > 0 then redis.call('RPUSH', K[1], unpack(A, 14, 13 + before)) end
   local length = redis.call('RPUSH', K[1], A[2])
   if bytes == nil or messages == nil then
     bytes, messages = 0, 0
@@ -46,6 +54,10 @@ local function append_turn(K, A)
   else
     bytes = bytes + #A[2]
     messages = messages + tonumber(A[12])
+    for i = 14, 13 + before do
+      bytes = bytes + #A[i]
+      messages = messages + messages_of(A[i])
+    end
   end
   local max_messages, max_bytes = tonumber(A[3]), tonumber(A[4])
   while length > 1 and (messages > max_messages or bytes > max_bytes) do
@@ -63,7 +75,8 @@ local function append_turn(K, A)
     fields[#fields + 1] = A[6]
   end
   redis.call('HSET', K[3], unpack(fields))
-  if A[13] then redis.call('SET', K[2], A[13]) end
+  local prompt = A[14 + before]
+  if prompt then redis.call('SET', K[2], prompt) end
   touch(K, A[1], 1, 3)
   if A[10] ~= '' then redis.call('SET', K[5], A[10], 'EX', A[11]) end
   redis.call('SET', K[4], '1', 'EX', A[5])

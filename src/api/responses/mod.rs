@@ -1,0 +1,257 @@
+//! OpenAI's Responses API, stateful in the proxy's store: `POST /v1/responses`, and the
+//! stored responses (`stored.rs`).
+//!
+//! A response continues a chain (`previous_response_id`) or a conversation (`conversation`,
+//! which is a chat of the seed routes) or starts a new chain. Upstream gets the whole input
+//! the proxy assembled, with `store: false`, so OpenAI keeps nothing; the answer is
+//! upstream's `response` under the proxy's own id, kept before it is answered, so its id
+//! can be continued at once, from any instance. A streamed response passes upstream's
+//! events on as they come, with the same id.
+
+mod request;
+mod stored;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use lambda_http::{Request, Response};
+use serde_json::{json, Map, Value};
+
+pub use self::stored::{delete, get, input_items};
+use crate::app::App;
+use crate::body::json_object;
+use crate::chat::{Exchange, Tenant};
+use crate::error::ApiError;
+use crate::guard::source_ip;
+use crate::http::{
+    event_stream, json_body, replayed, sse_event, FrameSender, ResponseBody, KEEP_ALIVE,
+};
+use crate::idempotency;
+use crate::request_log::RequestLog;
+use crate::turn::{Answered, Ask, Keep, Opened, Ran, ResponsesTurn, StreamSink};
+use crate::upstream::Chunk;
+
+/// `POST /v1/responses`. The rate limit is counted in the turn's read round trip.
+pub async fn create(
+    app: &App,
+    tenant: &Tenant,
+    request: &Request,
+    log: &mut RequestLog,
+) -> Result<Response<ResponseBody>, ApiError> {
+    let rate_limit = app.guard.rate_limit(tenant, request);
+    let mut params = json_object(request.body(), app.max_body_bytes)?;
+    let asked = request::read(&mut params)?;
+    let model = crate::body::model(
+        &mut params,
+        &app.allowed_models,
+        app.upstream.model_name(crate::upstream::Model::Chat),
+    )?;
+    let (read, previous) = match (&asked.previous, &asked.conversation) {
+        (Some((_, turn, chat)), _) => (Some(chat.clone()), Some(turn.clone())),
+        (None, Some(conversation)) => (Some(conversation.clone()), None),
+        (None, None) => (None, None),
+    };
+    let mut fields = Map::new();
+    fields.insert(
+        "previous_response_id".to_owned(),
+        asked
+            .previous
+            .as_ref()
+            .map_or(Value::Null, |(id, _, _)| json!(id)),
+    );
+    fields.insert("store".to_owned(), json!(asked.store));
+    fields.insert("instructions".to_owned(), json!(asked.instructions));
+    if let Some(conversation) = &asked.conversation {
+        fields.insert(
+            "conversation".to_owned(),
+            json!({"id": conversation.as_str()}),
+        );
+    }
+    let reveal = asked.wants_encrypted_reasoning;
+    let mut own = fields.clone();
+    let keep = idempotency::key_of(request, asked.conversation.as_ref())?.map(|key| {
+        let fingerprint = idempotency::fingerprint(&[
+            b"responses",
+            if asked.stream { b"stream" } else { b"json" },
+            request.body().as_ref(),
+        ]);
+        let render = move |answered: &Answered| caller_view(answered, reveal);
+        Keep::new(key, fingerprint, Arc::new(render))
+    });
+    let exchange = Exchange {
+        input: asked.input,
+        response: Value::Null,
+    };
+    let ask = Ask {
+        tenant,
+        chat: read.as_ref(),
+        asked: exchange.asked(),
+        prompt: None,
+        resent: None,
+        responses: Some(ResponsesTurn {
+            input: exchange.input,
+            instructions: asked.instructions,
+            prompts: asked.conversation.is_some(),
+            store: asked.store,
+            previous,
+            conversation: asked.conversation.clone(),
+            fields,
+        }),
+        model: &model,
+        params: Some(&params),
+        deadline: app.guard.deadline(request, asked.stream),
+        ip: source_ip(request),
+        keep,
+    };
+    if !asked.stream {
+        return match app.turns.run(ask, rate_limit, log).await? {
+            Ran::Answered(answered) => Ok(json_body(caller_view(&answered, reveal).into_bytes())),
+            Ran::Replayed(answer) => Ok(replayed(json_body(answer.into_bytes()))),
+        };
+    }
+    let open = match app.turns.open(ask, rate_limit, log).await? {
+        Opened::Streaming(open) => open,
+        Opened::Replayed(answer) => {
+            return Ok(replayed(event_stream(ResponseBody::Whole(replay(&answer)))))
+        }
+    };
+    own.insert("id".to_owned(), json!(open.answer_id().unwrap_or_default()));
+    let (frames, body) = ResponseBody::channel(app.stream_stall);
+    app.spawn(async move {
+        let mut sink = Events {
+            frames,
+            own,
+            reveal,
+            sequence: 0,
+        };
+        if let Err(error) = open.finish(&mut sink).await {
+            error.log();
+            let event = json!({"type": "error", "code": error.code(), "message": error.to_string(),
+                "param": null, "sequence_number": sink.sequence});
+            sink.frames
+                .send(sse_event(Some("error"), event.to_string().as_bytes()))
+                .await;
+        }
+    });
+    Ok(event_stream(body))
+}
+
+/// The response as the caller sees it: the reasoning's encrypted content only when its
+/// request asked for it (the proxy always keeps it, for the turns that follow).
+fn caller_view(answered: &Answered, reveal: bool) -> String {
+    let Some(raw) = &answered.raw else {
+        return String::new();
+    };
+    if reveal {
+        return raw.get().to_owned();
+    }
+    match serde_json::from_str::<Value>(raw.get()) {
+        Ok(mut response) => {
+            hide_encrypted_reasoning(&mut response);
+            response.to_string()
+        }
+        Err(_) => raw.get().to_owned(),
+    }
+}
+
+/// Removes `encrypted_content` from every reasoning item of a response or an event.
+fn hide_encrypted_reasoning(value: &mut Value) {
+    let hide_output = |response: &mut Value| {
+        for item in response
+            .get_mut("output")
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
+            hide_in_item(item);
+        }
+    };
+    hide_output(value);
+    if let Some(response) = value.get_mut("response") {
+        hide_output(response);
+    }
+    if let Some(item) = value.get_mut("item") {
+        hide_in_item(item);
+    }
+}
+
+fn hide_in_item(item: &mut Value) {
+    if item["type"] == "reasoning" {
+        if let Some(item) = item.as_object_mut() {
+            item.remove("encrypted_content");
+        }
+    }
+}
+
+/// Upstream's events, passed on as sent, each `response` in them under the proxy's id.
+struct Events {
+    frames: FrameSender,
+    /// The fields the proxy sets on the response: its id, and those the request set.
+    own: Map<String, Value>,
+    reveal: bool,
+    /// The next event's `sequence_number`, for an error the proxy adds at the end.
+    sequence: u64,
+}
+
+impl StreamSink for Events {
+    async fn chunk(&mut self, chunk: &Chunk) {
+        let Ok(mut event) = serde_json::from_str::<Value>(chunk.raw.get()) else {
+            return;
+        };
+        if let Some(Value::Object(response)) = event.get_mut("response") {
+            for (field, value) in &self.own {
+                response.insert(field.clone(), value.clone());
+            }
+        }
+        if !self.reveal {
+            hide_encrypted_reasoning(&mut event);
+        }
+        if let Some(sequence) = event["sequence_number"].as_u64() {
+            self.sequence = sequence + 1;
+        }
+        let name = event["type"].as_str().unwrap_or("message").to_owned();
+        self.frames
+            .send(sse_event(Some(&name), event.to_string().as_bytes()))
+            .await;
+    }
+
+    async fn keep_alive(&mut self) {
+        self.frames.send(Bytes::from_static(KEEP_ALIVE)).await;
+    }
+
+    fn kept_answer(&self, answered: &Answered) -> String {
+        caller_view(answered, self.reveal)
+    }
+}
+
+/// A kept response streamed back to a retry: `response.created`, each output item added
+/// and done, `response.completed`; the same id and items as the first answer.
+fn replay(answer: &str) -> Bytes {
+    let response: Value = serde_json::from_str(answer).unwrap_or(Value::Null);
+    let mut events = Vec::new();
+    let mut created = response.clone();
+    created["status"] = json!("in_progress");
+    created["output"] = json!([]);
+    events.push(json!({"type": "response.created", "response": created}));
+    for (index, item) in response["output"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        events.push(
+            json!({"type": "response.output_item.added", "output_index": index, "item": item}),
+        );
+        events.push(
+            json!({"type": "response.output_item.done", "output_index": index, "item": item}),
+        );
+    }
+    events.push(json!({"type": "response.completed", "response": response}));
+    let mut frames = Vec::new();
+    for (sequence, mut event) in events.into_iter().enumerate() {
+        event["sequence_number"] = json!(sequence);
+        let name = event["type"].as_str().unwrap_or_default().to_owned();
+        frames.extend_from_slice(&sse_event(Some(&name), event.to_string().as_bytes()));
+    }
+    Bytes::from(frames)
+}

@@ -1,0 +1,201 @@
+//! A `POST /v1/responses` body, read: what the proxy handles itself (the input, the chain or
+//! conversation it continues, `instructions`, `store`, `stream`) taken out, and every other
+//! parameter left to pass upstream as sent.
+
+use serde_json::{Map, Value};
+
+use crate::chat::{parse_response_id, ChatId};
+use crate::error::ApiError;
+
+/// What a Responses request asks of the proxy.
+pub(super) struct Asked {
+    /// The input items, as sent (a string input is one user message).
+    pub input: Vec<Value>,
+    pub instructions: Option<String>,
+    pub store: bool,
+    pub stream: bool,
+    /// `previous_response_id`, as sent, with the turn and the chat it names.
+    pub previous: Option<(String, String, ChatId)>,
+    /// `conversation`: the chat it names.
+    pub conversation: Option<ChatId>,
+    /// The caller asked for the reasoning's encrypted content (`include`).
+    pub wants_encrypted_reasoning: bool,
+}
+
+fn invalid(param: &'static str, message: impl Into<String>) -> ApiError {
+    ApiError::BadParam {
+        code: "invalid_value",
+        param,
+        message: message.into(),
+    }
+}
+
+fn flag(params: &mut Map<String, Value>, name: &'static str) -> Result<Option<bool>, ApiError> {
+    match params.remove(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(value)) => Ok(Some(value)),
+        Some(_) => Err(invalid(name, format!("`{name}` must be true or false"))),
+    }
+}
+
+/// Reads the proxy's parameters out of `params`; what is left goes upstream.
+pub(super) fn read(params: &mut Map<String, Value>) -> Result<Asked, ApiError> {
+    let stream = flag(params, "stream")?.unwrap_or(false);
+    let store = flag(params, "store")?.unwrap_or(true);
+    let input = match params.remove("input") {
+        Some(Value::String(text)) if !text.is_empty() => {
+            vec![serde_json::json!({"role": "user", "content": text})]
+        }
+        Some(Value::Array(items)) if !items.is_empty() => items,
+        _ => {
+            return Err(invalid(
+                "input",
+                "`input` must be a non-empty string or a non-empty array of input items",
+            ))
+        }
+    };
+    for (index, item) in input.iter().enumerate() {
+        let typed = item.get("type").is_some_and(Value::is_string);
+        let role = item.get("role").is_some_and(Value::is_string);
+        if !item.is_object() || !(typed || role) {
+            return Err(invalid(
+                "input",
+                format!("input[{index}] must be an item: an object with a `type` or a `role`"),
+            ));
+        }
+    }
+    let instructions = match params.remove("instructions") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(text)) => Some(text),
+        Some(_) => return Err(invalid("instructions", "`instructions` must be a string")),
+    };
+    let previous = match params.remove("previous_response_id") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(id)) => {
+            let (turn, chat) = parse_response_id(&id).ok_or_else(|| ApiError::Missing {
+                code: "previous_response_not_found",
+                param: Some("previous_response_id"),
+                message: format!("Previous response with id '{id}' not found."),
+            })?;
+            let turn = turn.to_owned();
+            Some((id, turn, chat))
+        }
+        Some(_) => {
+            return Err(invalid(
+                "previous_response_id",
+                "`previous_response_id` must be a string",
+            ))
+        }
+    };
+    let conversation = match params.remove("conversation") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(id)) => Some(conversation_id(&id)?),
+        Some(Value::Object(conversation)) => match conversation.get("id") {
+            Some(Value::String(id)) => Some(conversation_id(id)?),
+            _ => {
+                return Err(invalid(
+                    "conversation",
+                    "`conversation.id` must be a string",
+                ))
+            }
+        },
+        Some(_) => {
+            return Err(invalid(
+                "conversation",
+                "`conversation` must be a conversation's id or {\"id\": ...}",
+            ))
+        }
+    };
+    if previous.is_some() && conversation.is_some() {
+        return Err(ApiError::BadParam {
+            code: "invalid_request",
+            param: "conversation",
+            message: "`previous_response_id` and `conversation` cannot be used together: \
+                      a response continues a chain or a conversation"
+                .to_owned(),
+        });
+    }
+    let wants_encrypted_reasoning = match params.get("include") {
+        None | Some(Value::Null) => false,
+        Some(Value::Array(include)) => include
+            .iter()
+            .any(|entry| entry == crate::turn::ENCRYPTED_REASONING),
+        Some(_) => return Err(invalid("include", "`include` must be an array of strings")),
+    };
+    Ok(Asked {
+        input,
+        instructions,
+        store,
+        stream,
+        previous,
+        conversation,
+        wants_encrypted_reasoning,
+    })
+}
+
+/// A conversation's id is a chat's id: `conversation: "trip"` continues the chat `trip`.
+fn conversation_id(id: &str) -> Result<ChatId, ApiError> {
+    ChatId::parse_decoded(id).map_err(|_| ApiError::Missing {
+        code: "conversation_not_found",
+        param: Some("conversation"),
+        message: format!("Conversation with id '{id}' not found."),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn params(value: Value) -> Map<String, Value> {
+        match value {
+            Value::Object(map) => map,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn the_proxys_parameters_are_taken_and_the_rest_left() {
+        let mut body = params(
+            json!({"input": "hi", "model": "m", "tools": [], "store": false,
+            "instructions": "be brief", "include": ["reasoning.encrypted_content"]}),
+        );
+        let asked = read(&mut body).unwrap();
+        assert_eq!(asked.input, [json!({"role": "user", "content": "hi"})]);
+        assert!(!asked.store && !asked.stream && asked.wants_encrypted_reasoning);
+        assert_eq!(asked.instructions.as_deref(), Some("be brief"));
+        assert_eq!(
+            body.keys().collect::<Vec<_>>(),
+            ["include", "model", "tools"]
+        );
+    }
+
+    #[test]
+    fn bad_parameters_are_named() {
+        let cases = [
+            (json!({}), "input"),
+            (json!({"input": []}), "input"),
+            (json!({"input": [3]}), "input"),
+            (json!({"input": "x", "stream": "yes"}), "stream"),
+            (
+                json!({"input": "x", "previous_response_id": "resp_unknown"}),
+                "previous_response_id",
+            ),
+            (json!({"input": "x", "conversation": 4}), "conversation"),
+            (
+                json!({"input": "x", "conversation": "bad id"}),
+                "conversation",
+            ),
+            (
+                json!({"input": "x", "conversation": "c", "previous_response_id":
+                "resp_0123456789abcdef0123456789abcdef_c"}),
+                "conversation",
+            ),
+        ];
+        for (body, param) in cases {
+            let error = read(&mut params(body.clone())).err().expect("refused");
+            let reply: Value = serde_json::from_slice(&error.body()).unwrap();
+            assert_eq!(reply["error"]["param"], param, "{body}");
+        }
+    }
+}

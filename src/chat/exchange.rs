@@ -1,0 +1,192 @@
+//! A turn made through OpenAI's Responses API, kept exactly as it came: the request's input
+//! items as the caller sent them, and the response as upstream returned it (under the
+//! proxy's id, its `output` items with their own ids, reasoning included). The other doors
+//! read the same turn as messages: its user messages and tool results, its reply's text and
+//! tool calls, derived here.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::{Asked, ChatId, ImageRef, Part, ToolResult, UserContent};
+
+/// The proxy's id of a Responses turn, `resp_<turn id>_<chat id>`: the response, its chain
+/// or conversation, and its place in it are found from the id alone, in the chat's one read.
+pub fn response_id(turn: &str, chat: &ChatId) -> String {
+    format!("resp_{turn}_{}", chat.as_str())
+}
+
+/// The turn and the chat a response id names; `None` for an id the proxy did not make.
+pub fn parse_response_id(id: &str) -> Option<(&str, ChatId)> {
+    let rest = id.strip_prefix("resp_")?;
+    let turn = rest.get(..32)?;
+    let chat = rest.get(32..)?.strip_prefix('_')?;
+    if !turn.chars().all(|c| c.is_ascii_hexdigit()) {
+        return None;
+    }
+    Some((turn, ChatId::named_by_response(chat)?))
+}
+
+/// A Responses turn's items.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exchange {
+    /// The request's input items, in order, as sent (a string input as one user message).
+    pub input: Vec<Value>,
+    /// The `response` object, with the proxy's id and every output item.
+    pub response: Value,
+}
+
+impl Exchange {
+    /// The response's output items, in order.
+    pub fn output(&self) -> &[Value] {
+        self.response["output"]
+            .as_array()
+            .map_or(&[], Vec::as_slice)
+    }
+
+    /// The caller's messages as the other doors see them: user messages (their text and
+    /// images) and tool results; other items (system messages, earlier outputs sent back
+    /// as input, references) have no message of their own there.
+    pub fn asked(&self) -> Vec<Asked> {
+        self.input.iter().filter_map(asked_of).collect()
+    }
+
+    /// The reply's text: its messages' text (or refusals), joined.
+    pub fn reply_text(&self) -> String {
+        reply_text(self.output())
+    }
+
+    /// The reply's function calls, in Chat Completions' `tool_calls` shape.
+    pub fn calls(&self) -> Vec<Value> {
+        calls_of(self.output())
+    }
+}
+
+/// The text of a response's `output`: its messages' text (or refusals), joined; `None`
+/// when it has no message (only calls, say).
+pub fn output_text(output: &[Value]) -> Option<String> {
+    let mut text = None::<String>;
+    for item in output.iter().filter(|item| item["type"] == "message") {
+        let text = text.get_or_insert_with(String::new);
+        for part in item["content"].as_array().into_iter().flatten() {
+            let piece = part["text"].as_str().or_else(|| part["refusal"].as_str());
+            if let Some(piece) = piece {
+                text.push_str(piece);
+            }
+        }
+    }
+    text
+}
+
+fn reply_text(output: &[Value]) -> String {
+    output_text(output).unwrap_or_default()
+}
+
+/// A response's `function_call` items, in Chat Completions' `tool_calls` shape.
+pub fn calls_of(output: &[Value]) -> Vec<Value> {
+    output
+        .iter()
+        .filter(|item| item["type"] == "function_call")
+        .map(|call| {
+            json!({"id": call["call_id"], "type": "function",
+                   "function": {"name": call["name"], "arguments": call["arguments"]}})
+        })
+        .collect()
+}
+
+/// An input item as a message of the other doors, when it is one.
+fn asked_of(item: &Value) -> Option<Asked> {
+    match item["type"].as_str() {
+        Some("function_call_output") => Some(Asked::ToolResult(ToolResult {
+            tool_call_id: item["call_id"].as_str()?.to_owned(),
+            content: item["output"].clone(),
+        })),
+        Some("message") | None if item["role"] == "user" => {
+            let content = match &item["content"] {
+                Value::String(text) => UserContent::Text(text.clone()),
+                Value::Array(parts) => {
+                    UserContent::Parts(parts.iter().filter_map(part_of).collect())
+                }
+                _ => return None,
+            };
+            Some(Asked::User(content))
+        }
+        _ => None,
+    }
+}
+
+fn part_of(part: &Value) -> Option<Part> {
+    match part["type"].as_str()? {
+        "input_text" => Some(Part::Text {
+            text: part["text"].as_str()?.to_owned(),
+        }),
+        "input_image" => Some(Part::ImageUrl {
+            image_url: ImageRef {
+                url: part["image_url"].as_str()?.to_owned(),
+                detail: part["detail"]
+                    .as_str()
+                    .filter(|detail| *detail != "auto")
+                    .map(str::to_owned),
+            },
+        }),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn response_ids_name_their_turn_and_chat() {
+        let turn = "0123456789abcdef0123456789abcdef";
+        for chat in [ChatId::new_chain(), ChatId::parse("trip@home").unwrap()] {
+            let id = response_id(turn, &chat);
+            assert_eq!(parse_response_id(&id), Some((turn, chat)));
+        }
+        for other in ["resp_67ccd2bed1ec8190", "resp_short_trip", "chatcmpl-1", ""] {
+            assert_eq!(parse_response_id(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn the_other_doors_see_messages_results_text_and_calls() {
+        let exchange = Exchange {
+            input: vec![
+                json!({"role": "user", "content": "plain"}),
+                json!({"type": "message", "role": "user", "content": [
+                    {"type": "input_text", "text": "look"},
+                    {"type": "input_image", "image_url": "https://x/a.png", "detail": "low"}]}),
+                json!({"type": "function_call_output", "call_id": "call_1", "output": "42"}),
+                json!({"role": "developer", "content": "not a message of the chat"}),
+            ],
+            response: json!({"id": "resp_1", "output": [
+                {"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": "gAAA"},
+                {"type": "message", "id": "msg_1", "role": "assistant", "status": "completed",
+                 "content": [{"type": "output_text", "text": "The answer", "annotations": []}]},
+                {"type": "function_call", "id": "fc_1", "call_id": "call_2", "name": "f",
+                 "arguments": "{}", "status": "completed"}
+            ]}),
+        };
+        let asked = exchange.asked();
+        assert_eq!(asked.len(), 3);
+        assert_eq!(asked[0], Asked::User(UserContent::Text("plain".into())));
+        assert_eq!(
+            asked[1].image_urls().collect::<Vec<_>>(),
+            ["https://x/a.png"]
+        );
+        assert_eq!(
+            asked[2],
+            Asked::ToolResult(ToolResult {
+                tool_call_id: "call_1".into(),
+                content: json!("42")
+            })
+        );
+        assert_eq!(exchange.reply_text(), "The answer");
+        assert_eq!(
+            exchange.calls(),
+            [
+                json!({"id": "call_2", "type": "function", "function": {"name": "f", "arguments": "{}"}})
+            ]
+        );
+    }
+}

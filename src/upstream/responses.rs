@@ -1,0 +1,311 @@
+//! OpenAI's Responses API: a turn's request (`POST /responses` with `store: false` and the
+//! whole input the proxy assembled, so OpenAI keeps nothing between turns), its answer, and
+//! its stream of semantic events; and a stored turn as the input items it sends.
+
+use secrecy::SecretString;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{json, Value};
+use tokio::time::Instant;
+
+use super::error::redact;
+use super::wire::Usage;
+use super::{Chunk, ChunkStream, Completion, ToolCalls, Upstream, UpstreamError};
+use crate::chat::{calls_of, output_text, text_of, Asked, Part, Turn, UserContent};
+
+/// `usage` as the Responses API counts it.
+#[derive(Debug, Default, Deserialize)]
+struct ResponsesUsage {
+    #[serde(default)]
+    input_tokens: u64,
+    #[serde(default)]
+    output_tokens: u64,
+    #[serde(default)]
+    total_tokens: u64,
+    #[serde(default)]
+    input_tokens_details: Option<Details>,
+    #[serde(default)]
+    output_tokens_details: Option<Details>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Details {
+    #[serde(default)]
+    cached_tokens: Option<u64>,
+    #[serde(default)]
+    reasoning_tokens: Option<u64>,
+}
+
+/// A response's usage, in the proxy's own terms.
+pub fn usage_of(response: &Value) -> Usage {
+    let usage = ResponsesUsage::deserialize(&response["usage"]).unwrap_or_default();
+    Usage {
+        prompt_tokens: usage.input_tokens,
+        completion_tokens: usage.output_tokens,
+        total_tokens: usage.total_tokens,
+        cached_tokens: usage
+            .input_tokens_details
+            .and_then(|d| d.cached_tokens)
+            .unwrap_or(0),
+        reasoning_tokens: usage
+            .output_tokens_details
+            .and_then(|d| d.reasoning_tokens)
+            .unwrap_or(0),
+    }
+}
+
+/// A failed response's message, when it says one.
+fn failure(response: &Value, api_key: &SecretString) -> Option<UpstreamError> {
+    (response["status"] == "failed").then(|| UpstreamError::Status {
+        status: 200,
+        message: redact(
+            response["error"]["message"]
+                .as_str()
+                .unwrap_or("the response failed")
+                .to_owned(),
+            api_key,
+        ),
+    })
+}
+
+impl Upstream {
+    /// Sends a Responses request and returns the whole response.
+    pub async fn respond(
+        &self,
+        request: &Value,
+        deadline: Instant,
+    ) -> Result<Completion, UpstreamError> {
+        let responses = self.client.responses();
+        let call = responses.create_byot::<_, Box<RawValue>>(request);
+        let raw = self.within(deadline, call).await?;
+        let response: Value = serde_json::from_str(raw.get())
+            .map_err(|e| UpstreamError::Unreadable(e.to_string()))?;
+        if let Some(failed) = failure(&response, &self.api_key) {
+            return Err(failed);
+        }
+        let output = response["output"].as_array().map_or(&[][..], Vec::as_slice);
+        Ok(Completion {
+            content: output_text(output),
+            calls: calls_of(output),
+            usage: usage_of(&response),
+            raw,
+        })
+    }
+
+    /// Sends a streamed Responses request (which must say `stream: true`) and returns once
+    /// upstream has accepted it, as [`Upstream::chat_stream`] does.
+    pub async fn respond_stream(
+        &self,
+        request: &Value,
+        deadline: Instant,
+    ) -> Result<ChunkStream, UpstreamError> {
+        let responses = self.client.responses();
+        let call = responses.create_stream_byot::<_, Box<RawValue>>(request);
+        let inner = self.within(self.deadline(Some(deadline)), call).await?;
+        Ok(ChunkStream {
+            inner,
+            api_key: self.api_key.clone(),
+            open: std::collections::BTreeSet::new(),
+            first_ended: false,
+            calls: ToolCalls::default(),
+            responses: Some(None),
+        })
+    }
+}
+
+/// The fields of a Responses event the proxy reads; the event itself is passed on as sent.
+#[derive(Deserialize)]
+struct EventFields {
+    #[serde(rename = "type", default)]
+    kind: String,
+    #[serde(default)]
+    delta: Option<Value>,
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default)]
+    response: Option<Box<RawValue>>,
+}
+
+/// One event of a Responses stream, read: the reply's text deltas, and its end, which
+/// carries the whole response (kept in `completed`). A failed response and an `error`
+/// event fail the stream.
+pub(super) fn event(
+    raw: Box<RawValue>,
+    completed: &mut Option<Box<RawValue>>,
+    api_key: &SecretString,
+) -> Result<Chunk, UpstreamError> {
+    let fields: EventFields = serde_json::from_str(raw.get())
+        .map_err(|e| UpstreamError::Unreadable(format!("an event: {e}")))?;
+    let mut chunk = Chunk {
+        raw,
+        delta: String::new(),
+        finished: false,
+        whole: false,
+        usage: None,
+        usage_only: false,
+    };
+    match fields.kind.as_str() {
+        "response.output_text.delta" | "response.refusal.delta" => {
+            if let Some(Value::String(delta)) = fields.delta {
+                chunk.delta = delta;
+            }
+        }
+        "response.completed" | "response.incomplete" => {
+            let response = fields.response.ok_or_else(|| {
+                UpstreamError::Unreadable("a response's last event has no response".to_owned())
+            })?;
+            let value: Value = serde_json::from_str(response.get())
+                .map_err(|e| UpstreamError::Unreadable(e.to_string()))?;
+            chunk.usage = Some(usage_of(&value));
+            chunk.finished = true;
+            chunk.whole = true;
+            *completed = Some(response);
+        }
+        "response.failed" => {
+            let response: Value = fields
+                .response
+                .and_then(|raw| serde_json::from_str(raw.get()).ok())
+                .unwrap_or(Value::Null);
+            return Err(
+                failure(&response, api_key).unwrap_or(UpstreamError::Status {
+                    status: 200,
+                    message: "the response failed".to_owned(),
+                }),
+            );
+        }
+        "error" => {
+            return Err(UpstreamError::Status {
+                status: 200,
+                message: redact(fields.message.unwrap_or_default(), api_key),
+            })
+        }
+        _ => {}
+    }
+    Ok(chunk)
+}
+
+/// The function calls of a response, as raw JSON, in Chat Completions' shape.
+pub fn calls_in(response: &RawValue) -> Vec<Value> {
+    let response: Value = serde_json::from_str(response.get()).unwrap_or(Value::Null);
+    response["output"]
+        .as_array()
+        .map_or_else(Vec::new, |output| calls_of(output))
+}
+
+/// A stored turn as the input items it sends upstream: a Responses turn's own input and
+/// output items, exactly; another door's turn as the items its messages make.
+pub fn turn_items(turn: &Turn, images_as_text: bool, items: &mut Vec<Value>) {
+    if let Some(exchange) = &turn.exchange {
+        items.extend(exchange.input.iter().cloned());
+        items.extend(exchange.output().iter().cloned());
+        return;
+    }
+    items.extend(
+        turn.asked
+            .iter()
+            .map(|asked| asked_item(asked, images_as_text)),
+    );
+    if !turn.assistant.is_empty() || turn.calls.is_empty() {
+        items.push(json!({"role": "assistant", "content": turn.assistant}));
+    }
+    for call in &turn.calls {
+        items.push(json!({"type": "function_call", "call_id": call["id"],
+            "name": call["function"]["name"], "arguments": call["function"]["arguments"]}));
+    }
+}
+
+/// One of a turn's messages as an input item.
+pub fn asked_item(asked: &Asked, images_as_text: bool) -> Value {
+    match asked {
+        Asked::User(UserContent::Text(text)) => json!({"role": "user", "content": text}),
+        Asked::User(content) if images_as_text => {
+            let mut text = content.text().into_owned();
+            for url in content.image_urls() {
+                text.push_str(&format!("\n[image: {url}]"));
+            }
+            json!({"role": "user", "content": text})
+        }
+        Asked::User(UserContent::Parts(parts)) => {
+            let parts: Vec<Value> = parts
+                .iter()
+                .map(|part| match part {
+                    Part::Text { text } => json!({"type": "input_text", "text": text}),
+                    Part::ImageUrl { image_url } => json!({"type": "input_image",
+                        "image_url": image_url.url,
+                        "detail": image_url.detail.as_deref().unwrap_or("auto")}),
+                })
+                .collect();
+            json!({"role": "user", "content": parts})
+        }
+        Asked::ToolResult(result) => json!({"type": "function_call_output",
+            "call_id": result.tool_call_id, "output": text_of(&result.content)}),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chat::{Exchange, ToolResult};
+
+    #[test]
+    fn usage_is_read_in_the_proxys_terms() {
+        let usage = usage_of(&json!({"usage": {"input_tokens": 10, "output_tokens": 4,
+            "total_tokens": 14, "input_tokens_details": {"cached_tokens": 8},
+            "output_tokens_details": {"reasoning_tokens": 3}}}));
+        assert_eq!(
+            (
+                usage.prompt_tokens,
+                usage.completion_tokens,
+                usage.total_tokens
+            ),
+            (10, 4, 14)
+        );
+        assert_eq!((usage.cached_tokens, usage.reasoning_tokens), (8, 3));
+    }
+
+    #[test]
+    fn turns_of_every_door_become_items() {
+        let call = json!({"id": "call_1", "type": "function",
+            "function": {"name": "f", "arguments": "{}"}});
+        let chat_turn = Turn {
+            calls: vec![call],
+            ..Turn::question(
+                None,
+                "q".into(),
+                Some("https://x/a.png".into()),
+                String::new(),
+            )
+        };
+        let mut items = Vec::new();
+        turn_items(&chat_turn, false, &mut items);
+        assert_eq!(
+            items,
+            [
+                json!({"role": "user", "content": [{"type": "input_text", "text": "q"},
+                    {"type": "input_image", "image_url": "https://x/a.png", "detail": "auto"}]}),
+                json!({"type": "function_call", "call_id": "call_1", "name": "f", "arguments": "{}"}),
+            ]
+        );
+        let result = Asked::ToolResult(ToolResult {
+            tool_call_id: "call_1".into(),
+            content: json!([{"type": "text", "text": "done"}]),
+        });
+        assert_eq!(
+            asked_item(&result, false),
+            json!({"type": "function_call_output", "call_id": "call_1", "output": "done"})
+        );
+        let reasoning =
+            json!({"type": "reasoning", "id": "rs_1", "encrypted_content": "gAAA", "summary": []});
+        let exchange = Exchange {
+            input: vec![json!({"role": "user", "content": "hi"})],
+            response: json!({"output": [reasoning.clone()]}),
+        };
+        let responses_turn = Turn {
+            exchange: Some(Box::new(exchange)),
+            ..Turn::question(None, "hi".into(), None, String::new())
+        };
+        let mut items = Vec::new();
+        turn_items(&responses_turn, false, &mut items);
+        assert_eq!(items, [json!({"role": "user", "content": "hi"}), reasoning]);
+    }
+}

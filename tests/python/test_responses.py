@@ -1,0 +1,127 @@
+"""The official `openai` SDK's Responses API against the proxy (the echo upstream under
+cargo lambda): buffered and streamed, a chain of `previous_response_id` turns, a branch,
+conversation turns that the seed routes see, the stored responses' routes, and a function
+tool loop whose items all stay in order."""
+
+import json
+import urllib.request
+import uuid
+
+import openai
+import pytest
+
+from conftest import CALLERS
+
+
+def client(proxy, caller="alice", **options):
+    return openai.OpenAI(base_url=f"{proxy.url}/v1", api_key=CALLERS[caller], **options)
+
+
+def output_text(response):
+    return "".join(part.text for item in response.output if item.type == "message"
+                   for part in item.content if part.type == "output_text")
+
+
+def get(proxy, path, caller="alice"):
+    request = urllib.request.Request(f"{proxy.url}{path}",
+                                     headers={"Authorization": f"Bearer {CALLERS[caller]}"})
+    with urllib.request.urlopen(request) as answer:
+        return json.load(answer)
+
+
+def test_a_chain_of_three_turns_each_sees_its_whole_history(proxy):
+    sdk = client(proxy)
+    first = sdk.responses.create(model="gpt-4o-mini", input="one")
+    assert first.id.startswith("resp_") and first.object == "response"
+    assert output_text(first) == "echo: one (1 items)"
+    second = sdk.responses.create(model="gpt-4o-mini", input="two", previous_response_id=first.id)
+    # The echo counts what it was sent: the first turn's two items, and this one.
+    assert output_text(second) == "echo: two (3 items)"
+    third = sdk.responses.create(model="gpt-4o-mini", input="three", previous_response_id=second.id)
+    assert output_text(third) == "echo: three (5 items)"
+    assert third.previous_response_id == second.id
+    # A branch from the first: its history, not the chain's.
+    branch = sdk.responses.create(model="gpt-4o-mini", input="other", previous_response_id=first.id)
+    assert output_text(branch) == "echo: other (3 items)"
+    assert sdk.responses.retrieve(second.id).id == second.id
+
+
+def test_a_streamed_response_and_its_events(proxy):
+    sdk = client(proxy)
+    stream = sdk.responses.create(model="gpt-4o-mini", input="tell me about Lisbon", stream=True)
+    kinds, deltas, completed = [], [], None
+    for event in stream:
+        kinds.append(event.type)
+        if event.type == "response.output_text.delta":
+            deltas.append(event.delta)
+        if event.type == "response.completed":
+            completed = event.response
+    assert kinds[0] == "response.created" and kinds[-1] == "response.completed"
+    assert len(deltas) > 2 and "".join(deltas) == "echo: tell me about Lisbon (1 items)"
+    # Kept by the time the stream ended.
+    after = sdk.responses.create(model="gpt-4o-mini", input="more", previous_response_id=completed.id)
+    assert output_text(after) == "echo: more (3 items)"
+
+
+def test_conversation_turns_are_the_seed_chats_turns(proxy):
+    chat = f"conv-{uuid.uuid4().hex[:10]}"
+    urllib.request.urlopen(urllib.request.Request(
+        f"{proxy.url}/{chat}/chat", data=json.dumps({"content": "from the seed"}).encode(),
+        headers={"Authorization": f"Bearer {CALLERS['alice']}", "Content-Type": "application/json"}))
+    sdk = client(proxy)
+    response = sdk.responses.create(model="gpt-4o-mini", input="from the SDK", conversation=chat)
+    # The global prompt, the seed's turn (2) and the new item.
+    assert output_text(response) == "echo: from the SDK (4 items)"
+    assert response.conversation.id == chat
+    transcript = get(proxy, f"/{chat}/chat")
+    assert [m["content"] for m in transcript][2:] == ["from the SDK", "echo: from the SDK (4 items)"]
+    with pytest.raises(openai.NotFoundError):
+        sdk.responses.create(model="gpt-4o-mini", input="x", conversation=f"none-{chat}")
+    with pytest.raises(openai.BadRequestError):
+        client(proxy, max_retries=0).responses.create(
+            model="gpt-4o-mini", input="x", conversation=chat, previous_response_id=response.id)
+
+
+def test_input_items_are_paged_and_a_deleted_response_is_gone(proxy):
+    sdk = client(proxy)
+    response = sdk.responses.create(model="gpt-4o-mini", input=[
+        {"role": "user", "content": "a"}, {"role": "user", "content": "b"},
+        {"role": "user", "content": "c"}])
+    page = sdk.responses.input_items.list(response.id, limit=2, order="asc")
+    assert [item.content[0].text if not isinstance(item.content, str) else item.content
+            for item in page.data] == ["a", "b"]
+    assert page.has_more
+    everything = [item.id for item in sdk.responses.input_items.list(response.id, order="asc")]
+    assert len(everything) == 3 and len(set(everything)) == 3
+    sdk.responses.delete(response.id)
+    with pytest.raises(openai.NotFoundError):
+        sdk.responses.retrieve(response.id)
+
+
+def test_a_function_tool_loop_keeps_every_item(proxy):
+    sdk = client(proxy)
+    tools = [{"type": "function", "name": "lookup", "description": "Looks a word up.",
+              "parameters": {"type": "object", "properties": {"word": {"type": "string"}},
+                             "required": ["word"], "additionalProperties": False}, "strict": True}]
+    asked = sdk.responses.create(model="gpt-4o-mini", input="What is a quokka? [call]", tools=tools)
+    call = next(item for item in asked.output if item.type == "function_call")
+    assert call.name == "lookup" and json.loads(call.arguments) == {"word": "What is a quokka? [call]"}
+    answered = sdk.responses.create(
+        model="gpt-4o-mini", tools=tools, previous_response_id=asked.id,
+        input=[{"type": "function_call_output", "call_id": call.call_id, "output": "a small wallaby"}])
+    # Upstream saw the question, the call and its output.
+    assert output_text(answered) == "echo: a small wallaby (3 items)"
+    with pytest.raises(openai.BadRequestError) as raised:
+        client(proxy, max_retries=0).responses.create(
+            model="gpt-4o-mini", previous_response_id=answered.id,
+            input=[{"type": "function_call_output", "call_id": "call_nobody", "output": "x"}])
+    assert raised.value.code == "invalid_function_call_output"
+
+
+def test_another_caller_cannot_read_or_continue_a_response(proxy):
+    mine = client(proxy).responses.create(model="gpt-4o-mini", input="private")
+    theirs = client(proxy, caller="bob", max_retries=0)
+    with pytest.raises(openai.NotFoundError):
+        theirs.responses.retrieve(mine.id)
+    with pytest.raises(openai.NotFoundError):
+        theirs.responses.create(model="gpt-4o-mini", input="x", previous_response_id=mine.id)
