@@ -111,13 +111,18 @@ fn get(path: &str) -> Request {
 }
 
 fn post(path: &str, content: &str) -> Request {
-    let body = serde_json::json!({ "content": content }).to_string();
-    lambda_http::http::Request::builder()
+    post_json(path, serde_json::json!({ "content": content }), None)
+}
+
+fn post_json(path: &str, body: serde_json::Value, chat: Option<&str>) -> Request {
+    let mut request = lambda_http::http::Request::builder()
         .method("POST")
         .uri(path)
-        .header("content-type", "application/json")
-        .body(Body::from(body))
-        .unwrap()
+        .header("content-type", "application/json");
+    if let Some(chat) = chat {
+        request = request.header("x-chat-id", chat);
+    }
+    request.body(Body::from(body.to_string())).unwrap()
 }
 
 static FRESH: AtomicU64 = AtomicU64::new(0);
@@ -147,6 +152,31 @@ fn cases() -> Vec<(&'static str, RequestMaker)> {
         (
             "send_chat_100",
             Box::new(|| post("/full/chat", "And then?")),
+        ),
+        (
+            "completions_100",
+            Box::new(|| {
+                let body =
+                    serde_json::json!({"messages": [{"role": "user", "content": "And then?"}]});
+                post_json("/v1/chat/completions", body, Some("full"))
+            }),
+        ),
+        (
+            "respond_new",
+            Box::new(|| {
+                post_json(
+                    "/v1/responses",
+                    serde_json::json!({"input": "Hello!"}),
+                    None,
+                )
+            }),
+        ),
+        (
+            "respond_100",
+            Box::new(|| {
+                let body = serde_json::json!({"input": "And then?", "conversation": "full"});
+                post_json("/v1/responses", body, None)
+            }),
         ),
         (
             "moderate",

@@ -120,6 +120,30 @@ async fn serve(
         Route::OpenAi(OpenAiRoute::ResponseInputItems(id)) => {
             api::responses::input_items(app, &tenant, &id, request, log).await
         }
+        Route::OpenAi(OpenAiRoute::CreateConversation) => {
+            api::conversations::create(app, &tenant, request, log).await
+        }
+        Route::OpenAi(OpenAiRoute::GetConversation(id)) => {
+            api::conversations::get(app, &tenant, &id, request, log).await
+        }
+        Route::OpenAi(OpenAiRoute::UpdateConversation(id)) => {
+            api::conversations::update(app, &tenant, &id, request, log).await
+        }
+        Route::OpenAi(OpenAiRoute::DeleteConversation(id)) => {
+            api::conversations::delete(app, &tenant, &id, request, log).await
+        }
+        Route::OpenAi(OpenAiRoute::ConversationItems(id)) => {
+            api::conversations::items(app, &tenant, &id, request, log).await
+        }
+        Route::OpenAi(OpenAiRoute::AddConversationItems(id)) => {
+            api::conversations::add_items(app, &tenant, &id, request, log).await
+        }
+        Route::OpenAi(OpenAiRoute::ConversationItem(id, item)) => {
+            api::conversations::item(app, &tenant, &id, &item, request, log).await
+        }
+        Route::OpenAi(OpenAiRoute::DeleteConversationItem(id, item)) => {
+            api::conversations::delete_item(app, &tenant, &id, &item, request, log).await
+        }
         Route::Usage(UsageRoute::Chat(chat)) => {
             api::usage::chat(app, &tenant, &chat, request, log).await
         }

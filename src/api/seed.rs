@@ -298,6 +298,9 @@ fn transcript(turns: &[Turn]) -> Vec<TranscriptMessage<'_>> {
                 urls: (urls.len() > 1).then_some(urls),
             });
         }
+        if !turn.has_reply() {
+            continue;
+        }
         // A reply's tool calls show as text after its own, one line each.
         let content = match (turn.assistant.as_str(), turn.calls.is_empty()) {
             (_, true) => Cow::Borrowed(turn.assistant.as_str()),

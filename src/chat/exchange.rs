@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::{Asked, ChatId, ImageRef, Part, ToolResult, UserContent};
+use super::{text_of, Asked, ChatId, ImageRef, Part, ToolResult, Turn, UserContent};
 
 /// The proxy's id of a Responses turn, `resp_<turn id>_<chat id>`: the response, its chain
 /// or conversation, and its place in it are found from the id alone, in the chat's one read.
@@ -27,11 +27,15 @@ pub fn parse_response_id(id: &str) -> Option<(&str, ChatId)> {
 }
 
 /// A Responses turn's items.
+///
+/// An item deleted from a conversation leaves `null` in its place, so that the ids the
+/// proxy gave the items after it (from their places) do not change.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Exchange {
     /// The request's input items, in order, as sent (a string input as one user message).
     pub input: Vec<Value>,
-    /// The `response` object, with the proxy's id and every output item.
+    /// The `response` object, with the proxy's id and every output item; `null` for items
+    /// a caller added to a conversation by themselves, which have no response.
     pub response: Value,
 }
 
@@ -65,8 +69,15 @@ impl Exchange {
 /// when it has no message (only calls, say).
 pub fn output_text(output: &[Value]) -> Option<String> {
     let mut text = None::<String>;
-    for item in output.iter().filter(|item| item["type"] == "message") {
+    // A message as upstream makes it, or as the proxy writes another door's reply.
+    let message = |item: &&Value| {
+        item["type"] == "message" || (item["type"].is_null() && item["role"] == "assistant")
+    };
+    for item in output.iter().filter(message) {
         let text = text.get_or_insert_with(String::new);
+        if let Some(whole) = item["content"].as_str() {
+            text.push_str(whole);
+        }
         for part in item["content"].as_array().into_iter().flatten() {
             let piece = part["text"].as_str().or_else(|| part["refusal"].as_str());
             if let Some(piece) = piece {
@@ -132,6 +143,126 @@ fn part_of(part: &Value) -> Option<Part> {
     }
 }
 
+/// A stored turn as the input items it sends upstream: a Responses turn's own input and
+/// output items, exactly; another door's turn as the items its messages make.
+pub fn turn_items(turn: &Turn, images_as_text: bool, items: &mut Vec<Value>) {
+    if let Some(exchange) = &turn.exchange {
+        // A deleted item's place is `null`: nothing to send.
+        let kept = exchange.input.iter().chain(exchange.output());
+        items.extend(kept.filter(|item| !item.is_null()).cloned());
+        return;
+    }
+    items.extend(
+        turn.asked
+            .iter()
+            .map(|asked| asked_item(asked, images_as_text)),
+    );
+    if !turn.assistant.is_empty() || turn.calls.is_empty() {
+        items.push(json!({"role": "assistant", "content": turn.assistant}));
+    }
+    for call in &turn.calls {
+        items.push(json!({"type": "function_call", "call_id": call["id"],
+            "name": call["function"]["name"], "arguments": call["function"]["arguments"]}));
+    }
+}
+
+/// One of a turn's messages as an input item.
+pub fn asked_item(asked: &Asked, images_as_text: bool) -> Value {
+    match asked {
+        Asked::User(UserContent::Text(text)) => json!({"role": "user", "content": text}),
+        Asked::User(content) if images_as_text => {
+            let mut text = content.text().into_owned();
+            for url in content.image_urls() {
+                text.push_str(&format!("\n[image: {url}]"));
+            }
+            json!({"role": "user", "content": text})
+        }
+        Asked::User(UserContent::Parts(parts)) => {
+            let parts: Vec<Value> = parts
+                .iter()
+                .map(|part| match part {
+                    Part::Text { text } => json!({"type": "input_text", "text": text}),
+                    Part::ImageUrl { image_url } => json!({"type": "input_image",
+                        "image_url": image_url.url,
+                        "detail": image_url.detail.as_deref().unwrap_or("auto")}),
+                })
+                .collect();
+            json!({"role": "user", "content": parts})
+        }
+        Asked::ToolResult(result) => json!({"type": "function_call_output",
+            "call_id": result.tool_call_id, "output": text_of(&result.content)}),
+    }
+}
+
+/// A turn's items as a conversation lists them: its input items and then its output items,
+/// each as a whole item with an id (its own, or one made from the turn's id and its place,
+/// the same on every read) and a message's content as parts; a deleted item's place is
+/// skipped.
+pub fn listed_items(turn: &Turn) -> Vec<Value> {
+    let (input, output) = turn_parts(turn);
+    let turn_id = turn.id.as_deref().unwrap_or("");
+    let mut listed = Vec::with_capacity(input.len() + output.len());
+    for (side, items) in [("", input), ("o", output)] {
+        for (place, item) in items.into_iter().enumerate() {
+            let Value::Object(mut item) = item else {
+                continue;
+            };
+            if !item.contains_key("type") {
+                item.insert("type".to_owned(), json!("message"));
+            }
+            if item["type"] == "message" {
+                let kind = if item["role"] == "assistant" {
+                    "output_text"
+                } else {
+                    "input_text"
+                };
+                if let Some(Value::String(text)) = item.get("content") {
+                    let part = json!([{"type": kind, "text": text}]);
+                    item.insert("content".to_owned(), part);
+                }
+                item.entry("status").or_insert(json!("completed"));
+            }
+            if !item.contains_key("id") {
+                let prefix = match item["type"].as_str() {
+                    Some("message") => "msg",
+                    Some("function_call") => "fc",
+                    Some("function_call_output") => "fco",
+                    _ => "item",
+                };
+                item.insert(
+                    "id".to_owned(),
+                    json!(format!("{prefix}_{turn_id}{side}{place:04x}")),
+                );
+            }
+            listed.push(Value::Object(item));
+        }
+    }
+    listed
+}
+
+/// A turn as its input and output items, in place (a deleted item's place is `null`).
+pub fn turn_parts(turn: &Turn) -> (Vec<Value>, Vec<Value>) {
+    if let Some(exchange) = &turn.exchange {
+        return (exchange.input.clone(), exchange.output().to_vec());
+    }
+    let input = turn
+        .asked
+        .iter()
+        .map(|asked| asked_item(asked, false))
+        .collect();
+    let mut output = Vec::new();
+    if turn.has_reply() {
+        if !turn.assistant.is_empty() || turn.calls.is_empty() {
+            output.push(json!({"role": "assistant", "content": turn.assistant}));
+        }
+        for call in &turn.calls {
+            output.push(json!({"type": "function_call", "call_id": call["id"],
+                "name": call["function"]["name"], "arguments": call["function"]["arguments"]}));
+        }
+    }
+    (input, output)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,5 +319,51 @@ mod tests {
                 json!({"id": "call_2", "type": "function", "function": {"name": "f", "arguments": "{}"}})
             ]
         );
+    }
+
+    #[test]
+    fn turns_of_every_door_become_items() {
+        let call = json!({"id": "call_1", "type": "function",
+            "function": {"name": "f", "arguments": "{}"}});
+        let chat_turn = Turn {
+            calls: vec![call],
+            ..Turn::question(
+                None,
+                "q".into(),
+                Some("https://x/a.png".into()),
+                String::new(),
+            )
+        };
+        let mut items = Vec::new();
+        turn_items(&chat_turn, false, &mut items);
+        assert_eq!(
+            items,
+            [
+                json!({"role": "user", "content": [{"type": "input_text", "text": "q"},
+                    {"type": "input_image", "image_url": "https://x/a.png", "detail": "auto"}]}),
+                json!({"type": "function_call", "call_id": "call_1", "name": "f", "arguments": "{}"}),
+            ]
+        );
+        let result = Asked::ToolResult(ToolResult {
+            tool_call_id: "call_1".into(),
+            content: json!([{"type": "text", "text": "done"}]),
+        });
+        assert_eq!(
+            asked_item(&result, false),
+            json!({"type": "function_call_output", "call_id": "call_1", "output": "done"})
+        );
+        let reasoning =
+            json!({"type": "reasoning", "id": "rs_1", "encrypted_content": "gAAA", "summary": []});
+        let exchange = Exchange {
+            input: vec![json!({"role": "user", "content": "hi"})],
+            response: json!({"output": [reasoning.clone()]}),
+        };
+        let responses_turn = Turn {
+            exchange: Some(Box::new(exchange)),
+            ..Turn::question(None, "hi".into(), None, String::new())
+        };
+        let mut items = Vec::new();
+        turn_items(&responses_turn, false, &mut items);
+        assert_eq!(items, [json!({"role": "user", "content": "hi"}), reasoning]);
     }
 }

@@ -7,7 +7,10 @@ mod id;
 mod said;
 mod turn;
 
-pub use self::exchange::{calls_of, output_text, parse_response_id, response_id, Exchange};
+pub use self::exchange::{
+    asked_item, calls_of, listed_items, output_text, parse_response_id, response_id, turn_items,
+    turn_parts, Exchange,
+};
 pub use self::id::{ChatId, InvalidChatId};
 pub use self::said::{first_difference, Said};
 pub use self::turn::{text_of, Asked, ImageRef, Part, ToolResult, Turn, TurnTokens, UserContent};

@@ -32,7 +32,7 @@ pub fn first_difference(stored: &[Turn], resent: &[Said]) -> Option<usize> {
             turn.asked
                 .iter()
                 .map(StoredRef::Asked)
-                .chain(std::iter::once(StoredRef::Reply(turn)))
+                .chain(turn.has_reply().then_some(StoredRef::Reply(turn)))
         })
         .skip(skip);
     let from = resent.len() - overlap;

@@ -307,7 +307,15 @@ impl Turn {
 
     /// How many messages the turn holds: the caller's and the reply.
     pub fn messages(&self) -> usize {
-        self.asked.len() + 1
+        self.asked.len() + usize::from(self.has_reply())
+    }
+
+    /// Whether the turn has a reply: all but the items a caller added to a conversation
+    /// by themselves (`POST /v1/conversations/{id}/items`).
+    pub fn has_reply(&self) -> bool {
+        self.exchange
+            .as_ref()
+            .is_none_or(|exchange| !exchange.response.is_null())
     }
 
     /// The reply's tool calls as text, one line each (`name(arguments)`), for readers that

@@ -93,6 +93,18 @@ pub enum OpenAiRoute {
     DeleteResponse(String),
     /// `GET /v1/responses/{id}/input_items`
     ResponseInputItems(String),
+    /// `POST /v1/conversations`
+    CreateConversation,
+    /// `GET`, `POST` (its metadata) and `DELETE /v1/conversations/{id}`
+    GetConversation(String),
+    UpdateConversation(String),
+    DeleteConversation(String),
+    /// `GET` and `POST /v1/conversations/{id}/items`
+    ConversationItems(String),
+    AddConversationItems(String),
+    /// `GET` and `DELETE /v1/conversations/{id}/items/{item_id}`
+    ConversationItem(String, String),
+    DeleteConversationItem(String, String),
 }
 
 /// A path segment, percent-decoded (an id the SDKs escape).
@@ -156,6 +168,43 @@ impl Route {
                     }),
                 }
             }
+            ["v1", "conversations"] => only(
+                is_post,
+                Route::OpenAi(OpenAiRoute::CreateConversation),
+                "POST",
+            ),
+            ["v1", "conversations", id] => {
+                let id = decoded(id);
+                let route = match (is_get, is_post, method == Method::DELETE) {
+                    (true, _, _) => OpenAiRoute::GetConversation(id),
+                    (_, true, _) => OpenAiRoute::UpdateConversation(id),
+                    (_, _, true) => OpenAiRoute::DeleteConversation(id),
+                    _ => {
+                        return Err(ApiError::MethodNotAllowed {
+                            allow: "GET, POST, DELETE",
+                        })
+                    }
+                };
+                Ok(Route::OpenAi(route))
+            }
+            ["v1", "conversations", id, "items"] => {
+                let id = decoded(id);
+                match (is_get, is_post) {
+                    (true, _) => Ok(Route::OpenAi(OpenAiRoute::ConversationItems(id))),
+                    (_, true) => Ok(Route::OpenAi(OpenAiRoute::AddConversationItems(id))),
+                    _ => Err(ApiError::MethodNotAllowed { allow: "GET, POST" }),
+                }
+            }
+            ["v1", "conversations", id, "items", item] => {
+                let (id, item) = (decoded(id), decoded(item));
+                match (is_get, method == Method::DELETE) {
+                    (true, _) => Ok(Route::OpenAi(OpenAiRoute::ConversationItem(id, item))),
+                    (_, true) => Ok(Route::OpenAi(OpenAiRoute::DeleteConversationItem(id, item))),
+                    _ => Err(ApiError::MethodNotAllowed {
+                        allow: "GET, DELETE",
+                    }),
+                }
+            }
             ["v1", "responses", id, "input_items"] => only(
                 is_get,
                 Route::OpenAi(OpenAiRoute::ResponseInputItems(decoded(id))),
@@ -207,6 +256,14 @@ impl Route {
             Route::OpenAi(OpenAiRoute::GetResponse(_)) => "get_response",
             Route::OpenAi(OpenAiRoute::DeleteResponse(_)) => "delete_response",
             Route::OpenAi(OpenAiRoute::ResponseInputItems(_)) => "response_input_items",
+            Route::OpenAi(OpenAiRoute::CreateConversation) => "create_conversation",
+            Route::OpenAi(OpenAiRoute::GetConversation(_)) => "get_conversation",
+            Route::OpenAi(OpenAiRoute::UpdateConversation(_)) => "update_conversation",
+            Route::OpenAi(OpenAiRoute::DeleteConversation(_)) => "delete_conversation",
+            Route::OpenAi(OpenAiRoute::ConversationItems(_)) => "conversation_items",
+            Route::OpenAi(OpenAiRoute::AddConversationItems(_)) => "add_conversation_items",
+            Route::OpenAi(OpenAiRoute::ConversationItem(..)) => "conversation_item",
+            Route::OpenAi(OpenAiRoute::DeleteConversationItem(..)) => "delete_conversation_item",
             Route::Usage(UsageRoute::Chat(_)) => "chat_usage",
             Route::Usage(UsageRoute::Caller) => "caller_usage",
             Route::File(BuiltIn::PlaygroundPage) => "playground_page",

@@ -9,9 +9,9 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::{
-    newest_within, CallerUsage, ChatUsage, Claim, Claimant, IdempotencyKey, KeptAnswer,
-    PeriodUsage, RequestCount, Spent, Store, StoreError, Tokens, TurnContext, TurnExtras,
-    ANSWER_SECONDS, RATE_WINDOW,
+    newest_within, CallerUsage, ChatUsage, Claim, Claimant, ConversationInfo, IdempotencyKey,
+    KeptAnswer, PeriodUsage, RequestCount, Spent, Store, StoreError, Tokens, TurnContext,
+    TurnExtras, ANSWER_SECONDS, RATE_WINDOW,
 };
 use crate::chat::{ChatId, Tenant, Turn};
 use crate::clock::UtcDay;
@@ -58,6 +58,9 @@ struct Chat {
     window: Option<String>,
     usage: ChatUsage,
     expires_at: Option<Instant>,
+    /// When it was made a conversation, and its metadata (JSON).
+    created_at: Option<u64>,
+    metadata: Option<String>,
 }
 
 impl MemoryStore {
@@ -161,11 +164,13 @@ impl Store for MemoryStore {
         let chat = self.live(&mut state, &key(tenant, chat));
         let chat_prompt = chat.as_ref().and_then(|c| c.prompt.clone());
         let window_start = chat.as_ref().and_then(|c| c.window.clone());
+        let conversation = chat.as_ref().is_some_and(|c| c.created_at.is_some());
         Ok(TurnContext {
             global_prompt,
             chat_prompt,
             history: self.newest_turns(chat),
             window_start,
+            conversation,
         })
     }
 
@@ -238,29 +243,71 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn delete_turn(
+    async fn replace_turn(
         &self,
         tenant: &Tenant,
         chat: &ChatId,
         turn: &str,
+        with: Option<&Turn>,
     ) -> Result<bool, StoreError> {
         let mut state = self.state();
-        let chat = self.live(&mut state, &key(tenant, chat));
-        let Some(chat) = chat else {
+        let Some(chat) = self.live(&mut state, &key(tenant, chat)) else {
             return Ok(false);
         };
-        let Some(at) = chat
+        let found = chat
             .turns
             .iter()
-            .position(|(kept, _)| kept.id.as_deref() == Some(turn))
-        else {
+            .position(|(kept, _)| kept.id.as_deref() == Some(turn));
+        let Some(at) = found else {
             return Ok(false);
         };
         if let Some((removed, bytes)) = chat.turns.remove(at) {
             chat.bytes -= bytes;
             chat.messages -= removed.messages();
         }
+        if let Some(with) = with {
+            let size = serde_json::to_string(with).map_or(0, |json| json.len());
+            chat.turns.insert(at, (with.clone(), size));
+            chat.bytes += size;
+            chat.messages += with.messages();
+        }
         Ok(true)
+    }
+
+    async fn conversation(
+        &self,
+        tenant: &Tenant,
+        chat: &ChatId,
+    ) -> Result<Option<ConversationInfo>, StoreError> {
+        let mut state = self.state();
+        let chat = self.live(&mut state, &key(tenant, chat));
+        Ok(chat
+            .filter(|c| !c.turns.is_empty() || c.prompt.is_some() || c.created_at.is_some())
+            .map(|c| ConversationInfo {
+                created_at: c.created_at.unwrap_or(0),
+                metadata: c.metadata.clone(),
+            }))
+    }
+
+    async fn set_conversation(
+        &self,
+        tenant: &Tenant,
+        chat: &ChatId,
+        created_at: u64,
+        metadata: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let mut state = self.state();
+        let chat = self.touched(&mut state, &key(tenant, chat));
+        chat.created_at.get_or_insert(created_at);
+        if let Some(metadata) = metadata {
+            chat.metadata = Some(metadata.to_owned());
+        }
+        Ok(())
+    }
+
+    async fn delete_chat(&self, tenant: &Tenant, chat: &ChatId) -> Result<(), StoreError> {
+        self.state().chats.remove(&key(tenant, chat));
+        Ok(())
     }
 
     async fn chat_usage(&self, tenant: &Tenant, chat: &ChatId) -> Result<ChatUsage, StoreError> {

@@ -30,6 +30,17 @@ pub struct TurnContext {
     /// The id of the oldest turn sent upstream: the context window starts there, and stays
     /// there until the budget moves it.
     pub window_start: Option<String>,
+    /// The chat was made a conversation (`POST /v1/conversations`), turns or not.
+    pub conversation: bool,
+}
+
+/// A conversation's own fields, besides its turns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConversationInfo {
+    /// When it was made a conversation (Unix seconds); 0 for a chat that only turns made.
+    pub created_at: u64,
+    /// Its `metadata`, as JSON text.
+    pub metadata: Option<String>,
 }
 
 /// What a turn's write keeps beside the turn, in the same atomic write.
@@ -256,14 +267,34 @@ pub trait Store: Send + Sync {
     }
     /// Every kept turn of a chat, oldest first.
     async fn turns(&self, tenant: &Tenant, chat: &ChatId) -> Result<Vec<Turn>, StoreError>;
-    /// Removes the turn of id `turn` from the chat (a deleted response); says whether the
-    /// chat held it.
-    async fn delete_turn(
+    /// Replaces the turn of id `turn` with `with` (a conversation item deleted from it), or
+    /// removes it (a deleted response); says whether the chat held it.
+    async fn replace_turn(
         &self,
         tenant: &Tenant,
         chat: &ChatId,
         turn: &str,
+        with: Option<&Turn>,
     ) -> Result<bool, StoreError>;
+    /// A conversation's fields, when the chat exists (it has turns or a prompt, or was made
+    /// a conversation).
+    async fn conversation(
+        &self,
+        tenant: &Tenant,
+        chat: &ChatId,
+    ) -> Result<Option<ConversationInfo>, StoreError>;
+    /// Makes the chat a conversation created at `created_at` (kept if it already is one)
+    /// and sets its metadata when given; renews the chat's expiry.
+    async fn set_conversation(
+        &self,
+        tenant: &Tenant,
+        chat: &ChatId,
+        created_at: u64,
+        metadata: Option<&str>,
+    ) -> Result<(), StoreError>;
+    /// Removes the chat entirely: its turns, its prompt, its usage and its metadata (the
+    /// caller's own counters keep what it spent).
+    async fn delete_chat(&self, tenant: &Tenant, chat: &ChatId) -> Result<(), StoreError>;
     /// Drops the chat's turns; its prompt and its usage stay.
     async fn clear(&self, tenant: &Tenant, chat: &ChatId) -> Result<(), StoreError>;
     /// The chat's token usage over its life (cleared turns included).

@@ -136,6 +136,7 @@ mod tests {
                 "a cat".into(),
             )],
             window_start: None,
+            conversation: false,
         }
     }
 

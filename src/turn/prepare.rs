@@ -9,12 +9,11 @@ use tokio::time::Instant;
 
 use super::{Ask, Keep, ResponsesTurn, TurnEngine};
 use crate::budget::{self, Window};
-use crate::chat::{first_difference, response_id, Asked, ChatId, Tenant, Turn};
+use crate::chat::{first_difference, response_id, turn_items, Asked, ChatId, Tenant, Turn};
 use crate::clock::UtcDay;
 use crate::error::ApiError;
 use crate::request_log::RequestLog;
 use crate::store::{Claim, Store, TurnContext};
-use crate::upstream::responses::turn_items;
 use crate::upstream::wire::Message;
 
 /// What a turn sends upstream besides its parameters.
@@ -322,7 +321,9 @@ impl TurnEngine {
             for asked in &turn.asked {
                 messages.push(Message::asked(asked, as_text));
             }
-            messages.push(Message::reply(turn));
+            if turn.has_reply() {
+                messages.push(Message::reply(turn));
+            }
         }
         messages.extend(ask.asked.iter().map(|asked| Message::asked(asked, false)));
         messages
@@ -415,7 +416,8 @@ fn continue_from(
     context: &mut TurnContext,
 ) -> Result<Option<ChatId>, ApiError> {
     if let Some(conversation) = &responses.conversation {
-        let exists = !context.history.is_empty() || context.chat_prompt.is_some();
+        let exists =
+            context.conversation || !context.history.is_empty() || context.chat_prompt.is_some();
         if !exists {
             return Err(ApiError::Missing {
                 code: "conversation_not_found",

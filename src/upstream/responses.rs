@@ -5,13 +5,13 @@
 use secrecy::SecretString;
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::time::Instant;
 
 use super::error::redact;
 use super::wire::Usage;
 use super::{Chunk, ChunkStream, Completion, ToolCalls, Upstream, UpstreamError};
-use crate::chat::{calls_of, output_text, text_of, Asked, Part, Turn, UserContent};
+use crate::chat::{calls_of, output_text};
 
 /// `usage` as the Responses API counts it.
 #[derive(Debug, Default, Deserialize)]
@@ -192,60 +192,10 @@ pub fn calls_in(response: &RawValue) -> Vec<Value> {
         .map_or_else(Vec::new, |output| calls_of(output))
 }
 
-/// A stored turn as the input items it sends upstream: a Responses turn's own input and
-/// output items, exactly; another door's turn as the items its messages make.
-pub fn turn_items(turn: &Turn, images_as_text: bool, items: &mut Vec<Value>) {
-    if let Some(exchange) = &turn.exchange {
-        items.extend(exchange.input.iter().cloned());
-        items.extend(exchange.output().iter().cloned());
-        return;
-    }
-    items.extend(
-        turn.asked
-            .iter()
-            .map(|asked| asked_item(asked, images_as_text)),
-    );
-    if !turn.assistant.is_empty() || turn.calls.is_empty() {
-        items.push(json!({"role": "assistant", "content": turn.assistant}));
-    }
-    for call in &turn.calls {
-        items.push(json!({"type": "function_call", "call_id": call["id"],
-            "name": call["function"]["name"], "arguments": call["function"]["arguments"]}));
-    }
-}
-
-/// One of a turn's messages as an input item.
-pub fn asked_item(asked: &Asked, images_as_text: bool) -> Value {
-    match asked {
-        Asked::User(UserContent::Text(text)) => json!({"role": "user", "content": text}),
-        Asked::User(content) if images_as_text => {
-            let mut text = content.text().into_owned();
-            for url in content.image_urls() {
-                text.push_str(&format!("\n[image: {url}]"));
-            }
-            json!({"role": "user", "content": text})
-        }
-        Asked::User(UserContent::Parts(parts)) => {
-            let parts: Vec<Value> = parts
-                .iter()
-                .map(|part| match part {
-                    Part::Text { text } => json!({"type": "input_text", "text": text}),
-                    Part::ImageUrl { image_url } => json!({"type": "input_image",
-                        "image_url": image_url.url,
-                        "detail": image_url.detail.as_deref().unwrap_or("auto")}),
-                })
-                .collect();
-            json!({"role": "user", "content": parts})
-        }
-        Asked::ToolResult(result) => json!({"type": "function_call_output",
-            "call_id": result.tool_call_id, "output": text_of(&result.content)}),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chat::{Exchange, ToolResult};
+    use serde_json::json;
 
     #[test]
     fn usage_is_read_in_the_proxys_terms() {
@@ -261,51 +211,5 @@ mod tests {
             (10, 4, 14)
         );
         assert_eq!((usage.cached_tokens, usage.reasoning_tokens), (8, 3));
-    }
-
-    #[test]
-    fn turns_of_every_door_become_items() {
-        let call = json!({"id": "call_1", "type": "function",
-            "function": {"name": "f", "arguments": "{}"}});
-        let chat_turn = Turn {
-            calls: vec![call],
-            ..Turn::question(
-                None,
-                "q".into(),
-                Some("https://x/a.png".into()),
-                String::new(),
-            )
-        };
-        let mut items = Vec::new();
-        turn_items(&chat_turn, false, &mut items);
-        assert_eq!(
-            items,
-            [
-                json!({"role": "user", "content": [{"type": "input_text", "text": "q"},
-                    {"type": "input_image", "image_url": "https://x/a.png", "detail": "auto"}]}),
-                json!({"type": "function_call", "call_id": "call_1", "name": "f", "arguments": "{}"}),
-            ]
-        );
-        let result = Asked::ToolResult(ToolResult {
-            tool_call_id: "call_1".into(),
-            content: json!([{"type": "text", "text": "done"}]),
-        });
-        assert_eq!(
-            asked_item(&result, false),
-            json!({"type": "function_call_output", "call_id": "call_1", "output": "done"})
-        );
-        let reasoning =
-            json!({"type": "reasoning", "id": "rs_1", "encrypted_content": "gAAA", "summary": []});
-        let exchange = Exchange {
-            input: vec![json!({"role": "user", "content": "hi"})],
-            response: json!({"output": [reasoning.clone()]}),
-        };
-        let responses_turn = Turn {
-            exchange: Some(Box::new(exchange)),
-            ..Turn::question(None, "hi".into(), None, String::new())
-        };
-        let mut items = Vec::new();
-        turn_items(&responses_turn, false, &mut items);
-        assert_eq!(items, [json!({"role": "user", "content": "hi"}), reasoning]);
     }
 }

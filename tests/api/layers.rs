@@ -18,7 +18,7 @@ const LAYERS: &[&[&str]] = &[
     &["request_log"],
     &["budget"],
     &["turn"],
-    &["guard", "body", "idempotency", "routes"],
+    &["guard", "body", "idempotency", "paging", "routes"],
     &["app"],
     &[
         "api",
@@ -26,6 +26,8 @@ const LAYERS: &[&[&str]] = &[
         "api::openai",
         "api::usage",
         "api::files",
+        "api::responses",
+        "api::conversations",
     ],
     &["router"],
     &["lambda"],

@@ -42,7 +42,9 @@ fn every_documented_operation_is_routed_under_its_operation_id() {
     for (method, template, id) in &operations {
         let path = template
             .replace("{chat_id}", "c1")
-            .replace("{response_id}", "resp_x");
+            .replace("{response_id}", "resp_x")
+            .replace("{conversation_id}", "conv_x")
+            .replace("{item_id}", "msg_x");
         let route = Route::parse(method, &path)
             .unwrap_or_else(|e| panic!("{method} {template} is documented but not routed: {e}"));
         assert_eq!(route.name(), id, "{method} {template}");
@@ -72,6 +74,8 @@ fn every_route_the_router_knows_is_documented() {
         "models",
         "responses",
         "input_items",
+        "conversations",
+        "items",
         "playground",
         "app.js",
         "style.css",

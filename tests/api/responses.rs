@@ -532,3 +532,33 @@ async fn a_response_continuing_a_chain_costs_two_round_trips_on_the_wire() {
         ["start", "reply to: start", "branch"]
     );
 }
+
+#[tokio::test]
+async fn a_response_answered_by_one_instance_is_continued_by_another_at_once() {
+    let t = TestApp::start().await;
+    let other = t.another_instance();
+    for stream in [false, true] {
+        let reply = respond(&t, json!({"input": "one", "stream": stream})).await;
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        let first = if stream {
+            let completed = reply.events().last().unwrap().json();
+            completed["response"]["id"].as_str().unwrap().to_owned()
+        } else {
+            id_of(&reply)
+        };
+        let next = crate::support::send_to(
+            other,
+            t.request(
+                "/v1/responses",
+                json!({"input": "two", "previous_response_id": first}),
+                &[],
+            ),
+        )
+        .await;
+        assert_eq!(next.status, 200, "{}", next.text);
+        assert_eq!(
+            texts(&last_input(&t).await),
+            ["one", "reply to: one", "two"]
+        );
+    }
+}

@@ -245,12 +245,13 @@ async fn a_turn_runs_the_same_commands_whatever_the_history_length() {
     let expected: BTreeMap<String, u64> = [
         ("get", 2),    // the two prompts
         ("lrange", 1), // the history
-        ("hget", 1),   // the context window's start
         // The write: one script for the turn and the caller's counters; inside it:
         ("evalsha", 1),
         ("exists", 2), // the turn's marker and the count's, checked first
         ("set", 2),    // and set last
-        ("hmget", 1),  // the chat's counts so far: size, messages, usage
+        // Read with the history: the context window's start and whether the chat is a
+        // conversation; then, in the script, the chat's counts so far (size, messages, usage).
+        ("hmget", 2),
         ("rpush", 1),
         ("hset", 1), // and all of them written back
         // The day's and the month's counts for the model (prompt and completion tokens; no

@@ -41,11 +41,56 @@ def fingerprint(request):
     return (request.method, request.path_url.split("?")[0], body or b"")
 
 
+# Ids the proxy answered with (stored responses, conversations and their items), so that
+# the routes that read them by id are also fuzzed with ids that exist, not only with
+# random ones (which are all 404s).
+SEEN_IDS = {"response_id": [], "conversation_id": [], "item_id": []}
+
+
+def remember_ids(request, response):
+    kind = response.headers.get("content-type", "")
+    kind = (kind[0] if kind else "") if isinstance(kind, list) else kind
+    if response.status_code != 200 or not kind.startswith("application/json"):
+        return
+    try:
+        body = json.loads(response.content)
+    except ValueError:
+        return
+    if not isinstance(body, dict):
+        return
+    path = request.path_url.split("?")[0]
+    if body.get("object") == "response" and body.get("store") is True:
+        SEEN_IDS["response_id"].append(body["id"])
+    if body.get("object") == "conversation":
+        SEEN_IDS["conversation_id"].append(body["id"])
+    if path.startswith("/v1/conversations/") and path.endswith("/items") and body.get("object") == "list":
+        conversation = path.split("/")[3]
+        for item in body.get("data") or []:
+            if isinstance(item, dict) and "id" in item:
+                SEEN_IDS["item_id"].append((conversation, item["id"]))
+
+
+@schemathesis.hook
+def map_path_parameters(ctx, path_parameters):
+    """Every other case of a route that names a stored thing gets one that exists."""
+    if not path_parameters or os.urandom(1)[0] % 2:
+        return path_parameters
+    if "item_id" in path_parameters and SEEN_IDS["item_id"]:
+        conversation, item = SEEN_IDS["item_id"][os.urandom(1)[0] % len(SEEN_IDS["item_id"])]
+        return {**path_parameters, "conversation_id": conversation, "item_id": item}
+    for name in ("response_id", "conversation_id"):
+        if name in path_parameters and SEEN_IDS[name]:
+            known = SEEN_IDS[name]
+            return {**path_parameters, name: known[os.urandom(1)[0] % len(known)]}
+    return path_parameters
+
+
 @schemathesis.hook
 def after_call(ctx, case, response):
     key = idempotency_key(response.request)
     if key is not None:
         SENT_UNDER_KEY.setdefault(key, set()).add(fingerprint(response.request))
+    remember_ids(response.request, response)
 
 
 def error_code_and_message(response):

@@ -110,7 +110,7 @@ def documented_operations():
     """"METHOD /template" -> a regular expression for its request paths."""
     doc = json.loads((ROOT / "openapi.json").read_text())
     return {
-        f"{method.upper()} {path}": re.compile("^" + re.escape(path).replace(r"\{chat_id\}", "[^/]+") + "$")
+        f"{method.upper()} {path}": re.compile("^" + re.sub(r"\\\{[a-z_]+\\\}", "[^/]+", re.escape(path)) + "$")
         for path, item in doc["paths"].items()
         for method in item
         if method in ("get", "post")

@@ -125,3 +125,25 @@ def test_another_caller_cannot_read_or_continue_a_response(proxy):
         theirs.responses.retrieve(mine.id)
     with pytest.raises(openai.NotFoundError):
         theirs.responses.create(model="gpt-4o-mini", input="x", previous_response_id=mine.id)
+
+
+def test_conversations_hold_the_items_of_their_responses(proxy):
+    sdk = client(proxy)
+    conversation = sdk.conversations.create(metadata={"topic": "marsupials"},
+                                            items=[{"type": "message", "role": "user", "content": "Hello"}])
+    assert conversation.id.startswith("conv_") and conversation.metadata == {"topic": "marsupials"}
+    answer = sdk.responses.create(model="gpt-4o-mini", input="What is a quokka?", conversation=conversation.id)
+    # The global prompt, the item the conversation began with, and the question.
+    assert output_text(answer) == "echo: What is a quokka? (3 items)"
+    items = sdk.conversations.items.list(conversation.id, order="asc")
+    assert [item.type for item in items.data] == ["message", "message", "message"]
+    assert items.data[-1].role == "assistant"
+    added = sdk.conversations.items.create(conversation.id, items=[{"type": "message", "role": "user", "content": "More?"}])
+    first = sdk.conversations.items.retrieve(added.data[0].id, conversation_id=conversation.id)
+    assert first.id == added.data[0].id
+    sdk.conversations.items.delete(added.data[0].id, conversation_id=conversation.id)
+    assert len(sdk.conversations.items.list(conversation.id).data) == 3
+    assert sdk.conversations.update(conversation.id, metadata={"topic": "wombats"}).metadata == {"topic": "wombats"}
+    sdk.conversations.delete(conversation.id)
+    with pytest.raises(openai.NotFoundError):
+        sdk.conversations.retrieve(conversation.id)

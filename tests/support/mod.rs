@@ -199,26 +199,41 @@ impl TestApp {
 
     /// Sends a request and reads its whole answer, streamed or not.
     pub async fn send(&self, request: Request) -> Reply {
-        let response = handle(self.app, request).await;
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let mut body = response.into_body();
-        let mut bytes = Vec::new();
-        while let Some(frame) = body.next().await {
-            bytes.extend_from_slice(&frame);
-        }
-        Reply {
-            status,
-            headers,
-            text: String::from_utf8_lossy(&bytes).into_owned(),
-        }
+        send_to(self.app, request).await
+    }
+
+    /// Another instance of the function over the same Redis and fake OpenAI, with the same
+    /// settings, as Lambda runs several at once.
+    pub fn another_instance(&self) -> &'static App {
+        Box::leak(Box::new(
+            App::build(&self.config).expect("a second instance builds"),
+        ))
     }
 
     /// Sends a request and returns the response as it starts, to read its body over time.
     pub async fn open(&self, request: Request) -> lambda_http::Response<ResponseBody> {
         handle(self.app, request).await
     }
+}
 
+/// Sends a request to `app` and reads its whole answer, streamed or not.
+pub async fn send_to(app: &App, request: Request) -> Reply {
+    let response = handle(app, request).await;
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let mut body = response.into_body();
+    let mut bytes = Vec::new();
+    while let Some(frame) = body.next().await {
+        bytes.extend_from_slice(&frame);
+    }
+    Reply {
+        status,
+        headers,
+        text: String::from_utf8_lossy(&bytes).into_owned(),
+    }
+}
+
+impl TestApp {
     /// The app behind a real HTTP server, for real HTTP clients; its base URL.
     pub async fn http_url(&self) -> String {
         format!("http://{}", http::serve(self.app).await)

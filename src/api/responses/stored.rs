@@ -7,9 +7,10 @@ use serde_json::{json, Value};
 
 use super::hide_encrypted_reasoning;
 use crate::app::App;
-use crate::chat::{parse_response_id, ChatId, Tenant, Turn};
+use crate::chat::{listed_items, parse_response_id, ChatId, Tenant, Turn};
 use crate::error::ApiError;
 use crate::http::{json_response, ResponseBody};
+use crate::paging::{query_values, Paging};
 use crate::request_log::RequestLog;
 
 fn not_found(id: &str) -> ApiError {
@@ -38,26 +39,6 @@ async fn stored_turn(
         .find(|turn| turn.id.as_deref() == Some(turn_id) && turn.exchange.is_some())
         .ok_or_else(|| not_found(id))?;
     Ok((turn, chat))
-}
-
-/// The query's values of `name`, percent-decoded (`include[]` and `include` alike).
-fn query_values<'a>(request: &'a Request, name: &'a str) -> impl Iterator<Item = String> + 'a {
-    request
-        .uri()
-        .query()
-        .unwrap_or("")
-        .split('&')
-        .filter_map(move |pair| {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            let key = key.strip_suffix("[]").unwrap_or(key);
-            let key = key.strip_suffix("%5B%5D").unwrap_or(key);
-            (key == name).then(|| {
-                let value = value.replace('+', " ");
-                percent_encoding::percent_decode_str(&value)
-                    .decode_utf8_lossy()
-                    .into_owned()
-            })
-        })
 }
 
 /// `GET /v1/responses/{id}`: the response as it was answered (the reasoning's encrypted
@@ -92,7 +73,8 @@ pub async fn delete(
 ) -> Result<Response<ResponseBody>, ApiError> {
     let (turn_id, chat) = parse_response_id(id).ok_or_else(|| not_found(id))?;
     let limit = app.guard.rate_limit(tenant, request);
-    let delete = async { tokio::join!(limit, app.store.delete_turn(tenant, &chat, turn_id)) };
+    let delete =
+        async { tokio::join!(limit, app.store.replace_turn(tenant, &chat, turn_id, None)) };
     let (allowed, deleted) = log.redis(delete).await;
     allowed?;
     if !deleted? {
@@ -102,98 +84,6 @@ pub async fn delete(
         StatusCode::OK,
         &json!({"id": id, "object": "response", "deleted": true}),
     ))
-}
-
-/// A list's paging, as OpenAI's list routes take it.
-pub(super) struct Paging {
-    pub limit: usize,
-    pub descending: bool,
-    pub after: Option<String>,
-}
-
-impl Paging {
-    /// `limit` (1 to 100, default 20), `order` (`asc` or `desc`, default `desc`), `after`.
-    pub fn of(request: &Request) -> Result<Paging, ApiError> {
-        let invalid = |param: &'static str, message: &str| ApiError::BadParam {
-            code: "invalid_value",
-            param,
-            message: message.to_owned(),
-        };
-        let limit = match query_values(request, "limit").next() {
-            None => 20,
-            Some(limit) => match limit.parse::<usize>() {
-                Ok(limit @ 1..=100) => limit,
-                _ => return Err(invalid("limit", "`limit` must be an integer from 1 to 100")),
-            },
-        };
-        let descending = match query_values(request, "order").next().as_deref() {
-            None | Some("desc") => true,
-            Some("asc") => false,
-            Some(_) => return Err(invalid("order", "`order` must be `asc` or `desc`")),
-        };
-        Ok(Paging {
-            limit,
-            descending,
-            after: query_values(request, "after").next(),
-        })
-    }
-
-    /// One page of `items` (each with an `id`, oldest first), in OpenAI's list shape.
-    pub fn page(&self, mut items: Vec<Value>) -> Value {
-        if self.descending {
-            items.reverse();
-        }
-        let start = match &self.after {
-            Some(after) => items
-                .iter()
-                .position(|item| item["id"] == after.as_str())
-                .map_or(items.len(), |at| at + 1),
-            None => 0,
-        };
-        let rest = items.len().saturating_sub(start);
-        let data: Vec<Value> = items.into_iter().skip(start).take(self.limit).collect();
-        json!({
-            "object": "list",
-            "data": data,
-            "first_id": data.first().map_or(Value::Null, |item| item["id"].clone()),
-            "last_id": data.last().map_or(Value::Null, |item| item["id"].clone()),
-            "has_more": rest > self.limit,
-        })
-    }
-}
-
-/// A turn's input items, each with an id: its own when it came with one, else one made
-/// from the turn's id and its place, the same on every read.
-pub(super) fn identified_input(turn: &Turn) -> Vec<Value> {
-    let turn_id = turn.id.as_deref().unwrap_or("");
-    let input = turn
-        .exchange
-        .as_ref()
-        .map_or(&[][..], |e| e.input.as_slice());
-    input
-        .iter()
-        .enumerate()
-        .map(|(index, item)| {
-            let mut item = item.clone();
-            if let Value::Object(fields) = &mut item {
-                if !fields.contains_key("type") {
-                    fields.insert("type".to_owned(), json!("message"));
-                }
-                if !fields.contains_key("id") {
-                    let prefix = match fields["type"].as_str() {
-                        Some("message") => "msg",
-                        Some("function_call_output") => "fco",
-                        _ => "item",
-                    };
-                    fields.insert(
-                        "id".to_owned(),
-                        json!(format!("{prefix}_{turn_id}{index:04x}")),
-                    );
-                }
-            }
-            item
-        })
-        .collect()
 }
 
 /// `GET /v1/responses/{id}/input_items`: the items the response was asked with.
@@ -206,8 +96,14 @@ pub async fn input_items(
 ) -> Result<Response<ResponseBody>, ApiError> {
     let paging = Paging::of(request)?;
     let (turn, _) = stored_turn(app, tenant, id, request, log).await?;
-    Ok(json_response(
-        StatusCode::OK,
-        &paging.page(identified_input(&turn)),
-    ))
+    Ok(json_response(StatusCode::OK, &paging.page(input_of(&turn))))
+}
+
+/// A response's input items, as listed (its output items are the response's own).
+fn input_of(turn: &Turn) -> Vec<Value> {
+    let inputs = turn
+        .exchange
+        .as_ref()
+        .map_or(0, |e| e.input.iter().filter(|item| !item.is_null()).count());
+    listed_items(turn).into_iter().take(inputs).collect()
 }

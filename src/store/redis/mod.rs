@@ -25,8 +25,9 @@ use self::keys::{ChatKeys, Keys};
 use self::scripts::{Script, Scripts};
 use self::values::{answered, decode_turns, parse_claim, pending, period};
 use super::{
-    newest_within, record_apart, CallerUsage, ChatUsage, Claim, Claimant, IdempotencyKey, Recorded,
-    RequestCount, Spent, Store, StoreError, TurnContext, TurnExtras, ANSWER_SECONDS, RATE_WINDOW,
+    newest_within, record_apart, CallerUsage, ChatUsage, Claim, Claimant, ConversationInfo,
+    IdempotencyKey, Recorded, RequestCount, Spent, Store, StoreError, TurnContext, TurnExtras,
+    ANSWER_SECONDS, RATE_WINDOW,
 };
 use crate::chat::{ChatId, Tenant, Turn};
 use crate::clock::UtcDay;
@@ -280,7 +281,8 @@ impl Store for RedisStore {
             self.client().get::<Option<String>, _>(&system),
             self.client()
                 .lrange::<Vec<String>, _>(&turns, self.read_from(), -1),
-            self.client().hget::<Option<String>, _, _>(&meta, "window"),
+            self.client()
+                .hmget::<Vec<Option<String>>, _, _>(&meta, vec!["window", "created_at"]),
         );
         let (global_prompt, chat_prompt, history, window_start) = (
             global_prompt.map_err(|e| self.error(e))?,
@@ -288,11 +290,14 @@ impl Store for RedisStore {
             history.map_err(|e| self.error(e))?,
             window_start.map_err(|e| self.error(e))?,
         );
+        let mut meta = window_start.into_iter();
+        let (window_start, created_at) = (meta.next().flatten(), meta.next().flatten());
         Ok(TurnContext {
             global_prompt,
             chat_prompt,
             history: newest_within(decode_turns(history)?, self.settings.max_history_messages),
             window_start,
+            conversation: created_at.is_some(),
         })
     }
 
@@ -391,21 +396,94 @@ impl Store for RedisStore {
         .await
     }
 
-    async fn delete_turn(
+    async fn replace_turn(
         &self,
         tenant: &Tenant,
         chat: &ChatId,
         turn: &str,
+        with: Option<&Turn>,
     ) -> Result<bool, StoreError> {
         let ChatKeys { turns, meta, .. } = self.keys.chat(tenant, chat);
-        let removed: i64 = self
+        let with = match with {
+            Some(turn) => serde_json::to_string(turn)
+                .map_err(|e| StoreError::new(format!("cannot encode a turn: {e}")))?,
+            None => String::new(),
+        };
+        let found: i64 = self
             .eval(
-                &self.scripts.delete_turn,
+                &self.scripts.replace_turn,
                 vec![turns, meta],
-                vec![turn.to_owned()],
+                vec![turn.to_owned(), with],
             )
             .await?;
-        Ok(removed == 1)
+        Ok(found == 1)
+    }
+
+    async fn conversation(
+        &self,
+        tenant: &Tenant,
+        chat: &ChatId,
+    ) -> Result<Option<ConversationInfo>, StoreError> {
+        let ChatKeys {
+            system,
+            turns,
+            meta,
+            ..
+        } = self.keys.chat(tenant, chat);
+        let (fields, exists) = tokio::join!(
+            self.client()
+                .hmget::<Vec<Option<String>>, _, _>(&meta, vec!["created_at", "metadata"]),
+            self.client().exists::<u64, _>(vec![turns, system]),
+        );
+        let mut fields = fields.map_err(|e| self.error(e))?.into_iter();
+        let (created_at, metadata) = (fields.next().flatten(), fields.next().flatten());
+        let exists = exists.map_err(|e| self.error(e))? > 0 || created_at.is_some();
+        Ok(exists.then(|| ConversationInfo {
+            created_at: created_at.and_then(|at| at.parse().ok()).unwrap_or(0),
+            metadata,
+        }))
+    }
+
+    async fn set_conversation(
+        &self,
+        tenant: &Tenant,
+        chat: &ChatId,
+        created_at: u64,
+        metadata: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let ChatKeys {
+            system,
+            turns,
+            meta,
+            ..
+        } = self.keys.chat(tenant, chat);
+        let _: i64 = self
+            .eval(
+                &self.scripts.set_conversation,
+                vec![turns, system, meta],
+                vec![
+                    self.ttl_arg(),
+                    created_at.to_string(),
+                    metadata.unwrap_or_default().to_owned(),
+                ],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn delete_chat(&self, tenant: &Tenant, chat: &ChatId) -> Result<(), StoreError> {
+        let ChatKeys {
+            system,
+            turns,
+            meta,
+            ..
+        } = self.keys.chat(tenant, chat);
+        // One command on the chat's one slot: all of it goes, or none.
+        self.client()
+            .del::<u64, _>(vec![turns, system, meta])
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(())
     }
 
     async fn chat_usage(&self, tenant: &Tenant, chat: &ChatId) -> Result<ChatUsage, StoreError> {

@@ -25,8 +25,9 @@ pub(super) struct Scripts {
     pub append_turn: Script,
     pub set_chat_prompt: Script,
     pub clear: Script,
+    pub set_conversation: Script,
     /// `append_turn`'s functions come first: it counts a turn's messages as they do.
-    pub delete_turn: Script,
+    pub replace_turn: Script,
     pub count_request: Script,
     pub add_usage: Script,
     /// `append_turn` and `add_usage` in one script.
@@ -53,9 +54,10 @@ impl Scripts {
             )),
             set_chat_prompt: chat(include_str!("scripts/set_chat_prompt.lua")),
             clear: chat(include_str!("scripts/clear.lua")),
-            delete_turn: Script::new(format!(
+            set_conversation: chat(include_str!("scripts/set_conversation.lua")),
+            replace_turn: Script::new(format!(
                 "{touch}{append_turn}{}",
-                body(include_str!("scripts/delete_turn.lua"))
+                body(include_str!("scripts/replace_turn.lua"))
             )),
             count_request: alone(include_str!("scripts/count_request.lua")),
             claim: alone(include_str!("scripts/claim.lua")),
@@ -71,7 +73,8 @@ impl Scripts {
             &self.append_turn,
             &self.set_chat_prompt,
             &self.clear,
-            &self.delete_turn,
+            &self.set_conversation,
+            &self.replace_turn,
             &self.count_request,
             &self.add_usage,
             &self.record,
@@ -104,7 +107,8 @@ mod tests {
             &scripts.append_turn,
             &scripts.set_chat_prompt,
             &scripts.clear,
-            &scripts.delete_turn,
+            &scripts.set_conversation,
+            &scripts.replace_turn,
             &scripts.count_request,
             &scripts.add_usage,
             &scripts.record,

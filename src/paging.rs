@@ -1,0 +1,85 @@
+//! The paging of OpenAI's list routes (`limit`, `order`, `after`), and the query values
+//! they and others read.
+
+use lambda_http::Request;
+use serde_json::{json, Value};
+
+use crate::error::ApiError;
+
+/// The query's values of `name`, percent-decoded (`include[]` and `include` alike).
+pub fn query_values<'a>(request: &'a Request, name: &'a str) -> impl Iterator<Item = String> + 'a {
+    request
+        .uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter_map(move |pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let key = key.strip_suffix("[]").unwrap_or(key);
+            let key = key.strip_suffix("%5B%5D").unwrap_or(key);
+            (key == name).then(|| {
+                let value = value.replace('+', " ");
+                percent_encoding::percent_decode_str(&value)
+                    .decode_utf8_lossy()
+                    .into_owned()
+            })
+        })
+}
+
+/// A list's paging, as OpenAI's list routes take it.
+pub struct Paging {
+    pub limit: usize,
+    pub descending: bool,
+    pub after: Option<String>,
+}
+
+impl Paging {
+    /// `limit` (1 to 100, default 20), `order` (`asc` or `desc`, default `desc`), `after`.
+    pub fn of(request: &Request) -> Result<Paging, ApiError> {
+        let invalid = |param: &'static str, message: &str| ApiError::BadParam {
+            code: "invalid_value",
+            param,
+            message: message.to_owned(),
+        };
+        let limit = match query_values(request, "limit").next() {
+            None => 20,
+            Some(limit) => match limit.parse::<usize>() {
+                Ok(limit @ 1..=100) => limit,
+                _ => return Err(invalid("limit", "`limit` must be an integer from 1 to 100")),
+            },
+        };
+        let descending = match query_values(request, "order").next().as_deref() {
+            None | Some("desc") => true,
+            Some("asc") => false,
+            Some(_) => return Err(invalid("order", "`order` must be `asc` or `desc`")),
+        };
+        Ok(Paging {
+            limit,
+            descending,
+            after: query_values(request, "after").next(),
+        })
+    }
+
+    /// One page of `items` (each with an `id`, oldest first), in OpenAI's list shape.
+    pub fn page(&self, mut items: Vec<Value>) -> Value {
+        if self.descending {
+            items.reverse();
+        }
+        let start = match &self.after {
+            Some(after) => items
+                .iter()
+                .position(|item| item["id"] == after.as_str())
+                .map_or(items.len(), |at| at + 1),
+            None => 0,
+        };
+        let rest = items.len().saturating_sub(start);
+        let data: Vec<Value> = items.into_iter().skip(start).take(self.limit).collect();
+        json!({
+            "object": "list",
+            "data": data,
+            "first_id": data.first().map_or(Value::Null, |item| item["id"].clone()),
+            "last_id": data.last().map_or(Value::Null, |item| item["id"].clone()),
+            "has_more": rest > self.limit,
+        })
+    }
+}
