@@ -97,6 +97,16 @@ fn setups(runtime: &Runtime, redis: &redis::RedisServer) -> Vec<Setup> {
                 let reply = handle(&setup.app, post("/full/chat", &format!("message {i}"))).await;
                 assert_eq!(reply.status(), 200);
             }
+            // A conversation at the cap made of Responses turns, for `respond_100`.
+            for i in 0..50 {
+                let body =
+                    serde_json::json!({"input": format!("message {i}"), "conversation": "rfull"});
+                if i == 0 {
+                    handle(&setup.app, post("/rfull/chat", "first")).await;
+                }
+                let reply = handle(&setup.app, post_json("/v1/responses", body, None)).await;
+                assert_eq!(reply.status(), 200);
+            }
         }
         setups
     })
@@ -174,7 +184,7 @@ fn cases() -> Vec<(&'static str, RequestMaker)> {
         (
             "respond_100",
             Box::new(|| {
-                let body = serde_json::json!({"input": "And then?", "conversation": "full"});
+                let body = serde_json::json!({"input": "And then?", "conversation": "rfull"});
                 post_json("/v1/responses", body, None)
             }),
         ),

@@ -562,3 +562,30 @@ async fn a_response_answered_by_one_instance_is_continued_by_another_at_once() {
         );
     }
 }
+
+#[tokio::test]
+async fn chains_branches_and_conversations_work_on_a_redis_cluster() {
+    let t = TestApp::over_cluster(&[]).await;
+    let one = id_of(&respond(&t, json!({"input": "one"})).await);
+    let two = id_of(&respond(&t, json!({"input": "two", "previous_response_id": one})).await);
+    respond(&t, json!({"input": "three", "previous_response_id": two})).await;
+    assert_eq!(
+        texts(&last_input(&t).await),
+        ["one", "reply to: one", "two", "reply to: two", "three"]
+    );
+    // A branch is written to a new chain's slot, with the history it copies.
+    let branch = id_of(&respond(&t, json!({"input": "other", "previous_response_id": one})).await);
+    respond(
+        &t,
+        json!({"input": "again", "previous_response_id": branch}),
+    )
+    .await;
+    assert_eq!(
+        texts(&last_input(&t).await),
+        ["one", "reply to: one", "other", "reply to: other", "again"]
+    );
+    t.say("trip", "seed").await;
+    let reply = respond(&t, json!({"input": "more", "conversation": "trip"})).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(t.transcript("trip").await.as_array().unwrap().len(), 4);
+}
