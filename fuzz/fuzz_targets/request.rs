@@ -64,5 +64,6 @@ fuzz_target!(|data: &[u8]| {
 
     let body = Body::from(body.to_vec());
     let _ = Content::parse(&body, Shape::Content, 4096);
-    let _ = Content::parse(&body, Shape::ContentAndUrl, 4096);
+    let _ = Content::parse(&body, Shape::Turn, 4096);
+    let _ = Content::parse(&body, Shape::ImageTurn, 4096);
 });
