@@ -1,4 +1,5 @@
-//! OpenAI's Conversations API over the proxy's chats: a conversation is a chat (the seed's
+//! OpenAI's Conversations API over the proxy's chats (one door: its routes share the
+//! conversation's lookup and its items' listing): a conversation is a chat (the seed's
 //! `/trip/chat` is the conversation `trip`), and its items are its turns' items, in order,
 //! whichever door made them. `POST /v1/conversations` makes a new one; its id, and its items,
 //! are then read, added to and deleted here, and its turns made with `/v1/responses`.

@@ -1,4 +1,5 @@
-//! A turn as stored: what the caller asked (one or more user messages) and the reply.
+//! A turn as stored: what the caller asked (one or more user messages) and the reply. One
+//! room because it is one stored form read by every version; half of it is its tests.
 //!
 //! The stored JSON keeps the shape the first version wrote, `{"user", "url"?, "assistant"}`,
 //! and adds to it, so chats written by any version read the same way:

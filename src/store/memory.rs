@@ -1,3 +1,6 @@
+//! The in-memory store, one room because it is one implementation of the `Store` trait,
+//! kept method for method beside Redis's.
+//!
 //! The in-memory store: the same contract as Redis, for local runs and unit tests.
 //!
 //! It lives and dies with one process, so on Lambda every instance would see different

@@ -1,4 +1,5 @@
-//! Preparing a turn: its one read round trip (the chat, and beside it the rate limit, the
+//! Preparing a turn, one room because every check below runs on the one read's result:
+//! its one read round trip (the chat, and beside it the rate limit, the
 //! tokens spent today and the claim on the `Idempotency-Key`), every limit checked, and the
 //! window of history it sends; then the messages that window makes.
 

@@ -1,4 +1,5 @@
-//! The built-in echo upstream (`OPENAI_BASE_URL=echo`): OpenAI's HTTP API answered in
+//! The built-in echo upstream (`OPENAI_BASE_URL=echo`), one room because it is one fake
+//! server (its routes share the answer's text, tokens and pacing): OpenAI's HTTP API answered in
 //! process, with no key and no network, so that every route can be tried on a fresh
 //! machine. Only the HTTP exchange is replaced: requests are built, sent through the retry
 //! layer and read back exactly as with OpenAI, by the same turn engine, store and limits.

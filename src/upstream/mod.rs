@@ -95,6 +95,18 @@ pub struct ChunkStream {
 }
 
 impl ChunkStream {
+    /// A stream of `chat.completion.chunk`s, or (`responses`) of the Responses API's events.
+    pub(crate) fn new(inner: RawStream, api_key: SecretString, responses: bool) -> ChunkStream {
+        ChunkStream {
+            inner,
+            api_key,
+            responses: responses.then_some(None),
+            open: std::collections::BTreeSet::new(),
+            first_ended: false,
+            calls: ToolCalls::default(),
+        }
+    }
+
     /// The whole tool calls of the reply (the first choice), once its stream has ended.
     pub fn tool_calls(&self) -> Vec<Value> {
         self.calls.whole()
@@ -253,14 +265,7 @@ impl Upstream {
         let chat = self.client.chat();
         let call = chat.create_stream_byot::<_, Box<RawValue>>(request);
         let inner = self.within(self.deadline(Some(deadline)), call).await?;
-        Ok(ChunkStream {
-            inner,
-            api_key: self.api_key.clone(),
-            open: std::collections::BTreeSet::new(),
-            first_ended: false,
-            calls: ToolCalls::default(),
-            responses: None,
-        })
+        Ok(ChunkStream::new(inner, self.api_key.clone(), false))
     }
 
     /// Upstream's model list, as it sends it.

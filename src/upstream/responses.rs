@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use super::error::redact;
 use super::wire::Usage;
-use super::{Chunk, ChunkStream, Completion, ToolCalls, Upstream, UpstreamError};
+use super::{Chunk, ChunkStream, Completion, Upstream, UpstreamError};
 use crate::chat::{calls_of, output_text};
 
 /// `usage` as the Responses API counts it.
@@ -102,14 +102,7 @@ impl Upstream {
         let responses = self.client.responses();
         let call = responses.create_stream_byot::<_, Box<RawValue>>(request);
         let inner = self.within(self.deadline(Some(deadline)), call).await?;
-        Ok(ChunkStream {
-            inner,
-            api_key: self.api_key.clone(),
-            open: std::collections::BTreeSet::new(),
-            first_ended: false,
-            calls: ToolCalls::default(),
-            responses: Some(None),
-        })
+        Ok(ChunkStream::new(inner, self.api_key.clone(), true))
     }
 }
 

@@ -1,3 +1,6 @@
+//! The Redis store, one room because it is one implementation of the `Store` trait (its
+//! keys, connection, scripts and values live in the files beside it).
+//!
 //! The Redis store (fred): one read of concurrent commands and one atomic script per turn.
 //!
 //! Every chat write is a single `EVAL`: atomic like `MULTI`/`EXEC`, but one command on the
