@@ -1,7 +1,8 @@
 //! Redis cost of one turn for chats of 2 and 100 stored messages at the default
 //! MAX_HISTORY_MESSAGES (100), and of 2, 100 and 1000 with it raised to 2000: round trips
-//! counted on the wire (a relay holds each direction 20 ms, so a turn's time in units of
-//! 40 ms is its round trips), commands the server ran (INFO commandstats, scripts' inner
+//! counted on the wire (a relay holds each direction 20 ms and counts the bursts of
+//! requests Redis sees: a request that waited for an answer comes 40 ms after the last),
+//! commands the server ran (INFO commandstats, scripts' inner
 //! commands included), and the turn's median time on loopback with the relay in the path
 //! but holding nothing.
 //!
@@ -170,9 +171,9 @@ async fn measure(max_history: &str, stored: usize) {
     const HOP: Duration = Duration::from_millis(20);
     let commands_before = redis.command_counts();
     relay.set_delay(HOP);
-    let started = Instant::now();
+    let started = tokio::time::Instant::now();
     assert_eq!(handle(&app, request()).await.status(), 200);
-    let trips = started.elapsed().as_secs_f64() / (2.0 * HOP.as_secs_f64());
+    let trips = relay.bursts_since(started);
     relay.set_delay(Duration::ZERO);
     let mut commands: BTreeMap<String, u64> = redis.command_counts();
     for (name, count) in &commands_before {
@@ -198,7 +199,7 @@ async fn measure(max_history: &str, stored: usize) {
     let p50 = samples[samples.len() / 2];
     let summary: Vec<String> = commands.iter().map(|(n, c)| format!("{n}={c}")).collect();
     println!(
-        "{:<22} {:>8} {:>11} {:>12.2} {:>9.3}  {}",
+        "{:<22} {:>8} {:>11} {:>12} {:>9.3}  {}",
         max_history,
         stored,
         kept,

@@ -516,9 +516,9 @@ async fn a_response_continuing_a_chain_costs_two_round_trips_on_the_wire() {
         );
     }
     let turn = respond(&t, json!({"input": "measured", "previous_response_id": id}));
-    crate::turns::assert_about(
+    crate::turns::assert_trips(
         crate::turns::round_trips(&t, turn).await,
-        2.0,
+        2,
         "a chained response",
     );
     // A branch writes the history it copies in the same one write.
@@ -526,7 +526,7 @@ async fn a_response_continuing_a_chain_costs_two_round_trips_on_the_wire() {
         &t,
         json!({"input": "branch", "previous_response_id": first}),
     );
-    crate::turns::assert_about(crate::turns::round_trips(&t, branch).await, 2.0, "a branch");
+    crate::turns::assert_trips(crate::turns::round_trips(&t, branch).await, 2, "a branch");
     assert_eq!(
         texts(&last_input(&t).await),
         ["start", "reply to: start", "branch"]

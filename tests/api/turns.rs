@@ -266,25 +266,32 @@ async fn a_turn_runs_the_same_commands_whatever_the_history_length() {
 }
 
 /// Round trips a request waits for, counted on the wire: the relay holds every chunk for
-/// `HOP` each way, so each round trip costs `2 * HOP` and the rest of the work is far less.
+/// `HOP` each way and counts the bursts of requests Redis saw while the request ran.
 pub(crate) async fn round_trips(
     t: &TestApp,
     request: impl std::future::Future<Output = crate::support::Reply>,
-) -> f64 {
+) -> u32 {
     const HOP: std::time::Duration = std::time::Duration::from_millis(60);
+    t.relay().settle(HOP).await;
     t.relay().set_delay(HOP);
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     let reply = request.await;
     let elapsed = started.elapsed();
+    let trips = t.relay().bursts_since(started);
     t.relay().set_delay(std::time::Duration::ZERO);
     assert!(reply.status < 300, "{}", reply.text);
-    elapsed.as_secs_f64() / (2.0 * HOP.as_secs_f64())
+    // The setup did what it should: the relay was in the path and held what it relayed.
+    assert!(
+        elapsed >= 2 * HOP * trips,
+        "{trips} round trips in {elapsed:?}: the relay did not hold them"
+    );
+    trips
 }
 
-pub(crate) fn assert_about(measured: f64, expected: f64, what: &str) {
-    assert!(
-        measured >= expected && measured < expected + 0.5,
-        "{what}: {measured:.2} round trips, expected {expected}"
+pub(crate) fn assert_trips(measured: u32, expected: u32, what: &str) {
+    assert_eq!(
+        measured, expected,
+        "{what}: {measured} round trips, expected {expected}"
     );
 }
 
@@ -295,17 +302,17 @@ async fn a_turn_waits_for_two_round_trips_on_the_wire_whatever_the_history_lengt
         t.say("long", &format!("message {i}")).await;
     }
     // The setup did what it should: the relay is in the path, and a plain read costs one.
-    assert_about(
+    assert_trips(
         round_trips(&t, t.get("/long/system")).await,
-        1.0,
+        1,
         "GET /<id>/system",
     );
     let new_chat = t.post("/short/chat", json!({"content": "hi"}));
-    assert_about(round_trips(&t, new_chat).await, 2.0, "a turn on a new chat");
+    assert_trips(round_trips(&t, new_chat).await, 2, "a turn on a new chat");
     let long_chat = t.post("/long/chat", json!({"content": "hi"}));
-    assert_about(
+    assert_trips(
         round_trips(&t, long_chat).await,
-        2.0,
+        2,
         "a turn on a 100-message chat",
     );
     // The same chat through OpenAI's API, buffered and streamed: the same two.
@@ -326,7 +333,7 @@ async fn a_turn_waits_for_two_round_trips_on_the_wire_whatever_the_history_lengt
             assert_eq!(reply.status, 200, "{}", reply.text);
             reply
         };
-        assert_about(round_trips(&t, turn).await, 2.0, what);
+        assert_trips(round_trips(&t, turn).await, 2, what);
     }
     assert_eq!(
         t.openai.chat_bodies().await.len(),
@@ -340,7 +347,7 @@ async fn the_rate_limit_is_checked_within_the_turns_read_round_trip() {
     let t = TestApp::over_relay(&[("RATE_LIMIT_PER_MINUTE", "100")]).await;
     t.say("c1", "warm").await;
     let turn = t.post("/c1/chat", json!({"content": "counted"}));
-    assert_about(round_trips(&t, turn).await, 2.0, "a rate-limited turn");
+    assert_trips(round_trips(&t, turn).await, 2, "a rate-limited turn");
     // And it was counted: the window holds both requests.
     assert_eq!(
         t.redis.query(&["HLEN", "chat-proxy:requests:ip:unknown"]),

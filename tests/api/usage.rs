@@ -243,21 +243,17 @@ async fn the_limits_and_the_idempotency_claim_ride_the_turns_read_round_trip() {
     ])
     .await;
     t.say("c1", "warm").await;
-    const HOP: std::time::Duration = std::time::Duration::from_millis(60);
-    t.relay().set_delay(HOP);
-    let started = std::time::Instant::now();
-    let reply = t
-        .call_with(
-            Method::POST,
-            "/c1/chat",
-            Body::from(json!({"content": "counted"}).to_string()),
-            &[("idempotency-key", "k-1")],
-        )
-        .await;
-    let trips = started.elapsed().as_secs_f64() / (2.0 * HOP.as_secs_f64());
-    t.relay().set_delay(std::time::Duration::ZERO);
-    assert_eq!(reply.status, 200, "{}", reply.text);
-    assert!((2.0..2.5).contains(&trips), "{trips:.2} round trips");
+    let turn = t.call_with(
+        Method::POST,
+        "/c1/chat",
+        Body::from(json!({"content": "counted"}).to_string()),
+        &[("idempotency-key", "k-1")],
+    );
+    crate::turns::assert_trips(
+        crate::turns::round_trips(&t, turn).await,
+        2,
+        "a limited turn with an Idempotency-Key",
+    );
 }
 
 #[tokio::test]

@@ -1,7 +1,9 @@
 //! A TCP relay on loopback in front of a server (Redis), for what only the wire can show:
 //! - every byte is held for a fixed delay in each direction, so a request that waits for
-//!   N round trips takes about N times twice the delay: round trips are counted on the wire,
-//!   not by the code under test;
+//!   a client that waits for an answer before it speaks again leaves a gap of at least
+//!   twice the delay between its requests: round trips are counted on the wire, as the
+//!   bursts of requests the server sees, not by the code under test or by a timer that a
+//!   busy machine would stretch;
 //! - a connection can be cut right after a chosen request has reached the server and
 //!   before its answer comes back, as a network failure would.
 
@@ -29,6 +31,8 @@ struct State {
     /// Cut the next connection that sends a chunk holding these bytes.
     cut_on: Mutex<Option<Vec<u8>>>,
     cuts: Mutex<u32>,
+    /// When each chunk from a client reached the relay.
+    requests: Mutex<Vec<Instant>>,
 }
 
 impl Relay {
@@ -64,6 +68,36 @@ impl Relay {
     /// server, whose answer is then dropped along with both connections.
     pub fn cut_after(&self, needle: &str) {
         *self.state.cut_on.lock().unwrap() = Some(needle.as_bytes().to_vec());
+    }
+
+    /// Bursts of requests clients sent since `since`: a chunk that comes more than the
+    /// delay after the one before it opens a new burst. With a delay set, a request that
+    /// waited for an earlier answer comes at least twice the delay after it, while
+    /// requests sent together come within microseconds, so each burst is one round trip.
+    pub fn bursts_since(&self, since: Instant) -> u32 {
+        let gap = *self.state.delay.lock().unwrap();
+        let requests = self.state.requests.lock().unwrap();
+        let mut bursts = 0;
+        let mut last: Option<Instant> = None;
+        for &at in requests.iter().filter(|&&at| at >= since) {
+            if last.is_none_or(|last| at.duration_since(last) > gap) {
+                bursts += 1;
+            }
+            last = Some(at);
+        }
+        bursts
+    }
+
+    /// Waits until no client has sent anything for `quiet`, so that what is measured next
+    /// is not mixed with what came before (a cold start's script loads, say).
+    pub async fn settle(&self, quiet: Duration) {
+        loop {
+            let last = self.state.requests.lock().unwrap().last().copied();
+            match last {
+                Some(at) if at.elapsed() < quiet => tokio::time::sleep(quiet - at.elapsed()).await,
+                _ => return,
+            }
+        }
     }
 
     /// How many connections were cut so far.
@@ -116,6 +150,9 @@ async fn pump(
                 Ok(n) => n,
             };
             let chunk = buffer[..n].to_vec();
+            if upward {
+                state.requests.lock().unwrap().push(Instant::now());
+            }
             let cut_here = upward && {
                 let mut armed = state.cut_on.lock().unwrap();
                 let hit = armed

@@ -92,21 +92,29 @@ impl Connection {
                 *last = None;
             }
             let (loader, scripts) = (loader.clone(), scripts.clone());
+            // All at once, so they are pipelined into one round trip: loaded one after
+            // another, the first turns after a cold start would race them and pay NOSCRIPT.
             tokio::spawn(async move {
-                for script in scripts.iter() {
-                    let loaded = if clustered {
-                        loader.script_load_cluster::<(), _>(script.as_str()).await
-                    } else {
-                        loader
-                            .script_load::<String, _>(script.as_str())
-                            .await
-                            .map(drop)
-                    };
-                    if let Err(error) = loaded {
-                        // Calls by SHA-1 fall back to sending the body: slower, not wrong.
-                        tracing::warn!(%error, "a script could not be loaded into Redis");
-                        break;
+                let loads = scripts.iter().map(|script| {
+                    let loader = loader.clone();
+                    async move {
+                        if clustered {
+                            loader.script_load_cluster::<(), _>(script.as_str()).await
+                        } else {
+                            loader
+                                .script_load::<String, _>(script.as_str())
+                                .await
+                                .map(drop)
+                        }
                     }
+                });
+                let failed = futures_util::future::join_all(loads)
+                    .await
+                    .into_iter()
+                    .find_map(Result::err);
+                if let Some(error) = failed {
+                    // Calls by SHA-1 fall back to sending the body: slower, not wrong.
+                    tracing::warn!(%error, "a script could not be loaded into Redis");
                 }
             });
             async { Ok(()) }
