@@ -24,6 +24,8 @@ pub struct App {
     pub cors: Cors,
     pub default_system_prompt: String,
     pub max_body_bytes: usize,
+    /// `MAX_HISTORY_MESSAGES` and `MAX_CHAT_BYTES`: what a chat holds at most.
+    pub chat_caps: (usize, usize),
     pub allowed_models: AllowedModels,
     /// `PLAYGROUND`: whether `GET /playground` is served.
     pub playground: bool,
@@ -81,6 +83,10 @@ impl App {
             cors: config.cors.clone(),
             default_system_prompt: config.default_system_prompt.clone(),
             max_body_bytes: config.max_body_bytes,
+            chat_caps: (
+                config.store.max_history_messages,
+                config.store.max_chat_bytes,
+            ),
             allowed_models: config.allowed_models.clone(),
             playground: config.playground,
             stream_stall: config.keep_alive * 2,

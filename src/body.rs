@@ -14,6 +14,8 @@ pub struct Content {
     pub url: Option<String>,
     /// The caller asked for the answer as server-sent events.
     pub stream: bool,
+    /// `/edit`'s place of the message to edit in the chat's transcript.
+    pub index: Option<usize>,
 }
 
 /// Which fields a route takes.
@@ -25,17 +27,27 @@ pub enum Shape {
     Turn,
     /// `{"content": string, "url": string, "stream"?: bool}`: `/img`.
     ImageTurn,
+    /// `{"stream"?: bool}`, or no body at all: `/regenerate` (`content` is empty).
+    Regenerate,
+    /// `{"index": integer, "content": string, "stream"?: bool}`: `/edit`.
+    Edit,
 }
 
 impl Content {
     /// Parses a body of the given shape; any other field is refused, so a typo such as
     /// `"contents"` is an error rather than a silently empty message.
     pub fn parse(body: &Body, shape: Shape, limit: usize) -> Result<Content, ApiError> {
-        let mut fields = json_object(body, limit)?;
+        let empty = body.as_ref().iter().all(u8::is_ascii_whitespace);
+        let mut fields = match shape {
+            Shape::Regenerate if empty && body.as_ref().len() <= limit => Map::new(),
+            _ => json_object(body, limit)?,
+        };
         let allowed: &[&str] = match shape {
             Shape::Content => &["content"],
             Shape::Turn => &["content", "stream"],
             Shape::ImageTurn => &["content", "url", "stream"],
+            Shape::Regenerate => &["stream"],
+            Shape::Edit => &["index", "content", "stream"],
         };
         if let Some(unknown) = fields.keys().find(|key| !allowed.contains(&key.as_str())) {
             return Err(ApiError::bad_request(
@@ -46,9 +58,20 @@ impl Content {
                 ),
             ));
         }
-        let content = required_text(&mut fields, "content", "invalid_content")?;
+        let index = match (shape, fields.remove("index")) {
+            (Shape::Edit, Some(Value::Number(n))) => match n.as_u64().map(usize::try_from) {
+                Some(Ok(index)) => Some(index),
+                _ => return Err(invalid_index()),
+            },
+            (Shape::Edit, _) => return Err(invalid_index()),
+            _ => None,
+        };
+        let content = match shape {
+            Shape::Regenerate => String::new(),
+            _ => required_text(&mut fields, "content", "invalid_content")?,
+        };
         let url = match shape {
-            Shape::Content | Shape::Turn => None,
+            Shape::Content | Shape::Turn | Shape::Regenerate | Shape::Edit => None,
             Shape::ImageTurn => Some(image_url(required_text(
                 &mut fields,
                 "url",
@@ -69,7 +92,18 @@ impl Content {
             content,
             url,
             stream,
+            index,
         })
+    }
+}
+
+fn invalid_index() -> ApiError {
+    ApiError::BadParam {
+        code: "invalid_index",
+        param: "index",
+        message: "`index` is required: the place of a user message in GET /<chat_id>/chat, \
+                  an integer from 0"
+            .to_owned(),
     }
 }
 

@@ -3,6 +3,15 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+/// Now, in Unix milliseconds: when a chat was last written.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| {
+            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+        })
+}
+
 /// A UTC day, as the usage keys and answers name it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UtcDay {

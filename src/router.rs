@@ -148,6 +148,10 @@ async fn serve(
             api::usage::chat(app, &tenant, &chat, request, log).await
         }
         Route::Usage(UsageRoute::Caller) => api::usage::caller(app, &tenant, request, log).await,
+        Route::Chats(route) => api::chats::serve(app, route, &tenant, request, log).await,
+        Route::OpenAi(OpenAiRoute::ListConversations) => {
+            api::conversations::list(app, &tenant, request, log).await
+        }
     }
 }
 

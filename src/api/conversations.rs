@@ -175,6 +175,78 @@ pub async fn create(
     Ok(json_response(StatusCode::OK, &conversation(&chat, &info)))
 }
 
+/// `GET /v1/conversations`: the caller's conversations (every chat of theirs is one), most
+/// recently written first, in OpenAI's list shape; beyond OpenAI's API, which lists none.
+/// `after` is a conversation id of an earlier page (`last_id`); the list is by last write,
+/// so `order` is `desc` only.
+pub async fn list(
+    app: &App,
+    tenant: &Tenant,
+    request: &Request,
+    log: &mut RequestLog,
+) -> Result<Response<ResponseBody>, ApiError> {
+    let paging = Paging::of(request)?;
+    if !paging.descending {
+        return Err(invalid(
+            "order",
+            "conversations are listed by their last write, newest first: `order` is `desc`",
+        ));
+    }
+    let limit = app.guard.rate_limit(tenant, request);
+    let store = &app.store;
+    let after = match &paging.after {
+        Some(after) => Some(chat_of(after).map_err(|_| unknown_after(after))?),
+        None => None,
+    };
+    // The cursor's place is read with the rate limit: the page's read needs it.
+    let read = async {
+        tokio::join!(limit, async {
+            match &after {
+                Some(chat) => store.chat_summary(tenant, chat).await,
+                None => Ok(None),
+            }
+        })
+    };
+    let (allowed, cursor) = log.redis(read).await;
+    allowed?;
+    let cursor = match (cursor?, &paging.after) {
+        (Some(summary), _) => Some(summary.cursor()),
+        (None, Some(after)) => return Err(unknown_after(after)),
+        (None, None) => None,
+    };
+    let page = log
+        .redis(store.list_chats(tenant, cursor.as_ref(), paging.limit))
+        .await?;
+    let data: Vec<Value> = page
+        .chats
+        .iter()
+        .map(|chat| {
+            let info = chat.conversation.clone().unwrap_or(ConversationInfo {
+                created_at: chat.created_at,
+                metadata: None,
+            });
+            conversation(&chat.id, &info)
+        })
+        .collect();
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({
+            "object": "list",
+            "data": data,
+            "first_id": data.first().map_or(Value::Null, |item| item["id"].clone()),
+            "last_id": data.last().map_or(Value::Null, |item| item["id"].clone()),
+            "has_more": page.next.is_some(),
+        }),
+    ))
+}
+
+fn unknown_after(after: &str) -> ApiError {
+    invalid(
+        "after",
+        format!("`after` names no conversation of yours: '{after}'"),
+    )
+}
+
 /// The conversation `id`, read with the caller's rate limit: 404 when it does not exist.
 async fn existing(
     app: &App,

@@ -3,7 +3,6 @@
 //! `delta` events as the reply is written, then `done` with the same JSON object a buffered
 //! turn answers, or `error` with an OpenAI-shaped error if the turn fails mid-stream.
 
-use std::borrow::Cow;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -14,7 +13,7 @@ use serde_json::json;
 
 use crate::app::App;
 use crate::body::{Content, Shape};
-use crate::chat::{Asked, ChatId, Tenant, Turn, UserContent};
+use crate::chat::{transcript, Asked, ChatId, Tenant, UserContent};
 use crate::error::ApiError;
 use crate::guard::source_ip;
 use crate::http::{
@@ -24,7 +23,7 @@ use crate::http::{
 use crate::idempotency;
 use crate::request_log::RequestLog;
 use crate::routes::SeedRoute;
-use crate::turn::{Answered, Ask, Keep, Opened, Ran, StreamSink};
+use crate::turn::{Answered, Ask, Keep, Opened, Ran, Redo, StreamSink};
 use crate::upstream::wire::Usage;
 use crate::upstream::{Chunk, Model};
 
@@ -47,6 +46,14 @@ pub async fn serve(
         SeedRoute::SendImage(chat) => {
             let question = content(Shape::ImageTurn)?;
             turn(app, tenant, &chat, question, request, limit, log).await
+        }
+        SeedRoute::Regenerate(chat) => {
+            let asked = content(Shape::Regenerate)?;
+            redo(app, tenant, &chat, asked, request, limit, log).await
+        }
+        SeedRoute::Edit(chat) => {
+            let asked = content(Shape::Edit)?;
+            redo(app, tenant, &chat, asked, request, limit, log).await
         }
         other => {
             log.redis(limit).await?;
@@ -120,6 +127,16 @@ async fn dispatch(
             let counted = std::future::ready(Ok(()));
             turn(app, tenant, &chat, question, request, counted, log).await
         }
+        SeedRoute::Regenerate(chat) => {
+            let asked = content(Shape::Regenerate)?;
+            let counted = std::future::ready(Ok(()));
+            redo(app, tenant, &chat, asked, request, counted, log).await
+        }
+        SeedRoute::Edit(chat) => {
+            let asked = content(Shape::Edit)?;
+            let counted = std::future::ready(Ok(()));
+            redo(app, tenant, &chat, asked, request, counted, log).await
+        }
     }
 }
 
@@ -140,10 +157,83 @@ async fn turn(
         Model::Chat
     };
     let streamed = question.stream || accepts_event_stream(request.headers());
+    let asked = vec![Asked::User(UserContent::question(
+        question.content,
+        question.url,
+    ))];
+    let how = How {
+        asked,
+        redo: None,
+        model,
+        streamed,
+        kind: model_kind(model),
+    };
+    answer(app, tenant, chat, how, request, rate_limit, log).await
+}
+
+/// `/regenerate` and `/edit`: the newest turn, or a question edited, asked again, and the
+/// answer given as `/chat` gives it. The engine finds what to ask in the chat it reads and
+/// replaces the old turns in the turn's one write, so a redo that fails changes nothing.
+async fn redo(
+    app: &App,
+    tenant: &Tenant,
+    chat: &ChatId,
+    asked: Content,
+    request: &Request,
+    rate_limit: impl std::future::Future<Output = Result<(), ApiError>>,
+    log: &mut RequestLog,
+) -> Result<Response<ResponseBody>, ApiError> {
+    let (redo, kind): (Redo, &'static [u8]) = match asked.index {
+        Some(index) => (
+            Redo::Edit {
+                index,
+                content: asked.content,
+            },
+            b"edit",
+        ),
+        None => (Redo::Last, b"regenerate"),
+    };
+    let how = How {
+        asked: Vec::new(),
+        redo: Some(redo),
+        model: Model::Chat,
+        streamed: asked.stream || accepts_event_stream(request.headers()),
+        kind,
+    };
+    answer(app, tenant, chat, how, request, rate_limit, log).await
+}
+
+/// What a seed turn asks, and how it is answered.
+struct How {
+    asked: Vec<Asked>,
+    redo: Option<Redo>,
+    model: Model,
+    streamed: bool,
+    /// What the route asks, for the `Idempotency-Key`'s fingerprint.
+    kind: &'static [u8],
+}
+
+/// A seed turn's answer: buffered JSON, or server-sent events.
+async fn answer(
+    app: &App,
+    tenant: &Tenant,
+    chat: &ChatId,
+    how: How,
+    request: &Request,
+    rate_limit: impl std::future::Future<Output = Result<(), ApiError>>,
+    log: &mut RequestLog,
+) -> Result<Response<ResponseBody>, ApiError> {
+    let How {
+        asked,
+        redo,
+        model,
+        streamed,
+        kind,
+    } = how;
     let keep = idempotency::key_of(request, Some(chat))?.map(|key| {
         let fingerprint = idempotency::fingerprint(&[
             b"seed",
-            model_kind(model),
+            kind,
             if streamed { b"stream" } else { b"json" },
             request.body().as_ref(),
         ]);
@@ -152,12 +242,10 @@ async fn turn(
     let ask = Ask {
         tenant,
         chat: Some(chat),
-        asked: vec![Asked::User(UserContent::question(
-            question.content,
-            question.url,
-        ))],
+        asked,
         prompt: None,
         resent: None,
+        redo,
         responses: None,
         model: app.upstream.model_name(model),
         params: None,
@@ -267,52 +355,4 @@ impl<'a> Reply<'a> {
             stored: None,
         }
     }
-}
-
-/// One message of `GET /<chat_id>/chat`.
-#[derive(Serialize)]
-struct TranscriptMessage<'a> {
-    role: &'static str,
-    content: Cow<'a, str>,
-    /// The message's image (its first, when it has several).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    url: Option<&'a str>,
-    /// Every image of a message that has more than one.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    urls: Option<Vec<&'a str>>,
-}
-
-fn transcript(turns: &[Turn]) -> Vec<TranscriptMessage<'_>> {
-    let mut messages = Vec::with_capacity(turns.len() * 2);
-    for turn in turns {
-        for asked in &turn.asked {
-            let urls: Vec<&str> = asked.image_urls().collect();
-            messages.push(TranscriptMessage {
-                // A tool's result, which the seed routes never send, shows as its text.
-                role: match asked {
-                    Asked::User(_) => "user",
-                    Asked::ToolResult(_) => "tool",
-                },
-                content: asked.text(),
-                url: urls.first().copied(),
-                urls: (urls.len() > 1).then_some(urls),
-            });
-        }
-        if !turn.has_reply() {
-            continue;
-        }
-        // A reply's tool calls show as text after its own, one line each.
-        let content = match (turn.assistant.as_str(), turn.calls.is_empty()) {
-            (_, true) => Cow::Borrowed(turn.assistant.as_str()),
-            ("", false) => Cow::Owned(turn.calls_as_text()),
-            (text, false) => Cow::Owned(format!("{text}\n{}", turn.calls_as_text())),
-        };
-        messages.push(TranscriptMessage {
-            role: "assistant",
-            content,
-            url: None,
-            urls: None,
-        });
-    }
-    messages
 }

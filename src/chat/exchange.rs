@@ -166,6 +166,26 @@ pub fn turn_items(turn: &Turn, images_as_text: bool, items: &mut Vec<Value>) {
     }
 }
 
+impl Turn {
+    /// A turn of questions with no reply yet (a fork cut after a question, an import that
+    /// ends with one): kept as items, as a conversation keeps items added with no
+    /// response, so every door reads it as unanswered.
+    pub fn unanswered(id: String, asked: Vec<Asked>) -> Turn {
+        let input = asked.iter().map(|asked| asked_item(asked, false)).collect();
+        Turn {
+            id: Some(id),
+            asked,
+            assistant: String::new(),
+            calls: Vec::new(),
+            exchange: Some(Box::new(Exchange {
+                input,
+                response: Value::Null,
+            })),
+            tokens: None,
+        }
+    }
+}
+
 /// One of a turn's messages as an input item.
 pub fn asked_item(asked: &Asked, images_as_text: bool) -> Value {
     match asked {

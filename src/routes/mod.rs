@@ -25,6 +25,8 @@ pub enum Route {
     OpenAi(OpenAiRoute),
     /// What chats and callers have spent.
     Usage(UsageRoute),
+    /// A caller's chats: listed, titled, deleted, forked, exported and imported.
+    Chats(ChatsRoute),
     /// A file built into the binary, with no key needed.
     File(BuiltIn),
 }
@@ -65,6 +67,23 @@ pub enum UsageRoute {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChatsRoute {
+    /// `GET /chats`
+    List,
+    /// `POST /chats/import`
+    Import,
+    /// `DELETE /<chat_id>`
+    Delete(ChatId),
+    /// `GET` and `POST /<chat_id>/title`
+    GetTitle(ChatId),
+    SetTitle(ChatId),
+    /// `POST /<chat_id>/fork`
+    Fork(ChatId),
+    /// `GET /<chat_id>/export`
+    Export(ChatId),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SeedRoute {
     GetGlobalSystem,
     SetGlobalSystem,
@@ -75,6 +94,10 @@ pub enum SeedRoute {
     GetChat(ChatId),
     SendImage(ChatId),
     ClearChat(ChatId),
+    /// `POST /<chat_id>/regenerate`: the newest turn asked again.
+    Regenerate(ChatId),
+    /// `POST /<chat_id>/edit`: a question edited and asked again.
+    Edit(ChatId),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,6 +118,8 @@ pub enum OpenAiRoute {
     ResponseInputItems(String),
     /// `POST /v1/conversations`
     CreateConversation,
+    /// `GET /v1/conversations` (beyond OpenAI's API, which lists none)
+    ListConversations,
     /// `GET`, `POST` (its metadata) and `DELETE /v1/conversations/{id}`
     GetConversation(String),
     UpdateConversation(String),
@@ -139,6 +164,8 @@ impl Route {
             ["system"] => Err(ApiError::MethodNotAllowed { allow: "GET, POST" }),
             ["mod"] => only(is_post, Route::Seed(SeedRoute::Moderate), "POST"),
             ["usage"] => only(is_get, Route::Usage(UsageRoute::Caller), "GET"),
+            ["chats"] => only(is_get, Route::Chats(ChatsRoute::List), "GET"),
+            ["chats", "import"] => only(is_post, Route::Chats(ChatsRoute::Import), "POST"),
             ["openapi.json"] => only(is_get, Route::File(BuiltIn::OpenApi), "GET"),
             ["playground"] => only(is_get, Route::File(BuiltIn::PlaygroundPage), "GET"),
             ["playground", "app.js"] => only(is_get, Route::File(BuiltIn::PlaygroundScript), "GET"),
@@ -168,11 +195,11 @@ impl Route {
                     }),
                 }
             }
-            ["v1", "conversations"] => only(
-                is_post,
-                Route::OpenAi(OpenAiRoute::CreateConversation),
-                "POST",
-            ),
+            ["v1", "conversations"] => match (is_get, is_post) {
+                (true, _) => Ok(Route::OpenAi(OpenAiRoute::ListConversations)),
+                (_, true) => Ok(Route::OpenAi(OpenAiRoute::CreateConversation)),
+                _ => Err(ApiError::MethodNotAllowed { allow: "GET, POST" }),
+            },
             ["v1", "conversations", id] => {
                 let id = decoded(id);
                 let route = match (is_get, is_post, method == Method::DELETE) {
@@ -214,7 +241,7 @@ impl Route {
                 let id = id.join("/");
                 only(is_get, Route::OpenAi(OpenAiRoute::Model(id)), "GET")
             }
-            [id, action @ ("system" | "chat" | "img" | "clear")] => {
+            [id, action @ ("system" | "chat" | "img" | "clear" | "regenerate" | "edit")] => {
                 let allow = match *action {
                     "system" | "chat" => "GET, POST",
                     _ => "POST",
@@ -226,9 +253,33 @@ impl Route {
                     ("chat", _, true) => SeedRoute::SendChat,
                     ("img", _, true) => SeedRoute::SendImage,
                     ("clear", _, true) => SeedRoute::ClearChat,
+                    ("regenerate", _, true) => SeedRoute::Regenerate,
+                    ("edit", _, true) => SeedRoute::Edit,
                     _ => return Err(ApiError::MethodNotAllowed { allow }),
                 };
                 Ok(Route::Seed(route(ChatId::parse(id)?)))
+            }
+            [id, action @ ("title" | "fork" | "export")] => {
+                let chat = ChatId::parse(id)?;
+                let route = match (*action, is_get, is_post) {
+                    ("title", true, _) => ChatsRoute::GetTitle(chat),
+                    ("title", _, true) => ChatsRoute::SetTitle(chat),
+                    ("fork", _, true) => ChatsRoute::Fork(chat),
+                    ("export", true, _) => ChatsRoute::Export(chat),
+                    ("title", ..) => return Err(ApiError::MethodNotAllowed { allow: "GET, POST" }),
+                    ("fork", ..) => return Err(ApiError::MethodNotAllowed { allow: "POST" }),
+                    _ => return Err(ApiError::MethodNotAllowed { allow: "GET" }),
+                };
+                Ok(Route::Chats(route))
+            }
+            // Every other single segment is a chat, which only DELETE reaches this way.
+            [id] => {
+                let chat = ChatId::parse(id)?;
+                only(
+                    method == Method::DELETE,
+                    Route::Chats(ChatsRoute::Delete(chat)),
+                    "DELETE",
+                )
             }
             _ => Err(ApiError::NotFound),
         }
@@ -248,6 +299,17 @@ impl Route {
                 SeedRoute::GetChat(_) => "get_chat",
                 SeedRoute::SendImage(_) => "send_image",
                 SeedRoute::ClearChat(_) => "clear_chat",
+                SeedRoute::Regenerate(_) => "regenerate",
+                SeedRoute::Edit(_) => "edit",
+            },
+            Route::Chats(route) => match route {
+                ChatsRoute::List => "list_chats",
+                ChatsRoute::Import => "import_chat",
+                ChatsRoute::Delete(_) => "delete_chat",
+                ChatsRoute::GetTitle(_) => "get_title",
+                ChatsRoute::SetTitle(_) => "set_title",
+                ChatsRoute::Fork(_) => "fork_chat",
+                ChatsRoute::Export(_) => "export_chat",
             },
             Route::OpenAi(OpenAiRoute::ChatCompletions) => "chat_completions",
             Route::OpenAi(OpenAiRoute::Models) => "models",
@@ -257,6 +319,7 @@ impl Route {
             Route::OpenAi(OpenAiRoute::DeleteResponse(_)) => "delete_response",
             Route::OpenAi(OpenAiRoute::ResponseInputItems(_)) => "response_input_items",
             Route::OpenAi(OpenAiRoute::CreateConversation) => "create_conversation",
+            Route::OpenAi(OpenAiRoute::ListConversations) => "list_conversations",
             Route::OpenAi(OpenAiRoute::GetConversation(_)) => "get_conversation",
             Route::OpenAi(OpenAiRoute::UpdateConversation(_)) => "update_conversation",
             Route::OpenAi(OpenAiRoute::DeleteConversation(_)) => "delete_conversation",

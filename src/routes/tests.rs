@@ -56,6 +56,41 @@ fn every_route_is_found() {
             "/playground/style.css",
             Route::File(BuiltIn::PlaygroundStyle),
         ),
+        (
+            M::POST,
+            "/c1/regenerate",
+            Route::Seed(S::Regenerate(id("c1"))),
+        ),
+        (M::POST, "/c1/edit", Route::Seed(S::Edit(id("c1")))),
+        (M::GET, "/chats", Route::Chats(ChatsRoute::List)),
+        (M::POST, "/chats/import", Route::Chats(ChatsRoute::Import)),
+        (M::DELETE, "/c1", Route::Chats(ChatsRoute::Delete(id("c1")))),
+        (
+            M::GET,
+            "/c1/title",
+            Route::Chats(ChatsRoute::GetTitle(id("c1"))),
+        ),
+        (
+            M::POST,
+            "/c1/title",
+            Route::Chats(ChatsRoute::SetTitle(id("c1"))),
+        ),
+        (
+            M::POST,
+            "/c1/fork",
+            Route::Chats(ChatsRoute::Fork(id("c1"))),
+        ),
+        (
+            M::GET,
+            "/c1/export",
+            Route::Chats(ChatsRoute::Export(id("c1"))),
+        ),
+        (M::GET, "/chats/chat", Route::Seed(S::GetChat(id("chats")))),
+        (
+            M::GET,
+            "/v1/conversations",
+            Route::OpenAi(OpenAiRoute::ListConversations),
+        ),
         // A chat named like the page is still a chat.
         (
             M::GET,
@@ -116,14 +151,13 @@ fn v1_chat_is_chat_v1_and_v1_chat_completions_is_openais() {
 #[test]
 fn unknown_paths_are_not_found() {
     for path in [
-        "/nope",
         "/c1/other",
         "/c1/chat/",
         "/a/b/c",
         "//",
         "/c1//chat",
         "",
-        "/c1",
+        "/chats/other",
     ] {
         assert!(
             matches!(route(Method::GET, path), Err(ApiError::NotFound)),
@@ -141,6 +175,17 @@ fn wrong_methods_are_not_allowed_with_the_allowed_list() {
         (Method::PUT, "/c1/chat", "GET, POST"),
         (Method::GET, "/c1/img", "POST"),
         (Method::GET, "/c1/clear", "POST"),
+        // A chat itself is only deleted.
+        (Method::GET, "/c1", "DELETE"),
+        (Method::POST, "/nope", "DELETE"),
+        (Method::POST, "/chats", "GET"),
+        (Method::GET, "/chats/import", "POST"),
+        (Method::GET, "/c1/regenerate", "POST"),
+        (Method::GET, "/c1/edit", "POST"),
+        (Method::GET, "/c1/fork", "POST"),
+        (Method::POST, "/c1/export", "GET"),
+        (Method::DELETE, "/c1/title", "GET, POST"),
+        (Method::DELETE, "/v1/conversations", "GET, POST"),
     ];
     for (method, path, expected) in cases {
         match route(method, path) {

@@ -12,12 +12,12 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::{
-    newest_within, CallerUsage, ChatUsage, Claim, Claimant, ConversationInfo, IdempotencyKey,
-    KeptAnswer, PeriodUsage, RequestCount, Spent, Store, StoreError, Tokens, TurnContext,
-    TurnExtras, ANSWER_SECONDS, RATE_WINDOW,
+    newest_within, CallerUsage, ChatCursor, ChatPage, ChatSummary, ChatUsage, Claim, Claimant,
+    ConversationInfo, IdempotencyKey, KeptAnswer, NewChat, PeriodUsage, RequestCount, Spent, Store,
+    StoreError, Tokens, TurnContext, TurnExtras, ANSWER_SECONDS, RATE_WINDOW,
 };
-use crate::chat::{ChatId, Tenant, Turn};
-use crate::clock::UtcDay;
+use crate::chat::{auto_title, ChatId, Tenant, Turn};
+use crate::clock::{now_ms, UtcDay};
 use crate::config::StoreSettings;
 
 pub struct MemoryStore {
@@ -64,6 +64,28 @@ struct Chat {
     /// When it was made a conversation, and its metadata (JSON).
     created_at: Option<u64>,
     metadata: Option<String>,
+    /// When it was made (Unix seconds) and last written (Unix milliseconds).
+    born: u64,
+    updated_ms: u64,
+    /// Its title set by hand, and the one its first question gave it.
+    title: Option<String>,
+    auto_title: Option<String>,
+}
+
+impl Chat {
+    fn summary(&self, id: &ChatId) -> ChatSummary {
+        ChatSummary {
+            id: id.clone(),
+            title: self.title.clone().or_else(|| self.auto_title.clone()),
+            created_at: self.born,
+            updated_ms: self.updated_ms,
+            messages: self.messages as u64,
+            conversation: self.created_at.map(|created_at| ConversationInfo {
+                created_at,
+                metadata: self.metadata.clone(),
+            }),
+        }
+    }
 }
 
 impl MemoryStore {
@@ -100,6 +122,10 @@ impl MemoryStore {
         self.live(state, chat);
         let entry = state.chats.entry(chat.clone()).or_default();
         entry.expires_at = self.settings.chat_ttl.map(|ttl| Instant::now() + ttl);
+        entry.updated_ms = now_ms();
+        if entry.born == 0 {
+            entry.born = entry.updated_ms / 1000;
+        }
         entry
     }
 
@@ -198,6 +224,24 @@ impl Store for MemoryStore {
         if turn.id.is_some() && chat.turns.iter().any(|(kept, _)| kept.id == turn.id) {
             return Ok(());
         }
+        if let Some(replaced) = extras.replaces {
+            let at = chat
+                .turns
+                .iter()
+                .position(|(kept, _)| kept.id.as_deref() == Some(replaced))
+                .ok_or_else(|| StoreError::new("the turn to replace is no longer in the chat"))?;
+            for (dropped, bytes) in chat.turns.drain(at..) {
+                chat.bytes -= bytes;
+                chat.messages -= dropped.messages();
+            }
+        }
+        if chat.auto_title.is_none() {
+            chat.auto_title = extras
+                .prefix
+                .first()
+                .and_then(auto_title)
+                .or_else(|| auto_title(turn));
+        }
         for earlier in extras.prefix {
             let size = serde_json::to_string(earlier).map_or(0, |json| json.len());
             chat.turns.push_back((earlier.clone(), size));
@@ -243,6 +287,7 @@ impl Store for MemoryStore {
         chat.bytes = 0;
         chat.messages = 0;
         chat.window = None;
+        chat.auto_title = None;
         Ok(())
     }
 
@@ -309,8 +354,88 @@ impl Store for MemoryStore {
     }
 
     async fn delete_chat(&self, tenant: &Tenant, chat: &ChatId) -> Result<(), StoreError> {
-        self.state().chats.remove(&key(tenant, chat));
+        let mut state = self.state();
+        state.chats.remove(&key(tenant, chat));
+        state
+            .keys
+            .retain(|(owner, key), _| owner != tenant || key.chat.as_ref() != Some(chat));
         Ok(())
+    }
+
+    async fn list_chats(
+        &self,
+        tenant: &Tenant,
+        after: Option<&ChatCursor>,
+        limit: usize,
+    ) -> Result<ChatPage, StoreError> {
+        let now = Instant::now();
+        let mut state = self.state();
+        state
+            .chats
+            .retain(|_, chat| chat.expires_at.is_none_or(|at| at > now));
+        let mut chats: Vec<ChatSummary> = state
+            .chats
+            .iter()
+            .filter(|((owner, id), _)| owner == tenant && !id.is_chain())
+            .map(|((_, id), chat)| chat.summary(id))
+            .filter(|chat| after.is_none_or(|after| after.precedes(chat.updated_ms, &chat.id)))
+            .collect();
+        chats.sort_by(|a, b| {
+            (b.updated_ms, b.id.as_str().as_bytes()).cmp(&(a.updated_ms, a.id.as_str().as_bytes()))
+        });
+        let next = (chats.len() > limit).then(|| chats[limit - 1].cursor());
+        chats.truncate(limit);
+        Ok(ChatPage { chats, next })
+    }
+
+    async fn chat_summary(
+        &self,
+        tenant: &Tenant,
+        chat: &ChatId,
+    ) -> Result<Option<ChatSummary>, StoreError> {
+        let mut state = self.state();
+        Ok(self
+            .live(&mut state, &key(tenant, chat))
+            .map(|found| found.summary(chat)))
+    }
+
+    async fn set_title(
+        &self,
+        tenant: &Tenant,
+        chat: &ChatId,
+        title: &str,
+    ) -> Result<bool, StoreError> {
+        let mut state = self.state();
+        let chat = key(tenant, chat);
+        if self.live(&mut state, &chat).is_none() {
+            return Ok(false);
+        }
+        self.touched(&mut state, &chat).title = Some(title.to_owned());
+        Ok(true)
+    }
+
+    async fn create_chat(
+        &self,
+        tenant: &Tenant,
+        chat: &ChatId,
+        new: NewChat<'_>,
+    ) -> Result<bool, StoreError> {
+        let mut state = self.state();
+        let chat = key(tenant, chat);
+        if self.live(&mut state, &chat).is_some() {
+            return Ok(false);
+        }
+        let made = self.touched(&mut state, &chat);
+        for turn in new.turns {
+            let size = serde_json::to_string(turn).map_or(0, |json| json.len());
+            made.turns.push_back((turn.clone(), size));
+            made.bytes += size;
+            made.messages += turn.messages();
+        }
+        made.prompt = new.prompt.map(str::to_owned);
+        made.title = new.title.map(str::to_owned);
+        made.auto_title = new.turns.first().and_then(auto_title);
+        Ok(true)
     }
 
     async fn chat_usage(&self, tenant: &Tenant, chat: &ChatId) -> Result<ChatUsage, StoreError> {

@@ -54,6 +54,68 @@ pub struct TurnExtras<'a> {
     pub chat_prompt: Option<&'a str>,
     /// Turns to store before this one, in a new chat: the history a branch starts with.
     pub prefix: &'a [Turn],
+    /// The turn of this id and every turn after it are replaced by this one (a regenerate,
+    /// an edit); when the chat no longer holds it, nothing is written.
+    pub replaces: Option<&'a str>,
+}
+
+/// One chat as its caller's list shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatSummary {
+    pub id: ChatId,
+    /// Set by hand, else its first question's.
+    pub title: Option<String>,
+    /// When it was made (Unix seconds; 0 for a chat older than the list).
+    pub created_at: u64,
+    /// Its last write (Unix milliseconds): where it sits in the list.
+    pub updated_ms: u64,
+    /// The messages it holds.
+    pub messages: u64,
+    /// Its conversation's fields, when it was made one.
+    pub conversation: Option<ConversationInfo>,
+}
+
+impl ChatSummary {
+    /// Where the page after this chat starts.
+    pub fn cursor(&self) -> ChatCursor {
+        ChatCursor {
+            updated_ms: self.updated_ms,
+            id: self.id.clone(),
+        }
+    }
+}
+
+/// A place in a caller's list of chats: after the chat `id`, last written at `updated_ms`
+/// (chats written in the same millisecond are ordered by id, descending).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatCursor {
+    pub updated_ms: u64,
+    pub id: ChatId,
+}
+
+impl ChatCursor {
+    /// Whether a chat written at `updated_ms` comes after this place in the list.
+    pub fn precedes(&self, updated_ms: u64, id: &ChatId) -> bool {
+        updated_ms < self.updated_ms
+            || (updated_ms == self.updated_ms
+                && id.as_str().as_bytes() < self.id.as_str().as_bytes())
+    }
+}
+
+/// One page of a caller's chats, most recently written first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChatPage {
+    pub chats: Vec<ChatSummary>,
+    /// Where the next page starts, when there are more.
+    pub next: Option<ChatCursor>,
+}
+
+/// A chat made whole at once: a fork, an import.
+#[derive(Debug, Clone, Copy)]
+pub struct NewChat<'a> {
+    pub prompt: Option<&'a str>,
+    pub title: Option<&'a str>,
+    pub turns: &'a [Turn],
 }
 
 /// An answer to replay to a retry that sends the same `Idempotency-Key`.
@@ -110,6 +172,9 @@ pub struct Spent<'a> {
     pub ip: Option<&'a str>,
     /// A stateless call's answer for its `Idempotency-Key`.
     pub answer: Option<KeptAnswer<'a>>,
+    /// The chat the turn was kept in, to put at the top of its caller's list, with the
+    /// time of the write.
+    pub listed: Option<(&'a ChatId, u64)>,
 }
 
 /// A chat's token usage over its life.
@@ -292,9 +357,41 @@ pub trait Store: Send + Sync {
         created_at: u64,
         metadata: Option<&str>,
     ) -> Result<(), StoreError>;
-    /// Removes the chat entirely: its turns, its prompt, its usage and its metadata (the
-    /// caller's own counters keep what it spent).
+    /// Removes the chat entirely: its turns, its prompt, its usage, its title, its metadata,
+    /// its `Idempotency-Key`s and its place in its caller's list (the caller's own counters
+    /// keep what it spent).
     async fn delete_chat(&self, tenant: &Tenant, chat: &ChatId) -> Result<(), StoreError>;
+    /// A page of at most `limit` of the caller's chats, most recently written first, from
+    /// `after` on; never a chat that expired or was deleted. Chains (`previous_response_id`
+    /// with no conversation) are not chats the caller made, and are not listed.
+    async fn list_chats(
+        &self,
+        tenant: &Tenant,
+        after: Option<&ChatCursor>,
+        limit: usize,
+    ) -> Result<ChatPage, StoreError>;
+    /// The chat as its caller's list shows it, when it exists.
+    async fn chat_summary(
+        &self,
+        tenant: &Tenant,
+        chat: &ChatId,
+    ) -> Result<Option<ChatSummary>, StoreError>;
+    /// Sets the title of a chat that exists (renewing its expiry); false when there is no
+    /// such chat.
+    async fn set_title(
+        &self,
+        tenant: &Tenant,
+        chat: &ChatId,
+        title: &str,
+    ) -> Result<bool, StoreError>;
+    /// Makes a new chat holding `new` whole; false, writing nothing, when a chat of that id
+    /// exists.
+    async fn create_chat(
+        &self,
+        tenant: &Tenant,
+        chat: &ChatId,
+        new: NewChat<'_>,
+    ) -> Result<bool, StoreError>;
     /// Drops the chat's turns; its prompt and its usage stay.
     async fn clear(&self, tenant: &Tenant, chat: &ChatId) -> Result<(), StoreError>;
     /// The chat's token usage over its life (cleared turns included).

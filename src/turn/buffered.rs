@@ -17,12 +17,12 @@ impl TurnEngine {
     /// limit allow it, and nothing is stored unless upstream answered.
     pub async fn run(
         &self,
-        ask: Ask<'_>,
+        mut ask: Ask<'_>,
         rate_limit: impl Future<Output = Result<(), ApiError>>,
         log: &mut RequestLog,
     ) -> Result<Ran, ApiError> {
-        let mut ready = match self.prepare(&ask, rate_limit, log).await? {
-            Prepared::Ready(ready) => ready,
+        let mut ready = match self.prepare(&mut ask, rate_limit, log).await? {
+            Prepared::Ready(ready) => *ready,
             Prepared::Replayed(answer) => return Ok(Ran::Replayed(answer)),
         };
         let asking = &ask;

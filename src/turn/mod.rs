@@ -16,6 +16,7 @@ mod buffered;
 mod fallback;
 mod prepare;
 mod record;
+mod redo;
 mod streamed;
 
 use std::future::Future;
@@ -27,6 +28,7 @@ use serde_json::{Map, Value};
 use tokio::time::Instant;
 
 pub use self::prepare::ENCRYPTED_REASONING;
+pub use self::redo::Redo;
 pub use self::streamed::OpenTurn;
 use crate::chat::{Asked, ChatId, Said, Tenant, Turn};
 use crate::store::{Claimant, IdempotencyKey, Store};
@@ -46,6 +48,10 @@ pub struct Ask<'a> {
     pub prompt: Option<String>,
     /// The history the request sent before its new messages, to check against the chat's.
     pub resent: Option<Resent>,
+    /// The chat's newest turn, or one of its questions edited, asked again (a regenerate,
+    /// an edit): the engine finds it in the chat it reads, and the new turn replaces it and
+    /// every turn after it; `asked` is left empty for the engine to fill.
+    pub redo: Option<Redo>,
     /// A turn of the Responses API: its items, its chain, what it keeps.
     pub responses: Option<ResponsesTurn>,
     /// The model to ask, by name.

@@ -46,10 +46,12 @@ pub(super) struct Ready {
     pub chain: Option<ChatId>,
     /// The proxy's id of a Responses turn's answer.
     pub answer_id: Option<String>,
+    /// The stored turn this one replaces, with every turn after it (a redo).
+    pub replaces: Option<String>,
 }
 
 pub(super) enum Prepared {
-    Ready(Ready),
+    Ready(Box<Ready>),
     Replayed(String),
 }
 
@@ -58,7 +60,7 @@ impl TurnEngine {
     /// limit, the tokens spent today and the claim on the request's `Idempotency-Key`.
     pub(super) async fn prepare(
         &self,
-        ask: &Ask<'_>,
+        ask: &mut Ask<'_>,
         rate_limit: impl Future<Output = Result<(), ApiError>>,
         log: &mut RequestLog,
     ) -> Result<Prepared, ApiError> {
@@ -120,6 +122,13 @@ impl TurnEngine {
                 }
             }
             let mut context = context?;
+            // A redo is found in the history just read: what it asks, and what it replaces.
+            let mut replaces = None;
+            if let Some(redo) = ask.redo.take() {
+                let (asked, replaced) = super::redo::resolve(redo, &mut context)?;
+                ask.asked = asked;
+                replaces = Some(replaced);
+            }
             let mut new_prompt = false;
             let mut chain = None;
             if let Some(responses) = &ask.responses {
@@ -163,10 +172,11 @@ impl TurnEngine {
                 new_prompt,
                 chain,
                 answer_id,
+                replaces,
             })
         })();
         match checked {
-            Ok(ready) => Ok(Prepared::Ready(ready)),
+            Ok(ready) => Ok(Prepared::Ready(Box::new(ready))),
             Err(error) => {
                 if claimed {
                     self.release(ask).await;

@@ -13,7 +13,7 @@ use super::prepare::{release, Ready};
 use super::{Answered, Ask, Keep, TurnEngine};
 use crate::budget::{self, Window};
 use crate::chat::{Asked, ChatId, Exchange, Tenant, Turn};
-use crate::clock::UtcDay;
+use crate::clock::{now_ms, UtcDay};
 use crate::store::{KeptAnswer, Recorded, Spent, Store, TurnContext, TurnExtras};
 
 /// What a turn writes when upstream has answered, owned so that a streamed turn can write
@@ -26,6 +26,8 @@ pub(super) struct Record {
     new_prompt: bool,
     /// The turn goes to a new chain that starts with the history read (a branch).
     copies_history: bool,
+    /// The turn replaces this one and every turn after it (a regenerate, an edit).
+    replaces: Option<String>,
     /// A Responses turn: its input items, its answer's id and the fields set on it.
     responses: Option<ResponsesRecord>,
     global_prompt: String,
@@ -55,6 +57,7 @@ impl Record {
             chat: kept_in.map(|chat| (chat, ready.context, ready.window)),
             new_prompt: ready.new_prompt,
             copies_history,
+            replaces: ready.replaces.clone(),
             responses: ask.responses.as_ref().map(|responses| ResponsesRecord {
                 input: responses.input.clone(),
                 answer_id: ready.answer_id.clone().unwrap_or_default(),
@@ -103,6 +106,7 @@ impl Record {
                 } else {
                     &[]
                 },
+                replaces: self.replaces.as_deref(),
             };
             (chat, tokens, extras)
         });
@@ -137,6 +141,7 @@ impl Record {
                 Some(_) => None,
                 None => kept,
             },
+            listed: self.chat.as_ref().map(|(chat, ..)| (chat, now_ms())),
         };
         let Recorded { stored, counted } = self
             .store

@@ -24,12 +24,12 @@ impl TurnEngine {
     /// its end on its own.
     pub async fn open(
         &self,
-        ask: Ask<'_>,
+        mut ask: Ask<'_>,
         rate_limit: impl Future<Output = Result<(), ApiError>>,
         log: &mut RequestLog,
     ) -> Result<Opened, ApiError> {
-        let mut ready = match self.prepare(&ask, rate_limit, log).await? {
-            Prepared::Ready(ready) => ready,
+        let mut ready = match self.prepare(&mut ask, rate_limit, log).await? {
+            Prepared::Ready(ready) => *ready,
             Prepared::Replayed(answer) => return Ok(Opened::Replayed(answer)),
         };
         let asking = &ask;

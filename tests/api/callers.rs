@@ -220,7 +220,7 @@ async fn answers_carry_the_allowed_origin_errors_included() {
     assert_eq!(ok.header("access-control-allow-origin"), Some(ORIGIN));
     assert_eq!(ok.header("vary"), Some("origin"));
     let error = t
-        .call_with(Method::GET, "/nope", Body::Empty, &[("origin", ORIGIN)])
+        .call_with(Method::GET, "/c1/nope", Body::Empty, &[("origin", ORIGIN)])
         .await;
     assert_eq!(error.status, 404);
     assert_eq!(error.header("access-control-allow-origin"), Some(ORIGIN));

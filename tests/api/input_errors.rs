@@ -162,12 +162,11 @@ async fn deeply_nested_json_is_refused_without_harm() {
 async fn unknown_paths_get_404() {
     let t = TestApp::start().await;
     for path in [
-        "/nope",
         "/c1/nope",
         "/c1/chat/extra",
         "/c1/chat/",
         "//",
-        "/c1",
+        "/chats/nope",
     ] {
         let reply = t.get(path).await;
         reply.assert_error(404, "not_found");
@@ -184,6 +183,9 @@ async fn wrong_methods_get_405_with_allow() {
         (Method::GET, "/mod", "POST"),
         (Method::PUT, "/system", "GET, POST"),
         (Method::POST, "/", "GET"),
+        // A chat itself is only deleted.
+        (Method::GET, "/c1", "DELETE"),
+        (Method::DELETE, "/chats", "GET"),
     ];
     for (method, path, allow) in cases {
         let reply = t.call(method.clone(), path, Body::Empty).await;

@@ -8,6 +8,7 @@ mod support;
 
 mod budget;
 mod callers;
+mod chats;
 mod conversations;
 mod e2e;
 mod echo;

@@ -81,6 +81,13 @@ fn every_route_the_router_knows_is_documented() {
         "style.css",
         "icon.svg",
         "openapi.json",
+        "chats",
+        "import",
+        "title",
+        "fork",
+        "export",
+        "regenerate",
+        "edit",
     ];
     let mut paths = vec!["/".to_owned()];
     for a in words {

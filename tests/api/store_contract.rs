@@ -652,3 +652,153 @@ async fn a_chat_keeps_at_most_max_history_messages_counting_every_message() {
         );
     }
 }
+
+#[tokio::test]
+async fn chats_are_listed_titled_made_whole_redone_and_deleted_alike() {
+    use chat_proxy::store::NewChat;
+    let (stores, _server) = both(settings(Some(Duration::from_secs(60)), 100)).await;
+    for (name, store) in stores {
+        let store = &*store;
+        for n in 0..3 {
+            let id = format!("c{n}");
+            store
+                .append_turn(&OPEN, &chat(&id), &turn(n), TurnExtras::default())
+                .await
+                .unwrap();
+            // Apart by a millisecond at least, so the order is the writes'.
+            tokio::time::sleep(Duration::from_millis(3)).await;
+        }
+        // A chain is not a chat its caller made: never listed.
+        let chain = ChatId::new_chain();
+        store
+            .append_turn(&OPEN, &chain, &turn(9), TurnExtras::default())
+            .await
+            .unwrap();
+        let page = store.list_chats(&OPEN, None, 2).await.unwrap();
+        let ids: Vec<&str> = page.chats.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(ids, ["c2", "c1"], "{name}");
+        assert_eq!(page.chats[0].title.as_deref(), Some("q2"), "{name}");
+        assert_eq!(page.chats[0].messages, 2, "{name}");
+        let rest = store
+            .list_chats(&OPEN, page.next.as_ref(), 2)
+            .await
+            .unwrap();
+        let ids: Vec<&str> = rest.chats.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!((ids, rest.next), (vec!["c0"], None), "{name}");
+
+        assert!(
+            store.set_title(&OPEN, &chat("c0"), "Zero").await.unwrap(),
+            "{name}"
+        );
+        assert!(
+            !store.set_title(&OPEN, &chat("none"), "x").await.unwrap(),
+            "{name}"
+        );
+        assert!(
+            store
+                .chat_summary(&OPEN, &chat("none"))
+                .await
+                .unwrap()
+                .is_none(),
+            "{name}"
+        );
+        let zero = store
+            .chat_summary(&OPEN, &chat("c0"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(zero.title.as_deref(), Some("Zero"), "{name}");
+        assert_eq!(
+            store.list_chats(&OPEN, None, 1).await.unwrap().chats[0].id,
+            chat("c0"),
+            "{name}"
+        );
+
+        let turns = [turn(1), turn(2)];
+        let new = NewChat {
+            prompt: Some("p"),
+            title: None,
+            turns: &turns,
+        };
+        assert!(
+            store.create_chat(&OPEN, &chat("made"), new).await.unwrap(),
+            "{name}"
+        );
+        assert!(
+            !store.create_chat(&OPEN, &chat("made"), new).await.unwrap(),
+            "{name}"
+        );
+        assert_eq!(
+            store.turns(&OPEN, &chat("made")).await.unwrap(),
+            turns,
+            "{name}"
+        );
+        assert_eq!(
+            prompt_of(store, "made").await.as_deref(),
+            Some("p"),
+            "{name}"
+        );
+        let made = store
+            .chat_summary(&OPEN, &chat("made"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (made.messages, made.title.as_deref()),
+            (4, Some("q1")),
+            "{name}"
+        );
+
+        // A turn that replaces another drops it and every turn after it, in one write.
+        let redo = Turn::question(Some("redo".into()), "again".into(), None, "new".into());
+        let replacing = TurnExtras {
+            replaces: Some("turn-1"),
+            ..TurnExtras::default()
+        };
+        store
+            .append_turn(&OPEN, &chat("made"), &redo, replacing)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.turns(&OPEN, &chat("made")).await.unwrap(),
+            std::slice::from_ref(&redo),
+            "{name}"
+        );
+        let gone = Turn::question(Some("late".into()), "x".into(), None, "y".into());
+        let stale = TurnExtras {
+            replaces: Some("turn-1"),
+            ..TurnExtras::default()
+        };
+        assert!(
+            store
+                .append_turn(&OPEN, &chat("made"), &gone, stale)
+                .await
+                .is_err(),
+            "{name}"
+        );
+        assert_eq!(
+            store.turns(&OPEN, &chat("made")).await.unwrap(),
+            [redo],
+            "{name}: unchanged"
+        );
+        let summary = store
+            .chat_summary(&OPEN, &chat("made"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(summary.messages, 2, "{name}");
+
+        store.delete_chat(&OPEN, &chat("made")).await.unwrap();
+        assert!(
+            store
+                .chat_summary(&OPEN, &chat("made"))
+                .await
+                .unwrap()
+                .is_none(),
+            "{name}"
+        );
+        let listed = store.list_chats(&OPEN, None, 10).await.unwrap();
+        assert!(listed.chats.iter().all(|c| c.id != chat("made")), "{name}");
+        assert_eq!(listed.chats.len(), 3, "{name}");
+    }
+}

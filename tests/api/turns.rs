@@ -156,6 +156,8 @@ async fn keys_use_the_prefix_and_the_chat_id_as_hash_tag() {
             format!("myapp:chat:{{c-1}}:turn:{id}"),
             "myapp:chat:{c-1}:turns".to_owned(),
             "myapp:global:system".to_owned(),
+            // The caller's list of chats, in its counters' slot.
+            "myapp:usage:{open}:chats".to_owned(),
             // The caller's counters, with the hash tag {open} (an open API with a daily token
             // limit counts by address too: usage::an_open_api_limits_tokens_per_source_address).
             format!("myapp:usage:{{open}}:day:{}", day.date),
@@ -253,11 +255,13 @@ async fn a_turn_runs_the_same_commands_whatever_the_history_length() {
         // conversation; then, in the script, the chat's counts so far (size, messages, usage).
         ("hmget", 2),
         ("rpush", 1),
-        ("hset", 1), // and all of them written back
+        ("hset", 1),   // and all of them written back, with the time of the write
+        ("hsetnx", 2), // the chat's birth and its title from its first question, once
         // The day's and the month's counts for the model (prompt and completion tokens; no
         // cached tokens here).
         ("hincrby", 4),
-        ("expire", 5), // the chat's three keys, the day, the month
+        ("zadd", 1),   // the chat at the top of its caller's list
+        ("expire", 6), // the chat's three keys, the day, the month, the list
     ]
     .iter()
     .map(|(name, count)| (name.to_string(), *count))

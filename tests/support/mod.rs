@@ -316,6 +316,17 @@ impl TestApp {
                 let value = match self.redis.query(&["TYPE", &key]).as_str() {
                     "list" => self.redis.query(&["LRANGE", &key, "0", "-1"]),
                     "hash" => self.redis.query(&["HGETALL", &key]),
+                    "zset" => self.redis.query(&["ZRANGE", &key, "0", "-1", "WITHSCORES"]),
+                    "set" => {
+                        let mut members: Vec<String> = self
+                            .redis
+                            .query(&["SMEMBERS", &key])
+                            .lines()
+                            .map(str::to_owned)
+                            .collect();
+                        members.sort();
+                        members.join("\n")
+                    }
                     _ => self.redis.query(&["GET", &key]),
                 };
                 (key, value)

@@ -101,6 +101,7 @@ pub async fn completion(
         asked,
         prompt,
         resent,
+        redo: None,
         responses: None,
         model: &model,
         params: Some(&params),

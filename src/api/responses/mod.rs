@@ -88,6 +88,7 @@ pub async fn create(
         asked: exchange.asked(),
         prompt: None,
         resent: None,
+        redo: None,
         responses: Some(ResponsesTurn {
             input: exchange.input,
             instructions: asked.instructions,

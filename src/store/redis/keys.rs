@@ -6,14 +6,19 @@
 //! - `N:chat:{ID}:turns`        list of JSON turns, oldest first
 //! - `N:chat:{ID}:meta`         hash: `bytes` and `messages` (the size of the turns list
 //!   and the messages it holds), `window` (the context window's first turn), and the chat's
-//!   usage: `turns`, `prompt_tokens`, `completion_tokens`, `cached_tokens`
+//!   usage: `turns`, `prompt_tokens`, `completion_tokens`, `cached_tokens`; `updated` (its
+//!   last write, Unix milliseconds) and `born` (Unix seconds), `title` (set by hand) and
+//!   `auto_title` (its first question's); a conversation's `created_at` and `metadata`
 //! - `N:chat:{ID}:turn:<turn>`  marker that turn `<turn>` was stored (one hour)
 //! - `N:chat:{ID}:idem:<hash>`  an `Idempotency-Key` of the chat: held, or its answer (24 h)
+//! - `N:chat:{ID}:idems`        set: the hashes of those keys, for deleting the chat
 //! - `N:usage:{T}:day:<date>`   hash: the caller's tokens that UTC day, overall and per model
 //! - `N:usage:{T}:month:<month>` the same for the month
 //! - `N:usage:{T}:ip:<ip>:<date>` integer: an open API's tokens from one address that day
 //! - `N:usage:{T}:spent:<id>`   marker that request `<id>` was counted (one hour)
 //! - `N:usage:{T}:idem:<hash>`  an `Idempotency-Key` of a stateless call
+//! - `N:usage:{T}:chats`        sorted set: the caller's chats by their last write (Unix
+//!   milliseconds), in the counters' slot so that a turn's count updates it
 //! - `P:requests:<who>`         hash: the requests counted in the current window of
 //!   `RATE_LIMIT_PER_MINUTE`, each by its id, with its place in the count
 //!
@@ -39,6 +44,11 @@ pub(super) struct ChatKeys {
 }
 
 impl ChatKeys {
+    /// The set of the chat's `Idempotency-Key` hashes.
+    pub fn idempotency_keys(&self) -> String {
+        format!("{}:idems", self.base)
+    }
+
     /// The marker that a turn was stored.
     pub fn turn_marker(&self, turn: &str) -> String {
         format!("{}:turn:{turn}", self.base)
@@ -94,6 +104,11 @@ impl Keys {
             month: format!("{base}:month:{}", day.month),
             ip: ip.map(|ip| format!("{base}:ip:{ip}:{}", day.date)),
         }
+    }
+
+    /// The caller's index of chats, newest write first.
+    pub fn chat_index(&self, tenant: &Tenant) -> String {
+        format!("{}:chats", self.usage_base(tenant))
     }
 
     /// The marker that a request's tokens were counted.

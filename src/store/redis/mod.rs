@@ -28,12 +28,12 @@ use self::keys::{ChatKeys, Keys};
 use self::scripts::{Script, Scripts};
 use self::values::{answered, decode_turns, parse_claim, pending, period};
 use super::{
-    newest_within, record_apart, CallerUsage, ChatUsage, Claim, Claimant, ConversationInfo,
-    IdempotencyKey, Recorded, RequestCount, Spent, Store, StoreError, TurnContext, TurnExtras,
-    ANSWER_SECONDS, RATE_WINDOW,
+    newest_within, record_apart, CallerUsage, ChatCursor, ChatPage, ChatSummary, ChatUsage, Claim,
+    Claimant, ConversationInfo, IdempotencyKey, NewChat, Recorded, RequestCount, Spent, Store,
+    StoreError, TurnContext, TurnExtras, ANSWER_SECONDS, RATE_WINDOW,
 };
-use crate::chat::{ChatId, Tenant, Turn};
-use crate::clock::UtcDay;
+use crate::chat::{auto_title, ChatId, Tenant, Turn};
+use crate::clock::{now_ms, UtcDay};
 use crate::config::{RedisTarget, StoreSettings};
 
 /// How long a turn's marker lives: far longer than any retry of its write, which happens
@@ -87,6 +87,61 @@ impl RedisStore {
             .to_string()
     }
 
+    /// How long a chat lives after its last write, in milliseconds, when chats expire.
+    fn ttl_ms(&self) -> Option<u64> {
+        self.settings
+            .chat_ttl
+            .map(|ttl| u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    /// `index_chat`'s arguments: the chat at the top of its caller's list as of `now`
+    /// (`None`: off the list).
+    fn index_args(&self, chat: &ChatId, now: Option<u64>) -> Vec<String> {
+        vec![
+            chat.as_str().to_owned(),
+            now.map(|now| now.to_string()).unwrap_or_default(),
+            self.ttl_arg(),
+        ]
+    }
+
+    /// Puts a chat written at `now` at the top of its caller's list, or takes it off; a
+    /// chain is never on it.
+    async fn index(
+        &self,
+        tenant: &Tenant,
+        chat: &ChatId,
+        now: Option<u64>,
+    ) -> Result<(), StoreError> {
+        if chat.is_chain() {
+            return Ok(());
+        }
+        self.eval::<i64>(
+            &self.scripts.index_chat,
+            vec![self.keys.chat_index(tenant)],
+            self.index_args(chat, now),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// A chat's write and its place in its caller's list, sent together: one round trip
+    /// (the two may sit on two Cluster nodes). The chat's write decides the answer.
+    async fn with_index<T>(
+        &self,
+        tenant: &Tenant,
+        chat: &ChatId,
+        now: u64,
+        write: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let (written, indexed) = tokio::join!(write, self.index(tenant, chat, Some(now)));
+        if let Err(error) = indexed {
+            // The list is an index: a chat missing from it is still whole, and its next
+            // write lists it again.
+            tracing::warn!(%error, "a chat could not be put in its caller's list");
+        }
+        written
+    }
+
     /// How many of a chat's newest turns a read fetches (negated, for LRANGE).
     fn read_from(&self) -> i64 {
         -i64::try_from(self.settings.read_turns()).unwrap_or(i64::MAX)
@@ -99,6 +154,7 @@ impl RedisStore {
         chat: &ChatId,
         turn: &Turn,
         extras: TurnExtras<'_>,
+        now: u64,
     ) -> Result<(Vec<String>, Vec<String>), StoreError> {
         let chat = self.keys.chat(tenant, chat);
         let json = serde_json::to_string(turn)
@@ -134,6 +190,14 @@ impl RedisStore {
             answer,
             ANSWER_SECONDS.to_string(),
             turn.messages().to_string(),
+            now.to_string(),
+            extras
+                .prefix
+                .first()
+                .and_then(auto_title)
+                .or_else(|| auto_title(turn))
+                .unwrap_or_default(),
+            extras.replaces.unwrap_or_default().to_owned(),
         ];
         args.push(extras.prefix.len().to_string());
         for earlier in extras.prefix {
@@ -164,6 +228,10 @@ impl RedisStore {
             }
             None => String::new(),
         };
+        let listed = spent.listed.filter(|(chat, _)| !chat.is_chain());
+        if listed.is_some() {
+            keys.push(self.keys.chat_index(tenant));
+        }
         // A day's counters outlive the day by a day, a month's by a month.
         let day_ttl = spent.day.seconds_left + 86_400;
         let month_ttl = 62 * 86_400;
@@ -179,6 +247,11 @@ impl RedisStore {
             ANSWER_SECONDS.to_string(),
             TURN_MARKER_SECONDS.to_string(),
         ];
+        let mut args = args;
+        match listed {
+            Some((chat, now)) => args.extend(self.index_args(chat, Some(now))),
+            None => args.extend([String::new(), String::new(), String::new()]),
+        }
         (keys, args)
     }
 
@@ -207,6 +280,22 @@ impl RedisStore {
                 .map_err(|e| self.error(e)),
             other => other.map_err(|e| self.error(e)),
         }
+    }
+}
+
+/// When a turn's write happens: the time its place in the list is given, so that the two
+/// agree.
+fn written_at(spent: Spent<'_>) -> u64 {
+    spent.listed.map_or_else(now_ms, |(_, now)| now)
+}
+
+/// What `append_turn` answered, as the store's contract says it.
+fn appended(result: i64) -> Result<(), StoreError> {
+    match result {
+        2 => Err(StoreError::new(
+            "the turn to replace is no longer in the chat (it changed meanwhile)",
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -255,13 +344,14 @@ impl Store for RedisStore {
             meta,
             ..
         } = self.keys.chat(tenant, chat);
-        let args = vec![self.ttl_arg(), content.to_owned()];
-        self.eval(
+        let now = now_ms();
+        let args = vec![self.ttl_arg(), content.to_owned(), now.to_string()];
+        let write = self.eval(
             &self.scripts.set_chat_prompt,
             vec![system, turns, meta],
             args,
-        )
-        .await
+        );
+        self.with_index(tenant, chat, now, write).await
     }
 
     async fn turn_context(
@@ -311,21 +401,25 @@ impl Store for RedisStore {
         turn: &Turn,
         extras: TurnExtras<'_>,
     ) -> Result<(), StoreError> {
-        let (keys, args) = self.append_turn_call(tenant, chat, turn, extras)?;
-        // The answer behind this turn is paid for: a write that timed out (and may yet run)
-        // is sent once more, which the marker makes safe.
-        let first = self
-            .eval::<i64>(&self.scripts.append_turn, keys.clone(), args.clone())
-            .await;
-        match first {
-            Ok(_) => Ok(()),
-            Err(error) => {
-                tracing::warn!(%error, "storing a turn failed; sending the write once more");
-                self.eval::<i64>(&self.scripts.append_turn, keys, args)
-                    .await
-                    .map(drop)
-            }
-        }
+        let now = now_ms();
+        let (keys, args) = self.append_turn_call(tenant, chat, turn, extras, now)?;
+        let write = async {
+            // The answer behind this turn is paid for: a write that timed out (and may yet
+            // run) is sent once more, which the marker makes safe.
+            let first = self
+                .eval::<i64>(&self.scripts.append_turn, keys.clone(), args.clone())
+                .await;
+            let stored = match first {
+                Ok(stored) => stored,
+                Err(error) => {
+                    tracing::warn!(%error, "storing a turn failed; sending the write once more");
+                    self.eval::<i64>(&self.scripts.append_turn, keys, args)
+                        .await?
+                }
+            };
+            appended(stored)
+        };
+        self.with_index(tenant, chat, now, write).await
     }
 
     async fn record(
@@ -338,11 +432,16 @@ impl Store for RedisStore {
         // scripts, sent together. Elsewhere one script writes both, so that the turn's write
         // is one command and one reply (each script costs its own flush and, as often as
         // not, its own wake-up of the client: BENCHMARKS.md).
+        // Apart, the turn's own write lists its chat (`append_turn`), not its count.
+        let apart = Spent {
+            listed: None,
+            ..spent
+        };
         let (Some((chat, turn_to_store, extras)), false) = (turn, self.connection.clustered) else {
-            return record_apart(self, tenant, turn, spent).await;
+            return record_apart(self, tenant, turn, apart).await;
         };
         let together = self
-            .append_turn_call(tenant, chat, turn_to_store, extras)
+            .append_turn_call(tenant, chat, turn_to_store, extras, written_at(spent))
             .map(|(mut keys, append_args)| {
                 let (usage_keys, usage_args) = self.add_usage_call(tenant, spent);
                 let mut args = vec![keys.len().to_string(), append_args.len().to_string()];
@@ -359,15 +458,15 @@ impl Store for RedisStore {
             Err(error) => Err(error),
         };
         match result {
-            Ok(_) => Recorded {
-                stored: Ok(()),
+            Ok(results) => Recorded {
+                stored: appended(results.first().copied().unwrap_or(1)),
                 counted: Ok(()),
             },
             // Run apart, each part once more (its marker makes that safe) and on its own, so
             // that a chat that cannot be written still has its tokens counted.
             Err(error) => {
                 tracing::warn!(%error, "a turn's write failed; sending its two parts apart");
-                record_apart(self, tenant, turn, spent).await
+                record_apart(self, tenant, turn, apart).await
             }
         }
     }
@@ -391,12 +490,13 @@ impl Store for RedisStore {
             meta,
             ..
         } = self.keys.chat(tenant, chat);
-        self.eval(
+        let now = now_ms();
+        let write = self.eval(
             &self.scripts.clear,
             vec![turns, system, meta],
-            vec![self.ttl_arg()],
-        )
-        .await
+            vec![self.ttl_arg(), now.to_string()],
+        );
+        self.with_index(tenant, chat, now, write).await
     }
 
     async fn replace_turn(
@@ -460,33 +560,233 @@ impl Store for RedisStore {
             meta,
             ..
         } = self.keys.chat(tenant, chat);
-        let _: i64 = self
-            .eval(
-                &self.scripts.set_conversation,
-                vec![turns, system, meta],
-                vec![
-                    self.ttl_arg(),
-                    created_at.to_string(),
-                    metadata.unwrap_or_default().to_owned(),
-                ],
-            )
-            .await?;
-        Ok(())
+        let now = now_ms();
+        let write = self.eval::<i64>(
+            &self.scripts.set_conversation,
+            vec![turns, system, meta],
+            vec![
+                self.ttl_arg(),
+                created_at.to_string(),
+                metadata.unwrap_or_default().to_owned(),
+                now.to_string(),
+            ],
+        );
+        self.with_index(tenant, chat, now, write).await.map(drop)
     }
 
     async fn delete_chat(&self, tenant: &Tenant, chat: &ChatId) -> Result<(), StoreError> {
+        let keys = self.keys.chat(tenant, chat);
+        let idems = keys.idempotency_keys();
+        let ChatKeys {
+            system,
+            turns,
+            meta,
+            base,
+        } = keys;
+        // The chat's keys in one script on its one slot (all of it goes, or none), and its
+        // place in the list beside it.
+        let (deleted, unlisted) = tokio::join!(
+            self.eval::<i64>(
+                &self.scripts.delete_chat,
+                vec![turns, system, meta, idems, base],
+                Vec::new(),
+            ),
+            self.index(tenant, chat, None),
+        );
+        deleted?;
+        unlisted
+    }
+
+    async fn list_chats(
+        &self,
+        tenant: &Tenant,
+        after: Option<&ChatCursor>,
+        limit: usize,
+    ) -> Result<ChatPage, StoreError> {
+        // The index may name a chat that is gone (evicted, or expired in the moment
+        // between the chat's write and the index's): each is read, and the gone are taken
+        // off the list and made up for from further down, a few batches at most.
+        const BATCHES: usize = 4;
+        let index = self.keys.chat_index(tenant);
+        let oldest_live = self
+            .ttl_ms()
+            .map(|ttl| now_ms().saturating_sub(ttl).to_string())
+            .unwrap_or_default();
+        let mut cursor = after.cloned();
+        let mut chats: Vec<ChatSummary> = Vec::new();
+        for _ in 0..BATCHES {
+            let want = limit + 1 - chats.len();
+            let (score, id) = match &cursor {
+                Some(c) => (c.updated_ms.to_string(), c.id.as_str().to_owned()),
+                None => (String::new(), String::new()),
+            };
+            let found: Vec<String> = self
+                .eval(
+                    &self.scripts.list_chats,
+                    vec![index.clone()],
+                    vec![oldest_live.clone(), score, id, want.to_string()],
+                )
+                .await?;
+            let entries: Vec<(ChatId, u64)> = found
+                .chunks(2)
+                .filter_map(|pair| match pair {
+                    [id, score] => Some((ChatId::parse_decoded(id).ok()?, score.parse().ok()?)),
+                    _ => None,
+                })
+                .collect();
+            let summaries = futures_util::future::join_all(
+                entries
+                    .iter()
+                    .map(|(chat, _)| self.chat_summary(tenant, chat)),
+            )
+            .await;
+            let mut gone = Vec::new();
+            for ((chat, score), summary) in entries.iter().zip(summaries) {
+                match summary? {
+                    Some(summary) => chats.push(ChatSummary {
+                        updated_ms: *score,
+                        ..summary
+                    }),
+                    None => gone.push(chat),
+                }
+            }
+            if !gone.is_empty() {
+                let removals = gone.iter().map(|chat| self.index(tenant, chat, None));
+                for removed in futures_util::future::join_all(removals).await {
+                    removed?;
+                }
+            }
+            let exhausted = entries.len() < want;
+            cursor = entries.last().map(|(id, updated_ms)| ChatCursor {
+                updated_ms: *updated_ms,
+                id: id.clone(),
+            });
+            if exhausted || chats.len() > limit {
+                let next = (chats.len() > limit).then(|| chats[limit - 1].cursor());
+                chats.truncate(limit);
+                return Ok(ChatPage { chats, next });
+            }
+        }
+        // Batches full of gone chats: what was found, and the place to go on from.
+        let next = match chats.last() {
+            Some(last) if chats.len() == limit => Some(last.cursor()),
+            _ => cursor,
+        };
+        chats.truncate(limit);
+        Ok(ChatPage { chats, next })
+    }
+
+    async fn chat_summary(
+        &self,
+        tenant: &Tenant,
+        chat: &ChatId,
+    ) -> Result<Option<ChatSummary>, StoreError> {
         let ChatKeys {
             system,
             turns,
             meta,
             ..
         } = self.keys.chat(tenant, chat);
-        // One command on the chat's one slot: all of it goes, or none.
-        self.client()
-            .del::<u64, _>(vec![turns, system, meta])
-            .await
-            .map_err(|e| self.error(e))?;
-        Ok(())
+        let fields = vec![
+            "updated",
+            "born",
+            "messages",
+            "title",
+            "auto_title",
+            "created_at",
+            "metadata",
+        ];
+        let (values, exists) = tokio::join!(
+            self.client()
+                .hmget::<Vec<Option<String>>, _, _>(&meta, fields),
+            self.client()
+                .exists::<u64, _>(vec![turns, system, meta.clone()]),
+        );
+        let mut values = values.map_err(|e| self.error(e))?.into_iter();
+        if exists.map_err(|e| self.error(e))? == 0 {
+            return Ok(None);
+        }
+        let mut next = || values.next().flatten();
+        let number = |value: Option<String>| value.and_then(|v| v.parse::<u64>().ok());
+        let (updated, born, messages) = (number(next()), number(next()), number(next()));
+        let (title, auto_title) = (next(), next());
+        let (created_at, metadata) = (number(next()), next());
+        Ok(Some(ChatSummary {
+            id: chat.clone(),
+            title: title.or(auto_title),
+            created_at: born.unwrap_or(0),
+            updated_ms: updated.unwrap_or(0),
+            messages: messages.unwrap_or(0),
+            conversation: created_at.map(|created_at| ConversationInfo {
+                created_at,
+                metadata,
+            }),
+        }))
+    }
+
+    async fn set_title(
+        &self,
+        tenant: &Tenant,
+        chat: &ChatId,
+        title: &str,
+    ) -> Result<bool, StoreError> {
+        let ChatKeys {
+            system,
+            turns,
+            meta,
+            ..
+        } = self.keys.chat(tenant, chat);
+        let now = now_ms();
+        let set: i64 = self
+            .eval(
+                &self.scripts.set_title,
+                vec![turns, system, meta],
+                vec![self.ttl_arg(), title.to_owned(), now.to_string()],
+            )
+            .await?;
+        // Listed only once it is known to exist: a title alone makes no chat.
+        if set == 1 {
+            self.index(tenant, chat, Some(now)).await?;
+        }
+        Ok(set == 1)
+    }
+
+    async fn create_chat(
+        &self,
+        tenant: &Tenant,
+        chat: &ChatId,
+        new: NewChat<'_>,
+    ) -> Result<bool, StoreError> {
+        let ChatKeys {
+            system,
+            turns,
+            meta,
+            ..
+        } = self.keys.chat(tenant, chat);
+        let now = now_ms();
+        let encoded = new
+            .turns
+            .iter()
+            .map(serde_json::to_string)
+            .collect::<Result<Vec<String>, _>>()
+            .map_err(|e| StoreError::new(format!("cannot encode a turn: {e}")))?;
+        let bytes: usize = encoded.iter().map(String::len).sum();
+        let messages: usize = new.turns.iter().map(Turn::messages).sum();
+        let mut args = vec![
+            self.ttl_arg(),
+            now.to_string(),
+            new.prompt.unwrap_or_default().to_owned(),
+            new.title.unwrap_or_default().to_owned(),
+            new.turns.first().and_then(auto_title).unwrap_or_default(),
+            bytes.to_string(),
+            messages.to_string(),
+            Turn::new_id(),
+        ];
+        args.extend(encoded);
+        let write = self.eval::<i64>(&self.scripts.create_chat, vec![turns, system, meta], args);
+        // Listed beside the write; a chat that existed already is listed as it was written.
+        let made = self.with_index(tenant, chat, now, write).await?;
+        Ok(made == 1)
     }
 
     async fn chat_usage(&self, tenant: &Tenant, chat: &ChatId) -> Result<ChatUsage, StoreError> {
@@ -562,13 +862,15 @@ impl Store for RedisStore {
         claimant: Claimant<'_>,
     ) -> Result<Claim, StoreError> {
         let hold = claimant.hold.as_secs().max(1).to_string();
-        let found: String = self
-            .eval(
-                &self.scripts.claim,
-                vec![self.keys.idempotency(tenant, key)],
-                vec![pending(claimant), hold],
-            )
-            .await?;
+        let mut keys = vec![self.keys.idempotency(tenant, key)];
+        let mut args = vec![pending(claimant), hold];
+        // A chat's keys are listed in the chat, so that deleting it deletes them.
+        if let Some(chat) = &key.chat {
+            keys.push(self.keys.chat(tenant, chat).idempotency_keys());
+            args.push(key.hash.clone());
+            args.push((ANSWER_SECONDS + claimant.hold.as_secs() + 3600).to_string());
+        }
+        let found: String = self.eval(&self.scripts.claim, keys, args).await?;
         parse_claim(&found)
     }
 

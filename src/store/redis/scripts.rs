@@ -1,9 +1,10 @@
 //! The Lua scripts every write runs, one `.lua` file each in `scripts/`, whose header says
 //! its KEYS, its ARGV, what it returns and why it is safe to run twice. They are read into
 //! the binary and made ready once, at cold start: the header comments are left out of what
-//! goes over the wire, the chat scripts get `touch` (the expiry of a chat's keys)
-//! prepended, and `append_turn` and `add_usage`, which are functions, are called alone or
-//! both by `record` (a turn's whole write in one script, where that is allowed).
+//! goes over the wire, the chat scripts get `touch` (the expiry of a chat's keys, and the
+//! stamp of its last write) prepended, and `append_turn`, `add_usage` and `index_chat`,
+//! which are functions, are called alone or together by `record` (a turn's whole write in
+//! one script, where that is allowed).
 
 /// A script as it is sent: its body, and the SHA-1 it is called by.
 pub(super) struct Script {
@@ -34,13 +35,23 @@ pub(super) struct Scripts {
     pub record: Script,
     pub claim: Script,
     pub release: Script,
+    pub set_title: Script,
+    pub create_chat: Script,
+    pub delete_chat: Script,
+    /// A chat's place in its caller's list, alone (a turn's is in `add_usage`).
+    pub index_chat: Script,
+    pub list_chats: Script,
 }
 
 impl Scripts {
     pub fn new() -> Scripts {
         let touch = body(include_str!("scripts/touch.lua"));
         let append_turn = body(include_str!("scripts/append_turn.lua"));
-        let add_usage = body(include_str!("scripts/add_usage.lua"));
+        let index_chat = body(include_str!("scripts/index_chat.lua"));
+        let add_usage = format!(
+            "{index_chat}{}",
+            body(include_str!("scripts/add_usage.lua"))
+        );
         let chat = |script: &str| Script::new(format!("{touch}{}", body(script)));
         let alone = |script: &str| Script::new(body(script).to_owned());
         Scripts {
@@ -62,13 +73,18 @@ impl Scripts {
             count_request: alone(include_str!("scripts/count_request.lua")),
             claim: alone(include_str!("scripts/claim.lua")),
             release: alone(include_str!("scripts/release.lua")),
+            set_title: chat(include_str!("scripts/set_title.lua")),
+            create_chat: chat(include_str!("scripts/create_chat.lua")),
+            delete_chat: alone(include_str!("scripts/delete_chat.lua")),
+            index_chat: Script::new(format!("{index_chat}return index_chat(KEYS, ARGV)\n")),
+            list_chats: alone(include_str!("scripts/list_chats.lua")),
         }
     }
 }
 
 impl Scripts {
-    /// Every script's body, to load into Redis.
-    pub fn bodies(&self) -> Vec<String> {
+    /// Every script, to load into Redis.
+    fn all(&self) -> [&Script; 15] {
         [
             &self.append_turn,
             &self.set_chat_prompt,
@@ -80,10 +96,20 @@ impl Scripts {
             &self.record,
             &self.claim,
             &self.release,
+            &self.set_title,
+            &self.create_chat,
+            &self.delete_chat,
+            &self.index_chat,
+            &self.list_chats,
         ]
-        .iter()
-        .map(|script| script.body.clone())
-        .collect()
+    }
+
+    /// Every script's body, to load into Redis.
+    pub fn bodies(&self) -> Vec<String> {
+        self.all()
+            .iter()
+            .map(|script| script.body.clone())
+            .collect()
     }
 }
 
@@ -103,18 +129,7 @@ mod tests {
     #[test]
     fn headers_stay_home_and_chat_scripts_can_touch() {
         let scripts = Scripts::new();
-        for script in [
-            &scripts.append_turn,
-            &scripts.set_chat_prompt,
-            &scripts.clear,
-            &scripts.set_conversation,
-            &scripts.replace_turn,
-            &scripts.count_request,
-            &scripts.add_usage,
-            &scripts.record,
-            &scripts.claim,
-            &scripts.release,
-        ] {
+        for script in scripts.all() {
             assert!(!script.body.starts_with("--"), "{}", script.body);
             assert!(script.body.contains("return"), "{}", script.body);
             assert_eq!(script.sha.len(), 40);

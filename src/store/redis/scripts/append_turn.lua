@@ -7,10 +7,13 @@
 -- ARGV: 1 ttl ('0': none), 2 the turn's JSON, 3 max messages, 4 max bytes, 5 the marker's
 --       ttl, 6 the context window's new start (or ''), 7 prompt, 8 completion and 9 cached
 --       tokens, 10 the answer kept for the Idempotency-Key (or ''), 11 its ttl, 12 the
---       turn's messages, 13 how many turns come before it (n: a branch's history, into a
---       new chat), 14 to 13+n those turns, 14+n the chat's new prompt (absent: the prompt
---       stays as it is)
--- Returns 1 when stored, 0 when the turn's marker says it already was.
+--       turn's messages, 13 now (Unix milliseconds), 14 the chat's title from its first
+--       question (set once: kept until a clear; '' for none), 15 the id of a turn this one
+--       replaces, with every turn after it (a regenerate or an edit; '' for none), 16 how
+--       many turns come before it (n: a branch's history, into a new chat), 17 to 16+n
+--       those turns, 17+n the chat's new prompt (absent: the prompt stays as it is)
+-- Returns 1 when stored, 0 when the turn's marker says it already was, 2 when the turn it
+-- replaces is no longer in the chat (nothing is written: the chat changed meanwhile).
 --
 -- Trims the oldest turns until the chat holds at most max messages and max bytes, keeping
 -- the newest turn whole. A chat stored before meta had `bytes` and `messages` is counted
@@ -42,8 +45,24 @@ local function append_turn(K, A)
   local bytes, messages = tonumber(meta[1]), tonumber(meta[2])
   -- Written as integers: some Redis versions format a Lua number as `1e+08`.
   local function plus(i, n) return string.format('%d', (tonumber(meta[i]) or 0) + tonumber(n)) end
-  local before = tonumber(A[13])
-  if before > 0 then redis.call('RPUSH', K[1], unpack(A, 14, 13 + before)) end
+  if A[15] ~= '' then
+    local head = '{"id":"' .. A[15] .. '"'
+    local all = redis.call('LRANGE', K[1], 0, -1)
+    local at
+    for i, turn in ipairs(all) do
+      if string.sub(turn, 1, #head) == head then at = i break end
+    end
+    if not at then return 2 end
+    if at == 1 then redis.call('DEL', K[1]) else redis.call('LTRIM', K[1], 0, at - 2) end
+    if bytes ~= nil and messages ~= nil then
+      for i = at, #all do
+        bytes = bytes - #all[i]
+        messages = messages - messages_of(all[i])
+      end
+    end
+  end
+  local before = tonumber(A[16])
+  if before > 0 then redis.call('RPUSH', K[1], unpack(A, 17, 16 + before)) end
   local length = redis.call('RPUSH', K[1], A[2])
   if bytes == nil or messages == nil then
     bytes, messages = 0, 0
@@ -54,7 +73,7 @@ local function append_turn(K, A)
   else
     bytes = bytes + #A[2]
     messages = messages + tonumber(A[12])
-    for i = 14, 13 + before do
+    for i = 17, 16 + before do
       bytes = bytes + #A[i]
       messages = messages + messages_of(A[i])
     end
@@ -69,13 +88,16 @@ local function append_turn(K, A)
   local fields = {'bytes', string.format('%d', bytes), 'messages', string.format('%d', messages),
     'turns', plus(3, 1),
     'prompt_tokens', plus(4, A[7]), 'completion_tokens', plus(5, A[8]),
-    'cached_tokens', plus(6, A[9])}
+    'cached_tokens', plus(6, A[9]), 'updated', A[13]}
   if A[6] ~= '' then
     fields[#fields + 1] = 'window'
     fields[#fields + 1] = A[6]
   end
   redis.call('HSET', K[3], unpack(fields))
-  local prompt = A[14 + before]
+  -- The stamp (touch.lua) of its last write is in the fields above; its birth, once.
+  redis.call('HSETNX', K[3], 'born', string.sub(A[13], 1, -4))
+  if A[14] ~= '' then redis.call('HSETNX', K[3], 'auto_title', A[14]) end
+  local prompt = A[17 + before]
   if prompt then redis.call('SET', K[2], prompt) end
   touch(K, A[1], 1, 3)
   if A[10] ~= '' then redis.call('SET', K[5], A[10], 'EX', A[11]) end
