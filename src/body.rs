@@ -59,11 +59,11 @@ impl Content {
             ));
         }
         let index = match (shape, fields.remove("index")) {
-            (Shape::Edit, Some(Value::Number(n))) => match n.as_u64().map(usize::try_from) {
-                Some(Ok(index)) => Some(index),
-                _ => return Err(invalid_index()),
+            (Shape::Edit, Some(index)) => match whole_number(&index) {
+                Some(index) => Some(usize::try_from(index).unwrap_or(usize::MAX)),
+                None => return Err(invalid_index()),
             },
-            (Shape::Edit, _) => return Err(invalid_index()),
+            (Shape::Edit, None) => return Err(invalid_index()),
             _ => None,
         };
         let content = match shape {
@@ -94,6 +94,36 @@ impl Content {
             stream,
             index,
         })
+    }
+}
+
+/// A JSON number that is a whole number from 0, as JSON Schema's `integer` takes it: `3`
+/// and `3.0` alike (JSON has one kind of number).
+pub fn whole_number(value: &Value) -> Option<u64> {
+    let Value::Number(n) = value else {
+        return None;
+    };
+    if let Some(n) = n.as_u64() {
+        return Some(n);
+    }
+    // A whole float past u64's range (an index far out of any chat's range) saturates.
+    let f = n.as_f64()?;
+    (f >= 0.0 && f.fract() == 0.0).then_some(f as u64)
+}
+
+/// Writes every whole number of `value` that JSON spelled as a float (`3.0`) as an
+/// integer, so that a field typed as an integer reads it.
+pub fn whole_numbers_as_integers(value: &mut Value) {
+    match value {
+        // Only within u64's range: a larger one stays a float, and out of an integer's range.
+        Value::Number(n) if n.as_f64().is_some_and(|f| f < 18_446_744_073_709_551_616.0) => {
+            if let (true, Some(whole)) = (n.is_f64(), whole_number(value)) {
+                *value = Value::from(whole);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(whole_numbers_as_integers),
+        Value::Object(fields) => fields.values_mut().for_each(whole_numbers_as_integers),
+        _ => {}
     }
 }
 
@@ -342,5 +372,29 @@ mod tests {
                 .code(),
             "invalid_json"
         );
+    }
+}
+
+#[cfg(test)]
+mod whole_number_tests {
+    use super::*;
+
+    #[test]
+    fn whole_numbers_are_read_however_json_spells_them() {
+        for (text, expected) in [
+            ("3", Some(3)),
+            ("3.0", Some(3)),
+            ("1848719893873583.0", Some(1_848_719_893_873_583)),
+            ("97688152665214764974080", Some(u64::MAX)),
+            ("3.5", None),
+            ("-1", None),
+            ("\"3\"", None),
+        ] {
+            let value: Value = serde_json::from_str(text).unwrap();
+            assert_eq!(whole_number(&value), expected, "{text}");
+        }
+        let mut tokens = serde_json::json!([1.0, 2, 18446744073709551616.0, 0.5]);
+        whole_numbers_as_integers(&mut tokens);
+        assert_eq!(tokens.to_string(), "[1,2,1.8446744073709552e+19,0.5]");
     }
 }

@@ -7,7 +7,7 @@ use lambda_http::{Request, Response};
 use serde_json::{json, Map, Value};
 
 use crate::app::App;
-use crate::body::json_object;
+use crate::body::{json_object, whole_number, whole_numbers_as_integers};
 use crate::chat::{
     transcript, Asked, ChatId, ImageRef, Part, Tenant, ToolResult, Turn, UserContent,
     MAX_TITLE_CHARS,
@@ -299,19 +299,11 @@ fn fork_of(request: &Request, limit: usize) -> Result<(Option<ChatId>, Option<us
     let into = into_of(&mut body)?;
     let index = match body.remove("index") {
         None | Some(Value::Null) => None,
-        Some(Value::Number(n)) => match n.as_u64().and_then(|n| usize::try_from(n).ok()) {
-            Some(index) => Some(index),
-            None => {
-                return Err(invalid_index(
-                    "`index` must be an integer from 0".to_owned(),
-                ))
-            }
-        },
-        Some(_) => {
-            return Err(invalid_index(
-                "`index` must be an integer from 0".to_owned(),
-            ))
-        }
+        Some(index) => Some(
+            whole_number(&index)
+                .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
+                .ok_or_else(|| invalid_index("`index` must be an integer from 0".to_owned()))?,
+        ),
     };
     only(&body, "`into` and `index`")?;
     Ok((into, index))
@@ -394,7 +386,23 @@ fn import_of(request: &Request, limit: usize) -> Result<Imported, ApiError> {
         ));
     }
     let system = text(&mut body, "system")?;
-    let turns = match (body.remove("turns"), body.remove("messages")) {
+    let mut turns = body.remove("turns");
+    // A turn's token counts are integers however JSON spelled them; every other number
+    // (a response's `temperature`, say) is kept exactly as written.
+    if let Some(Value::Array(turns)) = &mut turns {
+        for turn in turns.iter_mut() {
+            if let Some(tokens) = turn.get_mut("tokens") {
+                whole_numbers_as_integers(tokens);
+            }
+        }
+    }
+    let messages = body.remove("messages");
+    // An export holds both; its `turns` are what is restored, and its `messages` must
+    // still be a transcript.
+    if let (Some(_), Some(Value::Array(messages))) = (&turns, &messages) {
+        turns_of(messages.clone())?;
+    }
+    let turns = match (turns, messages) {
         (Some(Value::Array(turns)), _) => turns
             .into_iter()
             .enumerate()
@@ -402,13 +410,28 @@ fn import_of(request: &Request, limit: usize) -> Result<Imported, ApiError> {
                 let turn: Turn = serde_json::from_value(turn).map_err(|e| {
                     invalid("turns", format!("turns[{index}] is not a turn as exported: {e}"))
                 })?;
-                if turn.asked.is_empty() {
-                    return Err(invalid("turns", format!("turns[{index}] asks nothing")));
+                if turn.exchange.as_ref().is_some_and(|e| !e.is_well_formed()) {
+                    return Err(invalid(
+                        "turns",
+                        format!(
+                            "turns[{index}].exchange must hold items (objects) and a response \
+                             object, as exported"
+                        ),
+                    ));
                 }
-                Ok(Turn {
-                    id: turn.id.clone().or_else(|| Some(Turn::new_id())),
-                    ..turn
-                })
+                // The proxy's own ids (32 hex digits) are kept, and name its key markers and
+                // response ids; a turn without one gets a new one.
+                match &turn.id {
+                    None => Ok(Turn {
+                        id: Some(Turn::new_id()),
+                        ..turn
+                    }),
+                    Some(id) if is_turn_id(id) => Ok(turn),
+                    Some(_) => Err(invalid(
+                        "turns",
+                        format!("turns[{index}].id must be 32 lowercase hex digits, as exported"),
+                    )),
+                }
             })
             .collect::<Result<Vec<_>, _>>()?,
         (Some(_), _) => return Err(invalid("turns", "`turns` must be an array")),
@@ -436,6 +459,10 @@ fn import_of(request: &Request, limit: usize) -> Result<Imported, ApiError> {
         system,
         turns,
     })
+}
+
+fn is_turn_id(id: &str) -> bool {
+    id.len() == 32 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// Turns from a transcript's messages: each run of user and tool messages is a turn's

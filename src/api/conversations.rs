@@ -241,10 +241,11 @@ pub async fn list(
 }
 
 fn unknown_after(after: &str) -> ApiError {
-    invalid(
-        "after",
-        format!("`after` names no conversation of yours: '{after}'"),
-    )
+    ApiError::Missing {
+        code: "conversation_not_found",
+        param: Some("after"),
+        message: format!("`after` names no conversation of yours: '{after}'"),
+    }
 }
 
 /// The conversation `id`, read with the caller's rate limit: 404 when it does not exist.

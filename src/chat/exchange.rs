@@ -40,6 +40,24 @@ pub struct Exchange {
 }
 
 impl Exchange {
+    /// Whether it has the shape the proxy keeps: every input and output item an object
+    /// (or `null`, a deleted item's place), and a response that is an object (or `null`,
+    /// items with no response) whose `output`, when it has one, is a list. An exchange from
+    /// outside (an import) is taken only in this shape.
+    pub fn is_well_formed(&self) -> bool {
+        let item = |item: &Value| item.is_object() || item.is_null();
+        let response = match &self.response {
+            Value::Null => true,
+            Value::Object(response) => match response.get("output") {
+                None => true,
+                Some(Value::Array(output)) => output.iter().all(item),
+                Some(_) => false,
+            },
+            _ => false,
+        };
+        response && self.input.iter().all(item)
+    }
+
     /// The response's output items, in order.
     pub fn output(&self) -> &[Value] {
         self.response["output"]

@@ -18,6 +18,9 @@ pub struct TranscriptMessage<'a> {
     /// Every image of a message that has more than one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub urls: Option<Vec<&'a str>>,
+    /// The call a tool's result answers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<&'a str>,
 }
 
 /// Every message of `turns`, in order: each question, then its reply (a turn of items
@@ -36,6 +39,10 @@ pub fn transcript(turns: &[Turn]) -> Vec<TranscriptMessage<'_>> {
                 content: asked.text(),
                 url: urls.first().copied(),
                 urls: (urls.len() > 1).then_some(urls),
+                tool_call_id: match asked {
+                    Asked::User(_) => None,
+                    Asked::ToolResult(result) => Some(&result.tool_call_id),
+                },
             });
         }
         if !turn.has_reply() {
@@ -52,6 +59,7 @@ pub fn transcript(turns: &[Turn]) -> Vec<TranscriptMessage<'_>> {
             content,
             url: None,
             urls: None,
+            tool_call_id: None,
         });
     }
     messages

@@ -135,7 +135,10 @@ impl TurnEngine {
                 chain = continue_from(ask, responses, &mut context)?;
             }
             if ask.chat.is_some() || ask.responses.is_some() {
-                check_against_history(ask, &context)?;
+                // A redo asks what the chat holds, which was checked when it was stored.
+                if replaces.is_none() {
+                    check_against_history(ask, &context)?;
+                }
                 if let Some(prompt) = &ask.prompt {
                     new_prompt = context.chat_prompt.as_ref() != Some(prompt);
                     context.chat_prompt = Some(prompt.clone());

@@ -51,6 +51,12 @@ async fn said(t: &TestApp, chat: &str) -> Vec<String> {
         .collect()
 }
 
+/// Lets a millisecond pass: the list orders chats by their last write, in milliseconds,
+/// and chats written in the same one by id.
+async fn tick() {
+    tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+}
+
 /// What a request upstream said besides its system prompts.
 fn spoken(sent: &Value) -> Vec<String> {
     sent["messages"]
@@ -84,6 +90,7 @@ async fn the_list_holds_the_callers_chats_newest_write_first_across_instances() 
         "Plan a trip to Lisbon in May, with a day in Sintra and good food",
     )
     .await;
+    tick().await;
     // Written by another instance of the function, listed by this one.
     let other = t.another_instance();
     let reply = crate::support::send_to(
@@ -92,6 +99,7 @@ async fn the_list_holds_the_callers_chats_newest_write_first_across_instances() 
     )
     .await;
     assert_eq!(reply.status, 200);
+    tick().await;
     t.post("/prompted/system", json!({"content": "Be brief."}))
         .await;
     let listed = list(&t, "").await;
@@ -118,6 +126,7 @@ async fn the_list_holds_the_callers_chats_newest_write_first_across_instances() 
             "{chat}"
         );
     }
+    tick().await;
     // A turn moves its chat to the top.
     t.say("trip", "and in June?").await;
     assert_eq!(ids(&list(&t, "").await), ["trip", "prompted", "notes"]);
@@ -130,6 +139,7 @@ async fn pages_follow_next_without_repeating_or_skipping() {
     let names: Vec<String> = (0..7).map(|i| format!("c{i}")).collect();
     for name in &names {
         t.say(name, "hi").await;
+        tick().await;
     }
     let mut seen = Vec::new();
     let mut query = "?limit=3".to_owned();
@@ -586,6 +596,14 @@ async fn an_import_from_messages_alone_and_bad_documents() {
         ),
         (json!({"turns": [{"nonsense": true}]}), "invalid_value"),
         (json!({"turns": "x"}), "invalid_value"),
+        (
+            json!({"turns": [{"user": "q", "assistant": "a", "exchange": {"input": [1], "response": null}}]}),
+            "invalid_value",
+        ),
+        (
+            json!({"turns": [{"user": "q", "assistant": "a", "id": "not-the-proxys"}]}),
+            "invalid_value",
+        ),
         (json!({"title": "t"}), "invalid_value"),
         (json!({"messages": [], "surprise": 1}), "unknown_field"),
         (json!({"into": "{bad}", "messages": []}), "invalid_value"),
@@ -594,6 +612,12 @@ async fn an_import_from_messages_alone_and_bad_documents() {
         reply.assert_error(400, code);
     }
     assert_eq!(t.dump(), before, "refused imports store nothing");
+    // JSON has one kind of number: a whole one written as a float is the integer it says.
+    let floats = json!({"into": "floats", "turns": [{"user": "q", "assistant": "a",
+        "tokens": [12.0, 1, 30.0, 4, 0, 4.0, 0]}]});
+    let imported = t.post("/chats/import", floats).await;
+    assert_eq!(imported.status, 200, "{}", imported.text);
+    assert_eq!(said(&t, "floats").await, ["q", "a"]);
     let small = TestApp::with_env(&[("MAX_HISTORY_MESSAGES", "2")]).await;
     let three = json!({"messages": [
         {"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}, {"role": "user", "content": "c"}
@@ -660,6 +684,7 @@ async fn conversations_are_listed_newest_first_and_paged_by_id() {
             )
             .await;
         made.push(reply.json()["id"].as_str().unwrap().to_owned());
+        tick().await;
     }
     t.say("seeded", "a chat is a conversation too").await;
     let first = t.get("/v1/conversations?limit=2").await.json();
@@ -692,7 +717,7 @@ async fn conversations_are_listed_newest_first_and_paged_by_id() {
         .assert_error(400, "invalid_value");
     t.get("/v1/conversations?after=nope")
         .await
-        .assert_error(400, "invalid_value");
+        .assert_error(404, "conversation_not_found");
     // A deleted conversation leaves the list.
     t.call(
         Method::DELETE,
@@ -712,10 +737,12 @@ async fn on_a_cluster_the_list_and_the_chats_live_in_their_own_slots() {
             .post(&format!("/{name}/chat"), json!({"content": name}))
             .await;
         assert_eq!(reply.status, 200, "{}", reply.text);
+        tick().await;
     }
     assert_eq!(ids(&list(&t, "").await), ["d", "c", "b", "a"]);
     let forked = t.post("/a/fork", json!({"into": "e"})).await;
     assert_eq!(forked.status, 200, "{}", forked.text);
+    tick().await;
     t.post("/b/regenerate", json!({})).await;
     assert_eq!(t.call(Method::DELETE, "/c", Body::Empty).await.status, 200);
     assert_eq!(ids(&list(&t, "").await), ["b", "e", "d", "a"]);

@@ -72,7 +72,7 @@ async fn a_tool_call_and_its_result_are_kept_in_order_and_sent_back() {
         json!([
             {"role": "user", "content": "Weather in Oslo?"},
             {"role": "assistant", "content": "[tool call get_weather({\"city\":\"Oslo\"})]"},
-            {"role": "tool", "content": "sunny, 21 C"},
+            {"role": "tool", "content": "sunny, 21 C", "tool_call_id": WEATHER},
             {"role": "assistant", "content": "reply to: Weather in Oslo?"}
         ])
     );
