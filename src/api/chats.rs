@@ -360,16 +360,15 @@ struct Imported {
 /// another tool) has its turns made from them.
 fn import_of(request: &Request, limit: usize) -> Result<Imported, ApiError> {
     let mut body = json_object(request.body(), limit)?;
-    let into = match into_of(&mut body)? {
-        Some(into) => Some(into),
-        None => match body.get("id") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(id)) => Some(
-                ChatId::parse_decoded(id).map_err(|_| invalid("id", "`id` must be a chat id"))?,
-            ),
-            Some(_) => return Err(invalid("id", "`id` must be a chat id (a string)")),
-        },
+    // The document's own id is checked even when `into` names another.
+    let own = match body.get("id") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(id)) => {
+            Some(ChatId::parse_decoded(id).map_err(|_| invalid("id", "`id` must be a chat id"))?)
+        }
+        Some(_) => return Err(invalid("id", "`id` must be a chat id (a string)")),
     };
+    let into = into_of(&mut body)?.or(own);
     let text = |body: &mut Map<String, Value>, name: &'static str| match body.remove(name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(text)) => Ok(Some(text)),

@@ -607,6 +607,10 @@ async fn an_import_from_messages_alone_and_bad_documents() {
         (json!({"title": "t"}), "invalid_value"),
         (json!({"messages": [], "surprise": 1}), "unknown_field"),
         (json!({"into": "{bad}", "messages": []}), "invalid_value"),
+        (
+            json!({"into": "ok", "id": "0*", "messages": []}),
+            "invalid_value",
+        ),
     ] {
         let reply = t.post("/chats/import", bad.clone()).await;
         reply.assert_error(400, code);
