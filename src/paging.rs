@@ -74,12 +74,17 @@ impl Paging {
         };
         let rest = items.len().saturating_sub(start);
         let data: Vec<Value> = items.into_iter().skip(start).take(self.limit).collect();
-        json!({
-            "object": "list",
-            "data": data,
-            "first_id": data.first().map_or(Value::Null, |item| item["id"].clone()),
-            "last_id": data.last().map_or(Value::Null, |item| item["id"].clone()),
-            "has_more": rest > self.limit,
-        })
+        list(data, rest > self.limit)
     }
+}
+
+/// OpenAI's list shape for one page of `data` (each with an `id`).
+pub fn list(data: Vec<Value>, has_more: bool) -> Value {
+    json!({
+        "object": "list",
+        "first_id": data.first().map_or(Value::Null, |item| item["id"].clone()),
+        "last_id": data.last().map_or(Value::Null, |item| item["id"].clone()),
+        "data": data,
+        "has_more": has_more,
+    })
 }

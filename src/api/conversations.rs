@@ -13,7 +13,7 @@ use crate::body::json_object;
 use crate::chat::{listed_items, turn_parts, ChatId, Exchange, Tenant, Turn};
 use crate::error::ApiError;
 use crate::http::{json_response, ResponseBody};
-use crate::paging::Paging;
+use crate::paging::{self, Paging};
 use crate::request_log::RequestLog;
 use crate::store::{ConversationInfo, TurnExtras};
 
@@ -230,13 +230,7 @@ pub async fn list(
         .collect();
     Ok(json_response(
         StatusCode::OK,
-        &json!({
-            "object": "list",
-            "data": data,
-            "first_id": data.first().map_or(Value::Null, |item| item["id"].clone()),
-            "last_id": data.last().map_or(Value::Null, |item| item["id"].clone()),
-            "has_more": page.next.is_some(),
-        }),
+        &paging::list(data, page.next.is_some()),
     ))
 }
 

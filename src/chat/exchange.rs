@@ -1,4 +1,5 @@
-//! A turn made through OpenAI's Responses API, kept exactly as it came: the request's input
+//! A turn made through OpenAI's Responses API (one room: one stored form, and every door's
+//! reading of it), kept exactly as it came: the request's input
 //! items as the caller sent them, and the response as upstream returned it (under the
 //! proxy's id, its `output` items with their own ids, reasoning included). The other doors
 //! read the same turn as messages: its user messages and tool results, its reply's text and

@@ -16,7 +16,7 @@ pub use self::exchange::{
 pub use self::id::{ChatId, InvalidChatId};
 pub use self::said::{first_difference, Said};
 pub use self::title::{auto_title, AUTO_TITLE_CHARS, MAX_TITLE_CHARS};
-pub use self::transcript::{transcript, TranscriptMessage};
+pub use self::transcript::{places, transcript, Place, TranscriptMessage};
 pub use self::turn::{text_of, Asked, ImageRef, Part, ToolResult, Turn, TurnTokens, UserContent};
 
 /// Whose data a request reads and writes.

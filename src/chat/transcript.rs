@@ -23,44 +23,63 @@ pub struct TranscriptMessage<'a> {
     pub tool_call_id: Option<&'a str>,
 }
 
-/// Every message of `turns`, in order: each question, then its reply (a turn of items
-/// with no reply has none).
+/// A message's place in a transcript: one of its turn's questions, or the turn's reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Place {
+    Asked(usize),
+    Reply,
+}
+
+/// The place of every message of `turns`, in transcript order, each with its turn's index:
+/// each question, then its reply (a turn of items with no reply has none). What `/edit`
+/// and `/fork` count their `index` in.
+pub fn places(turns: &[Turn]) -> impl Iterator<Item = (usize, Place)> + '_ {
+    turns.iter().enumerate().flat_map(|(at, turn)| {
+        let questions = (0..turn.asked.len()).map(move |k| (at, Place::Asked(k)));
+        questions.chain(turn.has_reply().then_some((at, Place::Reply)))
+    })
+}
+
+/// Every message of `turns`, in order (see [`places`]).
 pub fn transcript(turns: &[Turn]) -> Vec<TranscriptMessage<'_>> {
-    let mut messages = Vec::with_capacity(turns.len() * 2);
-    for turn in turns {
-        for asked in &turn.asked {
-            let urls: Vec<&str> = asked.image_urls().collect();
-            messages.push(TranscriptMessage {
-                // A tool's result, which the seed routes never send, shows as its text.
-                role: match asked {
-                    Asked::User(_) => "user",
-                    Asked::ToolResult(_) => "tool",
-                },
-                content: asked.text(),
-                url: urls.first().copied(),
-                urls: (urls.len() > 1).then_some(urls),
-                tool_call_id: match asked {
-                    Asked::User(_) => None,
-                    Asked::ToolResult(result) => Some(&result.tool_call_id),
-                },
-            });
-        }
-        if !turn.has_reply() {
-            continue;
-        }
-        // A reply's tool calls show as text after its own, one line each.
-        let content = match (turn.assistant.as_str(), turn.calls.is_empty()) {
-            (_, true) => Cow::Borrowed(turn.assistant.as_str()),
-            ("", false) => Cow::Owned(turn.calls_as_text()),
-            (text, false) => Cow::Owned(format!("{text}\n{}", turn.calls_as_text())),
-        };
-        messages.push(TranscriptMessage {
-            role: "assistant",
-            content,
-            url: None,
-            urls: None,
-            tool_call_id: None,
-        });
+    places(turns)
+        .map(|(at, place)| match place {
+            Place::Asked(k) => asked_message(&turns[at].asked[k]),
+            Place::Reply => reply_message(&turns[at]),
+        })
+        .collect()
+}
+
+fn asked_message(asked: &Asked) -> TranscriptMessage<'_> {
+    let urls: Vec<&str> = asked.image_urls().collect();
+    TranscriptMessage {
+        // A tool's result, which the seed routes never send, shows as its text.
+        role: match asked {
+            Asked::User(_) => "user",
+            Asked::ToolResult(_) => "tool",
+        },
+        content: asked.text(),
+        url: urls.first().copied(),
+        urls: (urls.len() > 1).then_some(urls),
+        tool_call_id: match asked {
+            Asked::User(_) => None,
+            Asked::ToolResult(result) => Some(&result.tool_call_id),
+        },
     }
-    messages
+}
+
+fn reply_message(turn: &Turn) -> TranscriptMessage<'_> {
+    // A reply's tool calls show as text after its own, one line each.
+    let content = match (turn.assistant.as_str(), turn.calls.is_empty()) {
+        (_, true) => Cow::Borrowed(turn.assistant.as_str()),
+        ("", false) => Cow::Owned(turn.calls_as_text()),
+        (text, false) => Cow::Owned(format!("{text}\n{}", turn.calls_as_text())),
+    };
+    TranscriptMessage {
+        role: "assistant",
+        content,
+        url: None,
+        urls: None,
+        tool_call_id: None,
+    }
 }

@@ -383,9 +383,7 @@ impl Store for MemoryStore {
         chats.sort_by(|a, b| {
             (b.updated_ms, b.id.as_str().as_bytes()).cmp(&(a.updated_ms, a.id.as_str().as_bytes()))
         });
-        let next = (chats.len() > limit).then(|| chats[limit - 1].cursor());
-        chats.truncate(limit);
-        Ok(ChatPage { chats, next })
+        Ok(ChatPage::of(chats, limit))
     }
 
     async fn chat_summary(

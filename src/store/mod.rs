@@ -1,4 +1,5 @@
-//! The `Store` trait: what the proxy keeps, whichever database keeps it.
+//! The `Store` trait: what the proxy keeps, whichever database keeps it. One room because
+//! it is one contract, with the types its methods speak in; each store is a room beside it.
 //!
 //! A chat is a system prompt and a list of turns. A turn (a question with its answer) is the
 //! unit of storage, so a question can never be stored without its answer, and concurrent
@@ -108,6 +109,16 @@ pub struct ChatPage {
     pub chats: Vec<ChatSummary>,
     /// Where the next page starts, when there are more.
     pub next: Option<ChatCursor>,
+}
+
+impl ChatPage {
+    /// A page of the first `limit` of `chats`, found in list order (one more than `limit`
+    /// when there are more), and where the next page starts.
+    pub fn of(mut chats: Vec<ChatSummary>, limit: usize) -> ChatPage {
+        let next = (chats.len() > limit).then(|| chats[limit - 1].cursor());
+        chats.truncate(limit);
+        ChatPage { chats, next }
+    }
 }
 
 /// A chat made whole at once: a fork, an import.

@@ -2,7 +2,7 @@
 //! (`/edit`). Found in the chat the turn reads, so that it costs no round trip of its own,
 //! and replaced in the turn's one write, so that a failed redo changes nothing.
 
-use crate::chat::{Asked, Part, Turn, UserContent};
+use crate::chat::{places, Asked, Part, Place, Turn, UserContent};
 use crate::error::ApiError;
 use crate::store::TurnContext;
 
@@ -62,31 +62,21 @@ pub(super) fn resolve(
 /// The turn holding the user message at transcript position `index`, and the message's
 /// place among the turn's questions.
 fn find_question(history: &[Turn], index: usize) -> Result<(usize, usize), ApiError> {
-    let mut position = 0;
-    for (at, turn) in history.iter().enumerate() {
-        for (question, asked) in turn.asked.iter().enumerate() {
-            if position == index {
-                return match asked {
-                    Asked::User(_) => Ok((at, question)),
-                    Asked::ToolResult(_) => Err(invalid_index(&format!(
-                        "message {index} is a tool's result, not a user message"
-                    ))),
-                };
-            }
-            position += 1;
-        }
-        if turn.has_reply() {
-            if position == index {
-                return Err(invalid_index(&format!(
-                    "message {index} is an answer, not a user message"
-                )));
-            }
-            position += 1;
-        }
+    match places(history).nth(index) {
+        Some((at, Place::Asked(question))) => match &history[at].asked[question] {
+            Asked::User(_) => Ok((at, question)),
+            Asked::ToolResult(_) => Err(invalid_index(&format!(
+                "message {index} is a tool's result, not a user message"
+            ))),
+        },
+        Some((_, Place::Reply)) => Err(invalid_index(&format!(
+            "message {index} is an answer, not a user message"
+        ))),
+        None => Err(invalid_index(&format!(
+            "the chat has {} messages; there is no message {index}",
+            places(history).count()
+        ))),
     }
-    Err(invalid_index(&format!(
-        "the chat has {position} messages; there is no message {index}"
-    )))
 }
 
 fn image_parts(user: &UserContent) -> Vec<Part> {

@@ -662,9 +662,7 @@ impl Store for RedisStore {
                 id: id.clone(),
             });
             if exhausted || chats.len() > limit {
-                let next = (chats.len() > limit).then(|| chats[limit - 1].cursor());
-                chats.truncate(limit);
-                return Ok(ChatPage { chats, next });
+                return Ok(ChatPage::of(chats, limit));
             }
         }
         // Batches full of gone chats: what was found, and the place to go on from.
