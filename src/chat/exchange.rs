@@ -70,7 +70,7 @@ impl Exchange {
     /// images) and tool results; other items (system messages, earlier outputs sent back
     /// as input, references) have no message of their own there.
     pub fn asked(&self) -> Vec<Asked> {
-        self.input.iter().filter_map(asked_of).collect()
+        asked_in(&self.input)
     }
 
     /// The reply's text: its messages' text (or refusals), joined.
@@ -121,6 +121,11 @@ pub fn calls_of(output: &[Value]) -> Vec<Value> {
                    "function": {"name": call["name"], "arguments": call["arguments"]}})
         })
         .collect()
+}
+
+/// An input's items as the other doors' messages ([`Exchange::asked`]).
+pub fn asked_in(input: &[Value]) -> Vec<Asked> {
+    input.iter().filter_map(asked_of).collect()
 }
 
 /// An input item as a message of the other doors, when it is one.

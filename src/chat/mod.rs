@@ -4,16 +4,18 @@
 
 mod exchange;
 mod id;
+mod reference;
 mod said;
 mod title;
 mod transcript;
 mod turn;
 
 pub use self::exchange::{
-    asked_item, calls_of, listed_items, output_text, parse_response_id, response_id, turn_items,
-    turn_parts, Exchange,
+    asked_in, asked_item, calls_of, listed_items, output_text, parse_response_id, response_id,
+    turn_items, turn_parts, Exchange,
 };
 pub use self::id::{ChatId, InvalidChatId};
+pub use self::reference::{find_items, referable_ids, referenced_ids, resolve, MAX_ITEM_ID_BYTES};
 pub use self::said::{first_difference, Said};
 pub use self::title::{auto_title, AUTO_TITLE_CHARS, MAX_TITLE_CHARS};
 pub use self::transcript::{places, transcript, Place, TranscriptMessage};

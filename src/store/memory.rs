@@ -40,6 +40,8 @@ struct State {
     counted: HashSet<(Tenant, String)>,
     /// `Idempotency-Key`s: what each holds, until when.
     keys: HashMap<(Tenant, IdempotencyKey), (Held, Instant)>,
+    /// Which stored response holds each output item, by the item's id.
+    items: HashMap<(Tenant, String), String>,
 }
 
 #[derive(Clone)]
@@ -475,7 +477,25 @@ impl Store for MemoryStore {
         if let Some(kept) = spent.answer {
             keep(&mut state, tenant, kept);
         }
+        if let Some(items) = spent.items {
+            for id in items.ids {
+                let key = (tenant.clone(), id.clone());
+                state.items.insert(key, items.response.to_owned());
+            }
+        }
         Ok(())
+    }
+
+    async fn item_responses(
+        &self,
+        tenant: &Tenant,
+        ids: &[String],
+    ) -> Result<Vec<Option<String>>, StoreError> {
+        let state = self.state();
+        Ok(ids
+            .iter()
+            .map(|id| state.items.get(&(tenant.clone(), id.clone())).cloned())
+            .collect())
     }
 
     async fn caller_usage(&self, tenant: &Tenant, day: &UtcDay) -> Result<CallerUsage, StoreError> {

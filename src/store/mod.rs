@@ -186,6 +186,18 @@ pub struct Spent<'a> {
     /// The chat the turn was kept in, to put at the top of its caller's list, with the
     /// time of the write.
     pub listed: Option<(&'a ChatId, u64)>,
+    /// A stored response's output items, found again by their ids (`item_reference`).
+    pub items: Option<StoredItems<'a>>,
+}
+
+/// The output items of a stored response, by id: a later request may name any of them in
+/// an `item_reference` instead of sending it again (the Vercel AI SDK does, for the whole
+/// history it resends).
+#[derive(Debug, Clone, Copy)]
+pub struct StoredItems<'a> {
+    /// The proxy's id of the response that holds them (which names its chat).
+    pub response: &'a str,
+    pub ids: &'a [String],
 }
 
 /// A chat's token usage over its life.
@@ -412,6 +424,14 @@ pub trait Store: Send + Sync {
     /// and for its model (and to its source address's day, for an open API); idempotent by
     /// `spent.id`. Counters outlive their period by a day (a month's by a month).
     async fn add_usage(&self, tenant: &Tenant, spent: Spent<'_>) -> Result<(), StoreError>;
+    /// The response that holds each of the caller's items named by `ids` (an
+    /// `item_reference`'s), as recorded with it (`Spent::items`); `None` for an id not
+    /// recorded, or whose record expired with its chat.
+    async fn item_responses(
+        &self,
+        tenant: &Tenant,
+        ids: &[String],
+    ) -> Result<Vec<Option<String>>, StoreError>;
     /// The caller's counters for `day` and its month.
     async fn caller_usage(&self, tenant: &Tenant, day: &UtcDay) -> Result<CallerUsage, StoreError>;
     /// Tokens spent on `day`: by the caller, or by `ip` for an open API.

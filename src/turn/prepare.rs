@@ -3,18 +3,23 @@
 //! tokens spent today and the claim on the `Idempotency-Key`), every limit checked, and the
 //! window of history it sends; then the messages that window makes.
 
+use std::collections::HashMap;
 use std::future::Future;
 
+use futures_util::future::join_all;
 use serde_json::{json, Map, Value};
 use tokio::time::Instant;
 
 use super::{Ask, Keep, ResponsesTurn, TurnEngine};
 use crate::budget::{self, Window};
-use crate::chat::{first_difference, response_id, turn_items, Asked, ChatId, Tenant, Turn};
+use crate::chat::{
+    asked_in, find_items, first_difference, parse_response_id, referenced_ids, resolve,
+    response_id, turn_items, Asked, ChatId, Tenant, Turn,
+};
 use crate::clock::UtcDay;
 use crate::error::ApiError;
 use crate::request_log::RequestLog;
-use crate::store::{Claim, Store, TurnContext};
+use crate::store::{Claim, Store, StoreError, TurnContext};
 use crate::upstream::wire::Message;
 
 /// What a turn sends upstream besides its parameters.
@@ -90,9 +95,27 @@ impl TurnEngine {
                 None => Ok(None),
             }
         };
-        let (allowed, context, spent, claim) = log
-            .redis(async { tokio::join!(rate_limit, context, spent, claim) })
+        // Where the items the input references are kept, looked up beside the rest.
+        let references = match &ask.responses {
+            Some(responses) => referenced_ids(&responses.input).unwrap_or_default(),
+            None => Vec::new(),
+        };
+        let located = async {
+            match references.is_empty() {
+                true => Ok(Vec::new()),
+                false => store.item_responses(ask.tenant, &references).await,
+            }
+        };
+        let (allowed, context, spent, claim, located) = log
+            .redis(async { tokio::join!(rate_limit, context, spent, claim, located) })
             .await;
+        let referenced = match (&allowed, &context) {
+            (Ok(()), Ok(context)) if !references.is_empty() => {
+                self.referenced(ask, &references, located, context, log)
+                    .await
+            }
+            _ => Ok(HashMap::new()),
+        };
         let claimed = match claim? {
             None => false,
             Some(Claim::Claimed) => true,
@@ -128,6 +151,14 @@ impl TurnEngine {
                 let (asked, replaced) = super::redo::resolve(redo, &mut context)?;
                 ask.asked = asked;
                 replaces = Some(replaced);
+            }
+            if let Some(responses) = ask.responses.as_mut().filter(|_| !references.is_empty()) {
+                resolve(&mut responses.input, &referenced?).map_err(|id| ApiError::Missing {
+                    code: "item_not_found",
+                    param: Some("input"),
+                    message: format!("Item with id '{id}' not found."),
+                })?;
+                ask.asked = asked_in(&responses.input);
             }
             let mut new_prompt = false;
             let mut chain = None;
@@ -187,6 +218,42 @@ impl TurnEngine {
                 Err(error)
             }
         }
+    }
+
+    /// The items `ids` names, found in the history just read, or else in the chains and
+    /// conversations their records name, read together in one more round trip (only a
+    /// request that references items it did not continue from pays it). An id found
+    /// nowhere is left out.
+    async fn referenced(
+        &self,
+        ask: &Ask<'_>,
+        ids: &[String],
+        located: Result<Vec<Option<String>>, StoreError>,
+        context: &TurnContext,
+        log: &mut RequestLog,
+    ) -> Result<HashMap<String, Value>, ApiError> {
+        let mut found = HashMap::new();
+        find_items(&context.history, ids, &mut found);
+        let mut chats: Vec<ChatId> = Vec::new();
+        for (id, response) in ids.iter().zip(located?) {
+            let chat = response
+                .as_deref()
+                .and_then(parse_response_id)
+                .map(|(_, chat)| chat);
+            if let (false, Some(chat)) = (found.contains_key(id), chat) {
+                if !chats.contains(&chat) {
+                    chats.push(chat);
+                }
+            }
+        }
+        if chats.is_empty() {
+            return Ok(found);
+        }
+        let reads = chats.iter().map(|chat| self.store.turns(ask.tenant, chat));
+        for turns in log.redis(join_all(reads)).await {
+            find_items(&turns?, ids, &mut found);
+        }
+        Ok(found)
     }
 
     /// The address an open API counts tokens by, for its `TOKEN_LIMIT_PER_DAY` (without a

@@ -12,9 +12,9 @@ use tokio::time::Instant;
 use super::prepare::{release, Ready};
 use super::{Answered, Ask, Keep, TurnEngine};
 use crate::budget::{self, Window};
-use crate::chat::{Asked, ChatId, Exchange, Tenant, Turn};
+use crate::chat::{referable_ids, Asked, ChatId, Exchange, Tenant, Turn};
 use crate::clock::{now_ms, UtcDay};
-use crate::store::{KeptAnswer, Recorded, Spent, Store, TurnContext, TurnExtras};
+use crate::store::{KeptAnswer, Recorded, Spent, Store, StoredItems, TurnContext, TurnExtras};
 
 /// What a turn writes when upstream has answered, owned so that a streamed turn can write
 /// it on its own.
@@ -128,6 +128,12 @@ impl Record {
             };
             (chat, turn, extras)
         });
+        // Where its output items are, for a later `item_reference` to them.
+        let item_ids: Vec<String> = turn
+            .as_ref()
+            .and_then(|(_, turn, _)| turn.exchange.as_ref())
+            .map(|exchange| referable_ids(exchange.output()))
+            .unwrap_or_default();
         let spent = Spent {
             id: &self.turn_id,
             model: &self.model,
@@ -142,6 +148,14 @@ impl Record {
                 None => kept,
             },
             listed: self.chat.as_ref().map(|(chat, ..)| (chat, now_ms())),
+            items: self
+                .responses
+                .as_ref()
+                .filter(|_| !item_ids.is_empty())
+                .map(|responses| StoredItems {
+                    response: &responses.answer_id,
+                    ids: &item_ids,
+                }),
         };
         let Recorded { stored, counted } = self
             .store

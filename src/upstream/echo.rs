@@ -15,7 +15,8 @@
 //! - a response (`/responses`) answers the same way to its last user item (or the output
 //!   of its last function call), `echo: <text> (<n> items)`, with a call of the first tool
 //!   for [`CALL_MARKER`], a reasoning item with encrypted content when asked for one, and
-//!   OpenAI's semantic events when streamed;
+//!   OpenAI's semantic events when streamed; an `item_reference` is a 404, as at OpenAI
+//!   when nothing is stored;
 //! - a moderation is unflagged unless the text contains [`FLAG_MARKER`];
 //! - the model list is the configured models.
 
@@ -445,6 +446,18 @@ pub fn response_events(response: &Value) -> Vec<(bool, Value)> {
 }
 
 fn responses(body: &Value) -> reqwest::Response {
+    // As OpenAI: the proxy always asks with `store: false`, so no item can be referenced.
+    let mut references = body["input"].as_array().into_iter().flatten();
+    if let Some(reference) = references.find(|item| item["type"] == "item_reference") {
+        let message = format!(
+            "Item with id '{}' not found. Items are not persisted when `store` is set to \
+             false. Try again with `store` set to true, or remove this item from your input.",
+            reference["id"].as_str().unwrap_or_default()
+        );
+        let error = json!({"error": {"message": message, "type": "invalid_request_error",
+            "param": "input", "code": null}});
+        return json_answer(404, &error);
+    }
     let response = response_of(body);
     if body["stream"] != json!(true) {
         return json_answer(200, &response);

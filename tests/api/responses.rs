@@ -531,6 +531,123 @@ async fn a_response_continuing_a_chain_costs_two_round_trips_on_the_wire() {
         texts(&last_input(&t).await),
         ["start", "reply to: start", "branch"]
     );
+    // An item of the chain continued, referenced, is found in the turn's own read.
+    let said = t.get(&format!("/v1/responses/{id}")).await.json()["output"][0]["id"].clone();
+    let referenced = respond(
+        &t,
+        json!({"input": [reference(&said), user("again")], "previous_response_id": id}),
+    );
+    let trips = crate::turns::round_trips(&t, referenced).await;
+    crate::turns::assert_trips(trips, 2, "a chained response referencing its chain's item");
+    // The whole history by reference, with no previous response (the Vercel AI SDK's
+    // way): where the items are is read beside the turn's read, then their chain, one
+    // round trip more.
+    let whole = respond(
+        &t,
+        json!({"input": [user("start"), reference(&said), user("once more")]}),
+    );
+    let trips = crate::turns::round_trips(&t, whole).await;
+    crate::turns::assert_trips(trips, 3, "a new chain referencing another chain's item");
+    assert_eq!(last_input(&t).await[1]["id"], said);
+}
+
+/// A user message as the Vercel AI SDK sends it.
+fn user(text: &str) -> Value {
+    json!({"role": "user", "content": [{"type": "input_text", "text": text}]})
+}
+
+fn reference(id: &Value) -> Value {
+    json!({"type": "item_reference", "id": id})
+}
+
+#[tokio::test]
+async fn an_item_reference_is_sent_upstream_and_kept_as_the_item_it_names() {
+    // The Vercel AI SDK's default: the whole history again, earlier outputs by reference,
+    // no previous_response_id. OpenAI, asked with store: false, knows no item by its id
+    // (the fake refuses a reference as it does).
+    let t = TestApp::start().await;
+    let first = respond(&t, json!({"input": [user("one")]})).await;
+    let said = first.json()["output"][0].clone();
+    assert_eq!(said["type"], "message", "{}", first.text);
+    let second = respond(
+        &t,
+        json!({"input": [user("one"), reference(&said["id"]), user("two")]}),
+    )
+    .await;
+    let second = id_of(&second);
+    let sent = last_input(&t).await;
+    assert_eq!(sent.len(), 3);
+    assert_eq!(
+        sent[1], said,
+        "the reference went upstream as the whole item"
+    );
+    // Kept whole: the response's input items, and what a chain from it sends.
+    let listed = t
+        .get(&format!("/v1/responses/{second}/input_items?order=asc"))
+        .await;
+    assert_eq!(listed.status, 200, "{}", listed.text);
+    assert_eq!(listed.json()["data"][1], said);
+    let third = respond(
+        &t,
+        json!({"input": "three", "previous_response_id": second}),
+    )
+    .await;
+    assert_eq!(third.status, 200, "{}", third.text);
+    let sent = last_input(&t).await;
+    assert!(sent.iter().all(|item| item["type"] != "item_reference"));
+    assert_eq!(
+        texts(&sent),
+        ["one", "reply to: one", "two", "reply to: two", "three"]
+    );
+    // A reference to an item of the chain continued is found in the turn's own read, and
+    // so is one made by a conversation (the id the proxy gave it when listed).
+    let third_said = third.json()["output"][0].clone();
+    let fourth = respond(
+        &t,
+        json!({"input": [reference(&third_said["id"]), user("four")],
+            "previous_response_id": third.json()["id"]}),
+    )
+    .await;
+    assert_eq!(fourth.status, 200, "{}", fourth.text);
+    let sent = last_input(&t).await;
+    assert_eq!(sent[sent.len() - 2], third_said);
+}
+
+#[tokio::test]
+async fn a_reference_to_an_item_the_caller_has_not_is_a_404_and_nothing_is_asked_or_kept() {
+    let t = TestApp::with_env(&[("PROXY_API_KEYS", "alice:sk-alice-1,bob:sk-bob-2")]).await;
+    let alice = [("authorization", "Bearer sk-alice-1")];
+    let bob = [("authorization", "Bearer sk-bob-2")];
+    let first = respond_as(&t, json!({"input": "secret"}), &alice).await;
+    let said = first.json()["output"][0]["id"].clone();
+    let asked = t.openai.bodies("/v1/responses").await.len();
+    let before = t.dump();
+    for (who, id) in [(&bob, said.clone()), (&alice, json!("msg_unknown"))] {
+        for stream in [false, true] {
+            let body = json!({"input": [reference(&id), user("more")], "stream": stream});
+            let reply = respond_as(&t, body, who).await;
+            reply.assert_error(404, "item_not_found");
+            let error = reply.json()["error"].clone();
+            assert_eq!(error["param"], "input");
+            assert!(error["message"]
+                .as_str()
+                .unwrap()
+                .contains(id.as_str().unwrap()));
+        }
+    }
+    respond_as(&t, json!({"input": [{"type": "item_reference"}]}), &alice)
+        .await
+        .assert_error(400, "invalid_value");
+    assert_eq!(t.openai.bodies("/v1/responses").await.len(), asked);
+    assert_eq!(t.dump(), before, "nothing was stored");
+    // Alice's own reference is found.
+    let own = respond_as(
+        &t,
+        json!({"input": [reference(&said), user("more")]}),
+        &alice,
+    )
+    .await;
+    assert_eq!(own.status, 200, "{}", own.text);
 }
 
 #[tokio::test]
@@ -588,4 +705,13 @@ async fn chains_branches_and_conversations_work_on_a_redis_cluster() {
     let reply = respond(&t, json!({"input": "more", "conversation": "trip"})).await;
     assert_eq!(reply.status, 200, "{}", reply.text);
     assert_eq!(t.transcript("trip").await.as_array().unwrap().len(), 4);
+    // Where an item is, recorded in the caller's slot, and the chain it names, in its own.
+    let said = t.get(&format!("/v1/responses/{one}")).await.json()["output"][0].clone();
+    let whole = respond(
+        &t,
+        json!({"input": [user("one"), reference(&said["id"]), user("b")]}),
+    )
+    .await;
+    assert_eq!(whole.status, 200, "{}", whole.text);
+    assert_eq!(last_input(&t).await[1], said);
 }

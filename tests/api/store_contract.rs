@@ -802,3 +802,44 @@ async fn chats_are_listed_titled_made_whole_redone_and_deleted_alike() {
         assert_eq!(listed.chats.len(), 3, "{name}");
     }
 }
+
+#[tokio::test]
+async fn where_a_responses_items_are_is_recorded_with_its_usage_once_per_caller() {
+    let (stores, _server) = both(settings(Some(Duration::from_secs(600)), 100)).await;
+    let day = chat_proxy::clock::UtcDay::today();
+    let alice = Tenant::Caller("alice".to_owned());
+    let ids = ["msg_1".to_owned(), "rs_2".to_owned()];
+    for (name, store) in &stores {
+        let spent = chat_proxy::store::Spent {
+            id: "turn-items",
+            model: "gpt-4o-mini",
+            prompt_tokens: 3,
+            completion_tokens: 2,
+            cached_tokens: 0,
+            day: &day,
+            ip: None,
+            answer: None,
+            listed: None,
+            items: Some(chat_proxy::store::StoredItems {
+                response: "resp_x",
+                ids: &ids,
+            }),
+        };
+        // Sent twice (a reply lost after it ran): the same record, counted once.
+        store.add_usage(&alice, spent).await.unwrap();
+        store.add_usage(&alice, spent).await.unwrap();
+        let asked = ["rs_2".to_owned(), "msg_9".to_owned(), "msg_1".to_owned()];
+        assert_eq!(
+            store.item_responses(&alice, &asked).await.unwrap(),
+            [Some("resp_x".to_owned()), None, Some("resp_x".to_owned())],
+            "{name}"
+        );
+        assert_eq!(
+            store.item_responses(&OPEN, &asked).await.unwrap(),
+            [None, None, None],
+            "{name}: another caller's items are not found"
+        );
+        let usage = store.caller_usage(&alice, &day).await.unwrap();
+        assert_eq!(usage.day.total.total_tokens, 5, "{name}");
+    }
+}

@@ -248,6 +248,14 @@ impl Respond for EchoResponses {
             );
         };
         let input = body["input"].as_array().cloned().unwrap_or_default();
+        // The proxy asks with `store: false`, and then OpenAI knows no item by its id.
+        if let Some(reference) = input.iter().find(|item| item["type"] == "item_reference") {
+            return ResponseTemplate::new(404).set_body_json(json!({"error": {
+                "message": format!("Item with id '{}' not found. Items are not persisted when \
+                    `store` is set to false. Try again with `store` set to true, or remove this \
+                    item from your input.", reference["id"].as_str().unwrap_or_default()),
+                "type": "invalid_request_error", "param": "input", "code": null}}));
+        }
         let last = input.last().map(item_text).unwrap_or_default();
         let reasoning = body["include"]
             .as_array()

@@ -64,6 +64,15 @@ pub(super) fn read(params: &mut Map<String, Value>) -> Result<Asked, ApiError> {
             ));
         }
     }
+    if let Err(index) = crate::chat::referenced_ids(&input) {
+        return Err(invalid(
+            "input",
+            format!(
+                "input[{index}] is an item_reference without an `id` (a string of 1 to {} bytes)",
+                crate::chat::MAX_ITEM_ID_BYTES
+            ),
+        ));
+    }
     let instructions = match params.remove("instructions") {
         None | Some(Value::Null) => None,
         Some(Value::String(text)) => Some(text),
@@ -176,6 +185,10 @@ mod tests {
             (json!({}), "input"),
             (json!({"input": []}), "input"),
             (json!({"input": [3]}), "input"),
+            (
+                json!({"input": [{"type": "item_reference", "id": 4}]}),
+                "input",
+            ),
             (json!({"input": "x", "stream": "yes"}), "stream"),
             (
                 json!({"input": "x", "previous_response_id": "resp_unknown"}),

@@ -112,6 +112,11 @@ impl Keys {
     }
 
     /// The marker that a request's tokens were counted.
+    /// Which stored response holds the caller's item `item` (an output item's own id).
+    pub fn item(&self, tenant: &Tenant, item: &str) -> String {
+        format!("{}:item:{item}", self.usage_base(tenant))
+    }
+
     pub fn spent_marker(&self, tenant: &Tenant, request: &str) -> String {
         format!("{}:spent:{request}", self.usage_base(tenant))
     }

@@ -232,6 +232,10 @@ impl RedisStore {
         if listed.is_some() {
             keys.push(self.keys.chat_index(tenant));
         }
+        let items = spent.items.filter(|items| !items.ids.is_empty());
+        if let Some(items) = items {
+            keys.extend(items.ids.iter().map(|id| self.keys.item(tenant, id)));
+        }
         // A day's counters outlive the day by a day, a month's by a month.
         let day_ttl = spent.day.seconds_left + 86_400;
         let month_ttl = 62 * 86_400;
@@ -252,6 +256,12 @@ impl RedisStore {
             Some((chat, now)) => args.extend(self.index_args(chat, Some(now))),
             None => args.extend([String::new(), String::new(), String::new()]),
         }
+        args.push(
+            items
+                .map(|items| items.response.to_owned())
+                .unwrap_or_default(),
+        );
+        args.push(self.ttl_arg());
         (keys, args)
     }
 
@@ -828,6 +838,21 @@ impl Store for RedisStore {
             day: period(today.map_err(|e| self.error(e))?),
             month: period(month.map_err(|e| self.error(e))?),
         })
+    }
+
+    async fn item_responses(
+        &self,
+        tenant: &Tenant,
+        ids: &[String],
+    ) -> Result<Vec<Option<String>>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        // One slot (the caller's), so one MGET, on a Cluster too.
+        let keys: Vec<String> = ids.iter().map(|id| self.keys.item(tenant, id)).collect();
+        let found: Vec<Option<String>> =
+            self.client().mget(keys).await.map_err(|e| self.error(e))?;
+        Ok(found)
     }
 
     async fn tokens_spent(

@@ -7,15 +7,18 @@
 -- KEYS: 1 the request's marker, 2 the day's and 3 the month's counters (hashes), then the
 --       address's day counter when ARGV[7] is '1', then the Idempotency-Key of a stateless
 --       call when ARGV[8] is not empty, then the caller's index of chats when ARGV[11] is
---       not empty
+--       not empty, then one key per output item of the stored response ARGV[14]
 -- ARGV: 1 model, 2 prompt, 3 completion and 4 cached tokens, 5 the day's and 6 the month's
 --       ttl, 7 the address flag, 8 the answer kept for the Idempotency-Key (or ''), 9 its
 --       ttl, 10 the marker's ttl, 11 the turn's chat, to put at the top of the caller's
---       list (or ''), 12 now (Unix milliseconds), 13 the index's ttl
+--       list (or ''), 12 now (Unix milliseconds), 13 the index's ttl, 14 the proxy's id
+--       of the response whose output items are keyed after the index (or ''), 15 their
+--       ttl ('0': none), the chats' own
 -- Returns 1 when counted, 0 when the marker says it already was.
 --
 -- The index of chats lives in the caller's slot with its counters, so the turn's write
--- updates it here at no cost of its own (index_chat.lua, prepended).
+-- updates it here at no cost of its own (index_chat.lua, prepended); so do the records of
+-- where a stored response's items are, which an `item_reference` is resolved by.
 -- Safe to run twice: the marker is checked first and set last.
 local function add_usage(K, A)
   if redis.call('EXISTS', K[1]) == 1 then return 0 end
@@ -36,7 +39,19 @@ local function add_usage(K, A)
     redis.call('SET', K[next], A[8], 'EX', A[9])
     next = next + 1
   end
-  if A[11] ~= '' then index_chat({K[next]}, {A[11], A[12], A[13]}) end
+  if A[11] ~= '' then
+    index_chat({K[next]}, {A[11], A[12], A[13]})
+    next = next + 1
+  end
+  if A[14] ~= '' then
+    for i = next, #K do
+      if A[15] ~= '0' then
+        redis.call('SET', K[i], A[14], 'EX', A[15])
+      else
+        redis.call('SET', K[i], A[14])
+      end
+    end
+  end
   redis.call('SET', K[1], '1', 'EX', A[10])
   return 1
 end
