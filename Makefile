@@ -19,6 +19,13 @@ $(VENV)/.installed: tools/requirements.txt
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r $<
 	@touch $@
 
+# The Vercel AI SDK's tests run on a Node 22 of their own (tests/js/package.json says why).
+JS_CLIENTS := tests/js/node_modules/.installed
+$(JS_CLIENTS): tests/js/package.json tests/js/package-lock.json
+	@command -v npm >/dev/null 2>&1 || { echo "npm is missing: apt-get install -y nodejs npm (or brew install node)"; exit 1; }
+	npm ci --prefix tests/js --no-audit --no-fund --loglevel=error
+	@touch $@
+
 $(DEPLOY_VENV)/.installed: tools/requirements-deploy.txt
 	python3 -m venv $(DEPLOY_VENV)
 	$(DEPLOY_VENV)/bin/pip install --quiet --disable-pip-version-check -r $<
@@ -43,7 +50,7 @@ watch: .env $(DEPLOY_VENV)/.installed ## Run the function locally on http://loca
 	  exec cargo lambda watch --invoke-port $(PORT) --env-file .env --env-var OPENAI_BASE_URL=echo; \
 	fi
 
-test: $(VENV)/.installed $(DEPLOY_VENV)/.installed ## Run every test (starts its own redis-server and moto; needs redis-server installed)
+test: $(VENV)/.installed $(DEPLOY_VENV)/.installed $(JS_CLIENTS) ## Run every test (starts its own redis-server and moto; needs redis-server installed)
 	@command -v redis-server >/dev/null 2>&1 || { echo "redis-server is missing: apt-get install -y redis-server (or brew install redis)"; exit 1; }
 	cargo test --locked
 	@# Real clients against the function under cargo lambda watch (the build above).
@@ -117,4 +124,4 @@ fuzz: ## Fuzz request parsing and routing with cargo-fuzz for FUZZ_SECONDS (defa
 
 clean: ## Remove build output and the tool venvs
 	cargo clean
-	rm -rf .aws-sam $(VENV) $(DEPLOY_VENV)
+	rm -rf .aws-sam $(VENV) $(DEPLOY_VENV) tests/js/node_modules
