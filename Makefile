@@ -114,7 +114,7 @@ load: ## End-to-end load run through cargo lambda watch with wrk (DURATION=10 s 
 
 screenshots: $(VENV)/.installed $(DEPLOY_VENV)/.installed ## Retake the README's playground screenshots in docs/ (headless Chromium)
 	cargo build --locked
-	SCREENSHOTS_DIR=$(CURDIR)/docs $(VENV)/bin/pytest -q -p no:cacheprovider tests/python/test_playground.py -k conversation_streams
+	SCREENSHOTS_DIR=$(CURDIR)/docs $(VENV)/bin/pytest -q -p no:cacheprovider tests/python/test_playground.py -k screenshots
 
 FUZZ_SECONDS ?= 60
 fuzz: ## Fuzz request parsing and routing with cargo-fuzz for FUZZ_SECONDS (default 60)

@@ -189,6 +189,12 @@ fn cases() -> Vec<(&'static str, RequestMaker)> {
             }),
         ),
         (
+            "regenerate_100",
+            Box::new(|| post_json("/full/regenerate", serde_json::json!({}), None)),
+        ),
+        // A page of the caller's chats: the index holds every chat the cases above made.
+        ("list_chats_20", Box::new(|| get("/chats?limit=20"))),
+        (
             "moderate",
             Box::new(|| post("/mod", "I want to hug my cat.")),
         ),

@@ -1,32 +1,66 @@
-// The playground: talk to a chat of the proxy that serves this page. Everything the API
-// sends back is shown as text (textContent), never parsed as HTML.
+// The playground: a chat app over the proxy that serves this page. The caller's chats are
+// the proxy's (`GET /chats`), each opened by its id in the URL fragment. What a user wrote
+// is shown as text; an answer is Markdown, rendered by markdown-it with raw HTML and images
+// off, then passed through DOMPurify, and only then put in the page (both vendored in
+// playground/vendor/).
 "use strict";
 
 // The API lives where this page does: behind API Gateway, the stage's URL.
 const api = new URL(".", window.location.href);
 const $ = (id) => document.getElementById(id);
 const KEY = "chat-proxy-key"; // sessionStorage only: never a URL, a cookie or a log
+const PAGE = 30; // chats per page of the sidebar
 
-const state = { chat: "", busy: false };
+const state = {
+  chat: "",
+  // The chat's transcript as the page shows it: {role, content, urls}.
+  messages: [],
+  // The stream being read, to stop.
+  streaming: null,
+  chats: [],
+  next: null,
+};
 
-function showError(message) {
-  const error = $("error");
-  error.textContent = message;
-  error.hidden = !message;
+// ---- Markdown, made safe -------------------------------------------------------------
+
+const SAFE_LINK = /^(https?:|mailto:)/i;
+const markdown = window.markdownit({ html: false, linkify: true, breaks: true });
+markdown.disable(["image"]);
+markdown.validateLink = (url) => SAFE_LINK.test(url.trim());
+
+const PURIFY = {
+  ALLOWED_TAGS: ["p", "br", "strong", "em", "s", "del", "a", "code", "pre", "ul", "ol", "li",
+    "blockquote", "h1", "h2", "h3", "h4", "h5", "h6", "hr", "table", "thead", "tbody", "tr",
+    "th", "td"],
+  ALLOWED_ATTR: ["href", "title", "start"],
+  ALLOW_DATA_ATTR: false,
+  ALLOWED_URI_REGEXP: /^(?:https?:|mailto:)/i,
+  RETURN_DOM_FRAGMENT: true,
+};
+window.DOMPurify.addHook("afterSanitizeAttributes", (node) => {
+  if (node.tagName === "A") {
+    node.setAttribute("target", "_blank");
+    node.setAttribute("rel", "noopener noreferrer");
+  }
+});
+
+/** An answer's Markdown as page nodes: rendered, sanitized, its code blocks copyable. */
+function renderMarkdown(text) {
+  const fragment = window.DOMPurify.sanitize(markdown.render(text), PURIFY);
+  for (const pre of fragment.querySelectorAll("pre")) {
+    const block = document.createElement("div");
+    block.className = "code";
+    pre.replaceWith(block);
+    const copy = button("Copy code", "copy-code", () => copyText(pre.textContent, copy));
+    block.append(copy, pre);
+  }
+  return fragment;
 }
 
-function setStatus(message) {
-  $("status").textContent = message;
-}
-
-function randomChatId() {
-  const bytes = new Uint8Array(6);
-  crypto.getRandomValues(bytes);
-  return "chat-" + Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
-}
+// ---- The API ---------------------------------------------------------------------------
 
 /** A request to the API; a 401 asks for the caller's key. */
-async function call(method, path, body, accept = "application/json") {
+async function call(method, path, body, { accept = "application/json", signal } = {}) {
   const headers = { Accept: accept };
   const key = sessionStorage.getItem(KEY);
   if (key) headers.Authorization = `Bearer ${key}`;
@@ -35,16 +69,17 @@ async function call(method, path, body, accept = "application/json") {
     method,
     headers,
     body: body === undefined ? undefined : JSON.stringify(body),
+    signal,
   });
   if (response.status === 401) {
     $("key-row").hidden = false;
     if (!key) $("api-key").focus();
   }
-  if (!response.ok) {
-    throw new Error(await errorText(response));
-  }
+  if (!response.ok) throw new Error(await errorText(response));
   return response;
 }
+
+const json = (response) => response.json();
 
 /** The API's own message for a failed request. */
 async function errorText(response) {
@@ -57,84 +92,8 @@ async function errorText(response) {
   return `The API answered ${response.status} ${response.statusText}`;
 }
 
-function chatPath(action) {
-  return `${encodeURIComponent(state.chat)}/${action}`;
-}
-
-function message(role, text, extra) {
-  const item = document.createElement("li");
-  item.className = role;
-  const who = document.createElement("span");
-  who.className = "who";
-  who.textContent = role === "user" ? "You" : "Assistant";
-  const content = document.createElement("span");
-  content.className = "content";
-  content.textContent = text;
-  item.append(who, content);
-  if (extra) {
-    const meta = document.createElement("span");
-    meta.className = "meta";
-    meta.textContent = extra;
-    item.append(meta);
-  }
-  $("messages").append(item);
-  $("empty").hidden = true;
-  return item;
-}
-
-function tokensText(tokens) {
-  if (!tokens) return "";
-  const cached = tokens.cached_tokens ? `, ${tokens.cached_tokens} cached` : "";
-  return `${tokens.total_tokens} tokens (${tokens.prompt_tokens} prompt${cached}, ${tokens.completion_tokens} reply)`;
-}
-
-async function loadChat() {
-  showError("");
-  $("messages").replaceChildren();
-  $("empty").hidden = false;
-  if (!state.chat) return;
-  try {
-    const [history, chatPrompt, globalPrompt] = await Promise.all([
-      call("GET", chatPath("chat")).then((r) => r.json()),
-      call("GET", chatPath("system")).then((r) => r.json()),
-      call("GET", "system").then((r) => r.json()),
-    ]);
-    for (const entry of history) {
-      const images = entry.urls || (entry.url ? [entry.url] : []);
-      message(entry.role, entry.content, images.map((url) => `image: ${url}`).join("\n"));
-    }
-    $("chat-prompt").value = chatPrompt.content;
-    $("global-prompt").value = globalPrompt.content;
-    await loadUsage();
-  } catch (error) {
-    showError(error.message);
-  }
-}
-
-async function loadUsage() {
-  try {
-    const usage = await call("GET", chatPath("usage")).then((r) => r.json());
-    $("usage").textContent =
-      `This chat so far: ${usage.turns} turns, ${usage.total_tokens} tokens ` +
-      `(${usage.prompt_tokens} prompt, ${usage.cached_tokens} cached, ${usage.completion_tokens} reply).`;
-  } catch (_) {
-    $("usage").textContent = "";
-  }
-}
-
-function openChat(id) {
-  state.chat = id.trim();
-  $("chat-id").value = state.chat;
-  const fragment = state.chat ? `#chat=${encodeURIComponent(state.chat)}` : "";
-  if (window.location.hash !== fragment) {
-    history.replaceState(null, "", fragment || window.location.pathname);
-  }
-  loadChat();
-}
-
-function chatFromFragment() {
-  const match = /^#chat=(.*)$/.exec(window.location.hash);
-  return match ? decodeURIComponent(match[1]) : "";
+function chatPath(action, chat = state.chat) {
+  return `${encodeURIComponent(chat)}/${action}`;
 }
 
 /** Reads server-sent events from a response, calling `onEvent(name, data)` for each. */
@@ -160,52 +119,400 @@ async function readEvents(response, onEvent) {
   }
 }
 
-async function send() {
-  const content = $("message").value;
-  const url = $("image-url").value.trim();
-  if (state.busy || !content.trim()) return;
-  if (!state.chat) openChat(randomChatId());
-  state.busy = true;
-  $("send").disabled = true;
+// ---- Small pieces of page ---------------------------------------------------------------
+
+function showError(message) {
+  $("error").textContent = message;
+  $("error").hidden = !message;
+}
+
+function setStatus(message) {
+  $("status").textContent = message;
+}
+
+function button(label, className, onClick) {
+  const element = document.createElement("button");
+  element.type = "button";
+  element.className = className;
+  element.textContent = label;
+  element.addEventListener("click", onClick);
+  return element;
+}
+
+async function copyText(text, from) {
+  try {
+    await navigator.clipboard.writeText(text);
+    const label = from.textContent;
+    from.textContent = "Copied";
+    setTimeout(() => (from.textContent = label), 1500);
+  } catch (error) {
+    showError(`Could not copy: ${error.message}`);
+  }
+}
+
+function randomChatId() {
+  const bytes = new Uint8Array(6);
+  crypto.getRandomValues(bytes);
+  return "chat-" + Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+function tokensText(tokens) {
+  if (!tokens) return "";
+  const cached = tokens.cached_tokens ? `, ${tokens.cached_tokens} cached` : "";
+  return `${tokens.total_tokens} tokens (${tokens.prompt_tokens} prompt${cached}, ${tokens.completion_tokens} reply)`;
+}
+
+function when(seconds) {
+  const ago = Date.now() / 1000 - seconds;
+  if (ago < 60) return "just now";
+  if (ago < 3600) return `${Math.floor(ago / 60)} min ago`;
+  const date = new Date(seconds * 1000);
+  if (ago < 86400) return date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  return date.toLocaleDateString([], { day: "numeric", month: "short" });
+}
+
+// ---- The conversation -------------------------------------------------------------------
+
+/** Keeps the newest message in view while it grows, unless the reader scrolled up. */
+function follow(change) {
+  const view = $("conversation");
+  const atBottom = view.scrollHeight - view.scrollTop - view.clientHeight < 60;
+  change();
+  if (atBottom) view.scrollTop = view.scrollHeight;
+}
+
+/** One message of the transcript, with its actions; `index` is its place in it. */
+function messageItem(entry, index) {
+  const item = document.createElement("li");
+  item.className = entry.role === "user" ? "user" : "assistant";
+  item.dataset.index = String(index);
+  const who = document.createElement("div");
+  who.className = "who";
+  who.textContent = entry.role === "user" ? "You" : "Assistant";
+  const content = document.createElement("div");
+  content.className = "content";
+  const meta = document.createElement("div");
+  meta.className = "meta";
+  const images = (entry.urls || []).map((url) => `image: ${url}`);
+  meta.textContent = images.concat(entry.meta ? [entry.meta] : []).join("\n");
+  const actions = document.createElement("div");
+  actions.className = "actions";
+  actions.append(button("Copy", "link copy", (event) => copyText(entry.content, event.target)));
+  if (entry.role === "user") {
+    actions.append(button("Edit", "link edit", () => startEdit(item, entry, index)));
+  }
+  item.append(who, content, meta, actions);
+  showContent(item, entry);
+  return item;
+}
+
+function showContent(item, entry) {
+  const content = item.querySelector(".content");
+  if (entry.role === "user") content.textContent = entry.content;
+  else content.replaceChildren(renderMarkdown(entry.content));
+}
+
+/** Shows the transcript; the newest answer can be regenerated. */
+function showMessages() {
+  const list = $("messages");
+  list.replaceChildren(...state.messages.map(messageItem));
+  $("empty").hidden = state.messages.length > 0;
+  const last = list.lastElementChild;
+  if (last && last.classList.contains("assistant")) {
+    last.querySelector(".actions").append(button("Regenerate", "link regenerate", regenerate));
+  }
+}
+
+async function loadChat() {
+  showError("");
+  state.messages = [];
+  showMessages();
+  showTitle();
+  if (!state.chat) return;
+  try {
+    const [history, chatPrompt, globalPrompt] = await Promise.all([
+      call("GET", chatPath("chat")).then(json),
+      call("GET", chatPath("system")).then(json),
+      call("GET", "system").then(json),
+    ]);
+    state.messages = history.map((entry) => ({
+      role: entry.role,
+      content: entry.content,
+      urls: entry.urls || (entry.url ? [entry.url] : []),
+    }));
+    follow(showMessages);
+    $("conversation").scrollTop = $("conversation").scrollHeight;
+    $("chat-prompt").value = chatPrompt.content;
+    $("global-prompt").value = globalPrompt.content;
+    await loadUsage();
+  } catch (error) {
+    showError(error.message);
+  }
+}
+
+async function loadUsage() {
+  try {
+    const usage = await call("GET", chatPath("usage")).then(json);
+    $("usage").textContent =
+      `This chat so far: ${usage.turns} turns, ${usage.total_tokens} tokens ` +
+      `(${usage.prompt_tokens} prompt, ${usage.cached_tokens} cached, ${usage.completion_tokens} reply).`;
+  } catch (_) {
+    $("usage").textContent = "";
+  }
+}
+
+function openChat(id) {
+  if (state.streaming) stop();
+  state.chat = id.trim();
+  $("chat-id").value = state.chat;
+  const fragment = state.chat ? `#chat=${encodeURIComponent(state.chat)}` : "";
+  if (window.location.hash !== fragment) {
+    history.replaceState(null, "", fragment || window.location.pathname);
+  }
+  closeSidebar();
+  markCurrent();
+  loadChat();
+}
+
+function chatFromFragment() {
+  const match = /^#chat=(.*)$/.exec(window.location.hash);
+  return match ? decodeURIComponent(match[1]) : "";
+}
+
+/** While a reply streams, Send is Stop. */
+function setStreaming(stream) {
+  state.streaming = stream;
+  const send = $("send");
+  send.textContent = stream ? "Stop" : "Send";
+  send.classList.toggle("stop", Boolean(stream));
+  document.body.classList.toggle("streaming", Boolean(stream));
+}
+
+function stop() {
+  if (state.streaming) state.streaming.abort();
+}
+
+/**
+ * Asks for an answer and shows it as it streams, after the messages `kept` of the
+ * transcript and the question `asked` (shown first): a new turn, a regenerate or an edit.
+ */
+async function streamAnswer(path, body, kept, asked) {
+  if (state.streaming) return;
+  const controller = new AbortController();
+  setStreaming(controller);
   showError("");
   setStatus("Waiting for the reply…");
-  const asked = message("user", content, url ? `image: ${url}` : "");
-  const reply = message("assistant", "");
-  const text = reply.querySelector(".content");
+  const before = state.messages;
+  state.messages = kept.concat(asked ? [asked] : []);
+  const reply = { role: "assistant", content: "" };
+  follow(() => {
+    showMessages();
+    $("messages").append(messageItem(reply, state.messages.length));
+  });
+  const item = $("messages").lastElementChild;
+  let pending = false;
+  const render = () => {
+    pending = false;
+    follow(() => showContent(item, reply));
+  };
   try {
-    const body = url ? { content, url } : { content };
-    const response = await call("POST", chatPath(url ? "img" : "chat"), body, "text/event-stream");
-    $("message").value = "";
-    $("image-url").value = "";
+    const response = await call("POST", chatPath(path), { ...body, stream: true }, {
+      accept: "text/event-stream",
+      signal: controller.signal,
+    });
     await readEvents(response, (name, data) => {
       if (name === "delta") {
-        text.textContent += data.content;
+        reply.content += data.content;
         setStatus("Writing…");
+        if (!pending) {
+          pending = true;
+          requestAnimationFrame(render);
+        }
       } else if (name === "done") {
-        text.textContent = data.content;
-        const meta = document.createElement("span");
-        meta.className = "meta";
-        meta.textContent = tokensText(data.tokens) + (data.stored === false ? " (not stored)" : "");
-        reply.append(meta);
+        reply.content = data.content;
+        reply.meta = tokensText(data.tokens) + (data.stored === false ? " (not stored)" : "");
       } else if (name === "error") {
         throw new Error(data.error.message);
       }
     });
+    state.messages.push(reply);
+    follow(showMessages);
     setStatus("");
-    await loadUsage();
+    await Promise.all([loadUsage(), loadChats()]);
   } catch (error) {
-    if (!text.textContent) {
-      reply.remove();
-      asked.remove();
+    const stopped = controller.signal.aborted;
+    if (reply.content) {
+      reply.meta = stopped
+        ? "Stopped. The proxy still keeps the whole answer: open the chat again to see it."
+        : "The answer was cut short.";
+      state.messages.push(reply);
+      follow(showMessages);
+    } else {
+      // Nothing came: the page shows the chat as it was.
+      state.messages = before;
+      showMessages();
     }
     setStatus("");
-    showError(error.message);
+    if (!stopped) showError(error.message);
   } finally {
-    state.busy = false;
-    $("send").disabled = false;
+    setStreaming(null);
     $("message").focus();
   }
 }
+
+function send() {
+  const content = $("message").value;
+  const url = $("image-url").value.trim();
+  if (state.streaming || !content.trim()) return;
+  if (!state.chat) openChat(randomChatId());
+  $("message").value = "";
+  $("image-url").value = "";
+  const asked = { role: "user", content, urls: url ? [url] : [] };
+  streamAnswer(url ? "img" : "chat", url ? { content, url } : { content }, state.messages, asked);
+}
+
+function regenerate() {
+  const kept = state.messages.slice(0, -1);
+  streamAnswer("regenerate", {}, kept.slice(0, -1), kept[kept.length - 1]);
+}
+
+/** A user message, edited in place; saved, it is asked again and what followed goes. */
+function startEdit(item, entry, index) {
+  if (state.streaming) return;
+  const content = item.querySelector(".content");
+  const field = document.createElement("textarea");
+  field.className = "edit-field";
+  field.value = entry.content;
+  field.rows = Math.min(8, entry.content.split("\n").length + 1);
+  field.setAttribute("aria-label", "Edit your message");
+  const save = button("Save and ask again", "save-edit", () => {
+    const text = field.value;
+    if (!text.trim()) return;
+    const asked = { ...entry, content: text };
+    streamAnswer("edit", { index, content: text }, state.messages.slice(0, index), asked);
+  });
+  const cancel = button("Cancel", "secondary cancel-edit", () => showMessages());
+  field.addEventListener("keydown", (event) => {
+    if (event.key === "Escape") showMessages();
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      save.click();
+    }
+  });
+  const row = document.createElement("div");
+  row.className = "row";
+  row.append(save, cancel);
+  content.replaceChildren(field, row);
+  item.querySelector(".actions").hidden = true;
+  field.focus();
+}
+
+function showTitle() {
+  const listed = state.chats.find((chat) => chat.id === state.chat);
+  const title = listed ? listed.title || listed.id : state.chat || "New chat";
+  $("title").textContent = title;
+  document.title = `${title} · chat-proxy playground`;
+}
+
+// ---- The sidebar: the caller's chats ----------------------------------------------------
+
+async function loadChats(more = false) {
+  try {
+    const query = new URLSearchParams({ limit: String(PAGE) });
+    if (more && state.next) query.set("after", state.next);
+    const page = await call("GET", `chats?${query}`).then(json);
+    state.chats = more ? state.chats.concat(page.chats) : page.chats;
+    state.next = page.has_more ? page.next : null;
+    showChats();
+  } catch (error) {
+    showError(error.message);
+  }
+}
+
+function showChats() {
+  $("chats").replaceChildren(...state.chats.map(chatItem));
+  $("no-chats").hidden = state.chats.length > 0;
+  $("more-chats").hidden = !state.next;
+  markCurrent();
+  showTitle();
+}
+
+function chatItem(chat) {
+  const item = document.createElement("li");
+  item.dataset.id = chat.id;
+  const open = document.createElement("a");
+  open.className = "open";
+  open.href = `#chat=${encodeURIComponent(chat.id)}`;
+  const title = document.createElement("span");
+  title.className = "chat-title";
+  title.textContent = chat.title || chat.id;
+  const time = document.createElement("span");
+  time.className = "chat-time";
+  time.textContent = when(chat.updated_at);
+  open.append(title, time);
+  const rename = button("Rename", "link rename", () => startRename(item, chat));
+  rename.setAttribute("aria-label", `Rename ${chat.title || chat.id}`);
+  const remove = button("Delete", "link delete", () => deleteChat(chat));
+  remove.setAttribute("aria-label", `Delete ${chat.title || chat.id}`);
+  const actions = document.createElement("span");
+  actions.className = "chat-actions";
+  actions.append(rename, remove);
+  item.append(open, actions);
+  return item;
+}
+
+function markCurrent() {
+  for (const item of $("chats").children) {
+    if (item.dataset.id === state.chat) item.setAttribute("aria-current", "true");
+    else item.removeAttribute("aria-current");
+  }
+}
+
+function startRename(item, chat) {
+  const field = document.createElement("input");
+  field.className = "rename-field";
+  field.value = chat.title || "";
+  field.maxLength = 200;
+  field.setAttribute("aria-label", "The chat's new title");
+  field.addEventListener("keydown", async (event) => {
+    if (event.key === "Escape") showChats();
+    if (event.key !== "Enter") return;
+    event.preventDefault();
+    try {
+      await call("POST", chatPath("title", chat.id), { title: field.value.trim() });
+      await loadChats();
+    } catch (error) {
+      showError(error.message);
+    }
+  });
+  item.replaceChildren(field);
+  field.focus();
+  field.select();
+}
+
+async function deleteChat(chat) {
+  const name = chat.title || chat.id;
+  if (!window.confirm(`Delete “${name}”? Its messages, prompt and usage are removed for good.`)) return;
+  try {
+    await call("DELETE", encodeURIComponent(chat.id));
+    if (chat.id === state.chat) openChat(randomChatId());
+    await loadChats();
+  } catch (error) {
+    showError(error.message);
+  }
+}
+
+function openSidebar() {
+  $("sidebar").classList.add("open");
+  $("toggle-sidebar").setAttribute("aria-expanded", "true");
+}
+
+function closeSidebar() {
+  $("sidebar").classList.remove("open");
+  $("toggle-sidebar").setAttribute("aria-expanded", "false");
+}
+
+// ---- Wiring -----------------------------------------------------------------------------
 
 async function run(action, done) {
   showError("");
@@ -220,7 +527,8 @@ async function run(action, done) {
 function wire() {
   $("composer").addEventListener("submit", (event) => {
     event.preventDefault();
-    send();
+    if (state.streaming) stop();
+    else send();
   });
   $("message").addEventListener("keydown", (event) => {
     if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
@@ -228,15 +536,22 @@ function wire() {
       send();
     }
   });
+  document.addEventListener("keydown", (event) => {
+    if (event.key === "Escape" && state.streaming) stop();
+  });
   $("open-chat").addEventListener("click", () => openChat($("chat-id").value));
   $("chat-id").addEventListener("keydown", (event) => {
     if (event.key === "Enter") openChat($("chat-id").value);
   });
   $("new-chat").addEventListener("click", () => openChat(randomChatId()));
+  $("more-chats").addEventListener("click", () => loadChats(true));
+  $("toggle-sidebar").addEventListener("click", openSidebar);
+  $("close-sidebar").addEventListener("click", closeSidebar);
   $("use-key").addEventListener("click", () => {
     sessionStorage.setItem(KEY, $("api-key").value.trim());
     $("api-key").value = "";
     $("key-row").hidden = true;
+    loadChats();
     loadChat();
   });
   $("clear").addEventListener("click", () =>
@@ -255,7 +570,7 @@ function wire() {
   );
   $("moderate").addEventListener("click", () =>
     run(async () => {
-      const result = await call("POST", "mod", { content: $("message").value }).then((r) => r.json());
+      const result = await call("POST", "mod", { content: $("message").value }).then(json);
       const first = result.results[0];
       const flagged = Object.keys(first.categories).filter((c) => first.categories[c]);
       setStatus(first.flagged ? `Flagged: ${flagged.join(", ")}` : "Not flagged.");
@@ -268,4 +583,5 @@ function wire() {
 }
 
 wire();
-openChat(chatFromFragment());
+loadChats();
+openChat(chatFromFragment() || randomChatId());

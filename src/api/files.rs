@@ -34,6 +34,15 @@ const SCRIPT: Asset = asset(
     "text/javascript; charset=utf-8",
 );
 const ICON: Asset = asset(include_str!("../../playground/icon.svg"), "image/svg+xml");
+// Vendored, as their npm packages publish them (playground/vendor/README.md).
+const MARKDOWN: Asset = asset(
+    include_str!("../../playground/vendor/markdown-it.min.js"),
+    "text/javascript; charset=utf-8",
+);
+const SANITIZER: Asset = asset(
+    include_str!("../../playground/vendor/purify.min.js"),
+    "text/javascript; charset=utf-8",
+);
 const OPENAPI: Asset = asset(include_str!("../../openapi.json"), "application/json");
 const STYLE: Asset = asset(
     include_str!("../../playground/style.css"),
@@ -52,6 +61,8 @@ pub fn serve(which: BuiltIn, request: &Request) -> Response<ResponseBody> {
         BuiltIn::PlaygroundScript => &SCRIPT,
         BuiltIn::PlaygroundStyle => &STYLE,
         BuiltIn::PlaygroundIcon => &ICON,
+        BuiltIn::PlaygroundMarkdown => &MARKDOWN,
+        BuiltIn::PlaygroundSanitizer => &SANITIZER,
         BuiltIn::OpenApi => &OPENAPI,
     };
     let etag = format!("\"{:016x}\"", asset.etag);

@@ -41,6 +41,10 @@ pub enum BuiltIn {
     PlaygroundStyle,
     /// `GET /playground/icon.svg`
     PlaygroundIcon,
+    /// `GET /playground/markdown-it.min.js`: markdown-it, vendored (`playground/vendor/`)
+    PlaygroundMarkdown,
+    /// `GET /playground/purify.min.js`: DOMPurify, vendored
+    PlaygroundSanitizer,
     /// `GET /openapi.json`
     OpenApi,
 }
@@ -54,6 +58,8 @@ impl BuiltIn {
                 | BuiltIn::PlaygroundScript
                 | BuiltIn::PlaygroundStyle
                 | BuiltIn::PlaygroundIcon
+                | BuiltIn::PlaygroundMarkdown
+                | BuiltIn::PlaygroundSanitizer
         )
     }
 }
@@ -173,6 +179,12 @@ impl Route {
                 only(is_get, Route::File(BuiltIn::PlaygroundStyle), "GET")
             }
             ["playground", "icon.svg"] => only(is_get, Route::File(BuiltIn::PlaygroundIcon), "GET"),
+            ["playground", "markdown-it.min.js"] => {
+                only(is_get, Route::File(BuiltIn::PlaygroundMarkdown), "GET")
+            }
+            ["playground", "purify.min.js"] => {
+                only(is_get, Route::File(BuiltIn::PlaygroundSanitizer), "GET")
+            }
             [id, "usage"] => {
                 let chat = ChatId::parse(id)?;
                 only(is_get, Route::Usage(UsageRoute::Chat(chat)), "GET")
@@ -333,6 +345,8 @@ impl Route {
             Route::File(BuiltIn::PlaygroundScript) => "playground_script",
             Route::File(BuiltIn::PlaygroundStyle) => "playground_style",
             Route::File(BuiltIn::PlaygroundIcon) => "playground_icon",
+            Route::File(BuiltIn::PlaygroundMarkdown) => "playground_markdown",
+            Route::File(BuiltIn::PlaygroundSanitizer) => "playground_sanitizer",
             Route::File(BuiltIn::OpenApi) => "openapi",
         }
     }

@@ -283,6 +283,8 @@ async fn the_playground_is_served_without_a_key_with_its_headers_and_etag() {
         ("/playground/app.js", "text/javascript"),
         ("/playground/style.css", "text/css"),
         ("/playground/icon.svg", "image/svg+xml"),
+        ("/playground/markdown-it.min.js", "text/javascript"),
+        ("/playground/purify.min.js", "text/javascript"),
     ] {
         let page = t.get(path).await;
         assert_eq!(page.status, 200, "{path}: {}", page.text);
@@ -311,15 +313,25 @@ async fn the_playground_is_served_without_a_key_with_its_headers_and_etag() {
         .get("/playground")
         .await
         .text
-        .contains(r#"<label for="message">Message</label>"#));
+        .contains(r#"<label for="message" class="visually-hidden">Message</label>"#));
+    // The vendored libraries are the files as npm publishes them.
+    let markdown = t.get("/playground/markdown-it.min.js").await.text;
+    assert!(
+        markdown.contains("e.markdownit=t()"),
+        "markdown-it's browser build"
+    );
+    let purify = t.get("/playground/purify.min.js").await.text;
+    assert!(purify.starts_with("/*! @license DOMPurify 3.5.0"));
 }
 
 #[tokio::test]
 async fn playground_false_turns_the_page_off() {
     let t = TestApp::with_env(&[("PLAYGROUND", "false")]).await;
     t.get("/playground").await.assert_error(404, "not_found");
-    t.get("/playground/app.js")
-        .await
-        .assert_error(404, "not_found");
+    for file in ["app.js", "markdown-it.min.js", "purify.min.js"] {
+        t.get(&format!("/playground/{file}"))
+            .await
+            .assert_error(404, "not_found");
+    }
     assert_eq!(t.get("/").await.text, "Hello, World!");
 }

