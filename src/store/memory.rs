@@ -375,16 +375,27 @@ impl Store for MemoryStore {
         state
             .chats
             .retain(|_, chat| chat.expires_at.is_none_or(|at| at > now));
-        let mut chats: Vec<ChatSummary> = state
+        // The page's chats (and one more, to tell whether more follow) found by their order
+        // alone, and only those made into summaries: a store of many chats pages cheaply.
+        let mut listed: Vec<(u64, &ChatId, &Chat)> = state
             .chats
             .iter()
             .filter(|((owner, id), _)| owner == tenant && !id.is_chain())
-            .map(|((_, id), chat)| chat.summary(id))
-            .filter(|chat| after.is_none_or(|after| after.precedes(chat.updated_ms, &chat.id)))
+            .map(|((_, id), chat)| (chat.updated_ms, id, chat))
+            .filter(|(updated, id, _)| after.is_none_or(|after| after.precedes(*updated, id)))
             .collect();
-        chats.sort_by(|a, b| {
-            (b.updated_ms, b.id.as_str().as_bytes()).cmp(&(a.updated_ms, a.id.as_str().as_bytes()))
-        });
+        let newest_first = |a: &(u64, &ChatId, &Chat), b: &(u64, &ChatId, &Chat)| {
+            (b.0, b.1.as_str().as_bytes()).cmp(&(a.0, a.1.as_str().as_bytes()))
+        };
+        if listed.len() > limit + 1 {
+            listed.select_nth_unstable_by(limit, newest_first);
+            listed.truncate(limit + 1);
+        }
+        listed.sort_by(newest_first);
+        let chats = listed
+            .into_iter()
+            .map(|(_, id, chat)| chat.summary(id))
+            .collect();
         Ok(ChatPage::of(chats, limit))
     }
 
