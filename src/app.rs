@@ -51,12 +51,15 @@ impl App {
     /// Redis connects in the background; nothing here waits on the network.
     pub fn build(config: &Config) -> Result<App, BuildError> {
         let store: Arc<dyn Store> = match &config.redis {
-            Some(target) => Arc::new(RedisStore::connect(
-                target,
-                config.store.clone(),
-                config.redis_timeout,
-                config.redis_ca_file.as_deref(),
-            )?),
+            Some(target) => Arc::new(
+                RedisStore::connect(
+                    target,
+                    config.store.clone(),
+                    config.redis_timeout,
+                    config.redis_ca_file.as_deref(),
+                )?
+                .sealed(config.seal_keys.clone()),
+            ),
             None => Arc::new(MemoryStore::new(config.store.clone())),
         };
         Ok(App::with_store(config, store)?)

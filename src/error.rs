@@ -79,6 +79,11 @@ pub enum ApiError {
     Upstream(#[source] Cause),
     #[error("chat storage is unavailable; retry shortly")]
     Storage(#[source] Cause),
+    /// A sealed value did not open with the proxy's `SEAL_KEYS`: it is left as it was.
+    #[error(
+        "this chat's stored data cannot be opened with the proxy's keys; it is left as it was"
+    )]
+    Unreadable(#[source] Cause),
     /// A bug: the handler panicked. The panic itself is logged where it happened.
     #[error("something went wrong")]
     Internal,
@@ -109,6 +114,7 @@ impl ApiError {
             ApiError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ApiError::Storage(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unreadable(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -136,6 +142,7 @@ impl ApiError {
             ApiError::UpstreamTimeout => "upstream_timeout",
             ApiError::Upstream(_) => "upstream_error",
             ApiError::Storage(_) => "storage_unavailable",
+            ApiError::Unreadable(_) => "chat_unreadable",
             ApiError::Internal => "internal_error",
         }
     }

@@ -22,6 +22,7 @@ pub mod paging;
 mod request_log;
 pub mod router;
 pub mod routes;
+pub mod seal;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

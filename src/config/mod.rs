@@ -56,6 +56,8 @@ pub struct Config {
     pub token_limit_per_day: Option<u64>,
     /// `PLAYGROUND`: serve the playground page (default true).
     pub playground: bool,
+    /// `SEAL_KEYS`: the keys that seal what a chat says at rest; `None` keeps it plain.
+    pub seal_keys: Option<std::sync::Arc<crate::seal::SealKeys>>,
 }
 
 /// Every problem found in the environment, reported at once.
@@ -95,6 +97,15 @@ impl Config {
         let callers = callers::read(&mut env);
         let playground = env.flag("PLAYGROUND", true);
         let default_system_prompt = env.text("SYSTEM_PROMPT", DEFAULT_SYSTEM_PROMPT);
+        let seal_keys =
+            env.get("SEAL_KEYS")
+                .and_then(|text| match crate::seal::SealKeys::parse(&text) {
+                    Ok(keys) => Some(std::sync::Arc::new(keys)),
+                    Err(problem) => {
+                        env.problem(&format!("SEAL_KEYS: {problem}"));
+                        None
+                    }
+                });
         if !env.problems.is_empty() {
             return Err(ConfigError {
                 problems: env.problems,
@@ -117,6 +128,7 @@ impl Config {
             max_prompt_tokens: upstream.max_prompt_tokens,
             token_limit_per_day: callers.token_limit_per_day,
             playground,
+            seal_keys,
         })
     }
 }

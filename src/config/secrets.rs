@@ -2,7 +2,7 @@
 //! Manager, in place of plain environment variables.
 //!
 //! For each secret variable `NAME` (`GPT_API_KEY`, `REDIS_URL`, `REDIS_PASSWORD`,
-//! `PROXY_API_KEYS`) the
+//! `PROXY_API_KEYS`, `SEAL_KEYS`) the
 //! function may be given `NAME_SSM_PARAMETER` (a parameter name) or `NAME_SECRET_ARN` (a
 //! secret's ARN or name; its whole `SecretString` is the value). A plain `NAME` still works,
 //! for local runs. Nothing here runs, and no AWS client is built, when no reference is set.
@@ -22,11 +22,12 @@ use secrecy::SecretString;
 use super::ConfigError;
 
 /// The variables whose value may come from AWS.
-pub const SECRET_VARIABLES: [&str; 4] = [
+pub const SECRET_VARIABLES: [&str; 5] = [
     "GPT_API_KEY",
     "REDIS_URL",
     "REDIS_PASSWORD",
     "PROXY_API_KEYS",
+    "SEAL_KEYS",
 ];
 
 /// Where one secret variable's value is kept.

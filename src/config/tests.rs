@@ -225,3 +225,28 @@ fn secrets_are_redacted_in_debug_output() {
     assert!(!debug.contains("sk-very-secret"));
     assert!(!debug.contains("hunter2"));
 }
+
+#[test]
+fn seal_keys_are_read_and_a_malformed_one_stops_the_start_without_being_quoted() {
+    let key = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+    let both = format!("new:{key},old:{key}");
+    let sealed = config(&[("GPT_API_KEY", "sk-x"), ("SEAL_KEYS", &both)]).unwrap();
+    assert_eq!(sealed.seal_keys.unwrap().sealing_id(), "new");
+    assert!(config(&[("GPT_API_KEY", "sk-x")])
+        .unwrap()
+        .seal_keys
+        .is_none());
+    let short = "c2hvcnQ=";
+    for (keys, problem) in [
+        (format!("k1:{short}"), "5 bytes"),
+        (format!("k1:{key},k1:{key}"), "given twice"),
+        ("k1:%%%".to_owned(), "not valid base64"),
+    ] {
+        let error = config_err(&[("GPT_API_KEY", "sk-x"), ("SEAL_KEYS", &keys)]);
+        assert!(
+            error.contains("SEAL_KEYS") && error.contains(problem),
+            "{error}"
+        );
+        assert!(!error.contains(key) && !error.contains(short), "{error}");
+    }
+}

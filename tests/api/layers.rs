@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 /// engine; the guards and the helpers every door shares; the state built at cold start;
 /// the front doors; the router; the Lambda side; the cold start.
 const LAYERS: &[&[&str]] = &[
-    &["chat", "clock", "tls", "telemetry", "init_error"],
+    &["chat", "clock", "seal", "tls", "telemetry", "init_error"],
     &["tokens", "http"],
     &["error", "cors"],
     &["config"],

@@ -23,6 +23,7 @@ mod redis_deployments;
 mod redis_faults;
 mod responses;
 mod routes;
+mod sealed;
 mod secrets;
 mod store_contract;
 mod stored_tools;

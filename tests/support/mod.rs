@@ -154,7 +154,8 @@ impl TestApp {
                 config.redis_timeout,
                 config.redis_ca_file.as_deref(),
             )
-            .expect("Redis client"),
+            .expect("Redis client")
+            .sealed(config.seal_keys.clone()),
         );
         assert!(
             store.wait_connected(Duration::from_secs(5)).await,
@@ -315,7 +316,15 @@ impl TestApp {
             .map(|key| {
                 let value = match self.redis.query(&["TYPE", &key]).as_str() {
                     "list" => self.redis.query(&["LRANGE", &key, "0", "-1"]),
-                    "hash" => self.redis.query(&["HGETALL", &key]),
+                    // By field: a hash's order is Redis's, and may change as it grows.
+                    "hash" => {
+                        let flat = self.redis.query(&["HGETALL", &key]);
+                        let lines: Vec<&str> = flat.lines().collect();
+                        let mut pairs: Vec<String> =
+                            lines.chunks(2).map(|pair| pair.join("\n")).collect();
+                        pairs.sort();
+                        pairs.join("\n")
+                    }
                     "zset" => self.redis.query(&["ZRANGE", &key, "0", "-1", "WITHSCORES"]),
                     "set" => {
                         let mut members: Vec<String> = self

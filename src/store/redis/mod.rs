@@ -13,6 +13,7 @@
 mod connection;
 mod keys;
 mod scripts;
+mod sealed;
 mod values;
 
 use std::collections::HashMap;
@@ -26,11 +27,12 @@ use fred::types::{MultipleKeys, Value};
 use self::connection::Connection;
 use self::keys::{ChatKeys, Keys};
 use self::scripts::{Script, Scripts};
-use self::values::{answered, decode_turns, parse_claim, pending, period};
+use self::sealed::Sealing;
+use self::values::{answered, parse_claim, pending, period};
 use super::{
     newest_within, record_apart, CallerUsage, ChatCursor, ChatPage, ChatSummary, ChatUsage, Claim,
-    Claimant, ConversationInfo, IdempotencyKey, NewChat, Recorded, RequestCount, Spent, Store,
-    StoreError, TurnContext, TurnExtras, ANSWER_SECONDS, RATE_WINDOW,
+    Claimant, ConversationInfo, IdempotencyKey, KeptAnswer, NewChat, Recorded, RequestCount, Spent,
+    Store, StoreError, TurnContext, TurnExtras, ANSWER_SECONDS, RATE_WINDOW,
 };
 use crate::chat::{auto_title, ChatId, Tenant, Turn};
 use crate::clock::{now_ms, UtcDay};
@@ -45,6 +47,7 @@ pub struct RedisStore {
     keys: Keys,
     settings: StoreSettings,
     scripts: Scripts,
+    sealing: Sealing,
 }
 
 impl RedisStore {
@@ -62,7 +65,14 @@ impl RedisStore {
             keys: Keys::new(&settings.key_prefix),
             settings,
             scripts,
+            sealing: Sealing::default(),
         })
+    }
+
+    /// Seals what a chat says with `keys` (`SEAL_KEYS`; `None` keeps it plain).
+    pub fn sealed(mut self, keys: Option<std::sync::Arc<crate::seal::SealKeys>>) -> RedisStore {
+        self.sealing = Sealing(keys);
+        self
     }
 
     /// Waits until the client is connected, or `timeout` passes. For tests and benchmarks.
@@ -157,8 +167,7 @@ impl RedisStore {
         now: u64,
     ) -> Result<(Vec<String>, Vec<String>), StoreError> {
         let chat = self.keys.chat(tenant, chat);
-        let json = serde_json::to_string(turn)
-            .map_err(|e| StoreError::new(format!("cannot encode a turn: {e}")))?;
+        let json = self.sealing.encode_turn(&chat.turns, turn)?;
         // A turn without an id (never made by this version) gets one for its marker alone.
         let id = turn.id.clone().unwrap_or_else(Turn::new_id);
         let marker = chat.turn_marker(&id);
@@ -169,11 +178,31 @@ impl RedisStore {
             ..
         } = chat;
         let tokens = turn.tokens.unwrap_or_default();
+        let answer = extras
+            .answer
+            .map(|kept| (self.keys.idempotency(tenant, kept.key), kept));
+        let title = extras
+            .prefix
+            .first()
+            .and_then(auto_title)
+            .or_else(|| auto_title(turn))
+            .map(|title| self.sealing.seal_text(&meta, "auto_title", &title))
+            .transpose()?
+            .unwrap_or_default();
+        let mut prefix = Vec::with_capacity(extras.prefix.len());
+        for earlier in extras.prefix {
+            prefix.push(self.sealing.encode_turn(&turns, earlier)?);
+        }
+        let prompt = extras
+            .chat_prompt
+            .map(|prompt| self.sealing.seal_text(&system, "", prompt))
+            .transpose()?;
         let mut keys = vec![turns, system, meta, marker];
-        let answer = match extras.answer {
-            Some(kept) => {
-                keys.push(self.keys.idempotency(tenant, kept.key));
-                answered(kept)
+        let answer = match answer {
+            Some((key, kept)) => {
+                let sealed = self.seal_answer(&key, kept)?;
+                keys.push(key);
+                sealed
             }
             None => String::new(),
         };
@@ -191,25 +220,22 @@ impl RedisStore {
             ANSWER_SECONDS.to_string(),
             turn.messages().to_string(),
             now.to_string(),
-            extras
-                .prefix
-                .first()
-                .and_then(auto_title)
-                .or_else(|| auto_title(turn))
-                .unwrap_or_default(),
+            title,
             extras.replaces.unwrap_or_default().to_owned(),
         ];
-        args.push(extras.prefix.len().to_string());
-        for earlier in extras.prefix {
-            args.push(
-                serde_json::to_string(earlier)
-                    .map_err(|e| StoreError::new(format!("cannot encode a turn: {e}")))?,
-            );
-        }
-        if let Some(prompt) = extras.chat_prompt {
-            args.push(prompt.to_owned());
-        }
+        args.push(prefix.len().to_string());
+        args.extend(prefix);
+        args.extend(prompt);
         Ok((keys, args))
+    }
+
+    /// An answered `Idempotency-Key`'s value, its answer sealed to the key it is kept under.
+    fn seal_answer(&self, key: &str, kept: KeptAnswer<'_>) -> Result<String, StoreError> {
+        let answer = self.sealing.seal_text(key, "", kept.answer)?;
+        Ok(answered(KeptAnswer {
+            answer: &answer,
+            ..kept
+        }))
     }
 
     /// `add_usage`'s keys and arguments (`scripts/add_usage.lua`).
@@ -223,8 +249,13 @@ impl RedisStore {
         keys.extend(counters.ip);
         let answer = match spent.answer {
             Some(kept) => {
-                keys.push(self.keys.idempotency(tenant, kept.key));
-                answered(kept)
+                let key = self.keys.idempotency(tenant, kept.key);
+                // A value that cannot be sealed is not kept: the request is answered anyway.
+                let sealed = self.seal_answer(&key, kept).unwrap_or_default();
+                if !sealed.is_empty() {
+                    keys.push(key);
+                }
+                sealed
             }
             None => String::new(),
         };
@@ -312,21 +343,16 @@ fn appended(result: i64) -> Result<(), StoreError> {
 #[async_trait::async_trait]
 impl Store for RedisStore {
     async fn global_prompt(&self, tenant: &Tenant) -> Result<Option<String>, StoreError> {
-        self.client()
-            .get(self.keys.global_prompt(tenant))
-            .await
-            .map_err(|e| self.error(e))
+        let key = self.keys.global_prompt(tenant);
+        let stored = self.client().get(&key).await.map_err(|e| self.error(e))?;
+        self.sealing.open_optional(&key, "", stored)
     }
 
     async fn set_global_prompt(&self, tenant: &Tenant, content: &str) -> Result<(), StoreError> {
+        let key = self.keys.global_prompt(tenant);
+        let content = self.sealing.seal_text(&key, "", content)?;
         self.client()
-            .set(
-                self.keys.global_prompt(tenant),
-                content,
-                None::<Expiration>,
-                None,
-                false,
-            )
+            .set(key, content, None::<Expiration>, None, false)
             .await
             .map_err(|e| self.error(e))
     }
@@ -336,10 +362,9 @@ impl Store for RedisStore {
         tenant: &Tenant,
         chat: &ChatId,
     ) -> Result<Option<String>, StoreError> {
-        self.client()
-            .get(self.keys.chat(tenant, chat).system)
-            .await
-            .map_err(|e| self.error(e))
+        let key = self.keys.chat(tenant, chat).system;
+        let stored = self.client().get(&key).await.map_err(|e| self.error(e))?;
+        self.sealing.open_optional(&key, "", stored)
     }
 
     async fn set_chat_prompt(
@@ -355,7 +380,8 @@ impl Store for RedisStore {
             ..
         } = self.keys.chat(tenant, chat);
         let now = now_ms();
-        let args = vec![self.ttl_arg(), content.to_owned(), now.to_string()];
+        let content = self.sealing.seal_text(&system, "", content)?;
+        let args = vec![self.ttl_arg(), content, now.to_string()];
         let write = self.eval(
             &self.scripts.set_chat_prompt,
             vec![system, turns, meta],
@@ -396,9 +422,12 @@ impl Store for RedisStore {
         let mut meta = window_start.into_iter();
         let (window_start, created_at) = (meta.next().flatten(), meta.next().flatten());
         Ok(TurnContext {
-            global_prompt,
-            chat_prompt,
-            history: newest_within(decode_turns(history)?, self.settings.max_history_messages),
+            global_prompt: self.sealing.open_optional(&global_key, "", global_prompt)?,
+            chat_prompt: self.sealing.open_optional(&system, "", chat_prompt)?,
+            history: newest_within(
+                self.sealing.decode_turns(&turns, history)?,
+                self.settings.max_history_messages,
+            ),
             window_start,
             conversation: created_at.is_some(),
         })
@@ -482,13 +511,14 @@ impl Store for RedisStore {
     }
 
     async fn turns(&self, tenant: &Tenant, chat: &ChatId) -> Result<Vec<Turn>, StoreError> {
+        let key = self.keys.chat(tenant, chat).turns;
         let raw: Vec<String> = self
             .client()
-            .lrange(self.keys.chat(tenant, chat).turns, self.read_from(), -1)
+            .lrange(&key, self.read_from(), -1)
             .await
             .map_err(|e| self.error(e))?;
         Ok(newest_within(
-            decode_turns(raw)?,
+            self.sealing.decode_turns(&key, raw)?,
             self.settings.max_history_messages,
         ))
     }
@@ -518,8 +548,7 @@ impl Store for RedisStore {
     ) -> Result<bool, StoreError> {
         let ChatKeys { turns, meta, .. } = self.keys.chat(tenant, chat);
         let with = match with {
-            Some(turn) => serde_json::to_string(turn)
-                .map_err(|e| StoreError::new(format!("cannot encode a turn: {e}")))?,
+            Some(turn) => self.sealing.encode_turn(&turns, turn)?,
             None => String::new(),
         };
         let found: i64 = self
@@ -551,6 +580,7 @@ impl Store for RedisStore {
         let mut fields = fields.map_err(|e| self.error(e))?.into_iter();
         let (created_at, metadata) = (fields.next().flatten(), fields.next().flatten());
         let exists = exists.map_err(|e| self.error(e))? > 0 || created_at.is_some();
+        let metadata = self.sealing.open_optional(&meta, "metadata", metadata)?;
         Ok(exists.then(|| ConversationInfo {
             created_at: created_at.and_then(|at| at.parse().ok()).unwrap_or(0),
             metadata,
@@ -571,13 +601,17 @@ impl Store for RedisStore {
             ..
         } = self.keys.chat(tenant, chat);
         let now = now_ms();
+        let metadata = metadata
+            .map(|metadata| self.sealing.seal_text(&meta, "metadata", metadata))
+            .transpose()?
+            .unwrap_or_default();
         let write = self.eval::<i64>(
             &self.scripts.set_conversation,
             vec![turns, system, meta],
             vec![
                 self.ttl_arg(),
                 created_at.to_string(),
-                metadata.unwrap_or_default().to_owned(),
+                metadata,
                 now.to_string(),
             ],
         );
@@ -719,6 +753,11 @@ impl Store for RedisStore {
         let (updated, born, messages) = (number(next()), number(next()), number(next()));
         let (title, auto_title) = (next(), next());
         let (created_at, metadata) = (number(next()), next());
+        let title = self.sealing.open_optional(&meta, "title", title)?;
+        let auto_title = self
+            .sealing
+            .open_optional(&meta, "auto_title", auto_title)?;
+        let metadata = self.sealing.open_optional(&meta, "metadata", metadata)?;
         Ok(Some(ChatSummary {
             id: chat.clone(),
             title: title.or(auto_title),
@@ -745,11 +784,12 @@ impl Store for RedisStore {
             ..
         } = self.keys.chat(tenant, chat);
         let now = now_ms();
+        let title = self.sealing.seal_text(&meta, "title", title)?;
         let set: i64 = self
             .eval(
                 &self.scripts.set_title,
                 vec![turns, system, meta],
-                vec![self.ttl_arg(), title.to_owned(), now.to_string()],
+                vec![self.ttl_arg(), title, now.to_string()],
             )
             .await?;
         // Listed only once it is known to exist: a title alone makes no chat.
@@ -775,17 +815,24 @@ impl Store for RedisStore {
         let encoded = new
             .turns
             .iter()
-            .map(serde_json::to_string)
-            .collect::<Result<Vec<String>, _>>()
-            .map_err(|e| StoreError::new(format!("cannot encode a turn: {e}")))?;
+            .map(|turn| self.sealing.encode_turn(&turns, turn))
+            .collect::<Result<Vec<String>, _>>()?;
+        let seal = |key: &str, field: &str, text: Option<String>| {
+            text.map(|text| self.sealing.seal_text(key, field, &text))
+                .transpose()
+                .map(Option::unwrap_or_default)
+        };
+        let prompt = seal(&system, "", new.prompt.map(str::to_owned))?;
+        let title = seal(&meta, "title", new.title.map(str::to_owned))?;
+        let first_title = seal(&meta, "auto_title", new.turns.first().and_then(auto_title))?;
         let bytes: usize = encoded.iter().map(String::len).sum();
         let messages: usize = new.turns.iter().map(Turn::messages).sum();
         let mut args = vec![
             self.ttl_arg(),
             now.to_string(),
-            new.prompt.unwrap_or_default().to_owned(),
-            new.title.unwrap_or_default().to_owned(),
-            new.turns.first().and_then(auto_title).unwrap_or_default(),
+            prompt,
+            title,
+            first_title,
             bytes.to_string(),
             messages.to_string(),
             Turn::new_id(),
@@ -893,8 +940,18 @@ impl Store for RedisStore {
             args.push(key.hash.clone());
             args.push((ANSWER_SECONDS + claimant.hold.as_secs() + 3600).to_string());
         }
+        let idem = keys[0].clone();
         let found: String = self.eval(&self.scripts.claim, keys, args).await?;
-        parse_claim(&found)
+        match parse_claim(&found)? {
+            Claim::Answered {
+                fingerprint,
+                answer,
+            } => Ok(Claim::Answered {
+                fingerprint,
+                answer: self.sealing.open_text(&idem, "", answer)?,
+            }),
+            claim => Ok(claim),
+        }
     }
 
     async fn release(

@@ -1,20 +1,11 @@
-//! What the values of the keys hold, written and read: turns as JSON, the two states of an
+//! What the values of the keys hold, written and read (turns as JSON, sealed or not, are
+//! `sealed.rs`'s): the two states of an
 //! `Idempotency-Key` (`pending` and `answered`, a line each), and the usage counters' hash
 //! fields (`prompt_tokens`, ..., and `model:<name>:prompt_tokens`, ... per model).
 
 use std::collections::HashMap;
 
-use crate::chat::Turn;
 use crate::store::{Claim, Claimant, KeptAnswer, PeriodUsage, StoreError};
-
-pub(super) fn decode_turns(raw: Vec<String>) -> Result<Vec<Turn>, StoreError> {
-    raw.iter()
-        .map(|json| {
-            serde_json::from_str(json)
-                .map_err(|e| StoreError::new(format!("a stored turn is not valid JSON: {e}")))
-        })
-        .collect()
-}
 
 /// An answered key's value: `answered`, the fingerprint and the answer, a line each (the
 /// fingerprint is hex; the answer, JSON, may hold anything).

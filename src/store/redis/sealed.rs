@@ -1,0 +1,188 @@
+//! What the Redis store seals (`SEAL_KEYS`, `crate::seal`): every text of a chat is sealed
+//! here on its way to Redis and opened on its way back, bound to the key it is kept under.
+//!
+//! - A turn (an element of a chat's list) is `{"id":"<turn id>","m":<messages>,"sealed":
+//!   "<key id>:<base64>"}`: its id and its count of messages stay plain, because the Lua
+//!   scripts find turns by id and count a chat's messages; the rest, the whole turn as JSON,
+//!   is sealed, bound to the list's key and the turn's id.
+//! - A text (a prompt, a title, a kept answer, a conversation's metadata) is
+//!   `"\u{1}sealed:<key id>:<base64>"`, bound to its key (and its hash field).
+//!
+//! A value that does not open (sealed with a key the function lacks, changed, or moved from
+//! another key) is an error of its own, `chat_unreadable`: never shown, never guessed at,
+//! and never written over (the request fails before its write). Values stored plain, before
+//! sealing was turned on, read as they are and are sealed when they are written again.
+
+use std::sync::Arc;
+
+use crate::chat::Turn;
+use crate::seal::SealKeys;
+use crate::store::StoreError;
+
+/// How a sealed text starts; a plain one never does (it would have to begin with U+0001).
+const SEALED_TEXT: &str = "\u{1}sealed:";
+
+/// Where a sealed turn's envelope says it is sealed (quotes inside a turn's JSON strings are
+/// escaped, so this is found only as the envelope's key).
+const SEALED_TURN: &str = ",\"sealed\":\"";
+
+/// The sealing of one store: `None` keeps everything plain, as before sealing.
+#[derive(Clone, Default)]
+pub(super) struct Sealing(pub Option<Arc<SealKeys>>);
+
+fn bound(key: &str, part: &str) -> Vec<u8> {
+    let mut bound = Vec::with_capacity(key.len() + part.len() + 1);
+    bound.extend_from_slice(key.as_bytes());
+    bound.push(b'\n');
+    bound.extend_from_slice(part.as_bytes());
+    bound
+}
+
+fn unreadable(key: &str, what: impl std::fmt::Display) -> StoreError {
+    StoreError::unreadable(format!("the value of {key} {what}"))
+}
+
+impl Sealing {
+    /// A text to keep under `key` (and `field`, for a hash's).
+    pub fn seal_text(&self, key: &str, field: &str, plain: &str) -> Result<String, StoreError> {
+        match &self.0 {
+            None => Ok(plain.to_owned()),
+            Some(keys) => keys
+                .seal(&bound(key, field), plain.as_bytes())
+                .map(|sealed| format!("{SEALED_TEXT}{sealed}"))
+                .map_err(StoreError::new),
+        }
+    }
+
+    /// A text read from `key` (and `field`), opened when sealed.
+    pub fn open_text(&self, key: &str, field: &str, stored: String) -> Result<String, StoreError> {
+        let Some(sealed) = stored.strip_prefix(SEALED_TEXT) else {
+            return Ok(stored);
+        };
+        let keys = self
+            .0
+            .as_ref()
+            .ok_or_else(|| unreadable(key, "is sealed, and SEAL_KEYS is not set"))?;
+        let plain = keys
+            .open(&bound(key, field), sealed)
+            .map_err(|error| unreadable(key, error))?;
+        String::from_utf8(plain).map_err(|_| unreadable(key, "opens to text that is not UTF-8"))
+    }
+
+    pub fn open_optional(
+        &self,
+        key: &str,
+        field: &str,
+        stored: Option<String>,
+    ) -> Result<Option<String>, StoreError> {
+        stored
+            .map(|stored| self.open_text(key, field, stored))
+            .transpose()
+    }
+
+    /// A turn as the element of the list `key` it is kept in.
+    pub fn encode_turn(&self, key: &str, turn: &Turn) -> Result<String, StoreError> {
+        let json = serde_json::to_string(turn)
+            .map_err(|e| StoreError::new(format!("cannot encode a turn: {e}")))?;
+        let Some(keys) = &self.0 else {
+            return Ok(json);
+        };
+        let id = turn.id.as_deref().unwrap_or("");
+        let sealed = keys
+            .seal(&bound(key, id), json.as_bytes())
+            .map_err(StoreError::new)?;
+        let envelope = serde_json::json!({"id": id, "m": turn.messages(), "sealed": sealed});
+        Ok(envelope.to_string())
+    }
+
+    /// The turns of the list `key`, oldest first, opened where sealed.
+    pub fn decode_turns(&self, key: &str, raw: Vec<String>) -> Result<Vec<Turn>, StoreError> {
+        raw.iter()
+            .map(|stored| self.decode_turn(key, stored))
+            .collect()
+    }
+
+    fn decode_turn(&self, key: &str, stored: &str) -> Result<Turn, StoreError> {
+        let head = stored.get(..stored.len().min(96)).unwrap_or(stored);
+        let json = if head.contains(SEALED_TURN) {
+            let envelope: Envelope = serde_json::from_str(stored)
+                .map_err(|_| unreadable(key, "holds a sealed turn that is not one"))?;
+            let keys = self
+                .0
+                .as_ref()
+                .ok_or_else(|| unreadable(key, "holds sealed turns, and SEAL_KEYS is not set"))?;
+            let plain = keys
+                .open(&bound(key, &envelope.id), &envelope.sealed)
+                .map_err(|error| unreadable(key, format_args!("turn {}: {error}", envelope.id)))?;
+            String::from_utf8(plain)
+                .map_err(|_| unreadable(key, "holds a turn that opens to no text"))?
+        } else {
+            stored.to_owned()
+        };
+        serde_json::from_str(&json)
+            .map_err(|e| StoreError::new(format!("a stored turn is not valid JSON: {e}")))
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct Envelope {
+    id: String,
+    sealed: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sealing() -> Sealing {
+        let keys = SealKeys::parse("k1:MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=").unwrap();
+        Sealing(Some(Arc::new(keys)))
+    }
+
+    #[test]
+    fn a_sealed_turn_keeps_its_id_and_count_plain_for_the_scripts() {
+        let turn = Turn::question(
+            Some("t1".into()),
+            "secret question".into(),
+            None,
+            "secret answer".into(),
+        );
+        let stored = sealing().encode_turn("c:{a}:turns", &turn).unwrap();
+        assert!(
+            stored.starts_with(r#"{"id":"t1","m":2,"sealed":"k1:"#),
+            "{stored}"
+        );
+        assert!(!stored.contains("secret"));
+        let back = sealing()
+            .decode_turns("c:{a}:turns", vec![stored.clone()])
+            .unwrap();
+        assert_eq!(back, std::slice::from_ref(&turn));
+        // Another list, or no keys: unreadable, never guessed at.
+        let moved = sealing().decode_turns("c:{b}:turns", vec![stored.clone()]);
+        assert!(moved.unwrap_err().is_unreadable());
+        let keyless = Sealing(None).decode_turns("c:{a}:turns", vec![stored]);
+        assert!(keyless.unwrap_err().is_unreadable());
+        // A plain turn, stored before sealing, reads as it is.
+        let plain = Sealing(None).encode_turn("c:{a}:turns", &turn).unwrap();
+        assert_eq!(
+            sealing().decode_turns("c:{a}:turns", vec![plain]).unwrap(),
+            [turn]
+        );
+    }
+
+    #[test]
+    fn a_sealed_text_opens_under_its_own_key_and_field_only() {
+        let stored = sealing()
+            .seal_text("c:{a}:meta", "title", "Trip to Lisbon")
+            .unwrap();
+        assert!(stored.starts_with(SEALED_TEXT) && !stored.contains("Lisbon"));
+        let open = |key: &str, field: &str| sealing().open_text(key, field, stored.clone());
+        assert_eq!(open("c:{a}:meta", "title").unwrap(), "Trip to Lisbon");
+        assert!(open("c:{a}:meta", "metadata").unwrap_err().is_unreadable());
+        assert!(open("c:{b}:meta", "title").unwrap_err().is_unreadable());
+        assert_eq!(
+            sealing().open_text("k", "", "plain".into()).unwrap(),
+            "plain"
+        );
+    }
+}

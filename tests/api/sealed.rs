@@ -1,0 +1,407 @@
+//! Sealed at rest (`SEAL_KEYS`): with sealing on, no value in Redis holds anything a chat
+//! said, everything reads back through the API, and a value that does not open (moved to
+//! another chat, changed, or sealed with a key the function lacks) is a 500
+//! `chat_unreadable` that writes nothing.
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use lambda_http::http::Method;
+use serde_json::{json, Value};
+
+use crate::support::{send_to, TestApp};
+
+const KEY_1: &str = "k1:MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+const KEY_2: &str = "k2:ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA=";
+
+/// Every value of every key, as Redis holds it.
+fn raw_values(t: &TestApp) -> String {
+    t.dump()
+        .into_iter()
+        .map(|(key, value)| format!("{key} => {value}\n"))
+        .collect()
+}
+
+/// The secrets a test sends: none may be in Redis, plain or in base64.
+fn assert_nowhere(t: &TestApp, secrets: &[&str]) {
+    let raw = raw_values(t);
+    for secret in secrets {
+        assert!(!raw.contains(secret), "`{secret}` is stored plain:\n{raw}");
+        let encoded = STANDARD.encode(secret);
+        assert!(
+            !raw.contains(&encoded[..encoded.len() - 4]),
+            "`{secret}` in base64"
+        );
+    }
+}
+
+async fn post(t: &TestApp, path: &str, body: Value, headers: &[(&str, &str)]) -> Value {
+    let reply = t
+        .call_with(
+            Method::POST,
+            path,
+            lambda_http::Body::from(body.to_string()),
+            headers,
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{path}: {}", reply.text);
+    if reply.text.starts_with('{') || reply.text.starts_with('[') {
+        reply.json()
+    } else {
+        Value::String(reply.text)
+    }
+}
+
+#[tokio::test]
+async fn with_sealing_on_redis_holds_nothing_a_chat_said_and_all_of_it_reads_back() {
+    let t = TestApp::with_env(&[("SEAL_KEYS", KEY_1)]).await;
+    post(
+        &t,
+        "/system",
+        json!({"content": "global prompt alpha"}),
+        &[],
+    )
+    .await;
+    post(
+        &t,
+        "/trip/system",
+        json!({"content": "chat prompt bravo"}),
+        &[],
+    )
+    .await;
+    post(
+        &t,
+        "/trip/chat",
+        json!({"content": "question charlie"}),
+        &[("idempotency-key", "k-1")],
+    )
+    .await;
+    let streamed = t
+        .call_with(
+            Method::POST,
+            "/trip/chat",
+            lambda_http::Body::from(
+                json!({"content": "question delta", "stream": true}).to_string(),
+            ),
+            &[],
+        )
+        .await;
+    assert_eq!(streamed.status, 200, "{}", streamed.text);
+    t.app.settle().await;
+    post(
+        &t,
+        "/trip/img",
+        json!({"content": "question echo", "url": "https://example.com/foxtrot.png"}),
+        &[],
+    )
+    .await;
+    post(&t, "/trip/title", json!({"title": "title golf"}), &[]).await;
+    post(
+        &t,
+        "/v1/chat/completions",
+        json!({"messages": [{"role": "user", "content": "question hotel"}]}),
+        &[("x-chat-id", "trip")],
+    )
+    .await;
+    let response = post(
+        &t,
+        "/v1/responses",
+        json!({"input": "question india", "conversation": "trip"}),
+        &[],
+    )
+    .await;
+    post(
+        &t,
+        "/v1/conversations",
+        json!({"metadata": {"topic": "metadata juliet"}}),
+        &[],
+    )
+    .await;
+    // A stateless call's kept answer, replayed from its sealed copy.
+    let stateless = json!({"messages": [{"role": "user", "content": "question kilo"}]});
+    let first = post(
+        &t,
+        "/v1/chat/completions",
+        stateless.clone(),
+        &[("idempotency-key", "k-2")],
+    )
+    .await;
+
+    assert_nowhere(
+        &t,
+        &[
+            "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india",
+            "juliet", "kilo",
+        ],
+    );
+
+    // Everything reads back through the API.
+    assert_eq!(
+        t.get("/system").await.json(),
+        json!({"content": "global prompt alpha"})
+    );
+    assert_eq!(
+        t.get("/trip/system").await.json(),
+        json!({"content": "chat prompt bravo"})
+    );
+    let transcript = t.transcript("trip").await;
+    let said: Vec<&str> = transcript
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(said[0], "question charlie");
+    assert!(said.contains(&"question delta") && said.contains(&"question india"));
+    assert_eq!(transcript[4]["url"], "https://example.com/foxtrot.png");
+    assert_eq!(
+        t.get("/trip/title").await.json(),
+        json!({"title": "title golf"})
+    );
+    let listed = t.get("/chats").await.json();
+    let trip = listed["chats"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "trip")
+        .unwrap();
+    assert_eq!(trip["title"], "title golf");
+    let id = response["id"].as_str().unwrap();
+    assert_eq!(t.get(&format!("/v1/responses/{id}")).await.json()["id"], id);
+    // The replay is the answer as it was given.
+    let again = post(
+        &t,
+        "/v1/chat/completions",
+        stateless,
+        &[("idempotency-key", "k-2")],
+    )
+    .await;
+    assert_eq!(again, first);
+    // Upstream was sent the history, opened.
+    let sent = t.openai.bodies("/v1/responses").await.pop().unwrap();
+    let sent = sent.to_string();
+    assert!(sent.contains("global prompt alpha") && sent.contains("question charlie"));
+}
+
+#[tokio::test]
+async fn a_value_that_does_not_open_is_chat_unreadable_and_nothing_is_written() {
+    let t = TestApp::with_env(&[("SEAL_KEYS", KEY_1)]).await;
+    t.say("one", "first secret").await;
+    t.say("two", "second secret").await;
+    let key = |chat: &str| {
+        t.keys()
+            .into_iter()
+            .find(|k| k.ends_with(&format!("{{{chat}}}:turns")))
+            .unwrap()
+    };
+    // A turn copied from one chat's list to another's does not open there.
+    let moved = t.redis.query(&["LINDEX", &key("one"), "0"]);
+    t.redis.query(&["RPUSH", &key("two"), &moved]);
+    let before = t.dump();
+    let asked = t.openai.bodies("/v1/chat/completions").await.len();
+    for reply in [
+        t.get("/two/chat").await,
+        t.post("/two/chat", json!({"content": "more"})).await,
+    ] {
+        reply.assert_error(500, "chat_unreadable");
+        assert!(!reply.text.contains("secret"), "{}", reply.text);
+    }
+    assert_eq!(t.dump(), before, "the chat is left exactly as it was");
+    assert_eq!(t.openai.bodies("/v1/chat/completions").await.len(), asked);
+    // The untouched chat still reads.
+    assert_eq!(t.transcript("one").await[0]["content"], "first secret");
+
+    // A flipped byte does not open either.
+    let stored = t.redis.query(&["LINDEX", &key("one"), "0"]);
+    let at = stored.find("\"sealed\":\"k1:").unwrap() + 20;
+    let mut flipped = stored.clone().into_bytes();
+    flipped[at] = if flipped[at] == b'A' { b'B' } else { b'A' };
+    let flipped = String::from_utf8(flipped).unwrap();
+    assert_ne!(flipped, stored);
+    t.redis.query(&["LSET", &key("one"), "0", &flipped]);
+    t.get("/one/chat")
+        .await
+        .assert_error(500, "chat_unreadable");
+
+    // Restarted without the key: unreadable, and nothing written.
+    t.say("three", "third secret").await;
+    let mut keyless = t.config.clone();
+    keyless.seal_keys = None;
+    let restarted: &'static chat_proxy::App =
+        Box::leak(Box::new(chat_proxy::App::build(&keyless).unwrap()));
+    let before = t.dump();
+    let request = t.request("/three/chat", json!({"content": "again"}), &[]);
+    send_to(restarted, request)
+        .await
+        .assert_error(500, "chat_unreadable");
+    let read = t.request("/three/chat", json!({}), &[]);
+    let read = lambda_http::http::Request::from_parts(
+        {
+            let (mut parts, _) = read.into_parts();
+            parts.method = Method::GET;
+            parts
+        },
+        lambda_http::Body::Empty,
+    );
+    send_to(restarted, read)
+        .await
+        .assert_error(500, "chat_unreadable");
+    assert_eq!(t.dump(), before);
+}
+
+#[tokio::test]
+async fn rotation_reads_old_and_new_and_writes_the_new_and_plain_chats_still_read() {
+    // Chats written before sealing, then with the old key.
+    let t = TestApp::start().await;
+    t.say("plain", "written plain").await;
+    let with_keys = |keys: &str| {
+        let config = crate::support::config_for(
+            &t.redis.url(),
+            &t.openai.base_url(),
+            &[("SEAL_KEYS", keys)],
+        );
+        let app: &'static chat_proxy::App =
+            Box::leak(Box::new(chat_proxy::App::build(&config).unwrap()));
+        app
+    };
+    let old_app = with_keys(KEY_1);
+    let said = t.request(
+        "/sealed-old/chat",
+        json!({"content": "under the old key"}),
+        &[],
+    );
+    assert_eq!(send_to(old_app, said).await.status, 200);
+    // Both keys, the new one first.
+    let new_app = with_keys(&format!("{KEY_2},{KEY_1}"));
+    for (chat, first) in [
+        ("plain", "written plain"),
+        ("sealed-old", "under the old key"),
+    ] {
+        let read = lambda_http::http::Request::builder()
+            .method("GET")
+            .uri(format!("/{chat}/chat"))
+            .body(lambda_http::Body::Empty)
+            .unwrap();
+        let reply = send_to(new_app, read).await;
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        assert_eq!(reply.json()[0]["content"], first);
+        let more = t.request(
+            &format!("/{chat}/chat"),
+            json!({"content": "with the new key"}),
+            &[],
+        );
+        assert_eq!(send_to(new_app, more).await.status, 200);
+    }
+    // What was written last is sealed with the new key; what was there stays as it was.
+    let turns = |chat: &str| {
+        let key = t
+            .keys()
+            .into_iter()
+            .find(|k| k.ends_with(&format!("{{{chat}}}:turns")))
+            .unwrap();
+        t.redis.query(&["LRANGE", &key, "0", "-1"])
+    };
+    let plain = turns("plain");
+    assert!(
+        plain.contains("written plain"),
+        "a plain turn stays plain until rewritten"
+    );
+    assert!(plain.contains("\"sealed\":\"k2:") && !plain.contains("with the new key"));
+    let old_chat = turns("sealed-old");
+    assert!(old_chat.contains("\"sealed\":\"k1:") && old_chat.contains("\"sealed\":\"k2:"));
+}
+
+async fn said(t: &TestApp, chat: &str) -> Vec<String> {
+    t.transcript(chat)
+        .await
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["content"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn regenerate_edit_fork_import_branches_and_items_work_sealed() {
+    let t = TestApp::with_env(&[("SEAL_KEYS", KEY_1)]).await;
+    t.say("redo", "question lima").await;
+    t.say("redo", "question mike").await;
+    post(&t, "/redo/regenerate", json!({}), &[]).await;
+    post(
+        &t,
+        "/redo/edit",
+        json!({"index": 0, "content": "question november"}),
+        &[],
+    )
+    .await;
+    assert_eq!(
+        said(&t, "redo").await,
+        ["question november", "reply to: question november"]
+    );
+    t.say("redo", "question oscar").await;
+    post(&t, "/redo/fork", json!({"into": "forked", "index": 1}), &[]).await;
+    assert_eq!(
+        said(&t, "forked").await,
+        ["question november", "reply to: question november"]
+    );
+    let exported = t.get("/redo/export").await.json();
+    post(
+        &t,
+        "/chats/import",
+        json!({"into": "imported", "turns": exported["turns"]}),
+        &[],
+    )
+    .await;
+    assert_eq!(said(&t, "imported").await, said(&t, "redo").await);
+    // A branch copies the history into a new chain, sealed under its own key.
+    let first = post(&t, "/v1/responses", json!({"input": "question papa"}), &[]).await;
+    let id = first["id"].as_str().unwrap();
+    post(
+        &t,
+        "/v1/responses",
+        json!({"input": "question quebec", "previous_response_id": id}),
+        &[],
+    )
+    .await;
+    let branch = post(
+        &t,
+        "/v1/responses",
+        json!({"input": "question romeo", "previous_response_id": id}),
+        &[],
+    )
+    .await;
+    let next = json!({"input": "question sierra", "previous_response_id": branch["id"]});
+    post(&t, "/v1/responses", next, &[]).await;
+    let sent = t
+        .openai
+        .bodies("/v1/responses")
+        .await
+        .pop()
+        .unwrap()
+        .to_string();
+    assert!(sent.contains("question papa") && sent.contains("question romeo"));
+    // A conversation's items: added, listed, one deleted.
+    let items = post(
+        &t,
+        "/v1/conversations/redo/items",
+        json!({"items": [
+        {"type": "message", "role": "user", "content": "question tango"}]}),
+        &[],
+    )
+    .await;
+    let item = items["data"][0]["id"].as_str().unwrap().to_owned();
+    let reply = t
+        .call_with(
+            Method::DELETE,
+            &format!("/v1/conversations/redo/items/{item}"),
+            lambda_http::Body::Empty,
+            &[],
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_nowhere(
+        &t,
+        &[
+            "lima", "mike", "november", "oscar", "papa", "quebec", "romeo", "sierra", "tango",
+        ],
+    );
+}
