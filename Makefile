@@ -2,7 +2,7 @@
 .DEFAULT_GOAL := help
 SHELL := /bin/bash
 
-.PHONY: help watch test lint build deploy deploy-tools deploy-ci invoke bench load fuzz screenshots clean
+.PHONY: help watch test lint build deploy deploy-tools deploy-ci invoke bench load fuzz screenshots reseal clean
 
 # Python tools live in project venvs, pinned in tools/: .venv for the test tools and the
 # linters, .venv-deploy for SAM CLI and cargo-lambda (SAM's pins clash with the others).
@@ -115,6 +115,9 @@ load: ## End-to-end load run through cargo lambda watch with wrk (DURATION=10 s 
 screenshots: $(VENV)/.installed $(DEPLOY_VENV)/.installed ## Retake the README's playground screenshots in docs/ (headless Chromium)
 	cargo build --locked
 	SCREENSHOTS_DIR=$(CURDIR)/docs $(VENV)/bin/pytest -q -p no:cacheprovider tests/python/test_playground.py -k screenshots
+
+reseal: .env ## Seal every stored value again under the first of SEAL_KEYS (with .env's REDIS_URL and SEAL_KEYS)
+	@set -a && . ./.env && set +a && cargo run --locked --release --quiet -- reseal
 
 FUZZ_SECONDS ?= 60
 fuzz: ## Fuzz request parsing and routing with cargo-fuzz for FUZZ_SECONDS (default 60)

@@ -57,10 +57,17 @@ struct Setup {
 }
 
 fn config(redis_url: Option<&str>, openai_url: &str) -> Config {
+    sealed_config(redis_url, openai_url, None)
+}
+
+/// With `SEAL_KEYS` (under a key prefix of its own, beside the plain setup's chats).
+fn sealed_config(redis_url: Option<&str>, openai_url: &str, seal: Option<&str>) -> Config {
     Config::from_lookup(|name| match name {
         "GPT_API_KEY" => Some("sk-bench".to_owned()),
         "OPENAI_BASE_URL" => Some(openai_url.to_owned()),
         "REDIS_URL" => redis_url.map(str::to_owned),
+        "SEAL_KEYS" => seal.map(str::to_owned),
+        "REDIS_KEY_PREFIX" => seal.map(|_| "sealed".to_owned()),
         _ => None,
     })
     .expect("bench configuration")
@@ -81,7 +88,7 @@ fn setups(runtime: &Runtime, redis: &redis::RedisServer) -> Vec<Setup> {
         )
         .unwrap();
         assert!(store.wait_connected(Duration::from_secs(5)).await);
-        let setups = vec![
+        let mut setups = vec![
             Setup {
                 name: "memory",
                 app: App::with_store(&memory_config, memory).unwrap(),
@@ -91,6 +98,24 @@ fn setups(runtime: &Runtime, redis: &redis::RedisServer) -> Vec<Setup> {
                 app: App::with_store(&redis_config, Arc::new(store)).unwrap(),
             },
         ];
+        // BENCH_SEALED=1: Redis again, with every chat sealed (SEAL_KEYS), to set beside it.
+        if std::env::var_os("BENCH_SEALED").is_some() {
+            let key = "bench:MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+            let sealed_config = sealed_config(Some(&redis.url()), &openai_url, Some(key));
+            let sealed = RedisStore::connect(
+                &target,
+                sealed_config.store.clone(),
+                sealed_config.redis_timeout,
+                None,
+            )
+            .unwrap()
+            .sealed(sealed_config.seal_keys.clone());
+            assert!(sealed.wait_connected(Duration::from_secs(5)).await);
+            setups.push(Setup {
+                name: "sealed",
+                app: App::with_store(&sealed_config, Arc::new(sealed)).unwrap(),
+            });
+        }
         for setup in &setups {
             // A chat at the history cap (100 messages), and one for the transcript route.
             for i in 0..50 {

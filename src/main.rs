@@ -8,6 +8,19 @@ async fn main() -> Result<(), lambda_http::Error> {
     chat_proxy::install_tls_provider();
     telemetry::init(LogFormat::from_env());
 
+    // `bootstrap reseal` (`make reseal`): a one-off run from an operator's machine.
+    if std::env::args().nth(1).as_deref() == Some("reseal") {
+        let resealed = startup::reseal_from_env().await.map_err(|error| {
+            tracing::error!(%error, "cannot reseal");
+            error
+        })?;
+        println!(
+            "resealed: {} values sealed again under the first key, {} already were, {} do not open (left as they are)",
+            resealed.rewritten, resealed.current, resealed.unreadable
+        );
+        return Ok(());
+    }
+
     let app = match startup::app_from_env().await {
         Ok(app) => app,
         Err(error) => {

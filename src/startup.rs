@@ -5,6 +5,7 @@ use secrecy::ExposeSecret;
 use crate::app::{App, BuildError};
 use crate::config::secrets::{self, SecretsError};
 use crate::config::{Config, ConfigError};
+use crate::store::{RedisStore, Resealed};
 
 /// Why the function could not start. Every variant names what is wrong and never a secret.
 #[derive(Debug, thiserror::Error)]
@@ -15,23 +16,56 @@ pub enum StartupError {
     Secrets(#[from] SecretsError),
     #[error(transparent)]
     Build(#[from] BuildError),
+    #[error("reseal: {0}")]
+    Reseal(String),
 }
 
-/// Builds the app from the process environment, reading the secrets it names from AWS.
-pub async fn app_from_env() -> Result<App, StartupError> {
+/// The configuration from the process environment, with the secrets it names read from AWS.
+async fn config_from_env() -> Result<Config, StartupError> {
     let env = |name: &str| std::env::var(name).ok();
     let references = secrets::references(env)?;
     let from_aws = secrets::resolve(&references, secrets::aws_loader()).await?;
-    let config = Config::from_lookup(|name| {
+    Ok(Config::from_lookup(|name| {
         from_aws
             .get(name)
             .map(|value| value.expose_secret().to_owned())
             .or_else(|| env(name))
-    })?;
+    })?)
+}
+
+/// Builds the app from the process environment, reading the secrets it names from AWS.
+pub async fn app_from_env() -> Result<App, StartupError> {
+    let config = config_from_env().await?;
     if let Some(warning) = startup_warning(&config) {
         tracing::warn!("{warning}");
     }
     Ok(App::build(&config)?)
+}
+
+/// `bootstrap reseal` (`make reseal`): every value in the configured Redis sealed again
+/// under the first of `SEAL_KEYS`, so that the keys after it can be dropped.
+pub async fn reseal_from_env() -> Result<Resealed, StartupError> {
+    let config = config_from_env().await?;
+    let (Some(target), Some(keys)) = (&config.redis, &config.seal_keys) else {
+        return Err(StartupError::Reseal(
+            "reseal needs REDIS_URL (or REDIS_HOST) and SEAL_KEYS".to_owned(),
+        ));
+    };
+    let store = RedisStore::connect(
+        target,
+        config.store.clone(),
+        config.redis_timeout,
+        config.redis_ca_file.as_deref(),
+    )
+    .map_err(|error| StartupError::Reseal(error.to_string()))?
+    .sealed(Some(keys.clone()));
+    if !store.wait_connected(config.redis_timeout * 4).await {
+        return Err(StartupError::Reseal("Redis did not answer".to_owned()));
+    }
+    store
+        .reseal()
+        .await
+        .map_err(|error| StartupError::Reseal(error.to_string()))
 }
 
 /// What an operator must know before anything else, said in the very first log line.

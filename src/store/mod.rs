@@ -9,7 +9,7 @@ mod memory;
 mod redis;
 
 pub use self::memory::MemoryStore;
-pub use self::redis::RedisStore;
+pub use self::redis::{RedisStore, Resealed};
 
 use std::collections::BTreeMap;
 

@@ -405,3 +405,138 @@ async fn regenerate_edit_fork_import_branches_and_items_work_sealed() {
         ],
     );
 }
+
+#[tokio::test]
+async fn reseal_seals_everything_under_the_first_key_while_turns_run_and_loses_nothing() {
+    // Stored plain, before sealing: a chat with a prompt, a title and a kept answer.
+    let t = TestApp::start().await;
+    t.say("old-plain", "plain uniform").await;
+    post(
+        &t,
+        "/old-plain/system",
+        json!({"content": "plain victor"}),
+        &[],
+    )
+    .await;
+    post(
+        &t,
+        "/old-plain/title",
+        json!({"title": "plain whiskey"}),
+        &[],
+    )
+    .await;
+    post(
+        &t,
+        "/old-plain/chat",
+        json!({"content": "plain xray"}),
+        &[("idempotency-key", "r-1")],
+    )
+    .await;
+    let config = |keys: &str| {
+        crate::support::config_for(&t.redis.url(), &t.openai.base_url(), &[("SEAL_KEYS", keys)])
+    };
+    let app = |keys: &str| -> &'static chat_proxy::App {
+        Box::leak(Box::new(chat_proxy::App::build(&config(keys)).unwrap()))
+    };
+    // Then sealed with the old key.
+    let old = app(KEY_1);
+    for chat in ["old-sealed", "busy"] {
+        let said = t.request(
+            &format!("/{chat}/chat"),
+            json!({"content": "sealed yankee"}),
+            &[],
+        );
+        assert_eq!(send_to(old, said).await.status, 200);
+    }
+    // The new key first; the reseal runs while turns are written to a chat.
+    let both = config(&format!("{KEY_2},{KEY_1}"));
+    let store = chat_proxy::store::RedisStore::connect(
+        both.redis.as_ref().unwrap(),
+        both.store.clone(),
+        both.redis_timeout,
+        None,
+    )
+    .unwrap()
+    .sealed(both.seal_keys.clone());
+    assert!(
+        store
+            .wait_connected(std::time::Duration::from_secs(5))
+            .await
+    );
+    let new = app(&format!("{KEY_2},{KEY_1}"));
+    let turns = async {
+        for i in 0..20 {
+            let said = t.request(
+                "/busy/chat",
+                json!({"content": format!("busy zulu {i}")}),
+                &[],
+            );
+            assert_eq!(send_to(new, said).await.status, 200);
+        }
+    };
+    let (resealed, ()) = tokio::join!(store.reseal(), turns);
+    let resealed = resealed.unwrap();
+    assert!(resealed.rewritten >= 8, "{resealed:?}");
+    assert_eq!(resealed.unreadable, 0);
+    // Sent again, it rewrites nothing more.
+    let again = store.reseal().await.unwrap();
+    assert_eq!(again.rewritten, 0, "{again:?}");
+    // Nothing plain, nothing under the old key; and the old key can go.
+    let raw = raw_values(&t);
+    assert!(
+        !raw.contains("k1:"),
+        "a value still sealed with the old key:\n{raw}"
+    );
+    assert_nowhere(
+        &t,
+        &["uniform", "victor", "whiskey", "xray", "yankee", "zulu"],
+    );
+    let only_new = app(KEY_2);
+    let read = |path: &str| {
+        lambda_http::http::Request::builder()
+            .method("GET")
+            .uri(path)
+            .body(lambda_http::Body::Empty)
+            .unwrap()
+    };
+    let busy = send_to(only_new, read("/busy/chat")).await.json();
+    let said: Vec<&str> = busy
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "user")
+        .map(|m| m["content"].as_str().unwrap())
+        .collect();
+    let mut expected = vec!["sealed yankee".to_owned()];
+    expected.extend((0..20).map(|i| format!("busy zulu {i}")));
+    assert_eq!(said, expected, "every turn, once, in order");
+    let plain = send_to(only_new, read("/old-plain/chat")).await.json();
+    assert_eq!(plain[0]["content"], "plain uniform");
+    assert_eq!(
+        send_to(only_new, read("/old-plain/system")).await.json()["content"],
+        "plain victor"
+    );
+    assert_eq!(
+        send_to(only_new, read("/old-plain/title")).await.json()["title"],
+        "plain whiskey"
+    );
+    let replay = t.request(
+        "/old-plain/chat",
+        json!({"content": "plain xray"}),
+        &[("idempotency-key", "r-1")],
+    );
+    let replayed = send_to(only_new, replay).await;
+    assert_eq!(replayed.status, 200, "{}", replayed.text);
+    assert_eq!(replayed.json()["content"], "reply to: plain xray");
+    // The chat's size still matches its turns (the caps count it).
+    let meta = t
+        .redis
+        .query(&["HGET", "chat-proxy:chat:{busy}:meta", "bytes"]);
+    let stored: usize = t
+        .redis
+        .query(&["LRANGE", "chat-proxy:chat:{busy}:turns", "0", "-1"])
+        .lines()
+        .map(str::len)
+        .sum();
+    assert_eq!(meta.parse::<usize>().unwrap(), stored);
+}

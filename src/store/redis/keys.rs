@@ -70,6 +70,11 @@ impl Keys {
         }
     }
 
+    /// What every key starts with.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     /// The first part of every key of `tenant`'s data.
     fn namespace(&self, tenant: &Tenant) -> String {
         match tenant {

@@ -12,6 +12,7 @@
 
 mod connection;
 mod keys;
+mod reseal;
 mod scripts;
 mod sealed;
 mod values;
@@ -26,6 +27,7 @@ use fred::types::{MultipleKeys, Value};
 
 use self::connection::Connection;
 use self::keys::{ChatKeys, Keys};
+pub use self::reseal::Resealed;
 use self::scripts::{Script, Scripts};
 use self::sealed::Sealing;
 use self::values::{answered, parse_claim, pending, period};

@@ -41,6 +41,8 @@ pub(super) struct Scripts {
     /// A chat's place in its caller's list, alone (a turn's is in `add_usage`).
     pub index_chat: Script,
     pub list_chats: Script,
+    /// Sealed values in place of what they were read as (`make reseal`).
+    pub reseal: Script,
 }
 
 impl Scripts {
@@ -78,13 +80,14 @@ impl Scripts {
             delete_chat: alone(include_str!("scripts/delete_chat.lua")),
             index_chat: Script::new(format!("{index_chat}return index_chat(KEYS, ARGV)\n")),
             list_chats: alone(include_str!("scripts/list_chats.lua")),
+            reseal: alone(include_str!("scripts/reseal.lua")),
         }
     }
 }
 
 impl Scripts {
     /// Every script, to load into Redis.
-    fn all(&self) -> [&Script; 15] {
+    fn all(&self) -> [&Script; 16] {
         [
             &self.append_turn,
             &self.set_chat_prompt,
@@ -101,6 +104,7 @@ impl Scripts {
             &self.delete_chat,
             &self.index_chat,
             &self.list_chats,
+            &self.reseal,
         ]
     }
 

@@ -80,6 +80,29 @@ impl Sealing {
             .transpose()
     }
 
+    /// Whether a stored value (a text, or a turn of a list) is sealed with the key that
+    /// seals now: a reseal leaves it as it is.
+    pub fn is_current(&self, stored: &str) -> bool {
+        let Some(keys) = &self.0 else {
+            return false;
+        };
+        let sealed = match stored.strip_prefix(SEALED_TEXT) {
+            Some(sealed) => sealed.to_owned(),
+            None if stored
+                .get(..stored.len().min(96))
+                .unwrap_or(stored)
+                .contains(SEALED_TURN) =>
+            {
+                match serde_json::from_str::<Envelope>(stored) {
+                    Ok(envelope) => envelope.sealed,
+                    Err(_) => return false,
+                }
+            }
+            None => return false,
+        };
+        SealKeys::key_id(&sealed) == Some(keys.sealing_id())
+    }
+
     /// A turn as the element of the list `key` it is kept in.
     pub fn encode_turn(&self, key: &str, turn: &Turn) -> Result<String, StoreError> {
         let json = serde_json::to_string(turn)
@@ -102,7 +125,7 @@ impl Sealing {
             .collect()
     }
 
-    fn decode_turn(&self, key: &str, stored: &str) -> Result<Turn, StoreError> {
+    pub fn decode_turn(&self, key: &str, stored: &str) -> Result<Turn, StoreError> {
         let head = stored.get(..stored.len().min(96)).unwrap_or(stored);
         let json = if head.contains(SEALED_TURN) {
             let envelope: Envelope = serde_json::from_str(stored)
