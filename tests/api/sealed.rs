@@ -540,3 +540,61 @@ async fn reseal_seals_everything_under_the_first_key_while_turns_run_and_loses_n
         .sum();
     assert_eq!(meta.parse::<usize>().unwrap(), stored);
 }
+
+#[tokio::test]
+async fn sealing_and_the_reseal_work_on_a_redis_cluster() {
+    let t = TestApp::over_cluster(&[("SEAL_KEYS", KEY_1)]).await;
+    for chat in ["north", "south", "east"] {
+        t.say(chat, &format!("cluster {chat} secret")).await;
+    }
+    post(
+        &t,
+        "/north/system",
+        json!({"content": "cluster prompt"}),
+        &[],
+    )
+    .await;
+    assert_eq!(
+        t.transcript("south").await[0]["content"],
+        "cluster south secret"
+    );
+    // Every node is scanned: each chat's values (on whichever node) are sealed again.
+    let both = crate::support::config_for(
+        &t.cluster.as_ref().unwrap().url(),
+        &t.openai.base_url(),
+        &[("SEAL_KEYS", &format!("{KEY_2},{KEY_1}"))],
+    );
+    let store = chat_proxy::store::RedisStore::connect(
+        both.redis.as_ref().unwrap(),
+        both.store.clone(),
+        both.redis_timeout,
+        None,
+    )
+    .unwrap()
+    .sealed(both.seal_keys.clone());
+    assert!(
+        store
+            .wait_connected(std::time::Duration::from_secs(5))
+            .await
+    );
+    let resealed = store.reseal().await.unwrap();
+    // Three chats' turns and titles, and one prompt.
+    assert_eq!(resealed.rewritten, 7, "{resealed:?}");
+    assert_eq!(store.reseal().await.unwrap().rewritten, 0);
+    let app: &'static chat_proxy::App = Box::leak(Box::new(
+        chat_proxy::App::build(&crate::support::config_for(
+            &t.cluster.as_ref().unwrap().url(),
+            &t.openai.base_url(),
+            &[("SEAL_KEYS", KEY_2)],
+        ))
+        .unwrap(),
+    ));
+    let read = lambda_http::http::Request::builder()
+        .method("GET")
+        .uri("/east/chat")
+        .body(lambda_http::Body::Empty)
+        .unwrap();
+    let reply = send_to(app, read).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(reply.json()[0]["content"], "cluster east secret");
+}

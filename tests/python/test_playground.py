@@ -566,6 +566,18 @@ def test_at_phone_width_the_chats_fold_behind_a_button(open_proxy, browser):
     wait(browser, lambda: len(replies(browser)) == 2 and replies(browser)[-1].endswith("(4 messages)"))
     width = browser.execute_script("return document.documentElement.scrollWidth")
     assert width <= 360, f"the page scrolls sideways at 360 px: {width}"
+    # Regenerate and Edit at a phone's width too, once the stream is over.
+    wait(browser, lambda: send_button(browser).text == "Send")
+    browser.find_element(By.CSS_SELECTOR, "#messages li.assistant button.regenerate").click()
+    wait(browser, lambda: get_json(f"{open_proxy.url}/phone-a/usage")["turns"] == 3)
+    wait(browser, lambda: send_button(browser).text == "Send" and len(replies(browser)) == 2)
+    browser.find_elements(By.CSS_SELECTOR, "#messages li.user button.edit")[1].click()
+    field = browser.find_element(By.CSS_SELECTOR, "#messages .edit-field")
+    field.clear()
+    field.send_keys("edited on a phone", Keys.ENTER)
+    wait(browser, lambda: replies(browser)[-1:] == ["echo: edited on a phone (4 messages)"])
+    wait(browser, lambda: [m["content"] for m in stored(open_proxy, "phone-a")][2:] == [
+        "edited on a phone", "echo: edited on a phone (4 messages)"])
     # The composer stays at the bottom of the window; the conversation scrolls above it.
     bottom = browser.execute_script(
         "return [document.getElementById('composer').getBoundingClientRect().bottom, window.innerHeight]")

@@ -148,9 +148,7 @@ impl RedisStore {
         };
         if let Some(sealed) = self.sealed_again(key, "", &value, report)? {
             let args = vec!["string".to_owned(), value, sealed];
-            report.rewritten += self
-                .put_back(vec![key.to_owned(), String::new()], args)
-                .await?;
+            report.rewritten += self.put_back(vec![key.to_owned()], args).await?;
         }
         Ok(())
     }
@@ -173,9 +171,7 @@ impl RedisStore {
             }
         }
         if args.len() > 1 {
-            report.rewritten += self
-                .put_back(vec![key.to_owned(), String::new()], args)
-                .await?;
+            report.rewritten += self.put_back(vec![key.to_owned()], args).await?;
         }
         Ok(())
     }
@@ -197,9 +193,7 @@ impl RedisStore {
         if let Some(sealed) = self.sealed_again(key, "", &answer, report)? {
             let again = format!("answered\n{fingerprint}\n{sealed}");
             let args = vec!["string".to_owned(), value, again];
-            report.rewritten += self
-                .put_back(vec![key.to_owned(), String::new()], args)
-                .await?;
+            report.rewritten += self.put_back(vec![key.to_owned()], args).await?;
         }
         Ok(())
     }

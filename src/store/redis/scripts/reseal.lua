@@ -3,7 +3,8 @@
 -- regenerate, a new prompt) is never undone, and its value was sealed with the first key
 -- already. A list's sizes in its chat's meta follow the new lengths.
 --
--- KEYS: 1 the key, 2 its chat's meta (for a list)
+-- KEYS: 1 the key, and for a list 2 its chat's meta (only then: an empty key name would
+--       hash to another slot of a Cluster)
 -- ARGV: 1 what KEYS[1] is: 'list' (then pairs: old, new), 'string' (one pair: old, new) or
 --       'hash' (then triples: field, old, new)
 -- Returns how many values it replaced.
