@@ -1,7 +1,8 @@
 //! Preparing a turn, one room because every check below runs on the one read's result:
 //! its one read round trip (the chat, and beside it the rate limit, the
-//! tokens spent today and the claim on the `Idempotency-Key`), every limit checked, and the
-//! window of history it sends; then the messages that window makes.
+//! tokens spent today, the claim on the `Idempotency-Key` and where the items its input
+//! references are kept), every limit checked, the references filled in, and the window of
+//! history it sends; then the messages that window makes.
 
 use std::collections::HashMap;
 use std::future::Future;

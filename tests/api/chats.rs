@@ -41,7 +41,7 @@ async fn list(t: &TestApp, query: &str) -> Value {
 }
 
 /// The texts of a chat's transcript, in order.
-async fn said(t: &TestApp, chat: &str) -> Vec<String> {
+pub(crate) async fn said(t: &TestApp, chat: &str) -> Vec<String> {
     t.transcript(chat)
         .await
         .as_array()

@@ -8,6 +8,7 @@ use base64::Engine;
 use lambda_http::http::Method;
 use serde_json::{json, Value};
 
+use crate::chats::said;
 use crate::support::{send_to, TestApp};
 
 const KEY_1: &str = "k1:MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
@@ -224,25 +225,13 @@ async fn a_value_that_does_not_open_is_chat_unreadable_and_nothing_is_written() 
 
     // Restarted without the key: unreadable, and nothing written.
     t.say("three", "third secret").await;
-    let mut keyless = t.config.clone();
-    keyless.seal_keys = None;
-    let restarted: &'static chat_proxy::App =
-        Box::leak(Box::new(chat_proxy::App::build(&keyless).unwrap()));
+    let restarted = t.instance_sealed_with(None);
     let before = t.dump();
     let request = t.request("/three/chat", json!({"content": "again"}), &[]);
     send_to(restarted, request)
         .await
         .assert_error(500, "chat_unreadable");
-    let read = t.request("/three/chat", json!({}), &[]);
-    let read = lambda_http::http::Request::from_parts(
-        {
-            let (mut parts, _) = read.into_parts();
-            parts.method = Method::GET;
-            parts
-        },
-        lambda_http::Body::Empty,
-    );
-    send_to(restarted, read)
+    send_to(restarted, t.get_request("/three/chat"))
         .await
         .assert_error(500, "chat_unreadable");
     assert_eq!(t.dump(), before);
@@ -253,17 +242,7 @@ async fn rotation_reads_old_and_new_and_writes_the_new_and_plain_chats_still_rea
     // Chats written before sealing, then with the old key.
     let t = TestApp::start().await;
     t.say("plain", "written plain").await;
-    let with_keys = |keys: &str| {
-        let config = crate::support::config_for(
-            &t.redis.url(),
-            &t.openai.base_url(),
-            &[("SEAL_KEYS", keys)],
-        );
-        let app: &'static chat_proxy::App =
-            Box::leak(Box::new(chat_proxy::App::build(&config).unwrap()));
-        app
-    };
-    let old_app = with_keys(KEY_1);
+    let old_app = t.instance_sealed_with(Some(KEY_1));
     let said = t.request(
         "/sealed-old/chat",
         json!({"content": "under the old key"}),
@@ -271,17 +250,12 @@ async fn rotation_reads_old_and_new_and_writes_the_new_and_plain_chats_still_rea
     );
     assert_eq!(send_to(old_app, said).await.status, 200);
     // Both keys, the new one first.
-    let new_app = with_keys(&format!("{KEY_2},{KEY_1}"));
+    let new_app = t.instance_sealed_with(Some(&format!("{KEY_2},{KEY_1}")));
     for (chat, first) in [
         ("plain", "written plain"),
         ("sealed-old", "under the old key"),
     ] {
-        let read = lambda_http::http::Request::builder()
-            .method("GET")
-            .uri(format!("/{chat}/chat"))
-            .body(lambda_http::Body::Empty)
-            .unwrap();
-        let reply = send_to(new_app, read).await;
+        let reply = send_to(new_app, t.get_request(&format!("/{chat}/chat"))).await;
         assert_eq!(reply.status, 200, "{}", reply.text);
         assert_eq!(reply.json()[0]["content"], first);
         let more = t.request(
@@ -308,16 +282,6 @@ async fn rotation_reads_old_and_new_and_writes_the_new_and_plain_chats_still_rea
     assert!(plain.contains("\"sealed\":\"k2:") && !plain.contains("with the new key"));
     let old_chat = turns("sealed-old");
     assert!(old_chat.contains("\"sealed\":\"k1:") && old_chat.contains("\"sealed\":\"k2:"));
-}
-
-async fn said(t: &TestApp, chat: &str) -> Vec<String> {
-    t.transcript(chat)
-        .await
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["content"].as_str().unwrap().to_owned())
-        .collect()
 }
 
 #[tokio::test]
@@ -432,14 +396,8 @@ async fn reseal_seals_everything_under_the_first_key_while_turns_run_and_loses_n
         &[("idempotency-key", "r-1")],
     )
     .await;
-    let config = |keys: &str| {
-        crate::support::config_for(&t.redis.url(), &t.openai.base_url(), &[("SEAL_KEYS", keys)])
-    };
-    let app = |keys: &str| -> &'static chat_proxy::App {
-        Box::leak(Box::new(chat_proxy::App::build(&config(keys)).unwrap()))
-    };
     // Then sealed with the old key.
-    let old = app(KEY_1);
+    let old = t.instance_sealed_with(Some(KEY_1));
     for chat in ["old-sealed", "busy"] {
         let said = t.request(
             &format!("/{chat}/chat"),
@@ -449,21 +407,8 @@ async fn reseal_seals_everything_under_the_first_key_while_turns_run_and_loses_n
         assert_eq!(send_to(old, said).await.status, 200);
     }
     // The new key first; the reseal runs while turns are written to a chat.
-    let both = config(&format!("{KEY_2},{KEY_1}"));
-    let store = chat_proxy::store::RedisStore::connect(
-        both.redis.as_ref().unwrap(),
-        both.store.clone(),
-        both.redis_timeout,
-        None,
-    )
-    .unwrap()
-    .sealed(both.seal_keys.clone());
-    assert!(
-        store
-            .wait_connected(std::time::Duration::from_secs(5))
-            .await
-    );
-    let new = app(&format!("{KEY_2},{KEY_1}"));
+    let store = t.store_sealed_with(&format!("{KEY_2},{KEY_1}")).await;
+    let new = t.instance_sealed_with(Some(&format!("{KEY_2},{KEY_1}")));
     let turns = async {
         for i in 0..20 {
             let said = t.request(
@@ -491,15 +436,8 @@ async fn reseal_seals_everything_under_the_first_key_while_turns_run_and_loses_n
         &t,
         &["uniform", "victor", "whiskey", "xray", "yankee", "zulu"],
     );
-    let only_new = app(KEY_2);
-    let read = |path: &str| {
-        lambda_http::http::Request::builder()
-            .method("GET")
-            .uri(path)
-            .body(lambda_http::Body::Empty)
-            .unwrap()
-    };
-    let busy = send_to(only_new, read("/busy/chat")).await.json();
+    let only_new = t.instance_sealed_with(Some(KEY_2));
+    let busy = send_to(only_new, t.get_request("/busy/chat")).await.json();
     let said: Vec<&str> = busy
         .as_array()
         .unwrap()
@@ -510,14 +448,20 @@ async fn reseal_seals_everything_under_the_first_key_while_turns_run_and_loses_n
     let mut expected = vec!["sealed yankee".to_owned()];
     expected.extend((0..20).map(|i| format!("busy zulu {i}")));
     assert_eq!(said, expected, "every turn, once, in order");
-    let plain = send_to(only_new, read("/old-plain/chat")).await.json();
+    let plain = send_to(only_new, t.get_request("/old-plain/chat"))
+        .await
+        .json();
     assert_eq!(plain[0]["content"], "plain uniform");
     assert_eq!(
-        send_to(only_new, read("/old-plain/system")).await.json()["content"],
+        send_to(only_new, t.get_request("/old-plain/system"))
+            .await
+            .json()["content"],
         "plain victor"
     );
     assert_eq!(
-        send_to(only_new, read("/old-plain/title")).await.json()["title"],
+        send_to(only_new, t.get_request("/old-plain/title"))
+            .await
+            .json()["title"],
         "plain whiskey"
     );
     let replay = t.request(
@@ -559,42 +503,13 @@ async fn sealing_and_the_reseal_work_on_a_redis_cluster() {
         "cluster south secret"
     );
     // Every node is scanned: each chat's values (on whichever node) are sealed again.
-    let both = crate::support::config_for(
-        &t.cluster.as_ref().unwrap().url(),
-        &t.openai.base_url(),
-        &[("SEAL_KEYS", &format!("{KEY_2},{KEY_1}"))],
-    );
-    let store = chat_proxy::store::RedisStore::connect(
-        both.redis.as_ref().unwrap(),
-        both.store.clone(),
-        both.redis_timeout,
-        None,
-    )
-    .unwrap()
-    .sealed(both.seal_keys.clone());
-    assert!(
-        store
-            .wait_connected(std::time::Duration::from_secs(5))
-            .await
-    );
+    let store = t.store_sealed_with(&format!("{KEY_2},{KEY_1}")).await;
     let resealed = store.reseal().await.unwrap();
     // Three chats' turns and titles, and one prompt.
     assert_eq!(resealed.rewritten, 7, "{resealed:?}");
     assert_eq!(store.reseal().await.unwrap().rewritten, 0);
-    let app: &'static chat_proxy::App = Box::leak(Box::new(
-        chat_proxy::App::build(&crate::support::config_for(
-            &t.cluster.as_ref().unwrap().url(),
-            &t.openai.base_url(),
-            &[("SEAL_KEYS", KEY_2)],
-        ))
-        .unwrap(),
-    ));
-    let read = lambda_http::http::Request::builder()
-        .method("GET")
-        .uri("/east/chat")
-        .body(lambda_http::Body::Empty)
-        .unwrap();
-    let reply = send_to(app, read).await;
+    let app = t.instance_sealed_with(Some(KEY_2));
+    let reply = send_to(app, t.get_request("/east/chat")).await;
     assert_eq!(reply.status, 200, "{}", reply.text);
     assert_eq!(reply.json()[0]["content"], "cluster east secret");
 }

@@ -211,6 +211,35 @@ impl TestApp {
         ))
     }
 
+    /// Another instance with other `SEAL_KEYS` (`None`: none), as after a restart with the
+    /// keys changed.
+    pub fn instance_sealed_with(&self, keys: Option<&str>) -> &'static App {
+        let mut config = self.config.clone();
+        config.seal_keys = keys.map(|keys| {
+            Arc::new(chat_proxy::seal::SealKeys::parse(keys).expect("valid SEAL_KEYS"))
+        });
+        Box::leak(Box::new(App::build(&config).expect("an instance builds")))
+    }
+
+    /// The Redis store of `instance_sealed_with(keys)`, connected.
+    pub async fn store_sealed_with(&self, keys: &str) -> RedisStore {
+        let config = &self.config;
+        let seal = chat_proxy::seal::SealKeys::parse(keys).expect("valid SEAL_KEYS");
+        let store = RedisStore::connect(
+            config.redis.as_ref().expect("Redis is configured"),
+            config.store.clone(),
+            config.redis_timeout,
+            config.redis_ca_file.as_deref(),
+        )
+        .expect("Redis client")
+        .sealed(Some(Arc::new(seal)));
+        assert!(
+            store.wait_connected(Duration::from_secs(5)).await,
+            "Redis connects"
+        );
+        store
+    }
+
     /// Sends a request and returns the response as it starts, to read its body over time.
     pub async fn open(&self, request: Request) -> lambda_http::Response<ResponseBody> {
         handle(self.app, request).await
@@ -251,6 +280,15 @@ impl TestApp {
         }
         builder
             .body(Body::from(body.to_string()))
+            .expect("a valid request")
+    }
+
+    /// A GET, for `send_to` another instance.
+    pub fn get_request(&self, path: &str) -> Request {
+        lambda_http::http::Request::builder()
+            .method(Method::GET)
+            .uri(path)
+            .body(Body::Empty)
             .expect("a valid request")
     }
 

@@ -86,19 +86,10 @@ impl Sealing {
         let Some(keys) = &self.0 else {
             return false;
         };
-        let sealed = match stored.strip_prefix(SEALED_TEXT) {
-            Some(sealed) => sealed.to_owned(),
-            None if stored
-                .get(..stored.len().min(96))
-                .unwrap_or(stored)
-                .contains(SEALED_TURN) =>
-            {
-                match serde_json::from_str::<Envelope>(stored) {
-                    Ok(envelope) => envelope.sealed,
-                    Err(_) => return false,
-                }
-            }
-            None => return false,
+        let sealed = match (stored.strip_prefix(SEALED_TEXT), envelope(stored)) {
+            (Some(sealed), _) => sealed.to_owned(),
+            (None, Some(Ok(envelope))) => envelope.sealed,
+            (None, _) => return false,
         };
         SealKeys::key_id(&sealed) == Some(keys.sealing_id())
     }
@@ -126,25 +117,34 @@ impl Sealing {
     }
 
     pub fn decode_turn(&self, key: &str, stored: &str) -> Result<Turn, StoreError> {
-        let head = stored.get(..stored.len().min(96)).unwrap_or(stored);
-        let json = if head.contains(SEALED_TURN) {
-            let envelope: Envelope = serde_json::from_str(stored)
-                .map_err(|_| unreadable(key, "holds a sealed turn that is not one"))?;
-            let keys = self
-                .0
-                .as_ref()
-                .ok_or_else(|| unreadable(key, "holds sealed turns, and SEAL_KEYS is not set"))?;
-            let plain = keys
-                .open(&bound(key, &envelope.id), &envelope.sealed)
-                .map_err(|error| unreadable(key, format_args!("turn {}: {error}", envelope.id)))?;
-            String::from_utf8(plain)
-                .map_err(|_| unreadable(key, "holds a turn that opens to no text"))?
-        } else {
-            stored.to_owned()
+        let json = match envelope(stored) {
+            None => stored.to_owned(),
+            Some(envelope) => {
+                let envelope =
+                    envelope.map_err(|_| unreadable(key, "holds a sealed turn that is not one"))?;
+                let keys = self.0.as_ref().ok_or_else(|| {
+                    unreadable(key, "holds sealed turns, and SEAL_KEYS is not set")
+                })?;
+                let plain = keys
+                    .open(&bound(key, &envelope.id), &envelope.sealed)
+                    .map_err(|error| {
+                        unreadable(key, format_args!("turn {}: {error}", envelope.id))
+                    })?;
+                String::from_utf8(plain)
+                    .map_err(|_| unreadable(key, "holds a turn that opens to no text"))?
+            }
         };
         serde_json::from_str(&json)
             .map_err(|e| StoreError::new(format!("a stored turn is not valid JSON: {e}")))
     }
+}
+
+/// A sealed turn's envelope, when `stored` is one (its head says so; a plain turn's never
+/// does).
+fn envelope(stored: &str) -> Option<Result<Envelope, serde_json::Error>> {
+    let head = stored.get(..stored.len().min(96)).unwrap_or(stored);
+    head.contains(SEALED_TURN)
+        .then(|| serde_json::from_str(stored))
 }
 
 #[derive(serde::Deserialize)]
