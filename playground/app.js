@@ -19,6 +19,9 @@ const state = {
   streaming: null,
   chats: [],
   next: null,
+  // How many times the sidebar and the usage were asked for: Send comes back before they
+  // are, so two may be under way and only the newest answer is shown.
+  asked: { chats: 0, usage: 0 },
 };
 
 // ---- Markdown, made safe -------------------------------------------------------------
@@ -252,7 +255,9 @@ async function loadChat() {
 
 async function loadUsage() {
   try {
+    const asked = ++state.asked.usage;
     const usage = await call("GET", chatPath("usage")).then(json);
+    if (asked !== state.asked.usage) return;
     $("usage").textContent =
       `This chat so far: ${usage.turns} turns, ${usage.total_tokens} tokens ` +
       `(${usage.prompt_tokens} prompt, ${usage.cached_tokens} cached, ${usage.completion_tokens} reply).`;
@@ -338,6 +343,9 @@ async function streamAnswer(path, body, kept, asked) {
     state.messages.push(reply);
     follow(showMessages);
     setStatus("");
+    // The answer is whole: Send is back at once, not after the usage and the sidebar.
+    setStreaming(null);
+    $("message").focus();
     await Promise.all([loadUsage(), loadChats()]);
   } catch (error) {
     const stopped = controller.signal.aborted;
@@ -420,7 +428,9 @@ async function loadChats(more = false) {
   try {
     const query = new URLSearchParams({ limit: String(PAGE) });
     if (more && state.next) query.set("after", state.next);
+    const asked = ++state.asked.chats;
     const page = await call("GET", `chats?${query}`).then(json);
+    if (asked !== state.asked.chats) return;
     state.chats = more ? state.chats.concat(page.chats) : page.chats;
     state.next = page.has_more ? page.next : null;
     showChats();

@@ -87,7 +87,14 @@ def open_page(driver, proxy, fragment=""):
     wait(driver, lambda: driver.execute_script("return document.readyState") == "complete")
 
 
+def answered(driver):
+    # Send is back (not Stop): the answer's stream has ended, as its reader sees.
+    return not driver.execute_script("return document.body.classList.contains('streaming')")
+
+
 def send(driver, text):
+    # As a user does: once the last answer is whole (Enter while one streams sends nothing).
+    wait(driver, lambda: answered(driver))
     box = driver.find_element(By.ID, "message")
     box.clear()
     box.send_keys(text)
@@ -224,10 +231,14 @@ def test_the_page_asks_for_a_key_and_keeps_it_for_the_session_only(proxy, browse
 class StagePrefix:
     """A reverse proxy that serves the proxy under /prod/ only, as an API Gateway stage or a
     custom domain's base path does; it notes every path it was asked for and passes
-    streams on as they come."""
+    streams on as they come. `held` holds the requests for paths that start with it until
+    `release` is set."""
 
     def __init__(self, upstream):
         self.paths = []
+        self.held = None
+        self.holding = 0
+        self.release = threading.Event()
         prefix = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -235,6 +246,9 @@ class StagePrefix:
 
             def relay(self):
                 prefix.paths.append(self.path)
+                if prefix.held and self.path.startswith(prefix.held):
+                    prefix.holding += 1
+                    prefix.release.wait(30)
                 if not self.path.startswith("/prod/"):
                     self.send_response(404)
                     self.send_header("content-length", "0")
@@ -272,6 +286,7 @@ class StagePrefix:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def close(self):
+        self.release.set()
         self.server.shutdown()
 
 
@@ -288,8 +303,14 @@ def test_under_a_stage_it_calls_the_api_under_its_own_path(open_proxy, browser):
         box.send_keys("second line")
         assert box.get_attribute("value") == "first line\nsecond line"
         assert replies(browser) == [], "Shift+Enter sent nothing"
+        # The sidebar's refresh after the answer is held: Send is back without it.
+        stage.held = "/prod/chats"
         box.send_keys(Keys.ENTER)
         wait(browser, lambda: replies(browser) and replies(browser)[-1].endswith("(2 messages)"))
+        wait(browser, lambda: answered(browser))
+        assert stage.holding == 1, "the page asked for the sidebar after the answer"
+        assert browser.find_element(By.ID, "send").text == "Send"
+        stage.release.set()
         assert replies(browser) == ["echo: first line\nsecond line (2 messages)"]
         assert get_json(f"{open_proxy.url}/staged/chat")[0]["content"] == "first line\nsecond line"
 
