@@ -10,7 +10,7 @@ use serde_json::{json, Map, Value};
 
 use crate::app::App;
 use crate::body::json_object;
-use crate::chat::{listed_items, turn_parts, ChatId, Exchange, Tenant, Turn};
+use crate::chat::{listed_items, turn_parts, ChatId, Exchange, StoredResponse, Tenant, Turn};
 use crate::error::ApiError;
 use crate::http::{json_response, ResponseBody};
 use crate::paging::{self, Paging};
@@ -124,7 +124,7 @@ fn nothing_else(body: &Map<String, Value>) -> Result<(), ApiError> {
 fn items_turn(items: Vec<Value>) -> Turn {
     let exchange = Exchange {
         input: items,
-        response: Value::Null,
+        response: StoredResponse::none(),
     };
     Turn {
         id: Some(Turn::new_id()),
@@ -466,13 +466,9 @@ fn without_item(turn: &Turn, item: &str) -> Option<Option<Turn>> {
         return Some(None);
     }
     let response = match (&turn.exchange, output.iter().all(Value::is_null)) {
-        (_, true) => Value::Null,
-        (Some(exchange), false) if !exchange.response.is_null() => {
-            let mut response = exchange.response.clone();
-            response["output"] = Value::Array(output);
-            response
-        }
-        _ => json!({"output": output}),
+        (_, true) => StoredResponse::none(),
+        (Some(exchange), false) => exchange.response.with_output(output),
+        (None, false) => StoredResponse::from_value(&json!({"output": output})),
     };
     let exchange = Exchange { input, response };
     Some(Some(Turn {

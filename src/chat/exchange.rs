@@ -6,6 +6,7 @@
 //! tool calls, derived here.
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use super::{text_of, Asked, ChatId, ImageRef, Part, ToolResult, Turn, UserContent};
@@ -35,9 +36,10 @@ pub fn parse_response_id(id: &str) -> Option<(&str, ChatId)> {
 pub struct Exchange {
     /// The request's input items, in order, as sent (a string input as one user message).
     pub input: Vec<Value>,
-    /// The `response` object, with the proxy's id and every output item; `null` for items
+    /// The `response` object, with the proxy's id and every output item; none for items
     /// a caller added to a conversation by themselves, which have no response.
-    pub response: Value,
+    #[serde(default)]
+    pub response: StoredResponse,
 }
 
 impl Exchange {
@@ -46,24 +48,12 @@ impl Exchange {
     /// items with no response) whose `output`, when it has one, is a list. An exchange from
     /// outside (an import) is taken only in this shape.
     pub fn is_well_formed(&self) -> bool {
-        let item = |item: &Value| item.is_object() || item.is_null();
-        let response = match &self.response {
-            Value::Null => true,
-            Value::Object(response) => match response.get("output") {
-                None => true,
-                Some(Value::Array(output)) => output.iter().all(item),
-                Some(_) => false,
-            },
-            _ => false,
-        };
-        response && self.input.iter().all(item)
+        self.response.well_formed && items_shaped(&self.input)
     }
 
     /// The response's output items, in order.
     pub fn output(&self) -> &[Value] {
-        self.response["output"]
-            .as_array()
-            .map_or(&[], Vec::as_slice)
+        &self.response.output
     }
 
     /// The caller's messages as the other doors see them: user messages (their text and
@@ -81,6 +71,158 @@ impl Exchange {
     /// The reply's function calls, in Chat Completions' `tool_calls` shape.
     pub fn calls(&self) -> Vec<Value> {
         calls_of(self.output())
+    }
+}
+
+/// A stored response object, kept as the JSON text it is stored as, beside its `output`
+/// items. Every turn reads every stored turn of its chat and needs only their output items
+/// (what the history sends on); the rest of a response (the tools, text format, usage and
+/// instructions upstream echoes) was built into JSON trees on every read and made a turn
+/// of 50 Responses turns cost ~3x a Chat Completions one (BENCHMARKS.md). Read, it is
+/// skipped over; only `GET /v1/responses/{id}` and deleting one of its items build it.
+#[derive(Debug, Clone)]
+pub struct StoredResponse {
+    /// The response's JSON text; `None` for no response (`null`).
+    raw: Option<Box<RawValue>>,
+    /// Its `output` items, in order (a deleted item's place is `null`).
+    output: Vec<Value>,
+    /// Whether it is `null` or an object whose `output`, when it has one, is a list of
+    /// objects or `null`s ([`Exchange::is_well_formed`]).
+    well_formed: bool,
+}
+
+impl StoredResponse {
+    /// A response given as a JSON value (`null` for none).
+    pub fn from_value(response: &Value) -> StoredResponse {
+        if response.is_null() {
+            return StoredResponse::none();
+        }
+        let output = match &response["output"] {
+            Value::Array(output) => output.clone(),
+            _ => Vec::new(),
+        };
+        StoredResponse {
+            // Serializing a `Value` cannot fail (its keys are strings, its numbers finite).
+            raw: serde_json::value::to_raw_value(response).ok(),
+            well_formed: well_formed(response),
+            output,
+        }
+    }
+
+    /// No response.
+    pub fn none() -> StoredResponse {
+        StoredResponse {
+            raw: None,
+            output: Vec::new(),
+            well_formed: true,
+        }
+    }
+
+    pub fn is_null(&self) -> bool {
+        self.raw.is_none()
+    }
+
+    /// The whole response object (`null` for none), built from its text.
+    pub fn to_value(&self) -> Value {
+        self.raw
+            .as_deref()
+            .and_then(|raw| serde_json::from_str(raw.get()).ok())
+            .unwrap_or(Value::Null)
+    }
+
+    /// The same response with other output items (a deleted item's place `null`).
+    pub fn with_output(&self, output: Vec<Value>) -> StoredResponse {
+        let mut response = self.to_value();
+        if !response.is_object() {
+            response = json!({});
+        }
+        response["output"] = Value::Array(output);
+        StoredResponse::from_value(&response)
+    }
+}
+
+/// Whether a response value has the shape [`StoredResponse::well_formed`] names.
+fn well_formed(response: &Value) -> bool {
+    match response {
+        Value::Null => true,
+        Value::Object(response) => match response.get("output") {
+            None | Some(Value::Null) => true,
+            Some(Value::Array(output)) => items_shaped(output),
+            Some(_) => false,
+        },
+        _ => false,
+    }
+}
+
+/// Whether every item is an object, or `null` (a deleted item's place).
+fn items_shaped(items: &[Value]) -> bool {
+    items.iter().all(|item| item.is_object() || item.is_null())
+}
+
+impl Default for StoredResponse {
+    fn default() -> Self {
+        StoredResponse::none()
+    }
+}
+
+impl PartialEq for StoredResponse {
+    /// The same response, whatever the order of its keys or its layout as text.
+    fn eq(&self, other: &Self) -> bool {
+        let (one, two) = (self.raw.as_deref(), other.raw.as_deref());
+        one.map(RawValue::get) == two.map(RawValue::get) || self.to_value() == other.to_value()
+    }
+}
+
+impl Eq for StoredResponse {}
+
+impl Serialize for StoredResponse {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match &self.raw {
+            Some(raw) => raw.serialize(serializer),
+            None => serializer.serialize_unit(),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for StoredResponse {
+    /// Its text as it is, and its `output` items; every other field is skipped, not built.
+    /// (A `RawValue` reads from JSON text only: a turn from a `Value`, as an import has
+    /// it, is read from that value's text.)
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct OutputOnly {
+            #[serde(default)]
+            output: Option<Value>,
+        }
+        let raw = Box::<RawValue>::deserialize(deserializer)?;
+        let text = raw.get().trim_start();
+        if text == "null" {
+            return Ok(StoredResponse::none());
+        }
+        if !text.starts_with('{') {
+            // Not an object: kept as it came, and refused by an import.
+            return Ok(StoredResponse {
+                raw: Some(raw),
+                output: Vec::new(),
+                well_formed: false,
+            });
+        }
+        let OutputOnly { output } =
+            serde_json::from_str(raw.get()).map_err(serde::de::Error::custom)?;
+        // (`"output": null` reads as `None`.)
+        let (output, well_formed) = match output {
+            None => (Vec::new(), true),
+            Some(Value::Array(output)) => {
+                let shaped = items_shaped(&output);
+                (output, shaped)
+            }
+            Some(_) => (Vec::new(), false),
+        };
+        Ok(StoredResponse {
+            raw: Some(raw),
+            output,
+            well_formed,
+        })
     }
 }
 
@@ -203,7 +345,7 @@ impl Turn {
             calls: Vec::new(),
             exchange: Some(Box::new(Exchange {
                 input,
-                response: Value::Null,
+                response: StoredResponse::none(),
             })),
             tokens: None,
         }
@@ -334,13 +476,13 @@ mod tests {
                 json!({"type": "function_call_output", "call_id": "call_1", "output": "42"}),
                 json!({"role": "developer", "content": "not a message of the chat"}),
             ],
-            response: json!({"id": "resp_1", "output": [
+            response: StoredResponse::from_value(&json!({"id": "resp_1", "output": [
                 {"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": "gAAA"},
                 {"type": "message", "id": "msg_1", "role": "assistant", "status": "completed",
                  "content": [{"type": "output_text", "text": "The answer", "annotations": []}]},
                 {"type": "function_call", "id": "fc_1", "call_id": "call_2", "name": "f",
                  "arguments": "{}", "status": "completed"}
-            ]}),
+            ]})),
         };
         let asked = exchange.asked();
         assert_eq!(asked.len(), 3);
@@ -400,7 +542,7 @@ mod tests {
             json!({"type": "reasoning", "id": "rs_1", "encrypted_content": "gAAA", "summary": []});
         let exchange = Exchange {
             input: vec![json!({"role": "user", "content": "hi"})],
-            response: json!({"output": [reasoning.clone()]}),
+            response: StoredResponse::from_value(&json!({"output": [reasoning.clone()]})),
         };
         let responses_turn = Turn {
             exchange: Some(Box::new(exchange)),
@@ -409,5 +551,73 @@ mod tests {
         let mut items = Vec::new();
         turn_items(&responses_turn, false, &mut items);
         assert_eq!(items, [json!({"role": "user", "content": "hi"}), reasoning]);
+    }
+
+    #[test]
+    fn a_stored_response_keeps_its_text_and_reads_its_output_items() {
+        let text = r#"{"id":"resp_1","output":[{"type":"message","role":"assistant","content":[{"type":"output_text","text":"hi"}]},null],"tools":[{"type":"function","name":"f"}],"usage":{"total_tokens":3}}"#;
+        let exchange: Exchange = serde_json::from_str(&format!(
+            r#"{{"input":[{{"role":"user","content":"q"}}],"response":{text}}}"#
+        ))
+        .unwrap();
+        assert!(exchange.is_well_formed());
+        assert_eq!(exchange.output().len(), 2);
+        assert_eq!(exchange.reply_text(), "hi");
+        assert_eq!(
+            exchange.response.to_value(),
+            serde_json::from_str::<Value>(text).unwrap()
+        );
+        // Written back as it was read, byte for byte.
+        let written = serde_json::to_string(&exchange).unwrap();
+        assert!(
+            written.ends_with(&format!(r#""response":{text}}}"#)),
+            "{written}"
+        );
+        // A value makes the same text as the stored one.
+        assert_eq!(
+            StoredResponse::from_value(&serde_json::from_str(text).unwrap()),
+            exchange.response
+        );
+
+        // Another output keeps every other field.
+        let fewer = exchange
+            .response
+            .with_output(vec![Value::Null, Value::Null]);
+        assert_eq!(
+            fewer.to_value()["tools"],
+            json!([{"type": "function", "name": "f"}])
+        );
+        assert_eq!(fewer.to_value()["output"], json!([null, null]));
+
+        // No response: null, or no field at all.
+        for stored in [r#"{"input":[],"response":null}"#, r#"{"input":[]}"#] {
+            let exchange: Exchange = serde_json::from_str(stored).unwrap();
+            assert!(exchange.response.is_null() && exchange.is_well_formed());
+            assert_eq!(exchange.response.to_value(), Value::Null);
+            assert_eq!(
+                serde_json::to_string(&exchange).unwrap(),
+                r#"{"input":[],"response":null}"#
+            );
+        }
+    }
+
+    #[test]
+    fn a_response_of_another_shape_is_read_and_refused_by_an_import() {
+        for response in [
+            r#"[1]"#,
+            r#""text""#,
+            r#"{"output":{"a":1}}"#,
+            r#"{"output":[1]}"#,
+        ] {
+            let exchange: Exchange =
+                serde_json::from_str(&format!(r#"{{"input":[],"response":{response}}}"#)).unwrap();
+            assert!(!exchange.is_well_formed(), "{response}");
+            assert!(
+                !StoredResponse::from_value(&serde_json::from_str(response).unwrap()).well_formed
+            );
+        }
+        let exchange: Exchange =
+            serde_json::from_str(r#"{"input":[1],"response":{"output":[]}}"#).unwrap();
+        assert!(!exchange.is_well_formed());
     }
 }

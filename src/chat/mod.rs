@@ -12,7 +12,7 @@ mod turn;
 
 pub use self::exchange::{
     asked_in, asked_item, calls_of, listed_items, output_text, parse_response_id, response_id,
-    turn_items, turn_parts, Exchange,
+    turn_items, turn_parts, Exchange, StoredResponse,
 };
 pub use self::id::{ChatId, InvalidChatId};
 pub use self::reference::{find_items, referable_ids, referenced_ids, resolve, MAX_ITEM_ID_BYTES};

@@ -89,13 +89,13 @@ pub fn resolve(input: &mut [Value], found: &HashMap<String, Value>) -> Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chat::Exchange;
+    use crate::chat::{Exchange, StoredResponse};
     use serde_json::json;
 
     fn responses_turn(id: &str, output: Value) -> Turn {
         let exchange = Exchange {
             input: vec![json!({"role": "user", "content": "hi"})],
-            response: json!({"id": "resp_x", "output": output}),
+            response: StoredResponse::from_value(&json!({"id": "resp_x", "output": output})),
         };
         Turn {
             id: Some(id.to_owned()),

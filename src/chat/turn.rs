@@ -481,6 +481,7 @@ impl<'de> Deserialize<'de> for Turn {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chat::StoredResponse;
     use serde_json::json;
 
     fn round_trip(turn: &Turn) -> Turn {
@@ -595,8 +596,10 @@ mod tests {
     fn a_responses_turn_keeps_its_items_once_and_its_count_first() {
         let exchange = Exchange {
             input: vec![json!({"role": "user", "content": "hi"})],
-            response: json!({"id": "resp_x", "output": [{"type": "message", "role": "assistant",
+            response: StoredResponse::from_value(
+                &json!({"id": "resp_x", "output": [{"type": "message", "role": "assistant",
                 "content": [{"type": "output_text", "text": "hello"}]}]}),
+            ),
         };
         let turn = Turn {
             id: Some("t9".into()),

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use super::prepare::{release, Ready};
 use super::{Answered, Ask, Keep, TurnEngine};
 use crate::budget::{self, Window};
-use crate::chat::{referable_ids, Asked, ChatId, Exchange, Tenant, Turn};
+use crate::chat::{referable_ids, Asked, ChatId, Exchange, StoredResponse, Tenant, Turn};
 use crate::clock::{now_ms, UtcDay};
 use crate::store::{KeptAnswer, Recorded, Spent, Store, StoredItems, TurnContext, TurnExtras};
 
@@ -112,10 +112,11 @@ impl Record {
         });
         let turn = turn.map(|(chat, tokens, extras)| {
             let exchange = self.responses.as_ref().and_then(|responses| {
-                let response = serde_json::from_str(answered.raw.as_ref()?.get()).ok()?;
+                // Parsed once, so what is stored is compact whatever upstream's layout.
+                let response: Value = serde_json::from_str(answered.raw.as_ref()?.get()).ok()?;
                 Some(Box::new(Exchange {
                     input: responses.input.clone(),
-                    response,
+                    response: StoredResponse::from_value(&response),
                 }))
             });
             let turn = Turn {

@@ -70,7 +70,8 @@ pub(super) fn import_of(request: &Request, limit: usize) -> Result<Imported, Api
             .into_iter()
             .enumerate()
             .map(|(index, turn)| {
-                let turn: Turn = serde_json::from_value(turn).map_err(|e| {
+                // From its text: a stored response is read as text (`StoredResponse`).
+                let turn: Turn = serde_json::from_str(&turn.to_string()).map_err(|e| {
                     invalid("turns", format!("turns[{index}] is not a turn as exported: {e}"))
                 })?;
                 if turn.exchange.as_ref().is_some_and(|e| !e.is_well_formed()) {

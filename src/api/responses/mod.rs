@@ -20,7 +20,7 @@ use serde_json::{json, Map, Value};
 pub use self::stored::{delete, get, input_items};
 use crate::app::App;
 use crate::body::json_object;
-use crate::chat::{Exchange, Tenant};
+use crate::chat::{Exchange, StoredResponse, Tenant};
 use crate::error::ApiError;
 use crate::guard::source_ip;
 use crate::http::{
@@ -80,7 +80,7 @@ pub async fn create(
     });
     let exchange = Exchange {
         input: asked.input,
-        response: Value::Null,
+        response: StoredResponse::none(),
     };
     let ask = Ask {
         tenant,

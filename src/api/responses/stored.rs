@@ -53,8 +53,7 @@ pub async fn get(
     let (turn, _) = stored_turn(app, tenant, id, request, log).await?;
     let mut response = turn
         .exchange
-        .map(|exchange| exchange.response)
-        .unwrap_or(Value::Null);
+        .map_or(Value::Null, |exchange| exchange.response.to_value());
     let reveal = query_values(request, "include").any(|v| v == crate::turn::ENCRYPTED_REASONING);
     if !reveal {
         hide_encrypted_reasoning(&mut response);
