@@ -30,7 +30,7 @@ use chat_proxy::chat::ChatId;
 use chat_proxy::chat::Tenant;
 use chat_proxy::chat::{Asked, Turn, UserContent};
 use chat_proxy::config::RedisTarget;
-use chat_proxy::store::{RedisStore, Store, TurnContext, TurnExtras};
+use chat_proxy::store::{RedisStore, TurnContext, TurnExtras, Turns};
 use chat_proxy::upstream::wire::Usage;
 use chat_proxy::{handle, App, Config};
 use lambda_http::Body;

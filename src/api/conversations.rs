@@ -15,7 +15,8 @@ use crate::error::ApiError;
 use crate::http::{json_response, ResponseBody};
 use crate::paging::{self, Paging};
 use crate::request_log::RequestLog;
-use crate::store::{ConversationInfo, TurnExtras};
+use crate::store::{ConversationInfo, Expect, TurnExtras, Written};
+use crate::turn::Rewrite;
 
 /// The most items one request adds, as at OpenAI.
 const MAX_ITEMS: usize = 20;
@@ -162,9 +163,11 @@ pub async fn create(
         match (made, items.is_empty()) {
             (Ok(()), false) => {
                 let turn = items_turn(items);
+                // A new conversation of a fresh id: nothing to check.
                 store
                     .append_turn(tenant, &chat, &turn, TurnExtras::default())
                     .await
+                    .map(drop)
             }
             (made, _) => made,
         }
@@ -363,13 +366,32 @@ pub async fn add_items(
     let mut body = json_object(request.body(), app.max_body_bytes)?;
     let items = items_of(&mut body, true)?;
     nothing_else(&body)?;
-    let (chat, _) = existing(app, tenant, id, request, log).await?;
+    let chat = chat_of(id)?;
+    let limit = app.guard.rate_limit(tenant, request);
+    let read = async {
+        tokio::join!(
+            limit,
+            app.store.conversation(tenant, &chat),
+            app.store.turn_context(tenant, &chat, None)
+        )
+    };
+    let (allowed, info, context) = log.redis(read).await;
+    allowed?;
+    info?.ok_or_else(|| not_found(id))?;
+    let context = context?;
     let turn = items_turn(items);
-    log.redis(
-        app.store
-            .append_turn(tenant, &chat, &turn, TurnExtras::default()),
-    )
-    .await?;
+    // Added after whatever was added meanwhile, unless the conversation was deleted since
+    // it was read (`store/mod.rs`).
+    let extras = TurnExtras {
+        expect: Expect::Since(context.version),
+        ..TurnExtras::default()
+    };
+    let written = log
+        .redis(app.store.append_turn(tenant, &chat, &turn, extras))
+        .await?;
+    if written == Written::Gone {
+        return Err(not_found(id));
+    }
     let added = listed_items(&turn);
     Ok(json_response(
         StatusCode::OK,
@@ -415,25 +437,31 @@ pub async fn delete_item(
     request: &Request,
     log: &mut RequestLog,
 ) -> Result<Response<ResponseBody>, ApiError> {
-    let (chat, turns) = turns(app, tenant, id, request, log).await?;
-    let (turn, rewritten) = turns
-        .iter()
-        .find_map(|turn| without_item(turn, item).map(|rewritten| (turn, rewritten)))
-        .ok_or_else(|| item_not_found(item))?;
-    let turn_id = turn.id.as_deref().unwrap_or_default();
-    let (replaced, info) = log
-        .redis(async {
-            tokio::join!(
-                app.store
-                    .replace_turn(tenant, &chat, turn_id, rewritten.as_ref()),
-                app.store.conversation(tenant, &chat)
-            )
+    let chat = chat_of(id)?;
+    let limit = app.guard.rate_limit(tenant, request);
+    let mut info = None;
+    let exists = async {
+        let (allowed, found) = tokio::join!(limit, app.store.conversation(tenant, &chat));
+        allowed?;
+        info = Some(found?.ok_or_else(|| not_found(id))?);
+        Ok(())
+    };
+    // Against the turn as read: two items of one turn deleted at once are both gone.
+    app.turns
+        .rewrite(tenant, &chat, exists, log, |read| {
+            let (turn, with) = read
+                .history
+                .iter()
+                .find_map(|turn| without_item(turn, item).map(|with| (turn, with)))
+                .ok_or_else(|| item_not_found(item))?;
+            Ok(Rewrite {
+                turn: turn.id.clone().unwrap_or_default(),
+                with,
+                answer: (),
+            })
         })
-        .await;
-    if !replaced? {
-        return Err(item_not_found(item));
-    }
-    let info = info?.unwrap_or_default();
+        .await?;
+    let info = info.unwrap_or_default();
     Ok(json_response(StatusCode::OK, &conversation(&chat, &info)))
 }
 

@@ -34,14 +34,6 @@ pub struct StoreSettings {
     pub max_chat_bytes: usize,
 }
 
-impl StoreSettings {
-    /// The most turns a read needs to fetch to find `max_history_messages` messages: every
-    /// turn holds at least two (a question and its answer).
-    pub fn read_turns(&self) -> usize {
-        self.max_history_messages.div_ceil(2)
-    }
-}
-
 impl Default for StoreSettings {
     fn default() -> Self {
         Self {

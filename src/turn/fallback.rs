@@ -135,8 +135,7 @@ mod tests {
                 Some("https://x/old.png".into()),
                 "a cat".into(),
             )],
-            window_start: None,
-            conversation: false,
+            ..TurnContext::default()
         }
     }
 

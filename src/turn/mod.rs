@@ -17,6 +17,7 @@ mod fallback;
 mod prepare;
 mod record;
 mod redo;
+mod rewrite;
 mod streamed;
 
 use std::future::Future;
@@ -29,6 +30,7 @@ use tokio::time::Instant;
 
 pub use self::prepare::ENCRYPTED_REASONING;
 pub use self::redo::Redo;
+pub use self::rewrite::Rewrite;
 pub use self::streamed::OpenTurn;
 use crate::chat::{Asked, ChatId, Said, Tenant, Turn};
 use crate::store::{Claimant, IdempotencyKey, Store};
@@ -110,7 +112,7 @@ pub struct Keep {
 }
 
 /// How long a claim outlives its request's deadline, should the request never end it.
-const CLAIM_MARGIN: Duration = Duration::from_secs(60);
+pub(super) const CLAIM_MARGIN: Duration = Duration::from_secs(60);
 
 impl Keep {
     pub fn new(

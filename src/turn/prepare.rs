@@ -11,7 +11,7 @@ use futures_util::future::join_all;
 use serde_json::{json, Map, Value};
 use tokio::time::Instant;
 
-use super::{Ask, Keep, ResponsesTurn, TurnEngine};
+use super::{Ask, Keep, ResponsesTurn, TurnEngine, CLAIM_MARGIN};
 use crate::budget::{self, Window};
 use crate::chat::{
     asked_in, find_items, first_difference, parse_response_id, referenced_ids, resolve,
@@ -20,7 +20,7 @@ use crate::chat::{
 use crate::clock::UtcDay;
 use crate::error::ApiError;
 use crate::request_log::RequestLog;
-use crate::store::{Claim, Store, StoreError, TurnContext};
+use crate::store::{Claim, Store, StoreError, TailClaim, TurnContext};
 use crate::upstream::wire::Message;
 
 /// What a turn sends upstream besides its parameters.
@@ -54,6 +54,9 @@ pub(super) struct Ready {
     pub answer_id: Option<String>,
     /// The stored turn this one replaces, with every turn after it (a redo).
     pub replaces: Option<String>,
+    /// The chat's newest turn as read, when this turn must follow it (it answers that
+    /// turn's tool calls, or continues a chain in place): the read claimed it.
+    pub follows: Option<String>,
 }
 
 pub(super) enum Prepared {
@@ -72,9 +75,19 @@ impl TurnEngine {
     ) -> Result<Prepared, ApiError> {
         let store = &self.store;
         let day = UtcDay::today();
+        let turn_id = Turn::new_id();
+        // A turn that will follow the chat's newest turn claims it in its read: only one
+        // request at a time answers a turn's tool calls or continues a chain in place.
+        let follow = follows_newest(ask);
+        let hold = ask.deadline.saturating_duration_since(Instant::now()) + CLAIM_MARGIN;
+        let claim = follow.as_ref().map(|newest| TailClaim {
+            newest: newest.as_deref(),
+            claimant: &turn_id,
+            hold,
+        });
         let context = async {
             match ask.chat {
-                Some(chat) => store.turn_context(ask.tenant, chat).await,
+                Some(chat) => store.turn_context(ask.tenant, chat, claim).await,
                 None => Ok(TurnContext::default()),
             }
         };
@@ -110,6 +123,7 @@ impl TurnEngine {
         let (allowed, context, spent, claim, located) = log
             .redis(async { tokio::join!(rate_limit, context, spent, claim, located) })
             .await;
+        let newest_claimed = matches!(&context, Ok(context) if context.claimed);
         let referenced = match (&allowed, &context) {
             (Ok(()), Ok(context)) if !references.is_empty() => {
                 self.referenced(ask, &references, located, context, log)
@@ -176,7 +190,22 @@ impl TurnEngine {
                     context.chat_prompt = Some(prompt.clone());
                 }
             }
-            let turn_id = Turn::new_id();
+            // The newest turn this one follows, when its read claimed it; a claim held by
+            // another request refuses tool results (a chain continued in place has become
+            // a branch above instead).
+            let newest = context.history.last().and_then(|turn| turn.id.clone());
+            let follows = match (&follow, chain.is_some()) {
+                (Some(_), false) if context.claimed => newest,
+                (Some(_), false) => {
+                    return Err(ApiError::Conflict {
+                        code: "tool_call_in_progress",
+                        message: "another request is answering this chat's newest tool calls; \
+                                  read the chat again when it has been answered"
+                            .to_owned(),
+                    })
+                }
+                _ => None,
+            };
             let answer_id = ask.responses.as_ref().map(|responses| {
                 let kept_in = match (&chain, ask.chat) {
                     (Some(chain), _) => chain.clone(),
@@ -202,20 +231,29 @@ impl TurnEngine {
             Ok(Ready {
                 context,
                 window,
-                turn_id,
+                turn_id: turn_id.clone(),
                 claimed,
                 new_prompt,
                 chain,
                 answer_id,
                 replaces,
+                follows,
             })
         })();
         match checked {
             Ok(ready) => Ok(Prepared::Ready(Box::new(ready))),
             Err(error) => {
-                if claimed {
-                    self.release(ask).await;
-                }
+                let key = async {
+                    if claimed {
+                        self.release(ask).await;
+                    }
+                };
+                let newest = async {
+                    if newest_claimed {
+                        self.release_claim(ask, &turn_id).await;
+                    }
+                };
+                tokio::join!(key, newest);
                 Err(error)
             }
         }
@@ -278,6 +316,13 @@ impl TurnEngine {
     /// Frees the request's `Idempotency-Key` after a failure.
     pub(super) async fn release(&self, ask: &Ask<'_>) {
         release(&*self.store, ask.tenant, ask.keep.as_ref(), ask.deadline).await;
+    }
+
+    /// Frees the read's claim on the chat's newest turn after a failure.
+    pub(super) async fn release_claim(&self, ask: &Ask<'_>, turn_id: &str) {
+        if let Some(chat) = ask.chat {
+            release_claim(&*self.store, ask.tenant, chat, turn_id).await;
+        }
     }
 
     fn budget_request<'a>(
@@ -487,9 +532,10 @@ fn check_against_history(ask: &Ask<'_>, context: &TurnContext) -> Result<(), Api
 }
 
 /// Where a Responses turn continues from. A `previous_response_id` names a turn of a chat:
-/// the newest turn of a chain is continued in place; any other (an earlier turn, or a turn
-/// of a conversation) starts a new chain, a branch, whose history is the chat's up to that
-/// turn (the old chain is untouched). A turn kept with no previous response and no
+/// the newest turn of a chain is continued in place (by one request at a time: the one whose
+/// read claimed it); any other (an earlier turn, a turn of a conversation, or a newest turn
+/// another request is continuing) starts a new chain, a branch, whose history is the chat's
+/// up to that turn (the old chain is untouched). A turn kept with no previous response and no
 /// conversation starts a new chain. `None`: the turn is kept in the chat it read, or
 /// nowhere (`store: false`).
 fn continue_from(
@@ -530,9 +576,12 @@ fn continue_from(
             message: format!("Previous response with id '{id}' not found."),
         });
     };
+    // Continued in place only by the request whose read claimed it: a second request
+    // continuing the same response at once branches, so neither chain holds a turn the
+    // other never saw.
     let newest_of_a_chain =
         position + 1 == context.history.len() && ask.chat.is_some_and(ChatId::is_chain);
-    if newest_of_a_chain {
+    if newest_of_a_chain && (context.claimed || !responses.store) {
         return Ok(None);
     }
     context.history.truncate(position + 1);
@@ -540,6 +589,39 @@ fn continue_from(
     context.chat_prompt = None;
     context.window_start = None;
     Ok(responses.store.then(ChatId::new_chain))
+}
+
+/// Whether a turn will follow the chat's newest turn, and so claims it in its read: `Some(
+/// None)` for tool results answering the newest turn's calls (whichever it is), `Some(id)`
+/// for a chain continued from its response `id` (in place only while that is the newest).
+fn follows_newest(ask: &Ask<'_>) -> Option<Option<String>> {
+    ask.chat?;
+    if let Some(responses) = &ask.responses {
+        if let (Some(previous), true) = (&responses.previous, responses.store) {
+            return Some(Some(previous.clone()));
+        }
+    }
+    // A Responses input may hold the calls it answers (a caller that keeps its own items).
+    let own_calls: Vec<&str> = ask
+        .responses
+        .iter()
+        .flat_map(|responses| &responses.input)
+        .filter(|item| item["type"] == "function_call")
+        .filter_map(|item| item["call_id"].as_str())
+        .collect();
+    let answers_newest = ask.asked.iter().any(|asked| match asked {
+        Asked::ToolResult(result) => !own_calls.contains(&result.tool_call_id.as_str()),
+        Asked::User(_) => false,
+    });
+    answers_newest.then_some(None)
+}
+
+/// Frees a claim on a chat's newest turn; a failure only makes the next request that would
+/// follow that turn wait for the claim to expire (at the request's deadline and a margin).
+pub(super) async fn release_claim(store: &dyn Store, tenant: &Tenant, chat: &ChatId, turn: &str) {
+    if let Err(error) = store.release_claim(tenant, chat, turn).await {
+        tracing::warn!(%error, "could not free a claim on a chat's newest turn after a failure");
+    }
 }
 
 /// Frees a failed request's `Idempotency-Key`, if it sent one; a failure to free it only

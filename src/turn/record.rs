@@ -9,12 +9,14 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use tokio::time::Instant;
 
-use super::prepare::{release, Ready};
+use super::prepare::{release, release_claim, Ready};
 use super::{Answered, Ask, Keep, TurnEngine};
 use crate::budget::{self, Window};
 use crate::chat::{referable_ids, Asked, ChatId, Exchange, StoredResponse, Tenant, Turn};
 use crate::clock::{now_ms, UtcDay};
-use crate::store::{KeptAnswer, Recorded, Spent, Store, StoredItems, TurnContext, TurnExtras};
+use crate::store::{
+    Expect, KeptAnswer, Recorded, Spent, Store, StoredItems, TurnContext, TurnExtras, Written,
+};
 
 /// What a turn writes when upstream has answered, owned so that a streamed turn can write
 /// it on its own.
@@ -26,8 +28,14 @@ pub(super) struct Record {
     new_prompt: bool,
     /// The turn goes to a new chain that starts with the history read (a branch).
     copies_history: bool,
+    /// The turn makes a new chain (a branch, or a chain's first turn): no chat it read.
+    new_chain: bool,
     /// The turn replaces this one and every turn after it (a regenerate, an edit).
     replaces: Option<String>,
+    /// The chat's newest turn, which this turn must follow (its read claimed it).
+    follows: Option<String>,
+    /// The chat the read claimed `follows` in.
+    read_chat: Option<ChatId>,
     /// A Responses turn: its input items, its answer's id and the fields set on it.
     responses: Option<ResponsesRecord>,
     global_prompt: String,
@@ -57,7 +65,10 @@ impl Record {
             chat: kept_in.map(|chat| (chat, ready.context, ready.window)),
             new_prompt: ready.new_prompt,
             copies_history,
+            new_chain: ready.chain.is_some(),
             replaces: ready.replaces.clone(),
+            follows: ready.follows.clone(),
+            read_chat: ask.chat.cloned(),
             responses: ask.responses.as_ref().map(|responses| ResponsesRecord {
                 input: responses.input.clone(),
                 answer_id: ready.answer_id.clone().unwrap_or_default(),
@@ -97,7 +108,22 @@ impl Record {
                 asked: &asked,
             };
             let tokens = budget::turn_tokens(context, &request, window, &answered.usage);
+            // What the write needs of the chat (`store/mod.rs`): nothing of a chain it
+            // makes; the turns it read, exactly, for a redo; the newest turn still newest,
+            // for a turn that follows it; else only that the chat was not cleared or
+            // deleted since.
+            let expect = match (&self.replaces, &self.follows) {
+                _ if self.new_chain => Expect::Nothing,
+                (Some(_), _) => Expect::Exactly(context.version),
+                (None, Some(newest)) => Expect::Follows {
+                    seen: context.version,
+                    newest,
+                },
+                (None, None) => Expect::Since(context.version),
+            };
             let extras = TurnExtras {
+                expect,
+                claimed: self.follows.as_deref(),
                 window_start: window.moved_to.as_deref(),
                 answer: kept,
                 chat_prompt: context.chat_prompt.as_deref().filter(|_| self.new_prompt),
@@ -181,7 +207,15 @@ impl Record {
             self.release().await;
         }
         match stored {
-            Ok(()) => true,
+            Ok(Written::Stored) => true,
+            Ok(refused) => {
+                tracing::warn!(
+                    refused = ?refused,
+                    "the chat changed since the turn's read in a way the turn cannot follow; \
+                     answering it unstored"
+                );
+                false
+            }
             Err(error) => {
                 tracing::error!(
                     error = %error,
@@ -213,14 +247,21 @@ impl Record {
         serde_json::value::to_raw_value(&response).unwrap_or(raw)
     }
 
+    /// Frees what the turn's read claimed (its `Idempotency-Key`, the chat's newest turn)
+    /// after a failure.
     pub async fn release(&self) {
-        release(
+        let claim = async {
+            if let (Some(chat), Some(_)) = (&self.read_chat, &self.follows) {
+                release_claim(&*self.store, &self.tenant, chat, &self.turn_id).await;
+            }
+        };
+        let key = release(
             &*self.store,
             &self.tenant,
             self.keep.as_ref(),
             self.deadline,
-        )
-        .await;
+        );
+        tokio::join!(claim, key);
     }
 }
 

@@ -272,10 +272,20 @@ async fn a_deleted_chat_is_gone_entirely_but_what_it_spent_stays_counted() {
         .into_iter()
         .filter(|k| k.contains("{c1}"))
         .collect();
+    // What stays, each for its hour: the turns' markers, the deletion's own, and the
+    // chat's floor (its tombstone: no turn from a read before the deletion brings it back).
     assert!(
-        left.iter().all(|k| k.contains(":turn:")),
-        "only the turns' markers stay, for their hour: {left:?}"
+        left.iter()
+            .all(|k| k.contains(":turn:") || k.contains(":write:") || k.ends_with(":floor")),
+        "only the markers and the floor stay: {left:?}"
     );
+    for key in &left {
+        let ttl: i64 = t.redis.query(&["TTL", key]).parse().unwrap();
+        assert!(
+            (1..=3600).contains(&ttl),
+            "{key} expires within the hour: {ttl}"
+        );
+    }
     assert_eq!(ids(&list(&t, "").await), ["keep"]);
     assert_eq!(t.transcript("c1").await, json!([]));
     assert_eq!(t.get("/c1/system").await.json()["content"], "");
@@ -482,7 +492,7 @@ async fn a_fork_copies_the_messages_up_to_a_place_and_leaves_the_source() {
         .assert_error(400, "invalid_index");
     t.post("/src/fork", json!({"into": "a b"}))
         .await
-        .assert_error(400, "invalid_value");
+        .assert_error(400, "invalid_chat_id");
     t.post("/none/fork", json!({}))
         .await
         .assert_error(404, "chat_not_found");
@@ -606,10 +616,10 @@ async fn an_import_from_messages_alone_and_bad_documents() {
         ),
         (json!({"title": "t"}), "invalid_value"),
         (json!({"messages": [], "surprise": 1}), "unknown_field"),
-        (json!({"into": "{bad}", "messages": []}), "invalid_value"),
+        (json!({"into": "{bad}", "messages": []}), "invalid_chat_id"),
         (
             json!({"into": "ok", "id": "0*", "messages": []}),
-            "invalid_value",
+            "invalid_chat_id",
         ),
     ] {
         let reply = t.post("/chats/import", bad.clone()).await;

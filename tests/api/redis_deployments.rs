@@ -9,7 +9,7 @@ use serde_json::json;
 use chat_proxy::chat::ChatId;
 use chat_proxy::chat::Tenant;
 use chat_proxy::config::{RedisTarget, StoreSettings};
-use chat_proxy::store::{RedisStore, Store};
+use chat_proxy::store::{Prompts, RedisStore, Turns, Usage};
 
 use crate::support::redis::RedisServer;
 use crate::support::TestApp;
@@ -180,7 +180,7 @@ async fn the_store_works_directly_on_a_cluster() {
     store.set_global_prompt(&alice, "g").await.unwrap();
     let chat = ChatId::parse("x").unwrap();
     store.set_chat_prompt(&alice, &chat, "p").await.unwrap();
-    let context = store.turn_context(&alice, &chat).await.unwrap();
+    let context = store.turn_context(&alice, &chat, None).await.unwrap();
     assert_eq!(context.global_prompt.as_deref(), Some("g"));
     assert_eq!(context.chat_prompt.as_deref(), Some("p"));
     let counted = store.count_request("caller:alice", "r1", 10).await.unwrap();

@@ -218,6 +218,52 @@ async fn a_clear_cut_before_its_answer_is_sent_again() {
 }
 
 #[tokio::test]
+async fn a_clear_sent_again_does_not_refuse_a_turn_read_after_it() {
+    let t = TestApp::over_relay(&[]).await;
+    t.say("c1", "to be cleared").await;
+    t.relay().cut_after("EVALSHA");
+    assert_eq!(guarded(t.post_raw("/c1/clear", "")).await.status, 200);
+    assert_eq!(t.relay().cuts(), 1);
+    // The clear ran twice on the wire, and changed the chat once: one turn and one clear,
+    // its floor at the clear's version (a floor raised twice would refuse a turn read
+    // between the two runs).
+    let meta = t.redis.query(&["HGET", "chat-proxy:chat:{c1}:meta", "v"]);
+    assert_eq!(meta, "2");
+    assert_eq!(t.redis.query(&["GET", "chat-proxy:chat:{c1}:floor"]), "2");
+    t.say("c1", "after").await;
+    assert_eq!(t.transcript("c1").await.as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn an_item_deletion_cut_before_its_answer_is_sent_again_and_answers_once() {
+    let t = TestApp::over_relay(&[]).await;
+    let made = t
+        .post(
+            "/v1/conversations",
+            json!({"items": [{"type": "message", "role": "user", "content": "a"},
+                             {"type": "message", "role": "user", "content": "b"}]}),
+        )
+        .await;
+    let conversation = made.json()["id"].as_str().unwrap().to_owned();
+    let path = format!("/v1/conversations/{conversation}/items");
+    let first = t.get(&path).await.json()["data"][0]["id"].clone();
+    let first = first.as_str().unwrap();
+    // The rewrite is the one command that names its own marker.
+    t.relay().cut_after(":write:");
+    let deleted = guarded(t.call(
+        lambda_http::http::Method::DELETE,
+        &format!("{path}/{first}"),
+        lambda_http::Body::Empty,
+    ))
+    .await;
+    assert_eq!(t.relay().cuts(), 1, "the rewrite's connection was cut");
+    // Sent again, it found its own marker: done, not a chat that moved or an item gone.
+    assert_eq!(deleted.status, 200, "{}", deleted.text);
+    let left = t.get(&path).await.json();
+    assert_eq!(left["data"].as_array().unwrap().len(), 1, "{left}");
+}
+
+#[tokio::test]
 async fn a_rate_count_cut_before_its_answer_is_sent_again_and_counts_once() {
     let t = TestApp::over_relay(&[("RATE_LIMIT_PER_MINUTE", "2")]).await;
     // The count is the request's first command.

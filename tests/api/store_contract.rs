@@ -9,14 +9,14 @@ use chat_proxy::chat::Tenant;
 use chat_proxy::chat::{Asked, ToolResult, Turn, UserContent};
 use chat_proxy::config::{RedisTarget, StoreSettings};
 use chat_proxy::store::{
-    Claim, Claimant, IdempotencyKey, MemoryStore, RedisStore, Store, TurnExtras,
+    Claim, Claimant, IdempotencyKey, MemoryStore, RedisStore, Store, TurnExtras, Turns, Written,
 };
 
 use crate::support::redis::RedisServer;
 
 const OPEN: Tenant = Tenant::Open;
 
-fn settings(ttl: Option<Duration>, max_history_messages: usize) -> StoreSettings {
+pub(crate) fn settings(ttl: Option<Duration>, max_history_messages: usize) -> StoreSettings {
     StoreSettings {
         key_prefix: "contract".to_owned(),
         chat_ttl: ttl,
@@ -26,7 +26,9 @@ fn settings(ttl: Option<Duration>, max_history_messages: usize) -> StoreSettings
 }
 
 /// Both stores with the same settings; the Redis server lives as long as the returned guard.
-async fn both(settings: StoreSettings) -> (Vec<(&'static str, Arc<dyn Store>)>, RedisServer) {
+pub(crate) async fn both(
+    settings: StoreSettings,
+) -> (Vec<(&'static str, Arc<dyn Store>)>, RedisServer) {
     let server = RedisServer::start();
     let target = RedisTarget::Url(server.url().into());
     let redis =
@@ -39,11 +41,11 @@ async fn both(settings: StoreSettings) -> (Vec<(&'static str, Arc<dyn Store>)>, 
     (stores, server)
 }
 
-fn chat(id: &str) -> ChatId {
+pub(crate) fn chat(id: &str) -> ChatId {
     ChatId::parse(id).unwrap()
 }
 
-fn turn(n: usize) -> Turn {
+pub(crate) fn turn(n: usize) -> Turn {
     Turn::question(
         Some(format!("turn-{n}")),
         format!("q{n}"),
@@ -92,7 +94,7 @@ async fn prompts_are_kept_per_chat_and_globally() {
             "{name}"
         );
 
-        let context = store.turn_context(&OPEN, &chat("a")).await.unwrap();
+        let context = store.turn_context(&OPEN, &chat("a"), None).await.unwrap();
         assert_eq!(context.global_prompt.as_deref(), Some("global"), "{name}");
         assert_eq!(context.chat_prompt.as_deref(), Some("for a"), "{name}");
         assert!(context.history.is_empty(), "{name}");
@@ -116,7 +118,11 @@ async fn turns_come_back_in_order_capped_to_the_newest() {
             "{name}"
         );
         assert_eq!(
-            store.turn_context(&OPEN, &chat("a")).await.unwrap().history,
+            store
+                .turn_context(&OPEN, &chat("a"), None)
+                .await
+                .unwrap()
+                .history,
             expected,
             "{name}"
         );
@@ -191,7 +197,7 @@ async fn stored_turns_that_are_not_ours_are_an_error_not_a_crash() {
         RedisStore::connect(&target, settings(None, 100), Duration::from_secs(1), None).unwrap();
     server.query(&["RPUSH", "contract:chat:{a}:turns", "not json"]);
     assert!(store.turns(&OPEN, &chat("a")).await.is_err());
-    assert!(store.turn_context(&OPEN, &chat("a")).await.is_err());
+    assert!(store.turn_context(&OPEN, &chat("a"), None).await.is_err());
 }
 
 #[tokio::test]
@@ -638,7 +644,7 @@ async fn a_chat_keeps_at_most_max_history_messages_counting_every_message() {
             .unwrap();
         let kept = store.turns(&OPEN, &c).await.unwrap();
         assert_eq!(kept, vec![turn_of(2, 1)], "{name}");
-        let context = store.turn_context(&OPEN, &c).await.unwrap();
+        let context = store.turn_context(&OPEN, &c, None).await.unwrap();
         assert_eq!(context.history, kept, "{name}: the read sends what is kept");
         // A turn that alone holds more than the cap is kept whole, as the newest turn.
         store
@@ -719,6 +725,7 @@ async fn chats_are_listed_titled_made_whole_redone_and_deleted_alike() {
             prompt: Some("p"),
             title: None,
             turns: &turns,
+            usage: Default::default(),
         };
         assert!(
             store.create_chat(&OPEN, &chat("made"), new).await.unwrap(),
@@ -769,11 +776,12 @@ async fn chats_are_listed_titled_made_whole_redone_and_deleted_alike() {
             replaces: Some("turn-1"),
             ..TurnExtras::default()
         };
-        assert!(
+        assert_eq!(
             store
                 .append_turn(&OPEN, &chat("made"), &gone, stale)
                 .await
-                .is_err(),
+                .unwrap(),
+            Written::Moved,
             "{name}"
         );
         assert_eq!(

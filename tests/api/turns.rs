@@ -245,14 +245,18 @@ async fn a_turn_runs_the_same_commands_whatever_the_history_length() {
     let long = commands_of_a_turn(&t, "long").await;
     assert_eq!(short, long);
     let expected: BTreeMap<String, u64> = [
-        ("get", 2),    // the two prompts
+        // The read: the global prompt, and one script for the chat (its prompt, its
+        // history, its version and floor); the write: one script for the turn and the
+        // caller's counters.
+        ("evalsha", 2),
         ("lrange", 1), // the history
-        // The write: one script for the turn and the caller's counters; inside it:
-        ("evalsha", 1),
+        // The two prompts and the chat's floor, read, and in the write its floor again.
+        ("get", 4),
         ("exists", 2), // the turn's marker and the count's, checked first
         ("set", 2),    // and set last
-        // Read with the history: the context window's start and whether the chat is a
-        // conversation; then, in the script, the chat's counts so far (size, messages, usage).
+        // Read with the history: the chat's version, the context window's start and whether
+        // the chat is a conversation; then, in the write, its version and counts so far
+        // (size, messages, usage).
         ("hmget", 2),
         ("rpush", 1),
         ("hset", 1),   // and all of them written back, with the time of the write

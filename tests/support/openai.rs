@@ -135,6 +135,41 @@ impl FakeOpenAi {
             .await;
     }
 
+    /// Answers the next chat completion as the echo does, after `delay`: a slow upstream
+    /// that holds one turn while other requests run.
+    pub async fn hold_next_chat(&self, delay: std::time::Duration) {
+        Mock::given(method("POST"))
+            .and(path("/v1/chat/completions"))
+            .respond_with(Delayed(EchoChat(self.counting.clone()), delay))
+            .up_to_n_times(1)
+            .with_priority(1)
+            .mount(&self.server)
+            .await;
+    }
+
+    /// Answers the next Responses request as the echo does, after `delay`.
+    pub async fn hold_next_response(&self, delay: std::time::Duration) {
+        Mock::given(method("POST"))
+            .and(path("/v1/responses"))
+            .respond_with(Delayed(EchoResponses, delay))
+            .up_to_n_times(1)
+            .with_priority(1)
+            .mount(&self.server)
+            .await;
+    }
+
+    /// Waits until upstream has received `count` requests at `wanted` (a path).
+    pub async fn wait_for(&self, wanted: &str, count: usize) {
+        let started = std::time::Instant::now();
+        while self.bodies(wanted).await.len() < count {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(10),
+                "upstream never received {count} requests at {wanted}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+
     /// Every request received so far, in order.
     pub async fn requests(&self) -> Vec<Request> {
         self.server
@@ -236,6 +271,15 @@ fn rand_u64() -> u64 {
 
 /// Answers a Responses request `reply to: <the last input item's text>`, with a reasoning
 /// item when the request asks for the reasoning's encrypted content.
+/// An answer given after a delay.
+struct Delayed<R>(R, std::time::Duration);
+
+impl<R: Respond> Respond for Delayed<R> {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        self.0.respond(request).set_delay(self.1)
+    }
+}
+
 struct EchoResponses;
 
 impl Respond for EchoResponses {

@@ -5,11 +5,12 @@
 use lambda_http::Request;
 use serde_json::{Map, Value};
 
-use super::{into_of, invalid, only};
+use super::{into_of, invalid, invalid_chat_id, only};
 use crate::app::App;
-use crate::body::{json_object, whole_numbers_as_integers};
+use crate::body::{json_object, whole_number, whole_numbers_as_integers};
 use crate::chat::{Asked, ChatId, ImageRef, Part, ToolResult, Turn, UserContent, MAX_TITLE_CHARS};
 use crate::error::ApiError;
+use crate::store::ChatUsage;
 
 /// A chat to import.
 pub(super) struct Imported {
@@ -17,6 +18,8 @@ pub(super) struct Imported {
     pub title: Option<String>,
     pub system: Option<String>,
     pub turns: Vec<Turn>,
+    /// The exported chat's usage, kept (a document without one starts at nothing).
+    pub usage: ChatUsage,
 }
 
 /// An export document, under the id `into` names, else its own `id`, else a fresh one. Its
@@ -28,7 +31,7 @@ pub(super) fn import_of(request: &Request, limit: usize) -> Result<Imported, Api
     let own = match body.get("id") {
         None | Some(Value::Null) => None,
         Some(Value::String(id)) => {
-            Some(ChatId::parse_decoded(id).map_err(|_| invalid("id", "`id` must be a chat id"))?)
+            Some(ChatId::parse_decoded(id).map_err(|_| invalid_chat_id("id"))?)
         }
         Some(_) => return Err(invalid("id", "`id` must be a chat id (a string)")),
     };
@@ -108,9 +111,20 @@ pub(super) fn import_of(request: &Request, limit: usize) -> Result<Imported, Api
             ))
         }
     };
-    // What an export writes besides, and the import does not read back: the chat's usage
-    // and times are this deployment's own.
-    for ignored in ["object", "id", "usage", "created_at", "updated_at"] {
+    // A turn is found by its id (a regenerate replaces it and every turn after it, a
+    // response id names it): two turns of one id would make one of them unreachable.
+    for (index, turn) in turns.iter().enumerate() {
+        if turns[..index].iter().any(|earlier| earlier.id == turn.id) {
+            return Err(invalid(
+                "turns",
+                format!("turns[{index}].id repeats the id of an earlier turn"),
+            ));
+        }
+    }
+    let usage = usage_of(body.remove("usage"))?;
+    // What an export writes besides, and the import does not read back: the chat's times
+    // are this deployment's own.
+    for ignored in ["object", "id", "created_at", "updated_at"] {
         body.remove(ignored);
     }
     only(
@@ -122,6 +136,31 @@ pub(super) fn import_of(request: &Request, limit: usize) -> Result<Imported, Api
         title,
         system,
         turns,
+        usage,
+    })
+}
+
+/// The exported chat's `usage`, as an export writes it: whole numbers of turns and tokens.
+fn usage_of(usage: Option<Value>) -> Result<ChatUsage, ApiError> {
+    let Some(Value::Object(usage)) = usage.filter(|usage| !usage.is_null()) else {
+        return Ok(ChatUsage::default());
+    };
+    let count = |name: &str| match usage.get(name) {
+        None | Some(Value::Null) => Ok(0),
+        Some(value) => whole_number(value).ok_or_else(|| {
+            invalid(
+                "usage",
+                format!("`usage.{name}` must be a whole number from 0, as exported"),
+            )
+        }),
+    };
+    let (prompt, completion) = (count("prompt_tokens")?, count("completion_tokens")?);
+    Ok(ChatUsage {
+        turns: count("turns")?,
+        prompt_tokens: prompt,
+        completion_tokens: completion,
+        cached_tokens: count("cached_tokens")?,
+        total_tokens: prompt.saturating_add(completion),
     })
 }
 

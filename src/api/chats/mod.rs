@@ -17,7 +17,7 @@ use crate::http::{empty_object, json_response, ResponseBody};
 use crate::paging::query_values;
 use crate::request_log::RequestLog;
 use crate::routes::ChatsRoute;
-use crate::store::{ChatCursor, ChatSummary, NewChat};
+use crate::store::{ChatCursor, ChatSummary, ChatUsage, NewChat};
 
 /// What `GET /<chat_id>/export` writes and `POST /chats/import` reads.
 const EXPORT_OBJECT: &str = "chat.export";
@@ -95,10 +95,12 @@ pub async fn serve(
                 return Err(chat_not_found(&chat));
             }
             let turns = cut_at(turns, index)?;
+            // A fork is a new chat: what the original spent stays the original's.
             let new = NewChat {
                 prompt: prompt.as_deref(),
                 title: None,
                 turns: &turns,
+                usage: ChatUsage::default(),
             };
             let id = create(app, tenant, into, new, log).await?;
             Ok(json_response(StatusCode::OK, &json!({ "id": id.as_str() })))
@@ -144,6 +146,7 @@ pub async fn serve(
                 prompt: imported.system.as_deref(),
                 title: imported.title.as_deref(),
                 turns: &imported.turns,
+                usage: imported.usage,
             };
             let id = create(app, tenant, imported.into, new, log).await?;
             Ok(json_response(StatusCode::OK, &json!({ "id": id.as_str() })))
@@ -279,12 +282,9 @@ fn only(body: &Map<String, Value>, takes: &str) -> Result<(), ApiError> {
 fn into_of(body: &mut Map<String, Value>) -> Result<Option<ChatId>, ApiError> {
     match body.remove("into") {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::String(id)) => ChatId::parse_decoded(&id).map(Some).map_err(|_| {
-            invalid(
-                "into",
-                "`into` must be a chat id: 1 to 128 characters of A-Z a-z 0-9 . _ : @ -",
-            )
-        }),
+        Some(Value::String(id)) => ChatId::parse_decoded(&id)
+            .map(Some)
+            .map_err(|_| invalid_chat_id("into")),
         Some(_) => Err(invalid("into", "`into` must be a chat id (a string)")),
     }
 }
@@ -307,6 +307,17 @@ fn fork_of(request: &Request, limit: usize) -> Result<(Option<ChatId>, Option<us
     };
     only(&body, "`into` and `index`")?;
     Ok((into, index))
+}
+
+/// A chat id in a body that is not one: the code every route gives a bad chat id.
+fn invalid_chat_id(param: &'static str) -> ApiError {
+    ApiError::BadParam {
+        code: "invalid_chat_id",
+        param,
+        message: format!(
+            "`{param}` must be a chat id: 1 to 128 characters of A-Z a-z 0-9 . _ : @ -"
+        ),
+    }
 }
 
 fn invalid_index(message: String) -> ApiError {

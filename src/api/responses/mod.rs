@@ -25,11 +25,13 @@ use crate::error::ApiError;
 use crate::guard::source_ip;
 use crate::http::{
     event_stream, json_body, replayed, sse_event, FrameSender, ResponseBody, KEEP_ALIVE,
+    X_CHAT_STORED,
 };
 use crate::idempotency;
 use crate::request_log::RequestLog;
 use crate::turn::{Answered, Ask, Keep, Opened, Ran, ResponsesTurn, StreamSink};
 use crate::upstream::Chunk;
+use lambda_http::http::HeaderValue;
 
 /// `POST /v1/responses`. The rate limit is counted in the turn's read round trip.
 pub async fn create(
@@ -106,7 +108,17 @@ pub async fn create(
     };
     if !asked.stream {
         return match app.turns.run(ask, rate_limit, log).await? {
-            Ran::Answered(answered) => Ok(json_body(caller_view(&answered, reveal).into_bytes())),
+            Ran::Answered(answered) => {
+                let mut response = json_body(caller_view(&answered, reveal).into_bytes());
+                // A response asked to be stored that could not be (its conversation was
+                // deleted meanwhile, say) is answered, and says so.
+                if asked.store && !answered.stored {
+                    response
+                        .headers_mut()
+                        .insert(X_CHAT_STORED, HeaderValue::from_static("false"));
+                }
+                Ok(response)
+            }
             Ran::Replayed(answer) => Ok(replayed(json_body(answer.into_bytes()))),
         };
     }
@@ -125,7 +137,15 @@ pub async fn create(
             reveal,
             sequence: 0,
         };
-        if let Err(error) = open.finish(&mut sink).await {
+        let store = asked.store;
+        let finished = open.finish(&mut sink).await;
+        if let Ok(answered) = &finished {
+            if store && !answered.stored {
+                let comment = Bytes::from_static(b": the response could not be stored\n\n");
+                sink.frames.send(comment).await;
+            }
+        }
+        if let Err(error) = finished {
             error.log();
             let event = json!({"type": "error", "code": error.code(), "message": error.to_string(),
                 "param": null, "sequence_number": sink.sequence});

@@ -12,6 +12,7 @@ use crate::error::ApiError;
 use crate::http::{json_response, ResponseBody};
 use crate::paging::{query_values, Paging};
 use crate::request_log::RequestLog;
+use crate::turn::Rewrite;
 
 fn not_found(id: &str) -> ApiError {
     ApiError::Missing {
@@ -36,9 +37,17 @@ async fn stored_turn(
     allowed?;
     let turn = turns?
         .into_iter()
-        .find(|turn| turn.id.as_deref() == Some(turn_id) && turn.exchange.is_some())
+        .find(|turn| turn.id.as_deref() == Some(turn_id) && is_response(turn))
         .ok_or_else(|| not_found(id))?;
     Ok((turn, chat))
+}
+
+/// Whether a stored turn is a response: a Responses turn that upstream answered (not the
+/// items a caller added to a conversation by hand, nor a turn of the other doors).
+fn is_response(turn: &Turn) -> bool {
+    turn.exchange
+        .as_ref()
+        .is_some_and(|exchange| !exchange.response.is_null())
 }
 
 /// `GET /v1/responses/{id}`: the response as it was answered (the reasoning's encrypted
@@ -72,13 +81,19 @@ pub async fn delete(
 ) -> Result<Response<ResponseBody>, ApiError> {
     let (turn_id, chat) = parse_response_id(id).ok_or_else(|| not_found(id))?;
     let limit = app.guard.rate_limit(tenant, request);
-    let delete =
-        async { tokio::join!(limit, app.store.replace_turn(tenant, &chat, turn_id, None)) };
-    let (allowed, deleted) = log.redis(delete).await;
-    allowed?;
-    if !deleted? {
-        return Err(not_found(id));
-    }
+    app.turns
+        .rewrite(tenant, &chat, limit, log, |read| {
+            read.history
+                .iter()
+                .find(|turn| turn.id.as_deref() == Some(turn_id) && is_response(turn))
+                .ok_or_else(|| not_found(id))?;
+            Ok(Rewrite {
+                turn: turn_id.to_owned(),
+                with: None,
+                answer: (),
+            })
+        })
+        .await?;
     Ok(json_response(
         StatusCode::OK,
         &json!({"id": id, "object": "response", "deleted": true}),

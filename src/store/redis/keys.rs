@@ -4,12 +4,18 @@
 //! - `N:global:system`          string: the global system prompt
 //! - `N:chat:{ID}:system`       string: the chat's system prompt
 //! - `N:chat:{ID}:turns`        list of JSON turns, oldest first
-//! - `N:chat:{ID}:meta`         hash: `bytes` and `messages` (the size of the turns list
+//! - `N:chat:{ID}:meta`         hash: `v`, the chat's version (`store/mod.rs`), `bytes` and
+//!   `messages` (the size of the turns list
 //!   and the messages it holds), `window` (the context window's first turn), and the chat's
 //!   usage: `turns`, `prompt_tokens`, `completion_tokens`, `cached_tokens`; `updated` (its
 //!   last write, Unix milliseconds) and `born` (Unix seconds), `title` (set by hand) and
 //!   `auto_title` (its first question's); a conversation's `created_at` and `metadata`
 //! - `N:chat:{ID}:turn:<turn>`  marker that turn `<turn>` was stored (one hour)
+//! - `N:chat:{ID}:write:<token>` marker that a rewrite, a clear or a deletion ran (one hour)
+//! - `N:chat:{ID}:floor`        integer: the version a clear or a deletion raised the chat
+//!   to; a write from a read below it is late (one hour: a deleted chat's tombstone)
+//! - `N:chat:{ID}:next`         the claim on the chat's newest turn: `<turn id>\n<claimant>`
+//!   (until the claimant's deadline)
 //! - `N:chat:{ID}:idem:<hash>`  an `Idempotency-Key` of the chat: held, or its answer (24 h)
 //! - `N:chat:{ID}:idems`        set: the hashes of those keys, for deleting the chat
 //! - `N:usage:{T}:day:<date>`   hash: the caller's tokens that UTC day, overall and per model
@@ -52,6 +58,21 @@ impl ChatKeys {
     /// The marker that a turn was stored.
     pub fn turn_marker(&self, turn: &str) -> String {
         format!("{}:turn:{turn}", self.base)
+    }
+
+    /// The marker that a rewrite, a clear or a deletion ran.
+    pub fn write_marker(&self, token: &str) -> String {
+        format!("{}:write:{token}", self.base)
+    }
+
+    /// The chat's floor: its tombstone once deleted.
+    pub fn floor(&self) -> String {
+        format!("{}:floor", self.base)
+    }
+
+    /// The claim on the chat's newest turn.
+    pub fn next(&self) -> String {
+        format!("{}:next", self.base)
     }
 }
 

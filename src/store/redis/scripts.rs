@@ -2,7 +2,8 @@
 //! its KEYS, its ARGV, what it returns and why it is safe to run twice. They are read into
 //! the binary and made ready once, at cold start: the header comments are left out of what
 //! goes over the wire, the chat scripts get `touch` (the expiry of a chat's keys, and the
-//! stamp of its last write) prepended, and `append_turn`, `add_usage` and `index_chat`,
+//! stamp of its last write) and `check` (the write model's check) prepended, and
+//! `append_turn`, `add_usage` and `index_chat`,
 //! which are functions, are called alone or together by `record` (a turn's whole write in
 //! one script, where that is allowed).
 
@@ -23,12 +24,15 @@ impl Script {
 
 /// The scripts as they are sent.
 pub(super) struct Scripts {
+    /// A chat as a turn reads it, with its version (and a claim on its newest turn).
+    pub read_chat: Script,
+    pub release_claim: Script,
     pub append_turn: Script,
     pub set_chat_prompt: Script,
     pub clear: Script,
     pub set_conversation: Script,
     /// `append_turn`'s functions come first: it counts a turn's messages as they do.
-    pub replace_turn: Script,
+    pub rewrite_turn: Script,
     pub count_request: Script,
     pub add_usage: Script,
     /// `append_turn` and `add_usage` in one script.
@@ -47,7 +51,13 @@ pub(super) struct Scripts {
 
 impl Scripts {
     pub fn new() -> Scripts {
-        let touch = body(include_str!("scripts/touch.lua"));
+        // Every chat script gets both: touch renews a chat's expiry, check makes the write
+        // model's check.
+        let touch = format!(
+            "{}{}",
+            body(include_str!("scripts/touch.lua")),
+            body(include_str!("scripts/check.lua"))
+        );
         let append_turn = body(include_str!("scripts/append_turn.lua"));
         let index_chat = body(include_str!("scripts/index_chat.lua"));
         let add_usage = format!(
@@ -57,6 +67,8 @@ impl Scripts {
         let chat = |script: &str| Script::new(format!("{touch}{}", body(script)));
         let alone = |script: &str| Script::new(body(script).to_owned());
         Scripts {
+            read_chat: chat(include_str!("scripts/read_chat.lua")),
+            release_claim: alone(include_str!("scripts/release_claim.lua")),
             append_turn: Script::new(format!(
                 "{touch}{append_turn}return append_turn(KEYS, ARGV)\n"
             )),
@@ -68,16 +80,16 @@ impl Scripts {
             set_chat_prompt: chat(include_str!("scripts/set_chat_prompt.lua")),
             clear: chat(include_str!("scripts/clear.lua")),
             set_conversation: chat(include_str!("scripts/set_conversation.lua")),
-            replace_turn: Script::new(format!(
+            rewrite_turn: Script::new(format!(
                 "{touch}{append_turn}{}",
-                body(include_str!("scripts/replace_turn.lua"))
+                body(include_str!("scripts/rewrite_turn.lua"))
             )),
             count_request: alone(include_str!("scripts/count_request.lua")),
             claim: alone(include_str!("scripts/claim.lua")),
             release: alone(include_str!("scripts/release.lua")),
             set_title: chat(include_str!("scripts/set_title.lua")),
             create_chat: chat(include_str!("scripts/create_chat.lua")),
-            delete_chat: alone(include_str!("scripts/delete_chat.lua")),
+            delete_chat: chat(include_str!("scripts/delete_chat.lua")),
             index_chat: Script::new(format!("{index_chat}return index_chat(KEYS, ARGV)\n")),
             list_chats: alone(include_str!("scripts/list_chats.lua")),
             reseal: alone(include_str!("scripts/reseal.lua")),
@@ -87,13 +99,15 @@ impl Scripts {
 
 impl Scripts {
     /// Every script, to load into Redis.
-    fn all(&self) -> [&Script; 16] {
+    fn all(&self) -> [&Script; 18] {
         [
+            &self.read_chat,
+            &self.release_claim,
             &self.append_turn,
             &self.set_chat_prompt,
             &self.clear,
             &self.set_conversation,
-            &self.replace_turn,
+            &self.rewrite_turn,
             &self.count_request,
             &self.add_usage,
             &self.record,

@@ -2,23 +2,30 @@
 -- with the turn, in one atomic write. A function of its keys and arguments, so that the
 -- record script can run it beside add_usage; run alone, they are KEYS and ARGV.
 --
--- KEYS: 1 turns (list), 2 system, 3 meta (hash), 4 the turn's marker, 5 the request's
---       Idempotency-Key (only when ARGV[10] is not empty)
+-- KEYS: 1 turns (list), 2 system, 3 meta (hash), 4 the turn's marker, 5 the chat's floor,
+--       6 the claim on its newest turn, 7 the request's Idempotency-Key (only when
+--       ARGV[10] is not empty)
 -- ARGV: 1 ttl ('0': none), 2 the turn's JSON, 3 max messages, 4 max bytes, 5 the marker's
 --       ttl, 6 the context window's new start (or ''), 7 prompt, 8 completion and 9 cached
 --       tokens, 10 the answer kept for the Idempotency-Key (or ''), 11 its ttl, 12 the
 --       turn's messages, 13 now (Unix milliseconds), 14 the chat's title from its first
 --       question (set once: kept until a clear; '' for none), 15 the id of a turn this one
---       replaces, with every turn after it (a regenerate or an edit; '' for none), 16 how
---       many turns come before it (n: a branch's history, into a new chat), 17 to 16+n
---       those turns, 17+n the chat's new prompt (absent: the prompt stays as it is)
--- Returns 1 when stored, 0 when the turn's marker says it already was, 2 when the turn it
--- replaces is no longer in the chat (nothing is written: the chat changed meanwhile).
+--       replaces, with every turn after it (a regenerate or an edit; '' for none), 16 the
+--       write model's check (check.lua: its kind), 17 the version the turn's read saw,
+--       18 the newest turn it follows ('' for none), 19 the claim its read made
+--       (`<turn>\n<claimant>`), which this write frees ('' for none), 20 how many turns
+--       come before it (n: a branch's history, into a new chat), 21 to 20+n those turns,
+--       21+n the chat's new prompt (absent: the prompt stays as it is)
+-- Returns 1 when stored, 0 when the turn's marker says it already was, 2 when the chat
+-- changed in a way the turn cannot follow, 3 when it was cleared or deleted since the
+-- turn's read (for 2 and 3 nothing is written).
 --
 -- Trims the oldest turns until the chat holds at most max messages and max bytes, keeping
 -- the newest turn whole. A chat stored before meta had `bytes` and `messages` is counted
 -- once, here (a turn's messages are its `m`, or its `messages` list and its reply; 2 for
 -- older turns).
+-- The write model's check (check.lua) comes first, after the marker: a turn refused
+-- writes nothing at all, and every stored turn raises the chat's version.
 -- Safe to run twice: the marker is checked first and set last, so a run sent again after
 -- a cut stores nothing more, and a run that failed half-way is not taken as done. The calls
 -- that can fail (on a key of the wrong type) come before any write, and the kept answer
@@ -41,7 +48,10 @@ local function append_turn(K, A)
   -- The chat's counts, read and written back in one call each (a call costs more than the
   -- Lua around it).
   local meta = redis.call('HMGET', K[3], 'bytes', 'messages', 'turns', 'prompt_tokens',
-    'completion_tokens', 'cached_tokens')
+    'completion_tokens', 'cached_tokens', 'v')
+  local version, floor = tonumber(meta[7]) or 0, tonumber(redis.call('GET', K[5])) or 0
+  local why = refused(A[16], A[17], A[18], version, floor, K[1])
+  if why == 'gone' then return 3 elseif why then return 2 end
   local bytes, messages = tonumber(meta[1]), tonumber(meta[2])
   -- Written as integers: some Redis versions format a Lua number as `1e+08`.
   local function plus(i, n) return string.format('%d', (tonumber(meta[i]) or 0) + tonumber(n)) end
@@ -61,8 +71,8 @@ local function append_turn(K, A)
       end
     end
   end
-  local before = tonumber(A[16])
-  if before > 0 then redis.call('RPUSH', K[1], unpack(A, 17, 16 + before)) end
+  local before = tonumber(A[20])
+  if before > 0 then redis.call('RPUSH', K[1], unpack(A, 21, 20 + before)) end
   local length = redis.call('RPUSH', K[1], A[2])
   if bytes == nil or messages == nil then
     bytes, messages = 0, 0
@@ -73,7 +83,7 @@ local function append_turn(K, A)
   else
     bytes = bytes + #A[2]
     messages = messages + tonumber(A[12])
-    for i = 17, 16 + before do
+    for i = 21, 20 + before do
       bytes = bytes + #A[i]
       messages = messages + messages_of(A[i])
     end
@@ -88,7 +98,7 @@ local function append_turn(K, A)
   local fields = {'bytes', string.format('%d', bytes), 'messages', string.format('%d', messages),
     'turns', plus(3, 1),
     'prompt_tokens', plus(4, A[7]), 'completion_tokens', plus(5, A[8]),
-    'cached_tokens', plus(6, A[9]), 'updated', A[13]}
+    'cached_tokens', plus(6, A[9]), 'updated', A[13], 'v', next_version(version, floor)}
   if A[6] ~= '' then
     fields[#fields + 1] = 'window'
     fields[#fields + 1] = A[6]
@@ -97,10 +107,11 @@ local function append_turn(K, A)
   -- The stamp (touch.lua) of its last write is in the fields above; its birth, once.
   redis.call('HSETNX', K[3], 'born', string.sub(A[13], 1, -4))
   if A[14] ~= '' then redis.call('HSETNX', K[3], 'auto_title', A[14]) end
-  local prompt = A[17 + before]
+  local prompt = A[21 + before]
   if prompt then redis.call('SET', K[2], prompt) end
   touch(K, A[1], 1, 3)
-  if A[10] ~= '' then redis.call('SET', K[5], A[10], 'EX', A[11]) end
+  if A[19] ~= '' and redis.call('GET', K[6]) == A[19] then redis.call('DEL', K[6]) end
+  if A[10] ~= '' then redis.call('SET', K[7], A[10], 'EX', A[11]) end
   redis.call('SET', K[4], '1', 'EX', A[5])
   return 1
 end

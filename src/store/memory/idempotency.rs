@@ -1,0 +1,75 @@
+//! `Idempotency-Key`s in memory.
+
+use std::time::{Duration, Instant};
+
+use super::{Held, MemoryStore, State};
+use crate::chat::Tenant;
+use crate::store::{
+    Claim, Claimant, Idempotency, IdempotencyKey, KeptAnswer, StoreError, ANSWER_SECONDS,
+};
+
+#[async_trait::async_trait]
+impl Idempotency for MemoryStore {
+    async fn claim(
+        &self,
+        tenant: &Tenant,
+        key: &IdempotencyKey,
+        claimant: Claimant<'_>,
+    ) -> Result<Claim, StoreError> {
+        let now = Instant::now();
+        let mut state = self.state();
+        state.keys.retain(|_, (_, until)| *until > now);
+        let held = (tenant.clone(), key.clone());
+        Ok(match state.keys.get(&held) {
+            Some((Held::Pending(fingerprint, token), _))
+                if fingerprint == claimant.fingerprint && token == claimant.token =>
+            {
+                Claim::Claimed
+            }
+            Some((Held::Pending(fingerprint, _), _)) => Claim::InProgress {
+                fingerprint: fingerprint.clone(),
+            },
+            Some((Held::Answered(fingerprint, answer), _)) => Claim::Answered {
+                fingerprint: fingerprint.clone(),
+                answer: answer.clone(),
+            },
+            None => {
+                let pending =
+                    Held::Pending(claimant.fingerprint.to_owned(), claimant.token.to_owned());
+                state.keys.insert(
+                    held,
+                    (pending, now + claimant.hold.max(Duration::from_secs(1))),
+                );
+                Claim::Claimed
+            }
+        })
+    }
+
+    async fn release(
+        &self,
+        tenant: &Tenant,
+        key: &IdempotencyKey,
+        claimant: Claimant<'_>,
+    ) -> Result<(), StoreError> {
+        let mut state = self.state();
+        let held = (tenant.clone(), key.clone());
+        let mine = matches!(
+            state.keys.get(&held),
+            Some((Held::Pending(fingerprint, token), _))
+                if fingerprint == claimant.fingerprint && token == claimant.token
+        );
+        if mine {
+            state.keys.remove(&held);
+        }
+        Ok(())
+    }
+}
+
+/// Keeps an answer for its `Idempotency-Key`.
+pub(super) fn keep(state: &mut State, tenant: &Tenant, kept: KeptAnswer<'_>) {
+    let held = Held::Answered(kept.fingerprint.to_owned(), kept.answer.to_owned());
+    let until = Instant::now() + Duration::from_secs(ANSWER_SECONDS);
+    state
+        .keys
+        .insert((tenant.clone(), kept.key.clone()), (held, until));
+}

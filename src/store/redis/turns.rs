@@ -1,0 +1,368 @@
+//! A chat's turns in Redis: the turn's read (`read_chat.lua`, with the global prompt beside
+//! it), its write (`append_turn.lua`, or `record.lua` with the caller's counters), rewrites
+//! and clears, each checked as the write model says (`check.lua`).
+
+use fred::interfaces::{KeysInterface, ListInterface};
+use fred::types::Value;
+
+use super::keys::ChatKeys;
+use super::{RedisStore, MARKER_SECONDS};
+use crate::chat::{auto_title, ChatId, Tenant, Turn};
+use crate::clock::now_ms;
+use crate::store::{
+    newest_within, record_apart, Recorded, Rewritten, Spent, StoreError, TailClaim, TurnContext,
+    TurnExtras, Turns, Written, ANSWER_SECONDS, FLOOR_SECONDS,
+};
+
+impl RedisStore {
+    /// `append_turn`'s keys and arguments (`scripts/append_turn.lua`).
+    pub(super) fn append_turn_call(
+        &self,
+        tenant: &Tenant,
+        chat: &ChatId,
+        turn: &Turn,
+        extras: TurnExtras<'_>,
+        now: u64,
+    ) -> Result<(Vec<String>, Vec<String>), StoreError> {
+        let chat = self.keys.chat(tenant, chat);
+        let json = self.sealing.encode_turn(&chat.turns, turn)?;
+        // A turn without an id (never made by this version) gets one for its marker alone.
+        let id = turn.id.clone().unwrap_or_else(Turn::new_id);
+        let marker = chat.turn_marker(&id);
+        let (floor, next) = (chat.floor(), chat.next());
+        let ChatKeys {
+            system,
+            turns,
+            meta,
+            ..
+        } = chat;
+        let tokens = turn.tokens.unwrap_or_default();
+        let answer = extras
+            .answer
+            .map(|kept| (self.keys.idempotency(tenant, kept.key), kept));
+        let title = extras
+            .prefix
+            .first()
+            .and_then(auto_title)
+            .or_else(|| auto_title(turn))
+            .map(|title| self.sealing.seal_text(&meta, "auto_title", &title))
+            .transpose()?
+            .unwrap_or_default();
+        let mut prefix = Vec::with_capacity(extras.prefix.len());
+        for earlier in extras.prefix {
+            prefix.push(self.sealing.encode_turn(&turns, earlier)?);
+        }
+        let prompt = extras
+            .chat_prompt
+            .map(|prompt| self.sealing.seal_text(&system, "", prompt))
+            .transpose()?;
+        let mut keys = vec![turns, system, meta, marker, floor, next];
+        let answer = match answer {
+            Some((key, kept)) => {
+                let sealed = self.seal_answer(&key, kept)?;
+                keys.push(key);
+                sealed
+            }
+            None => String::new(),
+        };
+        let [kind, seen, newest] = extras.expect.as_args();
+        let claim = extras
+            .claimed
+            .map(|claimed| format!("{claimed}\n{id}"))
+            .unwrap_or_default();
+        let mut args = vec![
+            self.ttl_arg(),
+            json,
+            self.settings.max_history_messages.to_string(),
+            self.settings.max_chat_bytes.to_string(),
+            MARKER_SECONDS.to_string(),
+            extras.window_start.unwrap_or_default().to_owned(),
+            tokens.prompt.to_string(),
+            tokens.completion.to_string(),
+            tokens.cached.to_string(),
+            answer,
+            ANSWER_SECONDS.to_string(),
+            turn.messages().to_string(),
+            now.to_string(),
+            title,
+            extras.replaces.unwrap_or_default().to_owned(),
+            kind,
+            seen,
+            newest,
+            claim,
+        ];
+        args.push(prefix.len().to_string());
+        args.extend(prefix);
+        args.extend(prompt);
+        Ok((keys, args))
+    }
+
+    /// Every turn of a chat's list, opened, cut to the newest `MAX_HISTORY_MESSAGES`.
+    fn opened(&self, key: &str, raw: Vec<String>) -> Result<Vec<Turn>, StoreError> {
+        Ok(newest_within(
+            self.sealing.decode_turns(key, raw)?,
+            self.settings.max_history_messages,
+        ))
+    }
+}
+
+/// When a turn's write happens: the time its place in the list is given, so that the two
+/// agree.
+fn written_at(spent: Spent<'_>) -> u64 {
+    spent.listed.map_or_else(now_ms, |(_, now)| now)
+}
+
+/// What `append_turn` answered, as the store's contract says it.
+fn appended(result: i64) -> Written {
+    match result {
+        2 => Written::Moved,
+        3 => Written::Gone,
+        _ => Written::Stored,
+    }
+}
+
+/// A field of `read_chat`'s answer: text, or nothing.
+fn text(value: Option<Value>) -> Option<String> {
+    value.filter(|value| !value.is_null())?.into_string()
+}
+
+#[async_trait::async_trait]
+impl Turns for RedisStore {
+    async fn turn_context(
+        &self,
+        tenant: &Tenant,
+        chat: &ChatId,
+        claim: Option<TailClaim<'_>>,
+    ) -> Result<TurnContext, StoreError> {
+        let chat = self.keys.chat(tenant, chat);
+        let keys = vec![
+            chat.turns.clone(),
+            chat.system.clone(),
+            chat.meta.clone(),
+            chat.floor(),
+            chat.next(),
+        ];
+        let args = match claim {
+            None => vec![String::new(), String::new(), String::new()],
+            Some(claim) => vec![
+                claim.newest.unwrap_or("*").to_owned(),
+                claim.claimant.to_owned(),
+                claim.hold.as_secs().max(1).to_string(),
+            ],
+        };
+        // The chat's part is one atomic script (its version is the version of exactly the
+        // turns read); the global prompt, in another slot, is read beside it: one round
+        // trip (the relay test `a_turn_waits_for_two_round_trips_on_the_wire_whatever_the_
+        // history_length` measures it).
+        let global_key = self.keys.global_prompt(tenant);
+        let (global_prompt, read) = tokio::join!(
+            self.client().get::<Option<String>, _>(&global_key),
+            self.eval::<(Vec<Value>, Vec<String>)>(&self.scripts.read_chat, keys, args),
+        );
+        let global_prompt = global_prompt.map_err(|e| self.error(e))?;
+        let (head, history) = read?;
+        let mut head = head.into_iter();
+        let version = head.next().and_then(|v| v.as_u64()).unwrap_or(0);
+        let (chat_prompt, window_start, created_at) =
+            (text(head.next()), text(head.next()), text(head.next()));
+        let claimed = head.next().and_then(|v| v.as_u64()) == Some(1);
+        Ok(TurnContext {
+            global_prompt: self.sealing.open_optional(&global_key, "", global_prompt)?,
+            chat_prompt: self.sealing.open_optional(&chat.system, "", chat_prompt)?,
+            history: self.opened(&chat.turns, history)?,
+            window_start,
+            conversation: created_at.is_some(),
+            version,
+            claimed,
+        })
+    }
+
+    async fn release_claim(
+        &self,
+        tenant: &Tenant,
+        chat: &ChatId,
+        claimant: &str,
+    ) -> Result<(), StoreError> {
+        self.eval::<i64>(
+            &self.scripts.release_claim,
+            vec![self.keys.chat(tenant, chat).next()],
+            vec![claimant.to_owned()],
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn append_turn(
+        &self,
+        tenant: &Tenant,
+        chat: &ChatId,
+        turn: &Turn,
+        extras: TurnExtras<'_>,
+    ) -> Result<Written, StoreError> {
+        let now = now_ms();
+        let (keys, args) = self.append_turn_call(tenant, chat, turn, extras, now)?;
+        let write = async {
+            // The answer behind this turn is paid for: a write that timed out (and may yet
+            // run) is sent once more, which the marker makes safe.
+            let first = self
+                .eval::<i64>(&self.scripts.append_turn, keys.clone(), args.clone())
+                .await;
+            let stored = match first {
+                Ok(stored) => stored,
+                Err(error) => {
+                    tracing::warn!(%error, "storing a turn failed; sending the write once more");
+                    self.eval::<i64>(&self.scripts.append_turn, keys, args)
+                        .await?
+                }
+            };
+            Ok(appended(stored))
+        };
+        let written = self.with_index(tenant, chat, now, write).await?;
+        if written != Written::Stored {
+            // Listed beside a write that did not happen: taken off again (a chat that
+            // exists is listed by its next write; a deleted one must not be listed).
+            self.unlist_if_gone(tenant, chat).await;
+        }
+        Ok(written)
+    }
+
+    async fn record(
+        &self,
+        tenant: &Tenant,
+        turn: Option<(&ChatId, &Turn, TurnExtras<'_>)>,
+        spent: Spent<'_>,
+    ) -> Recorded {
+        // On a Cluster the chat's keys and the caller's counters may sit on two nodes: two
+        // scripts, sent together. Elsewhere one script writes both, so that the turn's write
+        // is one command and one reply (each script costs its own flush and, as often as
+        // not, its own wake-up of the client: BENCHMARKS.md).
+        // Apart, the turn's own write lists its chat (`append_turn`), not its count.
+        let apart = Spent {
+            listed: None,
+            ..spent
+        };
+        let (Some((chat, turn_to_store, extras)), false) = (turn, self.connection.clustered) else {
+            return record_apart(self, tenant, turn, apart).await;
+        };
+        let together = self
+            .append_turn_call(tenant, chat, turn_to_store, extras, written_at(spent))
+            .map(|(mut keys, append_args)| {
+                let (usage_keys, usage_args) = self.add_usage_call(tenant, spent);
+                let mut args = vec![keys.len().to_string(), append_args.len().to_string()];
+                args.extend(append_args);
+                args.extend(usage_args);
+                keys.extend(usage_keys);
+                (keys, args)
+            });
+        let result = match together {
+            Ok((keys, args)) => {
+                self.eval::<Vec<i64>>(&self.scripts.record, keys, args)
+                    .await
+            }
+            Err(error) => Err(error),
+        };
+        match result {
+            Ok(results) => {
+                let written = appended(results.first().copied().unwrap_or(1));
+                if written != Written::Stored {
+                    self.unlist_if_gone(tenant, chat).await;
+                }
+                Recorded {
+                    stored: Ok(written),
+                    counted: Ok(()),
+                }
+            }
+            // Run apart, each part once more (its marker makes that safe) and on its own, so
+            // that a chat that cannot be written still has its tokens counted.
+            Err(error) => {
+                tracing::warn!(%error, "a turn's write failed; sending its two parts apart");
+                record_apart(self, tenant, turn, apart).await
+            }
+        }
+    }
+
+    async fn turns(&self, tenant: &Tenant, chat: &ChatId) -> Result<Vec<Turn>, StoreError> {
+        let key = self.keys.chat(tenant, chat).turns;
+        let raw: Vec<String> = self
+            .client()
+            .lrange(&key, 0, -1)
+            .await
+            .map_err(|e| self.error(e))?;
+        self.opened(&key, raw)
+    }
+
+    async fn rewrite_turn(
+        &self,
+        tenant: &Tenant,
+        chat: &ChatId,
+        turn: &str,
+        with: Option<&Turn>,
+        seen: u64,
+    ) -> Result<Rewritten, StoreError> {
+        let keys = self.keys.chat(tenant, chat);
+        let with = match with {
+            Some(turn) => self.sealing.encode_turn(&keys.turns, turn)?,
+            None => String::new(),
+        };
+        let marker = keys.write_marker(&Turn::new_id());
+        let floor = keys.floor();
+        let found: i64 = self
+            .eval(
+                &self.scripts.rewrite_turn,
+                vec![keys.turns, keys.meta, floor, marker],
+                vec![
+                    turn.to_owned(),
+                    with,
+                    seen.to_string(),
+                    MARKER_SECONDS.to_string(),
+                ],
+            )
+            .await?;
+        Ok(match found {
+            1 => Rewritten::Done,
+            2 => Rewritten::Moved,
+            _ => Rewritten::Missing,
+        })
+    }
+
+    async fn clear(&self, tenant: &Tenant, chat: &ChatId) -> Result<(), StoreError> {
+        let keys = self.keys.chat(tenant, chat);
+        let (floor, marker) = (keys.floor(), keys.write_marker(&Turn::new_id()));
+        let ChatKeys {
+            system,
+            turns,
+            meta,
+            ..
+        } = keys;
+        let now = now_ms();
+        let write = self.eval::<i64>(
+            &self.scripts.clear,
+            vec![turns, system, meta, floor, marker],
+            vec![
+                self.ttl_arg(),
+                now.to_string(),
+                FLOOR_SECONDS.to_string(),
+                MARKER_SECONDS.to_string(),
+            ],
+        );
+        self.with_index(tenant, chat, now, write).await.map(drop)
+    }
+}
+
+impl RedisStore {
+    /// Takes a chat off its caller's list when it does not exist (a turn refused after its
+    /// chat was deleted was listed beside its write); a failure only leaves it listed until
+    /// the list is read, which drops chats that are gone.
+    async fn unlist_if_gone(&self, tenant: &Tenant, chat: &ChatId) {
+        let keys = self.keys.chat(tenant, chat);
+        let exists = self
+            .client()
+            .exists::<u64, _>(vec![keys.turns, keys.system, keys.meta])
+            .await;
+        if let Ok(0) = exists {
+            if let Err(error) = self.index(tenant, chat, None).await {
+                tracing::warn!(%error, "a deleted chat could not be taken off its caller's list");
+            }
+        }
+    }
+}
