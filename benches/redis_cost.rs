@@ -83,6 +83,8 @@ fn counting(stored: usize) {
         global_prompt: "You are a helpful assistant.",
         chat_prompt: Some("Answer briefly."),
         asked: &asked,
+        besides: 0,
+        fixed: 0,
     };
     let budget = u32::MAX / 2;
     let mut context = TurnContext::default();

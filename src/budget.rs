@@ -10,6 +10,8 @@
 //!   and the same window less one turn, the difference is exactly what that turn and the new
 //!   message weigh. Only text upstream has not counted yet is estimated ([`crate::tokens`]).
 
+use serde_json::{Map, Value};
+
 use crate::chat::{text_of, Asked, Turn, TurnTokens};
 use crate::error::ApiError;
 use crate::store::TurnContext;
@@ -27,20 +29,30 @@ pub struct Window {
     pub tokens: u32,
 }
 
-/// What a request sends besides its history: the system prompts and the new messages.
+/// What a request sends besides its history: the system prompts and the new messages, and
+/// everything else it sends; `MAX_PROMPT_TOKENS` counts all of it.
 pub struct Request<'a> {
     pub global_prompt: &'a str,
     pub chat_prompt: Option<&'a str>,
     pub asked: &'a [Asked],
+    /// The new input's items besides `asked` (a developer or an assistant message, a
+    /// function call, reasoning, an item a reference filled in): kept with the turn, and
+    /// sent again with it as history ([`besides`]).
+    pub besides: u32,
+    /// What the request sends only this once: a Responses request's `instructions`, the
+    /// tools' definitions ([`fixed`]).
+    pub fixed: u32,
 }
 
 impl Request<'_> {
     fn prompts(&self) -> u32 {
-        estimate_message(self.global_prompt) + self.chat_prompt.map_or(0, estimate_message)
+        estimate_message(self.global_prompt)
+            + self.chat_prompt.map_or(0, estimate_message)
+            + self.fixed
     }
 
     fn asked(&self) -> u32 {
-        self.asked.iter().map(estimate_asked).sum()
+        self.asked.iter().map(estimate_asked).sum::<u32>() + self.besides
     }
 
     /// What identifies the part of a request that comes before its new messages.
@@ -202,6 +214,38 @@ pub fn size(turn: &Turn) -> u32 {
                 + calls
         }
     }
+}
+
+/// A Responses input's items that are not the other doors' messages (what `asked_in`
+/// leaves out), estimated: a message's text, any other item's JSON.
+pub fn besides(input: &[Value]) -> u32 {
+    input
+        .iter()
+        .filter(|item| !is_asked(item))
+        .map(|item| match item.get("content") {
+            Some(content) if item["role"].is_string() => estimate_message(&text_of(content)),
+            _ => estimate(&item.to_string()),
+        })
+        .sum()
+}
+
+/// Whether an input item is one of the messages `asked_in` reads (a user message, a
+/// tool's result), which `estimate_asked` counts.
+fn is_asked(item: &Value) -> bool {
+    match item["type"].as_str() {
+        Some("function_call_output") => true,
+        Some("message") | None => item["role"] == "user",
+        Some(_) => false,
+    }
+}
+
+/// What a request sends once besides its prompts and input: `instructions`, and the
+/// definitions of the tools it offers (`tools` among its parameters).
+pub fn fixed(instructions: Option<&str>, params: Option<&Map<String, Value>>) -> u32 {
+    let tools = params
+        .and_then(|params| params.get("tools"))
+        .map_or(0, |tools| estimate(&tools.to_string()));
+    instructions.map_or(0, estimate_message) + tools
 }
 
 /// One of the caller's messages as it is sent, estimated.

@@ -14,7 +14,7 @@ use crate::app::App;
 use crate::error::ApiError;
 use crate::http::ResponseBody;
 use crate::request_log::RequestLog;
-use crate::routes::{request_path, OpenAiRoute, Route, UsageRoute};
+use crate::routes::{request_path, ChatsRoute, OpenAiRoute, Route, UsageRoute};
 
 /// Answers one request. Never fails: every error becomes its JSON response here, because an
 /// `Err` from a Lambda handler reaches the client as API Gateway's bare 500, and a panic is
@@ -80,11 +80,14 @@ async fn serve(
         Err(error) => return Err(error),
     };
     log.route = route.name();
-    // Every route, whether it reads its body or not: nothing larger is taken in.
-    if request.body().len() > app.max_body_bytes {
-        return Err(ApiError::PayloadTooLarge {
-            limit: app.max_body_bytes,
-        });
+    // Every route, whether it reads its body or not: nothing larger is taken in (an import
+    // holds a whole chat).
+    let limit = match route {
+        Route::Chats(ChatsRoute::Import) => api::chats::import_limit(app),
+        _ => app.max_body_bytes,
+    };
+    if request.body().len() > limit {
+        return Err(ApiError::PayloadTooLarge { limit });
     }
     // The routes that need no key.
     match route {

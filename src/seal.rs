@@ -13,13 +13,19 @@ use std::fmt;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
+use ring::hmac;
 use ring::rand::{SecureRandom, SystemRandom};
 
 /// The keys of `SEAL_KEYS`, the first of which seals.
 pub struct SealKeys {
     keys: Vec<(String, LessSafeKey)>,
+    /// A MAC key of each, derived from it (never the cipher key itself), by the same id.
+    macs: Vec<(String, hmac::Key)>,
     random: SystemRandom,
 }
+
+/// What a MAC key is derived with: HMAC-SHA256 of this under the sealing key.
+const MAC_KEY_LABEL: &[u8] = b"chat-proxy seal-keys mac key v1";
 
 impl fmt::Debug for SealKeys {
     // The ids only: never a key.
@@ -67,6 +73,7 @@ impl SealKeys {
     /// by its value.
     pub fn parse(text: &str) -> Result<SealKeys, String> {
         let mut keys: Vec<(String, LessSafeKey)> = Vec::new();
+        let mut macs: Vec<(String, hmac::Key)> = Vec::new();
         let mut problems = Vec::new();
         for (place, entry) in text.split(',').map(str::trim).enumerate() {
             let place = place + 1;
@@ -100,7 +107,15 @@ impl SealKeys {
                 continue;
             }
             match UnboundKey::new(&AES_256_GCM, &bytes) {
-                Ok(key) => keys.push((id.to_owned(), LessSafeKey::new(key))),
+                Ok(key) => {
+                    keys.push((id.to_owned(), LessSafeKey::new(key)));
+                    let derived =
+                        hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, &bytes), MAC_KEY_LABEL);
+                    macs.push((
+                        id.to_owned(),
+                        hmac::Key::new(hmac::HMAC_SHA256, derived.as_ref()),
+                    ));
+                }
                 Err(_) => problems.push(format!("key `{id}` cannot be used")),
             }
         }
@@ -112,6 +127,7 @@ impl SealKeys {
         }
         Ok(SealKeys {
             keys,
+            macs,
             random: SystemRandom::new(),
         })
     }
@@ -170,6 +186,59 @@ impl SealKeys {
     pub fn key_id(sealed: &str) -> Option<&str> {
         sealed.split_once(':').map(|(id, _)| id)
     }
+
+    /// A MAC of `data` for the place `bound`, under the first key: `<key id>:<hex>`. The
+    /// same data gives the same MAC (where a value must be recognised again, as a claim is by
+    /// its own release), and nobody without the key can tell what data gives it (where a
+    /// plain hash would confirm a guess).
+    pub fn mac(&self, bound: &[u8], data: &[u8]) -> String {
+        let Some((id, key)) = self.macs.first() else {
+            return String::new();
+        };
+        format!("{id}:{}", hex(mac_of(key, bound, data).as_ref()))
+    }
+
+    /// Whether `mac` is the MAC of `data` for `bound`, under whichever key it names.
+    pub fn mac_matches(&self, mac: &str, bound: &[u8], data: &[u8]) -> bool {
+        let Some((id, _)) = mac.split_once(':') else {
+            return false;
+        };
+        let (Some((_, key)), Some(tag)) = (
+            self.macs.iter().find(|(known, _)| known == id),
+            unhex(&mac[id.len() + 1..]),
+        ) else {
+            return false;
+        };
+        // ring compares the tags in constant time.
+        hmac::verify(key, &mac_message(bound, data), &tag).is_ok()
+    }
+}
+
+fn mac_of(key: &hmac::Key, bound: &[u8], data: &[u8]) -> hmac::Tag {
+    hmac::sign(key, &mac_message(bound, data))
+}
+
+/// What a MAC is of: the place, a newline, the data.
+fn mac_message(bound: &[u8], data: &[u8]) -> Vec<u8> {
+    let mut message = Vec::with_capacity(bound.len() + 1 + data.len());
+    message.extend_from_slice(bound);
+    message.push(b'\n');
+    message.extend_from_slice(data);
+    message
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if text.len() % 2 != 0 {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|at| u8::from_str_radix(text.get(at..at + 2)?, 16).ok())
+        .collect()
 }
 
 #[cfg(test)]
@@ -228,6 +297,24 @@ mod tests {
         let sealed_new = both.seal(b"p", b"after").unwrap();
         assert_eq!(SealKeys::key_id(&sealed_new), Some("new"));
         assert_eq!(both.open(b"p", &sealed_new).unwrap(), b"after");
+    }
+
+    #[test]
+    fn a_mac_is_the_same_for_the_same_data_and_place_under_any_key_it_names() {
+        let keys = SealKeys::parse(&format!("k1:{A}")).unwrap();
+        let mac = keys.mac(b"idem", b"fingerprint");
+        assert!(mac.starts_with("k1:") && mac.len() == 3 + 64, "{mac}");
+        assert_eq!(mac, keys.mac(b"idem", b"fingerprint"));
+        assert_ne!(mac, keys.mac(b"idem", b"another"));
+        assert_ne!(mac, keys.mac(b"other place", b"fingerprint"));
+        assert!(keys.mac_matches(&mac, b"idem", b"fingerprint"));
+        assert!(!keys.mac_matches(&mac, b"idem", b"another"));
+        // After a rotation the older key still checks what it made.
+        let rotated = SealKeys::parse(&format!("k2:{B},k1:{A}")).unwrap();
+        assert!(rotated.mac_matches(&mac, b"idem", b"fingerprint"));
+        assert!(rotated.mac(b"idem", b"fingerprint").starts_with("k2:"));
+        let other = SealKeys::parse(&format!("k1:{B}")).unwrap();
+        assert!(!other.mac_matches(&mac, b"idem", b"fingerprint"));
     }
 
     #[test]

@@ -10,12 +10,15 @@ use serde_json::{json, Map, Value};
 
 use crate::app::App;
 use crate::body::json_object;
-use crate::chat::{listed_items, turn_parts, ChatId, Exchange, StoredResponse, Tenant, Turn};
+use crate::chat::{
+    check_items, listed_items, referenced_ids, turn_parts, ChatId, Exchange, StoredResponse,
+    Tenant, Turn,
+};
 use crate::error::ApiError;
 use crate::http::{json_response, ResponseBody};
 use crate::paging::{self, Paging};
 use crate::request_log::RequestLog;
-use crate::store::{ConversationInfo, Expect, TurnExtras, Written};
+use crate::store::{ConversationInfo, StoreError, TurnExtras};
 use crate::turn::Rewrite;
 
 /// The most items one request adds, as at OpenAI.
@@ -97,15 +100,15 @@ fn items_of(body: &mut Map<String, Value>, required: bool) -> Result<Vec<Value>,
             ))
         }
     };
-    for (index, item) in items.iter().enumerate() {
-        let named = item.get("type").is_some_and(Value::is_string)
-            || item.get("role").is_some_and(Value::is_string);
-        if !named {
-            return Err(invalid(
-                "items",
-                format!("items[{index}] must be an item: an object with a `type` or a `role`"),
-            ));
-        }
+    // Checked as `/v1/responses` checks its input: an item upstream would refuse, kept,
+    // would make every later turn of the conversation fail.
+    check_items(&items)
+        .map_err(|(index, why)| invalid("items", format!("items[{index}] {why}")))?;
+    if let Err(index) = referenced_ids(&items) {
+        return Err(invalid(
+            "items",
+            format!("items[{index}] is an item_reference without an `id` (a string)"),
+        ));
     }
     Ok(items)
 }
@@ -121,22 +124,6 @@ fn nothing_else(body: &Map<String, Value>) -> Result<(), ApiError> {
     }
 }
 
-/// A turn of items a caller added by themselves: no response.
-fn items_turn(items: Vec<Value>) -> Turn {
-    let exchange = Exchange {
-        input: items,
-        response: StoredResponse::none(),
-    };
-    Turn {
-        id: Some(Turn::new_id()),
-        asked: exchange.asked(),
-        assistant: String::new(),
-        calls: Vec::new(),
-        exchange: Some(Box::new(exchange)),
-        tokens: None,
-    }
-}
-
 /// `POST /v1/conversations`: a new conversation, with its first items and metadata.
 pub async fn create(
     app: &App,
@@ -149,32 +136,33 @@ pub async fn create(
     let metadata = metadata_of(&mut body)?;
     let items = items_of(&mut body, false)?;
     nothing_else(&body)?;
+    log.redis(limit).await?;
     let chat = ChatId::parse_decoded(&format!("conv_{:032x}", fastrand::u128(..)))
         .map_err(|_| ApiError::Internal)?;
     let info = ConversationInfo {
         created_at: now(),
         metadata,
     };
+    // Checked (and their references filled in) before anything is written: a new
+    // conversation's items may answer only the calls made among them.
+    let turn = match items.is_empty() {
+        true => None,
+        false => Some(app.turns.checked_items(tenant, &[], items, log).await?.turn),
+    };
     let store = &app.store;
     let write = async {
-        let made = store
+        store
             .set_conversation(tenant, &chat, info.created_at, info.metadata.as_deref())
-            .await;
-        match (made, items.is_empty()) {
-            (Ok(()), false) => {
-                let turn = items_turn(items);
-                // A new conversation of a fresh id: nothing to check.
-                store
-                    .append_turn(tenant, &chat, &turn, TurnExtras::default())
-                    .await
-                    .map(drop)
-            }
-            (made, _) => made,
+            .await?;
+        if let Some(turn) = &turn {
+            // A new conversation of a fresh id: nothing to check.
+            store
+                .append_turn(tenant, &chat, turn, TurnExtras::default())
+                .await?;
         }
+        Ok::<(), StoreError>(())
     };
-    let (allowed, written) = log.redis(async { tokio::join!(limit, write) }).await;
-    allowed?;
-    written?;
+    log.redis(write).await?;
     Ok(json_response(StatusCode::OK, &conversation(&chat, &info)))
 }
 
@@ -368,30 +356,15 @@ pub async fn add_items(
     nothing_else(&body)?;
     let chat = chat_of(id)?;
     let limit = app.guard.rate_limit(tenant, request);
-    let read = async {
-        tokio::join!(
-            limit,
-            app.store.conversation(tenant, &chat),
-            app.store.turn_context(tenant, &chat, None)
-        )
+    let exists = async {
+        let (allowed, info) = tokio::join!(limit, app.store.conversation(tenant, &chat));
+        allowed?;
+        info?.ok_or_else(|| not_found(id)).map(drop)
     };
-    let (allowed, info, context) = log.redis(read).await;
-    allowed?;
-    info?.ok_or_else(|| not_found(id))?;
-    let context = context?;
-    let turn = items_turn(items);
-    // Added after whatever was added meanwhile, unless the conversation was deleted since
-    // it was read (`store/mod.rs`).
-    let extras = TurnExtras {
-        expect: Expect::Since(context.version),
-        ..TurnExtras::default()
-    };
-    let written = log
-        .redis(app.store.append_turn(tenant, &chat, &turn, extras))
+    let turn = app
+        .turns
+        .add_items(tenant, &chat, items, exists, log)
         .await?;
-    if written == Written::Gone {
-        return Err(not_found(id));
-    }
     let added = listed_items(&turn);
     Ok(json_response(
         StatusCode::OK,

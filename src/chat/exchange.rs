@@ -270,8 +270,9 @@ pub fn asked_in(input: &[Value]) -> Vec<Asked> {
     input.iter().filter_map(asked_of).collect()
 }
 
-/// An input item as a message of the other doors, when it is one.
-fn asked_of(item: &Value) -> Option<Asked> {
+/// An input item as a message of the other doors, when it is one (a user message, a
+/// tool's result).
+pub fn asked_of(item: &Value) -> Option<Asked> {
     match item["type"].as_str() {
         Some("function_call_output") => Some(Asked::ToolResult(ToolResult {
             tool_call_id: item["call_id"].as_str()?.to_owned(),
@@ -333,6 +334,22 @@ pub fn turn_items(turn: &Turn, images_as_text: bool, items: &mut Vec<Value>) {
 }
 
 impl Turn {
+    /// A turn of items a caller added to a conversation by themselves: no response.
+    pub fn of_items(items: Vec<Value>) -> Turn {
+        let exchange = Exchange {
+            input: items,
+            response: StoredResponse::none(),
+        };
+        Turn {
+            id: Some(Turn::new_id()),
+            asked: exchange.asked(),
+            assistant: String::new(),
+            calls: Vec::new(),
+            exchange: Some(Box::new(exchange)),
+            tokens: None,
+        }
+    }
+
     /// A turn of questions with no reply yet (a fork cut after a question, an import that
     /// ends with one): kept as items, as a conversation keeps items added with no
     /// response, so every door reads it as unanswered.

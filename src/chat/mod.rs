@@ -4,6 +4,7 @@
 
 mod exchange;
 mod id;
+mod items;
 mod reference;
 mod said;
 mod title;
@@ -11,10 +12,11 @@ mod transcript;
 mod turn;
 
 pub use self::exchange::{
-    asked_in, asked_item, calls_of, listed_items, output_text, parse_response_id, response_id,
-    turn_items, turn_parts, Exchange, StoredResponse,
+    asked_in, asked_item, asked_of, calls_of, listed_items, output_text, parse_response_id,
+    response_id, turn_items, turn_parts, Exchange, StoredResponse,
 };
 pub use self::id::{ChatId, InvalidChatId};
+pub use self::items::{check_items, unanswered_output};
 pub use self::reference::{find_items, referable_ids, referenced_ids, resolve, MAX_ITEM_ID_BYTES};
 pub use self::said::{first_difference, Said};
 pub use self::title::{auto_title, AUTO_TITLE_CHARS, MAX_TITLE_CHARS};

@@ -3,6 +3,10 @@
 //! item as a reference), and OpenAI, which the proxy asks with `store: false`, knows none
 //! of them; so the proxy puts each referenced item in its place before the turn is asked
 //! or stored, and a stored turn holds only whole items.
+//!
+//! A reasoning item sent back without its `encrypted_content` is filled in the same way: a
+//! caller that resends a response's output as input (OpenAI's pattern for `store: true`)
+//! got it without that content, which OpenAI, keeping nothing, needs; the proxy kept it.
 
 use std::collections::HashMap;
 
@@ -22,12 +26,25 @@ fn reference_id(item: &Value) -> Option<Option<&str>> {
     })
 }
 
-/// The ids `input`'s references name, each once, in order; `Err(index)` for a reference
-/// with no usable id (not a string, empty, or too long).
+/// A reasoning item without its encrypted content, and its id: filled in when found.
+fn bare_reasoning_id(item: &Value) -> Option<&str> {
+    let bare = item["type"] == "reasoning" && item["encrypted_content"].is_null();
+    item["id"]
+        .as_str()
+        .filter(|id| bare && !id.is_empty() && id.len() <= MAX_ITEM_ID_BYTES)
+}
+
+/// The ids `input`'s references (and its reasoning items without their encrypted content)
+/// name, each once, in order; `Err(index)` for a reference with no usable id (not a
+/// string, empty, or too long).
 pub fn referenced_ids(input: &[Value]) -> Result<Vec<String>, usize> {
     let mut ids: Vec<String> = Vec::new();
     for (index, item) in input.iter().enumerate() {
-        match reference_id(item) {
+        let named = match bare_reasoning_id(item) {
+            Some(id) => Some(Some(id)),
+            None => reference_id(item),
+        };
+        match named {
             None => {}
             Some(None) => return Err(index),
             Some(Some(id)) if ids.iter().any(|known| known == id) => {}
@@ -64,8 +81,9 @@ pub fn find_items(turns: &[Turn], ids: &[String], found: &mut HashMap<String, Va
     }
 }
 
-/// Puts each reference's item in its place; `Err(id)` names the first reference to an item
-/// not found, and leaves `input` as it was.
+/// Puts each reference's item in its place, and a stored reasoning item in the place of
+/// the same item sent without its encrypted content (one not found stays as sent);
+/// `Err(id)` names the first reference to an item not found, and leaves `input` as it was.
 pub fn resolve(input: &mut [Value], found: &HashMap<String, Value>) -> Result<(), String> {
     for item in input.iter() {
         if let Some(Some(id)) = reference_id(item) {
@@ -75,8 +93,11 @@ pub fn resolve(input: &mut [Value], found: &HashMap<String, Value>) -> Result<()
         }
     }
     for item in input.iter_mut() {
-        let referenced = match reference_id(item) {
-            Some(Some(id)) => found.get(id).cloned(),
+        let referenced = match (reference_id(item), bare_reasoning_id(item)) {
+            (Some(Some(id)), _) | (_, Some(id)) => found
+                .get(id)
+                .filter(|stored| stored["type"] == item["type"] || item["type"] == "item_reference")
+                .cloned(),
             _ => None,
         };
         if let Some(referenced) = referenced {
@@ -150,6 +171,30 @@ mod tests {
         let before = unknown.clone();
         assert_eq!(resolve(&mut unknown, &found), Err("msg_9".to_owned()));
         assert_eq!(unknown, before);
+    }
+
+    #[test]
+    fn reasoning_sent_back_without_its_encrypted_content_is_filled_in() {
+        let reasoning = json!({"type": "reasoning", "id": "rs_1", "summary": [],
+            "encrypted_content": "gAAAA"});
+        let turns = [responses_turn("t1", json!([reasoning.clone()]))];
+        let mut input = vec![
+            json!({"type": "reasoning", "id": "rs_1", "summary": []}),
+            json!({"type": "reasoning", "id": "rs_9", "summary": []}),
+            json!({"type": "reasoning", "id": "rs_2", "summary": [], "encrypted_content": "x"}),
+        ];
+        let ids = referenced_ids(&input).unwrap();
+        assert_eq!(ids, ["rs_1", "rs_9"]);
+        let mut found = HashMap::new();
+        find_items(&turns, &ids, &mut found);
+        resolve(&mut input, &found).unwrap();
+        assert_eq!(input[0], reasoning);
+        assert_eq!(
+            input[1]["encrypted_content"],
+            Value::Null,
+            "not found: as sent"
+        );
+        assert_eq!(input[2]["encrypted_content"], "x", "its own: as sent");
     }
 
     #[test]

@@ -35,15 +35,16 @@ pub struct Claimant<'a> {
     pub hold: std::time::Duration,
 }
 
-/// What a claim on an `Idempotency-Key` found.
+/// What a claim on an `Idempotency-Key` found. `same`: the other request asked what this
+/// one asks (the store compares the fingerprints, which it may keep only as MACs).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
     /// The key was free; this request holds it now.
     Claimed,
     /// A request with this key is running.
-    InProgress { fingerprint: String },
+    InProgress { same: bool },
     /// A request with this key was answered.
-    Answered { fingerprint: String, answer: String },
+    Answered { same: bool, answer: String },
 }
 
 #[async_trait::async_trait]

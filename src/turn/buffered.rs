@@ -3,8 +3,9 @@
 
 use std::future::Future;
 
-use super::prepare::{Prepared, Sent};
+use super::prepare::Prepared;
 use super::record::Record;
+use super::sent::Sent;
 use super::{Answered, Ask, Ran, TurnEngine};
 use crate::error::ApiError;
 use crate::request_log::RequestLog;

@@ -4,7 +4,8 @@
 
 use std::future::Future;
 
-use super::prepare::{HistoryImages, Ready, Sent};
+use super::prepare::Ready;
+use super::sent::{HistoryImages, Sent};
 use super::{Ask, TurnEngine};
 use crate::budget::{self, Window};
 use crate::chat::Asked;

@@ -14,10 +14,13 @@
 
 mod buffered;
 mod fallback;
+mod items;
+mod joins;
 mod prepare;
 mod record;
 mod redo;
 mod rewrite;
+mod sent;
 mod streamed;
 
 use std::future::Future;
@@ -28,9 +31,10 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use tokio::time::Instant;
 
-pub use self::prepare::ENCRYPTED_REASONING;
+pub use self::items::CheckedItems;
 pub use self::redo::Redo;
 pub use self::rewrite::Rewrite;
+pub use self::sent::ENCRYPTED_REASONING;
 pub use self::streamed::OpenTurn;
 use crate::chat::{Asked, ChatId, Said, Tenant, Turn};
 use crate::store::{Claimant, IdempotencyKey, Store};

@@ -102,10 +102,17 @@ impl Record {
         let day = UtcDay::today();
         // The turn, moved out of what the request asked and what upstream answered.
         let turn = self.chat.as_ref().map(|(chat, context, window)| {
+            // What the turn weighs as history: its input, all of it (the once-only part of
+            // its request is not sent again).
             let request = budget::Request {
                 global_prompt: &self.global_prompt,
                 chat_prompt: context.chat_prompt.as_deref(),
                 asked: &asked,
+                besides: self
+                    .responses
+                    .as_ref()
+                    .map_or(0, |responses| budget::besides(&responses.input)),
+                fixed: 0,
             };
             let tokens = budget::turn_tokens(context, &request, window, &answered.usage);
             // What the write needs of the chat (`store/mod.rs`): nothing of a chain it

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::prepare::{Prepared, Sent};
+use super::prepare::Prepared;
 use super::record::Record;
+use super::sent::Sent;
 use super::{Answered, Ask, Opened, StreamSink, TurnEngine};
 use crate::chat::Asked;
 use crate::error::ApiError;
@@ -161,6 +162,14 @@ impl OpenTurn {
                     whole = chunk.whole;
                     usage = chunk.usage.or(usage);
                     sink.chunk(&chunk).await;
+                    if let Some(message) = chunk.failure {
+                        // The sink has passed upstream's own word on; the turn ends here.
+                        let failed = UpstreamError::Status {
+                            status: 200,
+                            message,
+                        };
+                        return Err(failed.into());
+                    }
                 }
             }
         }

@@ -15,8 +15,8 @@
 //! - a response (`/responses`) answers the same way to its last user item (or the output
 //!   of its last function call), `echo: <text> (<n> items)`, with a call of the first tool
 //!   for [`CALL_MARKER`], a reasoning item with encrypted content when asked for one, and
-//!   OpenAI's semantic events when streamed; an `item_reference` is a 404, as at OpenAI
-//!   when nothing is stored;
+//!   OpenAI's semantic events when streamed; an `item_reference` (or reasoning without its
+//!   encrypted content) is a 404, as at OpenAI when nothing is stored;
 //! - a moderation is unflagged unless the text contains [`FLAG_MARKER`];
 //! - the model list is the configured models.
 
@@ -446,9 +446,14 @@ pub fn response_events(response: &Value) -> Vec<(bool, Value)> {
 }
 
 fn responses(body: &Value) -> reqwest::Response {
-    // As OpenAI: the proxy always asks with `store: false`, so no item can be referenced.
+    // As OpenAI: the proxy always asks with `store: false`, so no item can be referenced,
+    // nor a reasoning item sent without its encrypted content.
     let mut references = body["input"].as_array().into_iter().flatten();
-    if let Some(reference) = references.find(|item| item["type"] == "item_reference") {
+    let unknown = |item: &&Value| {
+        item["type"] == "item_reference"
+            || (item["type"] == "reasoning" && item["encrypted_content"].is_null())
+    };
+    if let Some(reference) = references.find(unknown) {
         let message = format!(
             "Item with id '{}' not found. Items are not persisted when `store` is set to \
              false. Try again with `store` set to true, or remove this item from your input.",

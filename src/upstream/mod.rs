@@ -68,6 +68,9 @@ pub struct Chunk {
     /// The usage chunk, last of a stream that asked for it.
     pub usage: Option<Usage>,
     pub(crate) usage_only: bool,
+    /// The response failed (a Responses stream's `response.failed`), as upstream said why:
+    /// the event is passed on as sent, and the turn ends with it, unstored.
+    pub failure: Option<String>,
 }
 
 impl Chunk {
@@ -157,6 +160,7 @@ impl ChunkStream {
         }
         self.first_ended |= finished;
         Some(Ok(Chunk {
+            failure: None,
             raw,
             delta,
             finished,

@@ -120,8 +120,8 @@ struct EventFields {
 }
 
 /// One event of a Responses stream, read: the reply's text deltas, and its end, which
-/// carries the whole response (kept in `completed`). A failed response and an `error`
-/// event fail the stream.
+/// carries the whole response (kept in `completed`), or says it failed. An `error` event
+/// fails the stream.
 pub(super) fn event(
     raw: Box<RawValue>,
     completed: &mut Option<Box<RawValue>>,
@@ -136,6 +136,7 @@ pub(super) fn event(
         whole: false,
         usage: None,
         usage_only: false,
+        failure: None,
     };
     match fields.kind.as_str() {
         "response.output_text.delta" | "response.refusal.delta" => {
@@ -154,17 +155,18 @@ pub(super) fn event(
             chunk.whole = true;
             *completed = Some(response);
         }
+        // Passed on as upstream sent it (a caller reads OpenAI's own reason in it), and
+        // the turn ends with it.
         "response.failed" => {
             let response: Value = fields
                 .response
                 .and_then(|raw| serde_json::from_str(raw.get()).ok())
                 .unwrap_or(Value::Null);
-            return Err(
-                failure(&response, api_key).unwrap_or(UpstreamError::Status {
-                    status: 200,
-                    message: "the response failed".to_owned(),
-                }),
-            );
+            let message = match failure(&response, api_key) {
+                Some(UpstreamError::Status { message, .. }) => message,
+                _ => "the response failed".to_owned(),
+            };
+            chunk.failure = Some(message);
         }
         "error" => {
             return Err(UpstreamError::Status {

@@ -61,7 +61,11 @@ pub struct StreamOptions {
 #[serde(tag = "role", rename_all = "lowercase")]
 pub enum Message<'a> {
     System {
-        content: &'a str,
+        content: Cow<'a, str>,
+    },
+    /// A developer message a conversation's items hold.
+    Developer {
+        content: Cow<'a, str>,
     },
     User {
         content: UserContentOut<'a>,
@@ -69,9 +73,9 @@ pub enum Message<'a> {
     Assistant {
         /// Absent only from a reply that is tool calls alone, as OpenAI allows.
         #[serde(skip_serializing_if = "Option::is_none")]
-        content: Option<&'a str>,
+        content: Option<Cow<'a, str>>,
         #[serde(skip_serializing_if = "<[_]>::is_empty")]
-        tool_calls: &'a [Value],
+        tool_calls: Cow<'a, [Value]>,
     },
     Tool {
         tool_call_id: &'a str,
@@ -96,16 +100,23 @@ impl<'a> Message<'a> {
             (text, _) => Some(text),
         };
         Message::Assistant {
-            content,
-            tool_calls: &turn.calls,
+            content: content.map(Cow::Borrowed),
+            tool_calls: Cow::Borrowed(&turn.calls),
+        }
+    }
+
+    /// A system message.
+    pub fn system(content: &'a str) -> Self {
+        Message::System {
+            content: Cow::Borrowed(content),
         }
     }
 
     /// A reply of text alone.
     pub fn assistant(content: &'a str) -> Self {
         Message::Assistant {
-            content: Some(content),
-            tool_calls: &[],
+            content: Some(Cow::Borrowed(content)),
+            tool_calls: Cow::Borrowed(&[]),
         }
     }
 
@@ -291,9 +302,7 @@ mod tests {
         let hi = UserContent::Text("hi".into());
         let cat = UserContent::question("what is this?".into(), Some("https://x/cat.png".into()));
         let messages = [
-            Message::System {
-                content: "be brief",
-            },
+            Message::system("be brief"),
             Message::user(&hi),
             Message::assistant("hello"),
             Message::user(&cat),

@@ -305,3 +305,104 @@ async fn unknown_fields_are_refused_as_at_openai() {
     }
     assert_eq!(t.dump(), before, "nothing stored");
 }
+
+#[tokio::test]
+async fn items_are_checked_and_their_references_filled_in_before_anything_is_stored() {
+    let t = TestApp::start().await;
+    let stored = t
+        .post("/v1/responses", json!({"input": "remember this"}))
+        .await;
+    assert_eq!(stored.status, 200, "{}", stored.text);
+    let answer = stored.json()["output"][0].clone();
+    let existing = t.post("/v1/conversations", json!({})).await.json()["id"].clone();
+    let existing = existing.as_str().unwrap().to_owned();
+    let asked = t.openai.requests().await.len();
+    let before = t.dump();
+    for (items, code) in [
+        (json!([{"type": "surprise", "text": "x"}]), "invalid_value"),
+        (json!([{"type": "message"}]), "invalid_value"),
+        (json!([{"role": "user", "content": 3}]), "invalid_value"),
+        (
+            json!([{"role": "user", "content": [{"type": "input_txt", "text": "x"}]}]),
+            "invalid_value",
+        ),
+        (
+            json!([{"type": "function_call_output", "call_id": "nobody", "output": "x"}]),
+            "invalid_function_call_output",
+        ),
+        (
+            json!([{"type": "item_reference", "id": "msg_unknown"}]),
+            "item_not_found",
+        ),
+    ] {
+        let made = t.post("/v1/conversations", json!({"items": items})).await;
+        let status = if code == "item_not_found" { 404 } else { 400 };
+        made.assert_error(status, code);
+        assert_eq!(made.json()["error"]["param"], "items", "{items}");
+        let added = t
+            .post(
+                &format!("/v1/conversations/{existing}/items"),
+                json!({"items": items}),
+            )
+            .await;
+        added.assert_error(status, code);
+    }
+    assert_eq!(t.dump(), before, "nothing stored");
+    assert_eq!(
+        t.openai.requests().await.len(),
+        asked,
+        "nothing sent upstream"
+    );
+
+    // A reference to a stored item is kept as the whole item, and a later turn sends it so.
+    let made = t
+        .post(
+            "/v1/conversations",
+            json!({"items": [{"type": "item_reference", "id": answer["id"]},
+                             {"role": "user", "content": "and now?"}]}),
+        )
+        .await;
+    assert_eq!(made.status, 200, "{}", made.text);
+    let id = made.json()["id"].as_str().unwrap().to_owned();
+    let items = t
+        .get(&format!("/v1/conversations/{id}/items?order=asc"))
+        .await
+        .json();
+    assert_eq!(items["data"][0]["type"], "message");
+    assert_eq!(items["data"][0]["content"], answer["content"]);
+    let next = t
+        .post(
+            "/v1/responses",
+            json!({"input": "go on", "conversation": id}),
+        )
+        .await;
+    assert_eq!(next.status, 200, "{}", next.text);
+    let sent = t.openai.bodies("/v1/responses").await.pop().unwrap();
+    assert!(
+        sent["input"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|item| item["type"] != "item_reference"),
+        "{sent}"
+    );
+    assert!(
+        sent["input"].as_array().unwrap().contains(&answer),
+        "{sent}"
+    );
+}
+
+#[tokio::test]
+async fn a_responses_input_upstream_would_refuse_is_refused_here() {
+    let t = TestApp::start().await;
+    for input in [
+        json!([{"type": "surprise"}]),
+        json!([{"type": "message", "content": "no role"}]),
+        json!([{"role": "user", "content": [{"type": "input_text"}]}]),
+    ] {
+        let reply = t.post("/v1/responses", json!({"input": input})).await;
+        reply.assert_error(400, "invalid_value");
+        assert_eq!(reply.json()["error"]["param"], "input");
+    }
+    assert!(t.openai.requests().await.is_empty());
+}

@@ -513,3 +513,61 @@ async fn sealing_and_the_reseal_work_on_a_redis_cluster() {
     assert_eq!(reply.status, 200, "{}", reply.text);
     assert_eq!(reply.json()[0]["content"], "cluster east secret");
 }
+
+#[tokio::test]
+async fn a_kept_request_cannot_be_confirmed_from_a_sealed_redis() {
+    let t = TestApp::with_env(&[("SEAL_KEYS", KEY_1)]).await;
+    let body = json!({"content": "is it the password hunter2?"});
+    // What a reader of Redis would compute from a guess of the request.
+    let guess = chat_proxy::idempotency::fingerprint(&[
+        b"seed",
+        b"chat",
+        b"json",
+        body.to_string().as_bytes(),
+    ]);
+    t.openai
+        .hold_next_chat(std::time::Duration::from_millis(500))
+        .await;
+    let keyed = t.call_with(
+        Method::POST,
+        "/c1/chat",
+        lambda_http::Body::from(body.to_string()),
+        &[("idempotency-key", "k-1")],
+    );
+    let held = async {
+        t.openai.wait_for_chat_requests(1).await;
+        raw_values(&t)
+    };
+    let (reply, while_held) = tokio::join!(keyed, held);
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert!(
+        while_held.contains("pending"),
+        "the claim was read while held"
+    );
+    assert!(
+        !while_held.contains(&guess),
+        "the claim holds the request's hash"
+    );
+    assert!(
+        !raw_values(&t).contains(&guess),
+        "the answer holds the request's hash"
+    );
+    // The retry is still recognised as the same request, and another body is not.
+    let again = t
+        .call_with(
+            Method::POST,
+            "/c1/chat",
+            lambda_http::Body::from(body.to_string()),
+            &[("idempotency-key", "k-1")],
+        )
+        .await;
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    t.call_with(
+        Method::POST,
+        "/c1/chat",
+        lambda_http::Body::from(json!({"content": "another"}).to_string()),
+        &[("idempotency-key", "k-1")],
+    )
+    .await
+    .assert_error(422, "idempotency_key_reused");
+}

@@ -321,9 +321,16 @@ async fn a_claim_sent_twice_is_its_own_and_a_release_frees_only_its_own_claim() 
         let other = claimant("fp", "token-2");
         assert_eq!(
             store.claim(&OPEN, &key, other).await.unwrap(),
-            Claim::InProgress {
-                fingerprint: "fp".into()
-            },
+            Claim::InProgress { same: true },
+            "{name}"
+        );
+        // A request with another body: the key is another request's.
+        assert_eq!(
+            store
+                .claim(&OPEN, &key, claimant("other fp", "token-3"))
+                .await
+                .unwrap(),
+            Claim::InProgress { same: false },
             "{name}"
         );
         // The other request's release frees nothing of the first's.

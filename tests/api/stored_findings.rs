@@ -62,20 +62,19 @@ async fn items_added_one_by_one_are_all_read_listed_exported_and_sent() {
 }
 
 #[tokio::test]
-async fn a_cleared_conversation_is_still_one_and_is_listed_as_it_reads() {
+async fn a_cleared_chat_is_still_a_conversation_and_is_listed_as_it_reads() {
     let t = TestApp::start().await;
-    let id = conversation(
-        &t,
-        json!({"items": [{"type": "message", "role": "user", "content": "hi"}]}),
-    )
-    .await;
-    assert_eq!(t.post_raw(&format!("/{id}/clear"), "").await.status, 200);
+    // A chat of the seed routes is a conversation too; cleared, it keeps its usage and
+    // title, and is listed.
+    t.say("x", "hello").await;
+    assert_eq!(t.post_raw("/x/clear", "").await.status, 200);
     let listed = t.get("/v1/conversations").await.json();
-    assert_eq!(listed["data"][0]["id"], id.as_str());
-    let read = t.get(&format!("/v1/conversations/{id}")).await;
+    assert_eq!(listed["data"][0]["id"], "x");
+    let read = t.get("/v1/conversations/x").await;
     assert_eq!(read.status, 200, "{}", read.text);
-    assert_eq!(read.json()["id"], id.as_str());
-    let items = t.get(&format!("/v1/conversations/{id}/items")).await;
+    assert_eq!(read.json()["id"], "x");
+    let items = t.get("/v1/conversations/x/items").await;
+    assert_eq!(items.status, 200, "{}", items.text);
     assert_eq!(items.json()["data"], json!([]));
 }
 
@@ -113,4 +112,119 @@ async fn ids_that_name_no_response_are_not_found_to_read_or_delete() {
     }
     assert_eq!(t.dump(), before, "nothing was deleted");
     assert_eq!(t.transcript("seed").await.as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn a_chat_near_its_size_cap_exports_and_imports_back_with_its_usage() {
+    let t = TestApp::start().await;
+    // Six turns of about 100 KiB each (a 50 KiB question, the echo's 50 KiB answer): about
+    // 600 KiB kept, within MAX_CHAT_BYTES (1 MiB), as is each request within MAX_BODY_BYTES.
+    for n in 0..6 {
+        t.say("big", &format!("{n}{}", "hello ".repeat(50 * 1024 / 6)))
+            .await;
+    }
+    let exported = t.get("/big/export").await;
+    assert_eq!(exported.status, 200);
+    assert!(
+        exported.text.len() > 600 * 1024,
+        "{} bytes",
+        exported.text.len()
+    );
+    let mut document = exported.json();
+    document["into"] = json!("copy");
+    let imported = t.post("/chats/import", document.clone()).await;
+    assert_eq!(
+        imported.status,
+        200,
+        "{}",
+        &imported.text[..200.min(imported.text.len())]
+    );
+    let again = t.get("/copy/export").await.json();
+    assert_eq!(again["turns"], document["turns"]);
+    assert_eq!(again["usage"], document["usage"]);
+    assert_eq!(again["usage"]["turns"], 6);
+}
+
+#[tokio::test]
+async fn a_stored_reasoning_output_resent_as_input_gets_its_encrypted_content_back() {
+    let t = TestApp::with_env(&[("ALLOWED_MODELS", "*")]).await;
+    let first = t
+        .post(
+            "/v1/responses",
+            json!({"model": "o4-mini", "input": "think"}),
+        )
+        .await;
+    assert_eq!(first.status, 200, "{}", first.text);
+    let output = first.json()["output"].as_array().unwrap().clone();
+    assert_eq!(output[0]["type"], "reasoning");
+    assert!(
+        output[0].get("encrypted_content").is_none(),
+        "not asked for: hidden"
+    );
+    // OpenAI's pattern for `store: true`: the next request resends input and output.
+    let mut input = vec![json!({"role": "user", "content": "think"})];
+    input.extend(output.iter().cloned());
+    input.push(json!({"role": "user", "content": "and more"}));
+    let next = t
+        .post("/v1/responses", json!({"model": "o4-mini", "input": input}))
+        .await;
+    assert_eq!(next.status, 200, "{}", next.text);
+    let sent = t.openai.bodies("/v1/responses").await.pop().unwrap();
+    let reasoning = &sent["input"][1];
+    assert_eq!(reasoning["id"], output[0]["id"]);
+    assert!(
+        reasoning["encrypted_content"]
+            .as_str()
+            .is_some_and(|content| content.starts_with("gAAAA")),
+        "{reasoning}"
+    );
+}
+
+#[tokio::test]
+async fn every_message_a_conversations_items_hold_reaches_the_chat_door() {
+    let t = TestApp::start().await;
+    let id = conversation(
+        &t,
+        json!({"items": [
+            {"role": "developer", "content": "Answer in French."},
+            {"role": "user", "content": "hi"},
+            {"type": "message", "role": "assistant",
+             "content": [{"type": "output_text", "text": "bonjour"}]},
+            {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"},
+            {"type": "function_call_output", "call_id": "c1", "output": "done"}]}),
+    )
+    .await;
+    let reply = t
+        .call_with(
+            Method::POST,
+            "/v1/chat/completions",
+            Body::from(json!({"messages": [{"role": "user", "content": "next"}]}).to_string()),
+            &[("x-chat-id", &id)],
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    let sent = t.openai.chat_bodies().await.pop().unwrap();
+    let said: Vec<(String, Value)> = sent["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["role"].as_str().unwrap().to_owned(), m["content"].clone()))
+        .collect();
+    let roles: Vec<&str> = said.iter().map(|(role, _)| role.as_str()).collect();
+    assert_eq!(
+        roles,
+        [
+            "system",
+            "developer",
+            "user",
+            "assistant",
+            "assistant",
+            "tool",
+            "user"
+        ]
+    );
+    assert_eq!(said[1].1, "Answer in French.");
+    assert_eq!(said[3].1, "bonjour");
+    assert_eq!(sent["messages"][4]["tool_calls"][0]["id"], "c1");
+    assert_eq!(said[5].1, "done");
 }

@@ -292,8 +292,13 @@ impl Respond for EchoResponses {
             );
         };
         let input = body["input"].as_array().cloned().unwrap_or_default();
-        // The proxy asks with `store: false`, and then OpenAI knows no item by its id.
-        if let Some(reference) = input.iter().find(|item| item["type"] == "item_reference") {
+        // The proxy asks with `store: false`, and then OpenAI knows no item by its id: not a
+        // reference's, nor a reasoning item's sent without its encrypted content.
+        let unknown = |item: &&Value| {
+            item["type"] == "item_reference"
+                || (item["type"] == "reasoning" && item["encrypted_content"].is_null())
+        };
+        if let Some(reference) = input.iter().find(unknown) {
             return ResponseTemplate::new(404).set_body_json(json!({"error": {
                 "message": format!("Item with id '{}' not found. Items are not persisted when \
                     `store` is set to false. Try again with `store` set to true, or remove this \

@@ -40,6 +40,9 @@ pub enum Fault {
     EndAfter(usize),
     /// An OpenAI error event after this many content chunks.
     ErrorAfter(usize),
+    /// A Responses stream's `response.failed` after this many text deltas, saying why
+    /// (a chat stream's error event, on the chat route).
+    FailAfter(usize),
     /// Silence for this long after this many content chunks.
     StallAfter(usize, Duration),
     /// The whole reply, its end and its usage, and then neither `[DONE]` nor a close.
@@ -244,7 +247,7 @@ fn streamed(completion: Value, include_usage: bool, script: StreamScript) -> Res
                         return;
                     }
                     Fault::EndAfter(n) if sent == n => return,
-                    Fault::ErrorAfter(n) if sent == n => {
+                    Fault::ErrorAfter(n) | Fault::FailAfter(n) if sent == n => {
                         let error = json!({"error": {"message": "The server had an error while processing your request.", "type": "server_error", "param": null, "code": null}});
                         let _ = send(&error).await;
                         return;
@@ -278,6 +281,9 @@ fn streamed(completion: Value, include_usage: bool, script: StreamScript) -> Res
         .body(BodyExt::boxed(body))
         .unwrap()
 }
+
+/// What a `response.failed` of [`Fault::FailAfter`] says.
+pub const FAILED_MESSAGE: &str = "The model's output could not be completed (test).";
 
 /// The events OpenAI's Responses API streams for `response`, in order: the response
 /// created, each output item added, a message's text word by word, each item done, the
@@ -342,6 +348,17 @@ fn streamed_response(response: Value, script: StreamScript) -> Response<Body> {
                         return;
                     }
                     Fault::EndAfter(n) if deltas == n => return,
+                    Fault::FailAfter(n) if deltas == n => {
+                        let mut failed = response.clone();
+                        failed["status"] = json!("failed");
+                        failed["error"] = json!({"code": "server_error",
+                            "message": FAILED_MESSAGE});
+                        let event = json!({"type": "response.failed", "response": failed,
+                            "sequence_number": event["sequence_number"]});
+                        let frame = format!("event: response.failed\ndata: {event}\n\n");
+                        let _ = tx.send(Ok(Frame::data(Bytes::from(frame)))).await;
+                        return;
+                    }
                     Fault::ErrorAfter(n) if deltas == n => {
                         let error = json!({"type": "error", "code": "server_error",
                             "message": "The server had an error while processing your request.",

@@ -11,7 +11,7 @@ use serde_json::{json, Map, Value};
 
 use crate::app::App;
 use crate::body::{json_object, whole_number};
-use crate::chat::{places, transcript, ChatId, Place, Tenant, Turn, MAX_TITLE_CHARS};
+use crate::chat::{places, ChatId, Place, Tenant, Turn, MAX_TITLE_CHARS};
 use crate::error::ApiError;
 use crate::http::{empty_object, json_response, ResponseBody};
 use crate::paging::query_values;
@@ -123,6 +123,8 @@ pub async fn serve(
                 .iter()
                 .map(|turn| serde_json::to_value(turn).map_err(|_| ApiError::Internal))
                 .collect::<Result<_, _>>()?;
+            // Each text once (`turns` exactly, as stored; the transcript is `GET
+            // /<chat_id>/chat`), so a chat within MAX_CHAT_BYTES always imports back.
             Ok(json_response(
                 StatusCode::OK,
                 &json!({
@@ -130,7 +132,6 @@ pub async fn serve(
                     "id": chat.as_str(),
                     "title": summary.title,
                     "system": prompt?,
-                    "messages": transcript(&turns),
                     "turns": stored,
                     "usage": usage?,
                     "created_at": summary.created_at,
@@ -139,7 +140,7 @@ pub async fn serve(
             ))
         }
         ChatsRoute::Import => {
-            let imported = document::import_of(request, app.max_body_bytes)?;
+            let imported = document::import_of(request, import_limit(app))?;
             document::check_size(app, &imported.turns)?;
             log.redis(limit).await?;
             let new = NewChat {
@@ -152,6 +153,12 @@ pub async fn serve(
             Ok(json_response(StatusCode::OK, &json!({ "id": id.as_str() })))
         }
     }
+}
+
+/// The largest import a chat may be: a whole chat (`MAX_CHAT_BYTES` of turns) and what a
+/// request may set beside it (a prompt and a title, each within `MAX_BODY_BYTES`).
+pub fn import_limit(app: &App) -> usize {
+    app.max_body_bytes + app.chat_caps.1
 }
 
 /// Makes the chat `into` (or one of a fresh id) holding `new`: 400 `chat_exists` when a
@@ -357,6 +364,7 @@ fn cut_at(mut turns: Vec<Turn>, index: Option<usize>) -> Result<Vec<Turn>, ApiEr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chat::transcript;
 
     fn turn(q: &str, a: &str) -> Turn {
         Turn::question(Some(Turn::new_id()), q.to_owned(), None, a.to_owned())

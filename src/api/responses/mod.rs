@@ -8,6 +8,7 @@
 //! can be continued at once, from any instance. A streamed response passes upstream's
 //! events on as they come, with the same id.
 
+mod replay;
 mod request;
 mod stored;
 
@@ -125,7 +126,9 @@ pub async fn create(
     let open = match app.turns.open(ask, rate_limit, log).await? {
         Opened::Streaming(open) => open,
         Opened::Replayed(answer) => {
-            return Ok(replayed(event_stream(ResponseBody::Whole(replay(&answer)))))
+            return Ok(replayed(event_stream(ResponseBody::Whole(replay::replay(
+                &answer,
+            )))))
         }
     };
     own.insert("id".to_owned(), json!(open.answer_id().unwrap_or_default()));
@@ -136,6 +139,7 @@ pub async fn create(
             own,
             reveal,
             sequence: 0,
+            failed: false,
         };
         let store = asked.store;
         let finished = open.finish(&mut sink).await;
@@ -145,7 +149,8 @@ pub async fn create(
                 sink.frames.send(comment).await;
             }
         }
-        if let Err(error) = finished {
+        // A failure upstream told in its own event has been passed on as that event.
+        if let (Err(error), false) = (finished, sink.failed) {
             error.log();
             let event = json!({"type": "error", "code": error.code(), "message": error.to_string(),
                 "param": null, "sequence_number": sink.sequence});
@@ -212,6 +217,8 @@ struct Events {
     reveal: bool,
     /// The next event's `sequence_number`, for an error the proxy adds at the end.
     sequence: u64,
+    /// Upstream's `response.failed` was passed on: the proxy adds no error of its own.
+    failed: bool,
 }
 
 impl StreamSink for Events {
@@ -231,6 +238,7 @@ impl StreamSink for Events {
             self.sequence = sequence + 1;
         }
         let name = event["type"].as_str().unwrap_or("message").to_owned();
+        self.failed |= name == "response.failed";
         self.frames
             .send(sse_event(Some(&name), event.to_string().as_bytes()))
             .await;
@@ -243,36 +251,4 @@ impl StreamSink for Events {
     fn kept_answer(&self, answered: &Answered) -> String {
         caller_view(answered, self.reveal)
     }
-}
-
-/// A kept response streamed back to a retry: `response.created`, each output item added
-/// and done, `response.completed`; the same id and items as the first answer.
-fn replay(answer: &str) -> Bytes {
-    let response: Value = serde_json::from_str(answer).unwrap_or(Value::Null);
-    let mut events = Vec::new();
-    let mut created = response.clone();
-    created["status"] = json!("in_progress");
-    created["output"] = json!([]);
-    events.push(json!({"type": "response.created", "response": created}));
-    for (index, item) in response["output"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .enumerate()
-    {
-        events.push(
-            json!({"type": "response.output_item.added", "output_index": index, "item": item}),
-        );
-        events.push(
-            json!({"type": "response.output_item.done", "output_index": index, "item": item}),
-        );
-    }
-    events.push(json!({"type": "response.completed", "response": response}));
-    let mut frames = Vec::new();
-    for (sequence, mut event) in events.into_iter().enumerate() {
-        event["sequence_number"] = json!(sequence);
-        let name = event["type"].as_str().unwrap_or_default().to_owned();
-        frames.extend_from_slice(&sse_event(Some(&name), event.to_string().as_bytes()));
-    }
-    Bytes::from(frames)
 }

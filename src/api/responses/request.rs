@@ -54,16 +54,9 @@ pub(super) fn read(params: &mut Map<String, Value>) -> Result<Asked, ApiError> {
             ))
         }
     };
-    for (index, item) in input.iter().enumerate() {
-        let typed = item.get("type").is_some_and(Value::is_string);
-        let role = item.get("role").is_some_and(Value::is_string);
-        if !item.is_object() || !(typed || role) {
-            return Err(invalid(
-                "input",
-                format!("input[{index}] must be an item: an object with a `type` or a `role`"),
-            ));
-        }
-    }
+    // Checked as a conversation's items are: nothing upstream would refuse is sent.
+    crate::chat::check_items(&input)
+        .map_err(|(index, why)| invalid("input", format!("input[{index}] {why}")))?;
     if let Err(index) = crate::chat::referenced_ids(&input) {
         return Err(invalid(
             "input",

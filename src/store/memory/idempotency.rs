@@ -27,10 +27,10 @@ impl Idempotency for MemoryStore {
                 Claim::Claimed
             }
             Some((Held::Pending(fingerprint, _), _)) => Claim::InProgress {
-                fingerprint: fingerprint.clone(),
+                same: fingerprint == claimant.fingerprint,
             },
             Some((Held::Answered(fingerprint, answer), _)) => Claim::Answered {
-                fingerprint: fingerprint.clone(),
+                same: fingerprint == claimant.fingerprint,
                 answer: answer.clone(),
             },
             None => {

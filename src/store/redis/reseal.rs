@@ -7,9 +7,9 @@
 
 use futures_util::StreamExt;
 
-use super::values::parse_claim;
+use super::values::{answered, parse_held, Held};
 use super::RedisStore;
-use crate::store::{Claim, StoreError};
+use crate::store::StoreError;
 
 /// What a reseal did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -182,16 +182,22 @@ impl RedisStore {
         let Some(value) = stored else {
             return Ok(());
         };
-        // Only an answered key holds a text; a held one is its request's, for seconds.
-        let Ok(Claim::Answered {
+        // Only an answered key holds texts (the request's fingerprint and its answer); a
+        // held one is its request's, for seconds.
+        let Ok(Some(Held::Answered {
             fingerprint,
             answer,
-        }) = parse_claim(&value)
+        })) = parse_held(&value)
         else {
             return Ok(());
         };
-        if let Some(sealed) = self.sealed_again(key, "", &answer, report)? {
-            let again = format!("answered\n{fingerprint}\n{sealed}");
+        let fingerprint_again = self.sealed_again(key, "fingerprint", &fingerprint, report)?;
+        let answer_again = self.sealed_again(key, "", &answer, report)?;
+        if fingerprint_again.is_some() || answer_again.is_some() {
+            let again = answered(
+                fingerprint_again.as_deref().unwrap_or(&fingerprint),
+                answer_again.as_deref().unwrap_or(&answer),
+            );
             let args = vec!["string".to_owned(), value, again];
             report.rewritten += self.put_back(vec![key.to_owned()], args).await?;
         }

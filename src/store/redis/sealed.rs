@@ -80,6 +80,27 @@ impl Sealing {
             .transpose()
     }
 
+    /// A MAC of `data` for `key` and `field` (a request's fingerprint in its claim): the
+    /// same for the same data, and telling nothing of it to a reader of Redis; the data
+    /// itself when nothing is sealed.
+    pub fn mac(&self, key: &str, field: &str, data: &str) -> String {
+        match &self.0 {
+            None => data.to_owned(),
+            Some(keys) => keys.mac(&bound(key, field), data.as_bytes()),
+        }
+    }
+
+    /// Whether `stored` is what [`Sealing::mac`] makes of `data` (or, stored before
+    /// sealing, `data` itself).
+    pub fn mac_matches(&self, key: &str, field: &str, stored: &str, data: &str) -> bool {
+        match &self.0 {
+            Some(keys) if stored.contains(':') => {
+                keys.mac_matches(stored, &bound(key, field), data.as_bytes())
+            }
+            _ => stored == data,
+        }
+    }
+
     /// Whether a stored value (a text, or a turn of a list) is sealed with the key that
     /// seals now: a reseal leaves it as it is.
     pub fn is_current(&self, stored: &str) -> bool {

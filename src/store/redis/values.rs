@@ -1,37 +1,46 @@
 //! What the values of the keys hold, written and read (turns as JSON, sealed or not, are
-//! `sealed.rs`'s): the two states of an
-//! `Idempotency-Key` (`pending` and `answered`, a line each), and the usage counters' hash
+//! `sealed.rs`'s): the two states of an `Idempotency-Key` (`pending` and `answered`, a line
+//! each), and the usage counters' hash
 //! fields (`prompt_tokens`, ..., and `model:<name>:prompt_tokens`, ... per model).
 
 use std::collections::HashMap;
 
-use crate::store::{Claim, Claimant, KeptAnswer, PeriodUsage, StoreError};
+use crate::store::{PeriodUsage, StoreError};
 
-/// An answered key's value: `answered`, the fingerprint and the answer, a line each (the
-/// fingerprint is hex; the answer, JSON, may hold anything).
-pub(super) fn answered(kept: KeptAnswer<'_>) -> String {
-    format!("answered\n{}\n{}", kept.fingerprint, kept.answer)
+/// An answered key's value: `answered`, the request's fingerprint and the answer, a line
+/// each (the answer, JSON, may hold anything; with `SEAL_KEYS` both are sealed).
+pub(super) fn answered(fingerprint: &str, answer: &str) -> String {
+    format!("answered\n{fingerprint}\n{answer}")
 }
 
-/// A held key's value: `pending`, the fingerprint and the claimant's token, a line each.
-pub(super) fn pending(claimant: Claimant<'_>) -> String {
-    format!("pending\n{}\n{}", claimant.fingerprint, claimant.token)
+/// A held key's value: `pending`, the request's fingerprint (with `SEAL_KEYS`, its MAC) and
+/// the claimant's token, a line each: the same claimant makes the same value, which is how
+/// its claim sent again, and its release, are told from another request's.
+pub(super) fn pending(fingerprint: &str, token: &str) -> String {
+    format!("pending\n{fingerprint}\n{token}")
 }
 
-pub(super) fn parse_claim(found: &str) -> Result<Claim, StoreError> {
+/// What an `Idempotency-Key` holds, as stored.
+pub(super) enum Held {
+    Pending { fingerprint: String },
+    Answered { fingerprint: String, answer: String },
+}
+
+/// What a key holds, `None` when free.
+pub(super) fn parse_held(found: &str) -> Result<Option<Held>, StoreError> {
     if found.is_empty() {
-        return Ok(Claim::Claimed);
+        return Ok(None);
     }
     let mut lines = found.splitn(3, '\n');
     match (lines.next(), lines.next(), lines.next()) {
         // Claims made before claims had tokens have no third line.
-        (Some("pending"), Some(fingerprint), _) => Ok(Claim::InProgress {
+        (Some("pending"), Some(fingerprint), _) => Ok(Some(Held::Pending {
             fingerprint: fingerprint.to_owned(),
-        }),
-        (Some("answered"), Some(fingerprint), Some(answer)) => Ok(Claim::Answered {
+        })),
+        (Some("answered"), Some(fingerprint), Some(answer)) => Ok(Some(Held::Answered {
             fingerprint: fingerprint.to_owned(),
             answer: answer.to_owned(),
-        }),
+        })),
         _ => Err(StoreError::new(
             "an idempotency key holds something the proxy did not write",
         )),
