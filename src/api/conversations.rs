@@ -18,7 +18,7 @@ use crate::error::ApiError;
 use crate::http::{json_response, ResponseBody};
 use crate::paging::{self, Paging};
 use crate::request_log::RequestLog;
-use crate::store::{ConversationInfo, StoreError, TurnExtras};
+use crate::store::{ConversationInfo, ListOrder, StoreError, TurnExtras};
 use crate::turn::Rewrite;
 
 /// The most items one request adds, as at OpenAI.
@@ -167,9 +167,11 @@ pub async fn create(
 }
 
 /// `GET /v1/conversations`: the caller's conversations (every chat of theirs is one), most
-/// recently written first, in OpenAI's list shape; beyond OpenAI's API, which lists none.
-/// `after` is a conversation id of an earlier page (`last_id`); the list is by last write,
-/// so `order` is `desc` only.
+/// recently made first, in OpenAI's list shape; beyond OpenAI's API, which lists none.
+/// `after` is a conversation id of an earlier page (`last_id`): the list is by birth, which
+/// no write changes, so the place it names stays where it was (a list by last write would
+/// move it to the top with its next turn, and the next page would repeat the first).
+/// `order` is `desc` only.
 pub async fn list(
     app: &App,
     tenant: &Tenant,
@@ -180,7 +182,7 @@ pub async fn list(
     if !paging.descending {
         return Err(invalid(
             "order",
-            "conversations are listed by their last write, newest first: `order` is `desc`",
+            "conversations are listed by when they were made, newest first: `order` is `desc`",
         ));
     }
     let limit = app.guard.rate_limit(tenant, request);
@@ -193,7 +195,7 @@ pub async fn list(
     let read = async {
         tokio::join!(limit, async {
             match &after {
-                Some(chat) => store.chat_summary(tenant, chat).await,
+                Some(chat) => store.place(tenant, chat, ListOrder::Made).await,
                 None => Ok(None),
             }
         })
@@ -201,12 +203,12 @@ pub async fn list(
     let (allowed, cursor) = log.redis(read).await;
     allowed?;
     let cursor = match (cursor?, &paging.after) {
-        (Some(summary), _) => Some(summary.cursor()),
+        (Some(place), _) => Some(place),
         (None, Some(after)) => return Err(unknown_after(after)),
         (None, None) => None,
     };
     let page = log
-        .redis(store.list_chats(tenant, cursor.as_ref(), paging.limit))
+        .redis(store.list_chats(tenant, ListOrder::Made, cursor.as_ref(), paging.limit))
         .await?;
     let data: Vec<Value> = page
         .chats

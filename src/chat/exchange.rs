@@ -410,7 +410,9 @@ pub fn listed_items(turn: &Turn) -> Vec<Value> {
             let Value::Object(mut item) = item else {
                 continue;
             };
-            if !item.contains_key("type") {
+            // A message may come without a `type`, or with a null one, as OpenAI takes it;
+            // it is listed as what it is.
+            if item.get("type").is_none_or(Value::is_null) {
                 item.insert("type".to_owned(), json!("message"));
             }
             if item["type"] == "message" {

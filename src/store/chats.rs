@@ -31,34 +31,34 @@ pub struct ChatSummary {
     pub conversation: Option<ConversationInfo>,
 }
 
-impl ChatSummary {
-    /// Where the page after this chat starts.
-    pub fn cursor(&self) -> ChatCursor {
-        ChatCursor {
-            updated_ms: self.updated_ms,
-            id: self.id.clone(),
-        }
-    }
+/// The order a caller's chats are listed in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListOrder {
+    /// Most recently written first (`GET /chats`): a chat moves to the top with each write.
+    Written,
+    /// Most recently made first (`GET /v1/conversations`): a chat keeps its place, so a
+    /// cursor that names a chat (`after=<id>`) never moves with it.
+    Made,
 }
 
-/// A place in a caller's list of chats: after the chat `id`, last written at `updated_ms`
-/// (chats written in the same millisecond are ordered by id, descending).
+/// A place in a caller's list of chats: after the chat `id`, at `at_ms` in the list's order
+/// (its last write, or when it was made; Unix milliseconds). Chats at the same millisecond
+/// are ordered by id, descending.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChatCursor {
-    pub updated_ms: u64,
+    pub at_ms: u64,
     pub id: ChatId,
 }
 
 impl ChatCursor {
-    /// Whether a chat written at `updated_ms` comes after this place in the list.
-    pub fn precedes(&self, updated_ms: u64, id: &ChatId) -> bool {
-        updated_ms < self.updated_ms
-            || (updated_ms == self.updated_ms
-                && id.as_str().as_bytes() < self.id.as_str().as_bytes())
+    /// Whether a chat at `at_ms` comes after this place in the list.
+    pub fn precedes(&self, at_ms: u64, id: &ChatId) -> bool {
+        at_ms < self.at_ms
+            || (at_ms == self.at_ms && id.as_str().as_bytes() < self.id.as_str().as_bytes())
     }
 }
 
-/// One page of a caller's chats, most recently written first.
+/// One page of a caller's chats, in the list's order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ChatPage {
     pub chats: Vec<ChatSummary>,
@@ -67,12 +67,24 @@ pub struct ChatPage {
 }
 
 impl ChatPage {
-    /// A page of the first `limit` of `chats`, found in list order (one more than `limit`
-    /// when there are more), and where the next page starts.
-    pub fn of(mut chats: Vec<ChatSummary>, limit: usize) -> ChatPage {
-        let next = (chats.len() > limit).then(|| chats[limit - 1].cursor());
-        chats.truncate(limit);
-        ChatPage { chats, next }
+    /// A page of the first `limit` of `found` (each chat with its place in the list's
+    /// order), found in list order (one more than `limit` when there are more), and where
+    /// the next page starts.
+    pub fn of(mut found: Vec<(ChatSummary, u64)>, limit: usize) -> ChatPage {
+        let next = (found.len() > limit).then(|| ChatCursor {
+            at_ms: found[limit - 1].1,
+            id: found[limit - 1].0.id.clone(),
+        });
+        found.truncate(limit);
+        ChatPage {
+            chats: found.into_iter().map(|(chat, _)| chat).collect(),
+            next,
+        }
+    }
+
+    /// The page, going on from `next`.
+    pub fn with_next(self, next: Option<ChatCursor>) -> ChatPage {
+        ChatPage { next, ..self }
     }
 }
 
@@ -119,15 +131,23 @@ pub trait Chats: Send + Sync {
     /// keep what it spent). Leaves its floor for an hour, so that no write from a read
     /// before the deletion brings it back (`store/mod.rs`).
     async fn delete_chat(&self, tenant: &Tenant, chat: &ChatId) -> Result<(), StoreError>;
-    /// A page of at most `limit` of the caller's chats, most recently written first, from
-    /// `after` on; never a chat that expired or was deleted. Chains (`previous_response_id`
-    /// with no conversation) are not chats the caller made, and are not listed.
+    /// A page of at most `limit` of the caller's chats in `order`, from `after` on; never a
+    /// chat that expired or was deleted. Chains (`previous_response_id` with no
+    /// conversation) are not chats the caller made, and are not listed.
     async fn list_chats(
         &self,
         tenant: &Tenant,
+        order: ListOrder,
         after: Option<&ChatCursor>,
         limit: usize,
     ) -> Result<ChatPage, StoreError>;
+    /// Where a listed chat of the caller's is in `order`: the cursor of the page after it.
+    async fn place(
+        &self,
+        tenant: &Tenant,
+        chat: &ChatId,
+        order: ListOrder,
+    ) -> Result<Option<ChatCursor>, StoreError>;
     /// The chat as its caller's list shows it, when it exists.
     async fn chat_summary(
         &self,

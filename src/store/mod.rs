@@ -53,7 +53,7 @@ mod usage;
 mod write;
 
 pub use self::chats::{
-    ChatCursor, ChatPage, ChatSummary, ChatUsage, Chats, ConversationInfo, NewChat,
+    ChatCursor, ChatPage, ChatSummary, ChatUsage, Chats, ConversationInfo, ListOrder, NewChat,
 };
 pub use self::error::StoreError;
 pub use self::idempotency::{
@@ -63,7 +63,8 @@ pub use self::memory::MemoryStore;
 pub use self::prompts::Prompts;
 pub use self::redis::{RedisStore, Resealed};
 pub use self::turns::{
-    newest_within, record_apart, Recorded, Rewritten, TailClaim, TurnContext, TurnExtras, Turns,
+    newest_within, record_apart, Recorded, Rewritten, TailClaim, TurnContext, TurnExtras,
+    TurnRewrite, Turns,
 };
 pub use self::usage::{
     CallerUsage, PeriodUsage, RequestCount, Spent, StoredItems, Tokens, Usage, RATE_WINDOW,

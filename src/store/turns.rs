@@ -57,6 +57,23 @@ pub struct TurnExtras<'a> {
     pub replaces: Option<&'a str>,
     /// The turn claimed by the read ([`TailClaim`]), freed by this write.
     pub claimed: Option<&'a str>,
+    /// The turn this one (with its `prefix`) comes after in the chat as read: its newest,
+    /// or for a redo the turn before the first it replaces (`None`: none, a chat's first).
+    /// A sealed turn is bound to it (`redis/sealed.rs`), and sealed again should another
+    /// turn have come between.
+    pub after: Option<&'a str>,
+}
+
+/// One turn rewritten or removed, where the chat's read found it.
+#[derive(Debug, Clone, Copy)]
+pub struct TurnRewrite<'a> {
+    pub id: &'a str,
+    /// What it becomes; `None`: it is removed.
+    pub with: Option<&'a Turn>,
+    /// The turn before it, and the one after it: a sealed turn is bound to the turn it
+    /// follows, so the next turn follows the one before when this one is removed.
+    pub before: Option<&'a str>,
+    pub next: Option<&'a Turn>,
 }
 
 /// What a turn's write did: its chat's part (`Stored` when there was none), and its
@@ -151,14 +168,13 @@ pub trait Turns: Send + Sync {
     ) -> Recorded;
     /// Every kept turn of a chat, oldest first (at most `MAX_HISTORY_MESSAGES` messages).
     async fn turns(&self, tenant: &Tenant, chat: &ChatId) -> Result<Vec<Turn>, StoreError>;
-    /// Replaces the turn of id `turn` with `with` (a conversation item deleted from it), or
+    /// Replaces a turn with a new version of it (a conversation item deleted from it), or
     /// removes it (a deleted response), when the chat is still at version `seen`.
     async fn rewrite_turn(
         &self,
         tenant: &Tenant,
         chat: &ChatId,
-        turn: &str,
-        with: Option<&Turn>,
+        rewrite: TurnRewrite<'_>,
         seen: u64,
     ) -> Result<Rewritten, StoreError>;
     /// Drops the chat's turns (its prompt and its usage stay) and raises its floor: a turn

@@ -131,6 +131,12 @@ impl Record {
             let extras = TurnExtras {
                 expect,
                 claimed: self.follows.as_deref(),
+                // The history as read, cut before a redo's first replaced turn, or a
+                // branch's copied history (its turns come first, into a new chain).
+                after: match self.copies_history || self.new_chain {
+                    true => None,
+                    false => context.history.last().and_then(|turn| turn.id.as_deref()),
+                },
                 window_start: window.moved_to.as_deref(),
                 answer: kept,
                 chat_prompt: context.chat_prompt.as_deref().filter(|_| self.new_prompt),

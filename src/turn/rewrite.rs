@@ -9,7 +9,7 @@ use super::TurnEngine;
 use crate::chat::{ChatId, Tenant, Turn};
 use crate::error::ApiError;
 use crate::request_log::RequestLog;
-use crate::store::{Rewritten, TurnContext};
+use crate::store::{Rewritten, TurnContext, TurnRewrite};
 
 /// How many reads a rewrite makes before it answers that the chat is too busy to change.
 const ATTEMPTS: usize = 8;
@@ -39,9 +39,19 @@ impl TurnEngine {
         for _ in 0..ATTEMPTS {
             let read = context?;
             let Rewrite { turn, with, answer } = decide(&read)?;
-            let written = self
-                .store
-                .rewrite_turn(tenant, chat, &turn, with.as_ref(), read.version);
+            let at = read
+                .history
+                .iter()
+                .position(|kept| kept.id.as_deref() == Some(turn.as_str()));
+            let rewrite = TurnRewrite {
+                id: &turn,
+                with: with.as_ref(),
+                before: at
+                    .and_then(|at| at.checked_sub(1))
+                    .and_then(|before| read.history[before].id.as_deref()),
+                next: at.and_then(|at| read.history.get(at + 1)),
+            };
+            let written = self.store.rewrite_turn(tenant, chat, rewrite, read.version);
             match log.redis(written).await? {
                 Rewritten::Done => return Ok(answer),
                 // Another write came between the read and this one: read again.

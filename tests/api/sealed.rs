@@ -571,3 +571,97 @@ async fn a_kept_request_cannot_be_confirmed_from_a_sealed_redis() {
     .await
     .assert_error(422, "idempotency_key_reused");
 }
+
+#[tokio::test]
+async fn sealed_turns_moved_within_their_chat_are_unreadable() {
+    let t = TestApp::with_env(&[("SEAL_KEYS", KEY_1)]).await;
+    for n in 1..=3 {
+        t.say("c1", &format!("question {n}")).await;
+    }
+    let key = "chat-proxy:chat:{c1}:turns";
+    let stored: Vec<String> = t
+        .redis
+        .query(&["LRANGE", key, "0", "-1"])
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(stored.len(), 3);
+    // A writer of Redis swaps the last two turns: each opens, but not in that order.
+    t.redis.query(&["LSET", key, "1", &stored[2]]);
+    t.redis.query(&["LSET", key, "2", &stored[1]]);
+    t.get("/c1/chat").await.assert_error(500, "chat_unreadable");
+    // Or takes one from the middle.
+    t.redis.query(&["DEL", key]);
+    t.redis.query(&["RPUSH", key, &stored[0], &stored[2]]);
+    t.get("/c1/chat").await.assert_error(500, "chat_unreadable");
+    // The oldest dropped (as the caps drop it) is how a chat is kept: it reads.
+    t.redis.query(&["DEL", key]);
+    t.redis.query(&["RPUSH", key, &stored[1], &stored[2]]);
+    assert_eq!(said(&t, "c1").await.len(), 4);
+}
+
+#[tokio::test]
+async fn sealed_turns_stay_in_order_through_races_and_removals() {
+    let t = TestApp::with_env(&[("SEAL_KEYS", KEY_1)]).await;
+    t.say("c1", "one").await;
+    // A turn held upstream while another is stored: sealed to follow "one", it is sealed
+    // again to follow the turn now newest.
+    t.openai
+        .hold_next_chat(std::time::Duration::from_millis(500))
+        .await;
+    let held = t.post("/c1/chat", json!({"content": "two"}));
+    let meanwhile = async {
+        t.openai.wait_for_chat_requests(2).await;
+        t.say("c1", "three").await;
+    };
+    let (held, ()) = tokio::join!(held, meanwhile);
+    assert_eq!(held.status, 200, "{}", held.text);
+    assert_eq!(held.header("x-chat-stored"), None, "stored after the other");
+    assert_eq!(
+        said(&t, "c1").await,
+        [
+            "one",
+            "reply to: one",
+            "three",
+            "reply to: three",
+            "two",
+            "reply to: two"
+        ]
+    );
+    // A response removed from the middle of a conversation: the next turn follows the one
+    // before it, and the conversation still reads.
+    t.say("c2", "start").await;
+    let responses: Vec<String> = {
+        let mut ids = Vec::new();
+        for n in 1..=3 {
+            let reply = post(
+                &t,
+                "/v1/responses",
+                json!({"input": format!("r{n}"), "conversation": "c2"}),
+                &[],
+            )
+            .await;
+            ids.push(reply["id"].as_str().unwrap().to_owned());
+        }
+        ids
+    };
+    let deleted = t
+        .call(
+            Method::DELETE,
+            &format!("/v1/responses/{}", responses[1]),
+            lambda_http::Body::Empty,
+        )
+        .await;
+    assert_eq!(deleted.status, 200, "{}", deleted.text);
+    assert_eq!(
+        said(&t, "c2").await,
+        [
+            "start",
+            "reply to: start",
+            "r1",
+            "reply to: r1",
+            "r3",
+            "reply to: r3"
+        ]
+    );
+}

@@ -9,7 +9,8 @@ use chat_proxy::chat::Tenant;
 use chat_proxy::chat::{Asked, ToolResult, Turn, UserContent};
 use chat_proxy::config::{RedisTarget, StoreSettings};
 use chat_proxy::store::{
-    Claim, Claimant, IdempotencyKey, MemoryStore, RedisStore, Store, TurnExtras, Turns, Written,
+    Claim, Claimant, IdempotencyKey, ListOrder, MemoryStore, RedisStore, Store, TurnExtras, Turns,
+    Written,
 };
 
 use crate::support::redis::RedisServer;
@@ -687,13 +688,16 @@ async fn chats_are_listed_titled_made_whole_redone_and_deleted_alike() {
             .append_turn(&OPEN, &chain, &turn(9), TurnExtras::default())
             .await
             .unwrap();
-        let page = store.list_chats(&OPEN, None, 2).await.unwrap();
+        let page = store
+            .list_chats(&OPEN, ListOrder::Written, None, 2)
+            .await
+            .unwrap();
         let ids: Vec<&str> = page.chats.iter().map(|c| c.id.as_str()).collect();
         assert_eq!(ids, ["c2", "c1"], "{name}");
         assert_eq!(page.chats[0].title.as_deref(), Some("q2"), "{name}");
         assert_eq!(page.chats[0].messages, 2, "{name}");
         let rest = store
-            .list_chats(&OPEN, page.next.as_ref(), 2)
+            .list_chats(&OPEN, ListOrder::Written, page.next.as_ref(), 2)
             .await
             .unwrap();
         let ids: Vec<&str> = rest.chats.iter().map(|c| c.id.as_str()).collect();
@@ -722,7 +726,12 @@ async fn chats_are_listed_titled_made_whole_redone_and_deleted_alike() {
             .unwrap();
         assert_eq!(zero.title.as_deref(), Some("Zero"), "{name}");
         assert_eq!(
-            store.list_chats(&OPEN, None, 1).await.unwrap().chats[0].id,
+            store
+                .list_chats(&OPEN, ListOrder::Written, None, 1)
+                .await
+                .unwrap()
+                .chats[0]
+                .id,
             chat("c0"),
             "{name}"
         );
@@ -812,7 +821,10 @@ async fn chats_are_listed_titled_made_whole_redone_and_deleted_alike() {
                 .is_none(),
             "{name}"
         );
-        let listed = store.list_chats(&OPEN, None, 10).await.unwrap();
+        let listed = store
+            .list_chats(&OPEN, ListOrder::Written, None, 10)
+            .await
+            .unwrap();
         assert!(listed.chats.iter().all(|c| c.id != chat("made")), "{name}");
         assert_eq!(listed.chats.len(), 3, "{name}");
     }

@@ -228,3 +228,55 @@ async fn every_message_a_conversations_items_hold_reaches_the_chat_door() {
     assert_eq!(sent["messages"][4]["tool_calls"][0]["id"], "c1");
     assert_eq!(said[5].1, "done");
 }
+
+#[tokio::test]
+async fn a_conversation_written_between_two_pages_does_not_repeat_the_first() {
+    let t = TestApp::start().await;
+    for chat in ["a", "b", "c"] {
+        t.say(chat, "hello").await;
+        // Apart by a millisecond at least: the list is by when each was made.
+        tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+    }
+    let first = t.get("/v1/conversations?limit=2").await.json();
+    let ids = |page: &Value| -> Vec<String> {
+        page["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(ids(&first), ["c", "b"]);
+    assert_eq!(first["has_more"], true);
+    // The page's last conversation gets a turn before the next page is read.
+    t.say("b", "again").await;
+    let after = first["last_id"].as_str().unwrap();
+    let second = t
+        .get(&format!("/v1/conversations?limit=2&after={after}"))
+        .await
+        .json();
+    assert_eq!(ids(&second), ["a"]);
+    assert_eq!(second["has_more"], false);
+}
+
+#[tokio::test]
+async fn chats_listed_before_the_list_by_birth_existed_are_listed_by_it() {
+    let t = TestApp::start().await;
+    for chat in ["old", "older"] {
+        t.say(chat, "hello").await;
+    }
+    // As a version before the list by birth left them: only the list by last write.
+    t.redis.query(&["DEL", "chat-proxy:usage:{open}:made"]);
+    t.redis
+        .query(&["HSET", "chat-proxy:chat:{older}:meta", "born", "1700000000"]);
+    let listed = t.get("/v1/conversations").await.json();
+    let ids: Vec<&str> = listed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["old", "older"]);
+    let after = t.get("/v1/conversations?after=old").await.json();
+    assert_eq!(after["data"][0]["id"], "older");
+}

@@ -161,6 +161,8 @@ async fn keys_use_the_prefix_and_the_chat_id_as_hash_tag() {
             // The caller's counters, with the hash tag {open} (an open API with a daily token
             // limit counts by address too: usage::an_open_api_limits_tokens_per_source_address).
             format!("myapp:usage:{{open}}:day:{}", day.date),
+            // The same chats by when they were made.
+            "myapp:usage:{open}:made".to_owned(),
             format!("myapp:usage:{{open}}:month:{}", day.month),
             format!("myapp:usage:{{open}}:spent:{id}"),
         ]
@@ -264,8 +266,8 @@ async fn a_turn_runs_the_same_commands_whatever_the_history_length() {
         // The day's and the month's counts for the model (prompt and completion tokens; no
         // cached tokens here).
         ("hincrby", 4),
-        ("zadd", 1),   // the chat at the top of its caller's list
-        ("expire", 6), // the chat's three keys, the day, the month, the list
+        ("zadd", 2),   // the chat at the top of its caller's list, and its birth (once)
+        ("expire", 7), // the chat's three keys, the day, the month, the two lists
     ]
     .iter()
     .map(|(name, count)| (name.to_string(), *count))

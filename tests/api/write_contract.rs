@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use chat_proxy::chat::{Tenant, Turn};
-use chat_proxy::store::{Expect, Rewritten, TailClaim, TurnExtras, Written};
+use chat_proxy::store::{Expect, Rewritten, TailClaim, TurnExtras, TurnRewrite, Written};
 
 use crate::store_contract::{both, chat, settings, turn};
 
@@ -14,6 +14,16 @@ fn since(seen: u64) -> TurnExtras<'static> {
     TurnExtras {
         expect: Expect::Since(seen),
         ..TurnExtras::default()
+    }
+}
+
+/// A turn removed, with nothing around it to seal again (nothing here is sealed).
+fn removal(id: &str) -> TurnRewrite<'_> {
+    TurnRewrite {
+        id,
+        with: None,
+        before: None,
+        next: None,
     }
 }
 
@@ -119,15 +129,19 @@ async fn a_change_to_turns_read_needs_the_chat_exactly_as_read() {
         assert_eq!(written.unwrap(), Written::Moved, "{name}");
         // A rewrite of turn 1 from that read: nothing written either.
         let rewritten = store
-            .rewrite_turn(&OPEN, &c, "turn-1", None, read.version)
+            .rewrite_turn(&OPEN, &c, removal("turn-1"), read.version)
             .await;
         assert_eq!(rewritten.unwrap(), Rewritten::Moved, "{name}");
         assert_eq!(store.turns(&OPEN, &c).await.unwrap().len(), 3, "{name}");
         // From a fresh read, both go through.
         let fresh = store.turn_context(&OPEN, &c, None).await.unwrap().version;
-        let rewritten = store.rewrite_turn(&OPEN, &c, "turn-1", None, fresh).await;
+        let rewritten = store
+            .rewrite_turn(&OPEN, &c, removal("turn-1"), fresh)
+            .await;
         assert_eq!(rewritten.unwrap(), Rewritten::Done, "{name}");
-        let missing = store.rewrite_turn(&OPEN, &c, "nope", None, fresh + 1).await;
+        let missing = store
+            .rewrite_turn(&OPEN, &c, removal("nope"), fresh + 1)
+            .await;
         assert_eq!(missing.unwrap(), Rewritten::Missing, "{name}");
         let ids: Vec<_> = store.turns(&OPEN, &c).await.unwrap();
         assert_eq!(ids.len(), 2, "{name}");

@@ -202,6 +202,31 @@ def stored_turn_is_not_as_exported(response):
     return code == "invalid_value" and message.startswith("turns[")
 
 
+def output_answers_no_call(response):
+    """A function call's output must answer a call made before it: among the same items,
+    or by the chat's newest turn (400 invalid_function_call_output), which depends on
+    what the chat holds, not on the item's schema. tests/api/conversations.rs and
+    tests/api/responses.rs test the refusal."""
+    path = response.request.path_url.split("?")[0]
+    if response.status_code != 400 or not path.startswith(("/v1/responses", "/v1/conversations")):
+        return False
+    return error_code_and_message(response)[0] == "invalid_function_call_output"
+
+
+def reference_names_no_item(response):
+    """An item_reference in a body names an item of the caller's stored responses by its
+    id; a generated id names none (404 item_not_found, param `items` or `input`), whatever
+    the operation that made the conversation before it. tests/api/responses.rs and
+    tests/api/conversations.rs test references that are found."""
+    if response.status_code != 404:
+        return False
+    try:
+        error = json.loads(response.content)["error"]
+    except (ValueError, KeyError, TypeError):
+        return False
+    return error.get("code") == "item_not_found" and error.get("param") in ("items", "input")
+
+
 def deleted_chat_reads_as_empty(response):
     """The seed routes answer every chat id, an unknown chat being an empty one, as the
     older proxy did: after DELETE /{chat_id}, GET /{chat_id}/chat is `[]`, /system is
@@ -234,6 +259,7 @@ EXPLAIN_REFUSED = (
     model_is_not_allowed_here,
     refused_for_what_the_chat_holds,
     stored_turn_is_not_as_exported,
+    output_answers_no_call,
 )
 
 
@@ -242,6 +268,8 @@ def filter_failure(ctx, failure, case, response):
     explanations = EXPLAIN_ANY + (EXPLAIN_REFUSED if failure.code == "ST202" else ())
     if failure.code == "ST301":
         explanations += (deleted_chat_reads_as_empty,)
+    if failure.code == "ST302":
+        explanations += (reference_names_no_item,)
     for explains in explanations:
         if explains(response):
             DROPPED[f"{failure.code} {explains.__name__}"] += 1

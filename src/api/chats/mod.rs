@@ -17,7 +17,7 @@ use crate::http::{empty_object, json_response, ResponseBody};
 use crate::paging::query_values;
 use crate::request_log::RequestLog;
 use crate::routes::ChatsRoute;
-use crate::store::{ChatCursor, ChatSummary, ChatUsage, NewChat};
+use crate::store::{ChatCursor, ChatSummary, ChatUsage, ListOrder, NewChat};
 
 /// What `GET /<chat_id>/export` writes and `POST /chats/import` reads.
 const EXPORT_OBJECT: &str = "chat.export";
@@ -36,8 +36,12 @@ pub async fn serve(
     match route {
         ChatsRoute::List => {
             let (after, count) = list_query(request)?;
-            let read =
-                async { tokio::join!(limit, store.list_chats(tenant, after.as_ref(), count)) };
+            let read = async {
+                tokio::join!(
+                    limit,
+                    store.list_chats(tenant, ListOrder::Written, after.as_ref(), count)
+                )
+            };
             let (allowed, page) = log.redis(read).await;
             allowed?;
             let page = page?;
@@ -222,13 +226,13 @@ fn listed(chat: &ChatSummary) -> Value {
 
 /// A cursor as `next` gives it and `after` takes it: `<milliseconds>.<chat id>`.
 fn cursor_text(cursor: &ChatCursor) -> String {
-    format!("{}.{}", cursor.updated_ms, cursor.id.as_str())
+    format!("{}.{}", cursor.at_ms, cursor.id.as_str())
 }
 
 fn parse_cursor(text: &str) -> Option<ChatCursor> {
     let (ms, id) = text.split_once('.')?;
     Some(ChatCursor {
-        updated_ms: ms.parse().ok()?,
+        at_ms: ms.parse().ok()?,
         id: ChatId::parse_decoded(id).ok()?,
     })
 }
@@ -388,7 +392,7 @@ mod tests {
     #[test]
     fn a_cursor_reads_back_as_written() {
         let cursor = ChatCursor {
-            updated_ms: 1_796_000_000_123,
+            at_ms: 1_796_000_000_123,
             id: ChatId::parse_decoded("my.chat@x").unwrap(),
         };
         assert_eq!(parse_cursor(&cursor_text(&cursor)), Some(cursor));

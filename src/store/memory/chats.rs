@@ -6,8 +6,8 @@ use std::time::Instant;
 use super::{key, Chat, MemoryStore};
 use crate::chat::{auto_title, ChatId, Tenant};
 use crate::store::{
-    ChatCursor, ChatPage, ChatSummary, ChatUsage, Chats, ConversationInfo, Found, NewChat,
-    StoreError,
+    ChatCursor, ChatPage, ChatSummary, ChatUsage, Chats, ConversationInfo, Found, ListOrder,
+    NewChat, StoreError,
 };
 
 #[async_trait::async_trait]
@@ -58,6 +58,7 @@ impl Chats for MemoryStore {
     async fn list_chats(
         &self,
         tenant: &Tenant,
+        order: ListOrder,
         after: Option<&ChatCursor>,
         limit: usize,
     ) -> Result<ChatPage, StoreError> {
@@ -72,8 +73,8 @@ impl Chats for MemoryStore {
             .chats
             .iter()
             .filter(|((owner, id), _)| owner == tenant && !id.is_chain())
-            .map(|((_, id), chat)| (chat.updated_ms, id, chat))
-            .filter(|(updated, id, _)| after.is_none_or(|after| after.precedes(*updated, id)))
+            .map(|((_, id), chat)| (chat.place(order), id, chat))
+            .filter(|(at, id, _)| after.is_none_or(|after| after.precedes(*at, id)))
             .collect();
         let newest_first = |a: &(u64, &ChatId, &Chat), b: &(u64, &ChatId, &Chat)| {
             (b.0, b.1.as_str().as_bytes()).cmp(&(a.0, a.1.as_str().as_bytes()))
@@ -85,9 +86,24 @@ impl Chats for MemoryStore {
         listed.sort_by(newest_first);
         let chats = listed
             .into_iter()
-            .map(|(_, id, chat)| chat.summary(id))
+            .map(|(at, id, chat)| (chat.summary(id), at))
             .collect();
         Ok(ChatPage::of(chats, limit))
+    }
+
+    async fn place(
+        &self,
+        tenant: &Tenant,
+        chat: &ChatId,
+        order: ListOrder,
+    ) -> Result<Option<ChatCursor>, StoreError> {
+        let mut state = self.state();
+        Ok(self
+            .live(&mut state, &key(tenant, chat))
+            .map(|found| ChatCursor {
+                at_ms: found.place(order),
+                id: chat.clone(),
+            }))
     }
 
     async fn chat_summary(

@@ -19,8 +19,8 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::{
-    newest_within, ChatSummary, ChatUsage, ConversationInfo, Found, IdempotencyKey, PeriodUsage,
-    FLOOR_SECONDS,
+    newest_within, ChatSummary, ChatUsage, ConversationInfo, Found, IdempotencyKey, ListOrder,
+    PeriodUsage, FLOOR_SECONDS,
 };
 use crate::chat::{ChatId, Tenant, Turn};
 use crate::clock::now_ms;
@@ -78,8 +78,9 @@ struct Chat {
     /// When it was made a conversation, and its metadata (JSON).
     created_at: Option<u64>,
     metadata: Option<String>,
-    /// When it was made (Unix seconds) and last written (Unix milliseconds).
+    /// When it was made (Unix seconds, and milliseconds) and last written (milliseconds).
     born: u64,
+    made_ms: u64,
     updated_ms: u64,
     /// Its title set by hand, and the one its first question gave it.
     title: Option<String>,
@@ -87,6 +88,14 @@ struct Chat {
 }
 
 impl Chat {
+    /// Where it sits in a list in `order`.
+    fn place(&self, order: ListOrder) -> u64 {
+        match order {
+            ListOrder::Written => self.updated_ms,
+            ListOrder::Made => self.made_ms,
+        }
+    }
+
     fn summary(&self, id: &ChatId) -> ChatSummary {
         ChatSummary {
             id: id.clone(),
@@ -177,6 +186,7 @@ impl MemoryStore {
         entry.updated_ms = now_ms();
         if entry.born == 0 {
             entry.born = entry.updated_ms / 1000;
+            entry.made_ms = entry.updated_ms;
         }
         entry
     }

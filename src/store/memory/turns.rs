@@ -8,7 +8,7 @@ use super::{key, MemoryStore};
 use crate::chat::{auto_title, ChatId, Tenant, Turn};
 use crate::store::{
     record_apart, Expect, Found, Recorded, Rewritten, Spent, StoreError, TailClaim, TurnContext,
-    TurnExtras, Turns, Written,
+    TurnExtras, TurnRewrite, Turns, Written,
 };
 
 #[async_trait::async_trait]
@@ -181,10 +181,11 @@ impl Turns for MemoryStore {
         &self,
         tenant: &Tenant,
         chat: &ChatId,
-        turn: &str,
-        with: Option<&Turn>,
+        rewrite: TurnRewrite<'_>,
         seen: u64,
     ) -> Result<Rewritten, StoreError> {
+        // Nothing is sealed here: the turns around it need no new seal.
+        let (turn, with) = (rewrite.id, rewrite.with);
         let mut state = self.state();
         let chat = key(tenant, chat);
         let (version, floor, newest) = self.found(&mut state, &chat);

@@ -2,16 +2,58 @@
 //! caller's list of chats (`N:usage:{T}:chats`, in the caller's slot), and whole chats made
 //! (`create_chat.lua`) and deleted (`delete_chat.lua`, which leaves the chat's floor).
 
-use fred::interfaces::{HashesInterface, KeysInterface};
+use fred::interfaces::{HashesInterface, KeysInterface, SortedSetsInterface};
+use fred::types::SetOptions;
 
 use super::keys::ChatKeys;
 use super::{RedisStore, MARKER_SECONDS};
 use crate::chat::{auto_title, ChatId, Tenant, Turn};
 use crate::clock::now_ms;
 use crate::store::{
-    ChatCursor, ChatPage, ChatSummary, ChatUsage, Chats, ConversationInfo, NewChat, StoreError,
-    FLOOR_SECONDS,
+    ChatCursor, ChatPage, ChatSummary, ChatUsage, Chats, ConversationInfo, ListOrder, NewChat,
+    StoreError, FLOOR_SECONDS,
 };
+
+impl RedisStore {
+    /// Puts in the index of births the chats listed before there was one (by their birth
+    /// second, `born`): a caller's first list by birth after an upgrade does it, once. One
+    /// round trip when there is nothing to do.
+    async fn list_births(&self, tenant: &Tenant) -> Result<(), StoreError> {
+        let (written, made) = (self.keys.chat_index(tenant), self.keys.chats_made(tenant));
+        let (listed, born) = tokio::join!(
+            self.client().zcard::<u64, _>(&written),
+            self.client().zcard::<u64, _>(&made),
+        );
+        if listed.map_err(|e| self.error(e))? <= born.map_err(|e| self.error(e))? {
+            return Ok(());
+        }
+        let ids: Vec<String> = self
+            .client()
+            .zrange(&written, 0, -1, None, false, None, false)
+            .await
+            .map_err(|e| self.error(e))?;
+        let births = futures_util::future::join_all(ids.iter().map(|id| async move {
+            let chat = ChatId::parse_decoded(id).ok()?;
+            let meta = self.keys.chat(tenant, &chat).meta;
+            let born: Option<u64> = self.client().hget(meta, "born").await.ok()?;
+            Some((born? * 1000, id.clone()))
+        }))
+        .await;
+        let births: Vec<(f64, String)> = births
+            .into_iter()
+            .flatten()
+            .map(|(born, id)| (born as f64, id))
+            .collect();
+        if births.is_empty() {
+            return Ok(());
+        }
+        self.client()
+            .zadd::<i64, _, _>(&made, Some(SetOptions::NX), None, false, false, births)
+            .await
+            .map(drop)
+            .map_err(|e| self.error(e))
+    }
+}
 
 #[async_trait::async_trait]
 impl Chats for RedisStore {
@@ -102,6 +144,7 @@ impl Chats for RedisStore {
     async fn list_chats(
         &self,
         tenant: &Tenant,
+        order: ListOrder,
         after: Option<&ChatCursor>,
         limit: usize,
     ) -> Result<ChatPage, StoreError> {
@@ -109,17 +152,25 @@ impl Chats for RedisStore {
         // between the chat's write and the index's): each is read, and the gone are taken
         // off the list and made up for from further down, a few batches at most.
         const BATCHES: usize = 4;
-        let index = self.keys.chat_index(tenant);
-        let oldest_live = self
-            .ttl_ms()
-            .map(|ttl| now_ms().saturating_sub(ttl).to_string())
-            .unwrap_or_default();
+        let (index, oldest_live) = match order {
+            ListOrder::Written => (
+                self.keys.chat_index(tenant),
+                self.ttl_ms()
+                    .map(|ttl| now_ms().saturating_sub(ttl).to_string())
+                    .unwrap_or_default(),
+            ),
+            // A birth says nothing of an expiry: the gone are found by reading them.
+            ListOrder::Made => {
+                self.list_births(tenant).await?;
+                (self.keys.chats_made(tenant), String::new())
+            }
+        };
         let mut cursor = after.cloned();
-        let mut chats: Vec<ChatSummary> = Vec::new();
+        let mut chats: Vec<(ChatSummary, u64)> = Vec::new();
         for _ in 0..BATCHES {
             let want = limit + 1 - chats.len();
             let (score, id) = match &cursor {
-                Some(c) => (c.updated_ms.to_string(), c.id.as_str().to_owned()),
+                Some(c) => (c.at_ms.to_string(), c.id.as_str().to_owned()),
                 None => (String::new(), String::new()),
             };
             let found: Vec<String> = self
@@ -145,10 +196,15 @@ impl Chats for RedisStore {
             let mut gone = Vec::new();
             for ((chat, score), summary) in entries.iter().zip(summaries) {
                 match summary? {
-                    Some(summary) => chats.push(ChatSummary {
-                        updated_ms: *score,
-                        ..summary
-                    }),
+                    // Its last write is the index's, which lists it.
+                    Some(summary) if order == ListOrder::Written => chats.push((
+                        ChatSummary {
+                            updated_ms: *score,
+                            ..summary
+                        },
+                        *score,
+                    )),
+                    Some(summary) => chats.push((summary, *score)),
                     None => gone.push(chat),
                 }
             }
@@ -159,8 +215,8 @@ impl Chats for RedisStore {
                 }
             }
             let exhausted = entries.len() < want;
-            cursor = entries.last().map(|(id, updated_ms)| ChatCursor {
-                updated_ms: *updated_ms,
+            cursor = entries.last().map(|(id, at_ms)| ChatCursor {
+                at_ms: *at_ms,
                 id: id.clone(),
             });
             if exhausted || chats.len() > limit {
@@ -169,11 +225,37 @@ impl Chats for RedisStore {
         }
         // Batches full of gone chats: what was found, and the place to go on from.
         let next = match chats.last() {
-            Some(last) if chats.len() == limit => Some(last.cursor()),
+            Some((last, at_ms)) if chats.len() == limit => Some(ChatCursor {
+                at_ms: *at_ms,
+                id: last.id.clone(),
+            }),
             _ => cursor,
         };
-        chats.truncate(limit);
-        Ok(ChatPage { chats, next })
+        Ok(ChatPage::of(chats, limit).with_next(next))
+    }
+
+    async fn place(
+        &self,
+        tenant: &Tenant,
+        chat: &ChatId,
+        order: ListOrder,
+    ) -> Result<Option<ChatCursor>, StoreError> {
+        let index = match order {
+            ListOrder::Written => self.keys.chat_index(tenant),
+            ListOrder::Made => {
+                self.list_births(tenant).await?;
+                self.keys.chats_made(tenant)
+            }
+        };
+        let at: Option<f64> = self
+            .client()
+            .zscore(index, chat.as_str())
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(at.map(|at| ChatCursor {
+            at_ms: at as u64,
+            id: chat.clone(),
+        }))
     }
 
     async fn chat_summary(
@@ -272,11 +354,12 @@ impl Chats for RedisStore {
             ..
         } = keys;
         let now = now_ms();
-        let encoded = new
-            .turns
-            .iter()
-            .map(|turn| self.sealing.encode_turn(&turns, turn))
-            .collect::<Result<Vec<String>, _>>()?;
+        let mut encoded = Vec::with_capacity(new.turns.len());
+        let mut after = "";
+        for turn in new.turns {
+            encoded.push(self.sealing.encode_turn(&turns, turn, after)?);
+            after = turn.id.as_deref().unwrap_or("");
+        }
         let seal = |key: &str, field: &str, text: Option<String>| {
             text.map(|text| self.sealing.seal_text(key, field, &text))
                 .transpose()

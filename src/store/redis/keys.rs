@@ -25,6 +25,8 @@
 //! - `N:usage:{T}:idem:<hash>`  an `Idempotency-Key` of a stateless call
 //! - `N:usage:{T}:chats`        sorted set: the caller's chats by their last write (Unix
 //!   milliseconds), in the counters' slot so that a turn's count updates it
+//! - `N:usage:{T}:made`         sorted set: the same chats by when they were made (first
+//!   listed), for a list whose order no write changes (`GET /v1/conversations`)
 //! - `P:requests:<who>`         hash: the requests counted in the current window of
 //!   `RATE_LIMIT_PER_MINUTE`, each by its id, with its place in the count
 //!
@@ -135,6 +137,11 @@ impl Keys {
     /// The caller's index of chats, newest write first.
     pub fn chat_index(&self, tenant: &Tenant) -> String {
         format!("{}:chats", self.usage_base(tenant))
+    }
+
+    /// The caller's index of chats by birth, newest first.
+    pub fn chats_made(&self, tenant: &Tenant) -> String {
+        format!("{}:made", self.usage_base(tenant))
     }
 
     /// The marker that a request's tokens were counted.

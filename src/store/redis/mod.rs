@@ -129,7 +129,7 @@ impl RedisStore {
         }
         self.eval::<i64>(
             &self.scripts.index_chat,
-            vec![self.keys.chat_index(tenant)],
+            vec![self.keys.chat_index(tenant), self.keys.chats_made(tenant)],
             self.index_args(chat, now),
         )
         .await

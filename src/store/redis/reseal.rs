@@ -95,15 +95,21 @@ impl RedisStore {
             .await
             .map_err(|e| self.error(e))?;
         let mut args = vec!["list".to_owned()];
+        // Each turn stays bound to the turn it was sealed after; one sealed before order was
+        // bound is bound now to the turn before it.
+        let mut before = String::new();
         for value in stored {
-            if self.sealing.is_current(&value) {
-                report.current += 1;
-                continue;
-            }
-            match self.sealing.decode_turn(key, &value) {
-                Ok(turn) => {
-                    let sealed = self.sealing.encode_turn(key, &turn)?;
-                    args.extend([value, sealed]);
+            match self.sealing.decode_placed(key, &value) {
+                Ok((turn, after)) => {
+                    let id = turn.id.clone().unwrap_or_default();
+                    if after.is_some() && self.sealing.is_current(&value) {
+                        report.current += 1;
+                    } else {
+                        let after = after.unwrap_or_else(|| before.clone());
+                        let sealed = self.sealing.encode_turn(key, &turn, &after)?;
+                        args.extend([value, sealed]);
+                    }
+                    before = id;
                 }
                 Err(error) => {
                     tracing::error!(%error, "a turn that does not open is left as it is");

@@ -1,10 +1,14 @@
 //! What the Redis store seals (`SEAL_KEYS`, `crate::seal`): every text of a chat is sealed
 //! here on its way to Redis and opened on its way back, bound to the key it is kept under.
 //!
-//! - A turn (an element of a chat's list) is `{"id":"<turn id>","m":<messages>,"sealed":
-//!   "<key id>:<base64>"}`: its id and its count of messages stay plain, because the Lua
-//!   scripts find turns by id and count a chat's messages; the rest, the whole turn as JSON,
-//!   is sealed, bound to the list's key and the turn's id.
+//! - A turn (an element of a chat's list) is `{"id":"<turn id>","m":<messages>,"p":"<the id
+//!   of the turn before it>","sealed":"<key id>:<base64>"}`: its id and its count of
+//!   messages stay plain, because the Lua scripts find turns by id and count a chat's
+//!   messages; the rest, the whole turn as JSON, is sealed, bound to the list's key, the
+//!   turn's id and the id of the turn it follows. So a turn moved to another place of its
+//!   list does not read back: each turn must follow the one it was stored after (the oldest
+//!   kept excepted, whose predecessor the caps dropped). Turns sealed before order was
+//!   bound (no `p`) read as they are; `make reseal` binds them.
 //! - A text (a prompt, a title, a kept answer, a conversation's metadata) is
 //!   `"\u{1}sealed:<key id>:<base64>"`, bound to its key (and its hash field).
 //!
@@ -115,8 +119,15 @@ impl Sealing {
         SealKeys::key_id(&sealed) == Some(keys.sealing_id())
     }
 
-    /// A turn as the element of the list `key` it is kept in.
-    pub fn encode_turn(&self, key: &str, turn: &Turn) -> Result<String, StoreError> {
+    /// Whether turns are sealed, so that the scripts must keep each after the turn it was
+    /// sealed to follow.
+    pub fn binds_order(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// A turn as the element of the list `key` it is kept in, after the turn `after` (`""`:
+    /// first of its list).
+    pub fn encode_turn(&self, key: &str, turn: &Turn, after: &str) -> Result<String, StoreError> {
         let json = serde_json::to_string(turn)
             .map_err(|e| StoreError::new(format!("cannot encode a turn: {e}")))?;
         let Some(keys) = &self.0 else {
@@ -124,39 +135,74 @@ impl Sealing {
         };
         let id = turn.id.as_deref().unwrap_or("");
         let sealed = keys
-            .seal(&bound(key, id), json.as_bytes())
+            .seal(&bound(key, &place(id, Some(after))), json.as_bytes())
             .map_err(StoreError::new)?;
-        let envelope = serde_json::json!({"id": id, "m": turn.messages(), "sealed": sealed});
+        let envelope =
+            serde_json::json!({"id": id, "m": turn.messages(), "p": after, "sealed": sealed});
         Ok(envelope.to_string())
     }
 
-    /// The turns of the list `key`, oldest first, opened where sealed.
+    /// The turns of the list `key`, oldest first, opened where sealed, each checked to
+    /// follow the turn it was sealed after.
     pub fn decode_turns(&self, key: &str, raw: Vec<String>) -> Result<Vec<Turn>, StoreError> {
-        raw.iter()
-            .map(|stored| self.decode_turn(key, stored))
-            .collect()
+        let mut turns: Vec<Turn> = Vec::with_capacity(raw.len());
+        for stored in &raw {
+            let (turn, after) = self.decode_placed(key, stored)?;
+            if let (Some(after), Some(before)) = (after, turns.last()) {
+                let before = before.id.as_deref().unwrap_or("");
+                if after != before {
+                    let id = turn.id.as_deref().unwrap_or("");
+                    return Err(unreadable(
+                        key,
+                        format_args!(
+                            "holds turn {id} after turn {before}, and it was stored after {after}"
+                        ),
+                    ));
+                }
+            }
+            turns.push(turn);
+        }
+        Ok(turns)
     }
 
-    pub fn decode_turn(&self, key: &str, stored: &str) -> Result<Turn, StoreError> {
-        let json = match envelope(stored) {
-            None => stored.to_owned(),
+    /// One turn of the list `key`, opened where sealed, with the turn it was sealed to follow
+    /// (`None`: not bound to one).
+    pub fn decode_placed(
+        &self,
+        key: &str,
+        stored: &str,
+    ) -> Result<(Turn, Option<String>), StoreError> {
+        let (json, after) = match envelope(stored) {
+            None => (stored.to_owned(), None),
             Some(envelope) => {
                 let envelope =
                     envelope.map_err(|_| unreadable(key, "holds a sealed turn that is not one"))?;
                 let keys = self.0.as_ref().ok_or_else(|| {
                     unreadable(key, "holds sealed turns, and SEAL_KEYS is not set")
                 })?;
+                let at = place(&envelope.id, envelope.p.as_deref());
                 let plain = keys
-                    .open(&bound(key, &envelope.id), &envelope.sealed)
+                    .open(&bound(key, &at), &envelope.sealed)
                     .map_err(|error| {
                         unreadable(key, format_args!("turn {}: {error}", envelope.id))
                     })?;
-                String::from_utf8(plain)
-                    .map_err(|_| unreadable(key, "holds a turn that opens to no text"))?
+                let json = String::from_utf8(plain)
+                    .map_err(|_| unreadable(key, "holds a turn that opens to no text"))?;
+                (json, envelope.p)
             }
         };
-        serde_json::from_str(&json)
-            .map_err(|e| StoreError::new(format!("a stored turn is not valid JSON: {e}")))
+        let turn = serde_json::from_str(&json)
+            .map_err(|e| StoreError::new(format!("a stored turn is not valid JSON: {e}")))?;
+        Ok((turn, after))
+    }
+}
+
+/// What a sealed turn is bound to besides its list's key: its id, and the turn it follows
+/// (a turn sealed before order was bound, with no `p`, its id alone).
+fn place(id: &str, after: Option<&str>) -> String {
+    match after {
+        Some(after) => format!("{id}\n{after}"),
+        None => id.to_owned(),
     }
 }
 
@@ -171,6 +217,8 @@ fn envelope(stored: &str) -> Option<Result<Envelope, serde_json::Error>> {
 #[derive(serde::Deserialize)]
 struct Envelope {
     id: String,
+    #[serde(default)]
+    p: Option<String>,
     sealed: String,
 }
 
@@ -191,9 +239,9 @@ mod tests {
             None,
             "secret answer".into(),
         );
-        let stored = sealing().encode_turn("c:{a}:turns", &turn).unwrap();
+        let stored = sealing().encode_turn("c:{a}:turns", &turn, "").unwrap();
         assert!(
-            stored.starts_with(r#"{"id":"t1","m":2,"sealed":"k1:"#),
+            stored.starts_with(r#"{"id":"t1","m":2,"p":"","sealed":"k1:"#),
             "{stored}"
         );
         assert!(!stored.contains("secret"));
@@ -207,11 +255,31 @@ mod tests {
         let keyless = Sealing(None).decode_turns("c:{a}:turns", vec![stored]);
         assert!(keyless.unwrap_err().is_unreadable());
         // A plain turn, stored before sealing, reads as it is.
-        let plain = Sealing(None).encode_turn("c:{a}:turns", &turn).unwrap();
+        let plain = Sealing(None).encode_turn("c:{a}:turns", &turn, "").unwrap();
         assert_eq!(
             sealing().decode_turns("c:{a}:turns", vec![plain]).unwrap(),
             [turn]
         );
+    }
+
+    #[test]
+    fn a_sealed_turn_reads_back_only_after_the_turn_it_was_stored_after() {
+        let turn = |id: &str| Turn::question(Some(id.into()), id.into(), None, "a".into());
+        let key = "c:{a}:turns";
+        let encode = |id: &str, after: &str| sealing().encode_turn(key, &turn(id), after).unwrap();
+        let (one, two, three) = (encode("t1", ""), encode("t2", "t1"), encode("t3", "t2"));
+        let read = |raw: &[&String]| {
+            sealing().decode_turns(key, raw.iter().map(|s| (*s).clone()).collect())
+        };
+        assert_eq!(read(&[&one, &two, &three]).unwrap().len(), 3);
+        // The oldest dropped by the caps: the new oldest's predecessor is gone, as it may be.
+        assert_eq!(read(&[&two, &three]).unwrap().len(), 2);
+        // Swapped, or one taken from the middle: unreadable.
+        assert!(read(&[&one, &three, &two]).unwrap_err().is_unreadable());
+        assert!(read(&[&one, &three]).unwrap_err().is_unreadable());
+        // A turn's envelope claiming another predecessor does not open.
+        let forged = three.replace(r#""p":"t2""#, r#""p":"t1""#);
+        assert!(read(&[&one, &forged]).unwrap_err().is_unreadable());
     }
 
     #[test]

@@ -11,7 +11,7 @@ use crate::chat::{auto_title, ChatId, Tenant, Turn};
 use crate::clock::now_ms;
 use crate::store::{
     newest_within, record_apart, Recorded, Rewritten, Spent, StoreError, TailClaim, TurnContext,
-    TurnExtras, Turns, Written, ANSWER_SECONDS, FLOOR_SECONDS,
+    TurnExtras, TurnRewrite, Turns, Written, ANSWER_SECONDS, FLOOR_SECONDS,
 };
 
 impl RedisStore {
@@ -25,7 +25,15 @@ impl RedisStore {
         now: u64,
     ) -> Result<(Vec<String>, Vec<String>), StoreError> {
         let chat = self.keys.chat(tenant, chat);
-        let json = self.sealing.encode_turn(&chat.turns, turn)?;
+        // Each sealed turn is bound to the one it follows: a branch's history in its order,
+        // then the turn.
+        let mut after = extras.after.unwrap_or("");
+        let mut prefix = Vec::with_capacity(extras.prefix.len());
+        for earlier in extras.prefix {
+            prefix.push(self.sealing.encode_turn(&chat.turns, earlier, after)?);
+            after = earlier.id.as_deref().unwrap_or("");
+        }
+        let json = self.sealing.encode_turn(&chat.turns, turn, after)?;
         // A turn without an id (never made by this version) gets one for its marker alone.
         let id = turn.id.clone().unwrap_or_else(Turn::new_id);
         let marker = chat.turn_marker(&id);
@@ -48,10 +56,6 @@ impl RedisStore {
             .map(|title| self.sealing.seal_text(&meta, "auto_title", &title))
             .transpose()?
             .unwrap_or_default();
-        let mut prefix = Vec::with_capacity(extras.prefix.len());
-        for earlier in extras.prefix {
-            prefix.push(self.sealing.encode_turn(&turns, earlier)?);
-        }
         let prompt = extras
             .chat_prompt
             .map(|prompt| self.sealing.seal_text(&system, "", prompt))
@@ -90,6 +94,8 @@ impl RedisStore {
             seen,
             newest,
             claim,
+            extras.after.unwrap_or("").to_owned(),
+            if self.sealing.binds_order() { "1" } else { "0" }.to_owned(),
         ];
         args.push(prefix.len().to_string());
         args.extend(prefix);
@@ -112,14 +118,20 @@ fn written_at(spent: Spent<'_>) -> u64 {
     spent.listed.map_or_else(now_ms, |(_, now)| now)
 }
 
-/// What `append_turn` answered, as the store's contract says it.
-fn appended(result: i64) -> Written {
+/// What `append_turn` answered, as the store's contract says it; `None` for a turn sealed
+/// to follow a turn another has come after (sealed again, and sent again).
+fn appended(result: i64) -> Option<Written> {
     match result {
-        2 => Written::Moved,
-        3 => Written::Gone,
-        _ => Written::Stored,
+        2 => Some(Written::Moved),
+        3 => Some(Written::Gone),
+        4 => None,
+        _ => Some(Written::Stored),
     }
 }
+
+/// How many times a sealed turn is sealed again to follow the newest turn, should other
+/// turns keep coming between.
+const RESEALS: usize = 4;
 
 /// A field of `read_chat`'s answer: text, or nothing.
 fn text(value: Option<Value>) -> Option<String> {
@@ -200,22 +212,35 @@ impl Turns for RedisStore {
         extras: TurnExtras<'_>,
     ) -> Result<Written, StoreError> {
         let now = now_ms();
-        let (keys, args) = self.append_turn_call(tenant, chat, turn, extras, now)?;
         let write = async {
-            // The answer behind this turn is paid for: a write that timed out (and may yet
-            // run) is sent once more, which the marker makes safe.
-            let first = self
-                .eval::<i64>(&self.scripts.append_turn, keys.clone(), args.clone())
-                .await;
-            let stored = match first {
-                Ok(stored) => stored,
-                Err(error) => {
-                    tracing::warn!(%error, "storing a turn failed; sending the write once more");
-                    self.eval::<i64>(&self.scripts.append_turn, keys, args)
-                        .await?
+            let mut newest: Option<String> = None;
+            for _ in 0..RESEALS {
+                let extras = TurnExtras {
+                    after: newest.as_deref().or(extras.after),
+                    ..extras
+                };
+                let (keys, args) = self.append_turn_call(tenant, chat, turn, extras, now)?;
+                // The answer behind this turn is paid for: a write that timed out (and may
+                // yet run) is sent once more, which the marker makes safe.
+                let first = self
+                    .eval::<i64>(&self.scripts.append_turn, keys.clone(), args.clone())
+                    .await;
+                let stored = match first {
+                    Ok(stored) => stored,
+                    Err(error) => {
+                        tracing::warn!(%error, "storing a turn failed; sending the write once more");
+                        self.eval::<i64>(&self.scripts.append_turn, keys, args)
+                            .await?
+                    }
+                };
+                match appended(stored) {
+                    Some(written) => return Ok(written),
+                    None => newest = Some(self.newest_turn(tenant, chat).await?),
                 }
-            };
-            Ok(appended(stored))
+            }
+            Err(StoreError::new(
+                "other turns kept coming between a sealed turn and the turn it follows",
+            ))
         };
         let written = self.with_index(tenant, chat, now, write).await?;
         if written != Written::Stored {
@@ -263,12 +288,16 @@ impl Turns for RedisStore {
         };
         match result {
             Ok(results) => {
-                let written = appended(results.first().copied().unwrap_or(1));
-                if written != Written::Stored {
+                let written = match appended(results.first().copied().unwrap_or(1)) {
+                    Some(written) => Ok(written),
+                    // Counted; the turn is sealed again to follow the turn now newest.
+                    None => self.append_turn(tenant, chat, turn_to_store, extras).await,
+                };
+                if matches!(written, Ok(Written::Moved | Written::Gone)) {
                     self.unlist_if_gone(tenant, chat).await;
                 }
                 Recorded {
-                    stored: Ok(written),
+                    stored: written,
                     counted: Ok(()),
                 }
             }
@@ -295,14 +324,22 @@ impl Turns for RedisStore {
         &self,
         tenant: &Tenant,
         chat: &ChatId,
-        turn: &str,
-        with: Option<&Turn>,
+        rewrite: TurnRewrite<'_>,
         seen: u64,
     ) -> Result<Rewritten, StoreError> {
         let keys = self.keys.chat(tenant, chat);
-        let with = match with {
-            Some(turn) => self.sealing.encode_turn(&keys.turns, turn)?,
+        let before = rewrite.before.unwrap_or("");
+        let with = match rewrite.with {
+            Some(turn) => self.sealing.encode_turn(&keys.turns, turn, before)?,
             None => String::new(),
+        };
+        // A removed turn's next one follows the turn before it from now on.
+        let next = match (rewrite.with, rewrite.next, self.sealing.binds_order()) {
+            (None, Some(next), true) => (
+                self.sealing.encode_turn(&keys.turns, next, before)?,
+                next.id.clone().unwrap_or_default(),
+            ),
+            _ => (String::new(), String::new()),
         };
         let marker = keys.write_marker(&Turn::new_id());
         let floor = keys.floor();
@@ -311,10 +348,12 @@ impl Turns for RedisStore {
                 &self.scripts.rewrite_turn,
                 vec![keys.turns, keys.meta, floor, marker],
                 vec![
-                    turn.to_owned(),
+                    rewrite.id.to_owned(),
                     with,
                     seen.to_string(),
                     MARKER_SECONDS.to_string(),
+                    next.0,
+                    next.1,
                 ],
             )
             .await?;
@@ -350,6 +389,21 @@ impl Turns for RedisStore {
 }
 
 impl RedisStore {
+    /// The id of the chat's newest turn (`""`: none), for a sealed turn to follow.
+    async fn newest_turn(&self, tenant: &Tenant, chat: &ChatId) -> Result<String, StoreError> {
+        let newest: Option<String> = self
+            .client()
+            .lindex(self.keys.chat(tenant, chat).turns, -1)
+            .await
+            .map_err(|e| self.error(e))?;
+        let newest = newest.unwrap_or_default();
+        let id = newest
+            .strip_prefix("{\"id\":\"")
+            .and_then(|rest| rest.split('"').next())
+            .unwrap_or("");
+        Ok(id.to_owned())
+    }
+
     /// Takes a chat off its caller's list when it does not exist (a turn refused after its
     /// chat was deleted was listed beside its write); a failure only leaves it listed until
     /// the list is read, which drops chats that are gone.

@@ -43,6 +43,7 @@ impl RedisStore {
         let listed = spent.listed.filter(|(chat, _)| !chat.is_chain());
         if listed.is_some() {
             keys.push(self.keys.chat_index(tenant));
+            keys.push(self.keys.chats_made(tenant));
         }
         let items = spent.items.filter(|items| !items.ids.is_empty());
         if let Some(items) = items {

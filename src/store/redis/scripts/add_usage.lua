@@ -6,8 +6,9 @@
 --
 -- KEYS: 1 the request's marker, 2 the day's and 3 the month's counters (hashes), then the
 --       address's day counter when ARGV[7] is '1', then the Idempotency-Key of a stateless
---       call when ARGV[8] is not empty, then the caller's index of chats when ARGV[11] is
---       not empty, then one key per output item of the stored response ARGV[14]
+--       call when ARGV[8] is not empty, then the caller's two indexes of chats (by last
+--       write, by birth) when ARGV[11] is not empty, then one key per output item of the
+--       stored response ARGV[14]
 -- ARGV: 1 model, 2 prompt, 3 completion and 4 cached tokens, 5 the day's and 6 the month's
 --       ttl, 7 the address flag, 8 the answer kept for the Idempotency-Key (or ''), 9 its
 --       ttl, 10 the marker's ttl, 11 the turn's chat, to put at the top of the caller's
@@ -40,8 +41,8 @@ local function add_usage(K, A)
     next = next + 1
   end
   if A[11] ~= '' then
-    index_chat({K[next]}, {A[11], A[12], A[13]})
-    next = next + 1
+    index_chat({K[next], K[next + 1]}, {A[11], A[12], A[13]})
+    next = next + 2
   end
   if A[14] ~= '' then
     for i = next, #K do

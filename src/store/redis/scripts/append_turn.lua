@@ -13,12 +13,16 @@
 --       replaces, with every turn after it (a regenerate or an edit; '' for none), 16 the
 --       write model's check (check.lua: its kind), 17 the version the turn's read saw,
 --       18 the newest turn it follows ('' for none), 19 the claim its read made
---       (`<turn>\n<claimant>`), which this write frees ('' for none), 20 how many turns
---       come before it (n: a branch's history, into a new chat), 21 to 20+n those turns,
---       21+n the chat's new prompt (absent: the prompt stays as it is)
+--       (`<turn>\n<claimant>`), which this write frees ('' for none), 20 the id of the turn
+--       it was sealed to follow ('' for none), with 21 '1' when turns are sealed so ('0':
+--       not sealed), 22 how many turns come before it (n: a branch's history, into a new
+--       chat), 23 to 22+n those turns, 23+n the chat's new prompt (absent: the prompt stays
+--       as it is)
 -- Returns 1 when stored, 0 when the turn's marker says it already was, 2 when the chat
 -- changed in a way the turn cannot follow, 3 when it was cleared or deleted since the
--- turn's read (for 2 and 3 nothing is written).
+-- turn's read, 4 when sealed turns were sealed to follow a turn that is no longer the one
+-- they would follow (another came between: they are sealed again and sent again); for 2, 3
+-- and 4 nothing is written.
 --
 -- Trims the oldest turns until the chat holds at most max messages and max bytes, keeping
 -- the newest turn whole. A chat stored before meta had `bytes` and `messages` is counted
@@ -55,14 +59,24 @@ local function append_turn(K, A)
   local bytes, messages = tonumber(meta[1]), tonumber(meta[2])
   -- Written as integers: some Redis versions format a Lua number as `1e+08`.
   local function plus(i, n) return string.format('%d', (tonumber(meta[i]) or 0) + tonumber(n)) end
+  -- Where the turn goes: after the newest turn, or for a redo after the turn before the
+  -- first it replaces (found first, and cut only once nothing can refuse the write).
+  local all, at
   if A[15] ~= '' then
     local head = '{"id":"' .. A[15] .. '"'
-    local all = redis.call('LRANGE', K[1], 0, -1)
-    local at
+    all = redis.call('LRANGE', K[1], 0, -1)
     for i, turn in ipairs(all) do
       if string.sub(turn, 1, #head) == head then at = i break end
     end
     if not at then return 2 end
+  end
+  if A[21] == '1' then
+    local before
+    if at then before = all[at - 1] else before = redis.call('LINDEX', K[1], -1) end
+    local id = before and string.match(string.sub(before, 1, 200), '^{"id":"([^"]*)"') or ''
+    if id ~= A[20] then return 4 end
+  end
+  if at then
     if at == 1 then redis.call('DEL', K[1]) else redis.call('LTRIM', K[1], 0, at - 2) end
     if bytes ~= nil and messages ~= nil then
       for i = at, #all do
@@ -71,8 +85,8 @@ local function append_turn(K, A)
       end
     end
   end
-  local before = tonumber(A[20])
-  if before > 0 then redis.call('RPUSH', K[1], unpack(A, 21, 20 + before)) end
+  local before = tonumber(A[22])
+  if before > 0 then redis.call('RPUSH', K[1], unpack(A, 23, 22 + before)) end
   local length = redis.call('RPUSH', K[1], A[2])
   if bytes == nil or messages == nil then
     bytes, messages = 0, 0
@@ -83,7 +97,7 @@ local function append_turn(K, A)
   else
     bytes = bytes + #A[2]
     messages = messages + tonumber(A[12])
-    for i = 21, 20 + before do
+    for i = 23, 22 + before do
       bytes = bytes + #A[i]
       messages = messages + messages_of(A[i])
     end
@@ -107,7 +121,7 @@ local function append_turn(K, A)
   -- The stamp (touch.lua) of its last write is in the fields above; its birth, once.
   redis.call('HSETNX', K[3], 'born', string.sub(A[13], 1, -4))
   if A[14] ~= '' then redis.call('HSETNX', K[3], 'auto_title', A[14]) end
-  local prompt = A[21 + before]
+  local prompt = A[23 + before]
   if prompt then redis.call('SET', K[2], prompt) end
   touch(K, A[1], 1, 3)
   if A[19] ~= '' and redis.call('GET', K[6]) == A[19] then redis.call('DEL', K[6]) end

@@ -5,7 +5,9 @@
 --
 -- KEYS: 1 turns, 2 meta, 3 floor, 4 the rewrite's marker
 -- ARGV: 1 the turn's id, 2 its new JSON ('': remove the turn), 3 the version the read
---       saw, 4 the marker's ttl
+--       saw, 4 the marker's ttl, 5 the turn after it, sealed again to follow the one
+--       before it when this one is removed ('': none; sealed turns are bound to the turn
+--       they follow), its id in 6
 -- Returns 1 when the turn was rewritten, 0 when the chat holds no turn of that id, 2 when
 -- the chat changed since the read (nothing is written: the request reads again).
 --
@@ -23,6 +25,14 @@ for i, turn in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
     else
       redis.call('LSET', KEYS[1], i - 1, ARGV[2])
       bytes, messages = bytes + #ARGV[2], messages + messages_of(ARGV[2])
+    end
+    if ARGV[5] ~= '' then
+      local next_head = '{"id":"' .. ARGV[6] .. '"'
+      local next_turn = redis.call('LINDEX', KEYS[1], i - 1)
+      if next_turn and string.sub(next_turn, 1, #next_head) == next_head then
+        redis.call('LSET', KEYS[1], i - 1, ARGV[5])
+        bytes = bytes + #ARGV[5] - #next_turn
+      end
     end
     local meta = redis.call('HMGET', KEYS[2], 'bytes', 'messages')
     redis.call('HSET', KEYS[2], 'v', next_version(version, floor))
