@@ -6,8 +6,8 @@ use std::time::Instant;
 use super::{key, Chat, MemoryStore};
 use crate::chat::{auto_title, ChatId, Tenant};
 use crate::store::{
-    ChatCursor, ChatPage, ChatSummary, ChatUsage, Chats, ConversationInfo, Found, ListOrder,
-    NewChat, StoreError,
+    ChatCursor, ChatPage, ChatSummary, ChatUsage, Chats, ConversationInfo, ListOrder, NewChat,
+    StoreError,
 };
 
 #[async_trait::async_trait]
@@ -143,14 +143,9 @@ impl Chats for MemoryStore {
         if self.live(&mut state, &chat).is_some() {
             return Ok(false);
         }
-        let (version, floor, _) = self.found(&mut state, &chat);
+        let version = self.found(&mut state, &chat).found().next_version();
         let made = self.touched(&mut state, &chat);
-        made.version = Found {
-            version,
-            floor,
-            newest: None,
-        }
-        .next_version();
+        made.version = version;
         made.usage = new.usage;
         for turn in new.turns {
             made.push(turn.clone());

@@ -191,26 +191,24 @@ impl MemoryStore {
         entry
     }
 
-    /// The chat as a write finds it (`store/write.rs`), with its newest turn's id.
-    fn found(&self, state: &mut State, chat: &ChatKey) -> (u64, u64, Option<String>) {
+    /// The chat as a write finds it (`store/write.rs`).
+    fn found(&self, state: &mut State, chat: &ChatKey) -> Kept {
         let now = Instant::now();
         state.floors.retain(|_, (_, until)| *until > now);
         let floor = state.floors.get(chat).map_or(0, |(floor, _)| *floor);
         let live = self.live(state, chat);
         let version = live.as_ref().map_or(0, |c| c.version);
         let newest = live.and_then(|c| c.turns.back().and_then(|(turn, _)| turn.id.clone()));
-        (version, floor, newest)
+        Kept {
+            version,
+            floor,
+            newest,
+        }
     }
 
     /// Raises a chat's floor to its next version, as a clear or a deletion does; returns it.
     fn raise_floor(&self, state: &mut State, chat: &ChatKey) -> u64 {
-        let (version, floor, newest) = self.found(state, chat);
-        let found = Found {
-            version,
-            floor,
-            newest: newest.as_deref(),
-        };
-        let raised = found.next_version();
+        let raised = self.found(state, chat).found().next_version();
         let until = Instant::now() + Duration::from_secs(FLOOR_SECONDS);
         state.floors.insert(chat.clone(), (raised, until));
         raised
@@ -222,6 +220,23 @@ impl MemoryStore {
             .map(|c| c.turns.iter().map(|(turn, _)| turn.clone()).collect())
             .unwrap_or_default();
         newest_within(turns, self.settings.max_history_messages)
+    }
+}
+
+/// What a chat's version, floor and newest turn are, owned (the state's lock is held).
+struct Kept {
+    version: u64,
+    floor: u64,
+    newest: Option<String>,
+}
+
+impl Kept {
+    fn found(&self) -> Found<'_> {
+        Found {
+            version: self.version,
+            floor: self.floor,
+            newest: self.newest.as_deref(),
+        }
     }
 }
 

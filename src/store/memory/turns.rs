@@ -7,7 +7,7 @@ use super::idempotency::keep;
 use super::{key, MemoryStore};
 use crate::chat::{auto_title, ChatId, Tenant, Turn};
 use crate::store::{
-    record_apart, Expect, Found, Recorded, Rewritten, Spent, StoreError, TailClaim, TurnContext,
+    record_apart, Expect, Recorded, Rewritten, Spent, StoreError, TailClaim, TurnContext,
     TurnExtras, TurnRewrite, Turns, Written,
 };
 
@@ -21,14 +21,10 @@ impl Turns for MemoryStore {
     ) -> Result<TurnContext, StoreError> {
         let mut state = self.state();
         let chat = key(tenant, chat);
-        let (version, floor, newest) = self.found(&mut state, &chat);
-        let found = Found {
-            version,
-            floor,
-            newest: newest.as_deref(),
-        };
+        let kept = self.found(&mut state, &chat);
+        let found = kept.found();
         let mut claimed = false;
-        if let (Some(claim), Some(newest)) = (claim, &newest) {
+        if let (Some(claim), Some(newest)) = (claim, &kept.newest) {
             if claim.newest.is_none_or(|wanted| wanted == newest) {
                 let now = Instant::now();
                 // A claim on another turn is spent: that turn is no longer the newest.
@@ -100,12 +96,8 @@ impl Turns for MemoryStore {
         if stored {
             return Ok(Written::Stored);
         }
-        let (version, floor, newest) = self.found(&mut state, &chat);
-        let found = Found {
-            version,
-            floor,
-            newest: newest.as_deref(),
-        };
+        let kept = self.found(&mut state, &chat);
+        let found = kept.found();
         let verdict = extras.expect.check(&found);
         if verdict != Written::Stored {
             return Ok(verdict);
@@ -188,12 +180,8 @@ impl Turns for MemoryStore {
         let (turn, with) = (rewrite.id, rewrite.with);
         let mut state = self.state();
         let chat = key(tenant, chat);
-        let (version, floor, newest) = self.found(&mut state, &chat);
-        let found = Found {
-            version,
-            floor,
-            newest: newest.as_deref(),
-        };
+        let kept = self.found(&mut state, &chat);
+        let found = kept.found();
         if Expect::Exactly(seen).check(&found) != Written::Stored {
             return Ok(Rewritten::Moved);
         }
