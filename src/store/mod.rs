@@ -11,9 +11,11 @@
 //!
 //! Every chat has a *version*, a number that each change to its turns raises by one: a turn
 //! stored, turns replaced, a turn rewritten or removed, the chat cleared, deleted or made.
-//! A write decides from a read, and that read returns the version it saw, taken atomically
-//! with the turns ([`TurnContext::version`]). The write is one atomic script that first
-//! checks the chat against what its read saw, as its kind needs ([`Expect`]), then writes:
+//! A write decides from a read, and that read returns the version it saw
+//! ([`TurnContext::version`]), read before the turns and so never newer than them: a change
+//! between the two can only make the write find the chat moved when it had not. The write is
+//! one atomic script that first checks the chat against what its read saw, as its kind needs
+//! ([`Expect`]), then writes:
 //!
 //! - **a plain turn** (a new question, items added by hand) needs only that the chat was not
 //!   cleared or deleted since its read. Turns stored meanwhile stay where they are, before it:

@@ -247,27 +247,25 @@ async fn a_turn_runs_the_same_commands_whatever_the_history_length() {
     let long = commands_of_a_turn(&t, "long").await;
     assert_eq!(short, long);
     let expected: BTreeMap<String, u64> = [
-        // The read: the global prompt, and one script for the chat (its prompt, its
-        // history, its version and floor); the write: one script for the turn and the
-        // caller's counters.
-        ("evalsha", 2),
+        // The read: the global prompt; the chat's version, floor and window (by name: `v`,
+        // `floor`, `window`, `created_at`); its prompt with a deleted chat's floor; then its
+        // history: native commands.
+        ("get", 1),
+        ("hmget", 2), // the version and the window; in the write, the chat's counts
+        ("mget", 1),
         ("lrange", 1), // the history
-        // The two prompts and the chat's floor, read, and in the write its floor again.
-        ("get", 4),
+        // The write: one script for the turn and the caller's counters; inside it:
+        ("evalsha", 1),
         ("exists", 2), // the turn's marker and the count's, checked first
         ("set", 2),    // and set last
-        // Read with the history: the chat's version, the context window's start and whether
-        // the chat is a conversation; then, in the write, its version and counts so far
-        // (size, messages, usage).
-        ("hmget", 2),
         ("rpush", 1),
-        ("hset", 1),   // and all of them written back, with the time of the write
+        ("hset", 1),   // the chat's counts written back, with its version and the time
         ("hsetnx", 2), // the chat's birth and its title from its first question, once
         // The day's and the month's counts for the model (prompt and completion tokens; no
         // cached tokens here).
         ("hincrby", 4),
-        ("zadd", 2),   // the chat at the top of its caller's list, and its birth (once)
-        ("expire", 7), // the chat's three keys, the day, the month, the two lists
+        ("zadd", 1), // the chat at the top of its caller's list (its birth was its first)
+        ("expire", 6), // the chat's three keys, the day, the month, the list
     ]
     .iter()
     .map(|(name, count)| (name.to_string(), *count))

@@ -312,3 +312,40 @@ async fn an_import_whose_turns_repeat_an_id_is_refused() {
     .assert_error(400, "invalid_value");
     assert_eq!(t.dump(), before, "nothing stored");
 }
+
+#[tokio::test]
+async fn a_turn_that_follows_or_redoes_still_waits_for_two_round_trips() {
+    use crate::turns::{assert_trips, round_trips};
+    let t = TestApp::over_relay(&[]).await;
+    t.say("x", "one").await;
+    // A regenerate: its check against the chat it read rides its one write.
+    let redo = t.post("/x/regenerate", json!({}));
+    assert_trips(round_trips(&t, redo).await, 2, "a regenerate");
+    // Tool results: the claim on the newest turn rides the turn's one read.
+    let tools = json!([{"type": "function", "function": {"name": "weather",
+        "parameters": {"type": "object"}}}]);
+    let answer = tool_call_completion("gpt-4o-mini", &[("weather", r#"{"city":"Oslo"}"#)], 9);
+    t.openai
+        .fail_chat(ResponseTemplate::new(200).set_body_json(answer), 1)
+        .await;
+    let v1 = |body: Value| {
+        t.call_with(
+            Method::POST,
+            "/v1/chat/completions",
+            Body::from(body.to_string()),
+            &[("x-chat-id", "x")],
+        )
+    };
+    let call =
+        v1(json!({"messages": [{"role": "user", "content": "weather?"}], "tools": tools})).await;
+    let call_id = call.json()["choices"][0]["message"]["tool_calls"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let result = v1(
+        json!({"messages": [{"role": "tool", "tool_call_id": call_id,
+        "content": "sunny"}], "tools": tools}),
+    );
+    assert_trips(round_trips(&t, result).await, 2, "tool results");
+    assert_eq!(said(&t, "x").await.len(), 6, "all of them stored");
+}

@@ -24,8 +24,8 @@ impl Script {
 
 /// The scripts as they are sent.
 pub(super) struct Scripts {
-    /// A chat as a turn reads it, with its version (and a claim on its newest turn).
-    pub read_chat: Script,
+    /// The claim on a chat's newest turn, made in a turn's read.
+    pub claim_newest: Script,
     pub release_claim: Script,
     pub append_turn: Script,
     pub set_chat_prompt: Script,
@@ -67,7 +67,7 @@ impl Scripts {
         let chat = |script: &str| Script::new(format!("{touch}{}", body(script)));
         let alone = |script: &str| Script::new(body(script).to_owned());
         Scripts {
-            read_chat: chat(include_str!("scripts/read_chat.lua")),
+            claim_newest: alone(include_str!("scripts/claim_newest.lua")),
             release_claim: alone(include_str!("scripts/release_claim.lua")),
             append_turn: Script::new(format!(
                 "{touch}{append_turn}return append_turn(KEYS, ARGV)\n"
@@ -101,7 +101,7 @@ impl Scripts {
     /// Every script, to load into Redis.
     fn all(&self) -> [&Script; 18] {
         [
-            &self.read_chat,
+            &self.claim_newest,
             &self.release_claim,
             &self.append_turn,
             &self.set_chat_prompt,

@@ -1,17 +1,16 @@
-//! A chat's turns in Redis: the turn's read (`read_chat.lua`, with the global prompt beside
-//! it), its write (`append_turn.lua`, or `record.lua` with the caller's counters), rewrites
+//! A chat's turns in Redis: the turn's read (its keys read together, in an order that keeps
+//! its version no newer than its turns, and `claim_newest.lua` beside them), its write (`append_turn.lua`, or `record.lua` with the caller's counters), rewrites
 //! and clears, each checked as the write model says (`check.lua`).
 
-use fred::interfaces::{KeysInterface, ListInterface};
-use fred::types::Value;
+use fred::interfaces::{HashesInterface, KeysInterface, ListInterface};
 
 use super::keys::ChatKeys;
 use super::{RedisStore, MARKER_SECONDS};
 use crate::chat::{auto_title, ChatId, Tenant, Turn};
 use crate::clock::now_ms;
 use crate::store::{
-    newest_within, record_apart, Recorded, Rewritten, Spent, StoreError, TailClaim, TurnContext,
-    TurnExtras, TurnRewrite, Turns, Written, ANSWER_SECONDS, FLOOR_SECONDS,
+    newest_within, record_apart, Found, Recorded, Rewritten, Spent, StoreError, TailClaim,
+    TurnContext, TurnExtras, TurnRewrite, Turns, Written, ANSWER_SECONDS,
 };
 
 impl RedisStore {
@@ -133,11 +132,6 @@ fn appended(result: i64) -> Option<Written> {
 /// turns keep coming between.
 const RESEALS: usize = 4;
 
-/// A field of `read_chat`'s answer: text, or nothing.
-fn text(value: Option<Value>) -> Option<String> {
-    value.filter(|value| !value.is_null())?.into_string()
-}
-
 #[async_trait::async_trait]
 impl Turns for RedisStore {
     async fn turn_context(
@@ -147,45 +141,69 @@ impl Turns for RedisStore {
         claim: Option<TailClaim<'_>>,
     ) -> Result<TurnContext, StoreError> {
         let chat = self.keys.chat(tenant, chat);
-        let keys = vec![
-            chat.turns.clone(),
-            chat.system.clone(),
-            chat.meta.clone(),
-            chat.floor(),
-            chat.next(),
-        ];
-        let args = match claim {
-            None => vec![String::new(), String::new(), String::new()],
-            Some(claim) => vec![
+        let global_key = self.keys.global_prompt(tenant);
+        let (floor, next) = (chat.floor(), chat.next());
+        // Boxed, and only when there is a claim to make: a turn's read is the hot path, and
+        // a future held inline is moved with the read's whole state on every poll.
+        let claiming = claim.map(|claim| {
+            let args = vec![
                 claim.newest.unwrap_or("*").to_owned(),
                 claim.claimant.to_owned(),
                 claim.hold.as_secs().max(1).to_string(),
-            ],
+            ];
+            let keys = vec![chat.turns.clone(), next];
+            Box::pin(self.eval::<i64>(&self.scripts.claim_newest, keys, args))
+        });
+        let claiming = async {
+            match claiming {
+                Some(claim) => claim.await.map(|claimed| claimed == 1),
+                None => Ok(false),
+            }
         };
-        // The chat's part is one atomic script (its version is the version of exactly the
-        // turns read); the global prompt, in another slot, is read beside it: one round
-        // trip (the relay test `a_turn_waits_for_two_round_trips_on_the_wire_whatever_the_
-        // history_length` measures it).
-        let global_key = self.keys.global_prompt(tenant);
-        let (global_prompt, read) = tokio::join!(
+        // Sent together, without waiting for each other: one round trip (the relay test
+        // `a_turn_waits_for_two_round_trips_on_the_wire_whatever_the_history_length`
+        // measures it). Native commands, each as cheap as Redis makes it: a script that
+        // read the list cost Redis four times a plain LRANGE (BENCHMARKS.md).
+        //
+        // The version is read before the turns, on the chat's one connection (its keys share
+        // a slot), and Redis runs one connection's commands in order: a write that comes
+        // between the two makes the version read older than the turns read, never newer.
+        // So a write that checks it (`store/mod.rs`) can only find the chat moved when it
+        // has not (and then writes nothing, or reads again), never take a chat that moved
+        // for the one it read.
+        let (global_prompt, meta, prompt_and_floor, claimed, history) = tokio::join!(
             self.client().get::<Option<String>, _>(&global_key),
-            self.eval::<(Vec<Value>, Vec<String>)>(&self.scripts.read_chat, keys, args),
+            self.client().hmget::<Vec<Option<String>>, _, _>(
+                &chat.meta,
+                vec!["v", "floor", "window", "created_at"],
+            ),
+            // One command for both (one slot): each command costs the client more than Redis.
+            self.client()
+                .mget::<(Option<String>, Option<u64>), _>(vec![chat.system.clone(), floor]),
+            claiming,
+            self.client().lrange::<Vec<String>, _>(&chat.turns, 0, -1),
         );
+        let (chat_prompt, deleted) = prompt_and_floor.map_err(|e| self.error(e))?;
+        let mut meta = meta.map_err(|e| self.error(e))?.into_iter();
+        let mut next_field = || meta.next().flatten();
+        let number = |value: Option<String>| value.and_then(|v| v.parse::<u64>().ok());
+        let (version, cleared) = (number(next_field()), number(next_field()));
+        let (window_start, created_at) = (next_field(), next_field());
+        let found = Found {
+            version: version.unwrap_or(0),
+            floor: cleared.unwrap_or(0).max(deleted.unwrap_or(0)),
+            newest: None,
+        };
         let global_prompt = global_prompt.map_err(|e| self.error(e))?;
-        let (head, history) = read?;
-        let mut head = head.into_iter();
-        let version = head.next().and_then(|v| v.as_u64()).unwrap_or(0);
-        let (chat_prompt, window_start, created_at) =
-            (text(head.next()), text(head.next()), text(head.next()));
-        let claimed = head.next().and_then(|v| v.as_u64()) == Some(1);
+        let history = history.map_err(|e| self.error(e))?;
         Ok(TurnContext {
             global_prompt: self.sealing.open_optional(&global_key, "", global_prompt)?,
             chat_prompt: self.sealing.open_optional(&chat.system, "", chat_prompt)?,
             history: self.opened(&chat.turns, history)?,
             window_start,
             conversation: created_at.is_some(),
-            version,
-            claimed,
+            version: found.seen(),
+            claimed: claimed?,
         })
     }
 
@@ -235,7 +253,8 @@ impl Turns for RedisStore {
                 };
                 match appended(stored) {
                     Some(written) => return Ok(written),
-                    None => newest = Some(self.newest_turn(tenant, chat).await?),
+                    // Rare (sealed turns, and another turn between): boxed, off the hot path.
+                    None => newest = Some(Box::pin(self.newest_turn(tenant, chat)).await?),
                 }
             }
             Err(StoreError::new(
@@ -246,7 +265,7 @@ impl Turns for RedisStore {
         if written != Written::Stored {
             // Listed beside a write that did not happen: taken off again (a chat that
             // exists is listed by its next write; a deleted one must not be listed).
-            self.unlist_if_gone(tenant, chat).await;
+            Box::pin(self.unlist_if_gone(tenant, chat)).await;
         }
         Ok(written)
     }
@@ -290,11 +309,12 @@ impl Turns for RedisStore {
             Ok(results) => {
                 let written = match appended(results.first().copied().unwrap_or(1)) {
                     Some(written) => Ok(written),
-                    // Counted; the turn is sealed again to follow the turn now newest.
-                    None => self.append_turn(tenant, chat, turn_to_store, extras).await,
+                    // Counted; the turn is sealed again to follow the turn now newest (rare:
+                    // boxed, off the hot path).
+                    None => Box::pin(self.append_turn(tenant, chat, turn_to_store, extras)).await,
                 };
                 if matches!(written, Ok(Written::Moved | Written::Gone)) {
-                    self.unlist_if_gone(tenant, chat).await;
+                    Box::pin(self.unlist_if_gone(tenant, chat)).await;
                 }
                 Recorded {
                     stored: written,
@@ -377,12 +397,7 @@ impl Turns for RedisStore {
         let write = self.eval::<i64>(
             &self.scripts.clear,
             vec![turns, system, meta, floor, marker],
-            vec![
-                self.ttl_arg(),
-                now.to_string(),
-                FLOOR_SECONDS.to_string(),
-                MARKER_SECONDS.to_string(),
-            ],
+            vec![self.ttl_arg(), now.to_string(), MARKER_SECONDS.to_string()],
         );
         self.with_index(tenant, chat, now, write).await.map(drop)
     }

@@ -20,8 +20,9 @@
 -- The index of chats lives in the caller's slot with its counters, so the turn's write
 -- updates it here at no cost of its own (index_chat.lua, prepended); so do the records of
 -- where a stored response's items are, which an `item_reference` is resolved by.
+-- `known` (record.lua): the turn's chat was not made by its write, so its birth is listed.
 -- Safe to run twice: the marker is checked first and set last.
-local function add_usage(K, A)
+local function add_usage(K, A, known)
   if redis.call('EXISTS', K[1]) == 1 then return 0 end
   local model = 'model:' .. A[1] .. ':'
   for i = 2, 3 do
@@ -41,7 +42,7 @@ local function add_usage(K, A)
     next = next + 1
   end
   if A[11] ~= '' then
-    index_chat({K[next], K[next + 1]}, {A[11], A[12], A[13]})
+    index_chat({K[next], K[next + 1]}, {A[11], A[12], A[13]}, known)
     next = next + 2
   end
   if A[14] ~= '' then

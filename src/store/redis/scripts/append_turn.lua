@@ -47,13 +47,16 @@ local function messages_of(turn)
   end
   return 2
 end
+-- Whether the last append_turn made its chat (record.lua tells add_usage, whose index of
+-- births then needs no look at a chat it already holds).
+local made_chat = false
 local function append_turn(K, A)
   if redis.call('EXISTS', K[4]) == 1 then return 0 end
   -- The chat's counts, read and written back in one call each (a call costs more than the
   -- Lua around it).
   local meta = redis.call('HMGET', K[3], 'bytes', 'messages', 'turns', 'prompt_tokens',
-    'completion_tokens', 'cached_tokens', 'v')
-  local version, floor = tonumber(meta[7]) or 0, tonumber(redis.call('GET', K[5])) or 0
+    'completion_tokens', 'cached_tokens', 'v', 'floor')
+  local version, floor = found_in(meta[7], meta[8], K[5])
   local why = refused(A[16], A[17], A[18], version, floor, K[1])
   if why == 'gone' then return 3 elseif why then return 2 end
   local bytes, messages = tonumber(meta[1]), tonumber(meta[2])
@@ -119,7 +122,7 @@ local function append_turn(K, A)
   end
   redis.call('HSET', K[3], unpack(fields))
   -- The stamp (touch.lua) of its last write is in the fields above; its birth, once.
-  redis.call('HSETNX', K[3], 'born', string.sub(A[13], 1, -4))
+  made_chat = redis.call('HSETNX', K[3], 'born', string.sub(A[13], 1, -4)) == 1
   if A[14] ~= '' then redis.call('HSETNX', K[3], 'auto_title', A[14]) end
   local prompt = A[23 + before]
   if prompt then redis.call('SET', K[2], prompt) end

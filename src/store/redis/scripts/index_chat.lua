@@ -8,17 +8,23 @@
 -- Returns 1.
 --
 -- Safe to run twice: the same score set again (a birth is set once), or the same member
--- removed again.
-local function index_chat(K, A)
+-- removed again. (A third argument, true, skips the index of births for a chat the write
+-- did not make: a turn's record says so.)
+local function index_chat(K, A, known)
   if A[2] == '' then
     redis.call('ZREM', K[1], A[1])
     redis.call('ZREM', K[2], A[1])
     return 1
   end
   redis.call('ZADD', K[1], A[2], A[1])
-  redis.call('ZADD', K[2], 'NX', A[2], A[1])
-  for i = 1, 2 do
-    if A[3] ~= '0' then redis.call('EXPIRE', K[i], A[3]) else redis.call('PERSIST', K[i]) end
+  if A[3] ~= '0' then redis.call('EXPIRE', K[1], A[3]) else redis.call('PERSIST', K[1]) end
+  -- The index of births is renewed when a chat is born: a caller who writes for longer
+  -- than the chats live without making one may see it expire, and the list by birth then
+  -- makes it again from this one (list_births).
+  -- `known`: the caller knows the chat was not made by this write (it is in the index of
+  -- births already).
+  if not known and redis.call('ZADD', K[2], 'NX', A[2], A[1]) == 1 then
+    if A[3] ~= '0' then redis.call('EXPIRE', K[2], A[3]) else redis.call('PERSIST', K[2]) end
   end
   return 1
 end

@@ -14,7 +14,8 @@ local function slice(t, from, to)
   return part
 end
 local keys, args = tonumber(ARGV[1]), tonumber(ARGV[2])
-return {
-  append_turn(slice(KEYS, 1, keys), slice(ARGV, 3, 2 + args)),
-  add_usage(slice(KEYS, keys + 1, #KEYS), slice(ARGV, 3 + args, #ARGV)),
-}
+local stored = append_turn(slice(KEYS, 1, keys), slice(ARGV, 3, 2 + args))
+-- A chat its turn did not make is in the index of births already (a refused turn made
+-- nothing either).
+local known = not made_chat
+return {stored, add_usage(slice(KEYS, keys + 1, #KEYS), slice(ARGV, 3 + args, #ARGV), known)}
