@@ -5,14 +5,16 @@ SHELL := /bin/bash
 .PHONY: help watch test lint build deploy deploy-tools deploy-ci invoke bench load fuzz screenshots reseal clean
 
 # Python tools live in project venvs, pinned in tools/: .venv for the test tools and the
-# linters, .venv-deploy for SAM CLI and cargo-lambda (SAM's pins clash with the others).
+# linters, .venv-lambda for cargo-lambda alone (all `make watch` needs), .venv-deploy for
+# SAM CLI (its pins clash with the test tools').
 VENV := .venv
+LAMBDA_VENV := .venv-lambda
 DEPLOY_VENV := .venv-deploy
 SAM := $(DEPLOY_VENV)/bin/sam
 STACK ?= chat-proxy
 export SAM_CLI_TELEMETRY := 0
 # `cargo lambda` and SAM's rust-cargolambda build find cargo-lambda (and zig) here.
-export PATH := $(CURDIR)/$(DEPLOY_VENV)/bin:$(PATH)
+export PATH := $(CURDIR)/$(LAMBDA_VENV)/bin:$(CURDIR)/$(DEPLOY_VENV)/bin:$(PATH)
 
 $(VENV)/.installed: tools/requirements.txt
 	python3 -m venv $(VENV)
@@ -26,6 +28,11 @@ $(JS_CLIENTS): tests/js/package.json tests/js/package-lock.json
 	npm ci --prefix tests/js --no-audit --no-fund --loglevel=error
 	@touch $@
 
+$(LAMBDA_VENV)/.installed: tools/requirements-lambda.txt
+	python3 -m venv $(LAMBDA_VENV)
+	$(LAMBDA_VENV)/bin/pip install --quiet --disable-pip-version-check -r $<
+	@touch $@
+
 $(DEPLOY_VENV)/.installed: tools/requirements-deploy.txt
 	python3 -m venv $(DEPLOY_VENV)
 	$(DEPLOY_VENV)/bin/pip install --quiet --disable-pip-version-check -r $<
@@ -35,29 +42,23 @@ help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 PORT ?= 9000
-# The keys that give real answers; without one, make watch answers with the echo upstream.
-KEY_VARIABLES := ^(GPT_API_KEY|OPENAI_API_KEY|GPT_API_KEY_SSM_PARAMETER|GPT_API_KEY_SECRET_ARN|OPENAI_BASE_URL)=.+
+export PORT
 
 .env:
 	@cp .env.example .env
 	@echo "Created .env from .env.example (put your OpenAI key in GPT_API_KEY for real answers)."
 
-watch: .env $(DEPLOY_VENV)/.installed ## Run the function locally on http://localhost:9000 (cargo lambda watch; PORT=...)
-	@if grep -qE '$(KEY_VARIABLES)' .env; then \
-	  exec cargo lambda watch --invoke-port $(PORT) --env-file .env; \
-	else \
-	  echo "No OpenAI key in .env: answering with the built-in echo upstream (OPENAI_BASE_URL=echo); put your key in GPT_API_KEY for real answers."; \
-	  exec cargo lambda watch --invoke-port $(PORT) --env-file .env --env-var OPENAI_BASE_URL=echo; \
-	fi
+watch: .env $(LAMBDA_VENV)/.installed ## Run the function locally on http://localhost:9000 (cargo lambda watch; PORT=...)
+	@exec scripts/watch.sh
 
-test: $(VENV)/.installed $(DEPLOY_VENV)/.installed $(JS_CLIENTS) ## Run every test (starts its own redis-server and moto; needs redis-server installed)
+test: $(VENV)/.installed $(LAMBDA_VENV)/.installed $(JS_CLIENTS) ## Run every test (starts its own redis-server and moto; needs redis-server installed)
 	@command -v redis-server >/dev/null 2>&1 || { echo "redis-server is missing: apt-get install -y redis-server (or brew install redis)"; exit 1; }
 	cargo test --locked
 	@# Real clients against the function under cargo lambda watch (the build above).
 	$(VENV)/bin/pytest -q -p no:cacheprovider tests/python
 	scripts/watch-smoke.sh
 
-lint: $(VENV)/.installed $(DEPLOY_VENV)/.installed ## fmt, clippy, template lint and SAM translation check, workflow lint
+lint: $(VENV)/.installed $(LAMBDA_VENV)/.installed $(DEPLOY_VENV)/.installed ## fmt, clippy, template lint and SAM translation check, workflow lint
 	cargo fmt --check
 	cargo clippy --locked --all-targets -- -D warnings
 	$(VENV)/bin/cfn-lint template.yaml
@@ -66,12 +67,12 @@ lint: $(VENV)/.installed $(DEPLOY_VENV)/.installed ## fmt, clippy, template lint
 	$(VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 	$(VENV)/bin/zizmor --offline --min-severity medium .github/workflows/
 
-build: $(DEPLOY_VENV)/.installed ## Build the Lambda bootstrap for arm64 (needs the aarch64 target)
+build: $(LAMBDA_VENV)/.installed ## Build the Lambda bootstrap for arm64 (needs the aarch64 target)
 	@rustup target list --installed 2>/dev/null | grep -q '^aarch64-unknown-linux-gnu$$' || { echo "The aarch64 target is missing: rustup target add aarch64-unknown-linux-gnu"; exit 1; }
 	cargo lambda build --release --arm64
 	@ls -l target/lambda/bootstrap/bootstrap
 
-deploy-tools: $(DEPLOY_VENV)/.installed ## Install SAM CLI and cargo-lambda into .venv-deploy (CI checks this step)
+deploy-tools: $(LAMBDA_VENV)/.installed $(DEPLOY_VENV)/.installed ## Install SAM CLI (.venv-deploy) and cargo-lambda (.venv-lambda) (CI checks this step)
 	$(SAM) --version
 	cargo lambda --version
 
@@ -91,10 +92,11 @@ deploy-ci: deploy-tools ## What the GitHub deploy job runs: build, deploy withou
 	$(SAM) deploy --stack-name $(STACK) --no-confirm-changeset --no-fail-on-empty-changeset
 	scripts/smoke.sh "$$($(SAM) list stack-outputs --stack-name $(STACK) --output json | python3 -c 'import json,sys; print(next(o["OutputValue"] for o in json.load(sys.stdin) if o["OutputKey"]=="ApiUrl"))')"
 
-invoke: ## Send every events/*.json to a running `make watch`
-	@for event in events/*.json; do \
+EVENTS ?= events/*.json
+invoke: $(LAMBDA_VENV)/.installed ## Send API Gateway events to the running `make watch` (all of events/, or EVENTS=events/get-system.json)
+	@for event in $(EVENTS); do \
 	  echo "--- $$event"; \
-	  cargo lambda invoke bootstrap --data-file "$$event" || exit 1; \
+	  cargo lambda invoke --invoke-address 127.0.0.1 --invoke-port $(PORT) --data-file "$$event" || exit 1; \
 	  echo; \
 	done
 
@@ -105,14 +107,14 @@ bench: ## Benchmarks: handler overhead per route, Redis cost per turn, cold star
 	cargo bench --locked --bench lambda
 	cargo bench --locked --bench stream
 	@echo "Release bootstrap size (x86_64):"
-	@$(MAKE) --no-print-directory $(DEPLOY_VENV)/.installed
+	@$(MAKE) --no-print-directory $(LAMBDA_VENV)/.installed
 	cargo lambda build --release
 	@ls -l target/lambda/bootstrap/bootstrap
 
 load: ## End-to-end load run through cargo lambda watch with wrk (DURATION=10 s per run)
 	scripts/load.sh
 
-screenshots: $(VENV)/.installed $(DEPLOY_VENV)/.installed ## Retake the README's playground screenshots in docs/ (headless Chromium)
+screenshots: $(VENV)/.installed $(LAMBDA_VENV)/.installed ## Retake the playground's screenshots in docs/ (headless Chromium)
 	cargo build --locked
 	SCREENSHOTS_DIR=$(CURDIR)/docs $(VENV)/bin/pytest -q -p no:cacheprovider tests/python/test_playground.py -k screenshots
 
@@ -127,4 +129,4 @@ fuzz: ## Fuzz request parsing and routing with cargo-fuzz for FUZZ_SECONDS (defa
 
 clean: ## Remove build output and the tool venvs
 	cargo clean
-	rm -rf .aws-sam $(VENV) $(DEPLOY_VENV) tests/js/node_modules
+	rm -rf .aws-sam $(VENV) $(LAMBDA_VENV) $(DEPLOY_VENV) tests/js/node_modules

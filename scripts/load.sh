@@ -16,7 +16,7 @@ PROXY_PORT=${PROXY_PORT:-19000}
 FRONT_PORT=${FRONT_PORT:-19001}
 
 command -v wrk >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
-make --no-print-directory deploy-tools >/dev/null; export PATH="$PWD/.venv-deploy/bin:$PATH"
+make --no-print-directory .venv-lambda/.installed >/dev/null; export PATH="$PWD/.venv-lambda/bin:$PATH"
 
 pids=()
 cleanup() {

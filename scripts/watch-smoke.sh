@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # `make watch` as a newcomer's first command: on a fresh copy of the tree with no .env and no
-# OpenAI key, it must start on the echo upstream and serve a streamed turn. Run by make test.
+# OpenAI key, it must say `ready:` only once the function answers, start on the echo
+# upstream, serve a streamed turn, and answer every checked snippet of the README's
+# quickstart and of docs/http-api.md as they show (scripts/check-snippets.py). Run by make test.
 #
 # The copy shares this tree's target/ (no second build of the dependencies) and its
-# .venv-deploy (the tools make watch installs on first use).
+# .venv-lambda (cargo-lambda, all that make watch installs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -31,18 +33,23 @@ trap cleanup EXIT
 git ls-files -z --cached --others --exclude-standard \
   | tar --null --ignore-failed-read -cf - -T - 2>/dev/null | tar -xf - -C "$work"
 test ! -e "$work/.env"
-ln -s "$root/.venv-deploy" "$work/.venv-deploy"
-make --no-print-directory deploy-tools >/dev/null
+ln -s "$root/.venv-lambda" "$work/.venv-lambda"
+make --no-print-directory .venv-lambda/.installed >/dev/null
 
 start_watch() {
   (cd "$work" && exec setsid env -u GPT_API_KEY -u OPENAI_API_KEY -u OPENAI_BASE_URL \
     CARGO_TARGET_DIR="$root/target" make --no-print-directory watch PORT="$port" >"$log" 2>&1) &
   watch_pid=$!
-  for _ in $(seq 1 600); do
-    curl --silent --output /dev/null "http://127.0.0.1:$port/" && break
+  for _ in $(seq 1 3000); do
+    grep -q '^ready: ' "$log" && break
     kill -0 "$watch_pid" 2>/dev/null || { cat "$log"; echo "make watch exited"; exit 1; }
-    sleep 1
+    sleep 0.2
   done
+  grep -q '^ready: ' "$log" || { cat "$log"; echo "make watch never said ready"; exit 1; }
+  # `ready:` comes once the function has started (its first log line is before it), so the
+  # reader's first request finds it running.
+  awk '/upstream: .*; chats kept in/ { started = 1 } /^ready: / { exit !started }' "$log" \
+    || { cat "$log"; echo "make watch said ready before the function had started"; exit 1; }
   test "$(curl --silent --max-time 10 "http://127.0.0.1:$port/")" = "Hello, World!" \
     || { cat "$log"; echo "make watch did not answer GET /"; exit 1; }
 }
@@ -59,6 +66,32 @@ grep -q "No OpenAI key in .env" "$log" || { cat "$log"; echo "make watch did not
 grep "ECHO UPSTREAM" "$log" | grep -q "WARN" || { cat "$log"; echo "the function did not warn about the echo"; exit 1; }
 test -f "$work/.env" || { echo "make watch did not create .env"; exit 1; }
 echo "make watch on a fresh copy without a key served a streamed turn: $(echo "$events" | grep -c '^event: delta') delta events, then done"
+
+grep -qx "ready: http://localhost:$port (echo upstream, memory store)" "$log" \
+  || { cat "$log"; echo "no ready line naming the echo upstream and the memory store"; exit 1; }
+test ! -e "$work/.venv-deploy" || { echo "make watch installed the deploy tools (SAM)"; exit 1; }
+# Logs a person reads: text, a line per warning, none about cargo lambda's concurrency.
+if grep -q '{"level"' "$log" || grep -q "AWS_LAMBDA_MAX_CONCURRENCY" "$log"; then
+  cat "$log"; echo "make watch logged JSON lines or lambda_runtime's concurrency warning"; exit 1
+fi
+for warning in "NO REDIS CONFIGURED" "ECHO UPSTREAM" "OPEN API"; do
+  test "$(grep -c "WARN.*$warning" "$log")" = 1 || { cat "$log"; echo "not one line for $warning"; exit 1; }
+done
+# The function's own CORS settings hold: none set, no CORS headers (cargo lambda's are off).
+preflight=$(curl --silent --include -X OPTIONS "http://127.0.0.1:$port/first-chat/chat" \
+  -H 'Origin: http://elsewhere.example' -H 'Access-Control-Request-Method: POST')
+if echo "$preflight" | grep -qi '^access-control-allow'; then
+  echo "$preflight"; echo "make watch answered CORS the function was not configured for"; exit 1
+fi
+
+echo "--- the quickstart's snippets and docs/http-api.md's, as pasted, against make watch"
+(cd "$work" && python3 scripts/check-snippets.py "$port" README.md docs/http-api.md) \
+  || { cat "$log"; echo "a snippet does not do what the documentation shows"; exit 1; }
+# make invoke reaches the same function instance: the prompt docs/http-api.md's block set.
+invoked=$(cd "$work" && make --no-print-directory invoke PORT="$port" EVENTS=events/get-system.json)
+echo "$invoked" | grep -qF '{"content":"You are terse."}' \
+  || { echo "$invoked"; echo "make invoke did not reach the running function"; exit 1; }
+echo "make invoke reached the running function: $(echo "$invoked" | tail -1)"
 stop_watch
 
 # With a key in .env nothing changes: the turn goes to the configured upstream, here a
@@ -102,4 +135,6 @@ echo "$reply" | grep -q '"content":"from the real upstream"' \
 if grep -q "No OpenAI key in .env\|ECHO UPSTREAM" "$log"; then
   cat "$log"; echo "with a key, make watch still used the echo"; exit 1
 fi
+grep -qx "ready: http://localhost:$port (upstream http://127.0.0.1:$upstream_port/v1, memory store)" "$log" \
+  || { cat "$log"; echo "the ready line does not name the configured upstream"; exit 1; }
 echo "with a key in .env, make watch answered from the configured upstream: $reply"

@@ -5,6 +5,14 @@ use chat_proxy::{init_error, lambda, startup};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_http::Error> {
+    // `cargo lambda watch` sets AWS_LAMBDA_MAX_CONCURRENCY=1, and lambda_runtime warns about
+    // any value as if it were a misconfiguration. One invocation at a time is what this
+    // function runs anyway, so a 1 says nothing: it is dropped here, first thing, while no
+    // other thread reads the environment. (A larger value, a Lambda Managed Instance's,
+    // is kept, and its warning is a real one.)
+    if std::env::var("AWS_LAMBDA_MAX_CONCURRENCY").as_deref() == Ok("1") {
+        std::env::remove_var("AWS_LAMBDA_MAX_CONCURRENCY");
+    }
     chat_proxy::install_tls_provider();
     telemetry::init(LogFormat::from_env());
 

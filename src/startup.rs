@@ -36,7 +36,8 @@ async fn config_from_env() -> Result<Config, StartupError> {
 /// Builds the app from the process environment, reading the secrets it names from AWS.
 pub async fn app_from_env() -> Result<App, StartupError> {
     let config = config_from_env().await?;
-    if let Some(warning) = startup_warning(&config) {
+    tracing::info!("{}", serving(&config));
+    for warning in startup_warnings(&config) {
         tracing::warn!("{warning}");
     }
     Ok(App::build(&config)?)
@@ -68,8 +69,30 @@ pub async fn reseal_from_env() -> Result<Resealed, StartupError> {
         .map_err(|error| StartupError::Reseal(error.to_string()))
 }
 
-/// What an operator must know before anything else, said in the very first log line.
-fn startup_warning(config: &Config) -> Option<String> {
+/// The first log line: which upstream answers and which store keeps the chats.
+fn serving(config: &Config) -> String {
+    let upstream = if config.openai.is_echo() {
+        "the built-in echo".to_owned()
+    } else {
+        // An OpenAI-compatible base URL may carry a user and password: never logged.
+        match url::Url::parse(&config.openai.base_url) {
+            Ok(mut url) => {
+                let _ = url.set_password(None);
+                let _ = url.set_username("");
+                url.to_string()
+            }
+            Err(_) => config.openai.base_url.clone(),
+        }
+    };
+    let store = match &config.redis {
+        Some(redis) => format!("Redis at {}", redis.describe()),
+        None => "this process's memory".to_owned(),
+    };
+    format!("upstream: {upstream}; chats kept in {store}")
+}
+
+/// What an operator must know before anything else, a log line each, right after the first.
+fn startup_warnings(config: &Config) -> Vec<&'static str> {
     let mut warnings = Vec::new();
     if config.redis.is_none() {
         warnings.push(
@@ -90,5 +113,5 @@ fn startup_warning(config: &Config) -> Option<String> {
              write every chat and spend the OpenAI key.",
         );
     }
-    (!warnings.is_empty()).then(|| warnings.join(" "))
+    warnings
 }

@@ -52,6 +52,9 @@ where
             .without_time()
             .with_ansi(false)
             .init(),
-        LogFormat::Text => builder.init(),
+        // Colours only where a person reads them as they come, never into a file or a pipe.
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
     }
 }

@@ -21,6 +21,34 @@ pub enum RedisTarget {
     },
 }
 
+impl RedisTarget {
+    /// Where it is, as a log line may say it: the address without its password or user.
+    pub fn describe(&self) -> String {
+        use secrecy::ExposeSecret;
+        match self {
+            RedisTarget::Url(url) => match url::Url::parse(url.expose_secret()) {
+                Ok(url) => {
+                    let host = url.host_str().unwrap_or("?");
+                    let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
+                    let hidden = if url.password().is_some() { "***@" } else { "" };
+                    format!("{}://{hidden}{host}{port}", url.scheme())
+                }
+                Err(_) => "an unreadable REDIS_URL".to_owned(),
+            },
+            RedisTarget::Parts {
+                host,
+                port,
+                password,
+                tls,
+            } => {
+                let scheme = if *tls { "rediss" } else { "redis" };
+                let hidden = if password.is_some() { "***@" } else { "" };
+                format!("{scheme}://{hidden}{host}:{port}")
+            }
+        }
+    }
+}
+
 /// How chats are kept, whichever store keeps them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreSettings {

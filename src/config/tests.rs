@@ -250,3 +250,31 @@ fn seal_keys_are_read_and_a_malformed_one_stops_the_start_without_being_quoted()
         assert!(!error.contains(key) && !error.contains(short), "{error}");
     }
 }
+
+#[test]
+fn redis_is_described_by_its_address_never_its_password() {
+    let described = |vars: &[(&str, &str)]| {
+        let config = config(vars).unwrap();
+        config.redis.map(|redis| redis.describe())
+    };
+    let key = ("GPT_API_KEY", "sk-test");
+    assert_eq!(
+        described(&[
+            key,
+            ("REDIS_URL", "rediss://default:hunter2@cache.example:6380")
+        ]),
+        Some("rediss://***@cache.example:6380".to_owned())
+    );
+    assert_eq!(
+        described(&[key, ("REDIS_URL", "redis-cluster://127.0.0.1:7000")]),
+        Some("redis-cluster://127.0.0.1:7000".to_owned())
+    );
+    assert_eq!(
+        described(&[
+            key,
+            ("REDIS_HOST", "cache.example"),
+            ("REDIS_PASSWORD", "hunter2"),
+        ]),
+        Some("rediss://***@cache.example:6379".to_owned())
+    );
+}

@@ -6,7 +6,8 @@
 //!
 //! - a chat completion answers `echo: <the last user message> (<n> messages)`, with
 //!   `[image: <url>]` for each image of that message (after a tool's result, the result
-//!   instead of the user message); streamed, it comes word by word (in at most 24 pieces,
+//!   instead of the user message), then, when that message asks for Markdown or for a
+//!   table and code, a short Markdown sample (a table and a fenced block); streamed, it comes word by word (in at most 24 pieces,
 //!   60 ms apart);
 //! - with `tools`, a last user message that contains [`CALL_MARKER`] is answered with a call
 //!   of the first tool, each string parameter given that message's text;
@@ -138,10 +139,11 @@ fn echo(body: &Value) -> Echo {
         Some(tool) if asks_for_call && text.contains(CALL_MARKER) => Some(tool_call(tool, &text)),
         _ => None,
     };
-    let mut reply = format!("echo: {text} ({} messages)", messages.len());
+    let mut reply = echoed(&text, messages.len(), "message");
     for url in images {
         reply.push_str(&format!(" [image: {url}]"));
     }
+    reply.push_str(markdown_sample(&text));
     let words = |text: &str| text.split_whitespace().count() as u64;
     let prompt_tokens = messages.iter().map(|m| 3 + words(&content_of(m).0)).sum();
     Echo {
@@ -151,6 +153,36 @@ fn echo(body: &Value) -> Echo {
         call,
     }
 }
+
+/// `echo: <text> (<n> <noun>s)`, the noun singular for one.
+fn echoed(text: &str, count: usize, noun: &str) -> String {
+    let plural = if count == 1 { "" } else { "s" };
+    format!("echo: {text} ({count} {noun}{plural})")
+}
+
+/// What a newcomer sees rendered on a first look at the playground: a message that asks for
+/// Markdown, or for a table and code, gets a short sample of both after its echo.
+fn markdown_sample(text: &str) -> &'static str {
+    let text = text.to_lowercase();
+    let asks = text.contains("markdown") || (text.contains("table") && text.contains("code"));
+    if asks {
+        MARKDOWN_SAMPLE
+    } else {
+        ""
+    }
+}
+
+const MARKDOWN_SAMPLE: &str = "\n\n\
+| route | what it keeps |\n\
+|---|---|\n\
+| `POST /<chat>/chat` | a turn: the question and the **answer** |\n\
+| `GET /<chat>/chat` | the chat's history, *oldest first* |\n\
+\n\
+```python\n\
+from openai import OpenAI\n\
+\n\
+client = OpenAI(base_url=\"http://localhost:9000/v1\", api_key=\"local\")\n\
+```";
 
 /// A call of `tool` (a `chat.completions` tool) whose string parameters each hold `text`.
 fn tool_call(tool: &Value, text: &str) -> Value {
@@ -334,7 +366,8 @@ fn response_of(body: &Value) -> Value {
         }
         _ => output.push(json!({"type": "message", "id": format!("msg_echo_{tag}"),
             "status": "completed", "role": "assistant", "content": [{"type": "output_text",
-            "text": format!("echo: {text} ({} items)", input.len()), "annotations": []}]})),
+            "text": echoed(&text, input.len(), "item") + markdown_sample(&text),
+            "annotations": []}]})),
     }
     let words = |text: &str| text.split_whitespace().count() as u64;
     let input_tokens: u64 = input.iter().map(|item| 3 + words(&text_of(item))).sum();
@@ -572,6 +605,30 @@ mod tests {
     }
 
     #[test]
+    fn one_message_is_counted_in_the_singular() {
+        let echo = echo(&json!({"messages": [{"role": "user", "content": "hi"}]}));
+        assert_eq!(echo.reply, "echo: hi (1 message)");
+    }
+
+    #[test]
+    fn a_message_that_asks_for_a_table_and_code_gets_a_markdown_sample() {
+        let echo = echo(&json!({"messages": [
+            {"role": "user", "content": "Show me a table and some code"}
+        ]}));
+        let (first, sample) = echo.reply.split_once("\n\n").unwrap_or_default();
+        assert_eq!(first, "echo: Show me a table and some code (1 message)");
+        assert!(sample.starts_with("| route |"), "{sample}");
+        assert!(sample.contains("\n|---|---|\n"), "{sample}");
+        assert!(
+            sample.contains("```python\n") && sample.ends_with("\n```"),
+            "{sample}"
+        );
+        // Either word alone is an ordinary echo.
+        let plain = super::echo(&json!({"messages": [{"role": "user", "content": "a table"}]}));
+        assert_eq!(plain.reply, "echo: a table (1 message)");
+    }
+
+    #[test]
     fn a_marked_message_with_tools_is_answered_with_a_call_and_a_result_is_echoed() {
         let tools = json!([{"type": "function", "function": {"name": "lookup",
             "parameters": {"type": "object", "properties": {"q": {"type": "string"}, "n": {"type": "integer"}}}}}]);
@@ -618,7 +675,7 @@ mod tests {
             {"type": "function_call_output", "call_id": "c", "output": "found"}]}));
         assert_eq!(
             answered["output"][0]["content"][0]["text"],
-            "echo: found (1 items)"
+            "echo: found (1 item)"
         );
         let events = response_events(&plain);
         let kinds: Vec<&str> = events

@@ -194,8 +194,20 @@ async fn without_redis_the_binary_runs_on_memory_and_says_so_first() {
         ])
     );
     let logs = stop_function(function).await;
-    let first = logs.lines().next().unwrap_or_default();
-    assert!(first.contains("NO REDIS CONFIGURED"), "first line: {first}");
+    // The first line says what answers and what keeps the chats, the next what that means.
+    let mut lines = logs.lines();
+    let first = lines.next().unwrap_or_default();
+    assert!(
+        first.contains(&format!(
+            "upstream: {base_url}; chats kept in this process's memory"
+        )),
+        "first line: {first}"
+    );
+    let second = lines.next().unwrap_or_default();
+    assert!(
+        second.contains("NO REDIS CONFIGURED"),
+        "second line: {second}"
+    );
 }
 
 /// Lambda's AWS settings, pointed at the emulator.

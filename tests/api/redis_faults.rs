@@ -395,7 +395,7 @@ async fn a_read_cut_before_its_answer_is_sent_again() {
 
 #[tokio::test]
 async fn with_the_default_timeout_a_stalled_redis_is_a_503_within_two_seconds() {
-    // REDIS_TIMEOUT_MS at its default: the bound the README promises.
+    // REDIS_TIMEOUT_MS at its default: the bound docs/http-api.md promises.
     let redis = crate::support::redis::RedisServer::start();
     let openai = crate::support::openai::FakeOpenAi::start().await;
     let mut config = crate::support::config_for(&redis.url(), &openai.base_url(), &[]);

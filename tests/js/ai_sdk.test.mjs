@@ -68,7 +68,7 @@ test('streamText streams as it comes and goes on from previousResponseId', async
     arrivals.push(performance.now() - started);
     text += delta;
   }
-  assert.equal(text, 'echo: Tell me about kangaroos and their joeys (1 items)');
+  assert.equal(text, 'echo: Tell me about kangaroos and their joeys (1 item)');
   assert.equal(await result.text, text);
   // The echo sends a word every 60 ms: the first came well before the last.
   assert.ok(arrivals.length >= 4, `${arrivals.length} deltas`);

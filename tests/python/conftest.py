@@ -101,7 +101,7 @@ class Proxy:
     def __init__(self, env):
         self.port = free_port()
         self.log = tempfile.NamedTemporaryFile(prefix="chat-proxy-watch-", suffix=".log", delete=False).name
-        path = f"{ROOT / '.venv-deploy' / 'bin'}{os.pathsep}{os.environ['PATH']}"
+        path = f"{ROOT / '.venv-lambda' / 'bin'}{os.pathsep}{os.environ['PATH']}"
         target = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
         binary = target / "debug" / "bootstrap"
         if not binary.exists():

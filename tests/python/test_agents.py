@@ -63,7 +63,7 @@ def test_an_agent_streams_its_answer(proxy):
 
     run, deltas = asyncio.run(streamed())
     assert len(deltas) > 2
-    assert "".join(deltas) == run.final_output == "echo: Tell me about kangaroos (1 items)"
+    assert "".join(deltas) == run.final_output == "echo: Tell me about kangaroos (1 item)"
 
 
 def test_an_agent_keeps_its_history_in_a_conversation(proxy):

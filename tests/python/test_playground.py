@@ -26,7 +26,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 from conftest import CALLERS, ROOT, node_test
 
 # Screenshots land in target/ so a test run leaves the tree clean; `make screenshots`
-# writes the README's copies in docs/.
+# writes the copies in docs/ that docs/playground.md shows.
 SCREENSHOTS = Path(os.environ.get("SCREENSHOTS_DIR") or ROOT / "target" / "screenshots")
 
 
@@ -609,7 +609,7 @@ def test_at_phone_width_the_chats_fold_behind_a_button(open_proxy, browser):
 
 
 def test_screenshots(open_proxy, browser):
-    """The README's screenshots (`make screenshots` writes them to docs/), at a desktop's
+    """docs/playground.md's screenshots (`make screenshots` writes them to docs/), at a desktop's
     width and a phone's."""
     post_json(f"{open_proxy.url}/chats/import", {"id": "lisbon", "title": "Three days in Lisbon",
         "messages": [

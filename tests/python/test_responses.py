@@ -33,7 +33,7 @@ def test_a_chain_of_three_turns_each_sees_its_whole_history(proxy):
     sdk = client(proxy)
     first = sdk.responses.create(model="gpt-4o-mini", input="one")
     assert first.id.startswith("resp_") and first.object == "response"
-    assert output_text(first) == "echo: one (1 items)"
+    assert output_text(first) == "echo: one (1 item)"
     second = sdk.responses.create(model="gpt-4o-mini", input="two", previous_response_id=first.id)
     # The echo counts what it was sent: the first turn's two items, and this one.
     assert output_text(second) == "echo: two (3 items)"
@@ -57,7 +57,7 @@ def test_a_streamed_response_and_its_events(proxy):
         if event.type == "response.completed":
             completed = event.response
     assert kinds[0] == "response.created" and kinds[-1] == "response.completed"
-    assert len(deltas) > 2 and "".join(deltas) == "echo: tell me about Lisbon (1 items)"
+    assert len(deltas) > 2 and "".join(deltas) == "echo: tell me about Lisbon (1 item)"
     # Kept by the time the stream ended.
     after = sdk.responses.create(model="gpt-4o-mini", input="more", previous_response_id=completed.id)
     assert output_text(after) == "echo: more (3 items)"
