@@ -114,6 +114,9 @@ async fn serve(
         Route::OpenAi(OpenAiRoute::CreateResponse) => {
             api::responses::create(app, &tenant, request, log).await
         }
+        Route::OpenAi(OpenAiRoute::CompactResponse) => {
+            api::responses::compact(app, &tenant, request, log).await
+        }
         Route::OpenAi(OpenAiRoute::GetResponse(id)) => {
             api::responses::get(app, &tenant, &id, request, log).await
         }

@@ -116,6 +116,7 @@ pub enum OpenAiRoute {
     Model(String),
     /// `POST /v1/responses`
     CreateResponse,
+    CompactResponse,
     /// `GET /v1/responses/{id}`
     GetResponse(String),
     /// `DELETE /v1/responses/{id}`
@@ -196,6 +197,10 @@ impl Route {
             ["v1", "models"] => only(is_get, Route::OpenAi(OpenAiRoute::Models), "GET"),
             ["v1", "responses"] => {
                 only(is_post, Route::OpenAi(OpenAiRoute::CreateResponse), "POST")
+            }
+            // OpenAI's path: never a response's id (the proxy's start `resp_`).
+            ["v1", "responses", "compact"] => {
+                only(is_post, Route::OpenAi(OpenAiRoute::CompactResponse), "POST")
             }
             ["v1", "responses", id] => {
                 let id = decoded(id);
@@ -327,6 +332,7 @@ impl Route {
             Route::OpenAi(OpenAiRoute::Models) => "models",
             Route::OpenAi(OpenAiRoute::Model(_)) => "model",
             Route::OpenAi(OpenAiRoute::CreateResponse) => "create_response",
+            Route::OpenAi(OpenAiRoute::CompactResponse) => "compact_response",
             Route::OpenAi(OpenAiRoute::GetResponse(_)) => "get_response",
             Route::OpenAi(OpenAiRoute::DeleteResponse(_)) => "delete_response",
             Route::OpenAi(OpenAiRoute::ResponseInputItems(_)) => "response_input_items",

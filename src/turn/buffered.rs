@@ -6,7 +6,7 @@ use std::future::Future;
 use super::prepare::Prepared;
 use super::record::Record;
 use super::sent::Sent;
-use super::{Answered, Ask, Ran, TurnEngine};
+use super::{Answered, Ask, Ran, ResponsesCall, TurnEngine};
 use crate::error::ApiError;
 use crate::request_log::RequestLog;
 use crate::upstream::wire::ChatRequest;
@@ -32,7 +32,14 @@ impl TurnEngine {
                 match sent {
                     Sent::Items(responses, items) => {
                         let request = self.responses_request(asking, responses, items, false);
-                        self.upstream.respond(&request, asking.deadline).await
+                        match responses.call {
+                            ResponsesCall::Create => {
+                                self.upstream.respond(&request, asking.deadline).await
+                            }
+                            ResponsesCall::Compact => {
+                                self.upstream.compact(&request, asking.deadline).await
+                            }
+                        }
                     }
                     Sent::Messages(messages) => {
                         let request = ChatRequest {

@@ -92,6 +92,18 @@ pub struct ResponsesTurn {
     /// Fields set on the response before it is kept and answered, besides its id
     /// (`previous_response_id`, `conversation`, `store`, `instructions`, ...).
     pub fields: Map<String, Value>,
+    /// What upstream is asked: a response, or a compaction of the input.
+    pub call: ResponsesCall,
+}
+
+/// The Responses API's two calls that answer from an input the proxy assembles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponsesCall {
+    /// `POST /responses`: a response, kept as a turn unless `store` is false.
+    Create,
+    /// `POST /responses/compact`: the input compacted, answered as upstream's
+    /// `response.compaction`; nothing is kept (as with `store: false`), usage is counted.
+    Compact,
 }
 
 /// A history a caller resent with its new messages (frameworks that keep their own memory

@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 use tokio::time::Instant;
 
 use super::prepare::{release, release_claim, Ready};
-use super::{Answered, Ask, Keep, TurnEngine};
+use super::{Answered, Ask, Keep, ResponsesCall, TurnEngine};
 use crate::budget::{self, Window};
 use crate::chat::{referable_ids, Asked, ChatId, Exchange, StoredResponse, Tenant, Turn};
 use crate::clock::{now_ms, UtcDay};
@@ -73,6 +73,7 @@ impl Record {
                 input: responses.input.clone(),
                 answer_id: ready.answer_id.clone().unwrap_or_default(),
                 fields: responses.fields.clone(),
+                call: responses.call,
             }),
             global_prompt,
             turn_id: ready.turn_id,
@@ -247,7 +248,12 @@ impl Record {
     /// Upstream's response made the proxy's: its id, and the fields the request sets on
     /// it. Anything else passes as upstream sent it.
     pub fn own_answer(&self, raw: Box<RawValue>) -> Box<RawValue> {
-        let Some(responses) = &self.responses else {
+        // A compaction is upstream's as it came: the proxy keeps nothing it could name.
+        let Some(responses) = self
+            .responses
+            .as_ref()
+            .filter(|r| r.call == ResponsesCall::Create)
+        else {
             return raw;
         };
         let Ok(Value::Object(mut response)) = serde_json::from_str::<Value>(raw.get()) else {
@@ -283,4 +289,5 @@ struct ResponsesRecord {
     input: Vec<Value>,
     answer_id: String,
     fields: Map<String, Value>,
+    call: ResponsesCall,
 }

@@ -7,7 +7,7 @@ use std::borrow::Cow;
 
 use serde_json::{json, Map, Value};
 
-use super::{Ask, ResponsesTurn, TurnEngine};
+use super::{Ask, ResponsesCall, ResponsesTurn, TurnEngine};
 use crate::budget::Window;
 use crate::chat::{asked_of, calls_of, text_of, turn_items, Exchange, Turn};
 use crate::store::TurnContext;
@@ -87,12 +87,17 @@ impl TurnEngine {
         let mut body = ask.params.cloned().unwrap_or_default();
         body.insert("model".to_owned(), json!(ask.model));
         body.insert("input".to_owned(), Value::Array(items));
+        if let (false, Some(instructions)) = (responses.prompts, &responses.instructions) {
+            body.insert("instructions".to_owned(), json!(instructions));
+        }
+        // A compaction takes neither `store` (it keeps nothing) nor `include`: its answer
+        // is the compacted input, with no reasoning of its own.
+        if responses.call == ResponsesCall::Compact {
+            return Value::Object(body);
+        }
         body.insert("store".to_owned(), json!(false));
         if stream {
             body.insert("stream".to_owned(), json!(true));
-        }
-        if let (false, Some(instructions)) = (responses.prompts, &responses.instructions) {
-            body.insert("instructions".to_owned(), json!(instructions));
         }
         if reasons(&body, ask.model) {
             let include = body

@@ -86,6 +86,7 @@ impl tower::Service<HttpRequestFactory> for EchoService {
             Ok(match route {
                 "/chat/completions" => chat(&body),
                 "/responses" => responses(&body),
+                "/responses/compact" => json_answer(200, &compacted(&body)),
                 "/moderations" => json_answer(200, &moderation(&body)),
                 "/models" => json_answer(200, &model_list(&models)),
                 _ => json_answer(
@@ -154,10 +155,15 @@ fn echo(body: &Value) -> Echo {
     }
 }
 
-/// `echo: <text> (<n> <noun>s)`, the noun singular for one.
+/// `echo: <text> (<n> <noun>s)`.
 fn echoed(text: &str, count: usize, noun: &str) -> String {
+    format!("echo: {text} ({})", counted(count, noun))
+}
+
+/// `<n> <noun>s`, the noun singular for one.
+fn counted(count: usize, noun: &str) -> String {
     let plural = if count == 1 { "" } else { "s" };
-    format!("echo: {text} ({count} {noun}{plural})")
+    format!("{count} {noun}{plural}")
 }
 
 /// What a newcomer sees rendered on a first look at the playground: a message that asks for
@@ -317,10 +323,9 @@ fn chat(body: &Value) -> reqwest::Response {
     answer(200, "text/event-stream", reqwest::Body::wrap_stream(stream))
 }
 
-/// A Responses request's answer: the response object, and its output items.
-fn response_of(body: &Value) -> Value {
-    let input = body["input"].as_array().map(Vec::as_slice).unwrap_or(&[]);
-    let text_of = |item: &Value| match &item["content"] {
+/// An input item's text: a message's, whether plain or in content parts.
+fn text_of(item: &Value) -> String {
+    match &item["content"] {
         Value::String(text) => text.clone(),
         Value::Array(parts) => parts
             .iter()
@@ -328,7 +333,12 @@ fn response_of(body: &Value) -> Value {
             .collect::<Vec<_>>()
             .join(" "),
         _ => String::new(),
-    };
+    }
+}
+
+/// A Responses request's answer: the response object, and its output items.
+fn response_of(body: &Value) -> Value {
+    let input = body["input"].as_array().map(Vec::as_slice).unwrap_or(&[]);
     let last = input.last();
     let text = match last {
         Some(item) if item["type"] == "function_call_output" => match &item["output"] {
@@ -478,6 +488,34 @@ pub fn response_events(response: &Value) -> Vec<(bool, Value)> {
     events
 }
 
+/// `/responses/compact`: every user message of the input, then one `compaction` item that
+/// stands for the rest; its content (not encrypted here) says how many items it replaced,
+/// so that what follows it can be told apart on the next turn.
+fn compacted(body: &Value) -> Value {
+    let input = body["input"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+    let tag = format!("{:08x}", fastrand::u32(..));
+    let mut output: Vec<Value> = input
+        .iter()
+        .filter(|item| item["role"] == "user")
+        .map(|item| {
+            json!({"type": "message", "role": "user", "id": format!("msg_echo_{tag}"),
+                "status": "completed",
+                "content": [{"type": "input_text", "text": text_of(item)}]})
+        })
+        .collect();
+    output.push(
+        json!({"type": "compaction", "id": format!("cmp_echo_{tag}"),
+        "encrypted_content": format!("echo-compaction of {}", counted(input.len(), "item"))}),
+    );
+    let words = |text: &str| text.split_whitespace().count() as u64;
+    let input_tokens: u64 = input.iter().map(|item| 3 + words(&text_of(item))).sum();
+    json!({"id": format!("resp_echo_{tag}"), "object": "response.compaction",
+        "created_at": 0, "output": output,
+        "usage": {"input_tokens": input_tokens, "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": 8, "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": input_tokens + 8}})
+}
+
 fn responses(body: &Value) -> reqwest::Response {
     // As OpenAI: the proxy always asks with `store: false`, so no item can be referenced,
     // nor a reasoning item sent without its encrypted content.
@@ -602,6 +640,27 @@ mod tests {
         // 4 messages of 2, 1, 4 and 3 words, plus 3 each.
         assert_eq!(echo.prompt_tokens, 10 + 12);
         assert_eq!(super::echo(&body).prompt_tokens, echo.prompt_tokens);
+    }
+
+    #[test]
+    fn a_compaction_keeps_the_user_messages_then_one_item_for_the_rest() {
+        let compaction = compacted(&json!({"input": [
+            {"role": "user", "content": "one"},
+            {"type": "message", "role": "assistant",
+             "content": [{"type": "output_text", "text": "echo: one (1 item)"}]},
+            {"role": "user", "content": [{"type": "input_text", "text": "two"}]}
+        ]}));
+        assert_eq!(compaction["object"], "response.compaction");
+        let output = compaction["output"].as_array().unwrap();
+        let texts: Vec<&str> = output[..2]
+            .iter()
+            .map(|item| item["content"][0]["text"].as_str().unwrap())
+            .collect();
+        assert_eq!(texts, ["one", "two"]);
+        assert_eq!(output[2]["type"], "compaction");
+        assert_eq!(output[2]["encrypted_content"], "echo-compaction of 3 items");
+        // 3 items of 1, 4 and 1 words, plus 3 each.
+        assert_eq!(compaction["usage"]["input_tokens"], 6 + 9);
     }
 
     #[test]

@@ -92,6 +92,32 @@ impl Upstream {
         })
     }
 
+    /// Sends a compaction request (`POST /responses/compact`) and returns its
+    /// `response.compaction` whole: output items (the user messages kept, then a
+    /// `compaction` item standing for the rest) and usage, but no reply of its own.
+    pub async fn compact(
+        &self,
+        request: &Value,
+        deadline: Instant,
+    ) -> Result<Completion, UpstreamError> {
+        let responses = self.client.responses();
+        let call = responses.compact_byot::<_, Box<RawValue>>(request);
+        let raw = self.within(deadline, call).await?;
+        let compaction: Value = serde_json::from_str(raw.get())
+            .map_err(|e| UpstreamError::Unreadable(e.to_string()))?;
+        if !compaction["output"].is_array() {
+            return Err(UpstreamError::Unreadable(
+                "a compaction without `output`".to_owned(),
+            ));
+        }
+        Ok(Completion {
+            content: None,
+            calls: Vec::new(),
+            usage: usage_of(&compaction),
+            raw,
+        })
+    }
+
     /// Sends a streamed Responses request (which must say `stream: true`) and returns once
     /// upstream has accepted it, as [`Upstream::chat_stream`] does.
     pub async fn respond_stream(

@@ -9,6 +9,7 @@ mod support;
 mod budget;
 mod callers;
 mod chats;
+mod compaction;
 mod conversations;
 mod e2e;
 mod echo;

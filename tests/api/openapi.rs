@@ -74,6 +74,7 @@ fn every_route_the_router_knows_is_documented() {
         "models",
         "responses",
         "input_items",
+        "compact",
         "conversations",
         "items",
         "playground",

@@ -83,3 +83,33 @@ def test_an_agent_keeps_its_history_in_a_conversation(proxy):
     assert first.final_output == "echo: Hello (3 items)"
     assert second.final_output == "echo: Again (5 items)"
     assert [item.type for item in items.data] == ["message"] * 4
+
+
+def test_an_agents_compaction_session_compacts_through_the_proxy(proxy, tmp_path):
+    from agents import SQLiteSession
+    from agents.memory import OpenAIResponsesCompactionSession
+
+    client = AsyncOpenAI(base_url=f"{proxy.url}/v1", api_key=CALLERS["alice"], max_retries=0)
+    planner = Agent(name="Planner", instructions="Plan trips.",
+                    model=OpenAIResponsesModel(model="gpt-4o-mini", openai_client=client))
+    stored = SQLiteSession("trip", str(tmp_path / "sessions.db"))
+    # As its users write it, compacting after every turn (the default waits for a long
+    # history).
+    session = OpenAIResponsesCompactionSession("trip", stored, client=client, model="gpt-4o-mini",
+                                               should_trigger_compaction=lambda context: True)
+
+    async def trip():
+        first = await Runner.run(planner, "Three days in Lisbon?", session=session)
+        second = await Runner.run(planner, "Only museums.", session=session)
+        return first, second, await session.get_items()
+
+    first, second, items = asyncio.run(trip())
+    assert first.final_output == "echo: Three days in Lisbon? (1 item)"
+    kinds = [item.get("type") for item in items]
+    # What the session keeps after compacting: the user messages, then one compaction
+    # item the proxy's upstream made, standing for the rest.
+    assert "compaction" in kinds, items
+    assert kinds[-1] == "compaction", kinds
+    # The second turn was sent the compacted first turn: its user message, the compaction
+    # item, then the new message.
+    assert second.final_output == "echo: Only museums. (3 items)"

@@ -147,3 +147,28 @@ def test_conversations_hold_the_items_of_their_responses(proxy):
     sdk.conversations.delete(conversation.id)
     with pytest.raises(openai.NotFoundError):
         sdk.conversations.retrieve(conversation.id)
+
+
+def test_a_chain_is_compacted_and_its_compaction_item_carries_the_next_turn(proxy):
+    sdk = client(proxy)
+    first = sdk.responses.create(model="gpt-4o-mini", input="Plan three days in Lisbon.")
+    second = sdk.responses.create(model="gpt-4o-mini", input="Only museums.",
+                                  previous_response_id=first.id)
+    compacted = sdk.responses.compact(model="gpt-4o-mini", previous_response_id=second.id)
+    assert compacted.object == "response.compaction"
+    # The user messages kept, then one compaction item standing for the whole chain,
+    # which the proxy sent upstream (the echo says how many items it replaced).
+    kinds = [item.type for item in compacted.output]
+    assert kinds == ["message", "message", "compaction"], kinds
+    assert compacted.output[-1].encrypted_content == "echo-compaction of 4 items"
+    assert compacted.usage.input_tokens > 0
+    # The caller goes on from the compacted window, without the chain.
+    # (The SDK types a user message of a compaction's output as an output message.)
+    window = [item.model_dump(exclude_none=True, warnings=False) for item in compacted.output]
+    after = sdk.responses.create(model="gpt-4o-mini",
+                                 input=window + [{"role": "user", "content": "And food?"}])
+    assert output_text(after) == "echo: And food? (4 items)"
+    # The chain itself is as it was: compaction stores nothing, and it goes on whole.
+    again = sdk.responses.create(model="gpt-4o-mini", input="Or food?",
+                                 previous_response_id=second.id)
+    assert output_text(again) == "echo: Or food? (5 items)"

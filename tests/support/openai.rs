@@ -53,6 +53,12 @@ impl FakeOpenAi {
             .mount(&server)
             .await;
         Mock::given(method("POST"))
+            .and(path("/v1/responses/compact"))
+            .respond_with(EchoCompact)
+            .with_priority(10)
+            .mount(&server)
+            .await;
+        Mock::given(method("POST"))
             .and(path("/v1/moderations"))
             .respond_with(ResponseTemplate::new(200).set_body_json(moderation_result(false)))
             .with_priority(10)
@@ -316,6 +322,72 @@ impl Respond for EchoResponses {
             input.len() as u64,
             reasoning,
         ))
+    }
+}
+
+/// `POST /responses/compact` as OpenAI answers it: a `response.compaction` whose output is
+/// every user message of the input, then one `compaction` item standing for the rest (its
+/// encrypted content says how many items it stands for, so a test can read it back).
+/// Parameters compact does not take (`store`, `stream`, `include`, ...) are a 400, as at
+/// OpenAI, and so is a `previous_response_id`: nothing is stored upstream to continue.
+struct EchoCompact;
+
+/// What `/responses/compact` takes (OpenAI's reference).
+const COMPACT_PARAMS: [&str; 9] = [
+    "model",
+    "input",
+    "instructions",
+    "previous_response_id",
+    "prompt_cache_key",
+    "prompt_cache_retention",
+    "prompt_cache_options",
+    "service_tier",
+    "image",
+];
+
+impl Respond for EchoCompact {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let Ok(Value::Object(body)) = serde_json::from_slice::<Value>(&request.body) else {
+            return error_response(
+                400,
+                "invalid_request_error",
+                "We could not parse the JSON body of your request.",
+            );
+        };
+        if let Some(unknown) = body.keys().find(|k| !COMPACT_PARAMS.contains(&k.as_str())) {
+            return ResponseTemplate::new(400).set_body_json(json!({"error": {
+                "message": format!("Unknown parameter: '{unknown}'."),
+                "type": "invalid_request_error", "param": unknown,
+                "code": "unknown_parameter"}}));
+        }
+        if let Some(id) = body.get("previous_response_id").and_then(Value::as_str) {
+            return ResponseTemplate::new(404).set_body_json(json!({"error": {
+                "message": format!("Previous response with id '{id}' not found."),
+                "type": "invalid_request_error", "param": "previous_response_id",
+                "code": "previous_response_not_found"}}));
+        }
+        let input = body["input"].as_array().cloned().unwrap_or_default();
+        let mut output: Vec<Value> = input
+            .iter()
+            .filter(|item| item["role"] == "user")
+            .map(|item| {
+                json!({"type": "message", "role": "user", "id": format!("msg_{:016x}", rand_u64()),
+                "status": "completed",
+                "content": [{"type": "input_text", "text": item_text(item)}]})
+            })
+            .collect();
+        output.push(
+            json!({"type": "compaction", "id": format!("cmp_{:016x}", rand_u64()),
+            "encrypted_content": format!("gAAAAcompacted:{}", input.len())}),
+        );
+        let input_tokens = input.len() as u64;
+        ResponseTemplate::new(200).set_body_json(json!({
+            "id": format!("resp_{:016x}", rand_u64()), "object": "response.compaction",
+            "created_at": 1_741_476_542, "output": output,
+            "usage": {"input_tokens": input_tokens, "input_tokens_details": {"cached_tokens": 0},
+                "output_tokens": 7, "output_tokens_details": {"reasoning_tokens": 0},
+                "total_tokens": input_tokens + 7}
+        }))
     }
 }
 

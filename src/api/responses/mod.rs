@@ -8,6 +8,7 @@
 //! can be continued at once, from any instance. A streamed response passes upstream's
 //! events on as they come, with the same id.
 
+mod compact;
 mod replay;
 mod request;
 mod stored;
@@ -18,6 +19,7 @@ use bytes::Bytes;
 use lambda_http::{Request, Response};
 use serde_json::{json, Map, Value};
 
+pub use self::compact::compact;
 pub use self::stored::{delete, get, input_items};
 use crate::app::App;
 use crate::body::json_object;
@@ -30,7 +32,7 @@ use crate::http::{
 };
 use crate::idempotency;
 use crate::request_log::RequestLog;
-use crate::turn::{Answered, Ask, Keep, Opened, Ran, ResponsesTurn, StreamSink};
+use crate::turn::{Answered, Ask, Keep, Opened, Ran, ResponsesCall, ResponsesTurn, StreamSink};
 use crate::upstream::Chunk;
 use lambda_http::http::HeaderValue;
 
@@ -43,7 +45,7 @@ pub async fn create(
 ) -> Result<Response<ResponseBody>, ApiError> {
     let rate_limit = app.guard.rate_limit(tenant, request);
     let mut params = json_object(request.body(), app.max_body_bytes)?;
-    let asked = request::read(&mut params)?;
+    let asked = request::read(&mut params, request::Input::Required)?;
     let model = crate::body::model(
         &mut params,
         &app.allowed_models,
@@ -100,6 +102,7 @@ pub async fn create(
             previous,
             conversation: asked.conversation.clone(),
             fields,
+            call: ResponsesCall::Create,
         }),
         model: &model,
         params: Some(&params),

@@ -38,15 +38,25 @@ fn flag(params: &mut Map<String, Value>, name: &'static str) -> Result<Option<bo
     }
 }
 
+/// Whether a request may leave `input` out: a compaction of a chain may (what it compacts
+/// is the chain), a response may not.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Input {
+    Required,
+    WithChainOptional,
+}
+
 /// Reads the proxy's parameters out of `params`; what is left goes upstream.
-pub(super) fn read(params: &mut Map<String, Value>) -> Result<Asked, ApiError> {
+pub(super) fn read(params: &mut Map<String, Value>, needs: Input) -> Result<Asked, ApiError> {
     let stream = flag(params, "stream")?.unwrap_or(false);
     let store = flag(params, "store")?.unwrap_or(true);
+    let chain = matches!(params.get("previous_response_id"), Some(Value::String(_)));
     let input = match params.remove("input") {
         Some(Value::String(text)) if !text.is_empty() => {
             vec![serde_json::json!({"role": "user", "content": text})]
         }
         Some(Value::Array(items)) if !items.is_empty() => items,
+        None | Some(Value::Null) if needs == Input::WithChainOptional && chain => Vec::new(),
         _ => {
             return Err(invalid(
                 "input",
@@ -157,12 +167,32 @@ mod tests {
     }
 
     #[test]
+    fn a_compaction_of_a_chain_may_leave_its_input_out_and_nothing_else_may() {
+        let id = "resp_0123456789abcdef0123456789abcdef_~0123456789abcdef0123456789abcdef";
+        let chain = read(
+            &mut params(json!({"previous_response_id": id})),
+            Input::WithChainOptional,
+        );
+        assert!(chain.is_ok_and(|asked| asked.input.is_empty() && asked.previous.is_some()));
+        for (body, needs) in [
+            (json!({"model": "m"}), Input::WithChainOptional),
+            (json!({"previous_response_id": id}), Input::Required),
+            (
+                json!({"previous_response_id": id, "input": []}),
+                Input::WithChainOptional,
+            ),
+        ] {
+            assert!(read(&mut params(body.clone()), needs).is_err(), "{body}");
+        }
+    }
+
+    #[test]
     fn the_proxys_parameters_are_taken_and_the_rest_left() {
         let mut body = params(
             json!({"input": "hi", "model": "m", "tools": [], "store": false,
             "instructions": "be brief", "include": ["reasoning.encrypted_content"]}),
         );
-        let asked = read(&mut body).unwrap();
+        let asked = read(&mut body, Input::Required).unwrap();
         assert_eq!(asked.input, [json!({"role": "user", "content": "hi"})]);
         assert!(!asked.store && !asked.stream && asked.wants_encrypted_reasoning);
         assert_eq!(asked.instructions.as_deref(), Some("be brief"));
@@ -199,7 +229,9 @@ mod tests {
             ),
         ];
         for (body, param) in cases {
-            let error = read(&mut params(body.clone())).err().expect("refused");
+            let error = read(&mut params(body.clone()), Input::Required)
+                .err()
+                .expect("refused");
             let reply: Value = serde_json::from_slice(&error.body()).unwrap();
             assert_eq!(reply["error"]["param"], param, "{body}");
         }

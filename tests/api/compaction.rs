@@ -1,0 +1,216 @@
+//! `POST /v1/responses/compact`: a stored chain (or an input) compacted upstream, which is
+//! asked statelessly with the whole input; the answer is upstream's `response.compaction`,
+//! nothing is stored, the tokens are counted, and its `compaction` item continues a chain
+//! as the input of the next turn.
+
+use lambda_http::http::Method;
+use serde_json::{json, Value};
+
+use crate::support::openai::item_text;
+use crate::support::{Reply, TestApp};
+
+async fn post(t: &TestApp, path: &str, body: Value) -> Reply {
+    t.call_with(
+        Method::POST,
+        path,
+        lambda_http::Body::from(body.to_string()),
+        &[],
+    )
+    .await
+}
+
+fn id_of(reply: &Reply) -> String {
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    reply.json()["id"].as_str().unwrap().to_owned()
+}
+
+/// The chain `one`, `two` (each answered `reply to: ...`), and the newest response's id.
+async fn chain(t: &TestApp) -> String {
+    let one = id_of(&post(t, "/v1/responses", json!({"input": "one"})).await);
+    let two = json!({"input": "two", "previous_response_id": one});
+    id_of(&post(t, "/v1/responses", two).await)
+}
+
+fn keys_but_usage(t: &TestApp) -> Vec<(String, String)> {
+    t.dump()
+        .into_iter()
+        .filter(|(key, _)| !key.contains(":usage:"))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_stored_chain_is_compacted_upstream_whole_and_nothing_is_stored() {
+    let t = TestApp::start().await;
+    let two = chain(&t).await;
+    let before = keys_but_usage(&t);
+    let spent_before = t.get("/usage").await.json()["day"]["total_tokens"].clone();
+
+    let reply = post(
+        &t,
+        "/v1/responses/compact",
+        json!({"model": "gpt-4o-mini", "previous_response_id": two, "input": "and three",
+            "instructions": "Be brief.", "prompt_cache_key": "k1"}),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+
+    // Upstream was asked once, statelessly, with the whole chain then the new input.
+    let sent = t.openai.bodies("/v1/responses/compact").await;
+    assert_eq!(sent.len(), 1, "one compaction upstream");
+    let sent = &sent[0];
+    let input = sent["input"].as_array().unwrap();
+    let texts: Vec<String> = input.iter().map(item_text).collect();
+    assert_eq!(
+        texts,
+        ["one", "reply to: one", "two", "reply to: two", "and three"]
+    );
+    assert_eq!(sent["model"], "gpt-4o-mini");
+    assert_eq!(sent["instructions"], "Be brief.");
+    assert_eq!(
+        sent["prompt_cache_key"], "k1",
+        "compaction's own parameters pass"
+    );
+    for absent in [
+        "previous_response_id",
+        "store",
+        "stream",
+        "include",
+        "conversation",
+    ] {
+        assert!(sent.get(absent).is_none(), "{absent} sent upstream: {sent}");
+    }
+
+    // The answer is upstream's compaction as it came.
+    let answer = reply.json();
+    assert_eq!(answer["object"], "response.compaction");
+    let output = answer["output"].as_array().unwrap();
+    let kinds: Vec<&str> = output.iter().map(|i| i["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["message", "message", "message", "compaction"]);
+    assert_eq!(output[3]["encrypted_content"], "gAAAAcompacted:5");
+
+    // Nothing stored; the tokens counted to the caller.
+    assert_eq!(keys_but_usage(&t), before, "no chat key changed");
+    let spent_after = t.get("/usage").await.json()["day"]["total_tokens"].clone();
+    assert_eq!(
+        spent_after.as_u64().unwrap(),
+        spent_before.as_u64().unwrap() + 5 + 7,
+        "the compaction's 5 input and 7 output tokens are counted"
+    );
+}
+
+#[tokio::test]
+async fn a_compaction_item_continues_a_chain_as_the_next_turns_input() {
+    let t = TestApp::start().await;
+    let two = chain(&t).await;
+    let compacted = post(
+        &t,
+        "/v1/responses/compact",
+        json!({"model": "gpt-4o-mini", "previous_response_id": two}),
+    )
+    .await;
+    assert_eq!(compacted.status, 200, "{}", compacted.text);
+    let mut input = compacted.json()["output"].as_array().unwrap().clone();
+    assert_eq!(
+        input.last().unwrap()["encrypted_content"],
+        "gAAAAcompacted:4"
+    );
+    input.push(json!({"role": "user", "content": "three"}));
+
+    // The caller starts again from the compacted window, as Codex and the Agents SDK do.
+    let next = post(&t, "/v1/responses", json!({"input": input})).await;
+    let next_id = id_of(&next);
+    let sent = t.openai.bodies("/v1/responses").await.pop().unwrap();
+    let sent_input = sent["input"].as_array().unwrap();
+    assert_eq!(
+        sent_input.len(),
+        4,
+        "two user messages, the compaction, three"
+    );
+    assert_eq!(sent_input[2]["type"], "compaction");
+    assert_eq!(sent_input[2]["encrypted_content"], "gAAAAcompacted:4");
+
+    // Kept exactly with its turn, and sent again by the turn after it.
+    let after = json!({"input": "four", "previous_response_id": next_id});
+    id_of(&post(&t, "/v1/responses", after).await);
+    let sent = t.openai.bodies("/v1/responses").await.pop().unwrap();
+    let kept = sent["input"].as_array().unwrap();
+    assert_eq!(kept[2], sent_input[2], "the compaction item, exactly");
+    assert_eq!(item_text(kept.last().unwrap()), "four");
+}
+
+#[tokio::test]
+async fn what_compaction_does_not_take_is_refused_and_nothing_reaches_upstream() {
+    let t = TestApp::start().await;
+    let two = chain(&t).await;
+    let before = keys_but_usage(&t);
+    for (body, status, code, param) in [
+        (
+            json!({"previous_response_id": two, "stream": true}),
+            400,
+            "unknown_parameter",
+            "stream",
+        ),
+        (
+            json!({"input": "x", "store": false}),
+            400,
+            "unknown_parameter",
+            "store",
+        ),
+        (
+            json!({"input": "x", "conversation": "trip"}),
+            400,
+            "unknown_parameter",
+            "conversation",
+        ),
+        (
+            json!({"model": "gpt-4o-mini"}),
+            400,
+            "invalid_value",
+            "input",
+        ),
+        (json!({"input": ""}), 400, "invalid_value", "input"),
+        (
+            json!({"input": [{"type": "nonsense"}]}),
+            400,
+            "invalid_value",
+            "input",
+        ),
+        (
+            json!({"previous_response_id": "resp_0123456789abcdef0123456789abcdef_~0123456789abcdef0123456789abcdef"}),
+            404,
+            "previous_response_not_found",
+            "previous_response_id",
+        ),
+    ] {
+        let reply = post(&t, "/v1/responses/compact", body.clone()).await;
+        reply.assert_error(status, code);
+        assert_eq!(reply.json()["error"]["param"], param, "{body}");
+    }
+    assert!(t.openai.bodies("/v1/responses/compact").await.is_empty());
+    assert_eq!(keys_but_usage(&t), before, "nothing stored");
+    // Only POST: a GET is not a response's id.
+    let get = t.get("/v1/responses/compact").await;
+    assert_eq!(get.status, 405, "{}", get.text);
+}
+
+#[tokio::test]
+async fn another_callers_chain_is_not_found() {
+    let t = TestApp::with_env(&[("PROXY_API_KEYS", "alice:sk-a1,bob:sk-b2")]).await;
+    let as_alice = [("authorization", "Bearer sk-a1")];
+    let as_bob = [("authorization", "Bearer sk-b2")];
+    let body = json!({"input": "secret plans"}).to_string();
+    let made = t
+        .call_with(Method::POST, "/v1/responses", body.into(), &as_alice)
+        .await;
+    let id = id_of(&made);
+    let compact = json!({"previous_response_id": id}).to_string();
+    t.call_with(
+        Method::POST,
+        "/v1/responses/compact",
+        compact.into(),
+        &as_bob,
+    )
+    .await
+    .assert_error(404, "previous_response_not_found");
+    assert!(t.openai.bodies("/v1/responses/compact").await.is_empty());
+}
