@@ -78,6 +78,7 @@ impl App {
                     keep_alive: config.keep_alive,
                     max_prompt_tokens: config.max_prompt_tokens,
                     token_limit_per_day: config.token_limit_per_day,
+                    seal_keys: config.seal_keys.clone(),
                 },
             ),
             guard: Guard::new(config, store.clone()),

@@ -27,11 +27,16 @@ impl TurnEngine {
             Prepared::Replayed(answer) => return Ok(Ran::Replayed(answer)),
         };
         let asking = &ask;
+        // Where the turn is kept (a new chain, or the chat read) names its cache key.
+        let kept_in = ready.chain.as_ref().or(ask.chat);
+        let cache_key = self.cache_key(ask.tenant, kept_in, ask.params);
+        let cache_key = cache_key.as_deref();
         let completion = self
             .ask_upstream(&mut ready, asking, log, |sent| async move {
                 match sent {
                     Sent::Items(responses, items) => {
-                        let request = self.responses_request(asking, responses, items, false);
+                        let request =
+                            self.responses_request(asking, responses, items, false, cache_key);
                         match responses.call {
                             ResponsesCall::Create => {
                                 self.upstream.respond(&request, asking.deadline).await
@@ -44,6 +49,7 @@ impl TurnEngine {
                     Sent::Messages(messages) => {
                         let request = ChatRequest {
                             params: asking.params,
+                            prompt_cache_key: cache_key,
                             ..ChatRequest::whole(asking.model, &messages)
                         };
                         self.upstream.chat(&request, asking.deadline).await

@@ -13,6 +13,7 @@
 //! or of a long history get one more try (`fallback.rs`).
 
 mod buffered;
+mod cache;
 mod fallback;
 mod items;
 mod joins;
@@ -37,6 +38,7 @@ pub use self::rewrite::Rewrite;
 pub use self::sent::ENCRYPTED_REASONING;
 pub use self::streamed::OpenTurn;
 use crate::chat::{Asked, ChatId, Said, Tenant, Turn};
+use crate::seal::SealKeys;
 use crate::store::{Claimant, IdempotencyKey, Store};
 use crate::upstream::wire::Usage;
 use crate::upstream::{Chunk, Upstream};
@@ -210,6 +212,8 @@ pub struct TurnSettings {
     pub max_prompt_tokens: u32,
     /// `TOKEN_LIMIT_PER_DAY`: tokens a caller (or address, when open) may spend a day.
     pub token_limit_per_day: Option<u64>,
+    /// `SEAL_KEYS`: a kept chat's `prompt_cache_key` is a MAC under them (`cache.rs`).
+    pub seal_keys: Option<Arc<SealKeys>>,
 }
 
 impl TurnEngine {

@@ -83,10 +83,14 @@ impl TurnEngine {
         responses: &ResponsesTurn,
         items: Vec<Value>,
         stream: bool,
+        cache_key: Option<&str>,
     ) -> Value {
         let mut body = ask.params.cloned().unwrap_or_default();
         body.insert("model".to_owned(), json!(ask.model));
         body.insert("input".to_owned(), Value::Array(items));
+        if let Some(key) = cache_key {
+            body.insert("prompt_cache_key".to_owned(), json!(key));
+        }
         if let (false, Some(instructions)) = (responses.prompts, &responses.instructions) {
             body.insert("instructions".to_owned(), json!(instructions));
         }

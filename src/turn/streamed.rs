@@ -34,11 +34,16 @@ impl TurnEngine {
             Prepared::Replayed(answer) => return Ok(Opened::Replayed(answer)),
         };
         let asking = &ask;
+        // Where the turn is kept (a new chain, or the chat read) names its cache key.
+        let kept_in = ready.chain.as_ref().or(ask.chat);
+        let cache_key = self.cache_key(ask.tenant, kept_in, ask.params);
+        let cache_key = cache_key.as_deref();
         let stream = self
             .ask_upstream(&mut ready, asking, log, |sent| async move {
                 match sent {
                     Sent::Items(responses, items) => {
-                        let request = self.responses_request(asking, responses, items, true);
+                        let request =
+                            self.responses_request(asking, responses, items, true, cache_key);
                         self.upstream
                             .respond_stream(&request, asking.deadline)
                             .await
@@ -46,6 +51,7 @@ impl TurnEngine {
                     Sent::Messages(messages) => {
                         let request = ChatRequest {
                             params: asking.params,
+                            prompt_cache_key: cache_key,
                             ..ChatRequest::streamed(asking.model, &messages)
                         };
                         self.upstream.chat_stream(&request, asking.deadline).await

@@ -22,7 +22,12 @@ pub struct ChatRequest<'a> {
     pub stream: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stream_options: Option<StreamOptions>,
-    /// Never holds `model`, `messages`, `stream` or `stream_options` (they would be sent twice).
+    /// The key upstream's prompt cache routes the chat's turns by, when the caller's
+    /// `params` hold none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prompt_cache_key: Option<&'a str>,
+    /// Never holds `model`, `messages`, `stream` or `stream_options` (they would be sent
+    /// twice), nor `prompt_cache_key` when the field above is set.
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub params: Option<&'a serde_json::Map<String, serde_json::Value>>,
 }
@@ -35,6 +40,7 @@ impl<'a> ChatRequest<'a> {
             messages,
             stream: false,
             stream_options: None,
+            prompt_cache_key: None,
             params: None,
         }
     }

@@ -20,6 +20,7 @@ mod layers;
 mod limits;
 mod openai_api;
 mod openapi;
+mod prompt_cache;
 mod properties;
 mod redis_deployments;
 mod redis_faults;
