@@ -117,6 +117,9 @@ async fn serve(
         Route::OpenAi(OpenAiRoute::CompactResponse) => {
             api::responses::compact(app, &tenant, request, log).await
         }
+        Route::OpenAi(OpenAiRoute::CountInputTokens) => {
+            api::responses::input_tokens(app, &tenant, request, log).await
+        }
         Route::OpenAi(OpenAiRoute::GetResponse(id)) => {
             api::responses::get(app, &tenant, &id, request, log).await
         }

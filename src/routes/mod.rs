@@ -117,6 +117,7 @@ pub enum OpenAiRoute {
     /// `POST /v1/responses`
     CreateResponse,
     CompactResponse,
+    CountInputTokens,
     /// `GET /v1/responses/{id}`
     GetResponse(String),
     /// `DELETE /v1/responses/{id}`
@@ -198,10 +199,15 @@ impl Route {
             ["v1", "responses"] => {
                 only(is_post, Route::OpenAi(OpenAiRoute::CreateResponse), "POST")
             }
-            // OpenAI's path: never a response's id (the proxy's start `resp_`).
+            // OpenAI's paths: never a response's id (the proxy's start `resp_`).
             ["v1", "responses", "compact"] => {
                 only(is_post, Route::OpenAi(OpenAiRoute::CompactResponse), "POST")
             }
+            ["v1", "responses", "input_tokens"] => only(
+                is_post,
+                Route::OpenAi(OpenAiRoute::CountInputTokens),
+                "POST",
+            ),
             ["v1", "responses", id] => {
                 let id = decoded(id);
                 match (is_get, method == Method::DELETE) {
@@ -333,6 +339,7 @@ impl Route {
             Route::OpenAi(OpenAiRoute::Model(_)) => "model",
             Route::OpenAi(OpenAiRoute::CreateResponse) => "create_response",
             Route::OpenAi(OpenAiRoute::CompactResponse) => "compact_response",
+            Route::OpenAi(OpenAiRoute::CountInputTokens) => "count_input_tokens",
             Route::OpenAi(OpenAiRoute::GetResponse(_)) => "get_response",
             Route::OpenAi(OpenAiRoute::DeleteResponse(_)) => "delete_response",
             Route::OpenAi(OpenAiRoute::ResponseInputItems(_)) => "response_input_items",

@@ -44,6 +44,9 @@ impl TurnEngine {
                             ResponsesCall::Compact => {
                                 self.upstream.compact(&request, asking.deadline).await
                             }
+                            ResponsesCall::CountTokens => {
+                                self.upstream.count_tokens(&request, asking.deadline).await
+                            }
                         }
                     }
                     Sent::Messages(messages) => {
@@ -79,6 +82,16 @@ impl TurnEngine {
                 return Err(error);
             }
         };
+        // A count keeps nothing and costs nothing: there is nothing to write.
+        if ask.responses.as_ref().map(|r| r.call) == Some(ResponsesCall::CountTokens) {
+            return Ok(Ran::Answered(Answered {
+                reply: String::new(),
+                calls: Vec::new(),
+                usage: completion.usage,
+                stored: false,
+                raw: Some(completion.raw),
+            }));
+        }
         log.tokens = Some(completion.usage);
         let record = Record::new(self, &ask, ready);
         let mut answered = Answered {

@@ -98,7 +98,7 @@ pub struct ResponsesTurn {
     pub call: ResponsesCall,
 }
 
-/// The Responses API's two calls that answer from an input the proxy assembles.
+/// The Responses API's calls that answer from an input the proxy assembles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResponsesCall {
     /// `POST /responses`: a response, kept as a turn unless `store` is false.
@@ -106,6 +106,9 @@ pub enum ResponsesCall {
     /// `POST /responses/compact`: the input compacted, answered as upstream's
     /// `response.compaction`; nothing is kept (as with `store: false`), usage is counted.
     Compact,
+    /// `POST /responses/input_tokens`: the input's tokens counted, answered as upstream's
+    /// `response.input_tokens`; nothing is kept or counted.
+    CountTokens,
 }
 
 /// A history a caller resent with its new messages (frameworks that keep their own memory

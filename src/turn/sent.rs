@@ -88,14 +88,19 @@ impl TurnEngine {
         let mut body = ask.params.cloned().unwrap_or_default();
         body.insert("model".to_owned(), json!(ask.model));
         body.insert("input".to_owned(), Value::Array(items));
-        if let Some(key) = cache_key {
-            body.insert("prompt_cache_key".to_owned(), json!(key));
-        }
         if let (false, Some(instructions)) = (responses.prompts, &responses.instructions) {
             body.insert("instructions".to_owned(), json!(instructions));
         }
-        // A compaction takes neither `store` (it keeps nothing) nor `include`: its answer
-        // is the compacted input, with no reasoning of its own.
+        // A count takes no cache key (it reads no cache) and neither it nor a compaction
+        // takes `store` (they keep nothing) or `include` (they answer no reasoning).
+        match responses.call {
+            ResponsesCall::CountTokens => return Value::Object(body),
+            ResponsesCall::Compact | ResponsesCall::Create => {
+                if let Some(key) = cache_key {
+                    body.insert("prompt_cache_key".to_owned(), json!(key));
+                }
+            }
+        }
         if responses.call == ResponsesCall::Compact {
             return Value::Object(body);
         }

@@ -87,6 +87,7 @@ impl tower::Service<HttpRequestFactory> for EchoService {
                 "/chat/completions" => chat(&body),
                 "/responses" => responses(&body),
                 "/responses/compact" => json_answer(200, &compacted(&body)),
+                "/responses/input_tokens" => json_answer(200, &input_tokens(&body)),
                 "/moderations" => json_answer(200, &moderation(&body)),
                 "/models" => json_answer(200, &model_list(&models)),
                 _ => json_answer(
@@ -488,6 +489,18 @@ pub fn response_events(response: &Value) -> Vec<(bool, Value)> {
     events
 }
 
+/// `/responses/input_tokens`: the input counted as a response counts it (a token a word,
+/// three more an item), `instructions` as one more item.
+fn input_tokens(body: &Value) -> Value {
+    let input = body["input"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+    let words = |text: &str| text.split_whitespace().count() as u64;
+    let items: u64 = input.iter().map(|item| 3 + words(&text_of(item))).sum();
+    let instructions = body["instructions"]
+        .as_str()
+        .map_or(0, |text| 3 + words(text));
+    json!({"object": "response.input_tokens", "input_tokens": items + instructions})
+}
+
 /// `/responses/compact`: every user message of the input, then one `compaction` item that
 /// stands for the rest; its content (not encrypted here) says how many items it replaced,
 /// so that what follows it can be told apart on the next turn.
@@ -661,6 +674,14 @@ mod tests {
         assert_eq!(output[2]["encrypted_content"], "echo-compaction of 3 items");
         // 3 items of 1, 4 and 1 words, plus 3 each.
         assert_eq!(compaction["usage"]["input_tokens"], 6 + 9);
+    }
+
+    #[test]
+    fn a_count_is_what_a_response_to_the_same_input_would_count() {
+        let body = json!({"input": [{"role": "user", "content": "three little words"}],
+            "instructions": "be brief"});
+        assert_eq!(input_tokens(&body)["input_tokens"], 6 + 5);
+        assert_eq!(input_tokens(&body)["object"], "response.input_tokens");
     }
 
     #[test]

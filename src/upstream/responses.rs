@@ -118,6 +118,32 @@ impl Upstream {
         })
     }
 
+    /// Asks how many tokens a Responses request's input makes (`POST
+    /// /responses/input_tokens`) and returns upstream's `response.input_tokens` whole; it
+    /// costs no tokens, so its usage is none.
+    pub async fn count_tokens(
+        &self,
+        request: &Value,
+        deadline: Instant,
+    ) -> Result<Completion, UpstreamError> {
+        let responses = self.client.responses();
+        let call = responses.get_input_token_counts_byot::<_, Box<RawValue>>(request);
+        let raw = self.within(deadline, call).await?;
+        let count: Value = serde_json::from_str(raw.get())
+            .map_err(|e| UpstreamError::Unreadable(e.to_string()))?;
+        if !count["input_tokens"].is_u64() {
+            return Err(UpstreamError::Unreadable(
+                "a token count without `input_tokens`".to_owned(),
+            ));
+        }
+        Ok(Completion {
+            content: None,
+            calls: Vec::new(),
+            usage: Usage::default(),
+            raw,
+        })
+    }
+
     /// Sends a streamed Responses request (which must say `stream: true`) and returns once
     /// upstream has accepted it, as [`Upstream::chat_stream`] does.
     pub async fn respond_stream(

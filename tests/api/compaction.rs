@@ -1,7 +1,8 @@
-//! `POST /v1/responses/compact`: a stored chain (or an input) compacted upstream, which is
-//! asked statelessly with the whole input; the answer is upstream's `response.compaction`,
-//! nothing is stored, the tokens are counted, and its `compaction` item continues a chain
-//! as the input of the next turn.
+//! `POST /v1/responses/compact` and `/v1/responses/input_tokens`: a stored chain (or a
+//! conversation, for a count) and an input, sent upstream statelessly and whole. A
+//! compaction is answered as upstream's `response.compaction`, its tokens counted, nothing
+//! stored, and its `compaction` item continues a chain as the input of the next turn; a
+//! count is answered as upstream's `response.input_tokens` and changes nothing.
 
 use lambda_http::http::Method;
 use serde_json::{json, Value};
@@ -213,4 +214,112 @@ async fn another_callers_chain_is_not_found() {
     .await
     .assert_error(404, "previous_response_not_found");
     assert!(t.openai.bodies("/v1/responses/compact").await.is_empty());
+}
+
+#[tokio::test]
+async fn a_count_is_of_what_the_next_turn_would_send_and_changes_nothing() {
+    let t = TestApp::start().await;
+    let two = chain(&t).await;
+    let before = keys_but_usage(&t);
+    let usage_before = t.get("/usage").await.json();
+
+    let reply = post(
+        &t,
+        "/v1/responses/input_tokens",
+        json!({"model": "gpt-4o-mini", "previous_response_id": two, "input": "three",
+            "instructions": "Be brief.", "tools": []}),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(
+        reply.json(),
+        json!({"object": "response.input_tokens", "input_tokens": 5 + 1})
+    );
+    let sent = t.openai.bodies("/v1/responses/input_tokens").await;
+    assert_eq!(sent.len(), 1);
+    let texts: Vec<String> = sent[0]["input"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(item_text)
+        .collect();
+    assert_eq!(
+        texts,
+        ["one", "reply to: one", "two", "reply to: two", "three"]
+    );
+    assert_eq!(sent[0]["tools"], json!([]), "a count's own parameters pass");
+    for absent in [
+        "previous_response_id",
+        "store",
+        "include",
+        "prompt_cache_key",
+        "stream",
+    ] {
+        assert!(
+            sent[0].get(absent).is_none(),
+            "{absent} sent upstream: {}",
+            sent[0]
+        );
+    }
+    // Nothing kept, nothing counted.
+    assert_eq!(keys_but_usage(&t), before);
+    assert_eq!(t.get("/usage").await.json(), usage_before);
+}
+
+#[tokio::test]
+async fn a_conversation_is_counted_with_its_prompts_and_its_items() {
+    let t = TestApp::start().await;
+    t.post("/trip/system", json!({"content": "Answer like a pirate."}))
+        .await;
+    let turn = t.post("/trip/chat", json!({"content": "Lisbon?"})).await;
+    assert_eq!(turn.status, 200, "{}", turn.text);
+    let reply = post(
+        &t,
+        "/v1/responses/input_tokens",
+        json!({"conversation": "trip", "input": "And Porto?"}),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    let sent = t
+        .openai
+        .bodies("/v1/responses/input_tokens")
+        .await
+        .pop()
+        .unwrap();
+    let texts: Vec<String> = sent["input"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(item_text)
+        .collect();
+    // The prompts as system messages, the chat's turn, then the new input.
+    assert_eq!(texts.len(), 5, "{texts:?}");
+    assert_eq!(texts[1], "Answer like a pirate.");
+    assert_eq!(texts[2..], ["Lisbon?", "reply to: Lisbon?", "And Porto?"]);
+    assert!(sent.get("conversation").is_none());
+    assert_eq!(reply.json()["input_tokens"], 5);
+
+    for (body, status, code) in [
+        (
+            json!({"conversation": "nowhere", "input": "x"}),
+            404,
+            "conversation_not_found",
+        ),
+        (
+            json!({"input": "x", "stream": true}),
+            400,
+            "unknown_parameter",
+        ),
+        (
+            json!({"input": "x", "store": true}),
+            400,
+            "unknown_parameter",
+        ),
+        (json!({}), 400, "invalid_value"),
+    ] {
+        post(&t, "/v1/responses/input_tokens", body)
+            .await
+            .assert_error(status, code);
+    }
+    assert_eq!(t.openai.bodies("/v1/responses/input_tokens").await.len(), 1);
 }

@@ -75,6 +75,7 @@ fn every_route_the_router_knows_is_documented() {
         "responses",
         "input_items",
         "compact",
+        "input_tokens",
         "conversations",
         "items",
         "playground",

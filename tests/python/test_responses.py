@@ -172,3 +172,16 @@ def test_a_chain_is_compacted_and_its_compaction_item_carries_the_next_turn(prox
     again = sdk.responses.create(model="gpt-4o-mini", input="Or food?",
                                  previous_response_id=second.id)
     assert output_text(again) == "echo: Or food? (5 items)"
+
+
+def test_the_next_turns_input_tokens_are_counted_from_the_stored_chain(proxy):
+    sdk = client(proxy)
+    first = sdk.responses.create(model="gpt-4o-mini", input="Plan three days in Lisbon.")
+    count = sdk.responses.input_tokens.count(model="gpt-4o-mini", input="Only museums.",
+                                             previous_response_id=first.id)
+    assert count.object == "response.input_tokens"
+    # The echo counts a token a word and three an item: the chain's two items, then the
+    # new one, as the turn itself would send them.
+    turn = sdk.responses.create(model="gpt-4o-mini", input="Only museums.",
+                                previous_response_id=first.id)
+    assert count.input_tokens == turn.usage.input_tokens > 0

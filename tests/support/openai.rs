@@ -59,6 +59,12 @@ impl FakeOpenAi {
             .mount(&server)
             .await;
         Mock::given(method("POST"))
+            .and(path("/v1/responses/input_tokens"))
+            .respond_with(CountTokens)
+            .with_priority(10)
+            .mount(&server)
+            .await;
+        Mock::given(method("POST"))
             .and(path("/v1/moderations"))
             .respond_with(ResponseTemplate::new(200).set_body_json(moderation_result(false)))
             .with_priority(10)
@@ -388,6 +394,58 @@ impl Respond for EchoCompact {
                 "output_tokens": 7, "output_tokens_details": {"reasoning_tokens": 0},
                 "total_tokens": input_tokens + 7}
         }))
+    }
+}
+
+/// `POST /responses/input_tokens` as OpenAI answers it: `response.input_tokens`, here one
+/// token an input item, and one for `instructions`. What it does not take (`store`,
+/// `stream`, `prompt_cache_key`, ...) is a 400, and so is a `previous_response_id` or a
+/// `conversation`: nothing is stored upstream.
+struct CountTokens;
+
+const COUNT_PARAMS: [&str; 12] = [
+    "model",
+    "input",
+    "instructions",
+    "previous_response_id",
+    "conversation",
+    "parallel_tool_calls",
+    "personality",
+    "reasoning",
+    "text",
+    "tool_choice",
+    "tools",
+    "truncation",
+];
+
+impl Respond for CountTokens {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let Ok(Value::Object(body)) = serde_json::from_slice::<Value>(&request.body) else {
+            return error_response(
+                400,
+                "invalid_request_error",
+                "We could not parse the JSON body of your request.",
+            );
+        };
+        if let Some(unknown) = body.keys().find(|k| !COUNT_PARAMS.contains(&k.as_str())) {
+            return ResponseTemplate::new(400).set_body_json(json!({"error": {
+                "message": format!("Unknown parameter: '{unknown}'."),
+                "type": "invalid_request_error", "param": unknown,
+                "code": "unknown_parameter"}}));
+        }
+        if let Some(stored) = ["previous_response_id", "conversation"]
+            .into_iter()
+            .find(|name| body.get(*name).is_some_and(|v| !v.is_null()))
+        {
+            return ResponseTemplate::new(404).set_body_json(json!({"error": {
+                "message": format!("The {stored} names nothing stored."),
+                "type": "invalid_request_error", "param": stored, "code": null}}));
+        }
+        let items = body["input"].as_array().map_or(0, Vec::len) as u64;
+        let instructions = u64::from(body.get("instructions").is_some_and(Value::is_string));
+        ResponseTemplate::new(200).set_body_json(
+            json!({"object": "response.input_tokens", "input_tokens": items + instructions}),
+        )
     }
 }
 

@@ -8,9 +8,9 @@
 //! can be continued at once, from any instance. A streamed response passes upstream's
 //! events on as they come, with the same id.
 
-mod compact;
 mod replay;
 mod request;
+mod stateless;
 mod stored;
 
 use std::sync::Arc;
@@ -19,7 +19,7 @@ use bytes::Bytes;
 use lambda_http::{Request, Response};
 use serde_json::{json, Map, Value};
 
-pub use self::compact::compact;
+pub use self::stateless::{compact, input_tokens};
 pub use self::stored::{delete, get, input_items};
 use crate::app::App;
 use crate::body::json_object;

@@ -38,8 +38,9 @@ fn flag(params: &mut Map<String, Value>, name: &'static str) -> Result<Option<bo
     }
 }
 
-/// Whether a request may leave `input` out: a compaction of a chain may (what it compacts
-/// is the chain), a response may not.
+/// Whether a request may leave `input` out: a compaction or a count of a chain (or a
+/// conversation) may (what it compacts or counts is what that stands for), a response
+/// may not.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(super) enum Input {
     Required,
@@ -50,7 +51,12 @@ pub(super) enum Input {
 pub(super) fn read(params: &mut Map<String, Value>, needs: Input) -> Result<Asked, ApiError> {
     let stream = flag(params, "stream")?.unwrap_or(false);
     let store = flag(params, "store")?.unwrap_or(true);
-    let chain = matches!(params.get("previous_response_id"), Some(Value::String(_)));
+    // What the input may follow: a chain, or (for a count) a conversation.
+    let chain = matches!(params.get("previous_response_id"), Some(Value::String(_)))
+        || matches!(
+            params.get("conversation"),
+            Some(Value::String(_) | Value::Object(_))
+        );
     let input = match params.remove("input") {
         Some(Value::String(text)) if !text.is_empty() => {
             vec![serde_json::json!({"role": "user", "content": text})]
