@@ -85,6 +85,7 @@ fn counting(stored: usize) {
         asked: &asked,
         besides: 0,
         fixed: 0,
+        from: 0,
     };
     let budget = u32::MAX / 2;
     let mut context = TurnContext::default();

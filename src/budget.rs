@@ -42,6 +42,10 @@ pub struct Request<'a> {
     /// What the request sends only this once: a Responses request's `instructions`, the
     /// tools' definitions ([`fixed`]).
     pub fixed: u32,
+    /// The first turn of the history the request may send: for a Responses turn, the
+    /// newest turn that holds a `compaction` item ([`compacted_from`]), which stands for
+    /// everything before it; 0 for the chat door, which cannot send one.
+    pub from: usize,
 }
 
 impl Request<'_> {
@@ -102,7 +106,7 @@ pub fn plan(
         .as_deref()
         .and_then(|id| history.iter().position(|t| t.id.as_deref() == Some(id)))
         .unwrap_or(0);
-    let start = sendable(history, start);
+    let start = sendable(history, start.max(request.from));
     let tokens = weigh(history, start, request).min(u32::MAX as u64) as u32;
     if tokens <= budget {
         return Ok(Window {
@@ -113,6 +117,13 @@ pub fn plan(
     }
     // Over the budget: move the start far enough to leave room for the turns to come.
     Ok(cut(history, start, tokens, budget / 4 * 3, new_turn))
+}
+
+/// Where a Responses turn's history starts at the earliest: the newest turn that holds a
+/// `compaction` item, which stands for everything before it. The turns before are kept
+/// (every listing and export shows them) but not sent, nor weighed.
+pub fn compacted_from(history: &[Turn]) -> usize {
+    history.iter().rposition(Turn::compacts).unwrap_or(0)
 }
 
 /// The window of a request that upstream refused as too long for its context: at most half

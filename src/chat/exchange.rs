@@ -333,7 +333,24 @@ pub fn turn_items(turn: &Turn, images_as_text: bool, items: &mut Vec<Value>) {
     }
 }
 
+/// Whether an item is a `compaction` item, which stands for everything before it.
+pub fn is_compaction(item: &Value) -> bool {
+    item["type"] == "compaction"
+}
+
 impl Turn {
+    /// Whether the turn holds a `compaction` item (in its input or its reply): a Responses
+    /// turn after it sends only what follows the newest one.
+    pub fn compacts(&self) -> bool {
+        self.exchange.as_ref().is_some_and(|exchange| {
+            exchange
+                .input
+                .iter()
+                .chain(exchange.output())
+                .any(is_compaction)
+        })
+    }
+
     /// A turn of items a caller added to a conversation by themselves: no response.
     pub fn of_items(items: Vec<Value>) -> Turn {
         let exchange = Exchange {

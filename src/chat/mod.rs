@@ -12,8 +12,8 @@ mod transcript;
 mod turn;
 
 pub use self::exchange::{
-    asked_in, asked_item, asked_of, calls_of, listed_items, output_text, parse_response_id,
-    response_id, turn_items, turn_parts, Exchange, StoredResponse,
+    asked_in, asked_item, asked_of, calls_of, is_compaction, listed_items, output_text,
+    parse_response_id, response_id, turn_items, turn_parts, Exchange, StoredResponse,
 };
 pub use self::id::{ChatId, InvalidChatId};
 pub use self::items::{check_items, unanswered_output};

@@ -329,6 +329,7 @@ impl TurnEngine {
                 responses.and_then(|responses| responses.instructions.as_deref()),
                 ask.params,
             ),
+            from: responses.map_or(0, |_| budget::compacted_from(&context.history)),
         }
     }
 

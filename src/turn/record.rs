@@ -114,6 +114,8 @@ impl Record {
                     .as_ref()
                     .map_or(0, |responses| budget::besides(&responses.input)),
                 fixed: 0,
+                // Not planned again: the window is the one the request sent.
+                from: window.start,
             };
             let tokens = budget::turn_tokens(context, &request, window, &answered.usage);
             // What the write needs of the chat (`store/mod.rs`): nothing of a chain it

@@ -9,7 +9,7 @@ use serde_json::{json, Map, Value};
 
 use super::{Ask, ResponsesCall, ResponsesTurn, TurnEngine};
 use crate::budget::Window;
-use crate::chat::{asked_of, calls_of, text_of, turn_items, Exchange, Turn};
+use crate::chat::{asked_of, calls_of, is_compaction, text_of, turn_items, Exchange, Turn};
 use crate::store::TurnContext;
 use crate::upstream::wire::Message;
 
@@ -67,8 +67,16 @@ impl TurnEngine {
                 items.push(json!({"role": "system", "content": instructions}));
             }
         }
+        let history_from = items.len();
         for turn in history {
             turn_items(turn, images == HistoryImages::AsText, &mut items);
+        }
+        // A compaction item stands for everything before it: what is sent starts at the
+        // newest one (a new input that holds one starts from it, with no history at all).
+        if responses.input.iter().any(is_compaction) {
+            items.truncate(history_from);
+        } else if let Some(at) = items[history_from..].iter().rposition(is_compaction) {
+            items.drain(history_from..history_from + at);
         }
         items.extend(responses.input.iter().cloned());
         items

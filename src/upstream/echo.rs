@@ -18,6 +18,8 @@
 //!   for [`CALL_MARKER`], a reasoning item with encrypted content when asked for one, and
 //!   OpenAI's semantic events when streamed; an `item_reference` (or reasoning without its
 //!   encrypted content) is a 404, as at OpenAI when nothing is stored;
+//! - a compaction (`/responses/compact`, or `context_management` past its threshold) is a
+//!   `compaction` item whose content says how many items it stands for;
 //! - a moderation is unflagged unless the text contains [`FLAG_MARKER`];
 //! - the model list is the configured models.
 
@@ -382,6 +384,19 @@ fn response_of(body: &Value) -> Value {
     }
     let words = |text: &str| text.split_whitespace().count() as u64;
     let input_tokens: u64 = input.iter().map(|item| 3 + words(&text_of(item))).sum();
+    // `context_management` compaction: an input of its threshold or more is compacted
+    // first, the output starting with the item that stands for it.
+    let threshold = body["context_management"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|entry| entry["type"] == "compaction")
+        .and_then(|entry| entry["compact_threshold"].as_u64());
+    if threshold.is_some_and(|threshold| input_tokens >= threshold) {
+        let compaction = json!({"type": "compaction", "id": format!("cmp_echo_{tag}"),
+            "encrypted_content": format!("echo-compaction of {}", counted(input.len(), "item"))});
+        output.insert(0, compaction);
+    }
     let output_tokens: u64 = output
         .iter()
         .map(|item| words(&text_of(item)) + words(item["arguments"].as_str().unwrap_or("")))

@@ -130,13 +130,15 @@ async fn a_compaction_item_continues_a_chain_as_the_next_turns_input() {
     assert_eq!(sent_input[2]["type"], "compaction");
     assert_eq!(sent_input[2]["encrypted_content"], "gAAAAcompacted:4");
 
-    // Kept exactly with its turn, and sent again by the turn after it.
+    // Kept exactly with its turn, and sent again by the turn after it, which starts from
+    // it: what came before it is what it stands for.
     let after = json!({"input": "four", "previous_response_id": next_id});
     id_of(&post(&t, "/v1/responses", after).await);
     let sent = t.openai.bodies("/v1/responses").await.pop().unwrap();
     let kept = sent["input"].as_array().unwrap();
-    assert_eq!(kept[2], sent_input[2], "the compaction item, exactly");
-    assert_eq!(item_text(kept.last().unwrap()), "four");
+    assert_eq!(kept[0], sent_input[2], "the compaction item, exactly");
+    let texts: Vec<String> = kept[1..].iter().map(item_text).collect();
+    assert_eq!(texts, ["three", "reply to: three", "four"]);
 }
 
 #[tokio::test]
@@ -322,4 +324,128 @@ async fn a_conversation_is_counted_with_its_prompts_and_its_items() {
             .assert_error(status, code);
     }
     assert_eq!(t.openai.bodies("/v1/responses/input_tokens").await.len(), 1);
+}
+
+/// `context_management` that compacts an input of `threshold` items or more (the fake
+/// counts a token an item).
+fn compacting(threshold: u64) -> Value {
+    json!([{"type": "compaction", "compact_threshold": threshold}])
+}
+
+async fn sent_input(t: &TestApp) -> Vec<Value> {
+    let body = t.openai.bodies("/v1/responses").await.pop().unwrap();
+    body["input"].as_array().unwrap().clone()
+}
+
+#[tokio::test]
+async fn after_a_compaction_item_a_chain_sends_only_what_follows_it() {
+    let t = TestApp::start().await;
+    let one = id_of(
+        &post(
+            &t,
+            "/v1/responses",
+            json!({"input": "one", "context_management": compacting(3)}),
+        )
+        .await,
+    );
+    let second = post(
+        &t,
+        "/v1/responses",
+        json!({"input": "two", "previous_response_id": one, "context_management": compacting(3)}),
+    )
+    .await;
+    let two = id_of(&second);
+    // Upstream got the whole chain (three items) and compacted it; the item is passed on,
+    // as it came, and kept with the turn.
+    assert_eq!(
+        t.openai.bodies("/v1/responses").await[1]["context_management"],
+        compacting(3)
+    );
+    let output = second.json()["output"].clone();
+    assert_eq!(output[0]["type"], "compaction");
+    assert_eq!(output[0]["encrypted_content"], "gAAAAcompacted:3");
+    assert_eq!(
+        t.get(&format!("/v1/responses/{two}")).await.json()["output"],
+        output
+    );
+
+    // The next turn sends the compaction item and what follows it, not the turns before.
+    let three = id_of(
+        &post(
+            &t,
+            "/v1/responses",
+            json!({"input": "three", "previous_response_id": two}),
+        )
+        .await,
+    );
+    let input = sent_input(&t).await;
+    assert_eq!(input.len(), 3, "{input:?}");
+    assert_eq!(input[0], output[0], "the compaction item, exactly");
+    assert_eq!(item_text(&input[1]), "reply to: two");
+    assert_eq!(item_text(&input[2]), "three");
+
+    // And so does the one after (no new compaction: the same item still leads).
+    id_of(
+        &post(
+            &t,
+            "/v1/responses",
+            json!({"input": "four", "previous_response_id": three}),
+        )
+        .await,
+    );
+    let texts: Vec<String> = sent_input(&t).await.iter().map(item_text).collect();
+    assert_eq!(
+        texts[1..],
+        ["reply to: two", "three", "reply to: three", "four"]
+    );
+
+    // What was stored is whole: each response's input items are its own.
+    let items = t
+        .get(&format!("/v1/responses/{two}/input_items"))
+        .await
+        .json();
+    assert_eq!(items["data"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_compacted_conversation_still_shows_its_whole_history_and_the_chat_door_sends_it() {
+    let t = TestApp::start().await;
+    let made = post(&t, "/v1/conversations", json!({})).await;
+    assert_eq!(made.status, 200, "{}", made.text);
+    let conversation = made.json()["id"].as_str().unwrap().to_owned();
+    for text in ["one", "two", "three"] {
+        let body = json!({"input": text, "conversation": conversation,
+            "context_management": compacting(5)});
+        id_of(&post(&t, "/v1/responses", body).await);
+    }
+    // The second turn sent 4 items (the global prompt, one, its reply, two): no compaction;
+    // the third sent 6, and its output starts with a compaction item.
+    let last = t.openai.bodies("/v1/responses").await;
+    assert_eq!(last[1]["input"].as_array().unwrap().len(), 4);
+    assert_eq!(last[2]["input"].as_array().unwrap().len(), 6);
+    id_of(
+        &post(
+            &t,
+            "/v1/responses",
+            json!({"input": "four", "conversation": conversation}),
+        )
+        .await,
+    );
+    let input = sent_input(&t).await;
+    let texts: Vec<String> = input.iter().map(item_text).collect();
+    // The conversation's prompt first, then the compaction item and what follows it.
+    assert_eq!(input[1]["type"], "compaction", "{input:?}");
+    assert_eq!(texts[0], "You are a helpful assistant.");
+    assert_eq!(texts[2..], ["reply to: three", "four"]);
+
+    // Listed whole: every question and answer.
+    let chat = t.get(&format!("/{conversation}/chat")).await.json();
+    assert_eq!(chat.as_array().unwrap().len(), 8, "{chat}");
+    // The chat door cannot send a compaction item: it sends the whole history.
+    let turn = t
+        .post(&format!("/{conversation}/chat"), json!({"content": "five"}))
+        .await;
+    assert_eq!(turn.status, 200, "{}", turn.text);
+    let messages = t.openai.chat_bodies().await.pop().unwrap()["messages"].clone();
+    assert_eq!(messages.as_array().unwrap().len(), 1 + 8 + 1, "{messages}");
 }

@@ -322,12 +322,29 @@ impl Respond for EchoResponses {
             .as_array()
             .is_some_and(|include| include.iter().any(|i| i == "reasoning.encrypted_content"));
         let model = body["model"].as_str().unwrap_or_default();
-        ResponseTemplate::new(200).set_body_json(response_object(
+        let mut response = response_object(
             model,
             &format!("reply to: {last}"),
             input.len() as u64,
             reasoning,
-        ))
+        );
+        // `context_management: [{"type": "compaction", "compact_threshold": n}]`: an input
+        // of n tokens or more (here, items) is compacted first, and the output starts with
+        // the compaction item that stands for it.
+        let threshold = body["context_management"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|entry| entry["type"] == "compaction")
+            .and_then(|entry| entry["compact_threshold"].as_u64());
+        if threshold.is_some_and(|threshold| input.len() as u64 >= threshold) {
+            let item = json!({"type": "compaction", "id": format!("cmp_{:016x}", rand_u64()),
+                "encrypted_content": format!("gAAAAcompacted:{}", input.len())});
+            if let Some(output) = response["output"].as_array_mut() {
+                output.insert(0, item);
+            }
+        }
+        ResponseTemplate::new(200).set_body_json(response)
     }
 }
 
