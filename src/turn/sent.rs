@@ -67,16 +67,22 @@ impl TurnEngine {
                 items.push(json!({"role": "system", "content": instructions}));
             }
         }
-        let history_from = items.len();
-        for turn in history {
-            turn_items(turn, images == HistoryImages::AsText, &mut items);
-        }
         // A compaction item stands for everything before it: what is sent starts at the
-        // newest one (a new input that holds one starts from it, with no history at all).
-        if responses.input.iter().any(is_compaction) {
-            items.truncate(history_from);
-        } else if let Some(at) = items[history_from..].iter().rposition(is_compaction) {
-            items.drain(history_from..history_from + at);
+        // newest one. The window starts at the newest turn that holds one (the budget's
+        // `compacted_from`), so only its first turn can; a new input that holds one starts
+        // from it, with no history at all.
+        if !responses.input.iter().any(is_compaction) {
+            let history_from = items.len();
+            for turn in history {
+                turn_items(turn, images == HistoryImages::AsText, &mut items);
+            }
+            if let Some(first) = history.first().filter(|turn| turn.compacts()) {
+                let mut own = Vec::new();
+                turn_items(first, images == HistoryImages::AsText, &mut own);
+                if let Some(at) = own.iter().rposition(is_compaction) {
+                    items.drain(history_from..history_from + at);
+                }
+            }
         }
         items.extend(responses.input.iter().cloned());
         items
