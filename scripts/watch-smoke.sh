@@ -138,3 +138,16 @@ fi
 grep -qx "ready: http://localhost:$port (upstream http://127.0.0.1:$upstream_port/v1, memory store)" "$log" \
   || { cat "$log"; echo "the ready line does not name the configured upstream"; exit 1; }
 echo "with a key in .env, make watch answered from the configured upstream: $reply"
+stop_watch
+
+# A setting the function refuses: make watch says so and stops, instead of waiting.
+echo "--- make watch with a setting the function refuses"
+sed -i -e 's|^CHAT_TTL_SECONDS=.*|CHAT_TTL_SECONDS=soon|' "$work/.env"
+grep -q "^CHAT_TTL_SECONDS=soon" "$work/.env" || { echo ".env.example has no CHAT_TTL_SECONDS line"; exit 1; }
+if (cd "$work" && CARGO_TARGET_DIR="$root/target" timeout 300 make --no-print-directory watch PORT="$port" >"$log" 2>&1); then
+  cat "$log"; echo "make watch went on with a refused setting"; exit 1
+fi
+grep -q "the function did not start" "$log" && grep -q "CHAT_TTL_SECONDS" "$log" \
+  || { tail -40 "$log"; echo "make watch did not say why it stopped"; exit 1; }
+if grep -q '^ready: ' "$log"; then cat "$log"; echo "ready said of a function that cannot start"; exit 1; fi
+echo "make watch with a refused setting stopped and said why"

@@ -11,9 +11,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 port=${PORT:-9000}
 
-set_in_env() { # a variable set in .env or in the environment
-  grep -qE "^$1=.+" .env 2>/dev/null || [[ -n "${!1:-}" ]]
+# What the function will see of a variable: cargo lambda gives it .env's line when .env has
+# one (an empty line included, which leaves it unset), else the environment's value.
+value_of() {
+  if grep -qE "^[[:space:]]*(export[[:space:]]+)?$1[[:space:]]*=" .env 2>/dev/null; then
+    sed -nE "s/^[[:space:]]*(export[[:space:]]+)?$1[[:space:]]*=[[:space:]]*//p" .env | tail -1 \
+      | sed -E "s/^['\"](.*)['\"]$/\1/"
+  else
+    printf '%s' "${!1:-}"
+  fi
 }
+set_in_env() { [[ -n "$(value_of "$1")" ]]; }
 
 args=(--invoke-port "$port" --env-file .env --disable-cors --env-var LOG_FORMAT=text)
 upstream="OpenAI upstream"
@@ -25,11 +33,12 @@ if ! { set_in_env GPT_API_KEY || set_in_env OPENAI_API_KEY || set_in_env GPT_API
 else
   # The base URL the function will use: the environment's, else .env's (as cargo lambda
   # gives them), else OpenAI's.
-  base_url=${OPENAI_BASE_URL:-$(sed -n 's/^OPENAI_BASE_URL=//p' .env 2>/dev/null | tail -1)}
+  base_url=$(value_of OPENAI_BASE_URL)
   case "$base_url" in
     "") ;;
     echo) upstream="echo upstream" ;;
-    *) upstream="upstream $base_url" ;;
+    # A user and password in the URL are not printed.
+    *) upstream="upstream $(printf '%s' "$base_url" | sed -E 's#//[^/@]*@#//#')" ;;
   esac
 fi
 store="memory store"
@@ -41,27 +50,39 @@ fi
 echo "Building the function (cargo build)..."
 cargo build --locked --bin bootstrap
 
-cargo lambda watch "${args[@]}" &
+# Its output is also kept in a file, for the wait below to see a function that exits.
+out=$(mktemp)
+cargo lambda watch "${args[@]}" > >(tee "$out") 2>&1 &
 watch=$!
-trap 'kill "$watch" 2>/dev/null || true; wait "$watch" 2>/dev/null || true' EXIT
+trap 'kill "$watch" 2>/dev/null || true; wait "$watch" 2>/dev/null || true; rm -f "$out"' EXIT
 trap 'exit 130' INT TERM
 
-# The first request starts the function; this one is ours, not the reader's.
-python3 - "$port" "$watch" <<'PY'
-import os, sys, time, urllib.request
-port, watch = sys.argv[1], int(sys.argv[2])
+# The first request starts the function; this one is ours, not the reader's. A function
+# that cannot start (a setting it refuses: its log says which) stops the wait at once.
+python3 - "$port" "$watch" "$out" <<'PY'
+import os, sys, threading, time, urllib.request
+port, watch, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+
+def probe():
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=600) as answer:
+                if answer.status == 200:
+                    os._exit(0)
+        except OSError:
+            time.sleep(0.2)
+
+threading.Thread(target=probe, daemon=True).start()
 deadline = time.monotonic() + 600
 while time.monotonic() < deadline:
     try:
         os.kill(watch, 0)
     except ProcessLookupError:
         sys.exit("cargo lambda watch stopped before the function answered")
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=30) as answer:
-            if answer.status == 200:
-                sys.exit(0)
-    except OSError:
-        pass
+    with open(out, errors="replace") as log:
+        if "ERROR command exited" in log.read():
+            sys.exit("the function did not start: its log above says why; fix .env and run "
+                     "make watch again")
     time.sleep(0.2)
 sys.exit("the function did not answer within 10 minutes")
 PY

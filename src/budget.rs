@@ -106,7 +106,14 @@ pub fn plan(
         .as_deref()
         .and_then(|id| history.iter().position(|t| t.id.as_deref() == Some(id)))
         .unwrap_or(0);
-    let start = sendable(history, start.max(request.from));
+    // From the newest compaction on, when it is later: that turn is sent from its
+    // compaction item, so a tool result before the item is not sent without its call (and
+    // the turn is not skipped as one that answers a call, which would lose the item).
+    let start = if request.from > start {
+        request.from
+    } else {
+        sendable(history, start)
+    };
     let tokens = weigh(history, start, request).min(u32::MAX as u64) as u32;
     if tokens <= budget {
         return Ok(Window {

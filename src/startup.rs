@@ -74,14 +74,16 @@ fn serving(config: &Config) -> String {
     let upstream = if config.openai.is_echo() {
         "the built-in echo".to_owned()
     } else {
-        // An OpenAI-compatible base URL may carry a user and password: never logged.
+        // An OpenAI-compatible base URL may carry a user and password, or a key in its query:
+        // never logged.
         match url::Url::parse(&config.openai.base_url) {
             Ok(mut url) => {
                 let _ = url.set_password(None);
                 let _ = url.set_username("");
+                url.set_query(None);
                 url.to_string()
             }
-            Err(_) => config.openai.base_url.clone(),
+            Err(_) => "an unreadable OPENAI_BASE_URL".to_owned(),
         }
     };
     let store = match &config.redis {

@@ -131,7 +131,12 @@ pub(super) fn continue_from(
 pub(super) fn follows_newest(ask: &Ask<'_>) -> Option<Option<String>> {
     ask.chat?;
     if let Some(responses) = &ask.responses {
-        if let (Some(previous), true) = (&responses.previous, responses.store) {
+        // A call that keeps nothing (`store: false`, a compaction, a count) follows no
+        // turn: there is no order of its own to keep, and nothing would free its claim.
+        if !responses.store {
+            return None;
+        }
+        if let Some(previous) = &responses.previous {
             return Some(Some(previous.clone()));
         }
     }

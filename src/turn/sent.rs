@@ -67,20 +67,25 @@ impl TurnEngine {
                 items.push(json!({"role": "system", "content": instructions}));
             }
         }
-        // A compaction item stands for everything before it: what is sent starts at the
-        // newest one. The window starts at the newest turn that holds one (the budget's
-        // `compacted_from`), so only its first turn can; a new input that holds one starts
-        // from it, with no history at all.
+        // A compaction item stands for what came before it. The window starts at the newest
+        // turn that holds one (the budget's `compacted_from`). One that upstream made (in
+        // that turn's output) stands for the turn's input too: the turn is sent from it. One
+        // a caller sent (in the turn's input, with the user messages `/compact` kept before
+        // it) is sent as it was sent. A new input that holds one starts from it, with no
+        // history at all.
         if !responses.input.iter().any(is_compaction) {
             let history_from = items.len();
             for turn in history {
                 turn_items(turn, images == HistoryImages::AsText, &mut items);
             }
-            if let Some(first) = history.first().filter(|turn| turn.compacts()) {
-                let mut own = Vec::new();
-                turn_items(first, images == HistoryImages::AsText, &mut own);
-                if let Some(at) = own.iter().rposition(is_compaction) {
-                    items.drain(history_from..history_from + at);
+            let first = history.first().and_then(|turn| turn.exchange.as_ref());
+            if let Some(exchange) = first {
+                if let Some(at) = exchange.output().iter().rposition(is_compaction) {
+                    // The items `turn_items` put before it: the input's, then the output's
+                    // (a deleted item's `null` is not sent).
+                    let kept = |items: &[Value]| items.iter().filter(|i| !i.is_null()).count();
+                    let before = kept(&exchange.input) + kept(&exchange.output()[..at]);
+                    items.drain(history_from..history_from + before);
                 }
             }
         }

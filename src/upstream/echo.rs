@@ -525,8 +525,9 @@ fn compacted(body: &Value) -> Value {
     let mut output: Vec<Value> = input
         .iter()
         .filter(|item| item["role"] == "user")
-        .map(|item| {
-            json!({"type": "message", "role": "user", "id": format!("msg_echo_{tag}"),
+        .enumerate()
+        .map(|(i, item)| {
+            json!({"type": "message", "role": "user", "id": format!("msg_echo_{tag}_{i}"),
                 "status": "completed",
                 "content": [{"type": "input_text", "text": text_of(item)}]})
         })

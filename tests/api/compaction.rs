@@ -130,15 +130,15 @@ async fn a_compaction_item_continues_a_chain_as_the_next_turns_input() {
     assert_eq!(sent_input[2]["type"], "compaction");
     assert_eq!(sent_input[2]["encrypted_content"], "gAAAAcompacted:4");
 
-    // Kept exactly with its turn, and sent again by the turn after it, which starts from
-    // it: what came before it is what it stands for.
+    // Kept exactly with its turn, and sent again by the turn after it as it was sent (the
+    // user messages compaction kept, the item, what followed), with nothing before it.
     let after = json!({"input": "four", "previous_response_id": next_id});
     id_of(&post(&t, "/v1/responses", after).await);
     let sent = t.openai.bodies("/v1/responses").await.pop().unwrap();
     let kept = sent["input"].as_array().unwrap();
-    assert_eq!(kept[0], sent_input[2], "the compaction item, exactly");
-    let texts: Vec<String> = kept[1..].iter().map(item_text).collect();
-    assert_eq!(texts, ["three", "reply to: three", "four"]);
+    assert_eq!(kept[..4], sent_input[..], "the compacted window, exactly");
+    let texts: Vec<String> = kept[4..].iter().map(item_text).collect();
+    assert_eq!(texts, ["reply to: three", "four"]);
 }
 
 #[tokio::test]
@@ -448,4 +448,67 @@ async fn a_compacted_conversation_still_shows_its_whole_history_and_the_chat_doo
     assert_eq!(turn.status, 200, "{}", turn.text);
     let messages = t.openai.chat_bodies().await.pop().unwrap()["messages"].clone();
     assert_eq!(messages.as_array().unwrap().len(), 1 + 8 + 1, "{messages}");
+}
+
+#[tokio::test]
+async fn a_compaction_in_a_tool_results_turn_leads_the_next_and_nothing_is_claimed() {
+    let t = TestApp::start().await;
+    t.openai
+        .fail_responses(
+            wiremock::ResponseTemplate::new(200).set_body_json(
+                crate::support::openai::function_call_response("gpt-4o-mini", "lookup", "{}"),
+            ),
+            1,
+        )
+        .await;
+    let tools = json!([{"type": "function", "name": "lookup", "parameters": {"type": "object"}}]);
+    let asked = post(
+        &t,
+        "/v1/responses",
+        json!({"input": "look it up", "tools": tools}),
+    )
+    .await;
+    let asked_id = id_of(&asked);
+    let result = json!([{"type": "function_call_output", "call_id": "call_0abc", "output": "42"}]);
+    // A count and a compaction of the results, before the turn that sends them: neither
+    // claims the call's turn, so the turn itself goes on in place.
+    for path in ["/v1/responses/input_tokens", "/v1/responses/compact"] {
+        let body = json!({"previous_response_id": asked_id, "input": result, "tools": tools});
+        let body = if path.ends_with("compact") {
+            json!({"previous_response_id": asked_id, "input": result})
+        } else {
+            body
+        };
+        let reply = post(&t, path, body).await;
+        assert_eq!(reply.status, 200, "{path}: {}", reply.text);
+    }
+    // The results' turn is compacted upstream (three items: past the threshold).
+    let answered = post(
+        &t,
+        "/v1/responses",
+        json!({"previous_response_id": asked_id, "input": result, "tools": tools,
+            "context_management": compacting(3)}),
+    )
+    .await;
+    let answered_id = id_of(&answered);
+    assert_eq!(answered.json()["output"][0]["type"], "compaction");
+    assert_eq!(
+        answered_id[38..],
+        asked_id[38..],
+        "continued in place: nothing held the chain's newest turn"
+    );
+    // The next turn starts at that compaction item: not skipped as a turn that answers a
+    // call, and the result before it not sent without its call.
+    id_of(
+        &post(
+            &t,
+            "/v1/responses",
+            json!({"previous_response_id": answered_id, "input": "thanks"}),
+        )
+        .await,
+    );
+    let input = sent_input(&t).await;
+    assert_eq!(input[0], answered.json()["output"][0], "{input:?}");
+    let texts: Vec<String> = input[1..].iter().map(item_text).collect();
+    assert_eq!(texts, ["reply to: 42", "thanks"]);
 }
