@@ -103,19 +103,7 @@ impl Upstream {
         let responses = self.client.responses();
         let call = responses.compact_byot::<_, Box<RawValue>>(request);
         let raw = self.within(deadline, call).await?;
-        let compaction: Value = serde_json::from_str(raw.get())
-            .map_err(|e| UpstreamError::Unreadable(e.to_string()))?;
-        if !compaction["output"].is_array() {
-            return Err(UpstreamError::Unreadable(
-                "a compaction without `output`".to_owned(),
-            ));
-        }
-        Ok(Completion {
-            content: None,
-            calls: Vec::new(),
-            usage: usage_of(&compaction),
-            raw,
-        })
+        no_reply(raw, "output", Value::is_array, usage_of)
     }
 
     /// Asks how many tokens a Responses request's input makes (`POST
@@ -129,19 +117,7 @@ impl Upstream {
         let responses = self.client.responses();
         let call = responses.get_input_token_counts_byot::<_, Box<RawValue>>(request);
         let raw = self.within(deadline, call).await?;
-        let count: Value = serde_json::from_str(raw.get())
-            .map_err(|e| UpstreamError::Unreadable(e.to_string()))?;
-        if !count["input_tokens"].is_u64() {
-            return Err(UpstreamError::Unreadable(
-                "a token count without `input_tokens`".to_owned(),
-            ));
-        }
-        Ok(Completion {
-            content: None,
-            calls: Vec::new(),
-            usage: Usage::default(),
-            raw,
-        })
+        no_reply(raw, "input_tokens", Value::is_u64, |_| Usage::default())
     }
 
     /// Sends a streamed Responses request (which must say `stream: true`) and returns once
@@ -156,6 +132,29 @@ impl Upstream {
         let inner = self.within(self.deadline(Some(deadline)), call).await?;
         Ok(ChunkStream::new(inner, self.api_key.clone(), true))
     }
+}
+
+/// An answer that is no reply (a compaction, a count), passed on whole once `field` is as
+/// `shaped` says, with the usage `usage` reads from it.
+fn no_reply(
+    raw: Box<RawValue>,
+    field: &str,
+    shaped: fn(&Value) -> bool,
+    usage: impl FnOnce(&Value) -> Usage,
+) -> Result<Completion, UpstreamError> {
+    let answer: Value =
+        serde_json::from_str(raw.get()).map_err(|e| UpstreamError::Unreadable(e.to_string()))?;
+    if !shaped(&answer[field]) {
+        return Err(UpstreamError::Unreadable(format!(
+            "an answer without a readable `{field}`"
+        )));
+    }
+    Ok(Completion {
+        content: None,
+        calls: Vec::new(),
+        usage: usage(&answer),
+        raw,
+    })
 }
 
 /// The fields of a Responses event the proxy reads; the event itself is passed on as sent.

@@ -1,7 +1,8 @@
 //! A caller's chats as a chat app keeps them: the list (`GET /chats`), titles, deletion,
 //! forks, and export and import of a whole chat. Seed-style: JSON in, JSON out, and every
 //! caller sees only its own chats (the store works inside the caller's namespace). The
-//! import's document, read and checked, is `document.rs`.
+//! import's document, read and checked, is `document.rs`. One room: one door, whose routes
+//! share the caller's namespace and the chat's summary.
 
 mod document;
 

@@ -1,6 +1,7 @@
 //! A caller's chats in Redis: each chat's meta (title, usage, conversation fields), the
 //! caller's list of chats (`N:usage:{T}:chats`, in the caller's slot), and whole chats made
 //! (`create_chat.lua`) and deleted (`delete_chat.lua`, which leaves the chat's floor).
+//! One room: the chat's meta and its place in the list are written together.
 
 use fred::interfaces::{HashesInterface, KeysInterface, SortedSetsInterface};
 use fred::types::SetOptions;

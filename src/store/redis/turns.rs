@@ -1,6 +1,7 @@
 //! A chat's turns in Redis: the turn's read (its keys read together, in an order that keeps
 //! its version no newer than its turns, and `claim_newest.lua` beside them), its write (`append_turn.lua`, or `record.lua` with the caller's counters), rewrites
-//! and clears, each checked as the write model says (`check.lua`).
+//! and clears, each checked as the write model says (`check.lua`). One room: the read and
+//! the writes share the keys, their order and the version each write checks against.
 
 use fred::interfaces::{HashesInterface, KeysInterface, ListInterface};
 
