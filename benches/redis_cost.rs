@@ -86,8 +86,9 @@ fn counting(stored: usize) {
         besides: 0,
         fixed: 0,
         from: 0,
+        compacted: 0,
     };
-    let budget = u32::MAX / 2;
+    let budget = budget::Limits::new(u32::MAX / 2, None);
     let mut context = TurnContext::default();
     for i in 0..stored / 2 {
         let id = Turn::new_id();

@@ -79,6 +79,7 @@ impl App {
                     max_prompt_tokens: config.max_prompt_tokens,
                     token_limit_per_day: config.token_limit_per_day,
                     seal_keys: config.seal_keys.clone(),
+                    compaction: config.compaction.clone(),
                 },
             ),
             guard: Guard::new(config, store.clone()),

@@ -12,7 +12,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::chat::{text_of, Asked, Turn, TurnTokens};
+use crate::chat::{text_of, Asked, Compacted, Turn, TurnTokens};
 use crate::error::ApiError;
 use crate::store::TurnContext;
 use crate::tokens::{estimate, estimate_message, estimate_user, PER_MESSAGE, PER_REQUEST};
@@ -25,6 +25,9 @@ pub struct Window {
     pub start: usize,
     /// The window's new start, to keep with the turn, when this request moved it.
     pub moved_to: Option<String>,
+    /// Where the window started before this request moved it (`start` when it did not):
+    /// the turns from there to `start` are the ones a compaction stands for.
+    pub moved_from: usize,
     /// The request's tokens, prompts and new messages included.
     pub tokens: u32,
 }
@@ -46,6 +49,43 @@ pub struct Request<'a> {
     /// newest turn that holds a `compaction` item ([`compacted_from`]), which stands for
     /// everything before it; 0 for the chat door, which cannot send one.
     pub from: usize,
+    /// What the chat's compaction of the turns before the window weighs (0: none sent):
+    /// weighed with the history (a new message too long with it is sent without it, never
+    /// refused for it).
+    pub compacted: u32,
+}
+
+/// The sizes a request is planned within.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// `MAX_PROMPT_TOKENS`: the most a request sends; a new message that cannot fit with
+    /// the prompts alone is refused.
+    pub budget: u32,
+    /// The request size past which the window moves: `COMPACT_AT_TOKENS` when stored chats
+    /// compact, else the budget.
+    pub move_at: u32,
+    /// Room kept for the compaction the move makes (none without compaction).
+    pub reserve: u32,
+}
+
+impl Limits {
+    /// The limits of a request within `budget`, moving its window at `compact_at` when
+    /// stored chats compact: below it by a quarter (as without compaction), and by an
+    /// eighth more for the compaction the move makes.
+    pub fn new(budget: u32, compact_at: Option<u32>) -> Limits {
+        match compact_at {
+            Some(at) => Limits {
+                budget,
+                move_at: at.min(budget),
+                reserve: at.min(budget) / 8,
+            },
+            None => Limits {
+                budget,
+                move_at: budget,
+                reserve: 0,
+            },
+        }
+    }
 }
 
 impl Request<'_> {
@@ -76,20 +116,31 @@ impl Request<'_> {
             hash.write(part.as_bytes());
             hash.write(&[0xff]);
         }
+        // A compaction sent before the window is part of the prefix (none: the fingerprint
+        // a chat's turns had before compaction).
+        if self.compacted > 0 {
+            hash.write(format!("compacted {}", self.compacted).as_bytes());
+            hash.write(&[0xff]);
+        }
         hash.finish()
     }
 }
 
-/// Decides which history a request sends within `budget` tokens. A new message that does
-/// not fit with the prompts alone is refused (`message_too_long`) before any upstream call.
+/// Decides which history a request sends within `limits`. A new message that does not fit
+/// with the prompts alone is refused (`message_too_long`) before any upstream call.
 /// `new_turn` is the id the new turn will be stored under: when no stored turn fits, the
 /// window starts at it.
 pub fn plan(
     context: &TurnContext,
     request: &Request<'_>,
-    budget: u32,
+    limits: Limits,
     new_turn: &str,
 ) -> Result<Window, ApiError> {
+    let Limits {
+        budget,
+        move_at,
+        reserve,
+    } = limits;
     let history = &context.history;
     let floor = request.prompts() + request.asked() + PER_REQUEST;
     if floor > budget {
@@ -101,11 +152,7 @@ pub fn plan(
             ),
         ));
     }
-    let start = context
-        .window_start
-        .as_deref()
-        .and_then(|id| history.iter().position(|t| t.id.as_deref() == Some(id)))
-        .unwrap_or(0);
+    let start = window_position(context).unwrap_or(0);
     // From the newest compaction on, when it is later: that turn is sent from its
     // compaction item, so a tool result before the item is not sent without its call (and
     // the turn is not skipped as one that answers a call, which would lose the item).
@@ -115,15 +162,39 @@ pub fn plan(
         sendable(history, start)
     };
     let tokens = weigh(history, start, request).min(u32::MAX as u64) as u32;
-    if tokens <= budget {
+    if tokens <= move_at {
         return Ok(Window {
             start,
             moved_to: None,
+            moved_from: start,
             tokens,
         });
     }
-    // Over the budget: move the start far enough to leave room for the turns to come.
-    Ok(cut(history, start, tokens, budget / 4 * 3, new_turn))
+    // Over: move the start far enough to leave room for the turns to come (and for the
+    // compaction of the turns it moves past).
+    let target = (move_at / 4 * 3).saturating_sub(reserve);
+    Ok(cut(history, start, tokens, target, new_turn))
+}
+
+/// The chat's compaction, when it stands for the turns before `window`: the one it was
+/// made for (a halved window, which starts later, goes without it).
+pub fn compacted<'a>(context: &'a TurnContext, window: &Window) -> Option<&'a Compacted> {
+    let first = match context.history.get(window.start) {
+        Some(turn) => turn.id.as_deref(),
+        None => window.moved_to.as_deref(),
+    };
+    context.compacted.as_ref().filter(|c| c.precedes(first))
+}
+
+/// Where the window the chat's read names starts in its history: `None` when it names no
+/// turn the history holds (none was kept, or a redo replaced it), and the window starts at
+/// the first.
+pub fn window_position(context: &TurnContext) -> Option<usize> {
+    let id = context.window_start.as_deref()?;
+    context
+        .history
+        .iter()
+        .position(|t| t.id.as_deref() == Some(id))
 }
 
 /// Where a Responses turn's history starts at the earliest: the newest turn that holds a
@@ -144,6 +215,7 @@ pub fn halve(context: &TurnContext, sent: &Window, new_turn: &str) -> Window {
 
 /// Drops turns from `start` on until the request weighs at most `target`.
 fn cut(history: &[Turn], mut start: usize, mut tokens: u32, target: u32, new_turn: &str) -> Window {
+    let moved_from = start;
     while start < history.len() && (tokens > target || answers_a_call(&history[start])) {
         tokens = tokens.saturating_sub(size(&history[start]));
         start += 1;
@@ -155,6 +227,7 @@ fn cut(history: &[Turn], mut start: usize, mut tokens: u32, target: u32, new_tur
     Window {
         start,
         moved_to,
+        moved_from,
         tokens,
     }
 }
@@ -171,7 +244,8 @@ fn weigh(history: &[Turn], start: usize, request: &Request<'_>) -> u64 {
         }
     }
     let sizes: u64 = history[start..].iter().map(|t| u64::from(size(t))).sum();
-    u64::from(request.prompts()) + sizes + asked + u64::from(PER_REQUEST)
+    let prompts = u64::from(request.prompts()) + u64::from(request.compacted);
+    prompts + sizes + asked + u64::from(PER_REQUEST)
 }
 
 /// The tokens of the turn a request made: upstream's counts, its size as history (exact

@@ -339,7 +339,7 @@ fn to_json(value: &impl Serialize) -> Vec<u8> {
 struct Reply<'a> {
     content: &'a str,
     role: &'static str,
-    tokens: Usage,
+    tokens: Tokens,
     /// `false` on a streamed turn that could not be stored, and absent otherwise (a
     /// buffered turn says it in the `X-Chat-Stored` header, which a stream has sent already).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -351,8 +351,21 @@ impl<'a> Reply<'a> {
         Reply {
             content: &answered.reply,
             role: "assistant",
-            tokens: answered.usage,
+            tokens: Tokens {
+                usage: answered.usage,
+                compaction: answered.compaction.map(|cost| cost.to_json(false)),
+            },
             stored: None,
         }
     }
+}
+
+/// A reply's `tokens`: its usage, and what compacting the chat's window cost when this
+/// turn did (`COMPACT_AT_TOKENS`).
+#[derive(Serialize)]
+struct Tokens {
+    #[serde(flatten)]
+    usage: Usage,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    compaction: Option<serde_json::Value>,
 }

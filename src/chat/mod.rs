@@ -2,6 +2,7 @@
 //! how a chat is stored, sent upstream or answered, and nothing here imports the rest of
 //! the crate: everything else builds on it.
 
+mod compacted;
 mod exchange;
 mod id;
 mod items;
@@ -11,6 +12,7 @@ mod title;
 mod transcript;
 mod turn;
 
+pub use self::compacted::{summary_message, Compacted, Compaction};
 pub use self::exchange::{
     asked_in, asked_item, asked_of, calls_of, is_compaction, listed_items, output_text,
     parse_response_id, response_id, turn_items, turn_parts, Exchange, StoredResponse,

@@ -19,7 +19,7 @@ use std::time::Duration;
 pub use self::callers::{CallerKey, Callers};
 use self::reader::Reader;
 pub use self::store::{RedisTarget, StoreSettings, MAX_CHAT_BYTES_LIMIT, MAX_CHAT_TTL_SECONDS};
-pub use self::upstream::{AllowedModels, OpenAiConfig, ECHO};
+pub use self::upstream::{AllowedModels, Compaction, OpenAiConfig, DEFAULT_COMPACT_PROMPT, ECHO};
 use crate::cors::Cors;
 
 /// Everything the function needs to start, already validated.
@@ -52,6 +52,9 @@ pub struct Config {
     pub allowed_models: AllowedModels,
     /// `MAX_PROMPT_TOKENS`: the most tokens one turn sends upstream.
     pub max_prompt_tokens: u32,
+    /// `COMPACT_AT_TOKENS` (with `COMPACT_MODEL`, `COMPACT_PROMPT`): stored chats compact
+    /// what their window moves past; `None`, they only cut it.
+    pub compaction: Option<Compaction>,
     /// `TOKEN_LIMIT_PER_DAY`: tokens a caller (an address, when open) may spend a UTC day.
     pub token_limit_per_day: Option<u64>,
     /// `PLAYGROUND`: serve the playground page (default true).
@@ -126,6 +129,7 @@ impl Config {
             keep_alive: upstream.keep_alive,
             allowed_models: upstream.allowed_models,
             max_prompt_tokens: upstream.max_prompt_tokens,
+            compaction: upstream.compaction,
             token_limit_per_day: callers.token_limit_per_day,
             playground,
             seal_keys,

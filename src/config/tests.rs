@@ -278,3 +278,33 @@ fn redis_is_described_by_its_address_never_its_password() {
         Some("rediss://***@cache.example:6379".to_owned())
     );
 }
+
+#[test]
+fn compaction_is_off_unless_compact_at_tokens_is_set_within_the_budget() {
+    let off = config(&[("GPT_API_KEY", "k")]).unwrap();
+    assert_eq!(off.compaction, None);
+    let zero = config(&[("GPT_API_KEY", "k"), ("COMPACT_AT_TOKENS", "0")]).unwrap();
+    assert_eq!(zero.compaction, None);
+    let on = config(&[
+        ("GPT_API_KEY", "k"),
+        ("MAX_PROMPT_TOKENS", "8000"),
+        ("COMPACT_AT_TOKENS", "6000"),
+        ("COMPACT_MODEL", "gpt-4.1-nano"),
+    ])
+    .unwrap();
+    let compaction = on.compaction.unwrap();
+    assert_eq!(compaction.at_tokens, 6000);
+    assert_eq!(compaction.model.as_deref(), Some("gpt-4.1-nano"));
+    assert_eq!(compaction.prompt, crate::config::DEFAULT_COMPACT_PROMPT);
+    for (at, bound) in [("100", "500"), ("9000", "8000"), ("many", "8000")] {
+        let err = config(&[
+            ("GPT_API_KEY", "k"),
+            ("MAX_PROMPT_TOKENS", "8000"),
+            ("COMPACT_AT_TOKENS", at),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("COMPACT_AT_TOKENS"), "{err}");
+        assert!(err.contains(bound), "names the bound: {err}");
+    }
+}

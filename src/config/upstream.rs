@@ -83,7 +83,30 @@ pub(super) struct Upstream {
     pub stream_timeout: Duration,
     pub keep_alive: Duration,
     pub max_prompt_tokens: u32,
+    pub compaction: Option<Compaction>,
 }
+
+/// `COMPACT_AT_TOKENS` and what goes with it: a stored chat whose request would pass it
+/// has the turns its window moves past compacted, rather than only cut (`turn/compact.rs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Compaction {
+    /// The request size at which the window moves: at most `MAX_PROMPT_TOKENS`.
+    pub at_tokens: u32,
+    /// `COMPACT_MODEL`: the model that compacts; `None`, the turn's own.
+    pub model: Option<String>,
+    /// `COMPACT_PROMPT`: what the summary call asks, after the turns it summarizes.
+    pub prompt: String,
+}
+
+/// A window smaller than this would compact nearly every turn.
+const MIN_COMPACT_AT_TOKENS: u32 = 500;
+
+/// What the summary call asks by default: a summary that lets the conversation go on.
+pub const DEFAULT_COMPACT_PROMPT: &str = "Summarize the conversation so far for your own later \
+use: it replaces the messages above, which you will no longer see. Keep every fact, name, \
+number, decision, open question and preference the user stated, and what you promised or \
+concluded; leave out pleasantries. Write it in the conversation's language, as short notes, \
+in at most 300 words. Answer with the summary alone.";
 
 pub(super) fn read(env: &mut Reader<'_>) -> Upstream {
     let base_url = env
@@ -143,6 +166,20 @@ pub(super) fn read(env: &mut Reader<'_>) -> Upstream {
             || AllowedModels::Any,
         )
         .unwrap_or_else(|| configured(&openai));
+    let max_prompt_tokens = env.number("MAX_PROMPT_TOKENS", 32_000, 1_000..=2_000_000);
+    // 0 (the template's default) or unset: stored chats only cut what their window moves past.
+    let compact_at = env.number("COMPACT_AT_TOKENS", 0, 0..=max_prompt_tokens);
+    if (1..MIN_COMPACT_AT_TOKENS).contains(&compact_at) {
+        env.problem(&format!(
+            "COMPACT_AT_TOKENS must be 0 (off) or from {MIN_COMPACT_AT_TOKENS} to \
+             MAX_PROMPT_TOKENS ({max_prompt_tokens}), got {compact_at}"
+        ));
+    }
+    let compaction = (compact_at >= MIN_COMPACT_AT_TOKENS).then(|| Compaction {
+        at_tokens: compact_at,
+        model: env.get("COMPACT_MODEL"),
+        prompt: env.text("COMPACT_PROMPT", DEFAULT_COMPACT_PROMPT),
+    });
     Upstream {
         allowed_models,
         stream_timeout: Duration::from_secs(env.number(
@@ -151,7 +188,8 @@ pub(super) fn read(env: &mut Reader<'_>) -> Upstream {
             1..=MAX_STREAM_TIMEOUT_SECONDS,
         )),
         keep_alive: Duration::from_secs(env.number("KEEP_ALIVE_SECONDS", 15, 1..=15)),
-        max_prompt_tokens: env.number("MAX_PROMPT_TOKENS", 32_000, 1_000..=2_000_000),
+        max_prompt_tokens,
+        compaction,
         openai,
     }
 }

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::{Expect, KeptAnswer, Spent, StoreError, Usage, Written};
-use crate::chat::{ChatId, Tenant, Turn};
+use crate::chat::{ChatId, Compacted, Tenant, Turn};
 
 /// What a turn needs before calling upstream, read in one round trip.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -18,6 +18,9 @@ pub struct TurnContext {
     /// The id of the oldest turn sent upstream: the context window starts there, and stays
     /// there until the budget moves it.
     pub window_start: Option<String>,
+    /// The turns before the window, compacted (`COMPACT_AT_TOKENS`), when they were: only
+    /// one that [`Compacted::precedes`] the window is read.
+    pub compacted: Option<Compacted>,
     /// The chat was made a conversation (`POST /v1/conversations`), turns or not.
     pub conversation: bool,
     /// The chat's version, read with its turns: what a write from this read commits
@@ -46,6 +49,12 @@ pub struct TurnExtras<'a> {
     pub expect: Expect<'a>,
     /// Where the context window starts from now on, when this turn moved it.
     pub window_start: Option<&'a str>,
+    /// What stands for the turns before the window from now on: written only with
+    /// `window_start` (a window that moves without one drops the one kept).
+    pub compacted: Option<&'a Compacted>,
+    /// Tokens the turn spent besides its own request, counted in the chat's usage: a
+    /// compaction's call (prompt, completion).
+    pub also_spent: (u32, u32),
     /// The answer kept for an `Idempotency-Key`.
     pub answer: Option<KeptAnswer<'a>>,
     /// The chat's new prompt, when the turn's request gave it one.

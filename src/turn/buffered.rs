@@ -26,6 +26,7 @@ impl TurnEngine {
             Prepared::Ready(ready) => *ready,
             Prepared::Replayed(answer) => return Ok(Ran::Replayed(answer)),
         };
+        ready.compaction = self.compact(&mut ready, &ask, log).await;
         let asking = &ask;
         // Where the turn is kept (a new chain, or the chat read) names its cache key.
         let kept_in = ready.chain.as_ref().or(ask.chat);
@@ -90,6 +91,7 @@ impl TurnEngine {
                 usage: completion.usage,
                 stored: false,
                 raw: Some(completion.raw),
+                compaction: None,
             }));
         }
         log.tokens = Some(completion.usage);
@@ -100,6 +102,7 @@ impl TurnEngine {
             usage: completion.usage,
             stored: true,
             raw: Some(record.own_answer(completion.raw)),
+            compaction: record.compaction,
         };
         let kept = ask.keep.as_ref().map(|keep| (keep.render)(&answered));
         answered.stored = log.redis(record.store(&answered, ask.asked, kept)).await;

@@ -54,6 +54,8 @@ impl TurnEngine {
                     "upstream found the request too long for its context; sending half the history"
                 );
                 ready.window = budget::halve(&ready.context, &ready.window, &ready.turn_id);
+                // The chat's compaction stood for the turns before the window it was made
+                // for; the halved window starts later and goes without it (`sent.rs`).
                 halved = true;
             } else {
                 return Err(error.into());
@@ -144,6 +146,7 @@ mod tests {
         Window {
             start: 0,
             moved_to: None,
+            moved_from: 0,
             tokens: 0,
         }
     }
@@ -213,6 +216,7 @@ mod tests {
         let past_window = Window {
             start: 1,
             moved_to: None,
+            moved_from: 1,
             tokens: 0,
         };
         assert!(!blames_history_images(&error, &context, &past_window, &own));

@@ -14,6 +14,7 @@
 
 mod buffered;
 mod cache;
+mod compact;
 mod fallback;
 mod items;
 mod joins;
@@ -32,6 +33,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use tokio::time::Instant;
 
+pub use self::compact::CompactionCost;
 pub use self::items::CheckedItems;
 pub use self::redo::Redo;
 pub use self::rewrite::Rewrite;
@@ -170,6 +172,8 @@ pub struct Answered {
     pub stored: bool,
     /// The `chat.completion` as upstream sent it (not for a streamed turn).
     pub raw: Option<Box<RawValue>>,
+    /// What compacting the chat's window cost, when this turn did (`compact.rs`).
+    pub compaction: Option<CompactionCost>,
 }
 
 /// How a buffered turn ended.
@@ -217,6 +221,9 @@ pub struct TurnSettings {
     pub token_limit_per_day: Option<u64>,
     /// `SEAL_KEYS`: a kept chat's `prompt_cache_key` is a MAC under them (`cache.rs`).
     pub seal_keys: Option<Arc<SealKeys>>,
+    /// `COMPACT_AT_TOKENS`: stored chats compact what their window moves past
+    /// (`compact.rs`); `None`, they only cut it.
+    pub compaction: Option<crate::config::Compaction>,
 }
 
 impl TurnEngine {

@@ -11,6 +11,7 @@ use futures_util::future::join_all;
 use serde_json::Value;
 use tokio::time::Instant;
 
+use super::compact::sent_weight;
 use super::joins::{check_against_history, continue_from, follows_newest};
 use super::{Ask, Keep, TurnEngine, CLAIM_MARGIN};
 use crate::budget::{self, Window};
@@ -41,6 +42,9 @@ pub(super) struct Ready {
     /// The chat's newest turn as read, when this turn must follow it (it answers that
     /// turn's tool calls, or continues a chain in place): the read claimed it.
     pub follows: Option<String>,
+    /// What compacting the window cost, when this turn's window moved and it was
+    /// compacted (`compact.rs`).
+    pub compaction: Option<super::CompactionCost>,
 }
 
 pub(super) enum Prepared {
@@ -195,16 +199,35 @@ impl TurnEngine {
                 };
                 response_id(&turn_id, &kept_in)
             });
+            // A compaction stands for the turns before the window only while the window's
+            // first turn is in the history read (a redo may have replaced it), and only
+            // when nothing later stands for them: a compaction item in the history sent
+            // (the Responses door's `compacted_from`) stands for all before it. The chat
+            // door cannot send a Responses compaction's items.
+            let superseded = |start: usize| {
+                ask.responses.is_some() && context.history[start..].iter().any(Turn::compacts)
+            };
+            let sendable = match &context.compacted {
+                Some(compacted) => {
+                    compacted.sendable_by(ask.responses.is_some())
+                        && budget::window_position(&context).is_some_and(|at| !superseded(at))
+                }
+                None => false,
+            };
+            if !sendable {
+                context.compacted = None;
+            }
             let window = match (ask.chat, &ask.responses) {
                 (None, None) => Window {
                     start: 0,
                     moved_to: None,
+                    moved_from: 0,
                     tokens: 0,
                 },
                 _ => budget::plan(
                     &context,
                     &self.budget_request(&context, ask),
-                    self.settings.max_prompt_tokens,
+                    self.limits(),
                     &turn_id,
                 )?,
             };
@@ -218,6 +241,7 @@ impl TurnEngine {
                 answer_id,
                 replaces,
                 follows,
+                compaction: None,
             })
         })();
         match checked {
@@ -329,8 +353,24 @@ impl TurnEngine {
                 responses.and_then(|responses| responses.instructions.as_deref()),
                 ask.params,
             ),
-            from: responses.map_or(0, |_| budget::compacted_from(&context.history)),
+            from: self.compacted_from(context, ask),
+            compacted: context.compacted.as_ref().map_or(0, sent_weight),
         }
+    }
+
+    /// Where a Responses turn's history starts at the earliest ([`budget::compacted_from`]);
+    /// 0 for the other doors.
+    fn compacted_from(&self, context: &TurnContext, ask: &Ask<'_>) -> usize {
+        match ask.responses {
+            Some(_) => budget::compacted_from(&context.history),
+            None => 0,
+        }
+    }
+
+    /// The sizes a turn's request is planned within.
+    pub(super) fn limits(&self) -> budget::Limits {
+        let compact_at = self.settings.compaction.as_ref().map(|c| c.at_tokens);
+        budget::Limits::new(self.settings.max_prompt_tokens, compact_at)
     }
 
     pub(super) fn global_prompt<'a>(&'a self, context: &'a TurnContext) -> &'a str {

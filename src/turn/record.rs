@@ -9,8 +9,9 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use tokio::time::Instant;
 
+use super::compact::{reported, sent_weight};
 use super::prepare::{release, release_claim, Ready};
-use super::{Answered, Ask, Keep, ResponsesCall, TurnEngine};
+use super::{Answered, Ask, CompactionCost, Keep, ResponsesCall, TurnEngine};
 use crate::budget::{self, Window};
 use crate::chat::{referable_ids, Asked, ChatId, Exchange, StoredResponse, Tenant, Turn};
 use crate::clock::{now_ms, UtcDay};
@@ -44,6 +45,8 @@ pub(super) struct Record {
     ip: Option<String>,
     pub keep: Option<Keep>,
     deadline: Instant,
+    /// What compacting the chat's window cost, when this turn did.
+    pub compaction: Option<CompactionCost>,
 }
 
 impl Record {
@@ -81,6 +84,7 @@ impl Record {
             ip: engine.limited_ip(ask).map(str::to_owned),
             keep: ask.keep.clone(),
             deadline: ask.deadline,
+            compaction: ready.compaction,
         }
     }
 
@@ -116,6 +120,7 @@ impl Record {
                 fixed: 0,
                 // Not planned again: the window is the one the request sent.
                 from: window.start,
+                compacted: budget::compacted(context, window).map_or(0, sent_weight),
             };
             let tokens = budget::turn_tokens(context, &request, window, &answered.usage);
             // What the write needs of the chat (`store/mod.rs`): nothing of a chain it
@@ -141,6 +146,11 @@ impl Record {
                     false => context.history.last().and_then(|turn| turn.id.as_deref()),
                 },
                 window_start: window.moved_to.as_deref(),
+                compacted: budget::compacted(context, window),
+                also_spent: self.compaction.map_or((0, 0), |cost| {
+                    let clamp = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
+                    (clamp(cost.prompt_tokens), clamp(cost.completion_tokens))
+                }),
                 answer: kept,
                 chat_prompt: context.chat_prompt.as_deref().filter(|_| self.new_prompt),
                 prefix: if self.copies_history {
@@ -177,12 +187,14 @@ impl Record {
             .and_then(|(_, turn, _)| turn.exchange.as_ref())
             .map(|exchange| referable_ids(exchange.output()))
             .unwrap_or_default();
+        // The caller pays for the compaction too.
+        let also = self.compaction.unwrap_or_default();
         let spent = Spent {
             id: &self.turn_id,
             model: &self.model,
-            prompt_tokens: answered.usage.prompt_tokens,
-            completion_tokens: answered.usage.completion_tokens,
-            cached_tokens: answered.usage.cached_tokens,
+            prompt_tokens: answered.usage.prompt_tokens + also.prompt_tokens,
+            completion_tokens: answered.usage.completion_tokens + also.completion_tokens,
+            cached_tokens: answered.usage.cached_tokens + also.cached_tokens,
             day: &day,
             ip: self.ip.as_deref(),
             // A stateless call keeps its answer with its caller's counters.
@@ -250,6 +262,23 @@ impl Record {
     /// Upstream's response made the proxy's: its id, and the fields the request sets on
     /// it. Anything else passes as upstream sent it.
     pub fn own_answer(&self, raw: Box<RawValue>) -> Box<RawValue> {
+        let raw = self.named(raw);
+        match &self.compaction {
+            Some(cost) => reported(raw, cost, self.responses.is_some()),
+            None => raw,
+        }
+    }
+
+    /// A stream's chunk or event that carries the usage, with the compaction's cost in it.
+    pub fn own_usage(&self, raw: Box<RawValue>) -> Box<RawValue> {
+        match &self.compaction {
+            Some(cost) => reported(raw, cost, self.responses.is_some()),
+            None => raw,
+        }
+    }
+
+    /// A response with the proxy's id, and the fields the request sets on it.
+    fn named(&self, raw: Box<RawValue>) -> Box<RawValue> {
         // A compaction is upstream's as it came: the proxy keeps nothing it could name.
         let Some(responses) = self
             .responses

@@ -8,8 +8,11 @@ use std::borrow::Cow;
 use serde_json::{json, Map, Value};
 
 use super::{Ask, ResponsesCall, ResponsesTurn, TurnEngine};
-use crate::budget::Window;
-use crate::chat::{asked_of, calls_of, is_compaction, text_of, turn_items, Exchange, Turn};
+use crate::budget::{self, Window};
+use crate::chat::{
+    asked_of, calls_of, is_compaction, summary_message, text_of, turn_items, Compacted, Compaction,
+    Exchange, Turn,
+};
 use crate::store::TurnContext;
 use crate::upstream::wire::Message;
 
@@ -74,6 +77,9 @@ impl TurnEngine {
         // it) is sent as it was sent. A new input that holds one starts from it, with no
         // history at all.
         if !responses.input.iter().any(is_compaction) {
+            if let Some(compacted) = budget::compacted(context, window) {
+                compacted_items(compacted, &mut items);
+            }
             let history_from = items.len();
             for turn in history {
                 turn_items(turn, images == HistoryImages::AsText, &mut items);
@@ -160,22 +166,49 @@ impl TurnEngine {
         if let Some(prompt) = context.chat_prompt.as_deref() {
             messages.push(Message::system(prompt));
         }
-        let as_text = images == HistoryImages::AsText;
-        for turn in history {
-            match &turn.exchange {
-                Some(exchange) => exchange_messages(turn, exchange, as_text, &mut messages),
-                None => {
-                    for asked in &turn.asked {
-                        messages.push(Message::asked(asked, as_text));
-                    }
-                }
-            }
-            if turn.has_reply() {
-                messages.push(Message::reply(turn));
-            }
+        if let Some(Compaction::Summary(summary)) =
+            budget::compacted(context, window).map(|c| &c.with)
+        {
+            messages.push(Message::System {
+                content: Cow::Owned(summary_message(summary)),
+            });
         }
+        history_messages(history, images == HistoryImages::AsText, &mut messages);
         messages.extend(ask.asked.iter().map(|asked| Message::asked(asked, false)));
         messages
+    }
+}
+
+/// Stored turns as Chat Completions messages, in order: each turn's questions (or its
+/// items), then its reply.
+pub(super) fn history_messages<'a>(
+    history: &'a [Turn],
+    as_text: bool,
+    messages: &mut Vec<Message<'a>>,
+) {
+    for turn in history {
+        match &turn.exchange {
+            Some(exchange) => exchange_messages(turn, exchange, as_text, messages),
+            None => {
+                for asked in &turn.asked {
+                    messages.push(Message::asked(asked, as_text));
+                }
+            }
+        }
+        if turn.has_reply() {
+            messages.push(Message::reply(turn));
+        }
+    }
+}
+
+/// What stands for the turns before the window, as a Responses input's items: upstream's
+/// compaction as it answered it, or a summary as a system message.
+pub(super) fn compacted_items(compacted: &Compacted, items: &mut Vec<Value>) {
+    match &compacted.with {
+        Compaction::Items(kept) => items.extend(kept.iter().cloned()),
+        Compaction::Summary(summary) => {
+            items.push(json!({"role": "system", "content": summary_message(summary)}));
+        }
     }
 }
 

@@ -33,6 +33,7 @@ impl TurnEngine {
             Prepared::Ready(ready) => *ready,
             Prepared::Replayed(answer) => return Ok(Opened::Replayed(answer)),
         };
+        ready.compaction = self.compact(&mut ready, &ask, log).await;
         let asking = &ask;
         // Where the turn is kept (a new chain, or the chat read) names its cache key.
         let kept_in = ready.chain.as_ref().or(ask.chat);
@@ -162,7 +163,10 @@ impl OpenTurn {
             match next {
                 None => break,
                 Some(Err(error)) => return Err(error.into()),
-                Some(Ok(chunk)) => {
+                Some(Ok(mut chunk)) => {
+                    if chunk.usage.is_some() {
+                        chunk.raw = self.record.own_usage(chunk.raw);
+                    }
                     reply.push_str(&chunk.delta);
                     finished |= chunk.finished;
                     whole = chunk.whole;
@@ -211,6 +215,7 @@ impl OpenTurn {
             usage,
             stored: false,
             raw,
+            compaction: self.record.compaction,
         })
     }
 }

@@ -20,6 +20,8 @@
 //!   encrypted content) is a 404, as at OpenAI when nothing is stored;
 //! - a compaction (`/responses/compact`, or `context_management` past its threshold) is a
 //!   `compaction` item whose content says how many items it stands for;
+//! - a chat completion asked the default `COMPACT_PROMPT` (a stored chat's compaction) is
+//!   a summary that says how many messages it stands for, and the questions among them;
 //! - a moderation is unflagged unless the text contains [`FLAG_MARKER`];
 //! - the model list is the configured models.
 
@@ -34,6 +36,8 @@ use async_openai::middleware::HttpRequestFactory;
 use bytes::Bytes;
 use lambda_http::http;
 use serde_json::{json, Value};
+
+use crate::config::DEFAULT_COMPACT_PROMPT;
 
 /// Where the client thinks it sends requests; nothing ever connects to it.
 pub const ECHO_BASE_URL: &str = "http://echo.invalid/v1";
@@ -143,7 +147,10 @@ fn echo(body: &Value) -> Echo {
         Some(tool) if asks_for_call && text.contains(CALL_MARKER) => Some(tool_call(tool, &text)),
         _ => None,
     };
-    let mut reply = echoed(&text, messages.len(), "message");
+    let mut reply = match text == DEFAULT_COMPACT_PROMPT {
+        true => summary(&messages[..messages.len().saturating_sub(1)]),
+        false => echoed(&text, messages.len(), "message"),
+    };
     for url in images {
         reply.push_str(&format!(" [image: {url}]"));
     }
@@ -157,6 +164,42 @@ fn echo(body: &Value) -> Echo {
         call,
     }
 }
+
+/// A compaction's summary (asked with the default `COMPACT_PROMPT` after the messages it
+/// summarizes): how many messages it stands for and the questions among them, an earlier
+/// summary's included.
+fn summary(messages: &[Value]) -> String {
+    let mut count = 0;
+    let mut asked = Vec::new();
+    for message in messages {
+        let text = content_of(message).0;
+        let earlier = text
+            .split_once(SUMMARY_OF)
+            .and_then(|(_, rest)| rest.split_whitespace().next()?.parse::<usize>().ok());
+        match (message["role"].as_str(), earlier) {
+            (Some("system"), Some(earlier)) => {
+                count += earlier;
+                asked.extend(text.split_once(ASKED).map(|(_, before)| before.to_owned()));
+            }
+            (Some("user"), _) => {
+                count += 1;
+                asked.push(format!("\"{}\"", text.chars().take(60).collect::<String>()));
+            }
+            _ => count += 1,
+        }
+    }
+    format!(
+        "{SUMMARY_OF}{}{ASKED}{}",
+        counted(count, "message"),
+        asked.join(", ")
+    )
+}
+
+/// What comes before the questions in an echo summary.
+const ASKED: &str = "; asked: ";
+
+/// How an echo summary starts.
+const SUMMARY_OF: &str = "echo summary of ";
 
 /// `echo: <text> (<n> <noun>s)`.
 fn echoed(text: &str, count: usize, noun: &str) -> String {

@@ -154,3 +154,34 @@ async fn limits_apply_to_the_echo_as_to_openai() {
         .await
         .assert_error(429, "rate_limit_exceeded");
 }
+
+#[tokio::test]
+async fn a_compacting_chat_gets_an_echo_summary_that_counts_the_messages_it_stands_for() {
+    let t = echo_app(&[("MAX_PROMPT_TOKENS", "1000"), ("COMPACT_AT_TOKENS", "500")]).await;
+    let question = |i: usize| format!("question {i} {}", "about the boats ".repeat(10));
+    let mut compacted = Vec::new();
+    for i in 0..20 {
+        let reply = t.post("/long/chat", json!({"content": question(i)})).await;
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        if let Some(cost) = reply.json()["tokens"].get("compaction") {
+            compacted.push(cost["messages"].as_u64().unwrap());
+        }
+    }
+    assert!(compacted.len() >= 2, "the window moved: {compacted:?}");
+    // What the export shows is the newest summary: it says how many messages it stands
+    // for, earlier summaries' included, and which questions they asked.
+    let export = t.get("/long/export").await.json();
+    let summary = export["compacted"]["summary"].as_str().unwrap();
+    let newest = *compacted.last().unwrap();
+    assert!(
+        summary.starts_with(&format!(
+            "echo summary of {newest} messages; asked: \"question 0 "
+        )),
+        "{summary}"
+    );
+    assert_eq!(export["compacted"]["messages"], newest);
+    assert!(
+        compacted.windows(2).all(|pair| pair[1] > pair[0]),
+        "{compacted:?}"
+    );
+}

@@ -30,6 +30,7 @@ mod routes;
 mod sealed;
 mod secrets;
 mod store_contract;
+mod stored_compaction;
 mod stored_findings;
 mod stored_tools;
 mod streams;

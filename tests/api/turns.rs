@@ -279,6 +279,14 @@ pub(crate) async fn round_trips(
     t: &TestApp,
     request: impl std::future::Future<Output = crate::support::Reply>,
 ) -> u32 {
+    round_trips_with(t, request).await.0
+}
+
+/// [`round_trips`], with the request's reply.
+pub(crate) async fn round_trips_with(
+    t: &TestApp,
+    request: impl std::future::Future<Output = crate::support::Reply>,
+) -> (u32, crate::support::Reply) {
     const HOP: std::time::Duration = std::time::Duration::from_millis(60);
     t.relay().settle(HOP).await;
     t.relay().set_delay(HOP);
@@ -293,7 +301,7 @@ pub(crate) async fn round_trips(
         elapsed >= 2 * HOP * trips,
         "{trips} round trips in {elapsed:?}: the relay did not hold them"
     );
-    trips
+    (trips, reply)
 }
 
 pub(crate) fn assert_trips(measured: u32, expected: u32, what: &str) {

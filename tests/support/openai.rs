@@ -48,7 +48,7 @@ impl FakeOpenAi {
             .await;
         Mock::given(method("POST"))
             .and(path("/v1/responses"))
-            .respond_with(EchoResponses)
+            .respond_with(EchoResponses(counting.clone()))
             .with_priority(10)
             .mount(&server)
             .await;
@@ -163,7 +163,7 @@ impl FakeOpenAi {
     pub async fn hold_next_response(&self, delay: std::time::Duration) {
         Mock::given(method("POST"))
             .and(path("/v1/responses"))
-            .respond_with(Delayed(EchoResponses, delay))
+            .respond_with(Delayed(EchoResponses(self.counting.clone()), delay))
             .up_to_n_times(1)
             .with_priority(1)
             .mount(&self.server)
@@ -292,7 +292,9 @@ impl<R: Respond> Respond for Delayed<R> {
     }
 }
 
-struct EchoResponses;
+/// With `Counting::real_tokens`, its input tokens are counted as OpenAI counts them (o200k,
+/// a few tokens of framing an item); else an item is a token.
+struct EchoResponses(Arc<Mutex<Counting>>);
 
 impl Respond for EchoResponses {
     fn respond(&self, request: &Request) -> ResponseTemplate {
@@ -322,12 +324,15 @@ impl Respond for EchoResponses {
             .as_array()
             .is_some_and(|include| include.iter().any(|i| i == "reasoning.encrypted_content"));
         let model = body["model"].as_str().unwrap_or_default();
-        let mut response = response_object(
-            model,
-            &format!("reply to: {last}"),
-            input.len() as u64,
-            reasoning,
-        );
+        let input_tokens = match self.0.lock().unwrap().real_tokens {
+            true => input
+                .iter()
+                .map(|item| 4 + count_tokens(&item_text(item)))
+                .sum(),
+            false => input.len() as u64,
+        };
+        let mut response =
+            response_object(model, &format!("reply to: {last}"), input_tokens, reasoning);
         // `context_management: [{"type": "compaction", "compact_threshold": n}]`: an input
         // of n tokens or more (here, items) is compacted first, and the output starts with
         // the compaction item that stands for it.

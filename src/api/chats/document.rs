@@ -123,8 +123,8 @@ pub(super) fn import_of(request: &Request, limit: usize) -> Result<Imported, Api
     }
     let usage = usage_of(body.remove("usage"))?;
     // What an export writes besides, and the import does not read back: the chat's times
-    // are this deployment's own.
-    for ignored in ["object", "id", "created_at", "updated_at"] {
+    // are this deployment's own, and its compaction is made again when its window moves.
+    for ignored in ["object", "id", "created_at", "updated_at", "compacted"] {
         body.remove(ignored);
     }
     only(

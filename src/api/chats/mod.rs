@@ -114,17 +114,17 @@ pub async fn serve(
             let read = async {
                 tokio::join!(
                     limit,
-                    store.turns(tenant, &chat),
-                    store.chat_prompt(tenant, &chat),
+                    store.turn_context(tenant, &chat, None),
                     store.chat_summary(tenant, &chat),
                     store.chat_usage(tenant, &chat),
                 )
             };
-            let (allowed, turns, prompt, summary, usage) = log.redis(read).await;
+            let (allowed, context, summary, usage) = log.redis(read).await;
             allowed?;
             let summary = summary?.ok_or_else(|| chat_not_found(&chat))?;
-            let turns = turns?;
-            let stored: Vec<Value> = turns
+            let context = context?;
+            let stored: Vec<Value> = context
+                .history
                 .iter()
                 .map(|turn| serde_json::to_value(turn).map_err(|_| ApiError::Internal))
                 .collect::<Result<_, _>>()?;
@@ -136,8 +136,11 @@ pub async fn serve(
                     "object": EXPORT_OBJECT,
                     "id": chat.as_str(),
                     "title": summary.title,
-                    "system": prompt?,
+                    "system": context.chat_prompt,
                     "turns": stored,
+                    // What stands for the turns before the context window, when the chat
+                    // was compacted (`COMPACT_AT_TOKENS`); an import does not restore it.
+                    "compacted": context.compacted,
                     "usage": usage?,
                     "created_at": summary.created_at,
                     "updated_at": summary.updated_ms / 1000,

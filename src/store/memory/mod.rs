@@ -73,6 +73,7 @@ struct Chat {
     /// Raised by every change to its turns (`store/mod.rs`).
     version: u64,
     window: Option<String>,
+    compacted: Option<crate::chat::Compacted>,
     usage: ChatUsage,
     expires_at: Option<Instant>,
     /// When it was made a conversation, and its metadata (JSON).

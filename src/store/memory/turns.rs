@@ -45,12 +45,17 @@ impl Turns for MemoryStore {
         let live = self.live(&mut state, &chat);
         let chat_prompt = live.as_ref().and_then(|c| c.prompt.clone());
         let window_start = live.as_ref().and_then(|c| c.window.clone());
+        let compacted = live
+            .as_ref()
+            .and_then(|c| c.compacted.clone())
+            .filter(|compacted| compacted.precedes(window_start.as_deref()));
         let conversation = live.as_ref().is_some_and(|c| c.created_at.is_some());
         Ok(TurnContext {
             global_prompt,
             chat_prompt,
             history: self.newest_turns(live),
             window_start,
+            compacted,
             conversation,
             version: found.seen(),
             claimed,
@@ -129,14 +134,16 @@ impl Turns for MemoryStore {
         }
         if let Some(start) = extras.window_start {
             entry.window = Some(start.to_owned());
+            entry.compacted = extras.compacted.cloned();
         }
         if let Some(prompt) = extras.chat_prompt {
             entry.prompt = Some(prompt.to_owned());
         }
         let tokens = turn.tokens.unwrap_or_default();
         entry.usage.turns += 1;
-        entry.usage.prompt_tokens += u64::from(tokens.prompt);
-        entry.usage.completion_tokens += u64::from(tokens.completion);
+        let (also_prompt, also_completion) = extras.also_spent;
+        entry.usage.prompt_tokens += u64::from(tokens.prompt) + u64::from(also_prompt);
+        entry.usage.completion_tokens += u64::from(tokens.completion) + u64::from(also_completion);
         entry.usage.cached_tokens += u64::from(tokens.cached);
         entry.version = found.next_version();
         if let (Some(claimed), Some(id)) = (extras.claimed, &turn.id) {
@@ -207,6 +214,7 @@ impl Turns for MemoryStore {
         let entry = self.touched(&mut state, &chat);
         entry.cut(0);
         entry.window = None;
+        entry.compacted = None;
         entry.auto_title = None;
         entry.version = raised;
         Ok(())

@@ -161,7 +161,7 @@ impl RedisStore {
 
     async fn reseal_meta(&self, key: &str, report: &mut Resealed) -> Result<(), StoreError> {
         use fred::interfaces::HashesInterface;
-        const SEALED_FIELDS: [&str; 3] = ["title", "auto_title", "metadata"];
+        const SEALED_FIELDS: [&str; 4] = ["title", "auto_title", "metadata", "compacted"];
         let stored: Vec<Option<String>> = self
             .client()
             .hmget(key, SEALED_FIELDS.to_vec())

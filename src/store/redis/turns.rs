@@ -7,7 +7,7 @@ use fred::interfaces::{HashesInterface, KeysInterface, ListInterface};
 
 use super::keys::ChatKeys;
 use super::{RedisStore, MARKER_SECONDS};
-use crate::chat::{auto_title, ChatId, Tenant, Turn};
+use crate::chat::{auto_title, ChatId, Compacted, Tenant, Turn};
 use crate::clock::now_ms;
 use crate::store::{
     newest_within, record_apart, Found, Recorded, Rewritten, Spent, StoreError, TailClaim,
@@ -45,6 +45,15 @@ impl RedisStore {
             ..
         } = chat;
         let tokens = turn.tokens.unwrap_or_default();
+        let (also_prompt, also_completion) = extras.also_spent;
+        let compacted = match extras.compacted.filter(|_| extras.window_start.is_some()) {
+            Some(compacted) => {
+                let json =
+                    serde_json::to_string(compacted).map_err(|e| StoreError::new(e.to_string()))?;
+                self.sealing.seal_text(&meta, "compacted", &json)?
+            }
+            None => String::new(),
+        };
         let answer = extras
             .answer
             .map(|kept| (self.keys.idempotency(tenant, kept.key), kept));
@@ -81,8 +90,8 @@ impl RedisStore {
             self.settings.max_chat_bytes.to_string(),
             MARKER_SECONDS.to_string(),
             extras.window_start.unwrap_or_default().to_owned(),
-            tokens.prompt.to_string(),
-            tokens.completion.to_string(),
+            (u64::from(tokens.prompt) + u64::from(also_prompt)).to_string(),
+            (u64::from(tokens.completion) + u64::from(also_completion)).to_string(),
             tokens.cached.to_string(),
             answer,
             ANSWER_SECONDS.to_string(),
@@ -96,11 +105,33 @@ impl RedisStore {
             claim,
             extras.after.unwrap_or("").to_owned(),
             if self.sealing.binds_order() { "1" } else { "0" }.to_owned(),
+            compacted,
         ];
         args.push(prefix.len().to_string());
         args.extend(prefix);
         args.extend(prompt);
         Ok((keys, args))
+    }
+
+    /// The compaction kept in a chat's meta, when it stands for the turns before the window
+    /// that starts at `start`. One that cannot be opened or read is as none: the window's
+    /// turns are still sent, and the next move of the window makes another.
+    fn compacted(
+        &self,
+        meta: &str,
+        stored: Option<String>,
+        start: Option<&str>,
+    ) -> Option<Compacted> {
+        let json = match self.sealing.open_optional(meta, "compacted", stored) {
+            Ok(json) => json?,
+            Err(error) => {
+                tracing::warn!(%error, "a chat's compaction could not be opened; sending without it");
+                return None;
+            }
+        };
+        serde_json::from_str::<Compacted>(&json)
+            .ok()
+            .filter(|compacted| compacted.precedes(start))
     }
 
     /// Every turn of a chat's list, opened, cut to the newest `MAX_HISTORY_MESSAGES`.
@@ -176,7 +207,7 @@ impl Turns for RedisStore {
             self.client().get::<Option<String>, _>(&global_key),
             self.client().hmget::<Vec<Option<String>>, _, _>(
                 &chat.meta,
-                vec!["v", "floor", "window", "created_at"],
+                vec!["v", "floor", "window", "created_at", "compacted"],
             ),
             // One command for both (one slot): each command costs the client more than Redis.
             self.client()
@@ -189,7 +220,7 @@ impl Turns for RedisStore {
         let mut next_field = || meta.next().flatten();
         let number = |value: Option<String>| value.and_then(|v| v.parse::<u64>().ok());
         let (version, cleared) = (number(next_field()), number(next_field()));
-        let (window_start, created_at) = (next_field(), next_field());
+        let (window_start, created_at, compacted) = (next_field(), next_field(), next_field());
         let found = Found {
             version: version.unwrap_or(0),
             floor: cleared.unwrap_or(0).max(deleted.unwrap_or(0)),
@@ -201,6 +232,7 @@ impl Turns for RedisStore {
             global_prompt: self.sealing.open_optional(&global_key, "", global_prompt)?,
             chat_prompt: self.sealing.open_optional(&chat.system, "", chat_prompt)?,
             history: self.opened(&chat.turns, history)?,
+            compacted: self.compacted(&chat.meta, compacted, window_start.as_deref()),
             window_start,
             conversation: created_at.is_some(),
             version: found.seen(),

@@ -15,8 +15,10 @@
 --       18 the newest turn it follows ('' for none), 19 the claim its read made
 --       (`<turn>\n<claimant>`), which this write frees ('' for none), 20 the id of the turn
 --       it was sealed to follow ('' for none), with 21 '1' when turns are sealed so ('0':
---       not sealed), 22 how many turns come before it (n: a branch's history, into a new
---       chat), 23 to 22+n those turns, 23+n the chat's new prompt (absent: the prompt stays
+--       not sealed), 22 what stands for the turns before the window from now on (its
+--       compaction, kept only with a new start in 6; '': none, and the one kept is
+--       dropped), 23 how many turns come before it (n: a branch's history, into a new
+--       chat), 24 to 23+n those turns, 24+n the chat's new prompt (absent: the prompt stays
 --       as it is)
 -- Returns 1 when stored, 0 when the turn's marker says it already was, 2 when the chat
 -- changed in a way the turn cannot follow, 3 when it was cleared or deleted since the
@@ -88,8 +90,8 @@ local function append_turn(K, A)
       end
     end
   end
-  local before = tonumber(A[22])
-  if before > 0 then redis.call('RPUSH', K[1], unpack(A, 23, 22 + before)) end
+  local before = tonumber(A[23])
+  if before > 0 then redis.call('RPUSH', K[1], unpack(A, 24, 23 + before)) end
   local length = redis.call('RPUSH', K[1], A[2])
   if bytes == nil or messages == nil then
     bytes, messages = 0, 0
@@ -100,7 +102,7 @@ local function append_turn(K, A)
   else
     bytes = bytes + #A[2]
     messages = messages + tonumber(A[12])
-    for i = 23, 22 + before do
+    for i = 24, 23 + before do
       bytes = bytes + #A[i]
       messages = messages + messages_of(A[i])
     end
@@ -119,12 +121,17 @@ local function append_turn(K, A)
   if A[6] ~= '' then
     fields[#fields + 1] = 'window'
     fields[#fields + 1] = A[6]
+    if A[22] ~= '' then
+      fields[#fields + 1] = 'compacted'
+      fields[#fields + 1] = A[22]
+    end
   end
   redis.call('HSET', K[3], unpack(fields))
+  if A[6] ~= '' and A[22] == '' then redis.call('HDEL', K[3], 'compacted') end
   -- The stamp (touch.lua) of its last write is in the fields above; its birth, once.
   made_chat = redis.call('HSETNX', K[3], 'born', string.sub(A[13], 1, -4)) == 1
   if A[14] ~= '' then redis.call('HSETNX', K[3], 'auto_title', A[14]) end
-  local prompt = A[23 + before]
+  local prompt = A[24 + before]
   if prompt then redis.call('SET', K[2], prompt) end
   touch(K, A[1], 1, 3)
   if A[19] ~= '' and redis.call('GET', K[6]) == A[19] then redis.call('DEL', K[6]) end

@@ -1,5 +1,5 @@
--- clear: drops a chat's turns, its context window and the title its first question gave
--- it; its prompt, a title set by hand and its usage stay. Raises the chat's version and its
+-- clear: drops a chat's turns, its context window (with its compaction) and the title its
+-- first question gave it; its prompt, a title set by hand and its usage stay. Raises the chat's version and its
 -- floor to it (kept in its meta, which the chat keeps), so that a turn from a read before
 -- the clear is not stored after it.
 --
@@ -14,7 +14,7 @@ local version, floor = found(KEYS[3], KEYS[4])
 local new = next_version(version, floor)
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[3], 'bytes', 0, 'messages', 0, 'v', new, 'floor', new)
-redis.call('HDEL', KEYS[3], 'window', 'auto_title')
+redis.call('HDEL', KEYS[3], 'window', 'compacted', 'auto_title')
 stamp(KEYS[3], ARGV[2])
 touch(KEYS, ARGV[1], 1, 3)
 redis.call('SET', KEYS[5], '1', 'EX', ARGV[3])
