@@ -68,6 +68,9 @@ fn sealed_config(redis_url: Option<&str>, openai_url: &str, seal: Option<&str>) 
         "REDIS_URL" => redis_url.map(str::to_owned),
         "SEAL_KEYS" => seal.map(str::to_owned),
         "REDIS_KEY_PREFIX" => seal.map(|_| "sealed".to_owned()),
+        // Compaction on (at a size no bench chat reaches), to weigh a turn that does not
+        // compact with it on.
+        "COMPACT_AT_TOKENS" => std::env::var("BENCH_COMPACT_AT_TOKENS").ok(),
         _ => None,
     })
     .expect("bench configuration")

@@ -176,14 +176,16 @@ pub fn plan(
     Ok(cut(history, start, tokens, target, new_turn))
 }
 
-/// The chat's compaction, when it stands for the turns before `window`: the one it was
-/// made for (a halved window, which starts later, goes without it).
+/// The chat's compaction, when it stands for the turns before `window`: the window it was
+/// made for, whose start is kept with it (a halved window, which starts later, goes
+/// without it). The turns sent may start a little later than the window (a window never
+/// starts sending at a tool's result), which it still precedes.
 pub fn compacted<'a>(context: &'a TurnContext, window: &Window) -> Option<&'a Compacted> {
-    let first = match context.history.get(window.start) {
-        Some(turn) => turn.id.as_deref(),
-        None => window.moved_to.as_deref(),
-    };
-    context.compacted.as_ref().filter(|c| c.precedes(first))
+    let start = window
+        .moved_to
+        .as_deref()
+        .or(context.window_start.as_deref());
+    context.compacted.as_ref().filter(|c| c.precedes(start))
 }
 
 /// Where the window the chat's read names starts in its history: `None` when it names no

@@ -353,7 +353,7 @@ impl<'a> Reply<'a> {
             role: "assistant",
             tokens: Tokens {
                 usage: answered.usage,
-                compaction: answered.compaction.map(|cost| cost.to_json(false)),
+                compaction: answered.compaction.as_ref().map(|cost| cost.to_json(false)),
             },
             stored: None,
         }

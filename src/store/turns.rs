@@ -53,8 +53,8 @@ pub struct TurnExtras<'a> {
     /// `window_start` (a window that moves without one drops the one kept).
     pub compacted: Option<&'a Compacted>,
     /// Tokens the turn spent besides its own request, counted in the chat's usage: a
-    /// compaction's call (prompt, completion).
-    pub also_spent: (u32, u32),
+    /// compaction's call (prompt, completion, cached).
+    pub also_spent: (u32, u32, u32),
     /// The answer kept for an `Idempotency-Key`.
     pub answer: Option<KeptAnswer<'a>>,
     /// The chat's new prompt, when the turn's request gave it one.
@@ -83,6 +83,11 @@ pub struct TurnRewrite<'a> {
     /// follows, so the next turn follows the one before when this one is removed.
     pub before: Option<&'a str>,
     pub next: Option<&'a Turn>,
+    /// The chat's compaction stands for this turn (it comes before the window's start), or
+    /// is kept with it (it is the start, removed): a changed turn must not go on being
+    /// sent in it, so it is dropped, and the window's turns are sent without it until the
+    /// window moves again.
+    pub drops_compacted: bool,
 }
 
 /// What a turn's write did: its chat's part (`Stored` when there was none), and its

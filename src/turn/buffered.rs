@@ -77,9 +77,13 @@ impl TurnEngine {
         let completion = match completion {
             Ok(completion) => completion,
             Err(error) => {
-                if ready.claimed {
-                    self.release(&ask).await;
-                }
+                let compaction = self.count_compaction(&ask, &ready);
+                let release = async {
+                    if ready.claimed {
+                        self.release(&ask).await;
+                    }
+                };
+                tokio::join!(compaction, release);
                 return Err(error);
             }
         };
@@ -102,7 +106,7 @@ impl TurnEngine {
             usage: completion.usage,
             stored: true,
             raw: Some(record.own_answer(completion.raw)),
-            compaction: record.compaction,
+            compaction: record.compaction.clone(),
         };
         let kept = ask.keep.as_ref().map(|keep| (keep.render)(&answered));
         answered.stored = log.redis(record.store(&answered, ask.asked, kept)).await;

@@ -16,18 +16,24 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 
 use super::prepare::Ready;
-use super::sent::{compacted_items, history_messages};
+use super::sent::{compacted_items, history_messages, window_items};
 use super::{Ask, ResponsesCall, TurnEngine};
-use crate::chat::{summary_message, text_of, turn_items, Compacted, Compaction, Turn};
-use crate::clock::now_ms;
+use crate::chat::{
+    is_compaction, summary_message, text_of, turn_items, Compacted, Compaction, Tenant, Turn,
+};
+use crate::clock::{now_ms, UtcDay};
 use crate::request_log::RequestLog;
+use crate::store::{Spent, Store};
 use crate::tokens::{estimate, estimate_message, PER_MESSAGE};
 use crate::upstream::wire::{ChatRequest, Message, UserContentOut};
 use crate::upstream::UpstreamError;
 
 /// What compacting the window cost the turn that did it: upstream's tokens, and the time.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Counted to the caller (under the model that compacted) whether or not the compaction
+/// could be kept, and whether or not the turn's own call then succeeded.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CompactionCost {
+    pub model: String,
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
     pub cached_tokens: u64,
@@ -35,6 +41,8 @@ pub struct CompactionCost {
     pub ms: u64,
     /// How many messages (items, on the Responses door) the compaction stands for.
     pub messages: u32,
+    /// It is sent with the turn, and kept: false when it came out unusable or too long.
+    pub kept: bool,
 }
 
 /// What a compaction weighs when sent, in tokens.
@@ -61,12 +69,13 @@ impl TurnEngine {
         let settings = self.settings.compaction.as_ref()?;
         // Only a turn kept in the chat it read: a branch starts a chain whose window is its
         // own, and a call that keeps nothing moves nothing.
+        // Nor a Responses input that brings its own compaction item: it stands for all the
+        // history, which is not sent.
         let kept_in_read_chat = ask.chat.is_some()
             && ready.chain.is_none()
-            && ask
-                .responses
-                .as_ref()
-                .is_none_or(|r| r.store && r.call == ResponsesCall::Create);
+            && ask.responses.as_ref().is_none_or(|r| {
+                r.store && r.call == ResponsesCall::Create && !r.input.iter().any(is_compaction)
+            });
         let window = &ready.window;
         let moved_past = &ready.context.history[window.moved_from..window.start];
         if !kept_in_read_chat || moved_past.is_empty() {
@@ -75,16 +84,19 @@ impl TurnEngine {
         let model = settings.model.as_deref().unwrap_or(ask.model);
         let messages = previous.as_ref().map_or(0, |p| p.messages) + count(moved_past, ask);
         let started = Instant::now();
+        // Upstream's answer (billed) and what could be made of it.
         let made = match &ask.responses {
             Some(_) => {
                 let input = compaction_input(previous.as_ref(), moved_past);
                 let request = json!({"model": model, "input": input});
                 log.upstream(self.upstream.compact(&request, ask.deadline))
                     .await
-                    .and_then(|made| {
-                        let items = compacted_output(&made.raw)?;
-                        let tokens = items.iter().map(item_weight).sum();
-                        Ok((Compaction::Items(items), tokens, made.usage))
+                    .map(|made| {
+                        let items = compacted_output(&made.raw).map(|items| {
+                            let tokens = items.iter().map(item_weight).sum();
+                            (Compaction::Items(items), tokens)
+                        });
+                        (items, made.usage)
                     })
             }
             None => {
@@ -101,20 +113,24 @@ impl TurnEngine {
                 let request = ChatRequest::whole(model, &sent);
                 log.upstream(self.upstream.chat(&request, ask.deadline))
                     .await
-                    .and_then(|made| match made.content.filter(|s| !s.trim().is_empty()) {
-                        Some(summary) => {
-                            let tokens = estimate(&summary_message(&summary));
-                            Ok((Compaction::Summary(summary), tokens, made.usage))
-                        }
-                        None => Err(UpstreamError::Unreadable(
-                            "the summary's answer holds no text".to_owned(),
-                        )),
+                    .map(|made| {
+                        let summary = match made.content.filter(|s| !s.trim().is_empty()) {
+                            Some(summary) => {
+                                let tokens = estimate(&summary_message(&summary));
+                                Ok((Compaction::Summary(summary), tokens))
+                            }
+                            None => Err(UpstreamError::Unreadable(
+                                "the summary's answer holds no text".to_owned(),
+                            )),
+                        };
+                        (summary, made.usage)
                     })
             }
         };
         let ms = started.elapsed().as_millis() as u64;
-        let (with, tokens, usage) = match made {
+        let (made, usage) = match made {
             Ok(made) => made,
+            // Nothing billed: nothing to count.
             Err(error) => {
                 tracing::warn!(
                     %error,
@@ -122,6 +138,27 @@ impl TurnEngine {
                     "compacting the chat's window failed; its oldest turns are cut instead"
                 );
                 return None;
+            }
+        };
+        let mut cost = CompactionCost {
+            model: model.to_owned(),
+            prompt_tokens: usage.prompt_tokens,
+            completion_tokens: usage.completion_tokens,
+            cached_tokens: usage.cached_tokens,
+            ms,
+            messages,
+            kept: false,
+        };
+        let (with, tokens) = match made {
+            Ok(made) => made,
+            Err(error) => {
+                tracing::warn!(
+                    %error,
+                    compaction_ms = ms,
+                    compaction_prompt_tokens = cost.prompt_tokens,
+                    "the chat's compaction answered nothing usable; its oldest turns are cut instead"
+                );
+                return Some(cost);
             }
         };
         let compacted = Compacted {
@@ -142,18 +179,13 @@ impl TurnEngine {
             tracing::warn!(
                 compaction_tokens = weight,
                 window_tokens = ready.window.tokens,
+                compaction_prompt_tokens = cost.prompt_tokens,
                 "the chat's compaction came out too long to keep; its oldest turns are cut instead"
             );
-            return None;
+            return Some(cost);
         }
         ready.window.tokens += weight;
-        let cost = CompactionCost {
-            prompt_tokens: usage.prompt_tokens,
-            completion_tokens: usage.completion_tokens,
-            cached_tokens: usage.cached_tokens,
-            ms,
-            messages,
-        };
+        cost.kept = true;
         tracing::info!(
             compaction_prompt_tokens = cost.prompt_tokens,
             compaction_completion_tokens = cost.completion_tokens,
@@ -164,6 +196,59 @@ impl TurnEngine {
         );
         ready.context.compacted = Some(compacted);
         Some(cost)
+    }
+
+    /// Counts the compaction's cost of a turn that failed after it, when it made one.
+    pub(super) async fn count_compaction(&self, ask: &Ask<'_>, ready: &Ready) {
+        if let Some(cost) = &ready.compaction {
+            let ip = self.limited_ip(ask);
+            count_alone(&*self.store, ask.tenant, cost, &ready.turn_id, ip).await;
+        }
+    }
+}
+
+/// Counts a compaction's cost to the caller on its own, for a turn that failed after it
+/// (nothing else of the turn is written); a failure to count is logged.
+pub(super) async fn count_alone(
+    store: &dyn Store,
+    tenant: &Tenant,
+    cost: &CompactionCost,
+    turn_id: &str,
+    ip: Option<&str>,
+) {
+    let day = UtcDay::today();
+    let id = compaction_id(turn_id);
+    if let Err(error) = store.add_usage(tenant, cost.spent(&id, &day, ip)).await {
+        tracing::error!(%error, "a compaction's tokens could not be counted");
+    }
+}
+
+/// The id a turn's compaction is counted under (its own: the turn's tokens are counted
+/// under the turn's), so that a count sent twice counts once.
+pub(super) fn compaction_id(turn_id: &str) -> String {
+    format!("{turn_id}-compaction")
+}
+
+impl CompactionCost {
+    /// Its tokens as a count for the caller, under the model that compacted.
+    pub(super) fn spent<'a>(
+        &'a self,
+        id: &'a str,
+        day: &'a UtcDay,
+        ip: Option<&'a str>,
+    ) -> Spent<'a> {
+        Spent {
+            id,
+            model: &self.model,
+            prompt_tokens: self.prompt_tokens,
+            completion_tokens: self.completion_tokens,
+            cached_tokens: self.cached_tokens,
+            day,
+            ip,
+            answer: None,
+            listed: None,
+            items: None,
+        }
     }
 }
 
@@ -189,9 +274,7 @@ fn compaction_input(previous: Option<&Compacted>, turns: &[Turn]) -> Vec<Value> 
     if let Some(previous) = previous {
         compacted_items(previous, &mut items);
     }
-    for turn in turns {
-        turn_items(turn, false, &mut items);
-    }
+    window_items(turns, false, &mut items);
     items
 }
 
@@ -200,9 +283,7 @@ fn compacted_output(raw: &RawValue) -> Result<Vec<Value>, UpstreamError> {
     let answer: Value =
         serde_json::from_str(raw.get()).map_err(|e| UpstreamError::Unreadable(e.to_string()))?;
     match answer.get("output") {
-        Some(Value::Array(items)) if items.iter().any(crate::chat::is_compaction) => {
-            Ok(items.clone())
-        }
+        Some(Value::Array(items)) if items.iter().any(is_compaction) => Ok(items.clone()),
         _ => Err(UpstreamError::Unreadable(
             "the compaction's output holds no compaction item".to_owned(),
         )),

@@ -16,8 +16,8 @@ use super::joins::{check_against_history, continue_from, follows_newest};
 use super::{Ask, Keep, TurnEngine, CLAIM_MARGIN};
 use crate::budget::{self, Window};
 use crate::chat::{
-    asked_in, find_items, parse_response_id, referenced_ids, resolve, response_id, ChatId, Tenant,
-    Turn,
+    asked_in, find_items, is_compaction, parse_response_id, referenced_ids, resolve, response_id,
+    ChatId, Tenant, Turn,
 };
 use crate::clock::UtcDay;
 use crate::error::ApiError;
@@ -202,14 +202,19 @@ impl TurnEngine {
             // A compaction stands for the turns before the window only while the window's
             // first turn is in the history read (a redo may have replaced it), and only
             // when nothing later stands for them: a compaction item in the history sent
-            // (the Responses door's `compacted_from`) stands for all before it. The chat
-            // door cannot send a Responses compaction's items.
+            // (the Responses door's `compacted_from`), or in the new input, stands for all
+            // before it. The chat door cannot send a Responses compaction's items.
             let superseded = |start: usize| {
                 ask.responses.is_some() && context.history[start..].iter().any(Turn::compacts)
             };
+            let brings_its_own = ask
+                .responses
+                .as_ref()
+                .is_some_and(|r| r.input.iter().any(is_compaction));
             let sendable = match &context.compacted {
                 Some(compacted) => {
                     compacted.sendable_by(ask.responses.is_some())
+                        && !brings_its_own
                         && budget::window_position(&context).is_some_and(|at| !superseded(at))
                 }
                 None => false,

@@ -9,7 +9,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use tokio::time::Instant;
 
-use super::compact::{reported, sent_weight};
+use super::compact::{compaction_id, count_alone, reported, sent_weight};
 use super::prepare::{release, release_claim, Ready};
 use super::{Answered, Ask, CompactionCost, Keep, ResponsesCall, TurnEngine};
 use crate::budget::{self, Window};
@@ -84,7 +84,7 @@ impl Record {
             ip: engine.limited_ip(ask).map(str::to_owned),
             keep: ask.keep.clone(),
             deadline: ask.deadline,
-            compaction: ready.compaction,
+            compaction: ready.compaction.clone(),
         }
     }
 
@@ -147,9 +147,13 @@ impl Record {
                 },
                 window_start: window.moved_to.as_deref(),
                 compacted: budget::compacted(context, window),
-                also_spent: self.compaction.map_or((0, 0), |cost| {
+                also_spent: self.compaction.as_ref().map_or((0, 0, 0), |cost| {
                     let clamp = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
-                    (clamp(cost.prompt_tokens), clamp(cost.completion_tokens))
+                    (
+                        clamp(cost.prompt_tokens),
+                        clamp(cost.completion_tokens),
+                        clamp(cost.cached_tokens),
+                    )
                 }),
                 answer: kept,
                 chat_prompt: context.chat_prompt.as_deref().filter(|_| self.new_prompt),
@@ -187,14 +191,12 @@ impl Record {
             .and_then(|(_, turn, _)| turn.exchange.as_ref())
             .map(|exchange| referable_ids(exchange.output()))
             .unwrap_or_default();
-        // The caller pays for the compaction too.
-        let also = self.compaction.unwrap_or_default();
         let spent = Spent {
             id: &self.turn_id,
             model: &self.model,
-            prompt_tokens: answered.usage.prompt_tokens + also.prompt_tokens,
-            completion_tokens: answered.usage.completion_tokens + also.completion_tokens,
-            cached_tokens: answered.usage.cached_tokens + also.cached_tokens,
+            prompt_tokens: answered.usage.prompt_tokens,
+            completion_tokens: answered.usage.completion_tokens,
+            cached_tokens: answered.usage.cached_tokens,
             day: &day,
             ip: self.ip.as_deref(),
             // A stateless call keeps its answer with its caller's counters.
@@ -212,15 +214,28 @@ impl Record {
                     ids: &item_ids,
                 }),
         };
-        let Recorded { stored, counted } = self
-            .store
-            .record(
-                &self.tenant,
-                turn.as_ref()
-                    .map(|(chat, turn, extras)| (*chat, turn, *extras)),
-                spent,
-            )
-            .await;
+        let record = self.store.record(
+            &self.tenant,
+            turn.as_ref()
+                .map(|(chat, turn, extras)| (*chat, turn, *extras)),
+            spent,
+        );
+        // A compaction's tokens are the caller's too, under the model that made them:
+        // counted beside the turn's, in the same round trip.
+        let compaction_id = compaction_id(&self.turn_id);
+        let compaction = async {
+            match &self.compaction {
+                Some(cost) => {
+                    let spent = cost.spent(&compaction_id, &day, self.ip.as_deref());
+                    self.store.add_usage(&self.tenant, spent).await
+                }
+                None => Ok(()),
+            }
+        };
+        let (Recorded { stored, counted }, compaction) = tokio::join!(record, compaction);
+        if let Err(error) = compaction {
+            tracing::error!(%error, "a compaction's tokens could not be counted");
+        }
         // The kept answer goes with the chat's write, or with the counters of a stateless
         // call: when that write failed, the key is freed, so that a retry is asked again
         // rather than told for the claim's whole life that this request is in progress.
@@ -295,6 +310,14 @@ impl Record {
             response.insert(field.clone(), value.clone());
         }
         serde_json::value::to_raw_value(&response).unwrap_or(raw)
+    }
+
+    /// Counts the compaction's cost of a turn that failed after it, when it made one.
+    pub async fn count_compaction(&self) {
+        if let Some(cost) = &self.compaction {
+            let (store, ip) = (&*self.store, self.ip.as_deref());
+            count_alone(store, &self.tenant, cost, &self.turn_id, ip).await;
+        }
     }
 
     /// Frees what the turn's read claimed (its `Idempotency-Key`, the chat's newest turn)

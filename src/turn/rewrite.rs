@@ -6,6 +6,7 @@
 use std::future::Future;
 
 use super::TurnEngine;
+use crate::budget;
 use crate::chat::{ChatId, Tenant, Turn};
 use crate::error::ApiError;
 use crate::request_log::RequestLog;
@@ -50,6 +51,13 @@ impl TurnEngine {
                     .and_then(|at| at.checked_sub(1))
                     .and_then(|before| read.history[before].id.as_deref()),
                 next: at.and_then(|at| read.history.get(at + 1)),
+                // It stands for the turns before the window's start, and is kept with
+                // that start: gone with either.
+                drops_compacted: read.compacted.is_some()
+                    && at.is_some_and(|at| match budget::window_position(&read) {
+                        Some(start) => at < start || (at == start && with.is_none()),
+                        None => true,
+                    }),
             };
             let written = self.store.rewrite_turn(tenant, chat, rewrite, read.version);
             match log.redis(written).await? {

@@ -80,20 +80,7 @@ impl TurnEngine {
             if let Some(compacted) = budget::compacted(context, window) {
                 compacted_items(compacted, &mut items);
             }
-            let history_from = items.len();
-            for turn in history {
-                turn_items(turn, images == HistoryImages::AsText, &mut items);
-            }
-            let first = history.first().and_then(|turn| turn.exchange.as_ref());
-            if let Some(exchange) = first {
-                if let Some(at) = exchange.output().iter().rposition(is_compaction) {
-                    // The items `turn_items` put before it: the input's, then the output's
-                    // (a deleted item's `null` is not sent).
-                    let kept = |items: &[Value]| items.iter().filter(|i| !i.is_null()).count();
-                    let before = kept(&exchange.input) + kept(&exchange.output()[..at]);
-                    items.drain(history_from..history_from + before);
-                }
-            }
+            window_items(history, images == HistoryImages::AsText, &mut items);
         }
         items.extend(responses.input.iter().cloned());
         items
@@ -197,6 +184,26 @@ pub(super) fn history_messages<'a>(
         }
         if turn.has_reply() {
             messages.push(Message::reply(turn));
+        }
+    }
+}
+
+/// Stored turns as a Responses input's items, in order. A first turn whose output holds a
+/// `compaction` item upstream made is sent from that item, which stands for what came
+/// before it in the turn.
+pub(super) fn window_items(history: &[Turn], as_text: bool, items: &mut Vec<Value>) {
+    let history_from = items.len();
+    for turn in history {
+        turn_items(turn, as_text, items);
+    }
+    let first = history.first().and_then(|turn| turn.exchange.as_ref());
+    if let Some(exchange) = first {
+        if let Some(at) = exchange.output().iter().rposition(is_compaction) {
+            // The items `turn_items` put before it: the input's, then the output's (a
+            // deleted item's `null` is not sent).
+            let kept = |items: &[Value]| items.iter().filter(|i| !i.is_null()).count();
+            let before = kept(&exchange.input) + kept(&exchange.output()[..at]);
+            items.drain(history_from..history_from + before);
         }
     }
 }

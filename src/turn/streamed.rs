@@ -63,9 +63,13 @@ impl TurnEngine {
         let stream = match stream {
             Ok(stream) => stream,
             Err(error) => {
-                if ready.claimed {
-                    self.release(&ask).await;
-                }
+                let compaction = self.count_compaction(&ask, &ready);
+                let release = async {
+                    if ready.claimed {
+                        self.release(&ask).await;
+                    }
+                };
+                tokio::join!(compaction, release);
                 return Err(error);
             }
         };
@@ -109,7 +113,7 @@ impl OpenTurn {
                     stream_ms = self.started.elapsed().as_secs_f64() * 1000.0,
                     "streamed turn failed mid-stream; nothing stored"
                 );
-                self.record.release().await;
+                tokio::join!(self.record.release(), self.record.count_compaction());
                 return Err(error);
             }
         };
@@ -215,7 +219,7 @@ impl OpenTurn {
             usage,
             stored: false,
             raw,
-            compaction: self.record.compaction,
+            compaction: self.record.compaction.clone(),
         })
     }
 }

@@ -495,3 +495,146 @@ async fn with_compaction_on_every_turn_still_costs_two_redis_round_trips() {
         "{after_a_summary} turns sent a kept summary"
     );
 }
+
+#[tokio::test]
+async fn a_turn_that_fails_after_its_compaction_still_counts_what_the_compaction_cost() {
+    let t = counting_app(&[("COMPACT_MODEL", "gpt-4.1-nano")]).await;
+    // Find where the window moves: the same turns on a chat of their own.
+    let mut turn = 0;
+    loop {
+        let reply = t
+            .post("/probe/chat", json!({"content": question(turn)}))
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        if reply.json()["tokens"].get("compaction").is_some() {
+            break;
+        }
+        turn += 1;
+        assert!(turn < 40, "the window never moved");
+    }
+    for i in 0..turn {
+        let reply = t.post("/fails/chat", json!({"content": question(i)})).await;
+        assert_eq!(reply.status, 200, "{}", reply.text);
+    }
+    let before = t.get("/usage").await.json()["day"]["models"].clone();
+    let summaries_before = t
+        .openai
+        .chat_bodies()
+        .await
+        .iter()
+        .filter(|b| is_summary_call(b))
+        .count();
+    // The turn's own call (the one that sends its new question) is refused; its summary
+    // call is answered.
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .and(body_string_contains(format!("Question {turn}:")))
+        .respond_with(error_response(400, "invalid_request_error", "not this one"))
+        .with_priority(1)
+        .mount(&t.openai.server)
+        .await;
+    let failed = t
+        .post("/fails/chat", json!({"content": question(turn)}))
+        .await;
+    assert_eq!(failed.status, 400, "{}", failed.text);
+    let bodies = t.openai.chat_bodies().await;
+    let summaries = bodies.iter().filter(|b| is_summary_call(b)).count();
+    assert_eq!(
+        summaries,
+        summaries_before + 1,
+        "the failed turn compacted first"
+    );
+    let summary_call = bodies.iter().rev().find(|b| is_summary_call(b)).unwrap();
+    assert_eq!(summary_call["model"], "gpt-4.1-nano");
+    // What it cost is the caller's, under the model that compacted; nothing of the turn
+    // was stored.
+    let after = t.get("/usage").await.json()["day"]["models"].clone();
+    let nano = |models: &Value| {
+        models["gpt-4.1-nano"]["prompt_tokens"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let expected =
+        crate::support::openai::prompt_tokens(summary_call["messages"].as_array().unwrap());
+    assert_eq!(nano(&after) - nano(&before), expected, "{after}");
+    assert_eq!(
+        after["gpt-4o-mini"], before["gpt-4o-mini"],
+        "the turn's model: nothing"
+    );
+    assert_eq!(
+        t.transcript("fails").await.as_array().unwrap().len(),
+        2 * turn
+    );
+}
+
+#[tokio::test]
+async fn deleting_an_item_the_compaction_stands_for_drops_the_compaction() {
+    let t = TestApp::with_env(&[
+        ("MAX_PROMPT_TOKENS", "1000"),
+        ("COMPACT_AT_TOKENS", "1000"),
+        ("MAX_HISTORY_MESSAGES", "1000"),
+    ])
+    .await;
+    t.openai.count(Counting {
+        real_tokens: true,
+        ..Counting::default()
+    });
+    let conversation = post(&t, "/v1/conversations", json!({})).await.json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut turns = 0;
+    loop {
+        let reply = post(
+            &t,
+            "/v1/responses",
+            json!({"input": question(turns), "conversation": conversation}),
+        )
+        .await;
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        turns += 1;
+        if reply.json()["usage"].get("compaction").is_some() {
+            break;
+        }
+        assert!(turns < 40, "the window never moved");
+    }
+    let export = t.get(&format!("/{conversation}/export")).await.json();
+    assert!(
+        export["compacted"]["items"].is_array(),
+        "{}",
+        export["compacted"]
+    );
+    // The first question's item, which the compaction stands for, is deleted.
+    let items = t
+        .get(&format!(
+            "/v1/conversations/{conversation}/items?order=asc&limit=1"
+        ))
+        .await
+        .json();
+    let first = items["data"][0]["id"].as_str().unwrap().to_owned();
+    let deleted = t
+        .call_with(
+            Method::DELETE,
+            &format!("/v1/conversations/{conversation}/items/{first}"),
+            lambda_http::Body::Empty,
+            &[],
+        )
+        .await;
+    assert_eq!(deleted.status, 200, "{}", deleted.text);
+    let export = t.get(&format!("/{conversation}/export")).await.json();
+    assert_eq!(export["compacted"], Value::Null);
+    let next = post(
+        &t,
+        "/v1/responses",
+        json!({"input": "and now?", "conversation": conversation}),
+    )
+    .await;
+    assert_eq!(next.status, 200, "{}", next.text);
+    let sent = t.openai.bodies("/v1/responses").await;
+    let input = sent.last().unwrap()["input"].as_array().unwrap().clone();
+    assert!(
+        input.iter().all(|item| item["type"] != "compaction"),
+        "{input:?}"
+    );
+    assert!(input.iter().all(|item| item_text(item) != question(0)));
+}

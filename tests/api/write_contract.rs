@@ -24,6 +24,7 @@ fn removal(id: &str) -> TurnRewrite<'_> {
         with: None,
         before: None,
         next: None,
+        drops_compacted: false,
     }
 }
 

@@ -141,10 +141,10 @@ impl Turns for MemoryStore {
         }
         let tokens = turn.tokens.unwrap_or_default();
         entry.usage.turns += 1;
-        let (also_prompt, also_completion) = extras.also_spent;
+        let (also_prompt, also_completion, also_cached) = extras.also_spent;
         entry.usage.prompt_tokens += u64::from(tokens.prompt) + u64::from(also_prompt);
         entry.usage.completion_tokens += u64::from(tokens.completion) + u64::from(also_completion);
-        entry.usage.cached_tokens += u64::from(tokens.cached);
+        entry.usage.cached_tokens += u64::from(tokens.cached) + u64::from(also_cached);
         entry.version = found.next_version();
         if let (Some(claimed), Some(id)) = (extras.claimed, &turn.id) {
             let mine = state
@@ -203,6 +203,9 @@ impl Turns for MemoryStore {
             return Ok(Rewritten::Missing);
         };
         entry.replace(at, with.cloned());
+        if rewrite.drops_compacted {
+            entry.compacted = None;
+        }
         entry.version = found.next_version();
         Ok(Rewritten::Done)
     }

@@ -45,7 +45,7 @@ impl RedisStore {
             ..
         } = chat;
         let tokens = turn.tokens.unwrap_or_default();
-        let (also_prompt, also_completion) = extras.also_spent;
+        let (also_prompt, also_completion, also_cached) = extras.also_spent;
         let compacted = match extras.compacted.filter(|_| extras.window_start.is_some()) {
             Some(compacted) => {
                 let json =
@@ -92,7 +92,7 @@ impl RedisStore {
             extras.window_start.unwrap_or_default().to_owned(),
             (u64::from(tokens.prompt) + u64::from(also_prompt)).to_string(),
             (u64::from(tokens.completion) + u64::from(also_completion)).to_string(),
-            tokens.cached.to_string(),
+            (u64::from(tokens.cached) + u64::from(also_cached)).to_string(),
             answer,
             ANSWER_SECONDS.to_string(),
             turn.messages().to_string(),
@@ -407,6 +407,7 @@ impl Turns for RedisStore {
                     MARKER_SECONDS.to_string(),
                     next.0,
                     next.1,
+                    if rewrite.drops_compacted { "1" } else { "" }.to_owned(),
                 ],
             )
             .await?;

@@ -7,7 +7,8 @@
 -- ARGV: 1 the turn's id, 2 its new JSON ('': remove the turn), 3 the version the read
 --       saw, 4 the marker's ttl, 5 the turn after it, sealed again to follow the one
 --       before it when this one is removed ('': none; sealed turns are bound to the turn
---       they follow), its id in 6
+--       they follow), its id in 6, 7 '1' when the chat's compaction stood for the turn
+--       (it is dropped with it; '': it stays)
 -- Returns 1 when the turn was rewritten, 0 when the chat holds no turn of that id, 2 when
 -- the chat changed since the read (nothing is written: the request reads again).
 --
@@ -36,6 +37,7 @@ for i, turn in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
     end
     local meta = redis.call('HMGET', KEYS[2], 'bytes', 'messages')
     redis.call('HSET', KEYS[2], 'v', next_version(version, floor))
+    if ARGV[7] == '1' then redis.call('HDEL', KEYS[2], 'compacted') end
     if meta[1] and meta[2] then
       redis.call('HSET', KEYS[2],
         'bytes', string.format('%d', tonumber(meta[1]) + bytes),
