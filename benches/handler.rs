@@ -229,6 +229,83 @@ fn cases() -> Vec<(&'static str, RequestMaker)> {
     ]
 }
 
+/// `GET /chats?q=` over 1,000 chats of 100 messages each (about 10 MB of turns) for each
+/// store: a query no chat holds, so each request reads as many chats as one may (500, in 10
+/// round trips of 50), and two requests read them all.
+fn search(runtime: &Runtime, setups: &[Setup]) {
+    const CHATS: usize = 1000;
+    const RUNS: usize = 20;
+    println!(
+        "\n{:<8} {:<28} {:>10} {:>10} {:>10}",
+        "store", "search", "p50 ms", "p99 ms", "scanned"
+    );
+    for setup in setups {
+        runtime.block_on(async {
+            for i in 0..CHATS {
+                let messages: Vec<serde_json::Value> = (0..100)
+                    .map(|m| {
+                        let role = if m % 2 == 0 { "user" } else { "assistant" };
+                        serde_json::json!({"role": role,
+                            "content": format!("message {m} of chat {i}: a sentence about the harbour and its boats")})
+                    })
+                    .collect();
+                let document = serde_json::json!({"into": format!("searched-{i}"), "messages": messages});
+                let reply = handle(&setup.app, post_json("/chats/import", document, None)).await;
+                assert_eq!(reply.status(), 200);
+            }
+        });
+        let mut first = Vec::new();
+        let mut both = Vec::new();
+        let (mut scanned_first, mut scanned) = (0, 0);
+        for _ in 0..RUNS {
+            runtime.block_on(async {
+                let started = Instant::now();
+                let page = body_json(handle(&setup.app, get("/chats?q=albatross")).await).await;
+                first.push(started.elapsed());
+                let next = page["next"]
+                    .as_str()
+                    .expect("the bound cut the first request");
+                let rest = get(&format!("/chats?q=albatross&after={next}"));
+                let rest = body_json(handle(&setup.app, rest).await).await;
+                both.push(started.elapsed());
+                scanned_first = page["scanned"].as_u64().unwrap();
+                scanned = scanned_first + rest["scanned"].as_u64().unwrap();
+            });
+        }
+        for (what, samples) in [
+            ("one request", &mut first),
+            ("all (two requests)", &mut both),
+        ] {
+            samples.sort();
+            let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+            println!(
+                "{:<8} {:<28} {:>10.1} {:>10.1} {:>10}",
+                setup.name,
+                what,
+                ms(samples[samples.len() / 2]),
+                ms(samples[samples.len() * 99 / 100]),
+                if what.starts_with("all") {
+                    scanned
+                } else {
+                    scanned_first
+                }
+            );
+        }
+    }
+}
+
+/// A response's JSON body, read whole.
+async fn body_json(
+    response: lambda_http::Response<chat_proxy::http::ResponseBody>,
+) -> serde_json::Value {
+    let mut body = response.into_body();
+    let mut bytes = Vec::new();
+    while let Some(piece) = body.next().await {
+        bytes.extend_from_slice(&piece);
+    }
+    serde_json::from_slice(&bytes).unwrap()
+}
+
 fn percentiles(runtime: &Runtime, setups: &[Setup]) {
     const ITERATIONS: usize = 3000;
     println!(
@@ -289,6 +366,13 @@ fn main() {
         .unwrap();
     let redis = redis::RedisServer::start();
     let setups = setups(&runtime, &redis);
+
+    // BENCH_SEARCH=1 measures `GET /chats?q=` over 1,000 chats of 100 messages each, and
+    // nothing else (BENCHMARKS.md).
+    if std::env::var_os("BENCH_SEARCH").is_some() {
+        search(&runtime, &setups);
+        return;
+    }
 
     // BENCH_PROFILE=<store>/<route> (say `redis/send_chat_100`) runs that one case for
     // BENCH_ITERATIONS (10,000) and nothing else, for a profiler to watch (BENCHMARKS.md).

@@ -221,21 +221,21 @@ impl Record {
             spent,
         );
         // A compaction's tokens are the caller's too, under the model that made them:
-        // counted beside the turn's, in the same round trip.
-        let compaction_id = compaction_id(&self.turn_id);
-        let compaction = async {
-            match &self.compaction {
-                Some(cost) => {
-                    let spent = cost.spent(&compaction_id, &day, self.ip.as_deref());
-                    self.store.add_usage(&self.tenant, spent).await
+        // counted beside the turn's, in the same round trip (only a turn that compacted
+        // waits on the two together).
+        let Recorded { stored, counted } = match &self.compaction {
+            None => record.await,
+            Some(cost) => {
+                let id = compaction_id(&self.turn_id);
+                let spent = cost.spent(&id, &day, self.ip.as_deref());
+                let compaction = self.store.add_usage(&self.tenant, spent);
+                let (recorded, compaction) = tokio::join!(record, compaction);
+                if let Err(error) = compaction {
+                    tracing::error!(%error, "a compaction's tokens could not be counted");
                 }
-                None => Ok(()),
+                recorded
             }
         };
-        let (Recorded { stored, counted }, compaction) = tokio::join!(record, compaction);
-        if let Err(error) = compaction {
-            tracing::error!(%error, "a compaction's tokens could not be counted");
-        }
         // The kept answer goes with the chat's write, or with the counters of a stateless
         // call: when that write failed, the key is freed, so that a retry is asked again
         // rather than told for the claim's whole life that this request is in progress.

@@ -28,6 +28,7 @@ mod response_streams;
 mod responses;
 mod routes;
 mod sealed;
+mod search;
 mod secrets;
 mod store_contract;
 mod stored_compaction;

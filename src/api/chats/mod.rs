@@ -5,6 +5,7 @@
 //! share the caller's namespace and the chat's summary.
 
 mod document;
+mod search;
 
 use lambda_http::http::StatusCode;
 use lambda_http::{Request, Response};
@@ -37,6 +38,12 @@ pub async fn serve(
     match route {
         ChatsRoute::List => {
             let (after, count) = list_query(request)?;
+            if let Some(q) = query_values(request, "q").next() {
+                let query = search::Query::parse(&q)?;
+                let page =
+                    search::search(&**store, tenant, &query, after, count, limit, log).await?;
+                return Ok(json_response(StatusCode::OK, &page));
+            }
             let read = async {
                 tokio::join!(
                     limit,
