@@ -26,6 +26,8 @@ pub struct App {
     pub max_body_bytes: usize,
     /// `MAX_HISTORY_MESSAGES` and `MAX_CHAT_BYTES`: what a chat holds at most.
     pub chat_caps: (usize, usize),
+    /// How long a chat's read-only link lives by default, and at most (seconds).
+    pub share_ttl: (u64, u64),
     pub allowed_models: AllowedModels,
     /// `PLAYGROUND`: whether `GET /playground` is served.
     pub playground: bool,
@@ -93,6 +95,7 @@ impl App {
                 config.store.max_chat_bytes,
             ),
             allowed_models: config.allowed_models.clone(),
+            share_ttl: config.share_ttl,
             playground: config.playground,
             stream_stall: config.keep_alive * 2,
             in_flight: TaskTracker::new(),

@@ -92,6 +92,8 @@ async fn serve(
     // The routes that need no key.
     match route {
         Route::Hello => return Ok(hello()),
+        // A read-only link: its token (256 random bits) is its key.
+        Route::Shared(token) => return api::chats::shared(app, &token, log).await,
         Route::File(file) if file.is_playground() && !app.playground => {
             return Err(ApiError::NotFound)
         }
@@ -102,6 +104,7 @@ async fn serve(
     log.caller = Some(tenant.name().to_owned());
     match route {
         Route::Hello => Ok(hello()),
+        Route::Shared(token) => api::chats::shared(app, &token, log).await,
         Route::File(file) => Ok(api::files::serve(file, request)),
         Route::Seed(seed) => api::seed::serve(app, seed, &tenant, request, log).await,
         Route::OpenAi(OpenAiRoute::ChatCompletions) => {

@@ -57,6 +57,9 @@ pub struct Config {
     pub compaction: Option<Compaction>,
     /// `TOKEN_LIMIT_PER_DAY`: tokens a caller (an address, when open) may spend a UTC day.
     pub token_limit_per_day: Option<u64>,
+    /// `SHARE_TTL_SECONDS`, `SHARE_MAX_TTL_SECONDS`: how long a chat's read-only link lives
+    /// by default, and at most.
+    pub share_ttl: (u64, u64),
     /// `PLAYGROUND`: serve the playground page (default true).
     pub playground: bool,
     /// `SEAL_KEYS`: the keys that seal what a chat says at rest; `None` keeps it plain.
@@ -120,6 +123,7 @@ impl Config {
             redis_timeout: store.redis_timeout,
             redis_ca_file: store.redis_ca_file,
             store: store.store,
+            share_ttl: store.share_ttl,
             default_system_prompt,
             max_body_bytes: callers.max_body_bytes,
             callers: callers.callers,

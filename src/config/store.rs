@@ -85,7 +85,14 @@ pub(super) struct Store {
     pub redis_timeout: Duration,
     pub redis_ca_file: Option<PathBuf>,
     pub store: StoreSettings,
+    /// `SHARE_TTL_SECONDS` and `SHARE_MAX_TTL_SECONDS`: how long a read-only link lives by
+    /// default, and at most.
+    pub share_ttl: (u64, u64),
 }
+
+/// A link lives 30 days unless asked otherwise, and at most a year.
+const SHARE_TTL_SECONDS: u64 = 30 * 24 * 3600;
+const SHARE_MAX_TTL_SECONDS: u64 = 365 * 24 * 3600;
 
 pub(super) fn read(env: &mut Reader<'_>) -> Store {
     let redis = redis_target(env);
@@ -116,10 +123,21 @@ pub(super) fn read(env: &mut Reader<'_>) -> Store {
         defaults.max_chat_bytes,
         4096..=MAX_CHAT_BYTES_LIMIT,
     );
+    let share_max = env.number(
+        "SHARE_MAX_TTL_SECONDS",
+        SHARE_MAX_TTL_SECONDS,
+        60..=MAX_CHAT_TTL_SECONDS,
+    );
+    let share_ttl = env.number(
+        "SHARE_TTL_SECONDS",
+        SHARE_TTL_SECONDS.min(share_max),
+        60..=share_max,
+    );
     Store {
         redis,
         redis_timeout,
         redis_ca_file,
+        share_ttl: (share_ttl, share_max),
         store: StoreSettings {
             key_prefix,
             chat_ttl: (ttl_seconds > 0).then(|| Duration::from_secs(ttl_seconds)),

@@ -308,3 +308,30 @@ fn compaction_is_off_unless_compact_at_tokens_is_set_within_the_budget() {
         assert!(err.contains(bound), "names the bound: {err}");
     }
 }
+
+#[test]
+fn share_links_live_30_days_by_default_and_at_most_the_maximum() {
+    let defaults = config(&[("GPT_API_KEY", "k")]).unwrap();
+    assert_eq!(defaults.share_ttl, (30 * 24 * 3600, 365 * 24 * 3600));
+    let set = config(&[
+        ("GPT_API_KEY", "k"),
+        ("SHARE_TTL_SECONDS", "3600"),
+        ("SHARE_MAX_TTL_SECONDS", "86400"),
+    ])
+    .unwrap();
+    assert_eq!(set.share_ttl, (3600, 86400));
+    // A maximum below the default lowers the default with it; a default above it is refused.
+    let low = config(&[("GPT_API_KEY", "k"), ("SHARE_MAX_TTL_SECONDS", "600")]).unwrap();
+    assert_eq!(low.share_ttl, (600, 600));
+    let err = config(&[
+        ("GPT_API_KEY", "k"),
+        ("SHARE_TTL_SECONDS", "9000"),
+        ("SHARE_MAX_TTL_SECONDS", "600"),
+    ])
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("SHARE_TTL_SECONDS") && err.contains("600"),
+        "{err}"
+    );
+}

@@ -19,6 +19,8 @@ use crate::error::ApiError;
 pub enum Route {
     /// `GET /`: `Hello, World!`, with no key needed.
     Hello,
+    /// `GET /shared/<token>`: a chat's snapshot behind a read-only link, with no key needed.
+    Shared(String),
     /// The older Python proxy's routes, kept path for path.
     Seed(SeedRoute),
     /// OpenAI's own API (`/v1/...`).
@@ -87,6 +89,12 @@ pub enum ChatsRoute {
     Fork(ChatId),
     /// `GET /<chat_id>/export`
     Export(ChatId),
+    /// `POST /<chat_id>/share`: a read-only link to a snapshot of the chat.
+    Share(ChatId),
+    /// `GET /<chat_id>/shares`: the chat's links.
+    Shares(ChatId),
+    /// `DELETE /<chat_id>/shares/<token>`: a link revoked.
+    Revoke(ChatId, String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -282,6 +290,27 @@ impl Route {
                 };
                 Ok(Route::Seed(route(ChatId::parse(id)?)))
             }
+            // A token is never one of a chat's actions (`/shared/chat` is chat `shared`'s).
+            ["shared", token] if is_share_token(token) => {
+                only(is_get, Route::Shared((*token).to_owned()), "GET")
+            }
+            [id, "share"] => {
+                let chat = ChatId::parse(id)?;
+                only(is_post, Route::Chats(ChatsRoute::Share(chat)), "POST")
+            }
+            [id, "shares"] => {
+                let chat = ChatId::parse(id)?;
+                only(is_get, Route::Chats(ChatsRoute::Shares(chat)), "GET")
+            }
+            [id, "shares", token] => {
+                let chat = ChatId::parse(id)?;
+                let token = (*token).to_owned();
+                only(
+                    method == Method::DELETE,
+                    Route::Chats(ChatsRoute::Revoke(chat, token)),
+                    "DELETE",
+                )
+            }
             [id, action @ ("title" | "fork" | "export")] => {
                 let chat = ChatId::parse(id)?;
                 let route = match (*action, is_get, is_post) {
@@ -312,6 +341,7 @@ impl Route {
     pub fn name(&self) -> &'static str {
         match self {
             Route::Hello => "hello",
+            Route::Shared(_) => "get_shared_chat",
             Route::Seed(route) => match route {
                 SeedRoute::GetGlobalSystem => "get_global_system",
                 SeedRoute::SetGlobalSystem => "set_global_system",
@@ -333,6 +363,9 @@ impl Route {
                 ChatsRoute::SetTitle(_) => "set_title",
                 ChatsRoute::Fork(_) => "fork_chat",
                 ChatsRoute::Export(_) => "export_chat",
+                ChatsRoute::Share(_) => "share_chat",
+                ChatsRoute::Shares(_) => "list_chat_shares",
+                ChatsRoute::Revoke(..) => "revoke_chat_share",
             },
             Route::OpenAi(OpenAiRoute::ChatCompletions) => "chat_completions",
             Route::OpenAi(OpenAiRoute::Models) => "models",
@@ -367,3 +400,15 @@ impl Route {
 
 #[cfg(test)]
 mod tests;
+
+/// What a read-only link's token looks like: 43 characters of unpadded base64url (256
+/// random bits), so that no action of a chat named `shared` is ever taken for one.
+pub fn is_share_token(token: &str) -> bool {
+    token.len() == SHARE_TOKEN_CHARS
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// The length of a link's token.
+pub const SHARE_TOKEN_CHARS: usize = 43;

@@ -50,6 +50,7 @@ mod idempotency;
 mod memory;
 mod prompts;
 mod redis;
+mod shares;
 mod turns;
 mod usage;
 mod write;
@@ -64,6 +65,7 @@ pub use self::idempotency::{
 pub use self::memory::MemoryStore;
 pub use self::prompts::Prompts;
 pub use self::redis::{RedisStore, Resealed};
+pub use self::shares::{ShareLink, Shares};
 pub use self::turns::{
     newest_within, record_apart, Recorded, Rewritten, TailClaim, TurnContext, TurnExtras,
     TurnRewrite, Turns,
@@ -75,6 +77,6 @@ pub use self::write::{Expect, Found, Written, FLOOR_SECONDS};
 
 /// The whole contract: every concern, as both stores keep it. Every method works inside one
 /// tenant's namespace: callers never see each other's data.
-pub trait Store: Prompts + Turns + Chats + Usage + Idempotency {}
+pub trait Store: Prompts + Turns + Chats + Usage + Idempotency + Shares {}
 
-impl<T: Prompts + Turns + Chats + Usage + Idempotency> Store for T {}
+impl<T: Prompts + Turns + Chats + Usage + Idempotency + Shares> Store for T {}

@@ -611,6 +611,8 @@ async fn an_import_from_messages_alone_and_bad_documents() {
         ),
         (json!({"turns": [{"nonsense": true}]}), "invalid_value"),
         (json!({"turns": "x"}), "invalid_value"),
+        // An export holds both: its `messages` must still be a transcript, not anything.
+        (json!({"turns": [], "messages": {}}), "invalid_value"),
         (
             json!({"turns": [{"user": "q", "assistant": "a", "exchange": {"input": [1], "response": null}}]}),
             "invalid_value",

@@ -30,6 +30,7 @@ mod routes;
 mod sealed;
 mod search;
 mod secrets;
+mod shares;
 mod store_contract;
 mod stored_compaction;
 mod stored_findings;

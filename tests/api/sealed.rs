@@ -406,6 +406,10 @@ async fn reseal_seals_everything_under_the_first_key_while_turns_run_and_loses_n
         );
         assert_eq!(send_to(old, said).await.status, 200);
     }
+    // And a read-only link to one, its snapshot sealed with the old key too.
+    let link = send_to(old, t.request("/old-sealed/share", json!({}), &[])).await;
+    assert_eq!(link.status, 200, "{}", link.text);
+    let shared_path = link.json()["path"].as_str().unwrap().to_owned();
     // The new key first; the reseal runs while turns are written to a chat.
     let store = t.store_sealed_with(&format!("{KEY_2},{KEY_1}")).await;
     let new = t.instance_sealed_with(Some(&format!("{KEY_2},{KEY_1}")));
@@ -448,6 +452,8 @@ async fn reseal_seals_everything_under_the_first_key_while_turns_run_and_loses_n
     let mut expected = vec!["sealed yankee".to_owned()];
     expected.extend((0..20).map(|i| format!("busy zulu {i}")));
     assert_eq!(said, expected, "every turn, once, in order");
+    let shared = send_to(only_new, t.get_request(&shared_path)).await;
+    assert_eq!(shared.json()["messages"][0]["content"], "sealed yankee");
     let plain = send_to(only_new, t.get_request("/old-plain/chat"))
         .await
         .json();

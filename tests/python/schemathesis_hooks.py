@@ -41,10 +41,10 @@ def fingerprint(request):
     return (request.method, request.path_url.split("?")[0], body or b"")
 
 
-# Ids the proxy answered with (stored responses, conversations and their items), so that
-# the routes that read them by id are also fuzzed with ids that exist, not only with
-# random ones (which are all 404s).
-SEEN_IDS = {"response_id": [], "conversation_id": [], "item_id": []}
+# Ids the proxy answered with (stored responses, conversations and their items, chats with
+# a turn, their read-only links' tokens), so that the routes that read them by id are also
+# fuzzed with ids that exist, not only with random ones (which are all 404s).
+SEEN_IDS = {"response_id": [], "conversation_id": [], "item_id": [], "token": [], "chat_id": []}
 
 
 def remember_ids(request, response):
@@ -63,6 +63,11 @@ def remember_ids(request, response):
         SEEN_IDS["response_id"].append(body["id"])
     if body.get("object") == "conversation":
         SEEN_IDS["conversation_id"].append(body["id"])
+    # A chat with a turn to show (its link is not a 409), and the links made to chats.
+    if request.method == "POST" and path.count("/") == 2 and path.endswith("/chat"):
+        SEEN_IDS["chat_id"].append(path.split("/")[1])
+    if body.get("object") == "chat.share":
+        SEEN_IDS["token"].append((path.split("/")[1], body["token"]))
     if path.startswith("/v1/conversations/") and path.endswith("/items") and body.get("object") == "list":
         conversation = path.split("/")[3]
         for item in body.get("data") or []:
@@ -75,6 +80,14 @@ def map_path_parameters(ctx, path_parameters):
     """Every other case of a route that names a stored thing gets one that exists."""
     if not path_parameters or os.urandom(1)[0] % 2:
         return path_parameters
+    if "token" in path_parameters and SEEN_IDS["token"]:
+        chat, token = SEEN_IDS["token"][os.urandom(1)[0] % len(SEEN_IDS["token"])]
+        known = {**path_parameters, "token": token}
+        return {**known, "chat_id": chat} if "chat_id" in path_parameters else known
+    operation = getattr(ctx, "operation", None)
+    if getattr(operation, "path", "").endswith("/share") and SEEN_IDS["chat_id"]:
+        chat = SEEN_IDS["chat_id"][os.urandom(1)[0] % len(SEEN_IDS["chat_id"])]
+        return {**path_parameters, "chat_id": chat}
     if "item_id" in path_parameters and SEEN_IDS["item_id"]:
         conversation, item = SEEN_IDS["item_id"][os.urandom(1)[0] % len(SEEN_IDS["item_id"])]
         return {**path_parameters, "conversation_id": conversation, "item_id": item}

@@ -65,8 +65,14 @@ pub(super) fn import_of(request: &Request, limit: usize) -> Result<Imported, Api
     let messages = body.remove("messages");
     // An export holds both; its `turns` are what is restored, and its `messages` must
     // still be a transcript.
-    if let (Some(_), Some(Value::Array(messages))) = (&turns, &messages) {
-        turns_of(messages.clone())?;
+    match (&turns, &messages) {
+        (Some(_), Some(Value::Array(messages))) => {
+            turns_of(messages.clone())?;
+        }
+        (Some(_), Some(other)) if !other.is_null() => {
+            return Err(invalid("messages", "`messages` must be an array"));
+        }
+        _ => {}
     }
     let turns = match (turns, messages) {
         (Some(Value::Array(turns)), _) => turns

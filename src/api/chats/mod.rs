@@ -6,6 +6,9 @@
 
 mod document;
 mod search;
+mod share;
+
+pub use self::share::shared;
 
 use lambda_http::http::StatusCode;
 use lambda_http::{Request, Response};
@@ -153,6 +156,11 @@ pub async fn serve(
                     "updated_at": summary.updated_ms / 1000,
                 }),
             ))
+        }
+        ChatsRoute::Share(chat) => share::share(app, tenant, &chat, request, limit, log).await,
+        ChatsRoute::Shares(chat) => share::shares(app, tenant, &chat, limit, log).await,
+        ChatsRoute::Revoke(chat, token) => {
+            share::revoke(app, tenant, &chat, &token, limit, log).await
         }
         ChatsRoute::Import => {
             let imported = document::import_of(request, import_limit(app))?;

@@ -7,7 +7,7 @@ use super::{key, Chat, MemoryStore};
 use crate::chat::{auto_title, ChatId, Tenant};
 use crate::store::{
     ChatCursor, ChatPage, ChatSummary, ChatUsage, Chats, ConversationInfo, ListOrder, NewChat,
-    StoreError,
+    Shares, StoreError,
 };
 
 #[async_trait::async_trait]
@@ -44,15 +44,18 @@ impl Chats for MemoryStore {
     }
 
     async fn delete_chat(&self, tenant: &Tenant, chat: &ChatId) -> Result<(), StoreError> {
-        let mut state = self.state();
-        let gone = key(tenant, chat);
-        self.raise_floor(&mut state, &gone);
-        state.chats.remove(&gone);
-        state.claims.remove(&gone);
-        state
-            .keys
-            .retain(|(owner, key), _| owner != tenant || key.chat.as_ref() != Some(chat));
-        Ok(())
+        {
+            let mut state = self.state();
+            let gone = key(tenant, chat);
+            self.raise_floor(&mut state, &gone);
+            state.chats.remove(&gone);
+            state.claims.remove(&gone);
+            state
+                .keys
+                .retain(|(owner, key), _| owner != tenant || key.chat.as_ref() != Some(chat));
+        }
+        // Its links go with it.
+        self.revoke_all(tenant, chat).await
     }
 
     async fn list_chats(

@@ -11,6 +11,7 @@
 mod chats;
 mod idempotency;
 mod prompts;
+mod shares;
 mod turns;
 mod usage;
 
@@ -52,6 +53,10 @@ struct State {
     keys: HashMap<(Tenant, IdempotencyKey), (Held, Instant)>,
     /// Which stored response holds each output item, by the item's id.
     items: HashMap<(Tenant, String), String>,
+    /// Read-only links: each token's snapshot and whose chat it is a link of.
+    shared: HashMap<String, (String, ChatKey, u64)>,
+    /// When each link expires (Unix seconds).
+    share_ends: HashMap<String, u64>,
 }
 
 #[derive(Clone)]

@@ -12,7 +12,7 @@ use crate::chat::{auto_title, ChatId, Tenant, Turn};
 use crate::clock::now_ms;
 use crate::store::{
     ChatCursor, ChatPage, ChatSummary, ChatUsage, Chats, ConversationInfo, ListOrder, NewChat,
-    StoreError, FLOOR_SECONDS,
+    Shares, StoreError, FLOOR_SECONDS,
 };
 
 impl RedisStore {
@@ -139,7 +139,10 @@ impl Chats for RedisStore {
             self.index(tenant, chat, None),
         );
         deleted?;
-        unlisted
+        unlisted?;
+        // Its links go with it (their snapshots live in other slots: after the chat, so
+        // that a cut between leaves the list of them to revoke from again).
+        self.revoke_all(tenant, chat).await
     }
 
     async fn list_chats(

@@ -27,6 +27,10 @@
 //!   milliseconds), in the counters' slot so that a turn's count updates it
 //! - `N:usage:{T}:made`         sorted set: the same chats by when they were made (first
 //!   listed), for a list whose order no write changes (`GET /v1/conversations`)
+//! - `N:chat:{ID}:shares`       hash: the chat's read-only links, each token with
+//!   `<created_at>:<expires_at>` (as long as its longest-lived link)
+//! - `P:share:<token>`          string: a link's snapshot of a chat (sealed), until it
+//!   expires; found by its token alone, whoever asks
 //! - `P:requests:<who>`         hash: the requests counted in the current window of
 //!   `RATE_LIMIT_PER_MINUTE`, each by its id, with its place in the count
 //!
@@ -75,6 +79,11 @@ impl ChatKeys {
     /// The claim on the chat's newest turn.
     pub fn next(&self) -> String {
         format!("{}:next", self.base)
+    }
+
+    /// The chat's read-only links.
+    pub fn shares(&self) -> String {
+        format!("{}:shares", self.base)
     }
 }
 
@@ -160,6 +169,11 @@ impl Keys {
             Some(chat) => format!("{}:idem:{}", self.chat(tenant, chat).base, key.hash),
             None => format!("{}:idem:{}", self.usage_base(tenant), key.hash),
         }
+    }
+
+    /// A link's snapshot, named by its token alone (whoever holds it reads it).
+    pub fn share(&self, token: &str) -> String {
+        format!("{}:share:{token}", self.prefix)
     }
 
     /// The window of `RATE_LIMIT_PER_MINUTE` of `who` (a caller, or an address).

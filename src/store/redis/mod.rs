@@ -19,6 +19,7 @@ mod prompts;
 mod reseal;
 mod scripts;
 mod sealed;
+mod shares;
 mod turns;
 mod usage;
 mod values;

@@ -40,6 +40,8 @@ fn holds(key: &str) -> Holds {
         Some(":meta") if key.contains(":chat:{") => Holds::Meta,
         Some(rest) if rest.starts_with(":idem:") => Holds::Answer,
         None if key.ends_with(":global:system") => Holds::Text,
+        // A read-only link's snapshot: `P:share:<token>`.
+        None if key.contains(":share:") => Holds::Text,
         _ => Holds::Other,
     }
 }

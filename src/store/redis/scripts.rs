@@ -47,6 +47,8 @@ pub(super) struct Scripts {
     pub list_chats: Script,
     /// Sealed values in place of what they were read as (`make reseal`).
     pub reseal: Script,
+    /// A chat's link, listed before its snapshot is kept.
+    pub share: Script,
 }
 
 impl Scripts {
@@ -93,13 +95,14 @@ impl Scripts {
             index_chat: Script::new(format!("{index_chat}return index_chat(KEYS, ARGV)\n")),
             list_chats: alone(include_str!("scripts/list_chats.lua")),
             reseal: alone(include_str!("scripts/reseal.lua")),
+            share: alone(include_str!("scripts/share.lua")),
         }
     }
 }
 
 impl Scripts {
     /// Every script, to load into Redis.
-    fn all(&self) -> [&Script; 18] {
+    fn all(&self) -> [&Script; 19] {
         [
             &self.claim_newest,
             &self.release_claim,
@@ -119,6 +122,7 @@ impl Scripts {
             &self.index_chat,
             &self.list_chats,
             &self.reseal,
+            &self.share,
         ]
     }
 

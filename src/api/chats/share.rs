@@ -1,0 +1,205 @@
+//! Read-only links to a chat: `POST /<chat_id>/share` makes a snapshot of the chat as it is
+//! (its title and transcript; its prompt only when asked) behind a token of 256 random
+//! bits, which `GET /shared/<token>` answers to anyone holding it, with no caller key,
+//! until it expires (`SHARE_TTL_SECONDS`, at most `SHARE_MAX_TTL_SECONDS`) or its owner
+//! revokes it (`DELETE /<chat_id>/shares/<token>`); `GET /<chat_id>/shares` lists them.
+//! Nothing of the owner is in the snapshot: not its key, its name, its other chats, nor
+//! the chat's id.
+
+use base64::Engine;
+use lambda_http::http::StatusCode;
+use lambda_http::{Request, Response};
+use ring::rand::{SecureRandom, SystemRandom};
+use serde_json::{json, Value};
+
+use super::{chat_not_found, invalid, only};
+use crate::app::App;
+use crate::body::{json_object, whole_number};
+use crate::chat::{transcript, ChatId, Tenant};
+use crate::clock::now_ms;
+use crate::error::ApiError;
+use crate::http::{empty_object, json_response, ResponseBody};
+use crate::request_log::RequestLog;
+use crate::routes::is_share_token;
+use crate::store::ShareLink;
+
+/// What `GET /shared/<token>` answers.
+const SHARED_OBJECT: &str = "chat.shared";
+
+/// `POST /<chat_id>/share`: `{"expires_in": seconds, "include_system": bool}`, both
+/// optional.
+pub(super) async fn share(
+    app: &App,
+    tenant: &Tenant,
+    chat: &ChatId,
+    request: &Request,
+    first: impl std::future::Future<Output = Result<(), ApiError>>,
+    log: &mut RequestLog,
+) -> Result<Response<ResponseBody>, ApiError> {
+    let (expires_in, include_system) = share_of(app, request)?;
+    let store = &app.store;
+    let read = async {
+        tokio::join!(
+            first,
+            store.turns(tenant, chat),
+            store.chat_prompt(tenant, chat),
+            store.chat_summary(tenant, chat),
+        )
+    };
+    let (allowed, turns, prompt, summary) = log.redis(read).await;
+    allowed?;
+    let summary = summary?.ok_or_else(|| chat_not_found(chat))?;
+    let (turns, prompt) = (turns?, prompt?);
+    if turns.is_empty() {
+        return Err(ApiError::Conflict {
+            code: "nothing_to_share",
+            message: "the chat has no messages yet: a link would show nothing".to_owned(),
+        });
+    }
+    let created_at = now_ms() / 1000;
+    let link = ShareLink {
+        token: new_token()?,
+        created_at,
+        expires_at: created_at + expires_in,
+    };
+    let snapshot = json!({
+        "object": SHARED_OBJECT,
+        "title": summary.title,
+        "system": prompt.filter(|_| include_system),
+        "messages": transcript(&turns),
+        "created_at": link.created_at,
+        "expires_at": link.expires_at,
+    });
+    log.redis(store.share(tenant, chat, &link, &snapshot.to_string()))
+        .await?;
+    Ok(json_response(StatusCode::OK, &listed(&link)))
+}
+
+/// `GET /<chat_id>/shares`: the chat's links that have not expired, newest first.
+pub(super) async fn shares(
+    app: &App,
+    tenant: &Tenant,
+    chat: &ChatId,
+    first: impl std::future::Future<Output = Result<(), ApiError>>,
+    log: &mut RequestLog,
+) -> Result<Response<ResponseBody>, ApiError> {
+    let store = &app.store;
+    let read = async {
+        tokio::join!(
+            first,
+            store.shares(tenant, chat),
+            store.chat_summary(tenant, chat)
+        )
+    };
+    let (allowed, links, summary) = log.redis(read).await;
+    allowed?;
+    let links = links?;
+    if links.is_empty() && summary?.is_none() {
+        return Err(chat_not_found(chat));
+    }
+    let data: Vec<Value> = links.iter().map(listed).collect();
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"object": "list", "data": data}),
+    ))
+}
+
+/// `DELETE /<chat_id>/shares/<token>`: the link revoked, its snapshot gone.
+pub(super) async fn revoke(
+    app: &App,
+    tenant: &Tenant,
+    chat: &ChatId,
+    token: &str,
+    first: impl std::future::Future<Output = Result<(), ApiError>>,
+    log: &mut RequestLog,
+) -> Result<Response<ResponseBody>, ApiError> {
+    let revoked = async {
+        match is_share_token(token) {
+            true => app.store.revoke(tenant, chat, token).await.map(Some),
+            false => Ok(None),
+        }
+    };
+    let (allowed, revoked) = log.redis(async { tokio::join!(first, revoked) }).await;
+    allowed?;
+    match revoked? {
+        Some(true) => Ok(empty_object()),
+        _ => Err(share_not_found()),
+    }
+}
+
+/// `GET /shared/<token>`: the snapshot, to anyone holding the token.
+pub async fn shared(
+    app: &App,
+    token: &str,
+    log: &mut RequestLog,
+) -> Result<Response<ResponseBody>, ApiError> {
+    let snapshot = log
+        .redis(app.store.shared(token))
+        .await?
+        .ok_or_else(share_not_found)?;
+    let snapshot: Value = serde_json::from_str(&snapshot).map_err(|_| ApiError::Internal)?;
+    Ok(json_response(StatusCode::OK, &snapshot))
+}
+
+/// A link as its owner sees it.
+fn listed(link: &ShareLink) -> Value {
+    json!({
+        "object": "chat.share",
+        "token": link.token,
+        "path": format!("/shared/{}", link.token),
+        "created_at": link.created_at,
+        "expires_at": link.expires_at,
+    })
+}
+
+/// 256 bits from the system's secure random source, as unpadded base64url.
+fn new_token() -> Result<String, ApiError> {
+    let mut bytes = [0u8; 32];
+    SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| ApiError::Internal)?;
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+}
+
+fn share_not_found() -> ApiError {
+    ApiError::Missing {
+        code: "share_not_found",
+        param: None,
+        message: "there is no such link: it may have expired or been revoked".to_owned(),
+    }
+}
+
+/// The body of `POST /<chat_id>/share`: how long the link lives (seconds, from 60 to
+/// `SHARE_MAX_TTL_SECONDS`; `SHARE_TTL_SECONDS` when absent), and whether the snapshot
+/// shows the chat's prompt (false when absent).
+fn share_of(app: &App, request: &Request) -> Result<(u64, bool), ApiError> {
+    let (default, max) = app.share_ttl;
+    if request.body().is_empty() {
+        return Ok((default, false));
+    }
+    let mut body = json_object(request.body(), app.max_body_bytes)?;
+    let expires_in = match body.remove("expires_in") {
+        None | Some(Value::Null) => default,
+        Some(value) => match whole_number(&value) {
+            Some(seconds) if (60..=max).contains(&seconds) => seconds,
+            _ => {
+                return Err(invalid(
+                    "expires_in",
+                    format!("`expires_in` must be a whole number of seconds from 60 to {max}"),
+                ))
+            }
+        },
+    };
+    let include_system = match body.remove("include_system") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(include)) => include,
+        Some(_) => {
+            return Err(invalid(
+                "include_system",
+                "`include_system` must be true or false",
+            ))
+        }
+    };
+    only(&body, "`expires_in` and `include_system`")?;
+    Ok((expires_in, include_system))
+}
