@@ -93,7 +93,7 @@ async fn serve(
     match route {
         Route::Hello => return Ok(hello()),
         // A read-only link: its token (256 random bits) is its key.
-        Route::Shared(token) => return api::chats::shared(app, &token, log).await,
+        Route::Shared(token) => return api::chats::shared(app, &token, request, log).await,
         Route::File(file) if file.is_playground() && !app.playground => {
             return Err(ApiError::NotFound)
         }
@@ -104,7 +104,7 @@ async fn serve(
     log.caller = Some(tenant.name().to_owned());
     match route {
         Route::Hello => Ok(hello()),
-        Route::Shared(token) => api::chats::shared(app, &token, log).await,
+        Route::Shared(token) => api::chats::shared(app, &token, request, log).await,
         Route::File(file) => Ok(api::files::serve(file, request)),
         Route::Seed(seed) => api::seed::serve(app, seed, &tenant, request, log).await,
         Route::OpenAi(OpenAiRoute::ChatCompletions) => {

@@ -93,7 +93,7 @@ pub enum ChatsRoute {
     Share(ChatId),
     /// `GET /<chat_id>/shares`: the chat's links.
     Shares(ChatId),
-    /// `DELETE /<chat_id>/shares/<token>`: a link revoked.
+    /// `DELETE /<chat_id>/shares/<id or token>`: a link revoked.
     Revoke(ChatId, String),
 }
 

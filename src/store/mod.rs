@@ -65,7 +65,7 @@ pub use self::idempotency::{
 pub use self::memory::MemoryStore;
 pub use self::prompts::Prompts;
 pub use self::redis::{RedisStore, Resealed};
-pub use self::shares::{ShareLink, Shares};
+pub use self::shares::{link_id, ShareLink, Shared, Shares, MAX_LINKS_PER_CHAT};
 pub use self::turns::{
     newest_within, record_apart, Recorded, Rewritten, TailClaim, TurnContext, TurnExtras,
     TurnRewrite, Turns,

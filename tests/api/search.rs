@@ -129,7 +129,8 @@ async fn a_search_finds_titles_questions_and_answers_of_every_door_in_any_case()
     let none = search(&t, "q=albatross").await;
     assert_eq!(
         none,
-        json!({"chats": [], "has_more": false, "next": null, "scanned": 4, "cut_short": false})
+        json!({"chats": [], "has_more": false, "next": null, "scanned": 4, "unreadable": 0,
+            "cut_short": false})
     );
 }
 
@@ -266,4 +267,25 @@ async fn a_bad_query_is_a_clear_400() {
         .filter(|(key, _)| !key.contains(":rate:"))
         .collect();
     assert_eq!(after, before);
+}
+
+#[tokio::test]
+async fn a_chat_that_does_not_open_is_passed_over_and_counted() {
+    let t = TestApp::start().await;
+    t.say("plain", "otters in the bay").await;
+    tick().await;
+    // A chat begun plain, then given a turn sealed under a key this instance does not hold.
+    t.say("locked", "otters too").await;
+    let sealed = t.instance_sealed_with(Some("k1:MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="));
+    let said = t.request("/locked/chat", json!({"content": "and more"}), &[]);
+    assert_eq!(send_to(sealed, said).await.status, 200);
+    assert_eq!(
+        t.get("/locked/chat").await.status,
+        500,
+        "this instance cannot open it"
+    );
+    let page = search(&t, "q=otters").await;
+    assert_eq!(ids(&page), ["plain"]);
+    assert_eq!(page["unreadable"], 1);
+    assert_eq!(page["scanned"], 2);
 }

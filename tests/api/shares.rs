@@ -1,5 +1,6 @@
 //! Read-only links: `POST /<chat_id>/share` freezes a snapshot of the chat behind a token
-//! of 256 random bits, which anyone reads at `GET /shared/<token>` with no key; only its
+//! of 256 random bits (kept nowhere), which anyone reads at `GET /shared/<token>` with no
+//! key; only its
 //! owner lists and revokes it; a revoked, expired or deleted chat's link is a 404 and its
 //! snapshot is gone from Redis; nothing of the owner is reachable through it.
 
@@ -82,6 +83,13 @@ async fn a_link_shows_the_chat_as_it_was_to_anyone_without_a_key() {
         .unwrap();
     assert_eq!(bits.len(), 32);
     assert_eq!(link["path"], format!("/shared/{token}"));
+    // The token opens the snapshot, so it is kept nowhere: the store knows the link by
+    // its SHA-256.
+    let id = link["id"].as_str().unwrap();
+    assert_eq!(id.len(), 64);
+    for (key, value) in t.dump() {
+        assert!(!key.contains(token) && !value.contains(token), "{key}");
+    }
     assert_eq!(
         link["expires_at"].as_u64().unwrap() - link["created_at"].as_u64().unwrap(),
         30 * 24 * 3600
@@ -101,6 +109,7 @@ async fn a_link_shows_the_chat_as_it_was_to_anyone_without_a_key() {
     .await;
     let shared = t.get(link["path"].as_str().unwrap()).await;
     assert_eq!(shared.status, 200, "{}", shared.text);
+    assert_eq!(shared.header("cache-control"), Some("no-store"));
     let snapshot = shared.json();
     assert_eq!(snapshot["object"], "chat.shared");
     assert_eq!(snapshot["title"], "first question");
@@ -134,7 +143,7 @@ async fn a_link_shows_the_chat_as_it_was_to_anyone_without_a_key() {
     // The snapshot expires with its link, in Redis.
     let key = share_keys(&t)
         .into_iter()
-        .find(|key| key.ends_with(with_prompt["token"].as_str().unwrap()))
+        .find(|key| key.ends_with(with_prompt["id"].as_str().unwrap()))
         .unwrap();
     let ttl: u64 = t.redis.query(&["TTL", &key]).trim().parse().unwrap();
     assert!((3590..=3600).contains(&ttl), "{ttl}");
@@ -153,14 +162,11 @@ async fn only_the_owner_lists_and_revokes_and_a_revoked_link_is_gone() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|link| link["token"].as_str().unwrap())
+        .map(|link| link["id"].as_str().unwrap())
         .collect();
     assert_eq!(
         tokens,
-        [
-            newer["token"].as_str().unwrap(),
-            older["token"].as_str().unwrap()
-        ]
+        [newer["id"].as_str().unwrap(), older["id"].as_str().unwrap()]
     );
 
     // Bob has no chat `trip`: he neither lists nor revokes Alice's links.
@@ -180,7 +186,8 @@ async fn only_the_owner_lists_and_revokes_and_a_revoked_link_is_gone() {
     t.get(&format!("/shared/{token}"))
         .await
         .assert_error(404, "share_not_found");
-    assert!(share_keys(&t).iter().all(|key| !key.ends_with(token)));
+    let id = older["id"].as_str().unwrap();
+    assert!(share_keys(&t).iter().all(|key| !key.ends_with(id)));
     assert_eq!(share_keys(&t).len(), 1, "the other link's snapshot");
     call(&t, Method::DELETE, &revoke, None, &[ALICE])
         .await
@@ -189,6 +196,62 @@ async fn only_the_owner_lists_and_revokes_and_a_revoked_link_is_gone() {
         .await
         .json();
     assert_eq!(listed["data"].as_array().unwrap().len(), 1);
+    assert!(
+        listed["data"][0].get("token").is_none(),
+        "shown once, when made"
+    );
+    // The other is revoked by the id the list shows.
+    let by_id = format!("/trip/shares/{}", newer["id"].as_str().unwrap());
+    let revoked = call(&t, Method::DELETE, &by_id, None, &[ALICE]).await;
+    assert_eq!(revoked.status, 200, "{}", revoked.text);
+    t.get(newer["path"].as_str().unwrap())
+        .await
+        .assert_error(404, "share_not_found");
+}
+
+#[tokio::test]
+async fn a_snapshot_whose_link_is_not_listed_is_never_answered_and_goes() {
+    // As when a link is made while its chat is being deleted: the snapshot is kept after
+    // the deletion took the chat's list away.
+    let t = alice_app(&[]).await;
+    let link = share(&t, "trip", json!({})).await;
+    let id = link["id"].as_str().unwrap();
+    let list = "chat-proxy:caller:alice:chat:{trip}:shares";
+    assert_eq!(t.redis.query(&["HDEL", list, id]).trim(), "1");
+    t.get(link["path"].as_str().unwrap())
+        .await
+        .assert_error(404, "share_not_found");
+    assert_eq!(share_keys(&t), Vec::<String>::new(), "and it is dropped");
+}
+
+#[tokio::test]
+async fn a_chat_has_at_most_100_links_and_the_link_route_is_rate_limited() {
+    let t = alice_app(&[("RATE_LIMIT_PER_MINUTE", "300")]).await;
+    let mut last = Value::Null;
+    for _ in 0..100 {
+        last = share(&t, "trip", json!({})).await;
+    }
+    let more = call(&t, Method::POST, "/trip/share", Some(json!({})), &[ALICE]).await;
+    more.assert_error(409, "too_many_links");
+    let revoke = format!("/trip/shares/{}", last["id"].as_str().unwrap());
+    assert_eq!(
+        call(&t, Method::DELETE, &revoke, None, &[ALICE])
+            .await
+            .status,
+        200
+    );
+    share(&t, "trip", json!({})).await;
+    // Reading a link counts against the address's limit, as an open API's caller.
+    let path = last["path"].as_str().unwrap().to_owned();
+    let mut limited = false;
+    for _ in 0..310 {
+        let reply = t.get(&path).await;
+        if reply.status == 429 {
+            limited = true;
+            break;
+        }
+    }
+    assert!(limited, "GET /shared/<token> is rate limited");
 }
 
 #[tokio::test]
@@ -196,9 +259,10 @@ async fn an_expired_link_is_a_404_and_a_deleted_chats_links_go_with_it() {
     let t = alice_app(&[]).await;
     let link = share(&t, "trip", json!({"expires_in": 60})).await;
     let token = link["token"].as_str().unwrap().to_owned();
+    let id = link["id"].as_str().unwrap();
     let key = share_keys(&t)
         .into_iter()
-        .find(|key| key.ends_with(&token))
+        .find(|key| key.ends_with(id))
         .unwrap();
     // Redis lets it expire (made to happen now).
     t.redis.query(&["PEXPIRE", &key, "1"]);

@@ -43,8 +43,18 @@ pub async fn serve(
             let (after, count) = list_query(request)?;
             if let Some(q) = query_values(request, "q").next() {
                 let query = search::Query::parse(&q)?;
-                let page =
-                    search::search(&**store, tenant, &query, after, count, limit, log).await?;
+                let max_chat_bytes = app.chat_caps.1;
+                let page = search::search(
+                    &**store,
+                    tenant,
+                    &query,
+                    after,
+                    count,
+                    max_chat_bytes,
+                    limit,
+                    log,
+                )
+                .await?;
                 return Ok(json_response(StatusCode::OK, &page));
             }
             let read = async {

@@ -5,8 +5,11 @@
 //! Nothing is indexed, so nothing a chat says is kept in the clear for a search (a sealed
 //! chat stays sealed in Redis): each chat's turns are read, opened and looked through here,
 //! a batch of chats a round trip. What one search may read is bounded: at most
-//! [`MAX_SCANNED`] chats (each at most `MAX_CHAT_BYTES`); when that bound stops it before it
-//! has found `limit` chats, the page says so (`cut_short`) and where to go on (`next`).
+//! [`MAX_SCANNED`] chats, and at once at most [`BYTES_IN_FLIGHT`] of them (a batch holds as
+//! many chats of `MAX_CHAT_BYTES` as fit, from 1 to 50); when the bound stops it before it
+//! has found `limit` chats, the page says so (`cut_short`) and where to go on (`next`). A
+//! chat that cannot be opened (sealed under a key since dropped) is passed over and counted
+//! (`unreadable`), never the end of every search that reaches it.
 
 use futures_util::future::join_all;
 use serde_json::{json, Value};
@@ -21,8 +24,11 @@ use crate::store::{ChatSummary, ListOrder, Store};
 pub const MAX_QUERY_CHARS: usize = 200;
 /// The most chats one search request reads.
 pub const MAX_SCANNED: usize = 500;
-/// Chats read a round trip.
+/// Chats read a round trip, at most.
 const BATCH: usize = 50;
+/// The most a batch may hold, counted at `MAX_CHAT_BYTES` a chat: what one search holds at
+/// once stays well within the function's memory.
+pub const BYTES_IN_FLIGHT: usize = 16 * 1024 * 1024;
 /// Characters of a snippet around the match, before and after it.
 const BEFORE: usize = 40;
 const AFTER: usize = 80;
@@ -42,31 +48,32 @@ impl Query {
                 format!("`q` must be 1 to {MAX_QUERY_CHARS} characters, not only spaces"),
             ));
         }
-        Ok(Query {
-            folded: q.to_lowercase(),
-        })
+        Ok(Query { folded: fold(q) })
     }
 }
 
 /// A page of the caller's chats that match `query`, read from `after` on; `first` (the
 /// caller's rate limit) rides the first read's round trip.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn search(
     store: &dyn Store,
     tenant: &Tenant,
     query: &Query,
     after: Option<ChatCursor>,
     limit: usize,
+    max_chat_bytes: usize,
     first: impl std::future::Future<Output = Result<(), ApiError>>,
     log: &mut RequestLog,
 ) -> Result<Value, ApiError> {
+    let batch = (BYTES_IN_FLIGHT / max_chat_bytes.max(1)).clamp(1, BATCH);
     let mut hits: Vec<Value> = Vec::new();
-    let mut scanned = 0;
+    let (mut scanned, mut unreadable) = (0, 0);
     let mut cursor = after;
     // Whether chats are left after `cursor` (unknown until a page says none are).
     let mut more = true;
     let mut first = Some(first);
     while more && hits.len() < limit && scanned < MAX_SCANNED {
-        let want = BATCH.min(MAX_SCANNED - scanned);
+        let want = batch.min(MAX_SCANNED - scanned);
         let list = store.list_chats(tenant, ListOrder::Written, cursor.as_ref(), want);
         let page = match first.take() {
             Some(first) => {
@@ -85,7 +92,16 @@ pub(super) async fn search(
                 at_ms: chat.updated_ms,
                 id: chat.id.clone(),
             });
-            if let Some(hit) = found(chat, &turns?, query) {
+            let turns = match turns {
+                Ok(turns) => turns,
+                Err(error) if error.is_unreadable() => {
+                    tracing::warn!(%error, "a chat that does not open was passed over by a search");
+                    unreadable += 1;
+                    continue;
+                }
+                Err(error) => return Err(error.into()),
+            };
+            if let Some(hit) = found(chat, &turns, query) {
                 hits.push(hit);
                 if hits.len() == limit {
                     more |= at + 1 < page.chats.len();
@@ -100,6 +116,7 @@ pub(super) async fn search(
         "has_more": more,
         "next": cursor.as_ref().filter(|_| more).map(cursor_text),
         "scanned": scanned,
+        "unreadable": unreadable,
         "cut_short": cut_short,
     }))
 }
@@ -145,11 +162,11 @@ fn find_folded(text: &str, folded: &str) -> Option<(usize, usize)> {
         let start = lower.find(folded)?;
         return Some((start, start + folded.len()));
     }
-    // Else each byte of the lower-cased text remembers the character it came from.
+    // Else each byte of the folded text remembers the character it came from.
     let mut lower = String::with_capacity(text.len());
     let mut origin = Vec::with_capacity(text.len());
     for (at, c) in text.char_indices() {
-        for l in c.to_lowercase() {
+        for l in fold_char(c) {
             let before = lower.len();
             lower.push(l);
             origin.extend(std::iter::repeat_n(at, lower.len() - before));
@@ -159,6 +176,16 @@ fn find_folded(text: &str, folded: &str) -> Option<(usize, usize)> {
     let last = origin[start + folded.len() - 1];
     let end = last + text[last..].chars().next().map_or(0, char::len_utf8);
     Some((origin[start], end))
+}
+
+/// Text as it is compared: lower case, one character at a time (so that the query and the
+/// text fold alike), with a final sigma as any sigma.
+fn fold(text: &str) -> String {
+    text.chars().flat_map(fold_char).collect()
+}
+
+fn fold_char(c: char) -> impl Iterator<Item = char> {
+    c.to_lowercase().map(|l| if l == 'ς' { 'σ' } else { l })
 }
 
 /// The text around `start..end`, on one line, with `…` where it was cut.
@@ -198,6 +225,11 @@ mod tests {
         let text = "Grüße aus KÖLN am Rhein";
         let (start, end) = find_folded(text, "köln").unwrap();
         assert_eq!(&text[start..end], "KÖLN");
+        // A word's final sigma is a sigma, in the query as in the text.
+        let text = "ΟΔΟΣ ΕΡΜΟΥ";
+        let (start, end) = find_folded(text, &fold("οδος")).unwrap();
+        assert_eq!(&text[start..end], "ΟΔΟΣ");
+        assert!(find_folded("η οδός", &fold("ΟΔΌΣ")).is_some());
         // A letter whose lower case is longer (İ: i and a combining dot).
         let text = "İstanbul and Ankara";
         let (start, end) = find_folded(text, "ankara").unwrap();

@@ -1,8 +1,9 @@
 //! Read-only links to a chat: `POST /<chat_id>/share` makes a snapshot of the chat as it is
 //! (its title and transcript; its prompt only when asked) behind a token of 256 random
-//! bits, which `GET /shared/<token>` answers to anyone holding it, with no caller key,
-//! until it expires (`SHARE_TTL_SECONDS`, at most `SHARE_MAX_TTL_SECONDS`) or its owner
-//! revokes it (`DELETE /<chat_id>/shares/<token>`); `GET /<chat_id>/shares` lists them.
+//! bits, shown once, which `GET /shared/<token>` answers to anyone holding it, with no
+//! caller key, until it expires (`SHARE_TTL_SECONDS`, at most `SHARE_MAX_TTL_SECONDS`) or
+//! its owner revokes it (`DELETE /<chat_id>/shares/<id or token>`); `GET
+//! /<chat_id>/shares` lists them by id (the token's SHA-256: the token is kept nowhere).
 //! Nothing of the owner is in the snapshot: not its key, its name, its other chats, nor
 //! the chat's id.
 
@@ -21,7 +22,7 @@ use crate::error::ApiError;
 use crate::http::{empty_object, json_response, ResponseBody};
 use crate::request_log::RequestLog;
 use crate::routes::is_share_token;
-use crate::store::ShareLink;
+use crate::store::{link_id, ShareLink, Shared, MAX_LINKS_PER_CHAT};
 
 /// What `GET /shared/<token>` answers.
 const SHARED_OBJECT: &str = "chat.shared";
@@ -57,8 +58,9 @@ pub(super) async fn share(
         });
     }
     let created_at = now_ms() / 1000;
+    let token = new_token()?;
     let link = ShareLink {
-        token: new_token()?,
+        id: link_id(&token),
         created_at,
         expires_at: created_at + expires_in,
     };
@@ -70,9 +72,26 @@ pub(super) async fn share(
         "created_at": link.created_at,
         "expires_at": link.expires_at,
     });
-    log.redis(store.share(tenant, chat, &link, &snapshot.to_string()))
-        .await?;
-    Ok(json_response(StatusCode::OK, &listed(&link)))
+    match log
+        .redis(store.share(tenant, chat, &link, &snapshot.to_string()))
+        .await?
+    {
+        Shared::Made => {}
+        Shared::ChatGone => return Err(chat_not_found(chat)),
+        Shared::TooMany => {
+            return Err(ApiError::Conflict {
+                code: "too_many_links",
+                message: format!(
+                    "the chat has {MAX_LINKS_PER_CHAT} links that have not expired; revoke \
+                     one first"
+                ),
+            })
+        }
+    }
+    let mut made = listed(&link);
+    made["token"] = json!(token);
+    made["path"] = json!(format!("/shared/{token}"));
+    Ok(json_response(StatusCode::OK, &made))
 }
 
 /// `GET /<chat_id>/shares`: the chat's links that have not expired, newest first.
@@ -104,19 +123,27 @@ pub(super) async fn shares(
     ))
 }
 
-/// `DELETE /<chat_id>/shares/<token>`: the link revoked, its snapshot gone.
+/// `DELETE /<chat_id>/shares/<link>`: the link revoked, its snapshot gone; `<link>` is its
+/// id (as the list shows it) or its token.
 pub(super) async fn revoke(
     app: &App,
     tenant: &Tenant,
     chat: &ChatId,
-    token: &str,
+    link: &str,
     first: impl std::future::Future<Output = Result<(), ApiError>>,
     log: &mut RequestLog,
 ) -> Result<Response<ResponseBody>, ApiError> {
+    let id = match link {
+        token if is_share_token(token) => Some(link_id(token)),
+        id if id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            Some(id.to_ascii_lowercase())
+        }
+        _ => None,
+    };
     let revoked = async {
-        match is_share_token(token) {
-            true => app.store.revoke(tenant, chat, token).await.map(Some),
-            false => Ok(None),
+        match &id {
+            Some(id) => app.store.revoke(tenant, chat, id).await.map(Some),
+            None => Ok(None),
         }
     };
     let (allowed, revoked) = log.redis(async { tokio::join!(first, revoked) }).await;
@@ -127,26 +154,40 @@ pub(super) async fn revoke(
     }
 }
 
-/// `GET /shared/<token>`: the snapshot, to anyone holding the token.
+/// `GET /shared/<token>`: the snapshot, to anyone holding the token (counted against the
+/// address's `RATE_LIMIT_PER_MINUTE`, as an open API's caller is). Never cached on the way:
+/// a revoked link must stop answering at once.
 pub async fn shared(
     app: &App,
     token: &str,
+    request: &Request,
     log: &mut RequestLog,
 ) -> Result<Response<ResponseBody>, ApiError> {
-    let snapshot = log
-        .redis(app.store.shared(token))
-        .await?
-        .ok_or_else(share_not_found)?;
+    let id = link_id(token);
+    let read = async {
+        tokio::join!(
+            app.guard.rate_limit(&Tenant::Open, request),
+            app.store.shared(&id)
+        )
+    };
+    let (allowed, snapshot) = log.redis(read).await;
+    allowed?;
+    let snapshot = snapshot?.ok_or_else(share_not_found)?;
     let snapshot: Value = serde_json::from_str(&snapshot).map_err(|_| ApiError::Internal)?;
-    Ok(json_response(StatusCode::OK, &snapshot))
+    let mut response = json_response(StatusCode::OK, &snapshot);
+    response.headers_mut().insert(
+        lambda_http::http::header::CACHE_CONTROL,
+        lambda_http::http::HeaderValue::from_static("no-store"),
+    );
+    Ok(response)
 }
 
-/// A link as its owner sees it.
+/// A link as its owner's list shows it: by its id (its token, shown once when it is made,
+/// is kept nowhere).
 fn listed(link: &ShareLink) -> Value {
     json!({
         "object": "chat.share",
-        "token": link.token,
-        "path": format!("/shared/{}", link.token),
+        "id": link.id,
         "created_at": link.created_at,
         "expires_at": link.expires_at,
     })

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use super::{
     newest_within, ChatSummary, ChatUsage, ConversationInfo, Found, IdempotencyKey, ListOrder,
-    PeriodUsage, FLOOR_SECONDS,
+    PeriodUsage, ShareLink, FLOOR_SECONDS,
 };
 use crate::chat::{ChatId, Tenant, Turn};
 use crate::clock::now_ms;
@@ -53,10 +53,8 @@ struct State {
     keys: HashMap<(Tenant, IdempotencyKey), (Held, Instant)>,
     /// Which stored response holds each output item, by the item's id.
     items: HashMap<(Tenant, String), String>,
-    /// Read-only links: each token's snapshot and whose chat it is a link of.
-    shared: HashMap<String, (String, ChatKey, u64)>,
-    /// When each link expires (Unix seconds).
-    share_ends: HashMap<String, u64>,
+    /// Read-only links by id: each one's snapshot and the chat it is a link of.
+    shared: HashMap<String, (String, ChatKey, ShareLink)>,
 }
 
 #[derive(Clone)]

@@ -1,10 +1,11 @@
-//! A chat's read-only links in memory: each snapshot under its token, with the chat it is
-//! a link of and when it expires.
+//! A chat's read-only links in memory: each snapshot by its link's id, with the chat it is
+//! a link of. One lock: a link is made only while its chat has turns, and a deletion takes
+//! its links with it.
 
 use super::{key, MemoryStore};
 use crate::chat::{ChatId, Tenant};
 use crate::clock::now_ms;
-use crate::store::{ShareLink, Shares, StoreError};
+use crate::store::{ShareLink, Shared, Shares, StoreError, MAX_LINKS_PER_CHAT};
 
 #[async_trait::async_trait]
 impl Shares for MemoryStore {
@@ -14,24 +15,39 @@ impl Shares for MemoryStore {
         chat: &ChatId,
         link: &ShareLink,
         snapshot: &str,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Shared, StoreError> {
         let mut state = self.state();
-        let entry = (snapshot.to_owned(), key(tenant, chat), link.created_at);
-        state.shared.insert(link.token.clone(), entry);
-        state.share_ends.insert(link.token.clone(), link.expires_at);
-        Ok(())
+        let chat = key(tenant, chat);
+        let has_turns = self
+            .live(&mut state, &chat)
+            .is_some_and(|kept| !kept.turns.is_empty());
+        if !has_turns {
+            return Ok(Shared::ChatGone);
+        }
+        let now = now_ms() / 1000;
+        state
+            .shared
+            .retain(|_, (_, of, kept)| *of != chat || kept.lives_at(now));
+        let live = state
+            .shared
+            .iter()
+            .filter(|(id, (_, of, _))| *of == chat && **id != link.id)
+            .count();
+        if live >= MAX_LINKS_PER_CHAT {
+            return Ok(Shared::TooMany);
+        }
+        let kept = (snapshot.to_owned(), chat, link.clone());
+        state.shared.insert(link.id.clone(), kept);
+        Ok(Shared::Made)
     }
 
-    async fn shared(&self, token: &str) -> Result<Option<String>, StoreError> {
-        let mut state = self.state();
+    async fn shared(&self, id: &str) -> Result<Option<String>, StoreError> {
+        let state = self.state();
         let now = now_ms() / 1000;
-        if state.share_ends.get(token).is_some_and(|end| *end <= now) {
-            state.shared.remove(token);
-            state.share_ends.remove(token);
-        }
         Ok(state
             .shared
-            .get(token)
+            .get(id)
+            .filter(|(_, _, link)| link.lives_at(now))
             .map(|(snapshot, ..)| snapshot.clone()))
     }
 
@@ -41,52 +57,31 @@ impl Shares for MemoryStore {
         let now = now_ms() / 1000;
         let mut links: Vec<ShareLink> = state
             .shared
-            .iter()
-            .filter(|(_, (_, of, _))| *of == chat)
-            .filter_map(|(token, (_, _, created_at))| {
-                let expires_at = *state.share_ends.get(token)?;
-                (expires_at > now).then(|| ShareLink {
-                    token: token.clone(),
-                    created_at: *created_at,
-                    expires_at,
-                })
-            })
+            .values()
+            .filter(|(_, of, link)| *of == chat && link.lives_at(now))
+            .map(|(_, _, link)| link.clone())
             .collect();
-        links.sort_by(|a, b| (b.created_at, &b.token).cmp(&(a.created_at, &a.token)));
+        links.sort_by(|a, b| (b.created_at, &b.id).cmp(&(a.created_at, &a.id)));
         Ok(links)
     }
 
-    async fn revoke(
-        &self,
-        tenant: &Tenant,
-        chat: &ChatId,
-        token: &str,
-    ) -> Result<bool, StoreError> {
+    async fn revoke(&self, tenant: &Tenant, chat: &ChatId, id: &str) -> Result<bool, StoreError> {
         let mut state = self.state();
-        let mine = state
-            .shared
-            .get(token)
-            .is_some_and(|(_, of, _)| *of == key(tenant, chat));
-        if mine {
-            state.shared.remove(token);
-            state.share_ends.remove(token);
+        let now = now_ms() / 1000;
+        let mine = match state.shared.get(id) {
+            Some((_, of, link)) if *of == key(tenant, chat) => Some(link.lives_at(now)),
+            _ => None,
+        };
+        if mine.is_some() {
+            state.shared.remove(id);
         }
-        Ok(mine)
+        Ok(mine == Some(true))
     }
 
     async fn revoke_all(&self, tenant: &Tenant, chat: &ChatId) -> Result<(), StoreError> {
         let mut state = self.state();
         let chat = key(tenant, chat);
-        let gone: Vec<String> = state
-            .shared
-            .iter()
-            .filter(|(_, (_, of, _))| *of == chat)
-            .map(|(token, _)| token.clone())
-            .collect();
-        for token in gone {
-            state.shared.remove(&token);
-            state.share_ends.remove(&token);
-        }
+        state.shared.retain(|_, (_, of, _)| *of != chat);
         Ok(())
     }
 }

@@ -27,10 +27,11 @@
 //!   milliseconds), in the counters' slot so that a turn's count updates it
 //! - `N:usage:{T}:made`         sorted set: the same chats by when they were made (first
 //!   listed), for a list whose order no write changes (`GET /v1/conversations`)
-//! - `N:chat:{ID}:shares`       hash: the chat's read-only links, each token with
-//!   `<created_at>:<expires_at>` (as long as its longest-lived link)
-//! - `P:share:<token>`          string: a link's snapshot of a chat (sealed), until it
-//!   expires; found by its token alone, whoever asks
+//! - `N:chat:{ID}:shares`       hash: the chat's read-only links, each link's id (the
+//!   SHA-256 of its token) with `<created_at>:<expires_at>` (as long as its longest-lived
+//!   link)
+//! - `P:share:<id>`             string: a link's snapshot of a chat and the list it must be
+//!   on (sealed), until it expires; found by the link's id alone, whoever asks
 //! - `P:requests:<who>`         hash: the requests counted in the current window of
 //!   `RATE_LIMIT_PER_MINUTE`, each by its id, with its place in the count
 //!
@@ -171,9 +172,9 @@ impl Keys {
         }
     }
 
-    /// A link's snapshot, named by its token alone (whoever holds it reads it).
-    pub fn share(&self, token: &str) -> String {
-        format!("{}:share:{token}", self.prefix)
+    /// A link's snapshot, named by the link's id alone (whoever holds its token reads it).
+    pub fn share(&self, id: &str) -> String {
+        format!("{}:share:{id}", self.prefix)
     }
 
     /// The window of `RATE_LIMIT_PER_MINUTE` of `who` (a caller, or an address).

@@ -31,7 +31,7 @@ enum Holds {
     Other,
 }
 
-fn holds(key: &str) -> Holds {
+fn holds(key: &str, prefix: &str) -> Holds {
     // A chat's keys: `..:chat:{ID}:<what>`; a caller's: `..:usage:{T}:<what>`.
     let after_tag = key.rfind('}').map(|at| &key[at + 1..]);
     match after_tag {
@@ -40,8 +40,13 @@ fn holds(key: &str) -> Holds {
         Some(":meta") if key.contains(":chat:{") => Holds::Meta,
         Some(rest) if rest.starts_with(":idem:") => Holds::Answer,
         None if key.ends_with(":global:system") => Holds::Text,
-        // A read-only link's snapshot: `P:share:<token>`.
-        None if key.contains(":share:") => Holds::Text,
+        // A read-only link's snapshot: `P:share:<id>`.
+        None if key
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.starts_with(":share:")) =>
+        {
+            Holds::Text
+        }
         _ => Holds::Other,
     }
 }
@@ -74,7 +79,7 @@ impl RedisStore {
             let Some(key) = key.as_str().map(str::to_owned) else {
                 continue;
             };
-            match holds(&key) {
+            match holds(&key, self.keys.prefix()) {
                 Holds::Turns => self.reseal_turns(&key, &mut report).await?,
                 Holds::Text => self.reseal_text(&key, &mut report).await?,
                 Holds::Meta => self.reseal_meta(&key, &mut report).await?,
