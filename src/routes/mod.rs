@@ -1,5 +1,6 @@
 //! `(method, path) -> Route`. 404 and 405 are decided here and nowhere else, and a chat id
-//! is parsed into a [`ChatId`] here, so no invalid id reaches a handler or the store.
+//! is parsed into a [`ChatId`] here, so no invalid id reaches a handler or the store. One
+//! room: every path is matched in one `match`, whose order settles which route wins.
 //!
 //! Routing reads the path as the event carried it ([`request_path`]), never the URI that
 //! lambda_http rebuilt from it: that URI went through a URL parser that removes dot segments,

@@ -2,7 +2,8 @@
 //! tokens spent today, the claim on the `Idempotency-Key` and where the items its input
 //! references are kept), every limit checked, the references filled in, how the turn joins
 //! its chat (`joins.rs`), and the window of history it sends. What that window makes is
-//! `sent.rs`'s.
+//! `sent.rs`'s. One room: every check is decided from the one read, and a refusal frees
+//! what that read claimed.
 
 use std::collections::HashMap;
 use std::future::Future;

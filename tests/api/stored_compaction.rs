@@ -20,14 +20,21 @@ fn question(i: usize) -> String {
     format!("Question {i}: tell me one more fact about the history of the harbour and its boats.")
 }
 
+/// A window of 1000 tokens that compacts, and a history long enough to keep every turn.
+const COMPACTING: [(&str, &str); 3] = [
+    ("MAX_PROMPT_TOKENS", "1000"),
+    ("COMPACT_AT_TOKENS", "1000"),
+    ("MAX_HISTORY_MESSAGES", "1000"),
+];
+
 async fn counting_app(extra: &[(&str, &str)]) -> TestApp {
-    let mut env = vec![
-        ("MAX_PROMPT_TOKENS", "1000"),
-        ("COMPACT_AT_TOKENS", "1000"),
-        ("MAX_HISTORY_MESSAGES", "1000"),
-    ];
+    let mut env = COMPACTING.to_vec();
     env.extend_from_slice(extra);
-    let t = TestApp::with_env(&env).await;
+    counting(TestApp::with_env(&env).await)
+}
+
+/// The app, its fake counting tokens as OpenAI does.
+fn counting(t: TestApp) -> TestApp {
     t.openai.count(Counting {
         real_tokens: true,
         ..Counting::default()
@@ -335,16 +342,7 @@ async fn post(t: &TestApp, path: &str, body: Value) -> Reply {
 
 #[tokio::test]
 async fn a_conversation_is_compacted_by_responses_compact_once_per_window_move() {
-    let t = TestApp::with_env(&[
-        ("MAX_PROMPT_TOKENS", "1000"),
-        ("COMPACT_AT_TOKENS", "1000"),
-        ("MAX_HISTORY_MESSAGES", "1000"),
-    ])
-    .await;
-    t.openai.count(Counting {
-        real_tokens: true,
-        ..Counting::default()
-    });
+    let t = counting_app(&[]).await;
     let made = post(&t, "/v1/conversations", json!({})).await;
     assert_eq!(made.status, 200, "{}", made.text);
     let conversation = made.json()["id"].as_str().unwrap().to_owned();
@@ -460,16 +458,7 @@ async fn a_sealed_chats_summary_is_sealed_in_redis_and_reads_back() {
 
 #[tokio::test]
 async fn with_compaction_on_every_turn_still_costs_two_redis_round_trips() {
-    let t = TestApp::over_relay(&[
-        ("MAX_PROMPT_TOKENS", "1000"),
-        ("COMPACT_AT_TOKENS", "1000"),
-        ("MAX_HISTORY_MESSAGES", "1000"),
-    ])
-    .await;
-    t.openai.count(Counting {
-        real_tokens: true,
-        ..Counting::default()
-    });
+    let t = counting(TestApp::over_relay(&COMPACTING).await);
     let mut compacting = 0;
     let mut after_a_summary = 0;
     for i in 0..30 {
@@ -569,16 +558,7 @@ async fn a_turn_that_fails_after_its_compaction_still_counts_what_the_compaction
 
 #[tokio::test]
 async fn deleting_an_item_the_compaction_stands_for_drops_the_compaction() {
-    let t = TestApp::with_env(&[
-        ("MAX_PROMPT_TOKENS", "1000"),
-        ("COMPACT_AT_TOKENS", "1000"),
-        ("MAX_HISTORY_MESSAGES", "1000"),
-    ])
-    .await;
-    t.openai.count(Counting {
-        real_tokens: true,
-        ..Counting::default()
-    });
+    let t = counting_app(&[]).await;
     let conversation = post(&t, "/v1/conversations", json!({})).await.json()["id"]
         .as_str()
         .unwrap()

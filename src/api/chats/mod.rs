@@ -43,18 +43,12 @@ pub async fn serve(
             let (after, count) = list_query(request)?;
             if let Some(q) = query_values(request, "q").next() {
                 let query = search::Query::parse(&q)?;
-                let max_chat_bytes = app.chat_caps.1;
-                let page = search::search(
-                    &**store,
-                    tenant,
-                    &query,
+                let page = search::Page {
                     after,
-                    count,
-                    max_chat_bytes,
-                    limit,
-                    log,
-                )
-                .await?;
+                    limit: count,
+                    max_chat_bytes: app.chat_caps.1,
+                };
+                let page = search::search(&**store, tenant, &query, page, limit, log).await?;
                 return Ok(json_response(StatusCode::OK, &page));
             }
             let read = async {

@@ -52,19 +52,31 @@ impl Query {
     }
 }
 
-/// A page of the caller's chats that match `query`, read from `after` on; `first` (the
-/// caller's rate limit) rides the first read's round trip.
-#[allow(clippy::too_many_arguments)]
+/// Which page of hits a search answers, and how large a chat may be.
+pub(super) struct Page {
+    /// Read from the chat after this one on.
+    pub after: Option<ChatCursor>,
+    /// The most hits it holds.
+    pub limit: usize,
+    /// `MAX_CHAT_BYTES`: what a chat read counts for, against [`BYTES_IN_FLIGHT`].
+    pub max_chat_bytes: usize,
+}
+
+/// A page of the caller's chats that match `query`; `first` (the caller's rate limit)
+/// rides the first read's round trip.
 pub(super) async fn search(
     store: &dyn Store,
     tenant: &Tenant,
     query: &Query,
-    after: Option<ChatCursor>,
-    limit: usize,
-    max_chat_bytes: usize,
+    page: Page,
     first: impl std::future::Future<Output = Result<(), ApiError>>,
     log: &mut RequestLog,
 ) -> Result<Value, ApiError> {
+    let Page {
+        after,
+        limit,
+        max_chat_bytes,
+    } = page;
     let batch = (BYTES_IN_FLIGHT / max_chat_bytes.max(1)).clamp(1, BATCH);
     let mut hits: Vec<Value> = Vec::new();
     let (mut scanned, mut unreadable) = (0, 0);
