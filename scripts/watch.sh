@@ -47,6 +47,17 @@ if set_in_env REDIS_URL || set_in_env REDIS_HOST || set_in_env REDIS_URL_SSM_PAR
   store="Redis store"
 fi
 
+# Background responses (`background: true`) are made by another invocation, asked for through
+# Lambda's Invoke API: tools/lambda_events.py takes those calls as Lambda does and invokes the
+# function through cargo lambda, whose second instance runs them while the first answers. Only
+# with Redis: instances share nothing else (the memory store refuses background responses).
+events_port=$((port + 1))
+if [[ $store == "Redis store" ]]; then
+  args+=(--concurrency 2 --env-var "AWS_ENDPOINT_URL_LAMBDA=http://127.0.0.1:$events_port"
+    --env-var AWS_REGION=us-east-1 --env-var AWS_ACCESS_KEY_ID=local
+    --env-var AWS_SECRET_ACCESS_KEY=local)
+fi
+
 echo "Building the function (cargo build)..."
 cargo build --locked --bin bootstrap
 
@@ -54,7 +65,12 @@ cargo build --locked --bin bootstrap
 out=$(mktemp)
 cargo lambda watch "${args[@]}" > >(tee "$out") 2>&1 &
 watch=$!
-trap 'kill "$watch" 2>/dev/null || true; wait "$watch" 2>/dev/null || true; rm -f "$out"' EXIT
+events=
+if [[ $store == "Redis store" ]]; then
+  python3 tools/lambda_events.py "$events_port" "http://127.0.0.1:$port" bootstrap &
+  events=$!
+fi
+trap 'kill "$watch" $events 2>/dev/null || true; wait "$watch" 2>/dev/null || true; rm -f "$out"' EXIT
 trap 'exit 130' INT TERM
 
 # The first request starts the function; this one is ours, not the reader's. A function

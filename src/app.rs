@@ -10,6 +10,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::{AllowedModels, Config};
 use crate::cors::Cors;
 use crate::guard::Guard;
+use crate::handoff::Handoff;
 use crate::store::{MemoryStore, RedisStore, Store, StoreError};
 use crate::turn::{TurnEngine, TurnSettings};
 use crate::upstream::{Upstream, UpstreamError};
@@ -22,6 +23,11 @@ pub struct App {
     /// The checks every door makes first: the caller, the rate limit, deadlines.
     pub guard: Guard,
     pub cors: Cors,
+    /// Lambda's Invoke API, which hands a background response to another invocation.
+    pub handoff: Handoff,
+    /// Whether background responses can run: their run is another invocation, on any
+    /// instance, so the store must be one they share (Redis), not this process's memory.
+    pub background: bool,
     pub default_system_prompt: String,
     pub max_body_bytes: usize,
     /// `MAX_HISTORY_MESSAGES` and `MAX_CHAT_BYTES`: what a chat holds at most.
@@ -88,6 +94,8 @@ impl App {
             store,
             upstream,
             cors: config.cors.clone(),
+            handoff: Handoff::default(),
+            background: config.redis.is_some(),
             default_system_prompt: config.default_system_prompt.clone(),
             max_body_bytes: config.max_body_bytes,
             chat_caps: (

@@ -171,7 +171,10 @@ fn field_list(fields: &[&str]) -> String {
 }
 
 /// The body as a JSON object, within `limit` bytes.
-pub fn json_object(body: &Body, limit: usize) -> Result<Map<String, Value>, ApiError> {
+pub fn json_object(
+    body: &(impl AsRef<[u8]> + ?Sized),
+    limit: usize,
+) -> Result<Map<String, Value>, ApiError> {
     let bytes: &[u8] = body.as_ref();
     if bytes.len() > limit {
         return Err(ApiError::PayloadTooLarge { limit });

@@ -79,6 +79,10 @@ pub enum ApiError {
     Upstream(#[source] Cause),
     #[error("chat storage is unavailable; retry shortly")]
     Storage(#[source] Cause),
+    /// A background response could not be handed to another invocation (Lambda's Invoke
+    /// API refused or failed).
+    #[error("the background response could not be started; retry shortly")]
+    Handoff(#[source] Cause),
     /// A sealed value did not open with the proxy's `SEAL_KEYS`: it is left as it was.
     #[error(
         "this chat's stored data cannot be opened with the proxy's keys; it is left as it was"
@@ -113,7 +117,7 @@ impl ApiError {
             ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Upstream(_) => StatusCode::BAD_GATEWAY,
-            ApiError::Storage(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Storage(_) | ApiError::Handoff(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Unreadable(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -142,6 +146,7 @@ impl ApiError {
             ApiError::UpstreamTimeout => "upstream_timeout",
             ApiError::Upstream(_) => "upstream_error",
             ApiError::Storage(_) => "storage_unavailable",
+            ApiError::Handoff(_) => "background_unavailable",
             ApiError::Unreadable(_) => "chat_unreadable",
             ApiError::Internal => "internal_error",
         }

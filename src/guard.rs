@@ -88,6 +88,33 @@ impl Guard {
     }
 }
 
+impl Guard {
+    /// The longest a background run may last once started: a streamed turn's limit.
+    pub fn run_limit(&self) -> Duration {
+        self.stream_timeout
+    }
+
+    /// When a background run's invocation must have made its turn: a streamed turn's limit,
+    /// within the invocation's own deadline (`deadline_ms`, Unix milliseconds, as Lambda
+    /// gives it) less a margin to keep how it ended; and when the invocation itself ends
+    /// (Unix milliseconds), past which a reader takes the run as dead.
+    pub fn run_deadline(&self, deadline_ms: u64) -> (Instant, u64) {
+        let now = SystemTime::now();
+        let lambda = (UNIX_EPOCH + Duration::from_millis(deadline_ms))
+            .duration_since(now)
+            .ok();
+        let turn = lambda.map(|left| left - LAMBDA_MARGIN.min(left / 4));
+        let turn = turn.map_or(self.stream_timeout, |left| left.min(self.stream_timeout));
+        // Without Lambda's deadline (a local emulator's), the turn's and a margin.
+        let ends = lambda.unwrap_or(turn + LAMBDA_MARGIN);
+        let ends_at = now.duration_since(UNIX_EPOCH).unwrap_or_default() + ends;
+        (
+            Instant::now() + turn,
+            u64::try_from(ends_at.as_millis()).unwrap_or(u64::MAX),
+        )
+    }
+}
+
 /// The caller's address as API Gateway saw it.
 pub fn source_ip(request: &Request) -> Option<&str> {
     match request.request_context_ref()? {

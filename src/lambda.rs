@@ -35,7 +35,7 @@ use serde_json::value::RawValue;
 use crate::app::App;
 use crate::error::ApiError;
 use crate::http::ResponseBody;
-use crate::router::{handle, refuse};
+use crate::router::{handle, refuse, RunEvent};
 
 /// What an invocation answers: a streamed HTTP response, or `{}` for a payload that is not
 /// an HTTP event.
@@ -86,6 +86,11 @@ pub async fn invocation(
     event: LambdaEvent<Box<RawValue>>,
 ) -> Result<Answer, Diagnostic> {
     let LambdaEvent { payload, context } = event;
+    // A background response handed over by another invocation (`api/responses`).
+    if let Ok(run) = serde_json::from_str::<RunEvent>(payload.get()) {
+        crate::router::run(app, run, context.deadline).await;
+        return Ok(FunctionResponse::BufferedResponse(serde_json::json!({})));
+    }
     let (http, dropped) = match serde_json::from_str::<LambdaRequest>(payload.get()) {
         Ok(http) => (http, Vec::new()),
         Err(_) => match unreadable_http(payload.get()) {

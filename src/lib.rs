@@ -14,6 +14,7 @@ pub mod config;
 pub mod cors;
 pub mod error;
 pub mod guard;
+pub mod handoff;
 pub mod http;
 pub mod idempotency;
 pub mod init_error;

@@ -62,6 +62,19 @@ fn finish(
     response
 }
 
+/// A background response's run, handed over by the invocation that queued it.
+pub use crate::api::responses::RunEvent;
+
+/// Makes a background response (an invocation that is no HTTP request): its door runs it.
+pub async fn run(app: &App, event: RunEvent, deadline_ms: u64) {
+    let served = AssertUnwindSafe(api::responses::run(app, event, deadline_ms))
+        .catch_unwind()
+        .await;
+    if served.is_err() {
+        tracing::error!("a background run panicked");
+    }
+}
+
 /// Route, preflight, authenticate, then the front door of the route.
 async fn serve(
     app: &App,
@@ -131,6 +144,9 @@ async fn serve(
         }
         Route::OpenAi(OpenAiRoute::ResponseInputItems(id)) => {
             api::responses::input_items(app, &tenant, &id, request, log).await
+        }
+        Route::OpenAi(OpenAiRoute::CancelResponse(id)) => {
+            api::responses::cancel(app, &tenant, &id, request, log).await
         }
         Route::OpenAi(OpenAiRoute::CreateConversation) => {
             api::conversations::create(app, &tenant, request, log).await

@@ -11,7 +11,10 @@ Run by `make lint`: .venv-deploy/bin/python tools/check_template.py template.yam
 - OPENAI_BASE_URL comes from a parameter that takes https:// URLs only, so the built-in
   echo upstream (`echo`) can never be deployed;
 - the optional custom domain name is a regional domain whose base path mapping points at
-  the API's own stage, and only when DomainName is set.
+  the API's own stage, and only when DomainName is set;
+- the function may invoke itself (a background response's run, an Event invocation) and
+  nothing else, on its own role; its Event invocations are never retried and are dropped
+  after a minute, which the function's read of a run counts on (`START_WITHIN`).
 """
 
 import os
@@ -139,6 +142,32 @@ def main(path):
         if re.fullmatch(domain_pattern, value):
             problems.append(f"DomainName accepts {value!r}")
 
+    function_name = next(name for name, r in resources.items() if r["Type"] == "AWS::Lambda::Function")
+    role = functions[0]["Properties"].get("Role", {}).get("Fn::GetAtt", [None])[0]
+    invokes = []
+    for name, resource in resources.items():
+        if resource["Type"] != "AWS::IAM::Policy":
+            continue
+        for statement in resource["Properties"]["PolicyDocument"]["Statement"]:
+            if "lambda:InvokeFunction" in str(statement.get("Action")):
+                invokes.append((name, resource["Properties"], statement))
+    if len(invokes) != 1:
+        problems.append(f"one statement lets the function invoke itself, found {len(invokes)}")
+    else:
+        name, policy, statement = invokes[0]
+        targets = yaml.safe_dump(statement["Resource"])
+        if statement["Action"] != "lambda:InvokeFunction" or statement["Effect"] != "Allow":
+            problems.append(f"{name}: grants {statement['Action']} ({statement['Effect']})")
+        if targets.count(function_name) != len(statement["Resource"]) or "*" in targets.replace(":*", ""):
+            problems.append(f"{name}: may invoke more than the function itself: {targets.strip()}")
+        if policy["Roles"] != [{"Ref": role}]:
+            problems.append(f"{name}: not on the function's own role ({role}): {policy['Roles']}")
+    event_configs = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::Lambda::EventInvokeConfig"]
+    if len(event_configs) != 1:
+        problems.append(f"one EventInvokeConfig, found {len(event_configs)}")
+    elif (event_configs[0].get("MaximumRetryAttempts"), event_configs[0].get("MaximumEventAgeInSeconds")) != (0, 60):
+        problems.append(f"Event invocations must not be retried and must be dropped after 60 s: {event_configs[0]}")
+
     if problems:
         print("template.yaml, as SAM translates it:")
         for problem in problems:
@@ -147,7 +176,8 @@ def main(path):
     print(f"template.yaml: {len(routes)} routes stream through the response-streaming invocation, "
           f"timeouts agree (integration {timeout_ms} ms = function {timeout_ms // 1000} s; "
           f"OPENAI_TIMEOUT_SECONDS <= {max_openai} s; STREAM_TIMEOUT_SECONDS <= {max_stream} s); "
-          f"OPENAI_BASE_URL takes https:// URLs only; the custom domain maps to the API's stage")
+          f"OPENAI_BASE_URL takes https:// URLs only; the custom domain maps to the API's stage; "
+          f"the function may invoke itself only, never retried")
     return 0
 
 

@@ -259,7 +259,7 @@ fn non_empty(value: Option<&str>) -> Result<SecretString, String> {
 /// A short reason from an AWS error: its code (`ParameterNotFound`, `AccessDeniedException`,
 /// ...) and message, which name resources but never hold secret values; failing those, the
 /// HTTP status and the SDK's own account of what went wrong.
-fn describe<E>(error: &SdkError<E, HttpResponse>) -> String
+pub(crate) fn describe<E>(error: &SdkError<E, HttpResponse>) -> String
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {

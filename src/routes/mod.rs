@@ -133,6 +133,8 @@ pub enum OpenAiRoute {
     DeleteResponse(String),
     /// `GET /v1/responses/{id}/input_items`
     ResponseInputItems(String),
+    /// `POST /v1/responses/{id}/cancel`
+    CancelResponse(String),
     /// `POST /v1/conversations`
     CreateConversation,
     /// `GET /v1/conversations` (beyond OpenAI's API, which lists none)
@@ -264,6 +266,11 @@ impl Route {
                     }),
                 }
             }
+            ["v1", "responses", id, "cancel"] => only(
+                is_post,
+                Route::OpenAi(OpenAiRoute::CancelResponse(decoded(id))),
+                "POST",
+            ),
             ["v1", "responses", id, "input_items"] => only(
                 is_get,
                 Route::OpenAi(OpenAiRoute::ResponseInputItems(decoded(id))),
@@ -377,6 +384,7 @@ impl Route {
             Route::OpenAi(OpenAiRoute::GetResponse(_)) => "get_response",
             Route::OpenAi(OpenAiRoute::DeleteResponse(_)) => "delete_response",
             Route::OpenAi(OpenAiRoute::ResponseInputItems(_)) => "response_input_items",
+            Route::OpenAi(OpenAiRoute::CancelResponse(_)) => "cancel_response",
             Route::OpenAi(OpenAiRoute::CreateConversation) => "create_conversation",
             Route::OpenAi(OpenAiRoute::ListConversations) => "list_conversations",
             Route::OpenAi(OpenAiRoute::GetConversation(_)) => "get_conversation",

@@ -66,4 +66,7 @@ pub trait Idempotency: Send + Sync {
         key: &IdempotencyKey,
         claimant: Claimant<'_>,
     ) -> Result<(), StoreError>;
+    /// Keeps the answer of a request that holds its key and wrote nothing else with it (a
+    /// background response, answered `queued`), for 24 hours. Safe to send twice.
+    async fn keep_answer(&self, tenant: &Tenant, kept: KeptAnswer<'_>) -> Result<(), StoreError>;
 }

@@ -1,5 +1,6 @@
 //! What the proxy keeps, whichever database keeps it: the `Store` contract, split by
-//! concern (`prompts.rs`, `turns.rs`, `chats.rs`, `usage.rs`, `idempotency.rs`), the write
+//! concern (`prompts.rs`, `turns.rs`, `chats.rs`, `usage.rs`, `idempotency.rs`, `shares.rs`,
+//! `runs.rs`), the write
 //! model every change to a chat follows (`write.rs`), and its two implementations, Redis
 //! (`redis/`) and memory (`memory/`), each one file per concern.
 //!
@@ -50,6 +51,7 @@ mod idempotency;
 mod memory;
 mod prompts;
 mod redis;
+mod runs;
 mod shares;
 mod turns;
 mod usage;
@@ -65,6 +67,7 @@ pub use self::idempotency::{
 pub use self::memory::MemoryStore;
 pub use self::prompts::Prompts;
 pub use self::redis::{RedisStore, Resealed};
+pub use self::runs::{Cancelling, Ending, NewRun, RunState, RunStatus, Runs, Start, RUN_SECONDS};
 pub use self::shares::{link_id, ShareLink, Shared, Shares, MAX_LINKS_PER_CHAT};
 pub use self::turns::{
     newest_within, record_apart, Recorded, Rewritten, TailClaim, TurnContext, TurnExtras,
@@ -77,6 +80,6 @@ pub use self::write::{Expect, Found, Written, FLOOR_SECONDS};
 
 /// The whole contract: every concern, as both stores keep it. Every method works inside one
 /// tenant's namespace: callers never see each other's data.
-pub trait Store: Prompts + Turns + Chats + Usage + Idempotency + Shares {}
+pub trait Store: Prompts + Turns + Chats + Usage + Idempotency + Shares + Runs {}
 
-impl<T: Prompts + Turns + Chats + Usage + Idempotency + Shares> Store for T {}
+impl<T: Prompts + Turns + Chats + Usage + Idempotency + Shares + Runs> Store for T {}

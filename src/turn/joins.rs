@@ -91,9 +91,17 @@ pub(super) fn continue_from(
             });
         }
     }
+    // A background run's turn lands where its queueing decided (`queue.rs`).
+    let fixed = responses.fixed.as_ref();
+    let new_chain = |made: bool| {
+        made.then(|| {
+            fixed
+                .and_then(|fixed| fixed.chain.clone())
+                .unwrap_or_else(ChatId::new_chain)
+        })
+    };
     let Some(previous) = &responses.previous else {
-        let new_chain = ask.chat.is_none() && responses.store;
-        return Ok(new_chain.then(ChatId::new_chain));
+        return Ok(new_chain(ask.chat.is_none() && responses.store));
     };
     let position = context
         .history
@@ -115,14 +123,25 @@ pub(super) fn continue_from(
     // other never saw.
     let newest_of_a_chain =
         position + 1 == context.history.len() && ask.chat.is_some_and(ChatId::is_chain);
-    if newest_of_a_chain && (context.claimed || !responses.store) {
+    let branches = fixed.is_some_and(|fixed| fixed.chain.is_some());
+    if newest_of_a_chain && (context.claimed || !responses.store) && !branches {
         return Ok(None);
+    }
+    if fixed.is_some_and(|fixed| fixed.chain.is_none()) {
+        // Queued to continue the chain in place, its claim has lapsed since: landing
+        // anywhere else would answer under another id than the caller was given.
+        return Err(ApiError::Conflict {
+            code: "chain_moved",
+            message: "the chain this background response continues moved on while it was \
+                      queued"
+                .to_owned(),
+        });
     }
     context.history.truncate(position + 1);
     // A chain's history is what its turns sent: the conversation's prompts stay behind.
     context.chat_prompt = None;
     context.window_start = None;
-    Ok(responses.store.then(ChatId::new_chain))
+    Ok(new_chain(responses.store))
 }
 
 /// Whether a turn will follow the chat's newest turn, and so claims it in its read: `Some(
@@ -134,6 +153,10 @@ pub(super) fn follows_newest(ask: &Ask<'_>) -> Option<Option<String>> {
         // A call that keeps nothing (`store: false`, a compaction, a count) follows no
         // turn: there is no order of its own to keep, and nothing would free its claim.
         if !responses.store {
+            return None;
+        }
+        // A background run queued as a branch lands in its own chain whatever it reads.
+        if responses.fixed.as_ref().is_some_and(|f| f.chain.is_some()) {
             return None;
         }
         if let Some(previous) = &responses.previous {

@@ -19,6 +19,7 @@ mod fallback;
 mod items;
 mod joins;
 mod prepare;
+mod queue;
 mod record;
 mod redo;
 mod rewrite;
@@ -35,11 +36,13 @@ use tokio::time::Instant;
 
 pub use self::compact::CompactionCost;
 pub use self::items::CheckedItems;
+pub use self::queue::{Queued, Queuing};
 pub use self::redo::Redo;
 pub use self::rewrite::Rewrite;
 pub use self::sent::ENCRYPTED_REASONING;
 pub use self::streamed::OpenTurn;
 use crate::chat::{Asked, ChatId, Said, Tenant, Turn};
+use crate::error::ApiError;
 use crate::seal::SealKeys;
 use crate::store::{Claimant, IdempotencyKey, Store};
 use crate::upstream::wire::Usage;
@@ -98,6 +101,18 @@ pub struct ResponsesTurn {
     pub fields: Map<String, Value>,
     /// What upstream is asked: a response, or a compaction of the input.
     pub call: ResponsesCall,
+    /// A background run's turn: what its queueing decided (`queue.rs`), which it keeps.
+    pub fixed: Option<Fixed>,
+}
+
+/// What the read of a background turn decided when it was queued, which the run that makes
+/// the turn later keeps, so that its answer is the one the caller was given the id of: the
+/// turn's id, and the new chain it lands in (a chain's first turn, or a branch), if any;
+/// `None` lands it in the chat it reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fixed {
+    pub turn_id: String,
+    pub chain: Option<ChatId>,
 }
 
 /// The Responses API's calls that answer from an input the proxy assembles.
@@ -195,11 +210,29 @@ pub enum Opened {
 pub trait StreamSink: Send {
     /// A chunk of the reply, as upstream sent it.
     fn chunk(&mut self, chunk: &Chunk) -> impl Future<Output = ()> + Send;
-    /// Upstream has said nothing for the keep-alive interval.
+    /// Upstream has said nothing for the keep-alive interval (or for [`Self::wake_every`]).
     fn keep_alive(&mut self) -> impl Future<Output = ()> + Send;
+    /// How often the sink wants to hear of a silent upstream, when more often than the
+    /// keep-alive interval (a background run, to learn of a cancellation).
+    fn wake_every(&self) -> Option<Duration> {
+        None
+    }
     /// The answer to replay to a retry with the same `Idempotency-Key`: what this sink
     /// streamed, as the front door will replay it.
     fn kept_answer(&self, answered: &Answered) -> String;
+    /// Whether the turn is to stop here (a background run cancelled): nothing is stored,
+    /// and what upstream streamed so far is counted.
+    fn stop_asked(&self) -> bool {
+        false
+    }
+}
+
+/// The error a turn stopped by its sink ends with ([`StreamSink::stop_asked`]).
+pub fn stopped() -> ApiError {
+    ApiError::Conflict {
+        code: "response_cancelled",
+        message: "the response was cancelled before it was complete".to_owned(),
+    }
 }
 
 /// What a turn needs besides the request, built once per cold start.

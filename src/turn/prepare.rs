@@ -69,7 +69,9 @@ impl TurnEngine {
     ) -> Result<Prepared, ApiError> {
         let store = &self.store;
         let day = UtcDay::today();
-        let turn_id = Turn::new_id();
+        // A background run's turn keeps the id it was queued with (`queue.rs`).
+        let fixed = ask.responses.as_ref().and_then(|r| r.fixed.as_ref());
+        let turn_id = fixed.map_or_else(Turn::new_id, |fixed| fixed.turn_id.clone());
         // A turn that will follow the chat's newest turn claims it in its read: only one
         // request at a time answers a turn's tool calls or continues a chain in place.
         let follow = follows_newest(ask);

@@ -312,6 +312,27 @@ impl Record {
         serde_json::value::to_raw_value(&response).unwrap_or(raw)
     }
 
+    /// Counts what a turn that ends unstored spent (a background run cancelled while it
+    /// streamed), once, by the turn's id (a compaction it made is counted apart).
+    pub async fn count_spent(&self, usage: &crate::upstream::wire::Usage) {
+        let day = UtcDay::today();
+        let spent = Spent {
+            id: &self.turn_id,
+            model: &self.model,
+            prompt_tokens: usage.prompt_tokens,
+            completion_tokens: usage.completion_tokens,
+            cached_tokens: usage.cached_tokens,
+            day: &day,
+            ip: self.ip.as_deref(),
+            answer: None,
+            listed: None,
+            items: None,
+        };
+        if let Err(error) = self.store.add_usage(&self.tenant, spent).await {
+            tracing::warn!(%error, "what a stopped turn spent could not be counted");
+        }
+    }
+
     /// Counts the compaction's cost of a turn that failed after it, when it made one.
     pub async fn count_compaction(&self) {
         if let Some(cost) = &self.compaction {

@@ -146,7 +146,11 @@ impl OpenTurn {
             // Once every reply is whole, upstream has only the usage and the end of the
             // stream left to send, and sends them at once: silence past a short grace means
             // an upstream that will not close, which must not hold the turn to its deadline.
-            let wait = if whole { FINISH_GRACE } else { self.keep_alive };
+            let wait = match (whole, sink.wake_every()) {
+                (true, _) => FINISH_GRACE,
+                (false, Some(every)) => every.min(self.keep_alive),
+                (false, None) => self.keep_alive,
+            };
             let wake = (Instant::now() + wait).min(self.deadline);
             let next = match tokio::time::timeout_at(wake, self.stream.next()).await {
                 Ok(next) => next,
@@ -161,6 +165,9 @@ impl OpenTurn {
                 }
                 Err(_silent) => {
                     sink.keep_alive().await;
+                    if sink.stop_asked() {
+                        return Err(stopped(&self.record, self.estimate(&reply)).await);
+                    }
                     continue;
                 }
             };
@@ -176,6 +183,9 @@ impl OpenTurn {
                     whole = chunk.whole;
                     usage = chunk.usage.or(usage);
                     sink.chunk(&chunk).await;
+                    if sink.stop_asked() {
+                        return Err(stopped(&self.record, self.estimate(&reply)).await);
+                    }
                     if let Some(message) = chunk.failure {
                         // The sink has passed upstream's own word on; the turn ends here.
                         let failed = UpstreamError::Status {
@@ -195,14 +205,7 @@ impl OpenTurn {
             // An upstream that does not send usage on a stream: counted on the high side,
             // so that TOKEN_LIMIT_PER_DAY still holds.
             tracing::warn!("upstream sent no usage for a streamed reply; counting an estimate");
-            let prompt = self.record.chat.as_ref().map_or(0, |(_, _, w)| w.tokens);
-            let completion = crate::tokens::estimate(&reply);
-            Usage {
-                prompt_tokens: u64::from(prompt),
-                completion_tokens: u64::from(completion),
-                total_tokens: u64::from(prompt) + u64::from(completion),
-                ..Usage::default()
-            }
+            self.estimate(&reply)
         });
         // A Responses stream ends with the whole response: the answer to keep.
         let raw = self
@@ -222,6 +225,28 @@ impl OpenTurn {
             compaction: self.record.compaction.clone(),
         })
     }
+}
+
+impl OpenTurn {
+    /// What the turn spent, estimated from what it sent and `reply` (upstream told no
+    /// usage): its window's tokens and the reply's.
+    fn estimate(&self, reply: &str) -> Usage {
+        let prompt = self.record.chat.as_ref().map_or(0, |(_, _, w)| w.tokens);
+        let completion = crate::tokens::estimate(reply);
+        Usage {
+            prompt_tokens: u64::from(prompt),
+            completion_tokens: u64::from(completion),
+            total_tokens: u64::from(prompt) + u64::from(completion),
+            ..Usage::default()
+        }
+    }
+}
+
+/// A turn stopped by its sink: what it spent so far is counted, and it ends with
+/// [`super::stopped`].
+async fn stopped(record: &Record, spent: Usage) -> ApiError {
+    record.count_spent(&spent).await;
+    super::stopped()
 }
 
 /// How long a stream whose replies are whole may stay silent before it is taken as ended.

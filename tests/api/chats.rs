@@ -622,6 +622,15 @@ async fn an_import_from_messages_alone_and_bad_documents() {
             "invalid_value",
         ),
         (json!({"title": "t"}), "invalid_value"),
+        // An image's addresses are a list of strings, or one string.
+        (
+            json!({"messages": [{"role": "user", "content": "q", "urls": {"a": 1}}]}),
+            "invalid_value",
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": "q", "url": 3}]}),
+            "invalid_value",
+        ),
         (json!({"messages": [], "surprise": 1}), "unknown_field"),
         (json!({"into": "{bad}", "messages": []}), "invalid_chat_id"),
         (

@@ -14,7 +14,7 @@ const LAYERS: &[&[&str]] = &[
     &["tokens", "http"],
     &["error", "cors"],
     &["config"],
-    &["store", "upstream"],
+    &["store", "upstream", "handoff"],
     &["request_log"],
     &["budget"],
     &["turn"],

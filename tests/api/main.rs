@@ -6,6 +6,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod background;
 mod budget;
 mod callers;
 mod chats;

@@ -870,3 +870,227 @@ async fn where_a_responses_items_are_is_recorded_with_its_usage_once_per_caller(
         assert_eq!(usage.day.total.total_tokens, 5, "{name}");
     }
 }
+
+#[tokio::test]
+async fn a_background_run_is_taken_once_cancelled_once_and_records_each_batch_once() {
+    use chat_proxy::store::{Ending, NewRun, RunStatus, Start};
+    let (stores, _server) = both(settings(None, 100)).await;
+    let far = chat_proxy::clock::now_ms() + 60_000;
+    for (name, store) in stores {
+        let run = NewRun {
+            id: "0123456789abcdef0123456789abcdef",
+            ticket: "the ticket",
+            start_by_ms: far,
+        };
+        let c = chat("runs");
+        // Queued twice (a resent write): kept once, as first written.
+        store.queue_run(&OPEN, &c, run).await.unwrap();
+        let again = NewRun {
+            ticket: "another ticket",
+            ..run
+        };
+        store.queue_run(&OPEN, &c, again).await.unwrap();
+        let kept = store.run_state(&OPEN, &c, run.id).await.unwrap().unwrap();
+        assert_eq!(
+            (kept.status, kept.ticket.as_str()),
+            (RunStatus::Queued, "the ticket"),
+            "{name}"
+        );
+        assert_eq!(
+            store
+                .run_state(&Tenant::Caller("bob".into()), &c, run.id)
+                .await
+                .unwrap(),
+            None,
+            "{name}"
+        );
+
+        // Taken by one runner; the same runner again (a resent start) finds it its own.
+        let taken = store
+            .start_run(&OPEN, &c, run.id, "inv-1", far + 1)
+            .await
+            .unwrap();
+        assert!(
+            matches!(&taken, Start::Taken(state) if state.status == RunStatus::InProgress && state.deadline_ms == far + 1),
+            "{name}: {taken:?}"
+        );
+        let resent = store
+            .start_run(&OPEN, &c, run.id, "inv-1", far + 1)
+            .await
+            .unwrap();
+        assert!(matches!(resent, Start::Taken(_)), "{name}");
+        let other = store
+            .start_run(&OPEN, &c, run.id, "inv-2", far)
+            .await
+            .unwrap();
+        assert!(matches!(other, Start::Not(_)), "{name}: {other:?}");
+        let missing = store
+            .start_run(&OPEN, &c, "f".repeat(32).as_str(), "inv-1", far)
+            .await
+            .unwrap();
+        assert_eq!(missing, Start::Missing, "{name}");
+
+        // Batches in order, each once; a cancellation asked for is told with the next.
+        assert!(
+            !store
+                .record_events(&OPEN, &c, run.id, 0, "[1]")
+                .await
+                .unwrap(),
+            "{name}"
+        );
+        assert!(
+            !store
+                .record_events(&OPEN, &c, run.id, 0, "[1]")
+                .await
+                .unwrap(),
+            "{name}"
+        );
+        assert!(
+            store
+                .record_events(&OPEN, &c, run.id, 2, "[3]")
+                .await
+                .is_err(),
+            "{name}: a gap"
+        );
+        let asked = store
+            .cancel_run(&OPEN, &c, run.id, "cancelled")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (asked.status, asked.cancel_asked),
+            (RunStatus::InProgress, true),
+            "{name}"
+        );
+        assert!(
+            store
+                .record_events(&OPEN, &c, run.id, 1, "[2]")
+                .await
+                .unwrap(),
+            "{name}"
+        );
+        assert_eq!(
+            store.run_events(&OPEN, &c, run.id, 0).await.unwrap(),
+            ["[1]", "[2]"],
+            "{name}"
+        );
+        assert_eq!(
+            store.run_events(&OPEN, &c, run.id, 1).await.unwrap(),
+            ["[2]"],
+            "{name}"
+        );
+
+        // Ended only by its runner, once, the same way when sent again; not abandoned by
+        // the invocation that queued it, now that it runs.
+        let by = |runner| Ending::Runner(runner);
+        let end =
+            |by, status| store.end_run(&OPEN, &c, run.id, by, status, "{\"status\":\"cancelled\"}");
+        assert!(
+            !end(Ending::Queued, RunStatus::Failed).await.unwrap(),
+            "{name}"
+        );
+        assert!(
+            !end(by("inv-2"), RunStatus::Cancelled).await.unwrap(),
+            "{name}"
+        );
+        for _ in 0..2 {
+            assert!(
+                end(by("inv-1"), RunStatus::Cancelled).await.unwrap(),
+                "{name}"
+            );
+        }
+        assert!(
+            !end(by("inv-1"), RunStatus::Completed).await.unwrap(),
+            "{name}: ended"
+        );
+        let ended = store.run_state(&OPEN, &c, run.id).await.unwrap().unwrap();
+        assert_eq!(ended.status, RunStatus::Cancelled, "{name}");
+        assert_eq!(
+            ended.response.as_deref(),
+            Some("{\"status\":\"cancelled\"}"),
+            "{name}"
+        );
+        assert_eq!(ended.batches, 2, "{name}");
+
+        // A queued run cancelled ends at once with the response given, and is never taken.
+        let queued = NewRun {
+            id: "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+            ..run
+        };
+        store.queue_run(&OPEN, &c, queued).await.unwrap();
+        for _ in 0..2 {
+            let cancelled = store
+                .cancel_run(&OPEN, &c, queued.id, "the cancelled one")
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(cancelled.status, RunStatus::Cancelled, "{name}");
+            assert_eq!(
+                cancelled.response.as_deref(),
+                Some("the cancelled one"),
+                "{name}"
+            );
+        }
+        let late = store
+            .start_run(&OPEN, &c, queued.id, "inv-3", far)
+            .await
+            .unwrap();
+        assert!(
+            matches!(late, Start::Not(state) if state.status == RunStatus::Cancelled),
+            "{name}"
+        );
+
+        // A queued run abandoned (its hand-over failed) ends so, and is never taken.
+        let abandoned = NewRun {
+            id: "cccccccccccccccccccccccccccccccc",
+            ..run
+        };
+        store.queue_run(&OPEN, &c, abandoned).await.unwrap();
+        for _ in 0..2 {
+            let ended = store
+                .end_run(
+                    &OPEN,
+                    &c,
+                    abandoned.id,
+                    Ending::Queued,
+                    RunStatus::Failed,
+                    "gone",
+                )
+                .await
+                .unwrap();
+            assert!(ended, "{name}");
+        }
+        let late = store
+            .start_run(&OPEN, &c, abandoned.id, "inv-5", far)
+            .await
+            .unwrap();
+        assert!(
+            matches!(late, Start::Not(state) if state.status == RunStatus::Failed),
+            "{name}"
+        );
+
+        // A queued run past its start-by time is never taken, nor cancelled.
+        let stale = NewRun {
+            id: "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb",
+            start_by_ms: 1,
+            ..run
+        };
+        store.queue_run(&OPEN, &c, stale).await.unwrap();
+        let late = store
+            .start_run(&OPEN, &c, stale.id, "inv-4", far)
+            .await
+            .unwrap();
+        assert!(matches!(late, Start::Not(_)), "{name}");
+        let kept = store
+            .cancel_run(&OPEN, &c, stale.id, "x")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(kept.status, RunStatus::Queued, "{name}: left as it was");
+        assert_eq!(
+            kept.as_of(chat_proxy::clock::now_ms()).status,
+            RunStatus::Failed,
+            "{name}"
+        );
+    }
+}

@@ -11,6 +11,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -96,7 +97,10 @@ class RedisServer:
 
 
 class Proxy:
-    """The function binary behind `cargo lambda watch --only-lambda-apis` on a free port."""
+    """The function binary behind `cargo lambda watch --only-lambda-apis` on a free port:
+    two instances of it, as Lambda would run them side by side, so that a background
+    response's run (another invocation, asked for through `tools/lambda_events.py`, the
+    Invoke API's stand-in) runs while the first instance answers requests."""
 
     def __init__(self, env):
         self.port = free_port()
@@ -123,19 +127,34 @@ class Proxy:
                 if time.monotonic() > deadline or self.emulator.poll() is not None:
                     raise RuntimeError(f"cargo lambda did not start:\n{Path(self.log).read_text()}")
                 time.sleep(0.05)
+        events_port = free_port()
+        self.events = subprocess.Popen(
+            [sys.executable, str(ROOT / "tools" / "lambda_events.py"), str(events_port),
+             f"http://127.0.0.1:{self.port}", "_"],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
         function_env = {
             "PATH": os.environ["PATH"],
             "AWS_LAMBDA_FUNCTION_NAME": "chat-proxy",
             "AWS_LAMBDA_FUNCTION_VERSION": "1",
             "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "128",
             "AWS_LAMBDA_RUNTIME_API": f"http://127.0.0.1:{self.port}/.rt",
+            # Lambda's Invoke API, for background responses: the stand-in above, which the
+            # SDK signs its calls to with these (unchecked) credentials.
+            "AWS_ENDPOINT_URL_LAMBDA": f"http://127.0.0.1:{events_port}",
+            "AWS_REGION": "us-east-1",
+            "AWS_ACCESS_KEY_ID": "local",
+            "AWS_SECRET_ACCESS_KEY": "local",
             "LOG_FORMAT": "json",
             **env,
         }
-        self.function = subprocess.Popen(
-            [str(binary)], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-            env=function_env, start_new_session=True,
-        )
+        self.functions = [
+            subprocess.Popen(
+                [str(binary)], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                env=function_env, start_new_session=True,
+            )
+            for _ in range(2)
+        ]
         # One probe that waits as long as it takes: a client that gives up leaves the
         # emulator an invocation nobody waits for.
         wait_for(f"{self.url}/", self.emulator, 60, self.log)
@@ -150,7 +169,7 @@ class Proxy:
     def close(self):
         if os.environ.get("SHOW_PROXY_LOGS"):
             print(self.logs())
-        for process in (self.function, self.emulator):
+        for process in (*self.functions, self.events, self.emulator):
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGTERM)
                 try:

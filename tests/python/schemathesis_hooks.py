@@ -44,10 +44,21 @@ def fingerprint(request):
 # Ids the proxy answered with (stored responses, conversations and their items, chats with
 # a turn, their read-only links' tokens), so that the routes that read them by id are also
 # fuzzed with ids that exist, not only with random ones (which are all 404s).
-SEEN_IDS = {"response_id": [], "conversation_id": [], "item_id": [], "token": [], "chat_id": []}
+SEEN_IDS = {"response_id": [], "conversation_id": [], "item_id": [], "token": [], "chat_id": [],
+            # A background response test_openapi.py cancelled: cancelled again, it is a 200.
+            "background_id": [os.environ["FUZZ_CANCELLED_RESPONSE"]]
+            if os.environ.get("FUZZ_CANCELLED_RESPONSE") else []}
 
 
 def remember_ids(request, response):
+    path = request.path_url.split("?")[0]
+    # A response or conversation deleted is forgotten: its id now reaches only a 404.
+    if request.method == "DELETE" and response.status_code == 200:
+        parts = path.strip("/").split("/")
+        if len(parts) == 3 and parts[:2] == ["v1", "responses"]:
+            SEEN_IDS["response_id"] = [known for known in SEEN_IDS["response_id"] if known != parts[2]]
+        if len(parts) == 3 and parts[:2] == ["v1", "conversations"]:
+            SEEN_IDS["conversation_id"] = [known for known in SEEN_IDS["conversation_id"] if known != parts[2]]
     kind = response.headers.get("content-type", "")
     kind = (kind[0] if kind else "") if isinstance(kind, list) else kind
     if response.status_code != 200 or not kind.startswith("application/json"):
@@ -58,9 +69,10 @@ def remember_ids(request, response):
         return
     if not isinstance(body, dict):
         return
-    path = request.path_url.split("?")[0]
     if body.get("object") == "response" and body.get("store") is True:
         SEEN_IDS["response_id"].append(body["id"])
+        if body.get("background") is True:
+            SEEN_IDS["background_id"].append(body["id"])
     if body.get("object") == "conversation":
         SEEN_IDS["conversation_id"].append(body["id"])
     # A chat with a turn to show (its link is not a 409), and the links made to chats.
@@ -88,6 +100,11 @@ def map_path_parameters(ctx, path_parameters):
         known = {**path_parameters, "token": token}
         return {**known, "chat_id": chat} if "chat_id" in path_parameters else known
     operation = getattr(ctx, "operation", None)
+    # Only a background response can be cancelled (any other is a 400): known ones three
+    # times in four, so that the route is reached past its refusals.
+    if often and getattr(operation, "path", "").endswith("/cancel") and SEEN_IDS["background_id"]:
+        known = SEEN_IDS["background_id"]
+        return {**path_parameters, "response_id": known[os.urandom(1)[0] % len(known)]}
     if often and getattr(operation, "path", "").endswith("/share") and SEEN_IDS["chat_id"]:
         chat = SEEN_IDS["chat_id"][os.urandom(1)[0] % len(SEEN_IDS["chat_id"])]
         return {**path_parameters, "chat_id": chat}
@@ -101,6 +118,31 @@ def map_path_parameters(ctx, path_parameters):
             known = SEEN_IDS[name]
             return {**path_parameters, name: known[os.urandom(1)[0] % len(known)]}
     return path_parameters
+
+
+@schemathesis.hook
+def map_body(ctx, body):
+    """A background response holds an instance of the function for its whole answer (the
+    echo says a word every 60 ms), and the fuzzer does not wait for it: left to chance,
+    hundreds would queue behind the two instances, and requests behind them time out. One
+    in eight is kept; the others are asked in the foreground. tests/api/background.rs and
+    tests/python/test_responses.py test background responses themselves."""
+    if isinstance(body, dict) and body.get("background") is True and os.urandom(1)[0] % 8:
+        return {**body, "background": False}
+    return body
+
+
+@schemathesis.hook
+def map_query(ctx, query):
+    """`stream=true` reads a background response's events again; any other response is a
+    400 (only_a_running_background_response, below). Generated at random, it would take
+    most reads of a known response: three in four of them read it whole instead."""
+    operation = getattr(ctx, "operation", None)
+    if getattr(operation, "path", "") != "/v1/responses/{response_id}" or not query:
+        return query
+    if query.get("stream") == "true" and os.urandom(1)[0] % 4:
+        return {name: value for name, value in query.items() if name != "stream"}
+    return query
 
 
 @schemathesis.hook
@@ -267,6 +309,18 @@ def deleted_chat_reads_as_empty(response):
     )
 
 
+def only_a_running_background_response(response):
+    """Cancelling, or streaming again, needs a background response, and cancelling one that
+    has not ended (400 invalid_request, saying which): which a response is depends on how it
+    was made and on time, not on its id's schema. tests/api/background.rs tests each."""
+    if response.status_code != 400:
+        return False
+    code, message = error_code_and_message(response)
+    return code == "invalid_request" and (
+        "only a response created with `background: true`" in message
+        or "it cannot be cancelled" in message)
+
+
 # Explain any failure of the answer.
 EXPLAIN_ANY = (emulator_refused_non_utf8_body,)
 # Explain why a request the document allows was refused.
@@ -278,6 +332,7 @@ EXPLAIN_REFUSED = (
     refused_for_what_the_chat_holds,
     stored_turn_is_not_as_exported,
     output_answers_no_call,
+    only_a_running_background_response,
 )
 
 

@@ -4,6 +4,7 @@ conversation turns that the seed routes see, the stored responses' routes, and a
 tool loop whose items all stay in order."""
 
 import json
+import time
 import urllib.request
 import uuid
 
@@ -185,3 +186,80 @@ def test_the_next_turns_input_tokens_are_counted_from_the_stored_chain(proxy):
     turn = sdk.responses.create(model="gpt-4o-mini", input="Only museums.",
                                 previous_response_id=first.id)
     assert count.input_tokens == turn.usage.input_tokens > 0
+
+
+def wait_while(sdk, response, statuses):
+    """Reads a background response until its status leaves `statuses` (within 20 s);
+    answers the last read and every status it was seen in."""
+    seen = [response.status]
+    deadline = time.monotonic() + 20
+    while response.status in statuses:
+        assert time.monotonic() < deadline, f"still {response.status}: {seen}"
+        time.sleep(0.05)
+        response = sdk.responses.retrieve(response.id)
+        if seen[-1] != response.status:
+            seen.append(response.status)
+    return response, seen
+
+
+def test_a_background_response_is_polled_until_it_completes_then_continued(proxy):
+    sdk = client(proxy)
+    queued = sdk.responses.create(model="gpt-4o-mini", input="the sea, the sky and the hills",
+                                  background=True)
+    assert queued.status == "queued" and queued.background is True
+    assert queued.output == []
+    done, seen = wait_while(sdk, queued, ("queued", "in_progress"))
+    assert done.status == "completed", seen
+    assert "in_progress" in seen, seen
+    assert done.id == queued.id
+    assert output_text(done) == "echo: the sea, the sky and the hills (1 item)"
+    after = sdk.responses.create(model="gpt-4o-mini", input="and then?", previous_response_id=done.id)
+    assert output_text(after) == "echo: and then? (3 items)"
+
+
+def test_a_background_response_cancelled_mid_run_keeps_what_it_had_said(proxy):
+    sdk = client(proxy)
+    words = " ".join(f"word{n}" for n in range(40))
+    queued = sdk.responses.create(model="gpt-4o-mini", input=words, background=True)
+    running, seen = wait_while(sdk, queued, ("queued",))
+    assert running.status == "in_progress", seen
+    time.sleep(0.4)
+    cancelled = sdk.responses.cancel(queued.id)
+    assert cancelled.status == "cancelled"
+    kept = output_text(cancelled)
+    assert kept and f"echo: {words}".startswith(kept) and len(kept) < len(words), kept
+    assert sdk.responses.cancel(queued.id).model_dump() == cancelled.model_dump()
+    assert sdk.responses.retrieve(queued.id).model_dump() == cancelled.model_dump()
+    with pytest.raises(openai.BadRequestError):
+        sdk.responses.cancel(sdk.responses.create(model="gpt-4o-mini", input="plain").id)
+
+
+def test_another_caller_cannot_read_or_cancel_a_background_response(proxy):
+    queued = client(proxy).responses.create(model="gpt-4o-mini", input="mine", background=True)
+    with pytest.raises(openai.NotFoundError):
+        client(proxy, "bob").responses.retrieve(queued.id)
+    with pytest.raises(openai.NotFoundError):
+        client(proxy, "bob").responses.cancel(queued.id)
+    wait_while(client(proxy), queued, ("queued", "in_progress"))
+
+
+def test_a_streamed_background_response_is_resumed_where_the_client_left_it(proxy):
+    sdk = client(proxy)
+    words = " ".join(f"word{n}" for n in range(12))
+    stream = sdk.responses.create(model="gpt-4o-mini", input=words, background=True, stream=True)
+    first = []
+    for event in stream:
+        first.append(event)
+        if event.type == "response.output_text.delta" and len(first) >= 6:
+            break
+    stream.close()
+    response_id = first[0].response.id
+    last = first[-1].sequence_number
+    rest = list(sdk.responses.retrieve(response_id, stream=True, starting_after=last))
+    numbers = [event.sequence_number for event in first + rest]
+    assert numbers == list(range(len(numbers))), numbers
+    assert rest[-1].type == "response.completed"
+    assert output_text(rest[-1].response) == f"echo: {words} (1 item)"
+    text = "".join(event.delta for event in first + rest if event.type == "response.output_text.delta")
+    assert text == f"echo: {words} (1 item)"
+    assert output_text(sdk.responses.retrieve(response_id)) == text

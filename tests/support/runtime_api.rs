@@ -1,6 +1,10 @@
 //! A stand-in for the Lambda Runtime API on loopback, so the built `bootstrap` binary can be
 //! run exactly as Lambda runs it: it polls `/invocation/next`, answers each event at
 //! `/invocation/{id}/response` (or `/error`), and reports a failed start at `/init/error`.
+//! It also serves Lambda's Invoke API (`POST /2015-03-31/functions/{name}/invocations`, as
+//! the AWS SDK sends it when `AWS_ENDPOINT_URL_LAMBDA` points here): an `Event` invocation
+//! is answered 202 at once and queued for whichever function instance polls next, as Lambda
+//! does, so work one invocation hands over really runs in another.
 
 // Shared by the tests, the benchmarks and an example; each uses part of it.
 #![allow(dead_code)]
@@ -80,6 +84,30 @@ struct State {
     cut_after: Mutex<Option<usize>>,
     init_error: Mutex<Option<oneshot::Sender<Value>>>,
     next_id: Mutex<u64>,
+    /// Every call of the Invoke API, as received.
+    invoked: Mutex<Vec<Invoked>>,
+    /// How asynchronous invocations ended, in the order they did.
+    async_ended: Mutex<Vec<Outcome>>,
+    async_notify: Notify,
+    /// How long an invocation made through the Invoke API has to answer.
+    invoke_deadline: Mutex<Option<Duration>>,
+    /// Answer the Invoke API with this status rather than take the call.
+    invoke_refusal: Mutex<Option<u16>>,
+    /// While set, `Event` invocations are taken but held here, not run (Lambda's queue
+    /// before an instance is free).
+    parked: Mutex<Option<Vec<Invocation>>>,
+}
+
+/// A call of the Invoke API, as received.
+#[derive(Debug, Clone)]
+pub struct Invoked {
+    /// The function named in the path, percent-decoded.
+    pub function: String,
+    /// `X-Amz-Invocation-Type` (Lambda's default, `RequestResponse`, when absent).
+    pub invocation_type: String,
+    /// Whether it was signed (SigV4 `Authorization`).
+    pub signed: bool,
+    pub payload: Vec<u8>,
 }
 
 pub struct RuntimeApi {
@@ -129,31 +157,54 @@ impl RuntimeApi {
 
     /// Queues an event that must be answered within `deadline`, and waits for the answer.
     pub async fn invoke_with_deadline(&self, event: &Value, deadline: Duration) -> Outcome {
-        let id = {
-            let mut next = self.state.next_id.lock().expect("lock");
-            *next += 1;
-            format!("req-{:06}", *next)
-        };
-        let (tx, rx) = oneshot::channel();
-        self.state
-            .waiting
-            .lock()
-            .expect("lock")
-            .insert(id.clone(), tx);
-        self.state
-            .queue
-            .lock()
-            .expect("lock")
-            .push_back(Invocation {
-                id,
-                event: Bytes::from(event.to_string()),
-                deadline,
-            });
-        self.state.queued.notify_one();
+        let rx = enqueue(&self.state, Bytes::from(event.to_string()), deadline, false);
         tokio::time::timeout(deadline + Duration::from_secs(5), rx)
             .await
             .expect("the function answered")
             .expect("the runtime API stayed up")
+    }
+
+    /// Every call the Invoke API has had.
+    pub fn invoked(&self) -> Vec<Invoked> {
+        self.state.invoked.lock().expect("lock").clone()
+    }
+
+    /// Gives invocations made through the Invoke API `deadline` to answer (30 s else).
+    pub fn set_invoke_deadline(&self, deadline: Duration) {
+        *self.state.invoke_deadline.lock().expect("lock") = Some(deadline);
+    }
+
+    /// Holds `Event` invocations taken from now on, until [`RuntimeApi::release_events`].
+    pub fn hold_events(&self) {
+        *self.state.parked.lock().expect("lock") = Some(Vec::new());
+    }
+
+    /// Runs the held `Event` invocations, and holds no more.
+    pub fn release_events(&self) {
+        let parked = self.state.parked.lock().expect("lock").take();
+        for invocation in parked.unwrap_or_default() {
+            self.state.queue.lock().expect("lock").push_back(invocation);
+            self.state.queued.notify_one();
+        }
+    }
+
+    /// Answers every Invoke call with `status` (Lambda refusing), or takes them again.
+    pub fn refuse_invokes(&self, status: Option<u16>) {
+        *self.state.invoke_refusal.lock().expect("lock") = status;
+    }
+
+    /// Waits until `count` asynchronous invocations have ended in all; answers how many
+    /// have.
+    pub async fn wait_for_async(&self, count: usize, wait: Duration) -> usize {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let notified = self.state.async_notify.notified();
+            let ended = self.state.async_ended.lock().expect("lock").len();
+            if ended >= count || tokio::time::Instant::now() >= deadline {
+                return ended;
+            }
+            let _ = tokio::time::timeout_at(deadline, notified).await;
+        }
     }
 
     /// Drops the next streamed answer after `bytes` bytes of its body, closing the link.
@@ -181,11 +232,146 @@ impl RuntimeApi {
     }
 }
 
+/// Queues an event as an invocation (or holds it, when `may_park` and events are held); its
+/// outcome arrives on the receiver.
+fn enqueue(
+    state: &State,
+    event: Bytes,
+    deadline: Duration,
+    may_park: bool,
+) -> oneshot::Receiver<Outcome> {
+    let id = {
+        let mut next = state.next_id.lock().expect("lock");
+        *next += 1;
+        format!("req-{:06}", *next)
+    };
+    let (tx, rx) = oneshot::channel();
+    state.waiting.lock().expect("lock").insert(id.clone(), tx);
+    let invocation = Invocation {
+        id,
+        event,
+        deadline,
+    };
+    if let Some(parked) = state
+        .parked
+        .lock()
+        .expect("lock")
+        .as_mut()
+        .filter(|_| may_park)
+    {
+        parked.push(invocation);
+        return rx;
+    }
+    state.queue.lock().expect("lock").push_back(invocation);
+    state.queued.notify_one();
+    rx
+}
+
+/// Lambda's Invoke API: `Event` is taken (202) and run by the next instance that polls;
+/// `RequestResponse` waits for the function's answer.
+async fn invoke_api(
+    state: Arc<State>,
+    request: Request<Incoming>,
+    function: &str,
+) -> Response<Full<Bytes>> {
+    let header = |name: &str| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned)
+    };
+    let invocation_type =
+        header("x-amz-invocation-type").unwrap_or_else(|| "RequestResponse".to_owned());
+    let signed = header("authorization").is_some_and(|value| value.starts_with("AWS4-HMAC-SHA256"));
+    let payload = request
+        .into_body()
+        .collect()
+        .await
+        .map(|collected| collected.to_bytes())
+        .unwrap_or_default();
+    let function = percent_decode(function);
+    state.invoked.lock().expect("lock").push(Invoked {
+        function,
+        invocation_type: invocation_type.clone(),
+        signed,
+        payload: payload.to_vec(),
+    });
+    if let Some(status) = *state.invoke_refusal.lock().expect("lock") {
+        let mut answer = reply(
+            StatusCode::from_u16(status).expect("a status"),
+            Bytes::from_static(br#"{"message":"Rate exceeded"}"#),
+            None,
+        );
+        answer.headers_mut().insert(
+            "x-amzn-errortype",
+            hyper::header::HeaderValue::from_static("TooManyRequestsException"),
+        );
+        return answer;
+    }
+    let deadline = state
+        .invoke_deadline
+        .lock()
+        .expect("lock")
+        .unwrap_or(Duration::from_secs(30));
+    let asynchronous = invocation_type == "Event";
+    let outcome = enqueue(&state, payload, deadline, asynchronous);
+    if asynchronous {
+        let waiter = state.clone();
+        tokio::spawn(async move {
+            if let Ok(outcome) = outcome.await {
+                waiter.async_ended.lock().expect("lock").push(outcome);
+                waiter.async_notify.notify_waiters();
+            }
+        });
+        return reply(StatusCode::ACCEPTED, Bytes::new(), None);
+    }
+    match outcome.await {
+        Ok(Outcome::Response(value)) => reply(StatusCode::OK, Bytes::from(value.to_string()), None),
+        Ok(other) => reply(StatusCode::OK, Bytes::from(format!("{other:?}")), None),
+        Err(_) => reply(StatusCode::INTERNAL_SERVER_ERROR, Bytes::new(), None),
+    }
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut at = 0;
+    while at < bytes.len() {
+        let hex = bytes
+            .get(at + 1..at + 3)
+            .and_then(|pair| std::str::from_utf8(pair).ok());
+        match (
+            bytes[at],
+            hex.and_then(|pair| u8::from_str_radix(pair, 16).ok()),
+        ) {
+            (b'%', Some(byte)) => {
+                decoded.push(byte);
+                at += 3;
+            }
+            (byte, _) => {
+                decoded.push(byte);
+                at += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&decoded).into_owned()
+}
+
 async fn serve(
     state: Arc<State>,
     request: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = request.uri().path().to_owned();
+    if let Some(function) = path
+        .strip_prefix("/2015-03-31/functions/")
+        .and_then(|rest| rest.strip_suffix("/invocations"))
+    {
+        if request.method() == Method::POST {
+            let function = function.to_owned();
+            return Ok(invoke_api(state, request, &function).await);
+        }
+    }
     let method = request.method().clone();
     let streaming = request
         .headers()

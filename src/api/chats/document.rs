@@ -199,12 +199,13 @@ fn turns_of(messages: Vec<Value>) -> Result<Vec<Turn>, ApiError> {
                                 .ok_or_else(|| bad("has a `urls` entry that is not a string"))
                         })
                         .collect::<Result<_, _>>()?,
-                    _ => Vec::new(),
+                    None => Vec::new(),
+                    Some(_) => return Err(bad("has `urls` that is not a list of strings")),
                 };
-                if urls.is_empty() {
-                    if let Some(Value::String(url)) = message.remove("url") {
-                        urls.push(url);
-                    }
+                match message.remove("url") {
+                    Some(Value::String(url)) if urls.is_empty() => urls.push(url),
+                    None | Some(Value::String(_)) => {}
+                    Some(_) => return Err(bad("has a `url` that is not a string")),
                 }
                 let content = if urls.is_empty() {
                     UserContent::Text(content)

@@ -8,8 +8,11 @@
 //! can be continued at once, from any instance. A streamed response passes upstream's
 //! events on as they come, with the same id.
 
+mod background;
+mod follow;
 mod replay;
 mod request;
+mod run;
 mod stateless;
 mod stored;
 
@@ -19,11 +22,14 @@ use bytes::Bytes;
 use lambda_http::{Request, Response};
 use serde_json::{json, Map, Value};
 
+pub use self::background::{cancel, RunEvent};
+pub use self::follow::resume;
+pub use self::run::run;
 pub use self::stateless::{compact, input_tokens};
 pub use self::stored::{delete, get, input_items};
 use crate::app::App;
 use crate::body::json_object;
-use crate::chat::{Exchange, StoredResponse, Tenant};
+use crate::chat::{ChatId, Exchange, StoredResponse, Tenant};
 use crate::error::ApiError;
 use crate::guard::source_ip;
 use crate::http::{
@@ -32,9 +38,108 @@ use crate::http::{
 };
 use crate::idempotency;
 use crate::request_log::RequestLog;
-use crate::turn::{Answered, Ask, Keep, Opened, Ran, ResponsesCall, ResponsesTurn, StreamSink};
+use crate::turn::{
+    Answered, Ask, Fixed, Keep, Opened, Ran, ResponsesCall, ResponsesTurn, StreamSink,
+};
 use crate::upstream::Chunk;
 use lambda_http::http::HeaderValue;
+
+/// A `POST /v1/responses` body, read: what its turn needs, owned, so that a background run
+/// reads its request again the same way (`background.rs`).
+struct Reading {
+    params: Map<String, Value>,
+    asked: request::Asked,
+    model: String,
+    /// The chat the turn reads (a chain's or a conversation's), and the turn it continues.
+    read: Option<ChatId>,
+    previous: Option<String>,
+    /// The fields the proxy sets on the response (besides its id).
+    fields: Map<String, Value>,
+}
+
+impl Reading {
+    fn of(app: &App, body: &[u8]) -> Result<Reading, ApiError> {
+        let mut params = json_object(body, app.max_body_bytes)?;
+        let asked = request::read(&mut params, request::Input::Required)?;
+        let model = crate::body::model(
+            &mut params,
+            &app.allowed_models,
+            app.upstream.model_name(crate::upstream::Model::Chat),
+        )?;
+        let (read, previous) = match (&asked.previous, &asked.conversation) {
+            (Some((_, turn, chat)), _) => (Some(chat.clone()), Some(turn.clone())),
+            (None, Some(conversation)) => (Some(conversation.clone()), None),
+            (None, None) => (None, None),
+        };
+        let mut fields = Map::new();
+        fields.insert(
+            "previous_response_id".to_owned(),
+            asked
+                .previous
+                .as_ref()
+                .map_or(Value::Null, |(id, _, _)| json!(id)),
+        );
+        fields.insert("store".to_owned(), json!(asked.store));
+        fields.insert("instructions".to_owned(), json!(asked.instructions));
+        if let Some(conversation) = &asked.conversation {
+            fields.insert(
+                "conversation".to_owned(),
+                json!({"id": conversation.as_str()}),
+            );
+        }
+        if asked.background {
+            fields.insert("background".to_owned(), json!(true));
+        }
+        Ok(Reading {
+            params,
+            asked,
+            model,
+            read,
+            previous,
+            fields,
+        })
+    }
+
+    /// The turn this request asks for; its input is taken out of the reading.
+    fn ask<'a>(
+        &'a mut self,
+        tenant: &'a Tenant,
+        deadline: tokio::time::Instant,
+        ip: Option<&'a str>,
+        keep: Option<Keep>,
+        fixed: Option<Fixed>,
+    ) -> Ask<'a> {
+        let exchange = Exchange {
+            input: std::mem::take(&mut self.asked.input),
+            response: StoredResponse::none(),
+        };
+        let this: &'a Reading = self;
+        Ask {
+            tenant,
+            chat: this.read.as_ref(),
+            asked: exchange.asked(),
+            prompt: None,
+            resent: None,
+            redo: None,
+            responses: Some(ResponsesTurn {
+                input: exchange.input,
+                instructions: this.asked.instructions.clone(),
+                prompts: this.asked.conversation.is_some(),
+                store: this.asked.store,
+                previous: this.previous.clone(),
+                conversation: this.asked.conversation.clone(),
+                fields: this.fields.clone(),
+                call: ResponsesCall::Create,
+                fixed,
+            }),
+            model: &this.model,
+            params: Some(&this.params),
+            deadline,
+            ip,
+            keep,
+        }
+    }
+}
 
 /// `POST /v1/responses`. The rate limit is counted in the turn's read round trip.
 pub async fn create(
@@ -44,79 +149,38 @@ pub async fn create(
     log: &mut RequestLog,
 ) -> Result<Response<ResponseBody>, ApiError> {
     let rate_limit = app.guard.rate_limit(tenant, request);
-    let mut params = json_object(request.body(), app.max_body_bytes)?;
-    let asked = request::read(&mut params, request::Input::Required)?;
-    let model = crate::body::model(
-        &mut params,
-        &app.allowed_models,
-        app.upstream.model_name(crate::upstream::Model::Chat),
-    )?;
-    let (read, previous) = match (&asked.previous, &asked.conversation) {
-        (Some((_, turn, chat)), _) => (Some(chat.clone()), Some(turn.clone())),
-        (None, Some(conversation)) => (Some(conversation.clone()), None),
-        (None, None) => (None, None),
-    };
-    let mut fields = Map::new();
-    fields.insert(
-        "previous_response_id".to_owned(),
-        asked
-            .previous
-            .as_ref()
-            .map_or(Value::Null, |(id, _, _)| json!(id)),
-    );
-    fields.insert("store".to_owned(), json!(asked.store));
-    fields.insert("instructions".to_owned(), json!(asked.instructions));
-    if let Some(conversation) = &asked.conversation {
-        fields.insert(
-            "conversation".to_owned(),
-            json!({"id": conversation.as_str()}),
-        );
-    }
-    let reveal = asked.wants_encrypted_reasoning;
-    let mut own = fields.clone();
-    let keep = idempotency::key_of(request, asked.conversation.as_ref())?.map(|key| {
+    let mut reading = Reading::of(app, request.body())?;
+    let reveal = reading.asked.wants_encrypted_reasoning;
+    let (stream, store) = (reading.asked.stream, reading.asked.store);
+    let keep = idempotency::key_of(request, reading.asked.conversation.as_ref())?.map(|key| {
         let fingerprint = idempotency::fingerprint(&[
             b"responses",
-            if asked.stream { b"stream" } else { b"json" },
+            if stream { b"stream" } else { b"json" },
             request.body().as_ref(),
         ]);
         let render = move |answered: &Answered| caller_view(answered, reveal);
         Keep::new(key, fingerprint, Arc::new(render))
     });
-    let exchange = Exchange {
-        input: asked.input,
-        response: StoredResponse::none(),
-    };
-    let ask = Ask {
+    if reading.asked.background {
+        // Boxed: the rarer path keeps its large future off every turn's stack.
+        let queued = background::queue(app, tenant, request, reading, keep, rate_limit, log);
+        return Box::pin(queued).await;
+    }
+    let mut own = reading.fields.clone();
+    let ask = reading.ask(
         tenant,
-        chat: read.as_ref(),
-        asked: exchange.asked(),
-        prompt: None,
-        resent: None,
-        redo: None,
-        responses: Some(ResponsesTurn {
-            input: exchange.input,
-            instructions: asked.instructions,
-            prompts: asked.conversation.is_some(),
-            store: asked.store,
-            previous,
-            conversation: asked.conversation.clone(),
-            fields,
-            call: ResponsesCall::Create,
-        }),
-        model: &model,
-        params: Some(&params),
-        deadline: app.guard.deadline(request, asked.stream),
-        ip: source_ip(request),
+        app.guard.deadline(request, stream),
+        source_ip(request),
         keep,
-    };
-    if !asked.stream {
+        None,
+    );
+    if !stream {
         return match app.turns.run(ask, rate_limit, log).await? {
             Ran::Answered(answered) => {
                 let mut response = json_body(caller_view(&answered, reveal).into_bytes());
                 // A response asked to be stored that could not be (its conversation was
                 // deleted meanwhile, say) is answered, and says so.
-                if asked.store && !answered.stored {
+                if store && !answered.stored {
                     response
                         .headers_mut()
                         .insert(X_CHAT_STORED, HeaderValue::from_static("false"));
@@ -144,7 +208,6 @@ pub async fn create(
             sequence: 0,
             failed: false,
         };
-        let store = asked.store;
         let finished = open.finish(&mut sink).await;
         if let Ok(answered) = &finished {
             if store && !answered.stored {

@@ -14,6 +14,9 @@ pub(super) struct Asked {
     pub instructions: Option<String>,
     pub store: bool,
     pub stream: bool,
+    /// `background`: the response is answered at once, `queued`, and made by another
+    /// invocation (`background.rs`).
+    pub background: bool,
     /// `previous_response_id`, as sent, with the turn and the chat it names.
     pub previous: Option<(String, String, ChatId)>,
     /// `conversation`: the chat it names.
@@ -51,6 +54,14 @@ pub(super) enum Input {
 pub(super) fn read(params: &mut Map<String, Value>, needs: Input) -> Result<Asked, ApiError> {
     let stream = flag(params, "stream")?.unwrap_or(false);
     let store = flag(params, "store")?.unwrap_or(true);
+    let background = flag(params, "background")?.unwrap_or(false);
+    if background && !store {
+        // As OpenAI: a background response is kept, or nobody could read it.
+        return Err(invalid(
+            "background",
+            "`background` responses must be stored: leave `store` out or set it true",
+        ));
+    }
     // What the input may follow: a chain, or (for a count) a conversation.
     let chain = matches!(params.get("previous_response_id"), Some(Value::String(_)))
         || matches!(
@@ -145,6 +156,7 @@ pub(super) fn read(params: &mut Map<String, Value>, needs: Input) -> Result<Aske
         instructions,
         store,
         stream,
+        background,
         previous,
         conversation,
         wants_encrypted_reasoning,
@@ -219,6 +231,11 @@ mod tests {
                 "input",
             ),
             (json!({"input": "x", "stream": "yes"}), "stream"),
+            (json!({"input": "x", "background": 1}), "background"),
+            (
+                json!({"input": "x", "background": true, "store": false}),
+                "background",
+            ),
             (
                 json!({"input": "x", "previous_response_id": "resp_unknown"}),
                 "previous_response_id",

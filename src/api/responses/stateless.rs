@@ -127,6 +127,7 @@ async fn answer(
             conversation: asked.conversation,
             fields: Map::<String, Value>::new(),
             call,
+            fixed: None,
         }),
         model: &model,
         params: Some(&params),

@@ -12,6 +12,7 @@ use crate::error::ApiError;
 use crate::http::{json_response, ResponseBody};
 use crate::paging::{query_values, Paging};
 use crate::request_log::RequestLog;
+use crate::store::RunStatus;
 use crate::turn::Rewrite;
 
 fn not_found(id: &str) -> ApiError {
@@ -19,6 +20,14 @@ fn not_found(id: &str) -> ApiError {
         code: "response_not_found",
         param: None,
         message: format!("Response with id '{id}' not found."),
+    }
+}
+
+fn bad_query(param: &'static str, message: &str) -> ApiError {
+    ApiError::BadParam {
+        code: "invalid_value",
+        param,
+        message: message.to_owned(),
     }
 }
 
@@ -59,10 +68,63 @@ pub async fn get(
     request: &Request,
     log: &mut RequestLog,
 ) -> Result<Response<ResponseBody>, ApiError> {
-    let (turn, _) = stored_turn(app, tenant, id, request, log).await?;
-    let mut response = turn
-        .exchange
-        .map_or(Value::Null, |exchange| exchange.response.to_value());
+    // `stream` and `starting_after` as the document says, whichever way it is read.
+    let stream = match query_values(request, "stream").last().as_deref() {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(_) => return Err(bad_query("stream", "`stream` must be true or false")),
+    };
+    let after = match query_values(request, "starting_after").last() {
+        None => None,
+        // A number past any event's is after them all.
+        Some(n) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => {
+            Some(n.parse::<u64>().unwrap_or(u64::MAX))
+        }
+        Some(_) => {
+            return Err(bad_query(
+                "starting_after",
+                "`starting_after` must be an event's sequence_number (0 or more)",
+            ))
+        }
+    };
+    if stream {
+        return super::follow::resume(app, tenant, id, after, request, log).await;
+    }
+    let (turn_id, chat) = parse_response_id(id).ok_or_else(|| not_found(id))?;
+    let limit = app.guard.rate_limit(tenant, request);
+    // A background response is its run until its turn is stored: both read at once.
+    let read = async {
+        tokio::join!(
+            limit,
+            app.store.turns(tenant, &chat),
+            app.store.run_state(tenant, &chat, turn_id)
+        )
+    };
+    let (allowed, turns, run) = log.redis(read).await;
+    allowed?;
+    let find = |turns: Vec<Turn>| {
+        turns
+            .into_iter()
+            .find(|turn| turn.id.as_deref() == Some(turn_id) && is_response(turn))
+    };
+    let mut turn = find(turns?);
+    let run = run?;
+    // The two were read side by side: a run that ended as its turn was stored in between
+    // reads completed with no turn, so its chat is read once more.
+    if turn.is_none()
+        && run
+            .as_ref()
+            .is_some_and(|run| run.status == RunStatus::Completed)
+    {
+        turn = find(log.redis(app.store.turns(tenant, &chat)).await?);
+    }
+    let mut response = match (turn, run) {
+        (Some(turn), _) => turn
+            .exchange
+            .map_or(Value::Null, |exchange| exchange.response.to_value()),
+        (None, Some(run)) => super::background::answer_of(run).ok_or_else(|| not_found(id))?,
+        (None, None) => return Err(not_found(id)),
+    };
     let reveal = query_values(request, "include").any(|v| v == crate::turn::ENCRYPTED_REASONING);
     if !reveal {
         hide_encrypted_reasoning(&mut response);

@@ -53,6 +53,9 @@ impl Chats for MemoryStore {
             state
                 .keys
                 .retain(|(owner, key), _| owner != tenant || key.chat.as_ref() != Some(chat));
+            state
+                .runs
+                .retain(|(owner, of, _), _| owner != tenant || of != chat);
         }
         // Its links go with it.
         self.revoke_all(tenant, chat).await

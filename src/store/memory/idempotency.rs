@@ -63,6 +63,11 @@ impl Idempotency for MemoryStore {
         }
         Ok(())
     }
+
+    async fn keep_answer(&self, tenant: &Tenant, kept: KeptAnswer<'_>) -> Result<(), StoreError> {
+        keep(&mut self.state(), tenant, kept);
+        Ok(())
+    }
 }
 
 /// Keeps an answer for its `Idempotency-Key`.

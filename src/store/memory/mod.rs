@@ -11,6 +11,7 @@
 mod chats;
 mod idempotency;
 mod prompts;
+mod runs;
 mod shares;
 mod turns;
 mod usage;
@@ -55,6 +56,8 @@ struct State {
     items: HashMap<(Tenant, String), String>,
     /// Read-only links by id: each one's snapshot and the chat it is a link of.
     shared: HashMap<String, (String, ChatKey, ShareLink)>,
+    /// Background runs, by their chat and id.
+    runs: HashMap<runs::RunKey, runs::KeptRun>,
 }
 
 #[derive(Clone)]

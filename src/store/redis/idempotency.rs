@@ -85,4 +85,20 @@ impl Idempotency for RedisStore {
             .await
             .map(drop)
     }
+
+    async fn keep_answer(&self, tenant: &Tenant, kept: KeptAnswer<'_>) -> Result<(), StoreError> {
+        let key = self.keys.idempotency(tenant, kept.key);
+        use fred::interfaces::KeysInterface;
+        let value = self.seal_answer(&key, kept)?;
+        self.client()
+            .set::<(), _, _>(
+                key,
+                value,
+                Some(fred::prelude::Expiration::EX(ANSWER_SECONDS as i64)),
+                None,
+                false,
+            )
+            .await
+            .map_err(|e| self.error(e))
+    }
 }

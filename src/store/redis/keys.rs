@@ -86,6 +86,22 @@ impl ChatKeys {
     pub fn shares(&self) -> String {
         format!("{}:shares", self.base)
     }
+
+    /// The ids of the background runs whose answers land in the chat, so that deleting the
+    /// chat deletes them.
+    pub fn runs(&self) -> String {
+        format!("{}:runs", self.base)
+    }
+
+    /// A background run whose answer lands in the chat, by its answer's turn id.
+    pub fn run(&self, id: &str) -> String {
+        format!("{}:run:{id}", self.base)
+    }
+
+    /// A background run's recorded events.
+    pub fn run_events(&self, id: &str) -> String {
+        format!("{}:run:{id}:events", self.base)
+    }
 }
 
 /// The counters of one caller for one day.

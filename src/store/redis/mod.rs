@@ -17,6 +17,7 @@ mod idempotency;
 mod keys;
 mod prompts;
 mod reseal;
+mod runs;
 mod scripts;
 mod sealed;
 mod shares;

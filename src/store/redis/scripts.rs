@@ -49,6 +49,13 @@ pub(super) struct Scripts {
     pub reseal: Script,
     /// A chat's link, listed before its snapshot is kept.
     pub share: Script,
+    /// A background run's record (`store/runs.rs`): kept, taken, cancelled, its events,
+    /// ended.
+    pub queue_run: Script,
+    pub start_run: Script,
+    pub cancel_run: Script,
+    pub record_events: Script,
+    pub end_run: Script,
 }
 
 impl Scripts {
@@ -96,13 +103,18 @@ impl Scripts {
             list_chats: alone(include_str!("scripts/list_chats.lua")),
             reseal: alone(include_str!("scripts/reseal.lua")),
             share: alone(include_str!("scripts/share.lua")),
+            queue_run: alone(include_str!("scripts/queue_run.lua")),
+            start_run: alone(include_str!("scripts/start_run.lua")),
+            cancel_run: alone(include_str!("scripts/cancel_run.lua")),
+            record_events: alone(include_str!("scripts/record_events.lua")),
+            end_run: alone(include_str!("scripts/end_run.lua")),
         }
     }
 }
 
 impl Scripts {
     /// Every script, to load into Redis.
-    fn all(&self) -> [&Script; 19] {
+    fn all(&self) -> [&Script; 24] {
         [
             &self.claim_newest,
             &self.release_claim,
@@ -123,6 +135,11 @@ impl Scripts {
             &self.list_chats,
             &self.reseal,
             &self.share,
+            &self.queue_run,
+            &self.start_run,
+            &self.cancel_run,
+            &self.record_events,
+            &self.end_run,
         ]
     }
 

@@ -1,0 +1,228 @@
+//! Following a background run's events, from any instance: what it recorded after a given
+//! `sequence_number`, then what it records next, live, until it ends. A streamed background
+//! response (`background: true, stream: true`) is answered this way from its first event,
+//! and `GET /v1/responses/{id}?stream=true&starting_after=N` resumes one where a client
+//! left it: every later event once, in order, and the same end.
+//!
+//! The run writes its events in batches (`background.rs`); the follower reads the batches it
+//! has not seen and the run's state in one round trip, every [`POLL_EVERY`]. A run that has
+//! ended is read once more, so the batch it wrote just before it ended is not missed; one
+//! that ended without upstream's own last event (it failed, or its invocation died) ends
+//! with a `response.failed` event of the proxy's.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::{json, Value};
+
+use lambda_http::{Request, Response};
+
+use super::background::{answer_of, wants_encrypted};
+use crate::app::App;
+use crate::chat::parse_response_id;
+use crate::chat::{ChatId, Tenant};
+use crate::clock::now_ms;
+use crate::error::ApiError;
+use crate::http::{event_stream, ResponseBody};
+use crate::http::{sse_event, FrameSender, KEEP_ALIVE};
+use crate::request_log::RequestLog;
+use crate::store::{RunStatus, Store};
+
+/// How often a follower reads what the run recorded since.
+const POLL_EVERY: Duration = Duration::from_millis(100);
+
+/// Which run to follow, and from where.
+pub(super) struct Following {
+    pub tenant: Tenant,
+    pub chat: ChatId,
+    pub id: String,
+    /// Send only the events after this `sequence_number` (all of them when `None`).
+    pub after: Option<u64>,
+    /// Hide the reasoning's encrypted content (the reader did not ask for it).
+    pub hide_reasoning: bool,
+}
+
+/// Streams the run's events to `frames` until the run ends or the client goes.
+/// `stall` is how long a stream may wait for its client (a keep-alive goes every half of
+/// it); past `deadline` (the invocation's) it ends with an error event that says to resume.
+pub(super) async fn follow(
+    store: Arc<dyn Store>,
+    stall: Duration,
+    deadline: tokio::time::Instant,
+    run: Following,
+    mut frames: FrameSender,
+) {
+    let Following {
+        tenant,
+        chat,
+        id,
+        after,
+        hide_reasoning,
+    } = run;
+    let mut batch = 0;
+    let mut last = after;
+    let mut ended_seen = false;
+    // Upstream's own last event was sent (in any pass).
+    let mut sent_end = false;
+    let mut quiet = tokio::time::Instant::now();
+    loop {
+        if tokio::time::Instant::now() >= deadline {
+            // This invocation is ending: the client resumes from where it got to.
+            let event = json!({"type": "error", "code": "stream_timeout",
+                "message": "this stream reached its time limit; resume it with \
+                    GET /v1/responses/{id}?stream=true&starting_after=<its last sequence_number>",
+                "param": null, "sequence_number": last.map_or(0, |n| n + 1)});
+            frames
+                .send(sse_event(Some("error"), event.to_string().as_bytes()))
+                .await;
+            return;
+        }
+        let read = async {
+            tokio::join!(
+                store.run_events(&tenant, &chat, &id, batch),
+                store.run_state(&tenant, &chat, &id)
+            )
+        };
+        let (batches, state) = read.await;
+        let (batches, state) = match (batches, state) {
+            (Ok(batches), Ok(state)) => (batches, state),
+            (Err(error), _) | (_, Err(error)) => {
+                tracing::warn!(%error, "a background run's events could not be read");
+                let event = json!({"type": "error", "code": "storage_unavailable",
+                    "message": "the response's events could not be read; resume it later",
+                    "param": null, "sequence_number": last.map_or(0, |n| n + 1)});
+                frames
+                    .send(sse_event(Some("error"), event.to_string().as_bytes()))
+                    .await;
+                return;
+            }
+        };
+        for recorded in &batches {
+            batch += 1;
+            let Ok(Value::Array(events)) = serde_json::from_str::<Value>(recorded) else {
+                continue;
+            };
+            for mut event in events {
+                let sequence = event["sequence_number"].as_u64();
+                if matches!((sequence, last), (Some(n), Some(seen)) if n <= seen) {
+                    continue;
+                }
+                last = sequence.or(last);
+                let kind = event["type"].as_str().unwrap_or("message").to_owned();
+                sent_end |= matches!(
+                    kind.as_str(),
+                    "response.completed" | "response.failed" | "response.incomplete"
+                );
+                if hide_reasoning {
+                    super::hide_encrypted_reasoning(&mut event);
+                }
+                frames
+                    .send(sse_event(Some(&kind), event.to_string().as_bytes()))
+                    .await;
+                quiet = tokio::time::Instant::now();
+            }
+        }
+        if frames.client_gone() {
+            return;
+        }
+        let Some(state) = state else {
+            return;
+        };
+        let state = state.as_of(now_ms());
+        if state.status.ended() && (ended_seen || sent_end) {
+            if !sent_end && state.status == RunStatus::Failed {
+                if let Some(response) = answer_of(state) {
+                    let event = json!({"type": "response.failed", "response": response,
+                        "sequence_number": last.map_or(0, |n| n + 1)});
+                    frames
+                        .send(sse_event(
+                            Some("response.failed"),
+                            event.to_string().as_bytes(),
+                        ))
+                        .await;
+                }
+            }
+            return;
+        }
+        // Ended: read once more, for a batch written just before the end.
+        ended_seen = state.status.ended();
+        if quiet.elapsed() >= stall / 2 {
+            frames.send(Bytes::from_static(KEEP_ALIVE)).await;
+            quiet = tokio::time::Instant::now();
+        }
+        if !ended_seen {
+            tokio::time::sleep(POLL_EVERY).await;
+        }
+    }
+}
+
+/// An event stream that follows a run, on a task of its own: the response streams while
+/// it follows, until the run ends or the invocation's time does.
+pub(super) fn streamed(
+    app: &App,
+    request: &Request,
+    following: Following,
+) -> Response<ResponseBody> {
+    let (frames, body) = ResponseBody::channel(app.stream_stall);
+    let deadline = app.guard.deadline(request, true);
+    let store = app.store.clone();
+    app.spawn(follow(store, app.stream_stall, deadline, following, frames));
+    event_stream(body)
+}
+
+/// `GET /v1/responses/{id}?stream=true[&starting_after=N]`: a background response's events
+/// after `N` (all of them without it), then live until it ends.
+pub async fn resume(
+    app: &App,
+    tenant: &Tenant,
+    id: &str,
+    after: Option<u64>,
+    request: &Request,
+    log: &mut RequestLog,
+) -> Result<Response<ResponseBody>, ApiError> {
+    let not_found = || ApiError::Missing {
+        code: "response_not_found",
+        param: None,
+        message: format!("Response with id '{id}' not found."),
+    };
+    let (turn_id, chat) = parse_response_id(id).ok_or_else(not_found)?;
+    let limit = app.guard.rate_limit(tenant, request);
+    let read = async {
+        tokio::join!(
+            limit,
+            app.store.run_state(tenant, &chat, turn_id),
+            app.store.turns(tenant, &chat)
+        )
+    };
+    let (allowed, run, turns) = log.redis(read).await;
+    allowed?;
+    let stored = turns?
+        .iter()
+        .any(|turn| turn.id.as_deref() == Some(turn_id));
+    match run? {
+        // A completed run whose turn is gone was deleted: its events are not shown again.
+        Some(run) if run.status == RunStatus::Completed && run.response.is_none() && !stored => {
+            return Err(not_found())
+        }
+        Some(_) => {}
+        None if stored => {
+            return Err(ApiError::BadParam {
+                code: "invalid_request",
+                param: "stream",
+                message: "only a response created with `background: true` can be streamed \
+                          again: read it whole without `stream`"
+                    .to_owned(),
+            })
+        }
+        None => return Err(not_found()),
+    }
+    let following = Following {
+        tenant: tenant.clone(),
+        chat,
+        id: turn_id.to_owned(),
+        after,
+        hide_reasoning: !wants_encrypted(request),
+    };
+    Ok(streamed(app, request, following))
+}
