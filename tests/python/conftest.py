@@ -97,12 +97,13 @@ class RedisServer:
 
 
 class Proxy:
-    """The function binary behind `cargo lambda watch --only-lambda-apis` on a free port:
-    two instances of it, as Lambda would run them side by side, so that a background
-    response's run (another invocation, asked for through `tools/lambda_events.py`, the
-    Invoke API's stand-in) runs while the first instance answers requests."""
+    """The function binary behind `cargo lambda watch --only-lambda-apis` on a free port,
+    with `tools/lambda_events.py` as Lambda's Invoke API for its Event invocations.
+    `instances=2` runs two instances side by side, as Lambda would, so that a background
+    response's run (another invocation) goes on while the other instance answers; one
+    instance answers requests in the order they come, as the playground's tests expect."""
 
-    def __init__(self, env):
+    def __init__(self, env, instances=1):
         self.port = free_port()
         self.log = tempfile.NamedTemporaryFile(prefix="chat-proxy-watch-", suffix=".log", delete=False).name
         path = f"{ROOT / '.venv-lambda' / 'bin'}{os.pathsep}{os.environ['PATH']}"
@@ -153,7 +154,7 @@ class Proxy:
                 [str(binary)], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                 env=function_env, start_new_session=True,
             )
-            for _ in range(2)
+            for _ in range(instances)
         ]
         # One probe that waits as long as it takes: a client that gives up leaves the
         # emulator an invocation nobody waits for.
@@ -196,7 +197,7 @@ def proxy(redis):
         "PROXY_API_KEYS": keys,
         "RATE_LIMIT_PER_MINUTE": str(RATE_LIMIT_PER_MINUTE),
         "REDIS_TIMEOUT_MS": "500",
-    })
+    }, instances=2)
     yield server
     server.close()
 

@@ -44,10 +44,16 @@ def fingerprint(request):
 # Ids the proxy answered with (stored responses, conversations and their items, chats with
 # a turn, their read-only links' tokens), so that the routes that read them by id are also
 # fuzzed with ids that exist, not only with random ones (which are all 404s).
-SEEN_IDS = {"response_id": [], "conversation_id": [], "item_id": [], "token": [], "chat_id": [],
-            # A background response test_openapi.py cancelled: cancelled again, it is a 200.
-            "background_id": [os.environ["FUZZ_CANCELLED_RESPONSE"]]
-            if os.environ.get("FUZZ_CANCELLED_RESPONSE") else []}
+def known(variable):
+    """What test_openapi.py made before the run (`known_things`), comma-separated."""
+    return [value for value in os.environ.get(variable, "").split(",") if value]
+
+
+SEEN_IDS = {"response_id": known("FUZZ_KNOWN_RESPONSES"), "conversation_id": [], "item_id": [],
+            "token": [tuple(link.split(":", 1)) for link in known("FUZZ_KNOWN_LINKS")],
+            "chat_id": ["known-shared"] if known("FUZZ_KNOWN_LINKS") else [],
+            # A background response cancelled: cancelled again, it is a 200.
+            "background_id": known("FUZZ_CANCELLED_RESPONSE")}
 
 
 def remember_ids(request, response):
@@ -70,9 +76,12 @@ def remember_ids(request, response):
     if not isinstance(body, dict):
         return
     if body.get("object") == "response" and body.get("store") is True:
-        SEEN_IDS["response_id"].append(body["id"])
+        # A background response is a stored turn only once completed: queued, running,
+        # cancelled or failed, its input items are a 404.
         if body.get("background") is True:
             SEEN_IDS["background_id"].append(body["id"])
+        else:
+            SEEN_IDS["response_id"].append(body["id"])
     if body.get("object") == "conversation":
         SEEN_IDS["conversation_id"].append(body["id"])
     # A chat with a turn to show (its link is not a 409), and the links made to chats.
@@ -104,6 +113,11 @@ def map_path_parameters(ctx, path_parameters):
     # times in four, so that the route is reached past its refusals.
     if often and getattr(operation, "path", "").endswith("/cancel") and SEEN_IDS["background_id"]:
         known = SEEN_IDS["background_id"]
+        return {**path_parameters, "response_id": known[os.urandom(1)[0] % len(known)]}
+    # A response's input items exist only for a stored response: known ones three times in
+    # four, so that the route is reached past its 404s whatever the draw.
+    if often and getattr(operation, "path", "").endswith("/input_items") and SEEN_IDS["response_id"]:
+        known = SEEN_IDS["response_id"]
         return {**path_parameters, "response_id": known[os.urandom(1)[0] % len(known)]}
     if often and getattr(operation, "path", "").endswith("/share") and SEEN_IDS["chat_id"]:
         chat = SEEN_IDS["chat_id"][os.urandom(1)[0] % len(SEEN_IDS["chat_id"])]

@@ -47,14 +47,14 @@ def fuzz_env(redis):
 
 @pytest.fixture(scope="module")
 def fuzz_open_proxy(redis):
-    server = Proxy(fuzz_env(redis))
+    server = Proxy(fuzz_env(redis), instances=2)
     yield server
     server.close()
 
 
 @pytest.fixture(scope="module")
 def fuzz_keyed_proxy(redis):
-    server = Proxy({**fuzz_env(redis), "PROXY_API_KEYS": f"fuzz:{FUZZ_SECRET}"})
+    server = Proxy({**fuzz_env(redis), "PROXY_API_KEYS": f"fuzz:{FUZZ_SECRET}"}, instances=2)
     yield server
     server.close()
 
@@ -68,10 +68,12 @@ def test_the_served_document_is_valid_open_api_and_the_one_in_the_repository(fuz
     assert served == json.loads((ROOT / "openapi.json").read_text())
 
 
-def cancelled_background_response(proxy, headers=None):
-    """A background response cancelled while it ran: cancelling it again answers 200, which
-    the fuzzer's own background responses (one in eight, their runs done in about a second,
-    schemathesis_hooks.py) would seldom reach in time. Its id is handed to the hooks."""
+def known_things(proxy, headers=None):
+    """What the routes that read a stored thing by id need to exist, made before the run and
+    handed to the hooks (schemathesis_hooks.py), so that each is reached past its 404s
+    whichever order the fuzzer takes the operations in: stored responses, read-only links
+    of a chat, and a background response cancelled while it ran (cancelled again, it is a
+    200; the fuzzer's own background responses end in about a second)."""
     headers = {"Content-Type": "application/json", **(headers or {})}
 
     def post(path, body=None):
@@ -80,11 +82,16 @@ def cancelled_background_response(proxy, headers=None):
         with urllib.request.urlopen(request) as answer:
             return json.load(answer)
 
+    responses = [post("/v1/responses", {"model": FUZZ_MODELS, "input": f"known {n}"})["id"]
+                 for n in range(3)]
+    post("/known-shared/chat", {"content": "a chat to share"})
+    links = [f"known-shared:{post('/known-shared/share')['token']}" for _ in range(3)]
     words = " ".join(f"word{n}" for n in range(200))
     queued = post("/v1/responses", {"model": FUZZ_MODELS, "input": words, "background": True})
     cancelled = post(f"/v1/responses/{queued['id']}/cancel")
     assert cancelled["status"] == "cancelled", cancelled
-    return queued["id"]
+    return {"FUZZ_KNOWN_RESPONSES": ",".join(responses), "FUZZ_KNOWN_LINKS": ",".join(links),
+            "FUZZ_CANCELLED_RESPONSE": queued["id"]}
 
 
 def run_schemathesis(proxy, name, *extra, document=None, headers=None):
@@ -115,7 +122,7 @@ def run_schemathesis(proxy, name, *extra, document=None, headers=None):
            "PYTHONPATH": str(Path(__file__).parent),
            "FUZZ_FILTERED_LOG": str(reports / "dropped.json"),
            "FUZZ_ALLOWED_MODELS": FUZZ_MODELS,
-           "FUZZ_CANCELLED_RESPONSE": cancelled_background_response(proxy, headers)}
+           **known_things(proxy, headers)}
     done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT)
     output = done.stdout + done.stderr
     (reports / "output.txt").write_text(output)
