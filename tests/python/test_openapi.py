@@ -188,6 +188,12 @@ def assert_it_exercised_every_operation(answers, refusals=frozenset({400, 405}))
         if operation == "GET /openapi.json":
             continue
         statuses = {status for status, _ in answers.get(operation, ())}
+        # A read-only link lives only while its chat does, and the fuzzer lists every chat
+        # (GET /chats) and deletes what it lists as it goes, the links made before the run
+        # among them: whether one is left when it reads is chance. What a link answers is
+        # tested in tests/api/shares.rs; here its refusals are checked against the document.
+        if operation == "GET /shared/{token}":
+            continue
         assert any(200 <= s < 300 for s in statuses), f"{operation}: {sorted(statuses)}"
     for turn in ("POST /{chat_id}/chat", "POST /{chat_id}/img", "POST /v1/chat/completions"):
         assert (200, "text/event-stream") in answers[turn], f"{turn}: {sorted(answers[turn])}"
