@@ -26,6 +26,7 @@ use tokio::time::Instant;
 
 use super::follow::{streamed, Following};
 use super::run::BATCH_EVERY;
+use super::stored::{named, not_found, wants_encrypted};
 use super::{hide_encrypted_reasoning, Reading};
 use crate::app::App;
 use crate::chat::{parse_response_id, Tenant};
@@ -256,32 +257,16 @@ pub async fn cancel(
     request: &Request,
     log: &mut RequestLog,
 ) -> Result<Response<ResponseBody>, ApiError> {
-    let not_found = || ApiError::Missing {
-        code: "response_not_found",
-        param: None,
-        message: format!("Response with id '{id}' not found."),
-    };
-    let (turn_id, chat) = parse_response_id(id).ok_or_else(not_found)?;
-    let limit = app.guard.rate_limit(tenant, request);
-    let read = async {
-        tokio::join!(
-            limit,
-            app.store.run_state(tenant, &chat, turn_id),
-            app.store.turns(tenant, &chat)
-        )
-    };
-    let (allowed, run, turns) = log.redis(read).await;
-    allowed?;
-    let Some(run) = run? else {
-        let stored = turns?
-            .iter()
-            .any(|turn| turn.id.as_deref() == Some(turn_id));
-        return Err(match stored {
-            true => ApiError::bad_request(
+    let not_found = || not_found(id);
+    let named = named(app, tenant, id, request, log).await?;
+    let (turn_id, chat) = (named.turn_id.as_str(), &named.chat);
+    let Some(run) = named.run else {
+        return Err(match named.turn {
+            Some(_) => ApiError::bad_request(
                 "invalid_request",
                 "only a response created with `background: true` can be cancelled",
             ),
-            false => not_found(),
+            None => not_found(),
         });
     };
     let mut run = run.as_of(now_ms());
@@ -289,17 +274,17 @@ pub async fn cancel(
         let ticket: Ticket = serde_json::from_str(&run.ticket).map_err(|_| ApiError::Internal)?;
         let cancelled = ended_object(&ticket.response, RunStatus::Cancelled, None).to_string();
         let changed = log
-            .redis(app.store.cancel_run(tenant, &chat, turn_id, &cancelled))
+            .redis(app.store.cancel_run(tenant, chat, turn_id, &cancelled))
             .await?;
         run = changed.ok_or_else(not_found)?.as_of(now_ms());
         if run.status == RunStatus::Cancelled {
-            app.turns.free_queued(tenant, &chat, turn_id).await;
+            app.turns.free_queued(tenant, chat, turn_id).await;
         }
         let waited = Instant::now() + CANCEL_WAIT;
         while !run.status.ended() && Instant::now() < waited {
             tokio::time::sleep(BATCH_EVERY).await;
             match log
-                .redis(app.store.run_state(tenant, &chat, turn_id))
+                .redis(app.store.run_state(tenant, chat, turn_id))
                 .await?
             {
                 Some(now) => run = now.as_of(now_ms()),
@@ -325,9 +310,4 @@ pub async fn cancel(
             Ok(json_response(StatusCode::OK, &response))
         }
     }
-}
-
-/// Whether a read asked for the reasoning's encrypted content (`include=`).
-pub(super) fn wants_encrypted(request: &Request) -> bool {
-    crate::paging::query_values(request, "include").any(|v| v == crate::turn::ENCRYPTED_REASONING)
 }

@@ -18,9 +18,9 @@ use serde_json::{json, Value};
 
 use lambda_http::{Request, Response};
 
-use super::background::{answer_of, wants_encrypted};
+use super::background::answer_of;
+use super::stored::{named, not_found, wants_encrypted};
 use crate::app::App;
-use crate::chat::parse_response_id;
 use crate::chat::{ChatId, Tenant};
 use crate::clock::now_ms;
 use crate::error::ApiError;
@@ -181,26 +181,10 @@ pub async fn resume(
     request: &Request,
     log: &mut RequestLog,
 ) -> Result<Response<ResponseBody>, ApiError> {
-    let not_found = || ApiError::Missing {
-        code: "response_not_found",
-        param: None,
-        message: format!("Response with id '{id}' not found."),
-    };
-    let (turn_id, chat) = parse_response_id(id).ok_or_else(not_found)?;
-    let limit = app.guard.rate_limit(tenant, request);
-    let read = async {
-        tokio::join!(
-            limit,
-            app.store.run_state(tenant, &chat, turn_id),
-            app.store.turns(tenant, &chat)
-        )
-    };
-    let (allowed, run, turns) = log.redis(read).await;
-    allowed?;
-    let stored = turns?
-        .iter()
-        .any(|turn| turn.id.as_deref() == Some(turn_id));
-    match run? {
+    let not_found = || not_found(id);
+    let named = named(app, tenant, id, request, log).await?;
+    let stored = named.turn.is_some();
+    match named.run {
         // A completed run whose turn is gone was deleted: its events are not shown again.
         Some(run) if run.status == RunStatus::Completed && run.response.is_none() && !stored => {
             return Err(not_found())
@@ -219,8 +203,8 @@ pub async fn resume(
     }
     let following = Following {
         tenant: tenant.clone(),
-        chat,
-        id: turn_id.to_owned(),
+        chat: named.chat,
+        id: named.turn_id,
         after,
         hide_reasoning: !wants_encrypted(request),
     };

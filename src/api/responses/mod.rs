@@ -66,11 +66,7 @@ impl Reading {
             &app.allowed_models,
             app.upstream.model_name(crate::upstream::Model::Chat),
         )?;
-        let (read, previous) = match (&asked.previous, &asked.conversation) {
-            (Some((_, turn, chat)), _) => (Some(chat.clone()), Some(turn.clone())),
-            (None, Some(conversation)) => (Some(conversation.clone()), None),
-            (None, None) => (None, None),
-        };
+        let (read, previous) = asked.reads();
         let mut fields = Map::new();
         fields.insert(
             "previous_response_id".to_owned(),

@@ -25,6 +25,18 @@ pub(super) struct Asked {
     pub wants_encrypted_reasoning: bool,
 }
 
+impl Asked {
+    /// The chat the request reads (a chain's, or a conversation's) and the turn of it it
+    /// continues, if any.
+    pub fn reads(&self) -> (Option<ChatId>, Option<String>) {
+        match (&self.previous, &self.conversation) {
+            (Some((_, turn, chat)), _) => (Some(chat.clone()), Some(turn.clone())),
+            (None, Some(conversation)) => (Some(conversation.clone()), None),
+            (None, None) => (None, None),
+        }
+    }
+}
+
 fn invalid(param: &'static str, message: impl Into<String>) -> ApiError {
     ApiError::BadParam {
         code: "invalid_value",

@@ -86,11 +86,7 @@ async fn answer(
         &app.allowed_models,
         app.upstream.model_name(crate::upstream::Model::Chat),
     )?;
-    let (read, previous) = match (&asked.previous, &asked.conversation) {
-        (Some((_, turn, chat)), _) => (Some(chat.clone()), Some(turn.clone())),
-        (None, Some(conversation)) => (Some(conversation.clone()), None),
-        (None, None) => (None, None),
-    };
+    let (read, previous) = asked.reads();
     // A compaction is paid for: a retry with the same key gets the same one. A count is
     // free, and answered again.
     let keep = match call {

@@ -12,10 +12,10 @@ use crate::error::ApiError;
 use crate::http::{json_response, ResponseBody};
 use crate::paging::{query_values, Paging};
 use crate::request_log::RequestLog;
-use crate::store::RunStatus;
+use crate::store::{RunState, RunStatus};
 use crate::turn::Rewrite;
 
-fn not_found(id: &str) -> ApiError {
+pub(super) fn not_found(id: &str) -> ApiError {
     ApiError::Missing {
         code: "response_not_found",
         param: None,
@@ -44,11 +44,50 @@ async fn stored_turn(
     let read = async { tokio::join!(limit, app.store.turns(tenant, &chat)) };
     let (allowed, turns) = log.redis(read).await;
     allowed?;
-    let turn = turns?
+    let turn = response_in(turns?, turn_id).ok_or_else(|| not_found(id))?;
+    Ok((turn, chat))
+}
+
+/// What a response id names: its stored turn and its background run, each if there is
+/// one, read side by side with the caller's rate limit (one round trip).
+pub(super) struct Named {
+    pub turn_id: String,
+    pub chat: ChatId,
+    pub turn: Option<Turn>,
+    pub run: Option<RunState>,
+}
+
+pub(super) async fn named(
+    app: &App,
+    tenant: &Tenant,
+    id: &str,
+    request: &Request,
+    log: &mut RequestLog,
+) -> Result<Named, ApiError> {
+    let (turn_id, chat) = parse_response_id(id).ok_or_else(|| not_found(id))?;
+    let limit = app.guard.rate_limit(tenant, request);
+    let read = async {
+        tokio::join!(
+            limit,
+            app.store.turns(tenant, &chat),
+            app.store.run_state(tenant, &chat, turn_id)
+        )
+    };
+    let (allowed, turns, run) = log.redis(read).await;
+    allowed?;
+    Ok(Named {
+        turn: response_in(turns?, turn_id),
+        run: run?,
+        turn_id: turn_id.to_owned(),
+        chat,
+    })
+}
+
+/// The response `turn_id` among a chat's turns.
+fn response_in(turns: Vec<Turn>, turn_id: &str) -> Option<Turn> {
+    turns
         .into_iter()
         .find(|turn| turn.id.as_deref() == Some(turn_id) && is_response(turn))
-        .ok_or_else(|| not_found(id))?;
-    Ok((turn, chat))
 }
 
 /// Whether a stored turn is a response: a Responses turn that upstream answered (not the
@@ -90,25 +129,13 @@ pub async fn get(
     if stream {
         return super::follow::resume(app, tenant, id, after, request, log).await;
     }
-    let (turn_id, chat) = parse_response_id(id).ok_or_else(|| not_found(id))?;
-    let limit = app.guard.rate_limit(tenant, request);
-    // A background response is its run until its turn is stored: both read at once.
-    let read = async {
-        tokio::join!(
-            limit,
-            app.store.turns(tenant, &chat),
-            app.store.run_state(tenant, &chat, turn_id)
-        )
-    };
-    let (allowed, turns, run) = log.redis(read).await;
-    allowed?;
-    let find = |turns: Vec<Turn>| {
-        turns
-            .into_iter()
-            .find(|turn| turn.id.as_deref() == Some(turn_id) && is_response(turn))
-    };
-    let mut turn = find(turns?);
-    let run = run?;
+    // A background response is its run until its turn is stored.
+    let Named {
+        turn_id,
+        chat,
+        mut turn,
+        run,
+    } = named(app, tenant, id, request, log).await?;
     // The two were read side by side: a run that ended as its turn was stored in between
     // reads completed with no turn, so its chat is read once more.
     if turn.is_none()
@@ -116,7 +143,8 @@ pub async fn get(
             .as_ref()
             .is_some_and(|run| run.status == RunStatus::Completed)
     {
-        turn = find(log.redis(app.store.turns(tenant, &chat)).await?);
+        let turns = log.redis(app.store.turns(tenant, &chat)).await?;
+        turn = response_in(turns, &turn_id);
     }
     let mut response = match (turn, run) {
         (Some(turn), _) => turn
@@ -125,8 +153,7 @@ pub async fn get(
         (None, Some(run)) => super::background::answer_of(run).ok_or_else(|| not_found(id))?,
         (None, None) => return Err(not_found(id)),
     };
-    let reveal = query_values(request, "include").any(|v| v == crate::turn::ENCRYPTED_REASONING);
-    if !reveal {
+    if !wants_encrypted(request) {
         hide_encrypted_reasoning(&mut response);
     }
     Ok(json_response(StatusCode::OK, &response))
@@ -182,4 +209,9 @@ fn input_of(turn: &Turn) -> Vec<Value> {
         .as_ref()
         .map_or(0, |e| e.input.iter().filter(|item| !item.is_null()).count());
     listed_items(turn).into_iter().take(inputs).collect()
+}
+
+/// Whether a read asked for the reasoning's encrypted content (`include=`).
+pub(super) fn wants_encrypted(request: &Request) -> bool {
+    query_values(request, "include").any(|v| v == crate::turn::ENCRYPTED_REASONING)
 }
