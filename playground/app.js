@@ -232,12 +232,15 @@ async function loadChat() {
   showMessages();
   showTitle();
   if (!state.chat) return;
+  const chat = state.chat;
   try {
-    const [history, chatPrompt, globalPrompt] = await Promise.all([
-      call("GET", chatPath("chat")).then(json),
+    const [read, chatPrompt, globalPrompt] = await Promise.all([
+      call("GET", chatPath("chat")),
       call("GET", chatPath("system")).then(json),
       call("GET", "system").then(json),
     ]);
+    const history = await read.json();
+    if (chat !== state.chat) return;
     state.messages = history.map((entry) => ({
       role: entry.role,
       content: entry.content,
@@ -247,6 +250,8 @@ async function loadChat() {
     $("conversation").scrollTop = $("conversation").scrollHeight;
     $("chat-prompt").value = chatPrompt.content;
     $("global-prompt").value = globalPrompt.content;
+    // A turn being written (the page was reloaded mid-answer): followed where it is.
+    if (read.headers.get("X-Chat-Live") && !state.streaming) followLive();
     await loadUsage();
   } catch (error) {
     showError(error.message);
@@ -267,7 +272,7 @@ async function loadUsage() {
 }
 
 function openChat(id) {
-  if (state.streaming) stop();
+  detach();
   state.chat = id.trim();
   $("chat-id").value = state.chat;
   const fragment = state.chat ? `#chat=${encodeURIComponent(state.chat)}` : "";
@@ -293,23 +298,53 @@ function setStreaming(stream) {
   document.body.classList.toggle("streaming", Boolean(stream));
 }
 
-function stop() {
-  if (state.streaming) state.streaming.abort();
+/**
+ * Stops the answer being written: the proxy ends the turn at its next chunk and keeps what
+ * it wrote as the answer, and the stream being read ends with it. A turn the proxy does
+ * not name yet (Stop at once after Send) is asked again; a proxy that cannot take the
+ * stop while it streams (one local instance) is left writing, and the page stops reading.
+ */
+async function stop() {
+  const streaming = state.streaming;
+  if (!streaming || streaming.stopping) return;
+  streaming.stopping = true;
+  setStatus("Stopping…");
+  const leave = () => {
+    if (state.streaming === streaming) streaming.controller.abort();
+  };
+  const giveUp = setTimeout(leave, 2000);
+  for (let tries = 0; tries < 3; tries++) {
+    try {
+      await call("POST", chatPath("stop", streaming.chat), {});
+      return;
+    } catch (_) {
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      if (state.streaming !== streaming) return;
+    }
+  }
+  clearTimeout(giveUp);
+  leave();
+}
+
+/** Stops reading the answer being written, which the proxy goes on writing and keeps. */
+function detach() {
+  if (state.streaming) state.streaming.controller.abort();
 }
 
 /**
- * Asks for an answer and shows it as it streams, after the messages `kept` of the
- * transcript and the question `asked` (shown first): a new turn, a regenerate or an edit.
+ * Shows an answer as it streams, after the messages `kept` of the transcript and the
+ * question `asked` (shown first): `open(signal)` asks for the stream (a new turn, a
+ * regenerate, an edit, or a turn in progress followed again), and `reply` holds what was
+ * written before it, if any.
  */
-async function streamAnswer(path, body, kept, asked) {
+async function streamAnswer(open, kept, asked, reply = { role: "assistant", content: "" }) {
   if (state.streaming) return;
-  const controller = new AbortController();
-  setStreaming(controller);
+  const streaming = { controller: new AbortController(), chat: state.chat, stopping: false };
+  setStreaming(streaming);
   showError("");
-  setStatus("Waiting for the reply…");
+  setStatus(reply.content ? "Writing…" : "Waiting for the reply…");
   const before = state.messages;
   state.messages = kept.concat(asked ? [asked] : []);
-  const reply = { role: "assistant", content: "" };
   follow(() => {
     showMessages();
     $("messages").append(messageItem(reply, state.messages.length));
@@ -321,21 +356,19 @@ async function streamAnswer(path, body, kept, asked) {
     follow(() => showContent(item, reply));
   };
   try {
-    const response = await call("POST", chatPath(path), { ...body, stream: true }, {
-      accept: "text/event-stream",
-      signal: controller.signal,
-    });
+    const response = await open(streaming.controller.signal);
     await readEvents(response, (name, data) => {
       if (name === "delta") {
         reply.content += data.content;
-        setStatus("Writing…");
+        if (!streaming.stopping) setStatus("Writing…");
         if (!pending) {
           pending = true;
           requestAnimationFrame(render);
         }
       } else if (name === "done") {
         reply.content = data.content;
-        reply.meta = tokensText(data.tokens) + (data.stored === false ? " (not stored)" : "");
+        reply.meta = (data.stopped ? "Stopped. " : "") + tokensText(data.tokens) +
+          (data.stored === false ? " (not stored)" : "");
       } else if (name === "error") {
         throw new Error(data.error.message);
       }
@@ -348,10 +381,11 @@ async function streamAnswer(path, body, kept, asked) {
     $("message").focus();
     await Promise.all([loadUsage(), loadChats()]);
   } catch (error) {
-    const stopped = controller.signal.aborted;
+    const left = streaming.controller.signal.aborted;
+    if (left && state.chat !== streaming.chat) return; // another chat is shown now
     if (reply.content) {
-      reply.meta = stopped
-        ? "Stopped. The proxy still keeps the whole answer: open the chat again to see it."
+      reply.meta = left
+        ? "No longer following: the proxy goes on writing and keeps the answer; open the chat again to see it."
         : "The answer was cut short.";
       state.messages.push(reply);
       follow(showMessages);
@@ -361,11 +395,60 @@ async function streamAnswer(path, body, kept, asked) {
       showMessages();
     }
     setStatus("");
-    if (!stopped) showError(error.message);
+    if (!left) showError(error.message);
   } finally {
-    setStreaming(null);
+    if (state.streaming === streaming) setStreaming(null);
     $("message").focus();
   }
+}
+
+/** A turn asked now: its answer streamed. */
+function askAndStream(path, body, kept, asked) {
+  const open = (signal) => call("POST", chatPath(path), { ...body, stream: true }, {
+    accept: "text/event-stream",
+    signal,
+  });
+  return streamAnswer(open, kept, asked);
+}
+
+/**
+ * The chat's turn in progress (the page was reloaded, or the chat opened, while it was
+ * being written): shown as it stands, then followed from there until it ends.
+ */
+async function followLive() {
+  const chat = state.chat;
+  let live;
+  try {
+    live = await call("GET", chatPath("live")).then(json);
+  } catch (_) {
+    return; // ended meanwhile: the transcript holds it
+  }
+  if (chat !== state.chat || state.streaming) return;
+  const messages = state.messages;
+  const asked = live.asked || {};
+  let kept = messages;
+  let question = { role: "user", content: asked.content || "", urls: asked.url ? [asked.url] : [] };
+  if (asked.route === "regenerate") {
+    kept = messages.slice(0, -2);
+    question = messages[messages.length - 2];
+  } else if (asked.route === "edit") {
+    kept = messages.slice(0, asked.index);
+    question = { ...messages[asked.index], content: asked.content };
+  }
+  const open = async (signal) => {
+    try {
+      return await call("GET", `${chatPath("live")}?stream=true&after=${live.position}`, undefined, {
+        accept: "text/event-stream",
+        signal,
+      });
+    } catch (error) {
+      if (signal.aborted) throw error;
+      // Ended between the two reads: the transcript holds it now.
+      setTimeout(loadChat, 0);
+      throw error;
+    }
+  };
+  await streamAnswer(open, kept, question, { role: "assistant", content: live.content });
 }
 
 function send() {
@@ -376,12 +459,12 @@ function send() {
   $("message").value = "";
   $("image-url").value = "";
   const asked = { role: "user", content, urls: url ? [url] : [] };
-  streamAnswer(url ? "img" : "chat", url ? { content, url } : { content }, state.messages, asked);
+  askAndStream(url ? "img" : "chat", url ? { content, url } : { content }, state.messages, asked);
 }
 
 function regenerate() {
   const kept = state.messages.slice(0, -1);
-  streamAnswer("regenerate", {}, kept.slice(0, -1), kept[kept.length - 1]);
+  askAndStream("regenerate", {}, kept.slice(0, -1), kept[kept.length - 1]);
 }
 
 /** A user message, edited in place; saved, it is asked again and what followed goes. */
@@ -397,7 +480,7 @@ function startEdit(item, entry, index) {
     const text = field.value;
     if (!text.trim()) return;
     const asked = { ...entry, content: text };
-    streamAnswer("edit", { index, content: text }, state.messages.slice(0, index), asked);
+    askAndStream("edit", { index, content: text }, state.messages.slice(0, index), asked);
   });
   const cancel = button("Cancel", "secondary cancel-edit", () => showMessages());
   field.addEventListener("keydown", (event) => {

@@ -14,6 +14,9 @@ use tokio::sync::mpsc;
 
 /// Set to `false` on a turn's answer when the turn could not be stored.
 pub const X_CHAT_STORED: HeaderName = HeaderName::from_static("x-chat-stored");
+/// On `GET /<chat_id>/chat`: the id of the chat's turn being made, which
+/// `GET /<chat_id>/live` follows.
+pub const X_CHAT_LIVE: HeaderName = HeaderName::from_static("x-chat-live");
 /// Set to `true` on an answer replayed for a retry with the same `Idempotency-Key`.
 pub const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
 
@@ -189,6 +192,17 @@ pub fn sse_event(name: Option<&str>, data: &[u8]) -> Bytes {
     frame.extend_from_slice(b"data: ");
     frame.extend_from_slice(data);
     frame.extend_from_slice(b"\n\n");
+    Bytes::from(frame)
+}
+
+/// One server-sent event with its `id: <position>`, which a reader that left may resume
+/// after (the seed's `GET /<chat_id>/live?after=<position>`).
+pub fn sse_event_at(name: &str, position: u64, data: &[u8]) -> Bytes {
+    let mut frame = Vec::with_capacity(data.len() + 48);
+    frame.extend_from_slice(b"id: ");
+    frame.extend_from_slice(position.to_string().as_bytes());
+    frame.push(b'\n');
+    frame.extend_from_slice(&sse_event(Some(name), data));
     Bytes::from(frame)
 }
 

@@ -19,6 +19,7 @@ pub mod http;
 pub mod idempotency;
 pub mod init_error;
 pub mod lambda;
+pub mod live;
 pub mod paging;
 mod request_log;
 pub mod router;

@@ -26,6 +26,39 @@ pub fn query_values<'a>(request: &'a Request, name: &'a str) -> impl Iterator<It
         })
 }
 
+/// A query value that is `true` or `false` (`false` when absent), as `stream` is.
+pub fn query_flag(request: &Request, name: &'static str) -> Result<bool, ApiError> {
+    match query_values(request, name).last().as_deref() {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(_) => Err(ApiError::BadParam {
+            code: "invalid_value",
+            param: name,
+            message: format!("`{name}` must be true or false"),
+        }),
+    }
+}
+
+/// A position in a stream of events to start after (0 or more; a number past any event's
+/// is after them all), as `starting_after` and `after` are; `what` says what it counts.
+pub fn query_position(
+    request: &Request,
+    name: &'static str,
+    what: &str,
+) -> Result<Option<u64>, ApiError> {
+    match query_values(request, name).last() {
+        None => Ok(None),
+        Some(n) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => {
+            Ok(Some(n.parse::<u64>().unwrap_or(u64::MAX)))
+        }
+        Some(_) => Err(ApiError::BadParam {
+            code: "invalid_value",
+            param: name,
+            message: format!("`{name}` must be {what} (0 or more)"),
+        }),
+    }
+}
+
 /// A list's paging, as OpenAI's list routes take it.
 pub struct Paging {
     pub limit: usize,

@@ -113,6 +113,10 @@ pub enum SeedRoute {
     Regenerate(ChatId),
     /// `POST /<chat_id>/edit`: a question edited and asked again.
     Edit(ChatId),
+    /// `GET /<chat_id>/live`: the chat's streamed turn being made, whole so far or followed.
+    Live(ChatId),
+    /// `POST /<chat_id>/stop`: the chat's streamed turn stopped, what it wrote kept.
+    Stop(ChatId),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -280,9 +284,11 @@ impl Route {
                 let id = id.join("/");
                 only(is_get, Route::OpenAi(OpenAiRoute::Model(id)), "GET")
             }
-            [id, action @ ("system" | "chat" | "img" | "clear" | "regenerate" | "edit")] => {
+            [id, action @ ("system" | "chat" | "img" | "clear" | "regenerate" | "edit" | "live"
+            | "stop")] => {
                 let allow = match *action {
                     "system" | "chat" => "GET, POST",
+                    "live" => "GET",
                     _ => "POST",
                 };
                 let route = match (*action, is_get, is_post) {
@@ -294,6 +300,8 @@ impl Route {
                     ("clear", _, true) => SeedRoute::ClearChat,
                     ("regenerate", _, true) => SeedRoute::Regenerate,
                     ("edit", _, true) => SeedRoute::Edit,
+                    ("live", true, _) => SeedRoute::Live,
+                    ("stop", _, true) => SeedRoute::Stop,
                     _ => return Err(ApiError::MethodNotAllowed { allow }),
                 };
                 Ok(Route::Seed(route(ChatId::parse(id)?)))
@@ -362,6 +370,8 @@ impl Route {
                 SeedRoute::ClearChat(_) => "clear_chat",
                 SeedRoute::Regenerate(_) => "regenerate",
                 SeedRoute::Edit(_) => "edit",
+                SeedRoute::Live(_) => "live_turn",
+                SeedRoute::Stop(_) => "stop_turn",
             },
             Route::Chats(route) => match route {
                 ChatsRoute::List => "list_chats",

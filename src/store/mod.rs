@@ -67,7 +67,10 @@ pub use self::idempotency::{
 pub use self::memory::MemoryStore;
 pub use self::prompts::Prompts;
 pub use self::redis::{RedisStore, Resealed};
-pub use self::runs::{Cancelling, Ending, NewRun, RunState, RunStatus, Runs, Start, RUN_SECONDS};
+pub use self::runs::{
+    Cancelling, Ending, NewLive, NewRun, RunState, RunStatus, Runs, Start, ENDED_LIVE_SECONDS,
+    LIVE_SECONDS, RUN_SECONDS,
+};
 pub use self::shares::{link_id, ShareLink, Shared, Shares, MAX_LINKS_PER_CHAT};
 pub use self::turns::{
     newest_within, record_apart, Recorded, Rewritten, TailClaim, TurnContext, TurnExtras,

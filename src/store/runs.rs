@@ -11,6 +11,13 @@
 //! not written `failed` by anyone: whoever reads it after its deadline sees it so
 //! ([`RunState::as_of`]). The record lives [`RUN_SECONDS`]; a completed run's answer is a
 //! turn of its chat and lives with it.
+//!
+//! A streamed seed turn is kept the same way while it is made, as a *live* run
+//! ([`Runs::begin_live`]): in progress from its start, taken by itself (its id is its
+//! runner), recording what it streams, and named as its chat's live turn until it ends (or
+//! its deadline passes), so that another connection can find it, follow it from any
+//! position and ask it to stop. Its record lives [`LIVE_SECONDS`] from its start, and
+//! [`ENDED_LIVE_SECONDS`] once it has ended (its answer is a turn of its chat by then).
 
 use super::StoreError;
 use crate::chat::{ChatId, Tenant};
@@ -18,6 +25,26 @@ use crate::chat::{ChatId, Tenant};
 /// How long a run's record lives after it was queued: a day, as an answered
 /// `Idempotency-Key` does.
 pub const RUN_SECONDS: u64 = 24 * 3600;
+
+/// How long a live turn's record lives from its start: an hour, past any invocation's
+/// fifteen minutes, so that a page reloaded late still reads how the turn ended.
+pub const LIVE_SECONDS: u64 = 3600;
+
+/// How long a live turn's record lives once it has ended: long enough for its followers to
+/// read how it ended.
+pub const ENDED_LIVE_SECONDS: u64 = 60;
+
+/// A live turn as it starts: a streamed turn that other connections may follow.
+#[derive(Debug, Clone, Copy)]
+pub struct NewLive<'a> {
+    /// The live turn's id, which is also its runner's.
+    pub id: &'a str,
+    /// What it asks, as the front door wrote it (kept sealed, as a run's ticket).
+    pub asked: &'a str,
+    /// When it must have ended (Unix milliseconds): past it, it has failed, and the chat
+    /// names it no longer.
+    pub deadline_ms: u64,
+}
 
 /// Where a run stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -222,8 +249,20 @@ pub trait Runs: Send + Sync {
         id: &str,
         from: u64,
     ) -> Result<Vec<String>, StoreError>;
+    /// Keeps a live turn, in progress and taken by itself, and names it as the chat's live
+    /// turn (in place of any before it) until its deadline. Safe to send twice: a run
+    /// kept already is left as it is.
+    async fn begin_live(
+        &self,
+        tenant: &Tenant,
+        chat: &ChatId,
+        live: NewLive<'_>,
+    ) -> Result<(), StoreError>;
+    /// The id of the chat's live turn, while one is being made.
+    async fn live_turn(&self, tenant: &Tenant, chat: &ChatId)
+        -> Result<Option<String>, StoreError>;
     /// Ends a run with `status` and the response it ended with, when [`Ending::may_end`]:
-    /// answers whether it did. Safe to send twice.
+    /// answers whether it did; a live turn stops being its chat's. Safe to send twice.
     async fn end_run(
         &self,
         tenant: &Tenant,

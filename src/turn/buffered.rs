@@ -96,6 +96,7 @@ impl TurnEngine {
                 stored: false,
                 raw: Some(completion.raw),
                 compaction: None,
+                stopped: false,
             }));
         }
         log.tokens = Some(completion.usage);
@@ -107,6 +108,7 @@ impl TurnEngine {
             stored: true,
             raw: Some(record.own_answer(completion.raw)),
             compaction: record.compaction.clone(),
+            stopped: false,
         };
         let kept = ask.keep.as_ref().map(|keep| (keep.render)(&answered));
         answered.stored = log.redis(record.store(&answered, ask.asked, kept)).await;

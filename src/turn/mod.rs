@@ -189,6 +189,9 @@ pub struct Answered {
     pub raw: Option<Box<RawValue>>,
     /// What compacting the chat's window cost, when this turn did (`compact.rs`).
     pub compaction: Option<CompactionCost>,
+    /// Stopped by its caller before upstream ended it ([`StreamSink::keeps_when_stopped`]):
+    /// the reply is what was written so far.
+    pub stopped: bool,
 }
 
 /// How a buffered turn ended.
@@ -223,6 +226,12 @@ pub trait StreamSink: Send {
     /// Whether the turn is to stop here (a background run cancelled): nothing is stored,
     /// and what upstream streamed so far is counted.
     fn stop_asked(&self) -> bool {
+        false
+    }
+    /// Whether a stopped turn keeps what it wrote so far as its answer (a seed turn's
+    /// Stop), stored as any turn, rather than ending with [`stopped`] and storing nothing
+    /// (a background run cancelled). A stop before any text stores nothing either way.
+    fn keeps_when_stopped(&self) -> bool {
         false
     }
 }

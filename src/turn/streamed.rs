@@ -166,7 +166,10 @@ impl OpenTurn {
                 Err(_silent) => {
                     sink.keep_alive().await;
                     if sink.stop_asked() {
-                        return Err(stopped(&self.record, self.estimate(&reply)).await);
+                        match sink.keeps_when_stopped() && !reply.is_empty() {
+                            true => return Ok(self.stopped_here(reply)),
+                            false => return Err(stopped(&self.record, self.estimate(&reply)).await),
+                        }
                     }
                     continue;
                 }
@@ -184,7 +187,10 @@ impl OpenTurn {
                     usage = chunk.usage.or(usage);
                     sink.chunk(&chunk).await;
                     if sink.stop_asked() {
-                        return Err(stopped(&self.record, self.estimate(&reply)).await);
+                        match sink.keeps_when_stopped() && !reply.is_empty() {
+                            true => return Ok(self.stopped_here(reply)),
+                            false => return Err(stopped(&self.record, self.estimate(&reply)).await),
+                        }
                     }
                     if let Some(message) = chunk.failure {
                         // The sink has passed upstream's own word on; the turn ends here.
@@ -223,7 +229,23 @@ impl OpenTurn {
             stored: false,
             raw,
             compaction: self.record.compaction.clone(),
+            stopped: false,
         })
+    }
+
+    /// The turn as it stood when its sink asked it to stop, kept as its answer: the reply
+    /// so far (a tool call not yet whole is dropped), its usage estimated.
+    fn stopped_here(&self, reply: String) -> Answered {
+        tracing::info!("a streamed turn was stopped; keeping its reply so far");
+        Answered {
+            usage: self.estimate(&reply),
+            reply,
+            calls: Vec::new(),
+            stored: false,
+            raw: None,
+            compaction: self.record.compaction.clone(),
+            stopped: true,
+        }
     }
 }
 

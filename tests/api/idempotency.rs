@@ -205,6 +205,7 @@ async fn streamed_retries_are_refused_as_buffered_ones_are() {
     };
     // Another body under a key already answered: 422 before any stream.
     assert_eq!(streamed("one", "k").await.status, 200);
+    t.live_turns_ended().await;
     let before = t.dump();
     streamed("two", "k")
         .await

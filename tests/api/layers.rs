@@ -18,7 +18,7 @@ const LAYERS: &[&[&str]] = &[
     &["request_log"],
     &["budget"],
     &["turn"],
-    &["guard", "body", "idempotency", "paging", "routes"],
+    &["guard", "body", "idempotency", "paging", "routes", "live"],
     &["app"],
     &[
         "api",

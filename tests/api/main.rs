@@ -19,6 +19,7 @@ mod idempotency;
 mod input_errors;
 mod layers;
 mod limits;
+mod live;
 mod openai_api;
 mod openapi;
 mod prompt_cache;

@@ -1094,3 +1094,84 @@ async fn a_background_run_is_taken_once_cancelled_once_and_records_each_batch_on
         );
     }
 }
+
+#[tokio::test]
+async fn a_live_turn_is_named_by_its_chat_until_it_ends_and_a_resent_write_changes_nothing() {
+    use chat_proxy::store::{Ending, NewLive, RunStatus};
+    let (stores, _server) = both(settings(None, 100)).await;
+    let far = chat_proxy::clock::now_ms() + 60_000;
+    for (name, store) in stores {
+        let c = chat("live");
+        let first = NewLive {
+            id: "0123456789abcdef0123456789abcdef",
+            asked: "{\"route\":\"chat\"}",
+            deadline_ms: far,
+        };
+        assert_eq!(store.live_turn(&OPEN, &c).await.unwrap(), None, "{name}");
+        // Kept twice (a resent write): kept once, in progress, taken by itself.
+        store.begin_live(&OPEN, &c, first).await.unwrap();
+        store.begin_live(&OPEN, &c, first).await.unwrap();
+        assert_eq!(
+            store.live_turn(&OPEN, &c).await.unwrap().as_deref(),
+            Some(first.id),
+            "{name}"
+        );
+        let kept = store.run_state(&OPEN, &c, first.id).await.unwrap().unwrap();
+        assert_eq!(kept.status, RunStatus::InProgress, "{name}");
+        assert_eq!(kept.ticket, first.asked, "{name}");
+        // Another caller's chat of the same name names nothing.
+        let bob = Tenant::Caller("bob".into());
+        assert_eq!(store.live_turn(&bob, &c).await.unwrap(), None, "{name}");
+        // A second live turn on the chat is the one named; the first ending leaves it so.
+        let second = NewLive {
+            id: "fedcba9876543210fedcba9876543210",
+            ..first
+        };
+        store.begin_live(&OPEN, &c, second).await.unwrap();
+        let end = |id, status| store.end_run(&OPEN, &c, id, Ending::Runner(id), status, "{}");
+        assert!(end(first.id, RunStatus::Completed).await.unwrap(), "{name}");
+        assert_eq!(
+            store.live_turn(&OPEN, &c).await.unwrap().as_deref(),
+            Some(second.id),
+            "{name}"
+        );
+        // A stop is asked of it, and its end (sent twice) names none.
+        let asked = store.cancel_run(&OPEN, &c, second.id, "").await.unwrap();
+        assert!(asked.unwrap().cancel_asked, "{name}");
+        for _ in 0..2 {
+            assert!(
+                end(second.id, RunStatus::Cancelled).await.unwrap(),
+                "{name}"
+            );
+        }
+        assert_eq!(store.live_turn(&OPEN, &c).await.unwrap(), None, "{name}");
+        // Its start sent again after its end brings nothing back.
+        store.begin_live(&OPEN, &c, second).await.unwrap();
+        assert_eq!(store.live_turn(&OPEN, &c).await.unwrap(), None, "{name}");
+        let ended = store
+            .run_state(&OPEN, &c, second.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(ended.status, RunStatus::Cancelled, "{name}");
+        // Past its deadline, a live turn is named no more, and reads failed.
+        let lapsed = NewLive {
+            id: "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+            deadline_ms: chat_proxy::clock::now_ms() + 50,
+            ..first
+        };
+        store.begin_live(&OPEN, &c, lapsed).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        assert_eq!(store.live_turn(&OPEN, &c).await.unwrap(), None, "{name}");
+        let state = store
+            .run_state(&OPEN, &c, lapsed.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            state.as_of(chat_proxy::clock::now_ms()).status,
+            RunStatus::Failed,
+            "{name}"
+        );
+    }
+}

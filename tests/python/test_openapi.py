@@ -194,6 +194,12 @@ def assert_it_exercised_every_operation(answers, refusals=frozenset({400, 405}))
         # tested in tests/api/shares.rs; here its refusals are checked against the document.
         if operation == "GET /shared/{token}":
             continue
+        # Following or stopping a turn needs one being written at that moment (a streamed
+        # turn holds an instance while it streams, which would take one of the run's two):
+        # tests/api/live.rs and the playground's tests test both; here their refusals are
+        # checked against the document.
+        if operation in ("GET /{chat_id}/live", "POST /{chat_id}/stop"):
+            continue
         assert any(200 <= s < 300 for s in statuses), f"{operation}: {sorted(statuses)}"
     for turn in ("POST /{chat_id}/chat", "POST /{chat_id}/img", "POST /v1/chat/completions"):
         assert (200, "text/event-stream") in answers[turn], f"{turn}: {sorted(answers[turn])}"

@@ -23,7 +23,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
 
-from conftest import CALLERS, ROOT, node_test
+from conftest import CALLERS, ROOT, Proxy, node_test
 
 # Screenshots land in target/ so a test run leaves the tree clean; `make screenshots`
 # writes the copies in docs/ that docs/playground.md shows.
@@ -56,6 +56,15 @@ def browser():
     yield driver
     driver.quit()
     shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def live_proxy(redis):
+    """Three instances, as Lambda runs as many as requests come at once: one writes an
+    answer while another follows it for a reloaded page and a third takes its Stop."""
+    server = Proxy({"OPENAI_BASE_URL": "echo", "REDIS_URL": redis.url}, instances=3)
+    yield server
+    server.close()
 
 
 def wait(driver, condition, seconds=10):
@@ -520,7 +529,11 @@ def send_button(driver):
 LONG = " ".join(f"word{n}" for n in range(40))
 
 
-def stop_mid_stream(driver, how):
+def words(text):
+    return " ".join(text.split())
+
+
+def stop_mid_stream(driver, proxy, chat, how):
     send(driver, LONG)
     wait(driver, lambda: replies(driver) and len(replies(driver)[-1]) > 10)
     assert send_button(driver).text == "Stop"
@@ -531,18 +544,24 @@ def stop_mid_stream(driver, how):
     assert replies(driver)[-1] == cut, "nothing more came after Stop"
     assert not cut.endswith("messages)"), f"the reply was whole before Stop: {cut}"
     assert "Stopped" in texts_of(driver, "#messages li.assistant .meta")[-1]
+    # What was written is the answer the proxy kept.
+    assert words(stored(proxy, chat)[-1]["content"]) == words(cut)
+    return cut
 
 
-def test_stop_regenerate_and_edit_do_what_they_say(open_proxy, browser):
-    open_page(browser, open_proxy, "#chat=redo")
-    # Stop, by the button and by Escape, ends the stream the page reads.
-    stop_mid_stream(browser, lambda: send_button(browser).click())
-    stop_mid_stream(browser, lambda: browser.find_element(By.ID, "message").send_keys(Keys.ESCAPE))
-    # The proxy kept both turns whole, as for any client that left.
-    wait(browser, lambda: len(stored(open_proxy, "redo")) == 4, seconds=15)
+def test_stop_regenerate_and_edit_do_what_they_say(live_proxy, browser):
+    open_page(browser, live_proxy, "#chat=redo")
+    # Stop, by the button and by Escape, ends the answer where it was.
+    cuts = [
+        stop_mid_stream(browser, live_proxy, "redo", lambda: send_button(browser).click()),
+        stop_mid_stream(browser, live_proxy, "redo",
+                        lambda: browser.find_element(By.ID, "message").send_keys(Keys.ESCAPE)),
+    ]
+    # The proxy kept both turns as they were cut.
+    assert [words(m["content"]) for m in stored(live_proxy, "redo")[1::2]] == [words(c) for c in cuts]
     browser.refresh()
     wait(browser, lambda: len(replies(browser)) == 2)
-    assert replies(browser)[-1].endswith("(4 messages)")
+    assert [words(r) for r in replies(browser)] == [words(c) for c in cuts]
 
     # Regenerate replaces the newest answer: asked again, still two turns.
     regenerate = browser.find_elements(By.CSS_SELECTOR, "#messages li.assistant button.regenerate")
@@ -550,10 +569,10 @@ def test_stop_regenerate_and_edit_do_what_they_say(open_proxy, browser):
     assert browser.find_elements(By.CSS_SELECTOR, "#messages li.assistant")[-1].find_elements(
         By.CSS_SELECTOR, "button.regenerate") == regenerate
     regenerate[0].click()
-    wait(browser, lambda: get_json(f"{open_proxy.url}/redo/usage")["turns"] == 3)
+    wait(browser, lambda: get_json(f"{live_proxy.url}/redo/usage")["turns"] == 3)
     wait(browser, lambda: send_button(browser).text == "Send" and len(replies(browser)) == 2)
-    assert len(stored(open_proxy, "redo")) == 4
-    assert replies(browser)[-1] == stored(open_proxy, "redo")[3]["content"]
+    assert len(stored(live_proxy, "redo")) == 4
+    assert replies(browser)[-1] == stored(live_proxy, "redo")[3]["content"]
 
     # Edit asks a user message again: what followed it is replaced.
     browser.find_elements(By.CSS_SELECTOR, "#messages li.user button.edit")[0].click()
@@ -562,10 +581,41 @@ def test_stop_regenerate_and_edit_do_what_they_say(open_proxy, browser):
     field.send_keys("an edited question", Keys.ENTER)
     wait(browser, lambda: replies(browser) == ["echo: an edited question (2 messages)"])
     wait(browser, lambda: send_button(browser).text == "Send")
-    assert [(m["role"], m["content"]) for m in stored(open_proxy, "redo")] == [
+    assert [(m["role"], m["content"]) for m in stored(live_proxy, "redo")] == [
         ("user", "an edited question"), ("assistant", "echo: an edited question (2 messages)")]
     assert texts_of(browser, "#messages li .content") == [
         "an edited question", "echo: an edited question (2 messages)"]
+    assert console_errors(browser) == []
+
+
+LONGER = " ".join(f"word{n}" for n in range(120))
+
+
+def test_a_page_reloaded_mid_answer_follows_it_and_stops_it(live_proxy, browser):
+    open_page(browser, live_proxy, "#chat=reloaded")
+    send(browser, LONGER)
+    wait(browser, lambda: replies(browser) and len(replies(browser)[-1].split()) > 5)
+    before = words(replies(browser)[-1])
+    browser.refresh()
+    # The question is shown again, and the answer goes on streaming from where it was.
+    wait(browser, lambda: texts_of(browser, "#messages li.user .content") == [LONGER])
+    wait(browser, lambda: replies(browser) and len(words(replies(browser)[-1])) > len(before) + 30)
+    assert words(replies(browser)[-1]).startswith(before), "the same answer, not another"
+    assert send_button(browser).text == "Stop"
+    assert len(get_json(f"{live_proxy.url}/reloaded/chat")) == 0, "still being written"
+    # Stop works on the answer followed again: what was written is kept as the turn.
+    send_button(browser).click()
+    wait(browser, lambda: send_button(browser).text == "Send")
+    cut = replies(browser)[-1]
+    assert not cut.endswith("messages)"), f"the reply was whole before Stop: {cut}"
+    assert "Stopped" in texts_of(browser, "#messages li.assistant .meta")[-1]
+    turn = stored(live_proxy, "reloaded")
+    assert [m["role"] for m in turn] == ["user", "assistant"]
+    assert words(turn[1]["content"]) == words(cut)
+    # Reloaded once more, the page shows the turn as kept, with nothing left to follow.
+    browser.refresh()
+    wait(browser, lambda: [words(r) for r in replies(browser)] == [words(cut)])
+    assert send_button(browser).text == "Send"
     assert console_errors(browser) == []
 
 

@@ -337,6 +337,27 @@ impl TestApp {
         keys
     }
 
+    /// Waits until the streamed seed turns made so far have ended their live records: a
+    /// stream's last event goes to its client before its record's end is written beside.
+    pub async fn live_turns_ended(&self) {
+        for _ in 0..250 {
+            let runs: Vec<String> = self
+                .keys()
+                .into_iter()
+                .filter(|key| key.contains(":run:") && !key.ends_with(":events"))
+                .collect();
+            let ended = runs.iter().all(|run| {
+                let status = self.redis.query(&["HGET", run, "status"]);
+                !status.is_empty() && status != "in_progress"
+            });
+            if !runs.is_empty() && ended {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("a live turn's record did not end: {:?}", self.keys());
+    }
+
     /// Every key, on every node of a cluster too.
     pub fn all_keys(&self) -> Vec<String> {
         let mut keys = self.keys();
@@ -388,6 +409,8 @@ pub struct SseEvent {
     /// `event:`'s value; `None` for a bare `data:` event, `Some(":")` for a comment.
     pub event: Option<String>,
     pub data: String,
+    /// `id:`'s value, when the event has one.
+    pub id: Option<String>,
 }
 
 impl SseEvent {
@@ -409,6 +432,7 @@ pub fn parse_events(text: &str) -> Vec<SseEvent> {
             let mut event = SseEvent {
                 event: None,
                 data: String::new(),
+                id: None,
             };
             for line in block.lines() {
                 if let Some(comment) = line.strip_prefix(':') {
@@ -418,6 +442,8 @@ pub fn parse_events(text: &str) -> Vec<SseEvent> {
                     event.event = Some(name.to_owned());
                 } else if let Some(data) = line.strip_prefix("data: ") {
                     event.data.push_str(data);
+                } else if let Some(id) = line.strip_prefix("id: ") {
+                    event.id = Some(id.to_owned());
                 }
             }
             event

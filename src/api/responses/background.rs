@@ -25,7 +25,6 @@ use serde_json::{json, Map, Value};
 use tokio::time::Instant;
 
 use super::follow::{streamed, Following};
-use super::run::BATCH_EVERY;
 use super::stored::{named, not_found, wants_encrypted};
 use super::{hide_encrypted_reasoning, Reading};
 use crate::app::App;
@@ -34,6 +33,7 @@ use crate::clock::now_ms;
 use crate::error::ApiError;
 use crate::guard::source_ip;
 use crate::http::{json_body, json_response, replayed, ResponseBody};
+use crate::live::BATCH_EVERY;
 use crate::request_log::RequestLog;
 use crate::store::{RunState, RunStatus};
 use crate::turn::{Keep, Queuing};

@@ -4,9 +4,10 @@
 //! and `GET /v1/responses/{id}?stream=true&starting_after=N` resumes one where a client
 //! left it: every later event once, in order, and the same end.
 //!
-//! The run writes its events in batches (`background.rs`); the follower reads the batches it
-//! has not seen and the run's state in one round trip, every [`POLL_EVERY`]. A run that has
-//! ended is read once more, so the batch it wrote just before it ended is not missed; one
+//! The run writes its events in batches (`run.rs`); the follower reads the batches it has
+//! not seen and the run's state in one round trip, every [`POLL_EVERY`] (`live::Follower`).
+//! A run that has ended is read once more, so the batch it wrote just before it ended is
+//! not missed; one
 //! that ended without upstream's own last event (it failed, or its invocation died) ends
 //! with a `response.failed` event of the proxy's.
 
@@ -14,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use lambda_http::{Request, Response};
 
@@ -22,15 +23,12 @@ use super::background::answer_of;
 use super::stored::{named, not_found, wants_encrypted};
 use crate::app::App;
 use crate::chat::{ChatId, Tenant};
-use crate::clock::now_ms;
 use crate::error::ApiError;
 use crate::http::{event_stream, ResponseBody};
 use crate::http::{sse_event, FrameSender, KEEP_ALIVE};
+use crate::live::{Follower, RunAt, POLL_EVERY};
 use crate::request_log::RequestLog;
 use crate::store::{RunStatus, Store};
-
-/// How often a follower reads what the run recorded since.
-const POLL_EVERY: Duration = Duration::from_millis(100);
 
 /// Which run to follow, and from where.
 pub(super) struct Following {
@@ -60,9 +58,13 @@ pub(super) async fn follow(
         after,
         hide_reasoning,
     } = run;
-    let mut batch = 0;
+    let mut follower = Follower::new(RunAt {
+        store,
+        tenant,
+        chat,
+        id,
+    });
     let mut last = after;
-    let mut ended_seen = false;
     // Upstream's own last event was sent (in any pass).
     let mut sent_end = false;
     let mut quiet = tokio::time::Instant::now();
@@ -78,16 +80,9 @@ pub(super) async fn follow(
                 .await;
             return;
         }
-        let read = async {
-            tokio::join!(
-                store.run_events(&tenant, &chat, &id, batch),
-                store.run_state(&tenant, &chat, &id)
-            )
-        };
-        let (batches, state) = read.await;
-        let (batches, state) = match (batches, state) {
-            (Ok(batches), Ok(state)) => (batches, state),
-            (Err(error), _) | (_, Err(error)) => {
+        let polled = match follower.read().await {
+            Ok(polled) => polled,
+            Err(error) => {
                 tracing::warn!(%error, "a background run's events could not be read");
                 let event = json!({"type": "error", "code": "storage_unavailable",
                     "message": "the response's events could not be read; resume it later",
@@ -98,39 +93,33 @@ pub(super) async fn follow(
                 return;
             }
         };
-        for recorded in &batches {
-            batch += 1;
-            let Ok(Value::Array(events)) = serde_json::from_str::<Value>(recorded) else {
+        for mut event in polled.events {
+            let sequence = event["sequence_number"].as_u64();
+            if matches!((sequence, last), (Some(n), Some(seen)) if n <= seen) {
                 continue;
-            };
-            for mut event in events {
-                let sequence = event["sequence_number"].as_u64();
-                if matches!((sequence, last), (Some(n), Some(seen)) if n <= seen) {
-                    continue;
-                }
-                last = sequence.or(last);
-                let kind = event["type"].as_str().unwrap_or("message").to_owned();
-                sent_end |= matches!(
-                    kind.as_str(),
-                    "response.completed" | "response.failed" | "response.incomplete"
-                );
-                if hide_reasoning {
-                    super::hide_encrypted_reasoning(&mut event);
-                }
-                frames
-                    .send(sse_event(Some(&kind), event.to_string().as_bytes()))
-                    .await;
-                quiet = tokio::time::Instant::now();
             }
+            last = sequence.or(last);
+            let kind = event["type"].as_str().unwrap_or("message").to_owned();
+            sent_end |= matches!(
+                kind.as_str(),
+                "response.completed" | "response.failed" | "response.incomplete"
+            );
+            if hide_reasoning {
+                super::hide_encrypted_reasoning(&mut event);
+            }
+            frames
+                .send(sse_event(Some(&kind), event.to_string().as_bytes()))
+                .await;
+            quiet = tokio::time::Instant::now();
         }
         if frames.client_gone() {
             return;
         }
-        let Some(state) = state else {
+        let Some(state) = polled.state else {
             return;
         };
-        let state = state.as_of(now_ms());
-        if state.status.ended() && (ended_seen || sent_end) {
+        let ended = state.status.ended();
+        if ended && (polled.settled || sent_end) {
             if !sent_end && state.status == RunStatus::Failed {
                 if let Some(response) = answer_of(state) {
                     let event = json!({"type": "response.failed", "response": response,
@@ -145,13 +134,12 @@ pub(super) async fn follow(
             }
             return;
         }
-        // Ended: read once more, for a batch written just before the end.
-        ended_seen = state.status.ended();
         if quiet.elapsed() >= stall / 2 {
             frames.send(Bytes::from_static(KEEP_ALIVE)).await;
             quiet = tokio::time::Instant::now();
         }
-        if !ended_seen {
+        // Ended: read again at once, for a batch written just before the end.
+        if !ended {
             tokio::time::sleep(POLL_EVERY).await;
         }
     }

@@ -1,7 +1,8 @@
 //! A background response's run: the invocation Lambda starts with a [`RunEvent`] takes the
 //! run (only one invocation ever does), makes the turn through the engine as a streamed turn
-//! with what its queueing decided, and records what upstream streams in batches, at most
-//! every [`BATCH_EVERY`] (each write also telling whether a cancellation was asked for). The
+//! with what its queueing decided, and records what upstream streams in batches
+//! (`live::Batches`: at most every 100 ms, each write also telling whether a cancellation
+//! was asked for). The
 //! turn is stored as any other; the run ends `completed`, `failed` or `cancelled`, with the
 //! response to read when it is not a turn.
 
@@ -15,16 +16,11 @@ use super::{caller_view, hide_encrypted_reasoning, Reading};
 use crate::app::App;
 use crate::chat::{ChatId, Tenant, Turn};
 use crate::clock::now_ms;
+use crate::live::{Batches, RunAt, SILENT_CHECK};
 use crate::request_log::RequestLog;
 use crate::store::{Ending, RunStatus, Start};
 use crate::turn::{Answered, Fixed, Opened, StreamSink};
 use crate::upstream::Chunk;
-
-/// How often a run records what it streamed (and learns of a cancellation), at most.
-pub(super) const BATCH_EVERY: Duration = Duration::from_millis(100);
-
-/// How often a run asks whether to stop while upstream says nothing (a model thinking).
-const SILENT_CHECK: Duration = Duration::from_millis(500);
 
 /// Runs a background response in an invocation that must end by `deadline_ms` (Unix
 /// milliseconds, as Lambda gives it).
@@ -164,21 +160,24 @@ impl Run<'_> {
         };
         let mut own = reading.fields.clone();
         own.insert("id".to_owned(), json!(open.answer_id().unwrap_or_default()));
+        let at = RunAt {
+            store: self.app.store.clone(),
+            tenant: self.tenant.clone(),
+            chat: self.chat.clone(),
+            id: self.id.to_owned(),
+        };
         let mut sink = RunSink {
             run: self,
             own,
             reveal,
-            pending: Vec::new(),
-            unsent: None,
-            batch: 0,
-            flushed_at: Instant::now(),
+            batches: Batches::new(at),
             stop: false,
             output: Vec::new(),
             text: String::new(),
             latest: ticket.response.clone(),
         };
         let finished = open.finish(&mut sink).await;
-        sink.flush().await;
+        sink.stop |= sink.batches.flush().await;
         match finished {
             Ok(answered) if answered.stored => (RunStatus::Completed, String::new()),
             // Paid for but not kept (its conversation was deleted meanwhile): kept with
@@ -210,13 +209,8 @@ struct RunSink<'a> {
     /// The fields the proxy sets on the response in every event (its id among them).
     own: Map<String, Value>,
     reveal: bool,
-    /// Events not recorded yet.
-    pending: Vec<Value>,
-    /// A batch whose write failed, to send again in its place.
-    unsent: Option<String>,
-    /// The next batch's place.
-    batch: u64,
-    flushed_at: Instant,
+    /// What it streamed, recorded for its followers.
+    batches: Batches,
     /// A cancellation was asked for: the turn stops at this chunk.
     stop: bool,
     /// The output items upstream finished, and the text of the message it is writing.
@@ -227,46 +221,6 @@ struct RunSink<'a> {
 }
 
 impl RunSink<'_> {
-    /// Records the events not recorded yet, and learns whether to stop. A batch whose write
-    /// failed is sent again first, as it was and in its place: the write may have been made
-    /// with only its answer lost, and a batch is recorded once by its place.
-    async fn flush(&mut self) {
-        self.flushed_at = Instant::now();
-        if let Some(unsent) = self.unsent.take() {
-            if !self.write(unsent).await {
-                return;
-            }
-        }
-        // Nothing new: an empty write only asks whether to stop.
-        let batch = match self.pending.is_empty() {
-            true => String::new(),
-            false => Value::Array(std::mem::take(&mut self.pending)).to_string(),
-        };
-        self.write(batch).await;
-    }
-
-    /// Writes `batch` in its place; false (and kept to send again) when it could not be.
-    async fn write(&mut self, batch: String) -> bool {
-        let run = self.run;
-        let recorded = run
-            .app
-            .store
-            .record_events(run.tenant, run.chat, run.id, self.batch, &batch)
-            .await;
-        match recorded {
-            Ok(stop) => {
-                self.batch += u64::from(!batch.is_empty());
-                self.stop |= stop;
-                true
-            }
-            Err(error) => {
-                tracing::warn!(%error, "a background run's events could not be recorded; sending them again with the next");
-                self.unsent = Some(batch).filter(|batch| !batch.is_empty());
-                false
-            }
-        }
-    }
-
     /// The response as it stood when the run stopped: what upstream finished, and the
     /// message it was writing, cut where it was.
     fn cancelled(&self) -> Value {
@@ -313,14 +267,14 @@ impl StreamSink for RunSink<'_> {
         if !self.reveal {
             hide_encrypted_reasoning(&mut event);
         }
-        self.pending.push(event);
-        if self.flushed_at.elapsed() >= BATCH_EVERY {
-            self.flush().await;
+        self.batches.push(event.to_string());
+        if self.batches.due() {
+            self.stop |= self.batches.flush().await;
         }
     }
 
     async fn keep_alive(&mut self) {
-        self.flush().await;
+        self.stop |= self.batches.flush().await;
     }
 
     fn kept_answer(&self, answered: &Answered) -> String {

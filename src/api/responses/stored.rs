@@ -10,7 +10,7 @@ use crate::app::App;
 use crate::chat::{listed_items, parse_response_id, ChatId, Tenant, Turn};
 use crate::error::ApiError;
 use crate::http::{json_response, ResponseBody};
-use crate::paging::{query_values, Paging};
+use crate::paging::{query_flag, query_position, query_values, Paging};
 use crate::request_log::RequestLog;
 use crate::store::{RunState, RunStatus};
 use crate::turn::Rewrite;
@@ -20,14 +20,6 @@ pub(super) fn not_found(id: &str) -> ApiError {
         code: "response_not_found",
         param: None,
         message: format!("Response with id '{id}' not found."),
-    }
-}
-
-fn bad_query(param: &'static str, message: &str) -> ApiError {
-    ApiError::BadParam {
-        code: "invalid_value",
-        param,
-        message: message.to_owned(),
     }
 }
 
@@ -108,24 +100,8 @@ pub async fn get(
     log: &mut RequestLog,
 ) -> Result<Response<ResponseBody>, ApiError> {
     // `stream` and `starting_after` as the document says, whichever way it is read.
-    let stream = match query_values(request, "stream").last().as_deref() {
-        None | Some("false") => false,
-        Some("true") => true,
-        Some(_) => return Err(bad_query("stream", "`stream` must be true or false")),
-    };
-    let after = match query_values(request, "starting_after").last() {
-        None => None,
-        // A number past any event's is after them all.
-        Some(n) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => {
-            Some(n.parse::<u64>().unwrap_or(u64::MAX))
-        }
-        Some(_) => {
-            return Err(bad_query(
-                "starting_after",
-                "`starting_after` must be an event's sequence_number (0 or more)",
-            ))
-        }
-    };
+    let stream = query_flag(request, "stream")?;
+    let after = query_position(request, "starting_after", "an event's sequence_number")?;
     if stream {
         return super::follow::resume(app, tenant, id, after, request, log).await;
     }

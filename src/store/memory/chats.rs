@@ -56,6 +56,7 @@ impl Chats for MemoryStore {
             state
                 .runs
                 .retain(|(owner, of, _), _| owner != tenant || of != chat);
+            state.live.remove(&gone);
         }
         // Its links go with it.
         self.revoke_all(tenant, chat).await

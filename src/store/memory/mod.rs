@@ -58,6 +58,8 @@ struct State {
     shared: HashMap<String, (String, ChatKey, ShareLink)>,
     /// Background runs, by their chat and id.
     runs: HashMap<runs::RunKey, runs::KeptRun>,
+    /// Each chat's live turn (a streamed turn being made), until its deadline.
+    live: HashMap<ChatKey, (String, Instant)>,
 }
 
 #[derive(Clone)]

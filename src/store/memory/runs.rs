@@ -7,7 +7,8 @@ use super::MemoryStore;
 use crate::chat::{ChatId, Tenant};
 use crate::clock::now_ms;
 use crate::store::{
-    Cancelling, Ending, NewRun, RunState, RunStatus, Runs, Start, StoreError, RUN_SECONDS,
+    Cancelling, Ending, NewLive, NewRun, RunState, RunStatus, Runs, Start, StoreError,
+    ENDED_LIVE_SECONDS, LIVE_SECONDS, RUN_SECONDS,
 };
 
 /// A run as memory keeps it.
@@ -16,6 +17,8 @@ pub(super) struct KeptRun {
     runner: Option<String>,
     events: Vec<String>,
     expires_at: Instant,
+    /// A live turn's (`begin_live`), which lives a short while once ended.
+    live: bool,
 }
 
 pub(super) type RunKey = (Tenant, ChatId, String);
@@ -61,6 +64,7 @@ impl Runs for MemoryStore {
                 runner: None,
                 events: Vec::new(),
                 expires_at: Instant::now() + Duration::from_secs(RUN_SECONDS),
+                live: false,
             };
             state.runs.insert(key, kept);
         }
@@ -182,6 +186,64 @@ impl Runs for MemoryStore {
         }
         run.state.status = status;
         run.state.response = Some(response.to_owned());
+        if run.live {
+            run.expires_at = Instant::now() + Duration::from_secs(ENDED_LIVE_SECONDS);
+        }
+        let chat = (tenant.clone(), chat.clone());
+        if state.live.get(&chat).is_some_and(|(live, _)| live == id) {
+            state.live.remove(&chat);
+        }
         Ok(true)
+    }
+
+    async fn begin_live(
+        &self,
+        tenant: &Tenant,
+        chat: &ChatId,
+        live: NewLive<'_>,
+    ) -> Result<(), StoreError> {
+        let mut state = self.state();
+        let key = run_key(tenant, chat, live.id);
+        if Self::kept_run(&mut state, &key).is_some() {
+            return Ok(());
+        }
+        let kept = KeptRun {
+            state: RunState {
+                status: RunStatus::InProgress,
+                deadline_ms: live.deadline_ms,
+                cancel_asked: false,
+                ticket: live.asked.to_owned(),
+                response: None,
+                batches: 0,
+            },
+            runner: Some(live.id.to_owned()),
+            events: Vec::new(),
+            expires_at: Instant::now() + Duration::from_secs(LIVE_SECONDS),
+            live: true,
+        };
+        state.runs.insert(key, kept);
+        let left = Duration::from_millis(live.deadline_ms.saturating_sub(now_ms()));
+        let until = Instant::now() + left;
+        state
+            .live
+            .insert((tenant.clone(), chat.clone()), (live.id.to_owned(), until));
+        Ok(())
+    }
+
+    async fn live_turn(
+        &self,
+        tenant: &Tenant,
+        chat: &ChatId,
+    ) -> Result<Option<String>, StoreError> {
+        let mut state = self.state();
+        let chat = (tenant.clone(), chat.clone());
+        if state
+            .live
+            .get(&chat)
+            .is_some_and(|(_, until)| *until <= Instant::now())
+        {
+            state.live.remove(&chat);
+        }
+        Ok(state.live.get(&chat).map(|(live, _)| live.clone()))
     }
 }

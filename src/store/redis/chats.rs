@@ -120,11 +120,12 @@ impl Chats for RedisStore {
 
     async fn delete_chat(&self, tenant: &Tenant, chat: &ChatId) -> Result<(), StoreError> {
         let keys = self.keys.chat(tenant, chat);
-        let (idems, floor, next, runs) = (
+        let (idems, floor, next, runs, live) = (
             keys.idempotency_keys(),
             keys.floor(),
             keys.next(),
             keys.runs(),
+            keys.live(),
         );
         let marker = keys.write_marker(&Turn::new_id());
         let ChatKeys {
@@ -138,7 +139,7 @@ impl Chats for RedisStore {
         let (deleted, unlisted) = tokio::join!(
             self.eval::<i64>(
                 &self.scripts.delete_chat,
-                vec![turns, system, meta, idems, floor, next, marker, base, runs],
+                vec![turns, system, meta, idems, floor, next, marker, base, runs, live],
                 vec![FLOOR_SECONDS.to_string(), MARKER_SECONDS.to_string()],
             ),
             self.index(tenant, chat, None),

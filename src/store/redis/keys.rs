@@ -98,6 +98,11 @@ impl ChatKeys {
         format!("{}:run:{id}", self.base)
     }
 
+    /// The id of the chat's live turn (a streamed turn being made), until its deadline.
+    pub fn live(&self) -> String {
+        format!("{}:live", self.base)
+    }
+
     /// A background run's recorded events.
     pub fn run_events(&self, id: &str) -> String {
         format!("{}:run:{id}:events", self.base)

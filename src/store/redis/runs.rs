@@ -11,7 +11,10 @@ use fred::interfaces::ListInterface;
 use super::RedisStore;
 use crate::chat::{ChatId, Tenant};
 use crate::clock::now_ms;
-use crate::store::{Ending, NewRun, RunState, RunStatus, Runs, Start, StoreError, RUN_SECONDS};
+use crate::store::{
+    Ending, NewLive, NewRun, RunState, RunStatus, Runs, Start, StoreError, ENDED_LIVE_SECONDS,
+    LIVE_SECONDS, RUN_SECONDS,
+};
 
 const TICKET: &str = "ticket";
 const RESPONSE: &str = "response";
@@ -204,14 +207,58 @@ impl Runs for RedisStore {
         status: RunStatus,
         response: &str,
     ) -> Result<bool, StoreError> {
-        let key = self.run_key(tenant, chat, id);
+        let keys = self.keys.chat(tenant, chat);
+        let key = keys.run(id);
         let sealed = self.sealing.seal_text(&key, RESPONSE, response)?;
         let runner = match by {
             Ending::Queued => String::new(),
             Ending::Runner(runner) => runner.to_owned(),
         };
-        let args = vec![status.as_str().to_owned(), sealed, runner];
-        let ended: i64 = self.eval(&self.scripts.end_run, vec![key], args).await?;
+        let args = vec![
+            status.as_str().to_owned(),
+            sealed,
+            runner,
+            id.to_owned(),
+            ENDED_LIVE_SECONDS.to_string(),
+        ];
+        let keys = vec![key, keys.live(), keys.run_events(id)];
+        let ended: i64 = self.eval(&self.scripts.end_run, keys, args).await?;
         Ok(ended == 1)
+    }
+
+    async fn begin_live(
+        &self,
+        tenant: &Tenant,
+        chat: &ChatId,
+        live: NewLive<'_>,
+    ) -> Result<(), StoreError> {
+        let keys = self.keys.chat(tenant, chat);
+        let key = keys.run(live.id);
+        let asked = self.sealing.seal_text(&key, TICKET, live.asked)?;
+        let left = live.deadline_ms.saturating_sub(now_ms());
+        let args = vec![
+            asked,
+            live.deadline_ms.to_string(),
+            LIVE_SECONDS.to_string(),
+            live.id.to_owned(),
+            left.to_string(),
+        ];
+        self.eval::<i64>(
+            &self.scripts.begin_live,
+            vec![key, keys.runs(), keys.live()],
+            args,
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn live_turn(
+        &self,
+        tenant: &Tenant,
+        chat: &ChatId,
+    ) -> Result<Option<String>, StoreError> {
+        use fred::interfaces::KeysInterface;
+        let key = self.keys.chat(tenant, chat).live();
+        self.client().get(&key).await.map_err(|e| self.error(e))
     }
 }

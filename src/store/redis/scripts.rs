@@ -56,6 +56,8 @@ pub(super) struct Scripts {
     pub cancel_run: Script,
     pub record_events: Script,
     pub end_run: Script,
+    /// A live turn's record (`store/runs.rs`), kept and named as its chat's.
+    pub begin_live: Script,
 }
 
 impl Scripts {
@@ -108,13 +110,14 @@ impl Scripts {
             cancel_run: alone(include_str!("scripts/cancel_run.lua")),
             record_events: alone(include_str!("scripts/record_events.lua")),
             end_run: alone(include_str!("scripts/end_run.lua")),
+            begin_live: alone(include_str!("scripts/begin_live.lua")),
         }
     }
 }
 
 impl Scripts {
     /// Every script, to load into Redis.
-    fn all(&self) -> [&Script; 24] {
+    fn all(&self) -> [&Script; 25] {
         [
             &self.claim_newest,
             &self.release_claim,
@@ -140,6 +143,7 @@ impl Scripts {
             &self.cancel_run,
             &self.record_events,
             &self.end_run,
+            &self.begin_live,
         ]
     }
 

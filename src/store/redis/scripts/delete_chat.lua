@@ -7,7 +7,7 @@
 -- KEYS: 1 turns, 2 system, 3 meta, 4 the set of the chat's Idempotency-Key hashes, 5 the
 --       floor, 6 the claim on its newest turn, 7 the deletion's marker, 8 the start of the
 --       chat's key names (`N:chat:{ID}`), which its Idempotency-Keys and runs are named
---       from, 9 the set of its runs' ids
+--       from, 9 the set of its runs' ids, 10 its live turn
 -- ARGV: 1 the floor's ttl, 2 the marker's ttl
 -- Returns 1.
 --
@@ -22,7 +22,7 @@ end
 for _, run in ipairs(redis.call('SMEMBERS', KEYS[9])) do
   redis.call('DEL', KEYS[8] .. ':run:' .. run, KEYS[8] .. ':run:' .. run .. ':events')
 end
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[6], KEYS[9])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[6], KEYS[9], KEYS[10])
 redis.call('SET', KEYS[5], next_version(version, floor), 'EX', ARGV[1])
 redis.call('SET', KEYS[7], '1', 'EX', ARGV[2])
 return 1

@@ -2,9 +2,12 @@
 -- end it (`store/runs.rs`, `Ending::may_end`): the invocation that queued it, while it is
 -- still queued (its hand-over failed); the runner that took it, while it runs.
 --
--- KEYS: 1 the run
+-- A live turn (`begin_live.lua`) stops being its chat's live turn as it ends, and its
+-- record lives only a little longer (its answer is a turn of its chat by then).
+--
+-- KEYS: 1 the run, 2 the chat's live turn, 3 the run's events
 -- ARGV: 1 its status, 2 its response (sealed), 3 the runner ending it ('' for the
---       invocation that queued it)
+--       invocation that queued it), 4 the run's id, 5 an ended live turn's seconds to live
 -- Returns 1 when ended (now, or by this same end before), 0 when it may not end it: taken
 -- by a runner meanwhile, ended otherwise, or its record expired (nothing is made again).
 --
@@ -20,4 +23,9 @@ else
 end
 if not may then return 0 end
 redis.call('HSET', KEYS[1], 'status', ARGV[1], 'response', ARGV[2])
+if redis.call('GET', KEYS[2]) == ARGV[4] then redis.call('DEL', KEYS[2]) end
+if redis.call('HGET', KEYS[1], 'live') == '1' then
+  redis.call('EXPIRE', KEYS[1], ARGV[5])
+  redis.call('EXPIRE', KEYS[3], ARGV[5])
+end
 return 1

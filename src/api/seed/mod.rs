@@ -2,10 +2,16 @@
 //! transcript and clear, and turns answered as JSON or, when asked, as server-sent events:
 //! `delta` events as the reply is written, then `done` with the same JSON object a buffered
 //! turn answers, or `error` with an OpenAI-shaped error if the turn fails mid-stream.
+//!
+//! A streamed turn is live while it is made (`live.rs`): `GET /<chat_id>/chat` names it,
+//! `GET /<chat_id>/live` follows it from any position on any connection, and
+//! `POST /<chat_id>/stop` stops it, keeping what it wrote so far as the turn.
+
+mod live;
+mod stream;
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use lambda_http::http::{HeaderValue, StatusCode};
 use lambda_http::{Request, Response};
 use serde::Serialize;
@@ -18,14 +24,14 @@ use crate::error::ApiError;
 use crate::guard::source_ip;
 use crate::http::{
     accepts_event_stream, empty_object, event_stream, json_body, json_response, replayed,
-    sse_event, FrameSender, ResponseBody, KEEP_ALIVE, X_CHAT_STORED,
+    sse_event, ResponseBody, X_CHAT_LIVE, X_CHAT_STORED,
 };
 use crate::idempotency;
 use crate::request_log::RequestLog;
 use crate::routes::SeedRoute;
-use crate::turn::{Answered, Ask, Keep, Opened, Ran, Redo, StreamSink};
+use crate::turn::{Answered, Ask, Keep, Opened, Ran, Redo};
 use crate::upstream::wire::Usage;
-use crate::upstream::{Chunk, Model};
+use crate::upstream::Model;
 
 /// Serves a seed route for an authenticated caller.
 pub async fn serve(
@@ -108,9 +114,23 @@ async fn dispatch(
             Ok(empty_object())
         }
         SeedRoute::GetChat(chat) => {
-            let turns = log.redis(store.turns(tenant, &chat)).await?;
-            Ok(json_response(StatusCode::OK, &transcript(&turns)))
+            // The turn being made, named beside the transcript it is not in yet.
+            let read =
+                async { tokio::join!(store.turns(tenant, &chat), store.live_turn(tenant, &chat)) };
+            let (turns, live) = read.await;
+            let turns = log.redis(std::future::ready(turns)).await?;
+            let mut response = json_response(StatusCode::OK, &transcript(&turns));
+            let live = live
+                .ok()
+                .flatten()
+                .and_then(|id| HeaderValue::from_str(&id).ok());
+            if let Some(id) = live {
+                response.headers_mut().insert(X_CHAT_LIVE, id);
+            }
+            Ok(response)
         }
+        SeedRoute::Live(chat) => live::follow(app, tenant, &chat, request, log).await,
+        SeedRoute::Stop(chat) => live::stop(app, tenant, &chat, log).await,
         SeedRoute::ClearChat(chat) => {
             log.redis(store.clear(tenant, &chat)).await?;
             Ok(empty_object())
@@ -157,6 +177,12 @@ async fn turn(
         Model::Chat
     };
     let streamed = question.stream || accepts_event_stream(request.headers());
+    let route = match model {
+        Model::Chat => "chat",
+        Model::Vision => "img",
+    };
+    let live =
+        streamed.then(|| json!({"route": route, "content": question.content, "url": question.url}));
     let asked = vec![Asked::User(UserContent::question(
         question.content,
         question.url,
@@ -167,6 +193,7 @@ async fn turn(
         model,
         streamed,
         kind: model_kind(model),
+        live,
     };
     answer(app, tenant, chat, how, request, rate_limit, log).await
 }
@@ -183,6 +210,11 @@ async fn redo(
     rate_limit: impl std::future::Future<Output = Result<(), ApiError>>,
     log: &mut RequestLog,
 ) -> Result<Response<ResponseBody>, ApiError> {
+    let streamed = asked.stream || accepts_event_stream(request.headers());
+    let live = streamed.then(|| match asked.index {
+        Some(index) => json!({"route": "edit", "index": index, "content": asked.content}),
+        None => json!({"route": "regenerate"}),
+    });
     let (redo, kind): (Redo, &'static [u8]) = match asked.index {
         Some(index) => (
             Redo::Edit {
@@ -197,8 +229,9 @@ async fn redo(
         asked: Vec::new(),
         redo: Some(redo),
         model: Model::Chat,
-        streamed: asked.stream || accepts_event_stream(request.headers()),
+        streamed,
         kind,
+        live,
     };
     answer(app, tenant, chat, how, request, rate_limit, log).await
 }
@@ -211,6 +244,8 @@ struct How {
     streamed: bool,
     /// What the route asks, for the `Idempotency-Key`'s fingerprint.
     kind: &'static [u8],
+    /// What a streamed turn asks, as `GET /<chat_id>/live` tells its followers.
+    live: Option<serde_json::Value>,
 }
 
 /// A seed turn's answer: buffered JSON, or server-sent events.
@@ -229,6 +264,7 @@ async fn answer(
         model,
         streamed,
         kind,
+        live,
     } = how;
     let keep = idempotency::key_of(request, Some(chat))?.map(|key| {
         let fingerprint = idempotency::fingerprint(&[
@@ -253,6 +289,7 @@ async fn answer(
         ip: source_ip(request),
         keep,
     };
+    let ask_deadline = ask.deadline;
     if !streamed {
         let answered = match app.turns.run(ask, rate_limit, log).await? {
             Ran::Answered(answered) => answered,
@@ -273,54 +310,14 @@ async fn answer(
             return Ok(replayed(event_stream(ResponseBody::Whole(frame))));
         }
     };
-    let (frames, body) = ResponseBody::channel(app.stream_stall);
-    app.spawn(async move {
-        let mut sink = SeedEvents { frames };
-        let frame = match open.finish(&mut sink).await {
-            Ok(answered) => {
-                let reply = Reply {
-                    stored: (!answered.stored).then_some(false),
-                    ..Reply::of(&answered)
-                };
-                sse_event(Some("done"), &to_json(&reply))
-            }
-            Err(error) => {
-                error.log();
-                sse_event(Some("error"), &error.body())
-            }
-        };
-        sink.frames.send(frame).await;
-    });
-    Ok(event_stream(body))
+    let live = live.unwrap_or_default().to_string();
+    Ok(stream::answer(app, tenant, chat, *open, live, ask_deadline))
 }
 
 fn model_kind(model: Model) -> &'static [u8] {
     match model {
         Model::Chat => b"chat",
         Model::Vision => b"img",
-    }
-}
-
-/// The seed's events for a streamed turn's chunks.
-struct SeedEvents {
-    frames: FrameSender,
-}
-
-impl StreamSink for SeedEvents {
-    async fn chunk(&mut self, chunk: &Chunk) {
-        if chunk.delta.is_empty() {
-            return;
-        }
-        let data = to_json(&json!({ "content": chunk.delta }));
-        self.frames.send(sse_event(Some("delta"), &data)).await;
-    }
-
-    async fn keep_alive(&mut self) {
-        self.frames.send(Bytes::from_static(KEEP_ALIVE)).await;
-    }
-
-    fn kept_answer(&self, answered: &Answered) -> String {
-        kept_reply(answered)
     }
 }
 
@@ -344,6 +341,10 @@ struct Reply<'a> {
     /// buffered turn says it in the `X-Chat-Stored` header, which a stream has sent already).
     #[serde(skip_serializing_if = "Option::is_none")]
     stored: Option<bool>,
+    /// `true` on a streamed turn stopped (`POST /<chat_id>/stop`) before its end: its
+    /// `content` is what it had written, kept as the turn; absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stopped: Option<bool>,
 }
 
 impl<'a> Reply<'a> {
@@ -356,6 +357,7 @@ impl<'a> Reply<'a> {
                 compaction: answered.compaction.as_ref().map(|cost| cost.to_json(false)),
             },
             stored: None,
+            stopped: answered.stopped.then_some(true),
         }
     }
 }
