@@ -27,19 +27,39 @@ const state = {
 // ---- Markdown, made safe -------------------------------------------------------------
 
 const SAFE_LINK = /^(https?:|mailto:)/i;
-const markdown = window.markdownit({ html: false, linkify: true, breaks: true });
+const markdown = window.markdownit({
+  html: false,
+  linkify: true,
+  breaks: true,
+  // A fenced block in a language highlight.js knows, its tokens marked; any other is left
+  // for markdown-it to escape.
+  highlight: (code, lang) => {
+    if (!lang || !window.hljs || !window.hljs.getLanguage(lang)) return "";
+    return window.hljs.highlight(code, { language: lang, ignoreIllegals: true }).value;
+  },
+});
 markdown.disable(["image"]);
 markdown.validateLink = (url) => SAFE_LINK.test(url.trim());
 
 const PURIFY = {
   ALLOWED_TAGS: ["p", "br", "strong", "em", "s", "del", "a", "code", "pre", "ul", "ol", "li",
     "blockquote", "h1", "h2", "h3", "h4", "h5", "h6", "hr", "table", "thead", "tbody", "tr",
-    "th", "td"],
-  ALLOWED_ATTR: ["href", "title", "start"],
+    "th", "td", "span"],
+  ALLOWED_ATTR: ["href", "title", "start", "class"],
   ALLOW_DATA_ATTR: false,
   ALLOWED_URI_REGEXP: /^(?:https?:|mailto:)/i,
   RETURN_DOM_FRAGMENT: true,
 };
+// The only classes kept: a code block's language (`language-python`) and highlight.js's
+// token classes (`hljs-keyword`, `hljs-title function_`), which its theme colours.
+const SAFE_CLASS = /^(?:(?:hljs-[\w-]+|[a-z]+_|language-[\w+#.-]+)(?: |$))+$/;
+window.DOMPurify.addHook("uponSanitizeAttribute", (node, data) => {
+  if (data.attrName !== "class") return;
+  const tag = node.tagName;
+  if (!((tag === "SPAN" || tag === "CODE") && SAFE_CLASS.test(data.attrValue))) {
+    data.keepAttr = false;
+  }
+});
 window.DOMPurify.addHook("afterSanitizeAttributes", (node) => {
   if (node.tagName === "A") {
     node.setAttribute("target", "_blank");
@@ -47,15 +67,26 @@ window.DOMPurify.addHook("afterSanitizeAttributes", (node) => {
   }
 });
 
-/** An answer's Markdown as page nodes: rendered, sanitized, its code blocks copyable. */
+/**
+ * An answer's Markdown as page nodes: rendered, sanitized, each code block under a header
+ * with its language's name and its Copy button.
+ */
 function renderMarkdown(text) {
   const fragment = window.DOMPurify.sanitize(markdown.render(text), PURIFY);
   for (const pre of fragment.querySelectorAll("pre")) {
     const block = document.createElement("div");
     block.className = "code";
     pre.replaceWith(block);
+    const code = pre.querySelector("code");
+    const language = /(?:^| )language-([\w+#.-]+)/.exec(code ? code.className : "");
+    const head = document.createElement("div");
+    head.className = "code-head";
+    const name = document.createElement("span");
+    name.className = "code-lang";
+    name.textContent = language ? language[1] : "";
     const copy = button("Copy code", "copy-code", () => copyText(pre.textContent, copy));
-    block.append(copy, pre);
+    head.append(name, copy);
+    block.append(head, pre);
   }
   return fragment;
 }
@@ -142,9 +173,58 @@ function button(label, className, onClick) {
   return element;
 }
 
+// Icons as SVG paths (24 by 24, drawn with the text's colour): built as nodes, so the
+// page's Content-Security-Policy needs nothing inline.
+const ICONS = {
+  copy: "M9 9h10v10H9zM5 15V5h10",
+  done: "M5 12.5l4.5 4.5L19 7.5",
+  edit: "M4 20h4L19 9l-4-4L4 16zM13.5 6.5l4 4",
+  regenerate: "M20 12a8 8 0 1 1-2.34-5.66M20 4v5h-5",
+  rename: "M4 20h4L19 9l-4-4L4 16zM13.5 6.5l4 4",
+  delete: "M5 7h14M10 7V4h4v3M7 7l1 13h8l1-13",
+  down: "M12 5v14M6 13l6 6 6-6",
+  plus: "M12 5v14M5 12h14",
+};
+const SVG = "http://www.w3.org/2000/svg";
+
+function icon(name) {
+  const svg = document.createElementNS(SVG, "svg");
+  svg.setAttribute("viewBox", "0 0 24 24");
+  svg.setAttribute("aria-hidden", "true");
+  svg.setAttribute("focusable", "false");
+  const path = document.createElementNS(SVG, "path");
+  path.setAttribute("d", ICONS[name]);
+  svg.append(path);
+  return svg;
+}
+
+/** A button that shows an icon, named by `label` for screen readers and as its tooltip. */
+function iconButton(name, label, className, onClick) {
+  const element = document.createElement("button");
+  element.type = "button";
+  element.className = `icon ${className}`;
+  element.setAttribute("aria-label", label);
+  element.title = label;
+  element.append(icon(name));
+  element.addEventListener("click", onClick);
+  return element;
+}
+
 async function copyText(text, from) {
   try {
     await navigator.clipboard.writeText(text);
+    if (from.classList.contains("icon")) {
+      const label = from.getAttribute("aria-label");
+      from.setAttribute("aria-label", "Copied");
+      from.title = "Copied";
+      from.replaceChildren(icon("done"));
+      setTimeout(() => {
+        from.setAttribute("aria-label", label);
+        from.title = label;
+        from.replaceChildren(icon("copy"));
+      }, 1500);
+      return;
+    }
     const label = from.textContent;
     from.textContent = "Copied";
     setTimeout(() => (from.textContent = label), 1500);
@@ -176,12 +256,24 @@ function when(seconds) {
 
 // ---- The conversation -------------------------------------------------------------------
 
+/** Whether the reader is at the newest message (or near enough). */
+function atBottom() {
+  const view = $("conversation");
+  return view.scrollHeight - view.scrollTop - view.clientHeight < 60;
+}
+
 /** Keeps the newest message in view while it grows, unless the reader scrolled up. */
 function follow(change) {
   const view = $("conversation");
-  const atBottom = view.scrollHeight - view.scrollTop - view.clientHeight < 60;
+  const was = atBottom();
   change();
-  if (atBottom) view.scrollTop = view.scrollHeight;
+  if (was) view.scrollTop = view.scrollHeight;
+  showToBottom();
+}
+
+/** The button back to the newest message, shown while the reader has scrolled up. */
+function showToBottom() {
+  $("to-bottom").hidden = atBottom();
 }
 
 /** One message of the transcript, with its actions; `index` is its place in it. */
@@ -200,9 +292,10 @@ function messageItem(entry, index) {
   meta.textContent = images.concat(entry.meta ? [entry.meta] : []).join("\n");
   const actions = document.createElement("div");
   actions.className = "actions";
-  actions.append(button("Copy", "link copy", (event) => copyText(entry.content, event.target)));
+  const copy = iconButton("copy", "Copy", "copy", () => copyText(entry.content, copy));
+  actions.append(copy);
   if (entry.role === "user") {
-    actions.append(button("Edit", "link edit", () => startEdit(item, entry, index)));
+    actions.append(iconButton("edit", "Edit", "edit", () => startEdit(item, entry, index)));
   }
   item.append(who, content, meta, actions);
   showContent(item, entry);
@@ -222,7 +315,8 @@ function showMessages() {
   $("empty").hidden = state.messages.length > 0;
   const last = list.lastElementChild;
   if (last && last.classList.contains("assistant")) {
-    last.querySelector(".actions").append(button("Regenerate", "link regenerate", regenerate));
+    last.querySelector(".actions").append(
+      iconButton("regenerate", "Regenerate", "regenerate", regenerate));
   }
 }
 
@@ -235,7 +329,7 @@ async function loadChat() {
   const chat = state.chat;
   try {
     const [read, chatPrompt, globalPrompt] = await Promise.all([
-      call("GET", chatPath("chat")),
+      call("GET", `${chatPath("chat")}?tokens=true`),
       call("GET", chatPath("system")).then(json),
       call("GET", "system").then(json),
     ]);
@@ -245,9 +339,12 @@ async function loadChat() {
       role: entry.role,
       content: entry.content,
       urls: entry.urls || (entry.url ? [entry.url] : []),
+      // Each answer's usage, as it was shown when the answer came.
+      meta: entry.tokens ? tokensText(entry.tokens) : undefined,
     }));
     follow(showMessages);
     $("conversation").scrollTop = $("conversation").scrollHeight;
+    showToBottom();
     $("chat-prompt").value = chatPrompt.content;
     $("global-prompt").value = globalPrompt.content;
     // A turn being written (the page was reloaded mid-answer): followed where it is.
@@ -458,6 +555,8 @@ function send() {
   if (!state.chat) openChat(randomChatId());
   $("message").value = "";
   $("image-url").value = "";
+  fitMessage();
+  toggleExtras(false);
   const asked = { role: "user", content, urls: url ? [url] : [] };
   askAndStream(url ? "img" : "chat", url ? { content, url } : { content }, state.messages, asked);
 }
@@ -500,7 +599,8 @@ function startEdit(item, entry, index) {
 
 function showTitle() {
   const listed = state.chats.find((chat) => chat.id === state.chat);
-  const title = listed ? listed.title || listed.id : state.chat || "New chat";
+  // A chat not listed yet is a new one: its id is the proxy's business, not a title.
+  const title = listed ? listed.title || listed.id : "New chat";
   $("title").textContent = title;
   document.title = `${title} · chat-proxy playground`;
 }
@@ -522,8 +622,50 @@ async function loadChats(more = false) {
   }
 }
 
+/** The day `seconds` falls on, at local midnight, as milliseconds. */
+function dayOf(seconds) {
+  const date = new Date(seconds * 1000);
+  return new Date(date.getFullYear(), date.getMonth(), date.getDate()).getTime();
+}
+
+/**
+ * Chats by when they were last written, as chat apps list them: Today, Yesterday, Previous
+ * 7 days, Previous 30 days, then one group a month (newest first, as the list is).
+ */
+function chatGroups(chats, now = Date.now() / 1000) {
+  const today = dayOf(now);
+  const days = (seconds) => Math.round((today - dayOf(seconds)) / 86400000);
+  const groups = [];
+  for (const chat of chats) {
+    const ago = days(chat.updated_at);
+    let label;
+    if (ago <= 0) label = "Today";
+    else if (ago === 1) label = "Yesterday";
+    else if (ago <= 7) label = "Previous 7 days";
+    else if (ago <= 30) label = "Previous 30 days";
+    else {
+      const date = new Date(chat.updated_at * 1000);
+      const sameYear = date.getFullYear() === new Date(now * 1000).getFullYear();
+      label = date.toLocaleDateString([], sameYear ? { month: "long" } : { month: "long", year: "numeric" });
+    }
+    const last = groups[groups.length - 1];
+    if (last && last.label === label) last.chats.push(chat);
+    else groups.push({ label, chats: [chat] });
+  }
+  return groups;
+}
+
 function showChats() {
-  $("chats").replaceChildren(...state.chats.map(chatItem));
+  $("chats").replaceChildren(...chatGroups(state.chats).map((group) => {
+    const item = document.createElement("li");
+    item.className = "group";
+    const heading = document.createElement("h2");
+    heading.textContent = group.label;
+    const list = document.createElement("ol");
+    list.append(...group.chats.map(chatItem));
+    item.append(heading, list);
+    return item;
+  }));
   $("no-chats").hidden = state.chats.length > 0;
   $("more-chats").hidden = !state.next;
   markCurrent();
@@ -543,10 +685,9 @@ function chatItem(chat) {
   time.className = "chat-time";
   time.textContent = when(chat.updated_at);
   open.append(title, time);
-  const rename = button("Rename", "link rename", () => startRename(item, chat));
-  rename.setAttribute("aria-label", `Rename ${chat.title || chat.id}`);
-  const remove = button("Delete", "link delete", () => deleteChat(chat));
-  remove.setAttribute("aria-label", `Delete ${chat.title || chat.id}`);
+  const name = chat.title || chat.id;
+  const rename = iconButton("rename", `Rename ${name}`, "rename", () => startRename(item, chat));
+  const remove = iconButton("delete", `Delete ${name}`, "delete", () => deleteChat(chat));
   const actions = document.createElement("span");
   actions.className = "chat-actions";
   actions.append(rename, remove);
@@ -555,7 +696,7 @@ function chatItem(chat) {
 }
 
 function markCurrent() {
-  for (const item of $("chats").children) {
+  for (const item of $("chats").querySelectorAll("li[data-id]")) {
     if (item.dataset.id === state.chat) item.setAttribute("aria-current", "true");
     else item.removeAttribute("aria-current");
   }
@@ -598,11 +739,40 @@ async function deleteChat(chat) {
 function openSidebar() {
   $("sidebar").classList.add("open");
   $("toggle-sidebar").setAttribute("aria-expanded", "true");
+  $("scrim").hidden = false;
 }
 
 function closeSidebar() {
   $("sidebar").classList.remove("open");
   $("toggle-sidebar").setAttribute("aria-expanded", "false");
+  $("scrim").hidden = true;
+}
+
+// ---- The composer ---------------------------------------------------------------------
+
+/** The message box as tall as what is typed in it (up to its style's limit). */
+function fitMessage() {
+  const box = $("message");
+  box.style.height = "auto";
+  box.style.height = `${box.scrollHeight + box.offsetHeight - box.clientHeight}px`;
+}
+
+/** On a phone: the image URL, moderation and Clear behind "+". */
+function toggleExtras(open = !$("composer").classList.contains("extras-open")) {
+  $("composer").classList.toggle("extras-open", open);
+  $("more").setAttribute("aria-expanded", String(open));
+}
+
+// A phone (narrow, or a finger for a pointer) has no Enter, Shift or Escape keys to name.
+const PHONE = window.matchMedia("(max-width: 720px), (pointer: coarse)");
+const HINTS = {
+  message: ["Message (Enter sends, Shift+Enter is a new line, Escape stops)", "Message"],
+  image: ["Image URL (optional: ask about the picture at https://…)", "Image URL (optional)"],
+};
+function showHints() {
+  const phone = PHONE.matches ? 1 : 0;
+  $("message").placeholder = HINTS.message[phone];
+  $("image-url").placeholder = HINTS.image[phone];
 }
 
 // ---- Wiring -----------------------------------------------------------------------------
@@ -637,9 +807,22 @@ function wire() {
     if (event.key === "Enter") openChat($("chat-id").value);
   });
   $("new-chat").addEventListener("click", () => openChat(randomChatId()));
+  $("conversation").addEventListener("scroll", showToBottom, { passive: true });
+  $("to-bottom").append(icon("down"));
+  $("to-bottom").addEventListener("click", () => {
+    const view = $("conversation");
+    view.scrollTop = view.scrollHeight;
+    showToBottom();
+  });
   $("more-chats").addEventListener("click", () => loadChats(true));
   $("toggle-sidebar").addEventListener("click", openSidebar);
   $("close-sidebar").addEventListener("click", closeSidebar);
+  $("scrim").addEventListener("click", closeSidebar);
+  $("more").append(icon("plus"));
+  $("more").addEventListener("click", () => toggleExtras());
+  $("message").addEventListener("input", fitMessage);
+  PHONE.addEventListener("change", showHints);
+  showHints();
   $("use-key").addEventListener("click", () => {
     sessionStorage.setItem(KEY, $("api-key").value.trim());
     $("api-key").value = "";

@@ -43,6 +43,18 @@ const SANITIZER: Asset = asset(
     include_str!("../../playground/vendor/purify.min.js"),
     "text/javascript; charset=utf-8",
 );
+const HIGHLIGHTER: Asset = asset(
+    include_str!("../../playground/vendor/highlight.min.js"),
+    "text/javascript; charset=utf-8",
+);
+const HIGHLIGHT_LIGHT: Asset = asset(
+    include_str!("../../playground/vendor/highlight-github.min.css"),
+    "text/css; charset=utf-8",
+);
+const HIGHLIGHT_DARK: Asset = asset(
+    include_str!("../../playground/vendor/highlight-github-dark.min.css"),
+    "text/css; charset=utf-8",
+);
 const OPENAPI: Asset = asset(include_str!("../../openapi.json"), "application/json");
 const STYLE: Asset = asset(
     include_str!("../../playground/style.css"),
@@ -63,6 +75,9 @@ pub fn serve(which: BuiltIn, request: &Request) -> Response<ResponseBody> {
         BuiltIn::PlaygroundIcon => &ICON,
         BuiltIn::PlaygroundMarkdown => &MARKDOWN,
         BuiltIn::PlaygroundSanitizer => &SANITIZER,
+        BuiltIn::PlaygroundHighlighter => &HIGHLIGHTER,
+        BuiltIn::PlaygroundHighlightLight => &HIGHLIGHT_LIGHT,
+        BuiltIn::PlaygroundHighlightDark => &HIGHLIGHT_DARK,
         BuiltIn::OpenApi => &OPENAPI,
     };
     let etag = format!("\"{:016x}\"", asset.etag);

@@ -22,7 +22,9 @@ pub use self::items::{check_items, unanswered_output};
 pub use self::reference::{find_items, referable_ids, referenced_ids, resolve, MAX_ITEM_ID_BYTES};
 pub use self::said::{first_difference, Said};
 pub use self::title::{auto_title, AUTO_TITLE_CHARS, MAX_TITLE_CHARS};
-pub use self::transcript::{places, transcript, Place, TranscriptMessage};
+pub use self::transcript::{
+    places, transcript, transcript_with_tokens, Place, ReplyTokens, TranscriptMessage,
+};
 pub use self::turn::{text_of, Asked, ImageRef, Part, ToolResult, Turn, TurnTokens, UserContent};
 
 /// Whose data a request reads and writes.

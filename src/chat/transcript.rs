@@ -21,6 +21,19 @@ pub struct TranscriptMessage<'a> {
     /// The call a tool's result answers.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tool_call_id: Option<&'a str>,
+    /// A reply's tokens: what the request that made it cost, as its answer said, when asked
+    /// for ([`transcript_with_tokens`]); absent for turns stored before turns were counted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<ReplyTokens>,
+}
+
+/// What the request behind a reply cost, as the seed routes' `tokens` say it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ReplyTokens {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub cached_tokens: u64,
+    pub total_tokens: u64,
 }
 
 /// A message's place in a transcript: one of its turn's questions, or the turn's reply.
@@ -50,6 +63,25 @@ pub fn transcript(turns: &[Turn]) -> Vec<TranscriptMessage<'_>> {
         .collect()
 }
 
+/// [`transcript`], each reply with its tokens (`GET /<chat_id>/chat?tokens=true`: a page
+/// shows each answer's usage after a reload as it did when the answer came).
+pub fn transcript_with_tokens(turns: &[Turn]) -> Vec<TranscriptMessage<'_>> {
+    places(turns)
+        .map(|(at, place)| match place {
+            Place::Asked(k) => asked_message(&turns[at].asked[k]),
+            Place::Reply => TranscriptMessage {
+                tokens: turns[at].tokens.map(|tokens| ReplyTokens {
+                    prompt_tokens: u64::from(tokens.prompt),
+                    completion_tokens: u64::from(tokens.completion),
+                    cached_tokens: u64::from(tokens.cached),
+                    total_tokens: u64::from(tokens.prompt) + u64::from(tokens.completion),
+                }),
+                ..reply_message(&turns[at])
+            },
+        })
+        .collect()
+}
+
 fn asked_message(asked: &Asked) -> TranscriptMessage<'_> {
     let urls: Vec<&str> = asked.image_urls().collect();
     TranscriptMessage {
@@ -65,6 +97,7 @@ fn asked_message(asked: &Asked) -> TranscriptMessage<'_> {
             Asked::User(_) => None,
             Asked::ToolResult(result) => Some(&result.tool_call_id),
         },
+        tokens: None,
     }
 }
 
@@ -81,5 +114,6 @@ fn reply_message(turn: &Turn) -> TranscriptMessage<'_> {
         url: None,
         urls: None,
         tool_call_id: None,
+        tokens: None,
     }
 }

@@ -48,6 +48,12 @@ pub enum BuiltIn {
     PlaygroundMarkdown,
     /// `GET /playground/purify.min.js`: DOMPurify, vendored
     PlaygroundSanitizer,
+    /// `GET /playground/highlight.min.js`: highlight.js, vendored
+    PlaygroundHighlighter,
+    /// `GET /playground/highlight-github.min.css` and `...-dark.min.css`: its light and
+    /// dark themes, vendored
+    PlaygroundHighlightLight,
+    PlaygroundHighlightDark,
     /// `GET /openapi.json`
     OpenApi,
 }
@@ -63,6 +69,9 @@ impl BuiltIn {
                 | BuiltIn::PlaygroundIcon
                 | BuiltIn::PlaygroundMarkdown
                 | BuiltIn::PlaygroundSanitizer
+                | BuiltIn::PlaygroundHighlighter
+                | BuiltIn::PlaygroundHighlightLight
+                | BuiltIn::PlaygroundHighlightDark
         )
     }
 }
@@ -201,6 +210,17 @@ impl Route {
             }
             ["playground", "purify.min.js"] => {
                 only(is_get, Route::File(BuiltIn::PlaygroundSanitizer), "GET")
+            }
+            ["playground", "highlight.min.js"] => {
+                only(is_get, Route::File(BuiltIn::PlaygroundHighlighter), "GET")
+            }
+            ["playground", "highlight-github.min.css"] => only(
+                is_get,
+                Route::File(BuiltIn::PlaygroundHighlightLight),
+                "GET",
+            ),
+            ["playground", "highlight-github-dark.min.css"] => {
+                only(is_get, Route::File(BuiltIn::PlaygroundHighlightDark), "GET")
             }
             [id, "usage"] => {
                 let chat = ChatId::parse(id)?;
@@ -412,6 +432,9 @@ impl Route {
             Route::File(BuiltIn::PlaygroundIcon) => "playground_icon",
             Route::File(BuiltIn::PlaygroundMarkdown) => "playground_markdown",
             Route::File(BuiltIn::PlaygroundSanitizer) => "playground_sanitizer",
+            Route::File(BuiltIn::PlaygroundHighlighter) => "playground_highlighter",
+            Route::File(BuiltIn::PlaygroundHighlightLight) => "playground_highlight_light",
+            Route::File(BuiltIn::PlaygroundHighlightDark) => "playground_highlight_dark",
             Route::File(BuiltIn::OpenApi) => "openapi",
         }
     }

@@ -285,6 +285,9 @@ async fn the_playground_is_served_without_a_key_with_its_headers_and_etag() {
         ("/playground/icon.svg", "image/svg+xml"),
         ("/playground/markdown-it.min.js", "text/javascript"),
         ("/playground/purify.min.js", "text/javascript"),
+        ("/playground/highlight.min.js", "text/javascript"),
+        ("/playground/highlight-github.min.css", "text/css"),
+        ("/playground/highlight-github-dark.min.css", "text/css"),
     ] {
         let page = t.get(path).await;
         assert_eq!(page.status, 200, "{path}: {}", page.text);
@@ -322,13 +325,22 @@ async fn the_playground_is_served_without_a_key_with_its_headers_and_etag() {
     );
     let purify = t.get("/playground/purify.min.js").await.text;
     assert!(purify.starts_with("/*! @license DOMPurify 3.5.0"));
+    let highlighter = t.get("/playground/highlight.min.js").await.text;
+    assert!(highlighter.starts_with("/*!\n  Highlight.js v11.12.0"));
 }
 
 #[tokio::test]
 async fn playground_false_turns_the_page_off() {
     let t = TestApp::with_env(&[("PLAYGROUND", "false")]).await;
     t.get("/playground").await.assert_error(404, "not_found");
-    for file in ["app.js", "markdown-it.min.js", "purify.min.js"] {
+    for file in [
+        "app.js",
+        "markdown-it.min.js",
+        "purify.min.js",
+        "highlight.min.js",
+        "highlight-github.min.css",
+        "highlight-github-dark.min.css",
+    ] {
         t.get(&format!("/playground/{file}"))
             .await
             .assert_error(404, "not_found");

@@ -370,3 +370,32 @@ async fn the_rate_limit_is_checked_within_the_turns_read_round_trip() {
         "2"
     );
 }
+
+#[tokio::test]
+async fn the_transcript_gives_each_reply_its_tokens_when_asked() {
+    let t = TestApp::start().await;
+    let first = t.say("tok", "hello there").await;
+    let second = t.say("tok", "and once more").await;
+    // As the older proxy answered it, unless asked.
+    let plain = t.transcript("tok").await;
+    assert!(plain
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|m| m.get("tokens").is_none()));
+    let read = t.get("/tok/chat?tokens=true").await;
+    assert_eq!(read.status, 200, "{}", read.text);
+    let messages = read.json();
+    let tokens = |answer: &Value| {
+        let t = &answer["tokens"];
+        json!({"prompt_tokens": t["prompt_tokens"], "completion_tokens": t["completion_tokens"],
+            "cached_tokens": t["cached_tokens"], "total_tokens": t["total_tokens"]})
+    };
+    assert!(first["tokens"]["prompt_tokens"].as_u64().unwrap() > 0);
+    assert_eq!(messages[1]["tokens"], tokens(&first));
+    assert_eq!(messages[3]["tokens"], tokens(&second));
+    assert_eq!(messages[0].get("tokens"), None, "a question has none");
+    t.get("/tok/chat?tokens=maybe")
+        .await
+        .assert_error(400, "invalid_value");
+}

@@ -10,6 +10,9 @@ const vendor = new URL('../../playground/vendor/', import.meta.url);
 const pinned = [
   ['markdown-it.min.js', 'markdown-it', 'dist/browser/markdown-it.umd.min.js'],
   ['purify.min.js', 'dompurify', 'dist/purify.min.js'],
+  ['highlight.min.js', '@highlightjs/cdn-assets', 'highlight.min.js'],
+  ['highlight-github.min.css', '@highlightjs/cdn-assets', 'styles/github.min.css'],
+  ['highlight-github-dark.min.css', '@highlightjs/cdn-assets', 'styles/github-dark.min.css'],
 ];
 
 test('vendored_playground_libraries_are_the_pinned_npm_files', () => {

@@ -374,11 +374,11 @@ def post_json(url, body, method="POST"):
 
 def chat_items(driver):
     return driver.execute_script(
-        "return [...document.querySelectorAll('#chats li')].map((li) => li.dataset.id)")
+        "return [...document.querySelectorAll('#chats li[data-id]')].map((li) => li.dataset.id)")
 
 
 def chat_titles(driver):
-    return driver.execute_script("""return Object.fromEntries([...document.querySelectorAll('#chats li')]
+    return driver.execute_script("""return Object.fromEntries([...document.querySelectorAll('#chats li[data-id]')]
         .map((li) => [li.dataset.id, li.querySelector('.chat-title')?.innerText]))""")
 
 
@@ -440,6 +440,18 @@ print(1)
 ```
 """
 
+CODE = """Two blocks:
+
+```python
+def greet(name):
+    return f"hello {name}"  # a comment
+```
+
+```
+no language here
+```
+"""
+
 HOSTILE = """<script>window.__xss = 1</script>
 <img src=x onerror="window.__xss = 2">
 [click me](javascript:window.__xss=3)
@@ -448,6 +460,10 @@ HOSTILE = """<script>window.__xss = 1</script>
 <a href="javascript:window.__xss=5">raw link</a>
 [data](data:text/html;base64,PHNjcmlwdD5hbGVydCgxKTwvc2NyaXB0Pg==)
 <iframe src="https://example.com"></iframe>
+```"><img src=x onerror="window.__xss=6">
+a block whose language tries to be markup
+```
+<span class="hljs-keyword evil" onclick="window.__xss=7">span</span>
 """
 
 
@@ -496,7 +512,14 @@ def test_answers_render_as_markdown_and_hostile_markdown_stays_inert(open_proxy,
     assert "<iframe" in second.text
     messages = browser.find_element(By.ID, "messages")
     for tag in ["script", "img", "iframe", "object", "embed", "style", "svg", "form"]:
-        assert messages.find_elements(By.TAG_NAME, tag) == [], tag
+        for content in messages.find_elements(By.CSS_SELECTOR, ".content"):
+            assert content.find_elements(By.TAG_NAME, tag) == [], tag
+    # The only classes an answer's nodes keep are the highlighter's.
+    classes = browser.execute_script("""
+        return [...document.querySelectorAll('#messages .content [class]')]
+            .filter((e) => !e.closest('.code-head') && !e.classList.contains('code'))
+            .map((e) => e.className);""")
+    assert all(c.startswith(("language-", "hljs-")) for c in classes), classes
     attributes = browser.execute_script("""
         return [...document.querySelectorAll('#messages *')].flatMap(
             (e) => [...e.attributes].map((a) => a.name + '=' + a.value));""")
@@ -515,6 +538,38 @@ def test_answers_render_as_markdown_and_hostile_markdown_stays_inert(open_proxy,
     copied = browser.execute_async_script(
         "navigator.clipboard.readText().then(arguments[0], (e) => arguments[0]('failed: ' + e))")
     assert copied == MARKDOWN
+    assert console_errors(browser) == []
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_code_blocks_are_highlighted_under_a_header_with_their_language(open_proxy, browser, scheme):
+    browser.execute_cdp_cmd("Emulation.setEmulatedMedia",
+                            {"features": [{"name": "prefers-color-scheme", "value": scheme}]})
+    post_json(f"{open_proxy.url}/chats/import", {"id": f"code-{scheme}", "messages": [
+        {"role": "user", "content": "Show me code"}, {"role": "assistant", "content": CODE}]})
+    open_page(browser, open_proxy, f"#chat=code-{scheme}")
+    wait(browser, lambda: len(replies(browser)) == 1)
+    blocks = browser.find_elements(By.CSS_SELECTOR, "#messages li.assistant .code")
+    assert len(blocks) == 2
+    # Each block's header holds its language's name and Copy: not a row of its own.
+    heads = [(b.find_element(By.CSS_SELECTOR, ".code-head .code-lang").text,
+              b.find_element(By.CSS_SELECTOR, ".code-head button.copy-code").text) for b in blocks]
+    assert heads == [("python", "Copy code"), ("", "Copy code")], heads
+    # The known language's tokens are coloured by the theme of the system's setting; the
+    # other block is plain text.
+    python, plain = blocks
+    keyword = python.find_element(By.CSS_SELECTOR, "span.hljs-keyword")
+    assert keyword.text == "def"
+    text_colour = python.find_element(By.CSS_SELECTOR, "pre").value_of_css_property("color")
+    assert keyword.value_of_css_property("color") != text_colour
+    expected = {"light": "rgba(215, 58, 73, 1)", "dark": "rgba(255, 123, 114, 1)"}[scheme]
+    assert keyword.value_of_css_property("color") == expected
+    assert python.find_element(By.CSS_SELECTOR, "span.hljs-comment").text == "# a comment"
+    assert plain.find_elements(By.CSS_SELECTOR, "pre span") == []
+    assert python.find_element(By.TAG_NAME, "pre").text.startswith("def greet(name):")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    browser.save_screenshot(str(SCREENSHOTS / f"playground-code-{scheme}.png"))
+    browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
     assert console_errors(browser) == []
 
 
@@ -655,6 +710,177 @@ def test_at_phone_width_the_chats_fold_behind_a_button(open_proxy, browser):
     assert abs(bottom[0] - bottom[1]) <= 1, bottom
     browser.set_window_size(1280, 900)
     wait(browser, lambda: sidebar.is_displayed() and not toggle.is_displayed())
+    assert console_errors(browser) == []
+
+
+def opacity(driver, element):
+    return float(driver.execute_script("return getComputedStyle(arguments[0]).opacity", element))
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_actions_are_labelled_icons_shown_on_hover_or_focus(open_proxy, browser, scheme):
+    browser.execute_cdp_cmd("Emulation.setEmulatedMedia",
+                            {"features": [{"name": "prefers-color-scheme", "value": scheme}]})
+    post_json(f"{open_proxy.url}/icons-{scheme}/chat", {"content": "a question to act on"})
+    open_page(browser, open_proxy, f"#chat=icons-{scheme}")
+    wait(browser, lambda: len(replies(browser)) == 1 and f"icons-{scheme}" in chat_items(browser))
+    # Each action is an icon with a name for screen readers (and a tooltip), no text.
+    labels = browser.execute_script("""return [...document.querySelectorAll(
+        '#messages button, #chats button')].map((b) => [b.className, b.getAttribute('aria-label'),
+        b.title, b.innerText.trim(), b.querySelectorAll('svg').length])""")
+    named = {label for _, label, _, _, _ in labels}
+    assert {"Copy", "Edit", "Regenerate", f"Rename a question to act on",
+            f"Delete a question to act on"} <= named, labels
+    for class_name, label, title, text, svgs in labels:
+        assert (title, text, svgs) == (label, "", 1), (class_name, label, title, text, svgs)
+    # Quiet until pointed at or focused (anything but a finger for a pointer).
+    assert not browser.execute_script("return matchMedia('(pointer: coarse)').matches")
+    question = browser.find_element(By.CSS_SELECTOR, "#messages li.user")
+    actions = question.find_element(By.CSS_SELECTOR, ".actions")
+    browser.find_element(By.ID, "message").click()
+    wait(browser, lambda: opacity(browser, actions) == 0)
+    ActionChains(browser).move_to_element(question).perform()
+    wait(browser, lambda: opacity(browser, actions) == 1)
+    ActionChains(browser).move_to_element(browser.find_element(By.ID, "message")).perform()
+    wait(browser, lambda: opacity(browser, actions) == 0)
+    browser.execute_script("arguments[0].focus()", actions.find_element(By.CSS_SELECTOR, "button.edit"))
+    wait(browser, lambda: opacity(browser, actions) == 1)
+    # Copy says it copied, by its name.
+    browser.execute_cdp_cmd("Browser.grantPermissions", {"permissions": [
+        "clipboardReadWrite", "clipboardSanitizedWrite"]})
+    copy = actions.find_element(By.CSS_SELECTOR, "button.copy")
+    copy.click()
+    wait(browser, lambda: copy.get_attribute("aria-label") == "Copied")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    browser.save_screenshot(str(SCREENSHOTS / f"playground-icons-{scheme}.png"))
+    # On a touch screen, which cannot point, they always show.
+    browser.execute_cdp_cmd("Emulation.setTouchEmulationEnabled", {"enabled": True, "maxTouchPoints": 5})
+    open_page(browser, open_proxy, f"#chat=icons-{scheme}")
+    wait(browser, lambda: len(replies(browser)) == 1)
+    assert browser.execute_script("return matchMedia('(pointer: coarse)').matches")
+    actions = browser.find_elements(By.CSS_SELECTOR, "#messages .actions, #chats .chat-actions")
+    assert actions and all(opacity(browser, a) == 1 for a in actions)
+    browser.execute_cdp_cmd("Emulation.setTouchEmulationEnabled", {"enabled": False})
+    browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
+    assert console_errors(browser) == []
+
+
+def test_the_sidebar_groups_chats_by_date(open_proxy, browser):
+    post_json(f"{open_proxy.url}/dated/chat", {"content": "a chat of today"})
+    open_page(browser, open_proxy, "#chat=dated")
+    wait(browser, lambda: "dated" in chat_items(browser))
+    assert texts_of(browser, "#chats .group h2")[:1] == ["Today"]
+    # Grouped as chat apps group them, from when each chat was last written.
+    groups = browser.execute_script("""
+        const now = new Date(2026, 11, 7, 15, 0).getTime() / 1000;
+        const at = (y, m, d, h) => new Date(y, m, d, h).getTime() / 1000;
+        const chats = [["a", at(2026, 11, 7, 9)], ["b", at(2026, 11, 6, 23)],
+          ["c", at(2026, 11, 3, 12)], ["d", at(2026, 10, 30, 12)], ["e", at(2026, 10, 10, 12)],
+          ["f", at(2026, 9, 2, 12)], ["g", at(2025, 9, 2, 12)]]
+          .map(([id, updated_at]) => ({ id, updated_at }));
+        return chatGroups(chats, now).map((g) => [g.label, g.chats.map((c) => c.id)]);""")
+    assert groups == [["Today", ["a"]], ["Yesterday", ["b"]], ["Previous 7 days", ["c", "d"]],
+                      ["Previous 30 days", ["e"]], ["October", ["f"]], ["October 2025", ["g"]]], groups
+    # A long title is cut with an ellipsis, on one line.
+    cut = browser.execute_script("""const s = getComputedStyle(document.querySelector(
+        '#chats li[data-id] .chat-title')); return [s.textOverflow, s.whiteSpace, s.overflow]""")
+    assert cut == ["ellipsis", "nowrap", "hidden"], cut
+    assert console_errors(browser) == []
+
+
+def test_a_new_chat_is_called_new_chat_and_the_composer_stays_put(open_proxy, browser):
+    open_page(browser, open_proxy)
+    assert browser.find_element(By.ID, "title").text == "New chat"
+    composer = lambda: browser.execute_script(
+        "return document.getElementById('composer').getBoundingClientRect().top")
+    before = composer()
+    send(browser, LONG)
+    wait(browser, lambda: send_button(browser).text == "Stop")
+    tops = set()
+    while send_button(browser).text == "Stop":
+        tops.add(composer())
+        time.sleep(0.05)
+    tops.add(composer())
+    assert tops == {before}, "the composer moved while the reply streamed"
+    # Once answered, the chat is listed and titled by its question.
+    wait(browser, lambda: browser.find_element(By.ID, "title").text.startswith("word0 word1"))
+    # The answer's usage is shown under it, and still is after a reload.
+    meta = texts_of(browser, "#messages li.assistant .meta")[-1]
+    assert "tokens (" in meta, meta
+    browser.refresh()
+    wait(browser, lambda: len(replies(browser)) == 1)
+    assert texts_of(browser, "#messages li.assistant .meta") == [meta]
+    assert console_errors(browser) == []
+
+
+def test_a_button_brings_a_reader_who_scrolled_up_back_to_the_newest_message(open_proxy, browser):
+    for n in range(12):
+        post_json(f"{open_proxy.url}/scrolled/chat", {"content": f"question {n}\n\n" + LONG})
+    browser.set_window_size(1280, 700)
+    open_page(browser, open_proxy, "#chat=scrolled")
+    wait(browser, lambda: len(replies(browser)) == 12)
+    to_bottom = browser.find_element(By.ID, "to-bottom")
+    assert not to_bottom.is_displayed(), "at the newest message, no button"
+    browser.execute_script("document.getElementById('conversation').scrollTop = 0")
+    wait(browser, lambda: to_bottom.is_displayed())
+    assert to_bottom.get_attribute("aria-label") == "Scroll to the newest message"
+    to_bottom.click()
+    wait(browser, lambda: browser.execute_script(
+        "const v = document.getElementById('conversation');"
+        "return v.scrollHeight - v.scrollTop - v.clientHeight < 2"))
+    wait(browser, lambda: not to_bottom.is_displayed())
+    browser.set_window_size(1280, 900)
+    assert console_errors(browser) == []
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_at_phone_width_the_composer_is_one_line_and_its_extras_wait_behind_plus(
+        open_proxy, browser, scheme):
+    browser.execute_cdp_cmd("Emulation.setEmulatedMedia",
+                            {"features": [{"name": "prefers-color-scheme", "value": scheme}]})
+    browser.set_window_size(390, 844)
+    open_page(browser, open_proxy, f"#chat=phone-{scheme}")
+    box = browser.find_element(By.ID, "message")
+    # No keys a phone has not got in its hints.
+    assert box.get_attribute("placeholder") == "Message"
+    line = browser.execute_script(
+        "const s = getComputedStyle(arguments[0]); return parseFloat(s.lineHeight)", box)
+    one_line = box.size["height"]
+    assert one_line < 2 * line, (one_line, line)
+    # The image URL, moderation and Clear wait behind "+".
+    extras = [browser.find_element(By.ID, name) for name in ("image-url", "moderate", "clear")]
+    assert not any(e.is_displayed() for e in extras)
+    more = browser.find_element(By.ID, "more")
+    assert more.get_attribute("aria-label").startswith("More")
+    more.click()
+    wait(browser, lambda: all(e.is_displayed() for e in extras))
+    assert more.get_attribute("aria-expanded") == "true"
+    assert extras[0].get_attribute("placeholder") == "Image URL (optional)"
+    more.click()
+    wait(browser, lambda: not any(e.is_displayed() for e in extras))
+    # Typed into, the box grows with what is typed.
+    box.send_keys("one", Keys.SHIFT, Keys.ENTER, Keys.NULL, "two", Keys.SHIFT, Keys.ENTER,
+                  Keys.NULL, "three")
+    wait(browser, lambda: box.size["height"] >= one_line + 2 * line - 1)
+    # Nothing is cut at the window's edge.
+    widths = browser.execute_script(
+        "return [document.documentElement.scrollWidth, window.innerWidth]")
+    assert widths[0] <= widths[1], widths
+    # The open list of chats dims what is behind it; a tap there closes it.
+    browser.find_element(By.ID, "toggle-sidebar").click()
+    scrim = browser.find_element(By.ID, "scrim")
+    wait(browser, lambda: scrim.is_displayed())
+    assert scrim.value_of_css_property("background-color") == "rgba(0, 0, 0, 0.45)"
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    browser.save_screenshot(str(SCREENSHOTS / f"playground-phone-drawer-{scheme}.png"))
+    tapped = browser.execute_script(
+        "const e = document.elementFromPoint(window.innerWidth - 10, 400); e.click(); return e.id")
+    assert tapped == "scrim"
+    wait(browser, lambda: not scrim.is_displayed()
+         and not browser.find_element(By.ID, "sidebar").is_displayed())
+    browser.save_screenshot(str(SCREENSHOTS / f"playground-phone-composer-{scheme}.png"))
+    browser.set_window_size(1280, 900)
+    browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
     assert console_errors(browser) == []
 
 

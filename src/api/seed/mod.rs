@@ -19,7 +19,7 @@ use serde_json::json;
 
 use crate::app::App;
 use crate::body::{Content, Shape};
-use crate::chat::{transcript, Asked, ChatId, Tenant, UserContent};
+use crate::chat::{transcript, transcript_with_tokens, Asked, ChatId, Tenant, UserContent};
 use crate::error::ApiError;
 use crate::guard::source_ip;
 use crate::http::{
@@ -27,6 +27,7 @@ use crate::http::{
     sse_event, ResponseBody, X_CHAT_LIVE, X_CHAT_STORED,
 };
 use crate::idempotency;
+use crate::paging::query_flag;
 use crate::request_log::RequestLog;
 use crate::routes::SeedRoute;
 use crate::turn::{Answered, Ask, Keep, Opened, Ran, Redo};
@@ -119,7 +120,11 @@ async fn dispatch(
                 async { tokio::join!(store.turns(tenant, &chat), store.live_turn(tenant, &chat)) };
             let (turns, live) = read.await;
             let turns = log.redis(std::future::ready(turns)).await?;
-            let mut response = json_response(StatusCode::OK, &transcript(&turns));
+            // The older proxy's messages, each reply with its tokens when asked for.
+            let mut response = match query_flag(request, "tokens")? {
+                true => json_response(StatusCode::OK, &transcript_with_tokens(&turns)),
+                false => json_response(StatusCode::OK, &transcript(&turns)),
+            };
             let live = live
                 .ok()
                 .flatten()
