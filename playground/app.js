@@ -19,9 +19,16 @@ const state = {
   streaming: null,
   chats: [],
   next: null,
-  // How many times the sidebar and the usage were asked for: Send comes back before they
-  // are, so two may be under way and only the newest answer is shown.
-  asked: { chats: 0, usage: 0 },
+  // How many times the sidebar, the usage and a search were asked for: Send comes back
+  // before they are (and a search is asked as one types), so several may be under way and
+  // only the newest answer is shown.
+  asked: { chats: 0, usage: 0, search: 0 },
+  // The search shown: its words and where the next page starts.
+  search: { q: "", next: null, hits: [] },
+  // The message a search hit opens its chat at.
+  at: null,
+  // A shared chat's snapshot is shown, read-only (`#shared=<token>`).
+  readOnly: false,
 };
 
 // ---- Markdown, made safe -------------------------------------------------------------
@@ -292,6 +299,11 @@ function messageItem(entry, index) {
   meta.textContent = images.concat(entry.meta ? [entry.meta] : []).join("\n");
   const actions = document.createElement("div");
   actions.className = "actions";
+  if (state.readOnly) {
+    item.append(who, content, meta);
+    showContent(item, entry);
+    return item;
+  }
   const copy = iconButton("copy", "Copy", "copy", () => copyText(entry.content, copy));
   actions.append(copy);
   if (entry.role === "user") {
@@ -313,8 +325,9 @@ function showMessages() {
   const list = $("messages");
   list.replaceChildren(...state.messages.map(messageItem));
   $("empty").hidden = state.messages.length > 0;
+  $("share").hidden = state.readOnly || state.messages.length === 0;
   const last = list.lastElementChild;
-  if (last && last.classList.contains("assistant")) {
+  if (!state.readOnly && last && last.classList.contains("assistant")) {
     last.querySelector(".actions").append(
       iconButton("regenerate", "Regenerate", "regenerate", regenerate));
   }
@@ -347,6 +360,7 @@ async function loadChat() {
     showToBottom();
     $("chat-prompt").value = chatPrompt.content;
     $("global-prompt").value = globalPrompt.content;
+    if (state.at !== null) showFound(state.at);
     // A turn being written (the page was reloaded mid-answer): followed where it is.
     if (read.headers.get("X-Chat-Live") && !state.streaming) followLive();
     await loadUsage();
@@ -368,8 +382,9 @@ async function loadUsage() {
   }
 }
 
-function openChat(id) {
+function openChat(id, at = null) {
   detach();
+  state.at = at;
   state.chat = id.trim();
   $("chat-id").value = state.chat;
   const fragment = state.chat ? `#chat=${encodeURIComponent(state.chat)}` : "";
@@ -605,6 +620,17 @@ function showTitle() {
   document.title = `${title} · chat-proxy playground`;
 }
 
+/** Scrolls to the message a search found, and marks it for a moment. */
+function showFound(index) {
+  state.at = null;
+  const item = $("messages").querySelector(`li[data-index="${Number(index)}"]`);
+  if (!item) return;
+  item.scrollIntoView({ block: "center" });
+  item.classList.add("found");
+  setTimeout(() => item.classList.remove("found"), 2500);
+  showToBottom();
+}
+
 // ---- The sidebar: the caller's chats ----------------------------------------------------
 
 async function loadChats(more = false) {
@@ -666,8 +692,9 @@ function showChats() {
     item.append(heading, list);
     return item;
   }));
-  $("no-chats").hidden = state.chats.length > 0;
-  $("more-chats").hidden = !state.next;
+  const searching = $("search").value.trim() !== "";
+  $("no-chats").hidden = searching || state.chats.length > 0;
+  $("more-chats").hidden = searching || !state.next;
   markCurrent();
   showTitle();
 }
@@ -734,6 +761,183 @@ async function deleteChat(chat) {
   } catch (error) {
     showError(error.message);
   }
+}
+
+// ---- Read-only links (POST /<chat_id>/share, GET /shared/<token>) -------------------
+
+function linkTo(token) {
+  return new URL(`playground#shared=${token}`, api).href;
+}
+
+function openShare() {
+  $("new-link").hidden = true;
+  $("link").value = "";
+  $("share-dialog").showModal();
+  loadLinks();
+}
+
+async function loadLinks() {
+  try {
+    const links = await call("GET", chatPath("shares")).then(json);
+    $("links").replaceChildren(...links.data.map(linkItem));
+    $("no-links").hidden = links.data.length > 0;
+  } catch (error) {
+    showError(error.message);
+  }
+}
+
+function linkItem(link) {
+  const item = document.createElement("li");
+  item.dataset.id = link.id;
+  const what = document.createElement("span");
+  const until = new Date(link.expires_at * 1000).toLocaleDateString([], { dateStyle: "medium" });
+  what.textContent = `Made ${when(link.created_at)}, until ${until}`;
+  const revoke = button("Revoke", "secondary revoke", async () => {
+    try {
+      await call("DELETE", chatPath(`shares/${encodeURIComponent(link.id)}`));
+      await loadLinks();
+    } catch (error) {
+      showError(error.message);
+    }
+  });
+  revoke.setAttribute("aria-label", `Revoke the link made ${when(link.created_at)}`);
+  item.append(what, revoke);
+  return item;
+}
+
+async function makeLink() {
+  try {
+    const made = await call("POST", chatPath("share"), {}).then(json);
+    // The token is in the fragment, which browsers never send: it reaches no server's log.
+    $("link").value = linkTo(made.token);
+    $("new-link").hidden = false;
+    $("link").select();
+    await loadLinks();
+  } catch (error) {
+    showError(error.message);
+  }
+}
+
+/** A shared chat's snapshot, read-only: no list of chats, no composer, no actions. */
+async function showShared(token) {
+  state.readOnly = true;
+  document.body.classList.add("shared-view");
+  state.chat = "";
+  state.messages = [];
+  showMessages();
+  $("title").textContent = "Shared chat";
+  document.title = "Shared chat · chat-proxy playground";
+  try {
+    const response = await fetch(new URL(`shared/${encodeURIComponent(token)}`, api), {
+      headers: { Accept: "application/json" },
+    });
+    if (!response.ok) throw new Error(await errorText(response));
+    const snapshot = await response.json();
+    const title = snapshot.title || "Shared chat";
+    $("title").textContent = title;
+    document.title = `${title} · chat-proxy playground`;
+    const made = new Date(snapshot.created_at * 1000).toLocaleString([], {
+      dateStyle: "medium",
+      timeStyle: "short",
+    });
+    $("shared-banner").textContent = `A shared chat, read-only, as it was on ${made}.`;
+    $("shared-banner").hidden = false;
+    state.messages = snapshot.messages.map((entry) => ({
+      role: entry.role,
+      content: entry.content,
+      urls: entry.urls || (entry.url ? [entry.url] : []),
+    }));
+    showMessages();
+  } catch (error) {
+    showError(`This link does not open: ${error.message}`);
+  }
+}
+
+function sharedFromFragment() {
+  const match = /^#shared=([A-Za-z0-9_-]+)$/.exec(window.location.hash);
+  return match ? match[1] : "";
+}
+
+// ---- Searching the caller's chats (GET /chats?q=) ------------------------------------
+
+let searchTimer = null;
+
+/** Searches as one types, once typing pauses; an empty box shows the chats again. */
+function searchSoon() {
+  clearTimeout(searchTimer);
+  searchTimer = setTimeout(() => search(), 250);
+}
+
+async function search(more = false) {
+  const q = $("search").value.trim();
+  const searching = q !== "";
+  $("chats").hidden = searching;
+  $("more-chats").hidden = searching || !state.next;
+  $("no-chats").hidden = searching || state.chats.length > 0;
+  $("found").hidden = !searching;
+  if (!searching) {
+    state.search = { q: "", next: null, hits: [] };
+    state.asked.search++;
+    return;
+  }
+  const query = new URLSearchParams({ q, limit: String(PAGE) });
+  if (more && state.search.next) query.set("after", state.search.next);
+  const asked = ++state.asked.search;
+  try {
+    const page = await call("GET", `chats?${query}`).then(json);
+    if (asked !== state.asked.search) return;
+    const hits = more ? state.search.hits.concat(page.chats) : page.chats;
+    state.search = { q, next: page.has_more ? page.next : null, hits };
+    $("hits").replaceChildren(...hits.map((hit) => hitItem(hit, q)));
+    $("found-hint").textContent = hits.length ? "" : `No chat says “${q}”.`;
+    if (page.cut_short) {
+      $("found-hint").textContent += ` Searched ${page.scanned} chats so far.`;
+    }
+    $("more-hits").hidden = !state.search.next;
+  } catch (error) {
+    showError(error.message);
+  }
+}
+
+/** `text` with each case-insensitive occurrence of `q` marked. */
+function marked(text, q) {
+  const out = [];
+  const lower = text.toLowerCase();
+  const needle = q.toLowerCase();
+  let from = 0;
+  for (let at = lower.indexOf(needle); needle && at >= 0; at = lower.indexOf(needle, from)) {
+    out.push(document.createTextNode(text.slice(from, at)));
+    const mark = document.createElement("mark");
+    mark.textContent = text.slice(at, at + needle.length);
+    out.push(mark);
+    from = at + needle.length;
+  }
+  out.push(document.createTextNode(text.slice(from)));
+  return out;
+}
+
+/** One search hit: its chat's title and where it says it; opening it shows that message. */
+function hitItem(hit, q) {
+  const item = document.createElement("li");
+  item.dataset.id = hit.id;
+  const open = document.createElement("a");
+  open.className = "open";
+  open.href = `#chat=${encodeURIComponent(hit.id)}`;
+  const title = document.createElement("span");
+  title.className = "chat-title";
+  title.append(...marked(hit.title || hit.id, q));
+  const snippet = document.createElement("span");
+  snippet.className = "snippet";
+  const where = hit.match || {};
+  if (where.in === "message") snippet.append(...marked(where.snippet || "", q));
+  else snippet.textContent = "in its title";
+  open.append(title, snippet);
+  open.addEventListener("click", (event) => {
+    event.preventDefault();
+    openChat(hit.id, where.in === "message" ? where.index : null);
+  });
+  item.append(open);
+  return item;
 }
 
 function openSidebar() {
@@ -815,6 +1019,19 @@ function wire() {
     showToBottom();
   });
   $("more-chats").addEventListener("click", () => loadChats(true));
+  $("search").addEventListener("input", searchSoon);
+  $("search").addEventListener("keydown", (event) => {
+    if (event.key === "Escape" && $("search").value) {
+      event.stopPropagation();
+      $("search").value = "";
+      search();
+    }
+  });
+  $("more-hits").addEventListener("click", () => search(true));
+  $("share").addEventListener("click", openShare);
+  $("make-link").addEventListener("click", makeLink);
+  $("copy-link").addEventListener("click", () => copyText($("link").value, $("copy-link")));
+  $("close-share").addEventListener("click", () => $("share-dialog").close());
   $("toggle-sidebar").addEventListener("click", openSidebar);
   $("close-sidebar").addEventListener("click", closeSidebar);
   $("scrim").addEventListener("click", closeSidebar);
@@ -853,11 +1070,19 @@ function wire() {
     }),
   );
   window.addEventListener("hashchange", () => {
+    if (sharedFromFragment() || state.readOnly) {
+      window.location.reload();
+      return;
+    }
     const id = chatFromFragment();
     if (id !== state.chat) openChat(id);
   });
 }
 
 wire();
-loadChats();
-openChat(chatFromFragment() || randomChatId());
+if (sharedFromFragment()) {
+  showShared(sharedFromFragment());
+} else {
+  loadChats();
+  openChat(chatFromFragment() || randomChatId());
+}

@@ -30,6 +30,9 @@ pub const SILENT_CHECK: Duration = Duration::from_millis(500);
 /// How often a follower reads what the run recorded since.
 pub const POLL_EVERY: Duration = Duration::from_millis(100);
 
+/// How long a live turn waits for its first event before it is kept all the same.
+const KEEP_AFTER: Duration = Duration::from_millis(50);
+
 /// How long past its turn's deadline a live turn may take to be stored and ended, before a
 /// reader takes it as failed (its invocation died).
 const END_MARGIN: Duration = Duration::from_secs(15);
@@ -221,6 +224,12 @@ impl Recorder {
             chat,
             id,
         } = self.batches.run.clone();
+        // Off the first delta's path: the recorder runs in the task that streams the turn
+        // (or beside it, on Lambda's one thread), so it waits for the turn's first event (or
+        // a moment of silence: a model thinking), and lets that event reach its client
+        // before it does any work of its own.
+        let first = tokio::time::timeout(KEEP_AFTER, self.notes.recv()).await;
+        tokio::task::yield_now().await;
         let live = NewLive {
             id: &id,
             asked: &self.asked,
@@ -232,9 +241,16 @@ impl Recorder {
             while self.notes.recv().await.is_some() {}
             return;
         }
+        let mut first = first.ok();
         let (status, answer) = loop {
-            let next = tokio::time::timeout_at(self.batches.next_write(), self.notes.recv());
-            match next.await {
+            let next = match first.take() {
+                Some(note) => Ok(note),
+                None => {
+                    let due = self.batches.next_write();
+                    tokio::time::timeout_at(due, self.notes.recv()).await
+                }
+            };
+            match next {
                 Ok(Some(Note::Event(event))) => {
                     self.batches.push(event);
                     if self.batches.due() {
@@ -264,6 +280,8 @@ impl Recorder {
     }
 
     async fn flush(&mut self) {
+        // The event that made a batch due goes to its client first.
+        tokio::task::yield_now().await;
         if self.batches.flush().await {
             self.stop.store(true, Ordering::Relaxed);
         }

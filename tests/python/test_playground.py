@@ -791,6 +791,8 @@ def test_the_sidebar_groups_chats_by_date(open_proxy, browser):
 def test_a_new_chat_is_called_new_chat_and_the_composer_stays_put(open_proxy, browser):
     open_page(browser, open_proxy)
     assert browser.find_element(By.ID, "title").text == "New chat"
+    # The page has settled: the new chat's usage is shown.
+    wait(browser, lambda: "0 turns" in browser.find_element(By.ID, "usage").text)
     composer = lambda: browser.execute_script(
         "return document.getElementById('composer').getBoundingClientRect().top")
     before = composer()
@@ -882,6 +884,117 @@ def test_at_phone_width_the_composer_is_one_line_and_its_extras_wait_behind_plus
     browser.set_window_size(1280, 900)
     browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
     assert console_errors(browser) == []
+
+
+def test_the_search_box_finds_chats_by_what_was_said_and_opens_them_at_the_message(
+        open_proxy, browser):
+    filler = [{"role": "user", "content": f"small talk {n}"} if n % 2 == 0 else
+              {"role": "assistant", "content": f"more small talk {n}"} for n in range(12)]
+    post_json(f"{open_proxy.url}/chats/import", {"id": "search-a", "messages": filler + [
+        {"role": "user", "content": "What flew over the harbour?"},
+        {"role": "assistant", "content": "A Zeppelin, slowly, at dawn."}] + filler})
+    post_json(f"{open_proxy.url}/chats/import", {"id": "search-b", "title": "zeppelin notes",
+        "messages": [{"role": "user", "content": "nothing to see"},
+                     {"role": "assistant", "content": "indeed"}]})
+    post_json(f"{open_proxy.url}/chats/import", {"id": "search-c", "messages": [
+        {"role": "user", "content": "an airship?"}, {"role": "assistant", "content": "no"}]})
+    browser.set_window_size(1280, 700)
+    open_page(browser, open_proxy, "#chat=search-c")
+    wait(browser, lambda: "search-a" in chat_items(browser))
+    box = browser.find_element(By.ID, "search")
+    box.send_keys("zePPelin")
+    hits = lambda: browser.execute_script(
+        "return [...document.querySelectorAll('#hits li')].map((li) => li.dataset.id)")
+    wait(browser, lambda: hits() == ["search-b", "search-a"])
+    assert not browser.find_element(By.ID, "chats").is_displayed()
+    # Each hit says where: the message's words around the match, the match marked.
+    snippets = texts_of(browser, "#hits .snippet")
+    assert snippets[0] == "in its title"
+    assert "Zeppelin, slowly" in snippets[1], snippets
+    assert texts_of(browser, "#hits li[data-id='search-a'] mark") == ["Zeppelin"]
+    # A hit opens its chat at the message.
+    browser.find_element(By.CSS_SELECTOR, "#hits li[data-id='search-a'] a").click()
+    wait(browser, lambda: "#chat=search-a" in browser.current_url and len(replies(browser)) == 13)
+    found = browser.find_element(By.CSS_SELECTOR, "#messages li.found")
+    assert found.get_attribute("data-index") == "13"
+    assert "Zeppelin" in found.text
+    assert browser.execute_script("""const r = arguments[0].getBoundingClientRect(),
+        v = document.getElementById('conversation').getBoundingClientRect();
+        return r.top >= v.top && r.bottom <= v.bottom""", found)
+    # Nothing found says so; Escape goes back to the chats.
+    box.clear()
+    box.send_keys("no chat says this at all")
+    wait(browser, lambda: "No chat says" in browser.find_element(By.ID, "found-hint").text)
+    assert hits() == []
+    box.send_keys(Keys.ESCAPE)
+    wait(browser, lambda: browser.find_element(By.ID, "chats").is_displayed())
+    assert not browser.find_element(By.ID, "found").is_displayed()
+    browser.set_window_size(1280, 900)
+    assert console_errors(browser) == []
+
+
+@pytest.mark.parametrize("width, scheme", [(1280, "light"), (390, "dark")])
+def test_a_chat_is_shared_as_a_read_only_link_and_revoked(open_proxy, browser, width, scheme):
+    chat = f"to-share-{scheme}"
+    post_json(f"{open_proxy.url}/chats/import", {"id": chat, "title": "A trip to share",
+        "messages": [{"role": "user", "content": "Plan a day in Porto"},
+                     {"role": "assistant", "content": MARKDOWN},
+                     {"role": "user", "content": "And something nasty"},
+                     {"role": "assistant", "content": HOSTILE}]})
+    browser.execute_cdp_cmd("Emulation.setEmulatedMedia",
+                            {"features": [{"name": "prefers-color-scheme", "value": scheme}]})
+    browser.set_window_size(width, 844)
+    open_page(browser, open_proxy, f"#chat={chat}")
+    wait(browser, lambda: len(replies(browser)) == 2)
+    # Share makes a link, shown once, and lists it.
+    browser.find_element(By.ID, "share").click()
+    dialog = browser.find_element(By.ID, "share-dialog")
+    wait(browser, lambda: dialog.is_displayed())
+    browser.find_element(By.ID, "make-link").click()
+    link = browser.find_element(By.ID, "link")
+    wait(browser, lambda: "#shared=" in (link.get_attribute("value") or ""))
+    url = link.get_attribute("value")
+    token = url.split("#shared=")[1]
+    assert url.startswith(f"{open_proxy.url}/playground#shared=") and len(token) == 43, url
+    wait(browser, lambda: len(browser.find_elements(By.CSS_SELECTOR, "#links li")) == 1)
+    browser.find_element(By.ID, "close-share").click()
+    # Later turns are not in it.
+    post_json(f"{open_proxy.url}/{chat}/chat", {"content": "a later question"})
+    # Opened by anyone with the link: the snapshot, read-only, its Markdown as safe.
+    browser.get(url)
+    wait(browser, lambda: len(replies(browser)) == 2)
+    assert browser.find_element(By.ID, "title").text == "A trip to share"
+    assert "read-only" in browser.find_element(By.ID, "shared-banner").text
+    for hidden in ("sidebar", "composer", "share"):
+        assert not browser.find_element(By.ID, hidden).is_displayed(), hidden
+    # No actions on its messages (a code block keeps its Copy).
+    assert browser.find_elements(By.CSS_SELECTOR, "#messages .actions") == []
+    assert {b.get_attribute("class") for b in browser.find_elements(
+        By.CSS_SELECTOR, "#messages button")} == {"copy-code"}
+    assert texts_of(browser, "#messages li.user .content") == ["Plan a day in Porto",
+                                                               "And something nasty"]
+    first = browser.find_elements(By.CSS_SELECTOR, "#messages li.assistant .content")[0]
+    assert first.find_element(By.TAG_NAME, "strong").text == "bold"
+    for tag in ["script", "img", "iframe", "svg", "form"]:
+        assert browser.find_elements(By.CSS_SELECTOR, f"#messages {tag}") == [], tag
+    assert browser.execute_script("return window.__xss") is None
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    browser.save_screenshot(str(SCREENSHOTS / f"playground-shared-{width}-{scheme}.png"))
+    # Revoked by its owner, it no longer opens.
+    open_page(browser, open_proxy, f"#chat={chat}")
+    wait(browser, lambda: len(replies(browser)) == 3)
+    browser.find_element(By.ID, "share").click()
+    wait(browser, lambda: len(browser.find_elements(By.CSS_SELECTOR, "#links li")) == 1)
+    browser.find_element(By.CSS_SELECTOR, "#links button.revoke").click()
+    wait(browser, lambda: browser.find_element(By.ID, "no-links").is_displayed())
+    browser.get(url)
+    wait(browser, lambda: "This link does not open" in browser.find_element(By.ID, "error").text)
+    assert "expired or been revoked" in browser.find_element(By.ID, "error").text
+    assert replies(browser) == []
+    browser.set_window_size(1280, 900)
+    browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
+    # The revoked link's 404 is the one console error, and expected.
+    assert all("404" in e["message"] for e in console_errors(browser)), console_errors(browser)
 
 
 def test_screenshots(open_proxy, browser):

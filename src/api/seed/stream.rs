@@ -83,11 +83,12 @@ impl StreamSink for SeedEvents {
             return;
         }
         self.position += 1;
-        self.live.record(to_json_text(&chunk.delta));
         let data = to_json(&json!({ "content": chunk.delta }));
         self.frames
             .send(sse_event_at("delta", self.position, &data))
             .await;
+        // After the client's frame: recording never goes before it.
+        self.live.record(to_json_text(&chunk.delta));
         self.quiet = Instant::now();
     }
 
