@@ -10,6 +10,7 @@ const api = new URL(".", window.location.href);
 const $ = (id) => document.getElementById(id);
 const KEY = "chat-proxy-key"; // sessionStorage only: never a URL, a cookie or a log
 const PAGE = 30; // chats per page of the sidebar
+const MODEL = "chat-proxy-model:"; // localStorage: the model picked for each chat
 
 const state = {
   chat: "",
@@ -385,6 +386,7 @@ async function loadUsage() {
 function openChat(id, at = null) {
   detach();
   state.at = at;
+  showModel(id.trim());
   state.chat = id.trim();
   $("chat-id").value = state.chat;
   const fragment = state.chat ? `#chat=${encodeURIComponent(state.chat)}` : "";
@@ -514,9 +516,11 @@ async function streamAnswer(open, kept, asked, reply = { role: "assistant", cont
   }
 }
 
-/** A turn asked now: its answer streamed. */
+/** A turn asked now, of the model picked for the chat: its answer streamed. */
 function askAndStream(path, body, kept, asked) {
-  const open = (signal) => call("POST", chatPath(path), { ...body, stream: true }, {
+  const model = $("model").value;
+  const asking = { ...body, stream: true, ...(model ? { model } : {}) };
+  const open = (signal) => call("POST", chatPath(path), asking, {
     accept: "text/event-stream",
     signal,
   });
@@ -761,6 +765,32 @@ async function deleteChat(chat) {
   } catch (error) {
     showError(error.message);
   }
+}
+
+// ---- The model picker (GET /v1/models), remembered per chat ---------------------------
+
+async function loadModels() {
+  try {
+    const models = await call("GET", "v1/models").then(json);
+    const ids = models.data.map((model) => model.id).sort();
+    $("model").replaceChildren(new Option("Default model", ""), ...ids.map((id) => new Option(id, id)));
+    showModel(state.chat);
+  } catch (_) {
+    // Without the list, every turn asks the configured model.
+  }
+}
+
+/** The model picked for `chat`, if it is still offered. */
+function showModel(chat) {
+  const picked = (chat && localStorage.getItem(MODEL + chat)) || "";
+  const offered = [...$("model").options].some((option) => option.value === picked);
+  $("model").value = offered ? picked : "";
+}
+
+function pickModel() {
+  if (!state.chat) return;
+  if ($("model").value) localStorage.setItem(MODEL + state.chat, $("model").value);
+  else localStorage.removeItem(MODEL + state.chat);
 }
 
 // ---- Read-only links (POST /<chat_id>/share, GET /shared/<token>) -------------------
@@ -1029,6 +1059,7 @@ function wire() {
   });
   $("more-hits").addEventListener("click", () => search(true));
   $("share").addEventListener("click", openShare);
+  $("model").addEventListener("change", pickModel);
   $("make-link").addEventListener("click", makeLink);
   $("copy-link").addEventListener("click", () => copyText($("link").value, $("copy-link")));
   $("close-share").addEventListener("click", () => $("share-dialog").close());
@@ -1085,4 +1116,5 @@ if (sharedFromFragment()) {
 } else {
   loadChats();
   openChat(chatFromFragment() || randomChatId());
+  loadModels();
 }

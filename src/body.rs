@@ -18,6 +18,8 @@ pub struct Content {
     pub stream: bool,
     /// `/edit`'s place of the message to edit in the chat's transcript.
     pub index: Option<usize>,
+    /// A turn's `model`, as sent: checked against `ALLOWED_MODELS` by [`model_of`].
+    pub model: Option<Value>,
 }
 
 /// Which fields a route takes.
@@ -25,13 +27,14 @@ pub struct Content {
 pub enum Shape {
     /// `{"content": string}`: the prompts and moderation.
     Content,
-    /// `{"content": string, "stream"?: bool}`: `/chat`.
+    /// `{"content": string, "stream"?: bool, "model"?: string}`: `/chat`.
     Turn,
-    /// `{"content": string, "url": string, "stream"?: bool}`: `/img`.
+    /// `{"content": string, "url": string, "stream"?: bool, "model"?: string}`: `/img`.
     ImageTurn,
-    /// `{"stream"?: bool}`, or no body at all: `/regenerate` (`content` is empty).
+    /// `{"stream"?: bool, "model"?: string}`, or no body at all: `/regenerate` (`content`
+    /// is empty).
     Regenerate,
-    /// `{"index": integer, "content": string, "stream"?: bool}`: `/edit`.
+    /// `{"index": integer, "content": string, "stream"?: bool, "model"?: string}`: `/edit`.
     Edit,
 }
 
@@ -46,10 +49,10 @@ impl Content {
         };
         let allowed: &[&str] = match shape {
             Shape::Content => &["content"],
-            Shape::Turn => &["content", "stream"],
-            Shape::ImageTurn => &["content", "url", "stream"],
-            Shape::Regenerate => &["stream"],
-            Shape::Edit => &["index", "content", "stream"],
+            Shape::Turn => &["content", "stream", "model"],
+            Shape::ImageTurn => &["content", "url", "stream", "model"],
+            Shape::Regenerate => &["stream", "model"],
+            Shape::Edit => &["index", "content", "stream", "model"],
         };
         if let Some(unknown) = fields.keys().find(|key| !allowed.contains(&key.as_str())) {
             return Err(ApiError::bad_request(
@@ -95,6 +98,7 @@ impl Content {
             url,
             stream,
             index,
+            model: fields.remove("model"),
         })
     }
 }
@@ -228,7 +232,16 @@ pub fn model(
     allowed: &AllowedModels,
     default: &str,
 ) -> Result<String, ApiError> {
-    match params.remove("model") {
+    model_of(params.remove("model"), allowed, default)
+}
+
+/// A `model` field as sent (`None`: absent), as [`model`] reads it.
+pub fn model_of(
+    model: Option<Value>,
+    allowed: &AllowedModels,
+    default: &str,
+) -> Result<String, ApiError> {
+    match model {
         None | Some(Value::Null) => Ok(default.to_owned()),
         Some(Value::String(model)) if allowed.allows(&model) => Ok(model),
         Some(Value::String(model)) => Err(ApiError::bad_request(

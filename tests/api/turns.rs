@@ -399,3 +399,63 @@ async fn the_transcript_gives_each_reply_its_tokens_when_asked() {
         .await
         .assert_error(400, "invalid_value");
 }
+
+#[tokio::test]
+async fn a_seed_turn_asks_the_model_it_names_when_it_is_allowed_and_nothing_else() {
+    let t = TestApp::with_env(&[("ALLOWED_MODELS", "gpt-4o-mini,gpt-4.1,gpt-4o")]).await;
+    let sent_model = |bodies: Vec<Value>| bodies.last().unwrap()["model"].clone();
+    // Each kind of seed turn asks the model it names.
+    for (path, body) in [
+        ("/m/chat", json!({"content": "hello", "model": "gpt-4.1"})),
+        (
+            "/m/img",
+            json!({"content": "what is it?", "url": "https://example.com/a.png",
+            "model": "gpt-4o"}),
+        ),
+        ("/m/regenerate", json!({"model": "gpt-4.1"})),
+        (
+            "/m/edit",
+            json!({"index": 0, "content": "hello again", "model": "gpt-4o"}),
+        ),
+    ] {
+        let reply = t.post(path, body.clone()).await;
+        assert_eq!(reply.status, 200, "{path}: {}", reply.text);
+        assert_eq!(
+            sent_model(t.openai.chat_bodies().await),
+            body["model"],
+            "{path}"
+        );
+    }
+    // Streamed too.
+    let streamed = t
+        .post(
+            "/m/chat",
+            json!({"content": "more", "model": "gpt-4.1", "stream": true}),
+        )
+        .await;
+    assert_eq!(streamed.status, 200);
+    assert_eq!(sent_model(t.openai.chat_bodies().await), "gpt-4.1");
+    // Without one, the configured model.
+    t.say("m", "plain").await;
+    let configured = sent_model(t.openai.chat_bodies().await);
+    assert_eq!(configured, "gpt-4o-mini");
+    // One ALLOWED_MODELS does not list, or not a string: refused before anything is sent
+    // or stored.
+    let asked = t.openai.chat_bodies().await.len();
+    t.live_turns_ended().await;
+    let before = t.dump();
+    for (body, code) in [
+        (
+            json!({"content": "x", "model": "o9-secret"}),
+            "model_not_allowed",
+        ),
+        (json!({"content": "x", "model": 4}), "invalid_model"),
+    ] {
+        t.post("/m/chat", body).await.assert_error(400, code);
+    }
+    t.post("/m/regenerate", json!({"model": "o9-secret"}))
+        .await
+        .assert_error(400, "model_not_allowed");
+    assert_eq!(t.openai.chat_bodies().await.len(), asked);
+    assert_eq!(t.dump(), before);
+}

@@ -21,7 +21,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from conftest import CALLERS, ROOT, Proxy, node_test
 
@@ -995,6 +995,34 @@ def test_a_chat_is_shared_as_a_read_only_link_and_revoked(open_proxy, browser, w
     browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
     # The revoked link's 404 is the one console error, and expected.
     assert all("404" in e["message"] for e in console_errors(browser)), console_errors(browser)
+
+
+def test_the_model_picker_offers_the_allowed_models_and_is_remembered_per_chat(
+        open_proxy, browser):
+    allowed = sorted(m["id"] for m in get_json(f"{open_proxy.url}/v1/models")["data"])
+    assert allowed, "the proxy offers its configured model"
+    open_page(browser, open_proxy, "#chat=picked")
+    picker = lambda: browser.find_element(By.ID, "model")
+    options = lambda: browser.execute_script(
+        "return [...document.getElementById('model').options].map((o) => [o.value, o.text])")
+    wait(browser, lambda: len(options()) == len(allowed) + 1)
+    assert options() == [["", "Default model"]] + [[m, m] for m in allowed]
+    # What the page sends, as it sends it.
+    browser.execute_script("""window.__sent = []; const send = window.fetch;
+        window.fetch = (url, init) => { if (init && init.body) window.__sent.push(JSON.parse(init.body));
+            return send(url, init); };""")
+    choice = allowed[-1]
+    Select(picker()).select_by_value(choice)
+    send(browser, "which model?")
+    wait(browser, lambda: send_button(browser).text == "Send" and len(replies(browser)) == 1)
+    sent = browser.execute_script("return window.__sent")
+    assert sent[-1] == {"content": "which model?", "stream": True, "model": choice}, sent
+    # Remembered for this chat, after a reload; a new chat starts with the default.
+    browser.refresh()
+    wait(browser, lambda: len(options()) > 1 and picker().get_attribute("value") == choice)
+    browser.find_element(By.ID, "new-chat").click()
+    wait(browser, lambda: picker().get_attribute("value") == "")
+    assert console_errors(browser) == []
 
 
 def test_screenshots(open_proxy, browser):

@@ -182,6 +182,7 @@ async fn turn(
         Model::Chat
     };
     let streamed = question.stream || accepts_event_stream(request.headers());
+    let name = chosen(app, question.model, model)?;
     let route = match model {
         Model::Chat => "chat",
         Model::Vision => "img",
@@ -195,7 +196,7 @@ async fn turn(
     let how = How {
         asked,
         redo: None,
-        model,
+        model: name,
         streamed,
         kind: model_kind(model),
         live,
@@ -233,7 +234,7 @@ async fn redo(
     let how = How {
         asked: Vec::new(),
         redo: Some(redo),
-        model: Model::Chat,
+        model: chosen(app, asked.model, Model::Chat)?,
         streamed,
         kind,
         live,
@@ -245,7 +246,9 @@ async fn redo(
 struct How {
     asked: Vec<Asked>,
     redo: Option<Redo>,
-    model: Model,
+    /// The model to ask, by name: the request's `model`, else `CHAT_MODEL` (`VISION_MODEL`
+    /// for an image).
+    model: String,
     streamed: bool,
     /// What the route asks, for the `Idempotency-Key`'s fingerprint.
     kind: &'static [u8],
@@ -288,7 +291,7 @@ async fn answer(
         resent: None,
         redo,
         responses: None,
-        model: app.upstream.model_name(model),
+        model: &model,
         params: None,
         deadline: app.guard.deadline(request, streamed),
         ip: source_ip(request),
@@ -317,6 +320,12 @@ async fn answer(
     };
     let live = live.unwrap_or_default().to_string();
     Ok(stream::answer(app, tenant, chat, *open, live, ask_deadline))
+}
+
+/// The model a seed turn asks: the one its body names, when `ALLOWED_MODELS` allows it,
+/// else the configured one for what it asks.
+fn chosen(app: &App, named: Option<serde_json::Value>, kind: Model) -> Result<String, ApiError> {
+    crate::body::model_of(named, &app.allowed_models, app.upstream.model_name(kind))
 }
 
 fn model_kind(model: Model) -> &'static [u8] {
