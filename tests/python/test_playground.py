@@ -570,6 +570,7 @@ def test_code_blocks_are_highlighted_under_a_header_with_their_language(open_pro
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     browser.save_screenshot(str(SCREENSHOTS / f"playground-code-{scheme}.png"))
     browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
+    only_own_origin(browser, open_proxy)
     assert console_errors(browser) == []
 
 
@@ -713,6 +714,13 @@ def test_at_phone_width_the_chats_fold_behind_a_button(open_proxy, browser):
     assert console_errors(browser) == []
 
 
+def only_own_origin(driver, proxy):
+    """Everything the page loaded came from the proxy itself."""
+    loaded = driver.execute_script(
+        "return performance.getEntriesByType('resource').map((e) => e.name)")
+    assert loaded and all(url.startswith(proxy.url + "/") for url in loaded), loaded
+
+
 def opacity(driver, element):
     return float(driver.execute_script("return getComputedStyle(arguments[0]).opacity", element))
 
@@ -762,6 +770,7 @@ def test_actions_are_labelled_icons_shown_on_hover_or_focus(open_proxy, browser,
     assert actions and all(opacity(browser, a) == 1 for a in actions)
     browser.execute_cdp_cmd("Emulation.setTouchEmulationEnabled", {"enabled": False})
     browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
+    only_own_origin(browser, open_proxy)
     assert console_errors(browser) == []
 
 
@@ -883,6 +892,7 @@ def test_at_phone_width_the_composer_is_one_line_and_its_extras_wait_behind_plus
     browser.save_screenshot(str(SCREENSHOTS / f"playground-phone-composer-{scheme}.png"))
     browser.set_window_size(1280, 900)
     browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
+    only_own_origin(browser, open_proxy)
     assert console_errors(browser) == []
 
 
@@ -930,6 +940,7 @@ def test_the_search_box_finds_chats_by_what_was_said_and_opens_them_at_the_messa
     wait(browser, lambda: browser.find_element(By.ID, "chats").is_displayed())
     assert not browser.find_element(By.ID, "found").is_displayed()
     browser.set_window_size(1280, 900)
+    only_own_origin(browser, open_proxy)
     assert console_errors(browser) == []
 
 
@@ -1022,6 +1033,7 @@ def test_the_model_picker_offers_the_allowed_models_and_is_remembered_per_chat(
     wait(browser, lambda: len(options()) > 1 and picker().get_attribute("value") == choice)
     browser.find_element(By.ID, "new-chat").click()
     wait(browser, lambda: picker().get_attribute("value") == "")
+    only_own_origin(browser, open_proxy)
     assert console_errors(browser) == []
 
 
