@@ -714,6 +714,23 @@ def test_at_phone_width_the_chats_fold_behind_a_button(open_proxy, browser):
     assert console_errors(browser) == []
 
 
+SIZES = [(1280, "light"), (390, "dark")]
+
+
+def at_size(driver, width, scheme):
+    """A desktop's or a phone's width, in the system's light or dark setting."""
+    driver.execute_cdp_cmd("Emulation.setEmulatedMedia",
+                           {"features": [{"name": "prefers-color-scheme", "value": scheme}]})
+    driver.set_window_size(width, 844)
+
+
+def open_chats(driver, width):
+    """The list of chats in view: at a phone's width, behind its button."""
+    if width < 720:
+        driver.find_element(By.ID, "toggle-sidebar").click()
+        wait(driver, lambda: driver.find_element(By.ID, "sidebar").is_displayed())
+
+
 def only_own_origin(driver, proxy):
     """Everything the page loaded came from the proxy itself."""
     loaded = driver.execute_script(
@@ -774,11 +791,15 @@ def test_actions_are_labelled_icons_shown_on_hover_or_focus(open_proxy, browser,
     assert console_errors(browser) == []
 
 
-def test_the_sidebar_groups_chats_by_date(open_proxy, browser):
-    post_json(f"{open_proxy.url}/dated/chat", {"content": "a chat of today"})
-    open_page(browser, open_proxy, "#chat=dated")
-    wait(browser, lambda: "dated" in chat_items(browser))
-    assert texts_of(browser, "#chats .group h2")[:1] == ["Today"]
+@pytest.mark.parametrize("width, scheme", SIZES)
+def test_the_sidebar_groups_chats_by_date(open_proxy, browser, width, scheme):
+    post_json(f"{open_proxy.url}/dated-{scheme}/chat", {"content": "a chat of today"})
+    at_size(browser, width, scheme)
+    open_page(browser, open_proxy, f"#chat=dated-{scheme}")
+    wait(browser, lambda: f"dated-{scheme}" in chat_items(browser))
+    open_chats(browser, width)
+    today = browser.find_element(By.CSS_SELECTOR, "#chats .group h2")
+    assert today.text == "Today" and today.is_displayed()
     # Grouped as chat apps group them, from when each chat was last written.
     groups = browser.execute_script("""
         const now = new Date(2026, 11, 7, 15, 0).getTime() / 1000;
@@ -794,14 +815,21 @@ def test_the_sidebar_groups_chats_by_date(open_proxy, browser):
     cut = browser.execute_script("""const s = getComputedStyle(document.querySelector(
         '#chats li[data-id] .chat-title')); return [s.textOverflow, s.whiteSpace, s.overflow]""")
     assert cut == ["ellipsis", "nowrap", "hidden"], cut
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    browser.save_screenshot(str(SCREENSHOTS / f"playground-dates-{width}-{scheme}.png"))
+    browser.set_window_size(1280, 900)
     assert console_errors(browser) == []
 
 
-def test_a_new_chat_is_called_new_chat_and_the_composer_stays_put(open_proxy, browser):
+@pytest.mark.parametrize("width, scheme", SIZES)
+def test_a_new_chat_is_called_new_chat_and_the_composer_stays_put(open_proxy, browser, width,
+                                                                   scheme):
+    at_size(browser, width, scheme)
     open_page(browser, open_proxy)
     assert browser.find_element(By.ID, "title").text == "New chat"
     # The page has settled: the new chat's usage is shown.
-    wait(browser, lambda: "0 turns" in browser.find_element(By.ID, "usage").text)
+    wait(browser, lambda: "0 turns" in browser.execute_script(
+        "return document.getElementById('usage').textContent"))
     composer = lambda: browser.execute_script(
         "return document.getElementById('composer').getBoundingClientRect().top")
     before = composer()
@@ -821,14 +849,19 @@ def test_a_new_chat_is_called_new_chat_and_the_composer_stays_put(open_proxy, br
     browser.refresh()
     wait(browser, lambda: len(replies(browser)) == 1)
     assert texts_of(browser, "#messages li.assistant .meta") == [meta]
+    browser.set_window_size(1280, 900)
     assert console_errors(browser) == []
 
 
-def test_a_button_brings_a_reader_who_scrolled_up_back_to_the_newest_message(open_proxy, browser):
+@pytest.mark.parametrize("width, scheme", SIZES)
+def test_a_button_brings_a_reader_who_scrolled_up_back_to_the_newest_message(
+        open_proxy, browser, width, scheme):
     for n in range(12):
-        post_json(f"{open_proxy.url}/scrolled/chat", {"content": f"question {n}\n\n" + LONG})
-    browser.set_window_size(1280, 700)
-    open_page(browser, open_proxy, "#chat=scrolled")
+        post_json(f"{open_proxy.url}/scrolled-{scheme}/chat",
+                  {"content": f"question {n}\n\n" + LONG})
+    at_size(browser, width, scheme)
+    browser.set_window_size(width, 700)
+    open_page(browser, open_proxy, f"#chat=scrolled-{scheme}")
     wait(browser, lambda: len(replies(browser)) == 12)
     to_bottom = browser.find_element(By.ID, "to-bottom")
     assert not to_bottom.is_displayed(), "at the newest message, no button"
@@ -896,42 +929,50 @@ def test_at_phone_width_the_composer_is_one_line_and_its_extras_wait_behind_plus
     assert console_errors(browser) == []
 
 
+@pytest.mark.parametrize("width, scheme", SIZES)
 def test_the_search_box_finds_chats_by_what_was_said_and_opens_them_at_the_message(
-        open_proxy, browser):
+        open_proxy, browser, width, scheme):
+    word = {"light": "Zeppelin", "dark": "Dirigible"}[scheme]
+    a, b, c = (f"search-{n}-{scheme}" for n in "abc")
     filler = [{"role": "user", "content": f"small talk {n}"} if n % 2 == 0 else
               {"role": "assistant", "content": f"more small talk {n}"} for n in range(12)]
-    post_json(f"{open_proxy.url}/chats/import", {"id": "search-a", "messages": filler + [
+    post_json(f"{open_proxy.url}/chats/import", {"id": a, "messages": filler + [
         {"role": "user", "content": "What flew over the harbour?"},
-        {"role": "assistant", "content": "A Zeppelin, slowly, at dawn."}] + filler})
-    post_json(f"{open_proxy.url}/chats/import", {"id": "search-b", "title": "zeppelin notes",
+        {"role": "assistant", "content": f"A {word}, slowly, at dawn."}] + filler})
+    post_json(f"{open_proxy.url}/chats/import", {"id": b, "title": f"{word.lower()} notes",
         "messages": [{"role": "user", "content": "nothing to see"},
                      {"role": "assistant", "content": "indeed"}]})
-    post_json(f"{open_proxy.url}/chats/import", {"id": "search-c", "messages": [
+    post_json(f"{open_proxy.url}/chats/import", {"id": c, "messages": [
         {"role": "user", "content": "an airship?"}, {"role": "assistant", "content": "no"}]})
-    browser.set_window_size(1280, 700)
-    open_page(browser, open_proxy, "#chat=search-c")
-    wait(browser, lambda: "search-a" in chat_items(browser))
+    at_size(browser, width, scheme)
+    browser.set_window_size(width, 700)
+    open_page(browser, open_proxy, f"#chat={c}")
+    wait(browser, lambda: a in chat_items(browser))
+    open_chats(browser, width)
     box = browser.find_element(By.ID, "search")
-    box.send_keys("zePPelin")
+    box.send_keys(word.swapcase())
     hits = lambda: browser.execute_script(
         "return [...document.querySelectorAll('#hits li')].map((li) => li.dataset.id)")
-    wait(browser, lambda: hits() == ["search-b", "search-a"])
+    wait(browser, lambda: hits() == [b, a])
     assert not browser.find_element(By.ID, "chats").is_displayed()
     # Each hit says where: the message's words around the match, the match marked.
     snippets = texts_of(browser, "#hits .snippet")
     assert snippets[0] == "in its title"
-    assert "Zeppelin, slowly" in snippets[1], snippets
-    assert texts_of(browser, "#hits li[data-id='search-a'] mark") == ["Zeppelin"]
+    assert f"{word}, slowly" in snippets[1], snippets
+    assert texts_of(browser, f"#hits li[data-id='{a}'] mark") == [word]
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    browser.save_screenshot(str(SCREENSHOTS / f"playground-search-{width}-{scheme}.png"))
     # A hit opens its chat at the message.
-    browser.find_element(By.CSS_SELECTOR, "#hits li[data-id='search-a'] a").click()
-    wait(browser, lambda: "#chat=search-a" in browser.current_url and len(replies(browser)) == 13)
+    browser.find_element(By.CSS_SELECTOR, f"#hits li[data-id='{a}'] a").click()
+    wait(browser, lambda: f"#chat={a}" in browser.current_url and len(replies(browser)) == 13)
     found = browser.find_element(By.CSS_SELECTOR, "#messages li.found")
     assert found.get_attribute("data-index") == "13"
-    assert "Zeppelin" in found.text
+    assert word in found.text
     assert browser.execute_script("""const r = arguments[0].getBoundingClientRect(),
         v = document.getElementById('conversation').getBoundingClientRect();
         return r.top >= v.top && r.bottom <= v.bottom""", found)
     # Nothing found says so; Escape goes back to the chats.
+    open_chats(browser, width)
     box.clear()
     box.send_keys("no chat says this at all")
     wait(browser, lambda: "No chat says" in browser.find_element(By.ID, "found-hint").text)
@@ -1008,11 +1049,14 @@ def test_a_chat_is_shared_as_a_read_only_link_and_revoked(open_proxy, browser, w
     assert all("404" in e["message"] for e in console_errors(browser)), console_errors(browser)
 
 
+@pytest.mark.parametrize("width, scheme", SIZES)
 def test_the_model_picker_offers_the_allowed_models_and_is_remembered_per_chat(
-        open_proxy, browser):
+        open_proxy, browser, width, scheme):
     allowed = sorted(m["id"] for m in get_json(f"{open_proxy.url}/v1/models")["data"])
     assert allowed, "the proxy offers its configured model"
-    open_page(browser, open_proxy, "#chat=picked")
+    at_size(browser, width, scheme)
+    open_page(browser, open_proxy, f"#chat=picked-{scheme}")
+    assert browser.find_element(By.ID, "model").is_displayed()
     picker = lambda: browser.find_element(By.ID, "model")
     options = lambda: browser.execute_script(
         "return [...document.getElementById('model').options].map((o) => [o.value, o.text])")
@@ -1031,8 +1075,10 @@ def test_the_model_picker_offers_the_allowed_models_and_is_remembered_per_chat(
     # Remembered for this chat, after a reload; a new chat starts with the default.
     browser.refresh()
     wait(browser, lambda: len(options()) > 1 and picker().get_attribute("value") == choice)
+    open_chats(browser, width)
     browser.find_element(By.ID, "new-chat").click()
     wait(browser, lambda: picker().get_attribute("value") == "")
+    browser.set_window_size(1280, 900)
     only_own_origin(browser, open_proxy)
     assert console_errors(browser) == []
 
