@@ -192,6 +192,7 @@ const ICONS = {
   delete: "M5 7h14M10 7V4h4v3M7 7l1 13h8l1-13",
   down: "M12 5v14M6 13l6 6 6-6",
   plus: "M12 5v14M5 12h14",
+  settings: "M4 7h10M18 7h2M4 17h2M10 17h10M14 5v4M8 15v4",
 };
 const SVG = "http://www.w3.org/2000/svg";
 
@@ -1036,10 +1037,20 @@ function wire() {
   document.addEventListener("keydown", (event) => {
     if (event.key === "Escape" && state.streaming) stop();
   });
-  $("open-chat").addEventListener("click", () => openChat($("chat-id").value));
+  const openById = () => {
+    $("settings").close();
+    openChat($("chat-id").value);
+  };
+  $("open-chat").addEventListener("click", openById);
   $("chat-id").addEventListener("keydown", (event) => {
-    if (event.key === "Enter") openChat($("chat-id").value);
+    if (event.key !== "Enter") return;
+    // Closing the panel gives the focus back to Settings, which the same Enter would press.
+    event.preventDefault();
+    openById();
   });
+  $("open-settings").append(icon("settings"));
+  $("open-settings").addEventListener("click", () => $("settings").showModal());
+  $("close-settings").addEventListener("click", () => $("settings").close());
   $("new-chat").addEventListener("click", () => openChat(randomChatId()));
   $("conversation").addEventListener("scroll", showToBottom, { passive: true });
   $("to-bottom").append(icon("down"));

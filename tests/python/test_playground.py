@@ -172,14 +172,17 @@ def test_a_conversation_streams_persists_and_clears(open_proxy, browser):
     wait(browser, lambda: len(browser.find_elements(By.CSS_SELECTOR, "#messages li")) == 2)
     assert replies(browser) == [final]
 
-    # Prompts are set through the page and kept by the proxy.
-    browser.find_element(By.CSS_SELECTOR, "#prompts summary").click()
+    # Prompts are set through the page's settings and kept by the proxy.
+    browser.find_element(By.ID, "open-settings").click()
+    wait(browser, lambda: browser.find_element(By.ID, "settings").is_displayed())
     prompt = browser.find_element(By.ID, "chat-prompt")
     prompt.clear()
     prompt.send_keys("Answer like a pirate.")
     browser.find_element(By.ID, "save-chat-prompt").click()
     wait(browser, lambda: "saved" in browser.find_element(By.ID, "status").text)
     assert get_json(f"{open_proxy.url}/{chat}/system") == {"content": "Answer like a pirate."}
+    browser.find_element(By.ID, "close-settings").click()
+    wait(browser, lambda: not browser.find_element(By.ID, "settings").is_displayed())
 
     browser.find_element(By.ID, "clear").click()
     wait(browser, lambda: not browser.find_elements(By.CSS_SELECTOR, "#messages li"))
@@ -202,6 +205,7 @@ def test_model_output_is_shown_as_text_never_as_html(open_proxy, browser):
 
 def test_the_apis_errors_are_shown_as_its_message(open_proxy, browser):
     open_page(browser, open_proxy)
+    browser.find_element(By.ID, "open-settings").click()
     field = browser.find_element(By.ID, "chat-id")
     field.send_keys("not a valid id!")
     field.send_keys(Keys.ENTER)
@@ -332,7 +336,7 @@ def test_under_a_stage_it_calls_the_api_under_its_own_path(open_proxy, browser):
         assert (stored[2]["content"], stored[2]["url"]) == ("What is it?", "https://example.com/cat.png")
 
         # The global prompt is read and set through the page too.
-        browser.find_element(By.CSS_SELECTOR, "#prompts summary").click()
+        browser.find_element(By.ID, "open-settings").click()
         field = browser.find_element(By.ID, "global-prompt")
         field.clear()
         field.send_keys("Be kind.")
@@ -1078,6 +1082,39 @@ def test_the_model_picker_offers_the_allowed_models_and_is_remembered_per_chat(
     open_chats(browser, width)
     browser.find_element(By.ID, "new-chat").click()
     wait(browser, lambda: picker().get_attribute("value") == "")
+    browser.set_window_size(1280, 900)
+    only_own_origin(browser, open_proxy)
+    assert console_errors(browser) == []
+
+
+@pytest.mark.parametrize("width, scheme", SIZES)
+def test_the_chat_id_and_the_prompts_live_in_a_settings_panel(open_proxy, browser, width, scheme):
+    at_size(browser, width, scheme)
+    open_page(browser, open_proxy, f"#chat=settings-{scheme}")
+    # Not in the list of chats any more, but behind Settings.
+    for field in ("chat-id", "chat-prompt", "global-prompt"):
+        assert not browser.find_element(By.ID, field).is_displayed(), field
+    open_chats(browser, width)
+    gear = browser.find_element(By.ID, "open-settings")
+    assert gear.get_attribute("aria-label").startswith("Settings")
+    gear.click()
+    panel = browser.find_element(By.ID, "settings")
+    wait(browser, lambda: panel.is_displayed())
+    assert all(browser.find_element(By.ID, f).is_displayed()
+               for f in ("chat-id", "chat-prompt", "global-prompt"))
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    browser.save_screenshot(str(SCREENSHOTS / f"playground-settings-{width}-{scheme}.png"))
+    # Opening a chat by its id closes the panel and opens the chat.
+    field = browser.find_element(By.ID, "chat-id")
+    field.clear()
+    field.send_keys(f"by-id-{scheme}", Keys.ENTER)
+    wait(browser, lambda: not panel.is_displayed() and f"#chat=by-id-{scheme}" in browser.current_url)
+    # Escape closes it too, as any dialog.
+    open_chats(browser, width)
+    browser.find_element(By.ID, "open-settings").click()
+    wait(browser, lambda: panel.is_displayed())
+    ActionChains(browser).send_keys(Keys.ESCAPE).perform()
+    wait(browser, lambda: not panel.is_displayed())
     browser.set_window_size(1280, 900)
     only_own_origin(browser, open_proxy)
     assert console_errors(browser) == []
