@@ -30,6 +30,13 @@ const state = {
   at: null,
   // A shared chat's snapshot is shown, read-only (`#shared=<token>`).
   readOnly: false,
+  // The chat shown is temporary: kept this many seconds after its last message (the
+  // proxy's `X-Chat-Temporary`), never listed or searched; 0 when it is not.
+  temporary: 0,
+  // The new chat shown is to be temporary (its toggle is on).
+  offRecord: false,
+  // A temporary chat being made for the first message.
+  making: false,
 };
 
 // ---- Markdown, made safe -------------------------------------------------------------
@@ -193,6 +200,8 @@ const ICONS = {
   down: "M12 5v14M6 13l6 6 6-6",
   plus: "M12 5v14M5 12h14",
   settings: "M4 7h10M18 7h2M4 17h2M10 17h10M14 5v4M8 15v4",
+  // A speech bubble drawn in dashes: a chat that leaves no trace.
+  temporary: "M8 19l-3 2v-4M4 14v-2M4 9V7a2 2 0 0 1 2-2h2M11 5h2M16 5h2a2 2 0 0 1 2 2v2M20 12v2M20 17a2 2 0 0 1-2 2h-2M13 19h-2",
 };
 const SVG = "http://www.w3.org/2000/svg";
 
@@ -327,19 +336,23 @@ function showMessages() {
   const list = $("messages");
   list.replaceChildren(...state.messages.map(messageItem));
   $("empty").hidden = state.messages.length > 0;
-  $("share").hidden = state.readOnly || state.messages.length === 0;
+  // A link would keep a temporary chat past its expiry: it has no Share.
+  $("share").hidden = state.readOnly || state.messages.length === 0 || Boolean(state.temporary);
   const last = list.lastElementChild;
   if (!state.readOnly && last && last.classList.contains("assistant")) {
     last.querySelector(".actions").append(
       iconButton("regenerate", "Regenerate", "regenerate", regenerate));
   }
+  showTemporary();
 }
 
 async function loadChat() {
   showError("");
   state.messages = [];
+  state.temporary = 0;
   showMessages();
   showTitle();
+  showTemporary();
   if (!state.chat) return;
   const chat = state.chat;
   try {
@@ -350,6 +363,8 @@ async function loadChat() {
     ]);
     const history = await read.json();
     if (chat !== state.chat) return;
+    state.temporary = Number(read.headers.get("X-Chat-Temporary")) || 0;
+    showTemporary();
     state.messages = history.map((entry) => ({
       role: entry.role,
       content: entry.content,
@@ -568,11 +583,12 @@ async function followLive() {
   await streamAnswer(open, kept, question, { role: "assistant", content: live.content });
 }
 
-function send() {
+async function send() {
   const content = $("message").value;
   const url = $("image-url").value.trim();
-  if (state.streaming || !content.trim()) return;
+  if (state.streaming || state.making || !content.trim()) return;
   if (!state.chat) openChat(randomChatId());
+  if (!(await madeTemporary())) return;
   $("message").value = "";
   $("image-url").value = "";
   fitMessage();
@@ -619,8 +635,10 @@ function startEdit(item, entry, index) {
 
 function showTitle() {
   const listed = state.chats.find((chat) => chat.id === state.chat);
-  // A chat not listed yet is a new one: its id is the proxy's business, not a title.
-  const title = listed ? listed.title || listed.id : "New chat";
+  // A chat not listed yet is a new one: its id is the proxy's business, not a title. A
+  // temporary chat is never listed.
+  const unlisted = state.temporary ? "Temporary chat" : "New chat";
+  const title = listed ? listed.title || listed.id : unlisted;
   $("title").textContent = title;
   document.title = `${title} · chat-proxy playground`;
 }
@@ -789,9 +807,79 @@ function showModel(chat) {
 }
 
 function pickModel() {
-  if (!state.chat) return;
+  // A temporary chat leaves no trace, in this browser either.
+  if (!state.chat || state.temporary) return;
   if ($("model").value) localStorage.setItem(MODEL + state.chat, $("model").value);
   else localStorage.removeItem(MODEL + state.chat);
+}
+
+// ---- Temporary chats (POST /chats/temporary) -------------------------------------------
+
+/** How long `seconds` is, as a banner says it. */
+function lasting(seconds) {
+  const units = [[86400, "day"], [3600, "hour"], [60, "minute"], [1, "second"]];
+  const [size, name] = units.find(([size]) => seconds >= size && seconds % size === 0) || [1, "second"];
+  const count = seconds / size;
+  return count === 1 ? `${name === "hour" ? "an" : "a"} ${name}` : `${count} ${name}s`;
+}
+
+/** Whether the open chat is a new one, with nothing said in it yet. */
+function isNew() {
+  return state.messages.length === 0 && !state.chats.some((chat) => chat.id === state.chat);
+}
+
+/**
+ * The toggle on a new chat, and the banner of a temporary one (or of a new chat that will
+ * be temporary once its first message is sent).
+ */
+function showTemporary() {
+  const toggle = $("temporary");
+  const fresh = !state.readOnly && !state.temporary && isNew();
+  toggle.hidden = !fresh && !state.temporary;
+  toggle.disabled = Boolean(state.temporary);
+  const on = Boolean(state.temporary) || (fresh && state.offRecord);
+  toggle.setAttribute("aria-pressed", String(on));
+  document.body.classList.toggle("off-record", on);
+  const banner = $("temporary-banner");
+  banner.hidden = !on;
+  if (state.temporary) {
+    banner.textContent = `Temporary chat: not in your chats or search, deleted ` +
+      `${lasting(state.temporary)} after its last message.`;
+  } else if (on) {
+    banner.textContent = "Temporary chat: not in your chats or search, deleted soon after its " +
+      "last message.";
+  }
+  // A shared snapshot's title is its own.
+  if (!state.readOnly) showTitle();
+}
+
+function toggleTemporary() {
+  if (state.temporary) return;
+  state.offRecord = !state.offRecord;
+  showTemporary();
+}
+
+/**
+ * A new chat meant to be temporary is made so before anything is sent to it (the proxy
+ * gives it its id); false when that failed, and nothing is sent.
+ */
+async function madeTemporary() {
+  if (!state.offRecord || state.temporary || !isNew()) return true;
+  state.making = true;
+  try {
+    const made = await call("POST", "chats/temporary").then(json);
+    state.chat = made.id;
+    state.temporary = made.expires_after_seconds;
+    $("chat-id").value = state.chat;
+    history.replaceState(null, "", `#chat=${encodeURIComponent(state.chat)}`);
+    showTemporary();
+    return true;
+  } catch (error) {
+    showError(error.message);
+    return false;
+  } finally {
+    state.making = false;
+  }
 }
 
 // ---- Read-only links (POST /<chat_id>/share, GET /shared/<token>) -------------------
@@ -1051,7 +1139,13 @@ function wire() {
   $("open-settings").append(icon("settings"));
   $("open-settings").addEventListener("click", () => $("settings").showModal());
   $("close-settings").addEventListener("click", () => $("settings").close());
-  $("new-chat").addEventListener("click", () => openChat(randomChatId()));
+  // Each new chat starts kept: a temporary one is asked for each time.
+  $("new-chat").addEventListener("click", () => {
+    state.offRecord = false;
+    openChat(randomChatId());
+  });
+  $("temporary").append(icon("temporary"));
+  $("temporary").addEventListener("click", toggleTemporary);
   $("conversation").addEventListener("scroll", showToBottom, { passive: true });
   $("to-bottom").append(icon("down"));
   $("to-bottom").addEventListener("click", () => {
@@ -1096,8 +1190,10 @@ function wire() {
     }, "The chat's messages are cleared; its prompt stays."),
   );
   $("save-chat-prompt").addEventListener("click", () =>
-    run(() => call("POST", chatPath("system"), { content: $("chat-prompt").value }),
-      "This chat's prompt is saved."),
+    run(async () => {
+      if (!(await madeTemporary())) throw new Error("The temporary chat could not be made.");
+      await call("POST", chatPath("system"), { content: $("chat-prompt").value });
+    }, "This chat's prompt is saved."),
   );
   $("save-global-prompt").addEventListener("click", () =>
     run(() => call("POST", "system", { content: $("global-prompt").value }),

@@ -34,6 +34,8 @@ pub struct App {
     pub chat_caps: (usize, usize),
     /// How long a chat's read-only link lives by default, and at most (seconds).
     pub share_ttl: (u64, u64),
+    /// `TEMPORARY_CHAT_SECONDS`: how long a temporary chat is kept after each write.
+    pub temporary_ttl: Duration,
     pub allowed_models: AllowedModels,
     /// `PLAYGROUND`: whether `GET /playground` is served.
     pub playground: bool,
@@ -104,6 +106,7 @@ impl App {
             ),
             allowed_models: config.allowed_models.clone(),
             share_ttl: config.share_ttl,
+            temporary_ttl: config.store.temporary_ttl,
             playground: config.playground,
             stream_stall: config.keep_alive * 2,
             in_flight: TaskTracker::new(),

@@ -110,7 +110,8 @@ impl Cors {
             headers.insert(
                 header::ACCESS_CONTROL_EXPOSE_HEADERS,
                 HeaderValue::from_static(
-                    "retry-after, www-authenticate, x-chat-stored, x-chat-live, idempotent-replayed",
+                    "retry-after, www-authenticate, x-chat-stored, x-chat-live, x-chat-temporary, \
+                     idempotent-replayed",
                 ),
             );
         }

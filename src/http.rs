@@ -17,6 +17,9 @@ pub const X_CHAT_STORED: HeaderName = HeaderName::from_static("x-chat-stored");
 /// On `GET /<chat_id>/chat`: the id of the chat's turn being made, which
 /// `GET /<chat_id>/live` follows.
 pub const X_CHAT_LIVE: HeaderName = HeaderName::from_static("x-chat-live");
+/// On `GET /<chat_id>/chat` of a temporary chat: how long after its last write it is kept
+/// (seconds).
+pub const X_CHAT_TEMPORARY: HeaderName = HeaderName::from_static("x-chat-temporary");
 /// Set to `true` on an answer replayed for a retry with the same `Idempotency-Key`.
 pub const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
 

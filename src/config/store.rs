@@ -60,6 +60,9 @@ pub struct StoreSettings {
     pub max_history_messages: usize,
     /// How many bytes of turns a chat keeps: the oldest turns go first, the newest stays.
     pub max_chat_bytes: usize,
+    /// A temporary chat's keys expire this long after its last write (never longer than
+    /// `chat_ttl`).
+    pub temporary_ttl: Duration,
 }
 
 impl Default for StoreSettings {
@@ -69,6 +72,7 @@ impl Default for StoreSettings {
             chat_ttl: Some(Duration::from_secs(30 * 24 * 3600)),
             max_history_messages: 100,
             max_chat_bytes: 1024 * 1024,
+            temporary_ttl: Duration::from_secs(TEMPORARY_CHAT_SECONDS),
         }
     }
 }
@@ -89,6 +93,9 @@ pub(super) struct Store {
     /// default, and at most.
     pub share_ttl: (u64, u64),
 }
+
+/// A temporary chat lives an hour after its last write unless configured otherwise.
+const TEMPORARY_CHAT_SECONDS: u64 = 3600;
 
 /// A link lives 30 days unless asked otherwise, and at most a year.
 const SHARE_TTL_SECONDS: u64 = 30 * 24 * 3600;
@@ -133,6 +140,18 @@ pub(super) fn read(env: &mut Reader<'_>) -> Store {
         SHARE_TTL_SECONDS.min(share_max),
         60..=share_max,
     );
+    // A temporary chat never outlives the chats that are kept.
+    let temporary_seconds = env
+        .number(
+            "TEMPORARY_CHAT_SECONDS",
+            TEMPORARY_CHAT_SECONDS,
+            1..=MAX_CHAT_TTL_SECONDS,
+        )
+        .min(if ttl_seconds > 0 {
+            ttl_seconds
+        } else {
+            u64::MAX
+        });
     Store {
         redis,
         redis_timeout,
@@ -143,6 +162,7 @@ pub(super) fn read(env: &mut Reader<'_>) -> Store {
             chat_ttl: (ttl_seconds > 0).then(|| Duration::from_secs(ttl_seconds)),
             max_history_messages,
             max_chat_bytes,
+            temporary_ttl: Duration::from_secs(temporary_seconds),
         },
     }
 }

@@ -335,3 +335,33 @@ fn share_links_live_30_days_by_default_and_at_most_the_maximum() {
         "{err}"
     );
 }
+
+#[test]
+fn temporary_chats_live_an_hour_by_default_and_never_longer_than_kept_chats() {
+    let temporary = |vars: &[(&str, &str)]| {
+        let mut all = vec![("GPT_API_KEY", "k")];
+        all.extend_from_slice(vars);
+        config(&all).map(|config| config.store.temporary_ttl)
+    };
+    assert_eq!(temporary(&[]).unwrap(), Duration::from_secs(3600));
+    assert_eq!(
+        temporary(&[("TEMPORARY_CHAT_SECONDS", "120")]).unwrap(),
+        Duration::from_secs(120)
+    );
+    // Chats kept 60 seconds: a temporary one is kept no longer.
+    assert_eq!(
+        temporary(&[("CHAT_TTL_SECONDS", "60")]).unwrap(),
+        Duration::from_secs(60)
+    );
+    // Chats kept forever: a temporary one still goes.
+    assert_eq!(
+        temporary(&[("CHAT_TTL_SECONDS", "0"), ("TEMPORARY_CHAT_SECONDS", "300")]).unwrap(),
+        Duration::from_secs(300)
+    );
+    for bad in ["0", "soon", "-5"] {
+        let err = temporary(&[("TEMPORARY_CHAT_SECONDS", bad)])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("TEMPORARY_CHAT_SECONDS"), "{err}");
+    }
+}

@@ -90,6 +90,8 @@ pub enum ChatsRoute {
     List,
     /// `POST /chats/import`
     Import,
+    /// `POST /chats/temporary`: a new chat that is never listed and soon expires.
+    Temporary,
     /// `DELETE /<chat_id>`
     Delete(ChatId),
     /// `GET` and `POST /<chat_id>/title`
@@ -198,6 +200,7 @@ impl Route {
             ["usage"] => only(is_get, Route::Usage(UsageRoute::Caller), "GET"),
             ["chats"] => only(is_get, Route::Chats(ChatsRoute::List), "GET"),
             ["chats", "import"] => only(is_post, Route::Chats(ChatsRoute::Import), "POST"),
+            ["chats", "temporary"] => only(is_post, Route::Chats(ChatsRoute::Temporary), "POST"),
             ["openapi.json"] => only(is_get, Route::File(BuiltIn::OpenApi), "GET"),
             ["playground"] => only(is_get, Route::File(BuiltIn::PlaygroundPage), "GET"),
             ["playground", "app.js"] => only(is_get, Route::File(BuiltIn::PlaygroundScript), "GET"),
@@ -396,6 +399,7 @@ impl Route {
             Route::Chats(route) => match route {
                 ChatsRoute::List => "list_chats",
                 ChatsRoute::Import => "import_chat",
+                ChatsRoute::Temporary => "create_temporary_chat",
                 ChatsRoute::Delete(_) => "delete_chat",
                 ChatsRoute::GetTitle(_) => "get_title",
                 ChatsRoute::SetTitle(_) => "set_title",

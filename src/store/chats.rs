@@ -29,6 +29,9 @@ pub struct ChatSummary {
     pub messages: u64,
     /// Its conversation's fields, when it was made one.
     pub conversation: Option<ConversationInfo>,
+    /// It was made temporary (`POST /chats/temporary`): never listed or searched, and
+    /// kept only `TEMPORARY_CHAT_SECONDS` after its last write.
+    pub temporary: bool,
 }
 
 /// The order a caller's chats are listed in.
@@ -96,6 +99,10 @@ pub struct NewChat<'a> {
     pub turns: &'a [Turn],
     /// Its usage so far (an import keeps the exported chat's).
     pub usage: ChatUsage,
+    /// Made temporary: never listed or searched, and every key of it kept only
+    /// `TEMPORARY_CHAT_SECONDS` after each write (a new temporary chat, a temporary chat's
+    /// fork).
+    pub temporary: bool,
 }
 
 /// A chat's token usage over its life.
@@ -163,7 +170,8 @@ pub trait Chats: Send + Sync {
         title: &str,
     ) -> Result<bool, StoreError>;
     /// Makes a new chat holding `new` whole; false, writing nothing, when a chat of that id
-    /// exists. A chat made where one was deleted starts above its floor.
+    /// exists. A chat made where one was deleted starts above its floor. A temporary one is
+    /// not listed.
     async fn create_chat(
         &self,
         tenant: &Tenant,
@@ -172,4 +180,11 @@ pub trait Chats: Send + Sync {
     ) -> Result<bool, StoreError>;
     /// The chat's token usage over its life (cleared turns included).
     async fn chat_usage(&self, tenant: &Tenant, chat: &ChatId) -> Result<ChatUsage, StoreError>;
+    /// How long after each write a temporary chat is kept; `None` for a chat that is not
+    /// temporary (or does not exist).
+    async fn temporary(
+        &self,
+        tenant: &Tenant,
+        chat: &ChatId,
+    ) -> Result<Option<std::time::Duration>, StoreError>;
 }

@@ -28,6 +28,8 @@ pub struct TurnContext {
     pub version: u64,
     /// The read's claim on the newest turn holds (only when it asked for one).
     pub claimed: bool,
+    /// The chat is temporary: kept this long after each write, and never listed.
+    pub temporary: Option<Duration>,
 }
 
 /// A read's claim on the chat's newest turn: its request alone will follow that turn (with
@@ -71,6 +73,10 @@ pub struct TurnExtras<'a> {
     /// A sealed turn is bound to it (`redis/sealed.rs`), and sealed again should another
     /// turn have come between.
     pub after: Option<&'a str>,
+    /// The chat is temporary (as its read found it): its keys, and the answer kept for an
+    /// `Idempotency-Key`, expire this long after the write; it is not listed. A temporary
+    /// chat that expired while its turn was made is made again as temporary.
+    pub temporary: Option<Duration>,
 }
 
 /// One turn rewritten or removed, where the chat's read found it.

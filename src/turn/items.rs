@@ -92,6 +92,7 @@ impl TurnEngine {
         };
         let extras = TurnExtras {
             expect,
+            temporary: context.temporary,
             ..TurnExtras::default()
         };
         let written = log

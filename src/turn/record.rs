@@ -163,6 +163,8 @@ impl Record {
                     &[]
                 },
                 replaces: self.replaces.as_deref(),
+                // A branch is a new chain: never a temporary chat's.
+                temporary: context.temporary.filter(|_| !self.new_chain),
             };
             (chat, tokens, extras)
         });
@@ -204,7 +206,12 @@ impl Record {
                 Some(_) => None,
                 None => kept,
             },
-            listed: self.chat.as_ref().map(|(chat, ..)| (chat, now_ms())),
+            // A temporary chat is never listed.
+            listed: self
+                .chat
+                .as_ref()
+                .filter(|(_, context, _)| context.temporary.is_none())
+                .map(|(chat, ..)| (chat, now_ms())),
             items: self
                 .responses
                 .as_ref()

@@ -38,6 +38,7 @@ mod stored_compaction;
 mod stored_findings;
 mod stored_tools;
 mod streams;
+mod temporary;
 mod tokens;
 mod turns;
 mod upstream_faults;

@@ -23,6 +23,7 @@ pub(crate) fn settings(ttl: Option<Duration>, max_history_messages: usize) -> St
         chat_ttl: ttl,
         max_history_messages,
         max_chat_bytes: 1024 * 1024,
+        temporary_ttl: Duration::from_secs(1),
     }
 }
 
@@ -185,6 +186,89 @@ async fn chats_expire_after_their_ttl_and_the_global_prompt_does_not() {
         assert_eq!(
             store.global_prompt(&OPEN).await.unwrap().as_deref(),
             Some("global"),
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_temporary_chat_is_never_listed_and_expires_on_its_own_time() {
+    use chat_proxy::store::{ChatUsage, NewChat};
+    // Chats kept forever; temporary ones a second.
+    let (stores, _server) = both(settings(None, 100)).await;
+    for (name, store) in &stores {
+        let new = NewChat {
+            prompt: Some("p"),
+            title: None,
+            turns: &[],
+            usage: ChatUsage::default(),
+            temporary: true,
+        };
+        assert!(
+            store.create_chat(&OPEN, &chat("t"), new).await.unwrap(),
+            "{name}"
+        );
+        let context = store.turn_context(&OPEN, &chat("t"), None).await.unwrap();
+        assert_eq!(context.temporary, Some(Duration::from_secs(1)), "{name}");
+        let extras = TurnExtras {
+            temporary: context.temporary,
+            ..TurnExtras::default()
+        };
+        let written = store
+            .append_turn(&OPEN, &chat("t"), &turn(1), extras)
+            .await
+            .unwrap();
+        assert_eq!(written, Written::Stored, "{name}");
+        store
+            .set_chat_prompt(&OPEN, &chat("t"), "p2")
+            .await
+            .unwrap();
+        assert!(
+            store.set_title(&OPEN, &chat("t"), "title").await.unwrap(),
+            "{name}"
+        );
+        store
+            .append_turn(&OPEN, &chat("kept"), &turn(1), TurnExtras::default())
+            .await
+            .unwrap();
+        let page = store
+            .list_chats(&OPEN, ListOrder::Written, None, 10)
+            .await
+            .unwrap();
+        let ids: Vec<&str> = page.chats.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(ids, vec!["kept"], "{name}");
+        let summary = store
+            .chat_summary(&OPEN, &chat("t"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(summary.temporary, "{name}");
+        assert_eq!(
+            store.temporary(&OPEN, &chat("t")).await.unwrap(),
+            Some(Duration::from_secs(1)),
+            "{name}"
+        );
+        assert_eq!(store.temporary(&OPEN, &chat("kept")).await.unwrap(), None);
+    }
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    for (name, store) in &stores {
+        assert!(
+            store.turns(&OPEN, &chat("t")).await.unwrap().is_empty(),
+            "{name}"
+        );
+        assert_eq!(
+            store.chat_prompt(&OPEN, &chat("t")).await.unwrap(),
+            None,
+            "{name}"
+        );
+        assert_eq!(
+            store.chat_summary(&OPEN, &chat("t")).await.unwrap(),
+            None,
+            "{name}"
+        );
+        assert_eq!(
+            store.turns(&OPEN, &chat("kept")).await.unwrap().len(),
+            1,
             "{name}"
         );
     }
@@ -742,6 +826,7 @@ async fn chats_are_listed_titled_made_whole_redone_and_deleted_alike() {
             title: None,
             turns: &turns,
             usage: Default::default(),
+            temporary: false,
         };
         assert!(
             store.create_chat(&OPEN, &chat("made"), new).await.unwrap(),

@@ -12,6 +12,7 @@ import shutil
 import tempfile
 import threading
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -1115,6 +1116,91 @@ def test_the_chat_id_and_the_prompts_live_in_a_settings_panel(open_proxy, browse
     wait(browser, lambda: panel.is_displayed())
     ActionChains(browser).send_keys(Keys.ESCAPE).perform()
     wait(browser, lambda: not panel.is_displayed())
+    browser.set_window_size(1280, 900)
+    only_own_origin(browser, open_proxy)
+    assert console_errors(browser) == []
+
+
+EVERY_SIZE = [(1280, "light"), (1280, "dark"), (390, "light"), (390, "dark")]
+
+
+def in_view(driver, element):
+    """Whole within the window's width: nothing of it cut at the edge."""
+    return driver.execute_script("""const r = arguments[0].getBoundingClientRect();
+        return r.width > 0 && r.left >= 0 && r.right <= document.documentElement.clientWidth""",
+                                 element)
+
+
+@pytest.mark.parametrize("width, scheme", EVERY_SIZE)
+def test_a_new_chat_can_be_temporary_and_says_so_and_is_never_listed(open_proxy, browser, width,
+                                                                      scheme):
+    secret = f"between us {width} {scheme}"
+    at_size(browser, width, scheme)
+    open_page(browser, open_proxy)
+    toggle = browser.find_element(By.ID, "temporary")
+    banner = browser.find_element(By.ID, "temporary-banner")
+    # A new chat offers the toggle, off; a labelled icon.
+    wait(browser, lambda: toggle.is_displayed())
+    assert in_view(browser, toggle)
+    assert toggle.get_attribute("aria-pressed") == "false"
+    assert toggle.get_attribute("aria-label").startswith("Temporary chat")
+    assert toggle.find_elements(By.TAG_NAME, "svg") and toggle.text == ""
+    assert not banner.is_displayed()
+    toggle.click()
+    wait(browser, lambda: banner.is_displayed())
+    assert toggle.get_attribute("aria-pressed") == "true"
+    assert "not in your chats or search" in banner.text
+    send(browser, secret)
+    wait(browser, lambda: len(replies(browser)) == 1 and answered(browser))
+    # The proxy made it (its id is the proxy's), and keeps it as temporary.
+    chat = browser.execute_script("return decodeURIComponent(location.hash.slice(6))")
+    assert chat.startswith("temp-"), chat
+    with urllib.request.urlopen(f"{open_proxy.url}/{chat}/chat") as read:
+        assert read.headers["X-Chat-Temporary"] == "3600"
+        assert json.load(read)[0]["content"] == secret
+    wait(browser, lambda: "deleted an hour after its last message" in banner.text)
+    assert browser.find_element(By.ID, "title").text == "Temporary chat"
+    assert not browser.find_element(By.ID, "share").is_displayed()
+    assert toggle.get_attribute("aria-pressed") == "true" and not toggle.is_enabled()
+    assert in_view(browser, banner)
+    # Never listed, never found.
+    listed = [c["id"] for c in get_json(f"{open_proxy.url}/chats?limit=100")["chats"]]
+    assert chat not in listed
+    found = get_json(f"{open_proxy.url}/chats?q={urllib.parse.quote(secret)}")
+    assert found["chats"] == []
+    open_chats(browser, width)
+    assert chat not in chat_items(browser)
+    browser.find_element(By.ID, "search").send_keys(secret)
+    wait(browser, lambda: "No chat says" in browser.find_element(By.ID, "found-hint").text)
+    browser.find_element(By.ID, "search").send_keys(Keys.ESCAPE)
+    if width < 720:
+        browser.find_element(By.ID, "close-sidebar").click()
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    browser.save_screenshot(str(SCREENSHOTS / f"playground-temporary-{width}-{scheme}.png"))
+    # A reload says so still.
+    browser.refresh()
+    banner = browser.find_element(By.ID, "temporary-banner")
+    wait(browser, lambda: len(replies(browser)) == 1 and banner.is_displayed())
+    assert "deleted an hour after" in banner.text
+    assert browser.find_element(By.ID, "title").text == "Temporary chat"
+    # Other lifetimes (TEMPORARY_CHAT_SECONDS) as the banner says them.
+    assert browser.execute_script(
+        "return [3600, 7200, 300, 60, 86400, 90, 1].map(lasting)") == [
+        "an hour", "2 hours", "5 minutes", "a minute", "a day", "90 seconds", "a second"]
+    # A new chat is kept again unless the toggle is pressed: off, its first message makes a
+    # chat that is listed.
+    open_chats(browser, width)
+    browser.find_element(By.ID, "new-chat").click()
+    toggle = browser.find_element(By.ID, "temporary")
+    wait(browser, lambda: toggle.is_displayed() and toggle.is_enabled())
+    assert toggle.get_attribute("aria-pressed") == "false"
+    assert not banner.is_displayed()
+    send(browser, f"keep this one {width} {scheme}")
+    wait(browser, lambda: len(replies(browser)) == 1 and answered(browser))
+    kept = browser.execute_script("return decodeURIComponent(location.hash.slice(6))")
+    assert not kept.startswith("temp-")
+    wait(browser, lambda: kept in [c["id"] for c in get_json(f"{open_proxy.url}/chats")["chats"]])
+    wait(browser, lambda: not toggle.is_displayed())
     browser.set_window_size(1280, 900)
     only_own_origin(browser, open_proxy)
     assert console_errors(browser) == []

@@ -110,16 +110,16 @@ pub async fn serve(
             let (allowed, turns, prompt, summary) = log.redis(read).await;
             allowed?;
             let (turns, prompt) = (turns?, prompt?);
-            if summary?.is_none() {
-                return Err(chat_not_found(&chat));
-            }
+            let summary = summary?.ok_or_else(|| chat_not_found(&chat))?;
             let turns = cut_at(turns, index)?;
-            // A fork is a new chat: what the original spent stays the original's.
+            // A fork is a new chat: what the original spent stays the original's. A
+            // temporary chat's fork is temporary too.
             let new = NewChat {
                 prompt: prompt.as_deref(),
                 title: None,
                 turns: &turns,
                 usage: ChatUsage::default(),
+                temporary: summary.temporary,
             };
             let id = create(app, tenant, into, new, log).await?;
             Ok(json_response(StatusCode::OK, &json!({ "id": id.as_str() })))
@@ -166,6 +166,26 @@ pub async fn serve(
         ChatsRoute::Revoke(chat, token) => {
             share::revoke(app, tenant, &chat, &token, limit, log).await
         }
+        ChatsRoute::Temporary => {
+            let system = temporary_of(request, app.max_body_bytes)?;
+            log.redis(limit).await?;
+            let new = NewChat {
+                prompt: system.as_deref(),
+                title: None,
+                turns: &[],
+                usage: ChatUsage::default(),
+                temporary: true,
+            };
+            let id = create(app, tenant, None, new, log).await?;
+            Ok(json_response(
+                StatusCode::OK,
+                &json!({
+                    "id": id.as_str(),
+                    "temporary": true,
+                    "expires_after_seconds": app.temporary_ttl.as_secs(),
+                }),
+            ))
+        }
         ChatsRoute::Import => {
             let imported = document::import_of(request, import_limit(app))?;
             document::check_size(app, &imported.turns)?;
@@ -175,6 +195,7 @@ pub async fn serve(
                 title: imported.title.as_deref(),
                 turns: &imported.turns,
                 usage: imported.usage,
+                temporary: false,
             };
             let id = create(app, tenant, imported.into, new, log).await?;
             Ok(json_response(StatusCode::OK, &json!({ "id": id.as_str() })))
@@ -199,7 +220,7 @@ async fn create(
 ) -> Result<ChatId, ApiError> {
     let id = match into {
         Some(id) => id,
-        None => fresh_id()?,
+        None => fresh_id(if new.temporary { "temp" } else { "chat" })?,
     };
     if log.redis(app.store.create_chat(tenant, &id, new)).await? {
         return Ok(id);
@@ -215,8 +236,8 @@ async fn create(
     })
 }
 
-fn fresh_id() -> Result<ChatId, ApiError> {
-    ChatId::parse_decoded(&format!("chat-{:024x}", fastrand::u128(..) >> 32))
+fn fresh_id(kind: &str) -> Result<ChatId, ApiError> {
+    ChatId::parse_decoded(&format!("{kind}-{:024x}", fastrand::u128(..) >> 32))
         .map_err(|_| ApiError::Internal)
 }
 
@@ -321,6 +342,22 @@ fn into_of(body: &mut Map<String, Value>) -> Result<Option<ChatId>, ApiError> {
             .map_err(|_| invalid_chat_id("into")),
         Some(_) => Err(invalid("into", "`into` must be a chat id (a string)")),
     }
+}
+
+/// `POST /chats/temporary`'s body, which may be empty: `{"system"?: string}`, the chat's
+/// own prompt.
+fn temporary_of(request: &Request, limit: usize) -> Result<Option<String>, ApiError> {
+    if request.body().iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let mut body = json_object(request.body(), limit)?;
+    let system = match body.remove("system") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(system)) => Some(system),
+        Some(_) => return Err(invalid("system", "`system` must be a string")),
+    };
+    only(&body, "`system`")?;
+    Ok(system)
 }
 
 /// `/fork`'s body, which may be empty: `{"into"?: chat id, "index"?: integer}`.

@@ -51,6 +51,14 @@ pub(super) async fn share(
     allowed?;
     let summary = summary?.ok_or_else(|| chat_not_found(chat))?;
     let (turns, prompt) = (turns?, prompt?);
+    // A link would keep what the chat says past the chat's own short life.
+    if summary.temporary {
+        return Err(ApiError::Conflict {
+            code: "temporary_chat",
+            message: "a temporary chat cannot be shared: a link would keep it past its expiry"
+                .to_owned(),
+        });
+    }
     if turns.is_empty() {
         return Err(ApiError::Conflict {
             code: "nothing_to_share",

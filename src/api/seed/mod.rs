@@ -24,7 +24,7 @@ use crate::error::ApiError;
 use crate::guard::source_ip;
 use crate::http::{
     accepts_event_stream, empty_object, event_stream, json_body, json_response, replayed,
-    sse_event, ResponseBody, X_CHAT_LIVE, X_CHAT_STORED,
+    sse_event, ResponseBody, X_CHAT_LIVE, X_CHAT_STORED, X_CHAT_TEMPORARY,
 };
 use crate::idempotency;
 use crate::paging::query_flag;
@@ -115,10 +115,16 @@ async fn dispatch(
             Ok(empty_object())
         }
         SeedRoute::GetChat(chat) => {
-            // The turn being made, named beside the transcript it is not in yet.
-            let read =
-                async { tokio::join!(store.turns(tenant, &chat), store.live_turn(tenant, &chat)) };
-            let (turns, live) = read.await;
+            // The turn being made, named beside the transcript it is not in yet, and whether
+            // the chat is temporary (for a page to say so).
+            let read = async {
+                tokio::join!(
+                    store.turns(tenant, &chat),
+                    store.live_turn(tenant, &chat),
+                    store.temporary(tenant, &chat),
+                )
+            };
+            let (turns, live, temporary) = read.await;
             let turns = log.redis(std::future::ready(turns)).await?;
             // The older proxy's messages, each reply with its tokens when asked for.
             let mut response = match query_flag(request, "tokens")? {
@@ -131,6 +137,11 @@ async fn dispatch(
                 .and_then(|id| HeaderValue::from_str(&id).ok());
             if let Some(id) = live {
                 response.headers_mut().insert(X_CHAT_LIVE, id);
+            }
+            if let Some(ttl) = temporary? {
+                response
+                    .headers_mut()
+                    .insert(X_CHAT_TEMPORARY, HeaderValue::from(ttl.as_secs()));
             }
             Ok(response)
         }

@@ -79,7 +79,9 @@ impl Chats for MemoryStore {
         let mut listed: Vec<(u64, &ChatId, &Chat)> = state
             .chats
             .iter()
-            .filter(|((owner, id), _)| owner == tenant && !id.is_chain())
+            .filter(|((owner, id), chat)| {
+                owner == tenant && !id.is_chain() && chat.temporary.is_none()
+            })
             .map(|((_, id), chat)| (chat.place(order), id, chat))
             .filter(|(at, id, _)| after.is_none_or(|after| after.precedes(*at, id)))
             .collect();
@@ -151,6 +153,10 @@ impl Chats for MemoryStore {
             return Ok(false);
         }
         let version = self.found(&mut state, &chat).found().next_version();
+        if new.temporary {
+            state.chats.entry(chat.clone()).or_default().temporary =
+                Some(self.settings.temporary_ttl);
+        }
         let made = self.touched(&mut state, &chat);
         made.version = version;
         made.usage = new.usage;
@@ -171,5 +177,16 @@ impl Chats for MemoryStore {
             .unwrap_or_default();
         usage.total_tokens = usage.prompt_tokens + usage.completion_tokens;
         Ok(usage)
+    }
+
+    async fn temporary(
+        &self,
+        tenant: &Tenant,
+        chat: &ChatId,
+    ) -> Result<Option<std::time::Duration>, StoreError> {
+        let mut state = self.state();
+        Ok(self
+            .live(&mut state, &key(tenant, chat))
+            .and_then(|c| c.temporary))
     }
 }

@@ -65,15 +65,22 @@ impl Idempotency for MemoryStore {
     }
 
     async fn keep_answer(&self, tenant: &Tenant, kept: KeptAnswer<'_>) -> Result<(), StoreError> {
-        keep(&mut self.state(), tenant, kept);
+        keep(&mut self.state(), tenant, kept, None);
         Ok(())
     }
 }
 
-/// Keeps an answer for its `Idempotency-Key`.
-pub(super) fn keep(state: &mut State, tenant: &Tenant, kept: KeptAnswer<'_>) {
+/// Keeps an answer for its `Idempotency-Key`, for a day or, in a temporary chat, no longer
+/// than the chat is kept (`within`).
+pub(super) fn keep(
+    state: &mut State,
+    tenant: &Tenant,
+    kept: KeptAnswer<'_>,
+    within: Option<Duration>,
+) {
     let held = Held::Answered(kept.fingerprint.to_owned(), kept.answer.to_owned());
-    let until = Instant::now() + Duration::from_secs(ANSWER_SECONDS);
+    let day = Duration::from_secs(ANSWER_SECONDS);
+    let until = Instant::now() + within.map_or(day, |within| within.min(day));
     state
         .keys
         .insert((tenant.clone(), kept.key.clone()), (held, until));

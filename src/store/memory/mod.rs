@@ -94,6 +94,8 @@ struct Chat {
     /// Its title set by hand, and the one its first question gave it.
     title: Option<String>,
     auto_title: Option<String>,
+    /// Temporary: kept this long after each write, never listed.
+    temporary: Option<Duration>,
 }
 
 impl Chat {
@@ -116,6 +118,7 @@ impl Chat {
                 created_at,
                 metadata: self.metadata.clone(),
             }),
+            temporary: self.temporary.is_some(),
         }
     }
 
@@ -191,7 +194,10 @@ impl MemoryStore {
     fn touched<'a>(&self, state: &'a mut State, chat: &ChatKey) -> &'a mut Chat {
         self.live(state, chat);
         let entry = state.chats.entry(chat.clone()).or_default();
-        entry.expires_at = self.settings.chat_ttl.map(|ttl| Instant::now() + ttl);
+        entry.expires_at = entry
+            .temporary
+            .or(self.settings.chat_ttl)
+            .map(|ttl| Instant::now() + ttl);
         entry.updated_ms = now_ms();
         if entry.born == 0 {
             entry.born = entry.updated_ms / 1000;

@@ -50,6 +50,7 @@ impl Turns for MemoryStore {
             .and_then(|c| c.compacted.clone())
             .filter(|compacted| compacted.precedes(window_start.as_deref()));
         let conversation = live.as_ref().is_some_and(|c| c.created_at.is_some());
+        let temporary = live.as_ref().and_then(|c| c.temporary);
         Ok(TurnContext {
             global_prompt,
             chat_prompt,
@@ -59,6 +60,7 @@ impl Turns for MemoryStore {
             conversation,
             version: found.seen(),
             claimed,
+            temporary,
         })
     }
 
@@ -107,7 +109,18 @@ impl Turns for MemoryStore {
         if verdict != Written::Stored {
             return Ok(verdict);
         }
+        // A temporary chat that expired since the read is made again temporary.
+        if let Some(ttl) = extras.temporary {
+            self.live(&mut state, &chat);
+            state
+                .chats
+                .entry(chat.clone())
+                .or_default()
+                .temporary
+                .get_or_insert(ttl);
+        }
         let entry = self.touched(&mut state, &chat);
+        let temporary = entry.temporary;
         if let Some(replaced) = extras.replaces {
             let at = entry
                 .turns
@@ -156,7 +169,7 @@ impl Turns for MemoryStore {
             }
         }
         if let Some(kept) = extras.answer {
-            keep(&mut state, tenant, kept);
+            keep(&mut state, tenant, kept, temporary);
         }
         Ok(Written::Stored)
     }

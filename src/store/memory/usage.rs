@@ -39,7 +39,7 @@ impl Usage for MemoryStore {
             *state.ip_tokens.entry(key).or_default() += tokens.total_tokens;
         }
         if let Some(kept) = spent.answer {
-            keep(&mut state, tenant, kept);
+            keep(&mut state, tenant, kept, None);
         }
         if let Some(items) = spent.items {
             for id in items.ids {

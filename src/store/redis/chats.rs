@@ -7,6 +7,7 @@ use fred::interfaces::{HashesInterface, KeysInterface, SortedSetsInterface};
 use fred::types::SetOptions;
 
 use super::keys::ChatKeys;
+use super::turns::TEMPORARY;
 use super::{RedisStore, MARKER_SECONDS};
 use crate::chat::{auto_title, ChatId, Tenant, Turn};
 use crate::clock::now_ms;
@@ -206,6 +207,9 @@ impl Chats for RedisStore {
             let mut gone = Vec::new();
             for ((chat, score), summary) in entries.iter().zip(summaries) {
                 match summary? {
+                    // Never listed: one that a write put in the index beside its own (not
+                    // knowing it was temporary) is taken off it as a gone chat is.
+                    Some(summary) if summary.temporary => gone.push(chat),
                     // Its last write is the index's, which lists it.
                     Some(summary) if order == ListOrder::Written => chats.push((
                         ChatSummary {
@@ -287,6 +291,7 @@ impl Chats for RedisStore {
             "auto_title",
             "created_at",
             "metadata",
+            "temp",
         ];
         let (values, exists) = tokio::join!(
             self.client()
@@ -303,6 +308,7 @@ impl Chats for RedisStore {
         let (updated, born, messages) = (number(next()), number(next()), number(next()));
         let (title, auto_title) = (next(), next());
         let (created_at, metadata) = (number(next()), next());
+        let temporary = next().is_some();
         let title = self.sealing.open_optional(&meta, "title", title)?;
         let auto_title = self
             .sealing
@@ -318,6 +324,7 @@ impl Chats for RedisStore {
                 created_at,
                 metadata,
             }),
+            temporary,
         }))
     }
 
@@ -342,11 +349,12 @@ impl Chats for RedisStore {
                 vec![self.ttl_arg(), title, now.to_string()],
             )
             .await?;
-        // Listed only once it is known to exist: a title alone makes no chat.
+        // Listed only once it is known to exist (a title alone makes no chat), and only
+        // when it is not temporary.
         if set == 1 {
             self.index(tenant, chat, Some(now)).await?;
         }
-        Ok(set == 1)
+        Ok(set == 1 || set == TEMPORARY)
     }
 
     async fn create_chat(
@@ -380,8 +388,11 @@ impl Chats for RedisStore {
         let first_title = seal(&meta, "auto_title", new.turns.first().and_then(auto_title))?;
         let bytes: usize = encoded.iter().map(String::len).sum();
         let messages: usize = new.turns.iter().map(Turn::messages).sum();
+        let temporary = new
+            .temporary
+            .then(|| self.settings.temporary_ttl.as_secs().max(1).to_string());
         let mut args = vec![
-            self.ttl_arg(),
+            temporary.clone().unwrap_or_else(|| self.ttl_arg()),
             now.to_string(),
             prompt,
             title,
@@ -393,6 +404,7 @@ impl Chats for RedisStore {
             new.usage.prompt_tokens.to_string(),
             new.usage.completion_tokens.to_string(),
             new.usage.cached_tokens.to_string(),
+            temporary.clone().unwrap_or_default(),
         ];
         args.extend(encoded);
         let write = self.eval::<i64>(
@@ -400,8 +412,12 @@ impl Chats for RedisStore {
             vec![turns, system, meta, floor],
             args,
         );
-        // Listed beside the write; a chat that existed already is listed as it was written.
-        let made = self.with_index(tenant, chat, now, write).await?;
+        // Listed beside the write (a chat that existed already is listed as it was written),
+        // unless temporary.
+        let made = match temporary {
+            Some(_) => write.await?,
+            None => self.with_index(tenant, chat, now, write).await?,
+        };
         Ok(made == 1)
     }
 
@@ -425,5 +441,18 @@ impl Chats for RedisStore {
             cached_tokens: value(3),
             total_tokens: value(1) + value(2),
         })
+    }
+
+    async fn temporary(
+        &self,
+        tenant: &Tenant,
+        chat: &ChatId,
+    ) -> Result<Option<std::time::Duration>, StoreError> {
+        let temp: Option<u64> = self
+            .client()
+            .hget(self.keys.chat(tenant, chat).meta, "temp")
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(temp.map(std::time::Duration::from_secs))
     }
 }

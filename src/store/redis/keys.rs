@@ -9,7 +9,8 @@
 //!   and the messages it holds), `window` (the context window's first turn), and the chat's
 //!   usage: `turns`, `prompt_tokens`, `completion_tokens`, `cached_tokens`; `updated` (its
 //!   last write, Unix milliseconds) and `born` (Unix seconds), `title` (set by hand) and
-//!   `auto_title` (its first question's); a conversation's `created_at` and `metadata`
+//!   `auto_title` (its first question's); a conversation's `created_at` and `metadata`; a
+//!   temporary chat's `temp` (how long its keys live after each write, in seconds)
 //! - `N:chat:{ID}:turn:<turn>`  marker that turn `<turn>` was stored (one hour)
 //! - `N:chat:{ID}:write:<token>` marker that a rewrite, a clear or a deletion ran (one hour)
 //! - `N:chat:{ID}:floor`        integer: the version a clear or a deletion raised the chat

@@ -52,11 +52,13 @@ impl Prompts for RedisStore {
         let now = now_ms();
         let content = self.sealing.seal_text(&system, "", content)?;
         let args = vec![self.ttl_arg(), content, now.to_string()];
-        let write = self.eval(
+        let write = self.eval::<i64>(
             &self.scripts.set_chat_prompt,
             vec![system, turns, meta],
             args,
         );
-        self.with_index(tenant, chat, now, write).await
+        let set = self.with_index(tenant, chat, now, write).await?;
+        self.unlist_if_temporary(tenant, chat, set).await;
+        Ok(())
     }
 }

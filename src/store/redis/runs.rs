@@ -221,7 +221,8 @@ impl Runs for RedisStore {
             id.to_owned(),
             ENDED_LIVE_SECONDS.to_string(),
         ];
-        let keys = vec![key, keys.live(), keys.run_events(id)];
+        let runs = keys.runs();
+        let keys = vec![key, keys.live(), keys.run_events(id), keys.meta, runs];
         let ended: i64 = self.eval(&self.scripts.end_run, keys, args).await?;
         Ok(ended == 1)
     }

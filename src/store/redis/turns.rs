@@ -38,6 +38,7 @@ impl RedisStore {
         let id = turn.id.clone().unwrap_or_else(Turn::new_id);
         let marker = chat.turn_marker(&id);
         let (floor, next) = (chat.floor(), chat.next());
+        let idempotency_keys = chat.idempotency_keys();
         let ChatKeys {
             system,
             turns,
@@ -74,6 +75,9 @@ impl RedisStore {
             Some((key, kept)) => {
                 let sealed = self.seal_answer(&key, kept)?;
                 keys.push(key);
+                if kept.key.chat.is_some() {
+                    keys.push(idempotency_keys);
+                }
                 sealed
             }
             None => String::new(),
@@ -106,6 +110,10 @@ impl RedisStore {
             extras.after.unwrap_or("").to_owned(),
             if self.sealing.binds_order() { "1" } else { "0" }.to_owned(),
             compacted,
+            extras
+                .temporary
+                .map(|ttl| ttl.as_secs().max(1).to_string())
+                .unwrap_or_default(),
         ];
         args.push(prefix.len().to_string());
         args.extend(prefix);
@@ -160,6 +168,10 @@ fn appended(result: i64) -> Option<Written> {
     }
 }
 
+/// What a chat script answers when the chat it wrote is temporary (`touch.lua`'s
+/// `chat_ttl`).
+pub(super) const TEMPORARY: i64 = 2;
+
 /// How many times a sealed turn is sealed again to follow the newest turn, should other
 /// turns keep coming between.
 const RESEALS: usize = 4;
@@ -207,7 +219,7 @@ impl Turns for RedisStore {
             self.client().get::<Option<String>, _>(&global_key),
             self.client().hmget::<Vec<Option<String>>, _, _>(
                 &chat.meta,
-                vec!["v", "floor", "window", "created_at", "compacted"],
+                vec!["v", "floor", "window", "created_at", "compacted", "temp"],
             ),
             // One command for both (one slot): each command costs the client more than Redis.
             self.client()
@@ -221,6 +233,7 @@ impl Turns for RedisStore {
         let number = |value: Option<String>| value.and_then(|v| v.parse::<u64>().ok());
         let (version, cleared) = (number(next_field()), number(next_field()));
         let (window_start, created_at, compacted) = (next_field(), next_field(), next_field());
+        let temporary = number(next_field()).map(std::time::Duration::from_secs);
         let found = Found {
             version: version.unwrap_or(0),
             floor: cleared.unwrap_or(0).max(deleted.unwrap_or(0)),
@@ -237,6 +250,7 @@ impl Turns for RedisStore {
             conversation: created_at.is_some(),
             version: found.seen(),
             claimed: claimed?,
+            temporary,
         })
     }
 
@@ -294,7 +308,11 @@ impl Turns for RedisStore {
                 "other turns kept coming between a sealed turn and the turn it follows",
             ))
         };
-        let written = self.with_index(tenant, chat, now, write).await?;
+        // A temporary chat is never listed.
+        let written = match extras.temporary {
+            Some(_) => write.await?,
+            None => self.with_index(tenant, chat, now, write).await?,
+        };
         if written != Written::Stored {
             // Listed beside a write that did not happen: taken off again (a chat that
             // exists is listed by its next write; a deleted one must not be listed).
@@ -433,7 +451,9 @@ impl Turns for RedisStore {
             vec![turns, system, meta, floor, marker],
             vec![self.ttl_arg(), now.to_string(), MARKER_SECONDS.to_string()],
         );
-        self.with_index(tenant, chat, now, write).await.map(drop)
+        let cleared = self.with_index(tenant, chat, now, write).await?;
+        self.unlist_if_temporary(tenant, chat, cleared).await;
+        Ok(())
     }
 }
 
@@ -451,6 +471,19 @@ impl RedisStore {
             .and_then(|rest| rest.split('"').next())
             .unwrap_or("");
         Ok(id.to_owned())
+    }
+
+    /// Takes a temporary chat off its caller's list, where a write listed it beside its own
+    /// (which answered `TEMPORARY`, not knowing it was temporary until it ran). Only a
+    /// temporary chat's write pays this second round trip; a failure leaves it listed until
+    /// the list is read, which passes over temporary chats.
+    pub(super) async fn unlist_if_temporary(&self, tenant: &Tenant, chat: &ChatId, written: i64) {
+        if written != TEMPORARY {
+            return;
+        }
+        if let Err(error) = self.index(tenant, chat, None).await {
+            tracing::warn!(%error, "a temporary chat could not be taken off its caller's list");
+        }
     }
 
     /// Takes a chat off its caller's list when it does not exist (a turn refused after its

@@ -3,8 +3,8 @@
 -- record script can run it beside add_usage; run alone, they are KEYS and ARGV.
 --
 -- KEYS: 1 turns (list), 2 system, 3 meta (hash), 4 the turn's marker, 5 the chat's floor,
---       6 the claim on its newest turn, 7 the request's Idempotency-Key (only when
---       ARGV[10] is not empty)
+--       6 the claim on its newest turn, 7 the request's Idempotency-Key and 8 the set of
+--       the chat's keys (only when ARGV[10] is not empty; 8 only for a key of the chat's)
 -- ARGV: 1 ttl ('0': none), 2 the turn's JSON, 3 max messages, 4 max bytes, 5 the marker's
 --       ttl, 6 the context window's new start (or ''), 7 prompt, 8 completion and 9 cached
 --       tokens, 10 the answer kept for the Idempotency-Key (or ''), 11 its ttl, 12 the
@@ -17,15 +17,19 @@
 --       it was sealed to follow ('' for none), with 21 '1' when turns are sealed so ('0':
 --       not sealed), 22 what stands for the turns before the window from now on (its
 --       compaction, kept only with a new start in 6; '': none, and the one kept is
---       dropped), 23 how many turns come before it (n: a branch's history, into a new
---       chat), 24 to 23+n those turns, 24+n the chat's new prompt (absent: the prompt stays
---       as it is)
+--       dropped), 23 how long a temporary chat is kept after each write, as the turn's read
+--       found it (seconds; '': not temporary), 24 how many turns come before it (n: a
+--       branch's history, into a new chat), 25 to 24+n those turns, 25+n the chat's new
+--       prompt (absent: the prompt stays as it is)
 -- Returns 1 when stored, 0 when the turn's marker says it already was, 2 when the chat
 -- changed in a way the turn cannot follow, 3 when it was cleared or deleted since the
 -- turn's read, 4 when sealed turns were sealed to follow a turn that is no longer the one
 -- they would follow (another came between: they are sealed again and sent again); for 2, 3
 -- and 4 nothing is written.
 --
+-- A temporary chat's keys, the answer kept for its Idempotency-Key with the set of its keys,
+-- and the turn's marker expire as its meta's `temp` says (or 23 says, for a chat that
+-- expired since the read: made again, temporary), whatever 1, 5 and 11 say.
 -- Trims the oldest turns until the chat holds at most max messages and max bytes, keeping
 -- the newest turn whole. A chat stored before meta had `bytes` and `messages` is counted
 -- once, here (a turn's messages are its `m`, or its `messages` list and its reply; 2 for
@@ -57,11 +61,18 @@ local function append_turn(K, A)
   -- The chat's counts, read and written back in one call each (a call costs more than the
   -- Lua around it).
   local meta = redis.call('HMGET', K[3], 'bytes', 'messages', 'turns', 'prompt_tokens',
-    'completion_tokens', 'cached_tokens', 'v', 'floor')
+    'completion_tokens', 'cached_tokens', 'v', 'floor', 'temp')
   local version, floor = found_in(meta[7], meta[8], K[5])
   local why = refused(A[16], A[17], A[18], version, floor, K[1])
   if why == 'gone' then return 3 elseif why then return 2 end
   local bytes, messages = tonumber(meta[1]), tonumber(meta[2])
+  local temp = meta[9] or (A[23] ~= '' and A[23]) or nil
+  local ttl, answer_ttl, marker_ttl = A[1], A[11], A[5]
+  if temp then
+    ttl = temp
+    if tonumber(temp) < tonumber(answer_ttl) then answer_ttl = temp end
+    if tonumber(temp) < tonumber(marker_ttl) then marker_ttl = temp end
+  end
   -- Written as integers: some Redis versions format a Lua number as `1e+08`.
   local function plus(i, n) return string.format('%d', (tonumber(meta[i]) or 0) + tonumber(n)) end
   -- Where the turn goes: after the newest turn, or for a redo after the turn before the
@@ -90,8 +101,8 @@ local function append_turn(K, A)
       end
     end
   end
-  local before = tonumber(A[23])
-  if before > 0 then redis.call('RPUSH', K[1], unpack(A, 24, 23 + before)) end
+  local before = tonumber(A[24])
+  if before > 0 then redis.call('RPUSH', K[1], unpack(A, 25, 24 + before)) end
   local length = redis.call('RPUSH', K[1], A[2])
   if bytes == nil or messages == nil then
     bytes, messages = 0, 0
@@ -102,7 +113,7 @@ local function append_turn(K, A)
   else
     bytes = bytes + #A[2]
     messages = messages + tonumber(A[12])
-    for i = 24, 23 + before do
+    for i = 25, 24 + before do
       bytes = bytes + #A[i]
       messages = messages + messages_of(A[i])
     end
@@ -118,6 +129,10 @@ local function append_turn(K, A)
     'turns', plus(3, 1),
     'prompt_tokens', plus(4, A[7]), 'completion_tokens', plus(5, A[8]),
     'cached_tokens', plus(6, A[9]), 'updated', A[13], 'v', next_version(version, floor)}
+  if temp then
+    fields[#fields + 1] = 'temp'
+    fields[#fields + 1] = temp
+  end
   if A[6] ~= '' then
     fields[#fields + 1] = 'window'
     fields[#fields + 1] = A[6]
@@ -131,11 +146,14 @@ local function append_turn(K, A)
   -- The stamp (touch.lua) of its last write is in the fields above; its birth, once.
   made_chat = redis.call('HSETNX', K[3], 'born', string.sub(A[13], 1, -4)) == 1
   if A[14] ~= '' then redis.call('HSETNX', K[3], 'auto_title', A[14]) end
-  local prompt = A[24 + before]
+  local prompt = A[25 + before]
   if prompt then redis.call('SET', K[2], prompt) end
-  touch(K, A[1], 1, 3)
+  touch(K, ttl, 1, 3)
   if A[19] ~= '' and redis.call('GET', K[6]) == A[19] then redis.call('DEL', K[6]) end
-  if A[10] ~= '' then redis.call('SET', K[7], A[10], 'EX', A[11]) end
-  redis.call('SET', K[4], '1', 'EX', A[5])
+  if A[10] ~= '' then
+    redis.call('SET', K[7], A[10], 'EX', answer_ttl)
+    if temp and K[8] then redis.call('EXPIRE', K[8], answer_ttl) end
+  end
+  redis.call('SET', K[4], '1', 'EX', marker_ttl)
   return 1
 end

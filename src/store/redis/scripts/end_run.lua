@@ -3,9 +3,13 @@
 -- still queued (its hand-over failed); the runner that took it, while it runs.
 --
 -- A live turn (`begin_live.lua`) stops being its chat's live turn as it ends, and its
--- record lives only a little longer (its answer is a turn of its chat by then).
+-- record lives only a little longer (its answer is a turn of its chat by then), and in a
+-- temporary chat no longer than the chat's own expiry, with the set of the chat's runs (a
+-- live turn of it still running then outlives that set: deleting the chat meanwhile leaves
+-- its record to expire as it ends).
 --
--- KEYS: 1 the run, 2 the chat's live turn, 3 the run's events
+-- KEYS: 1 the run, 2 the chat's live turn, 3 the run's events, 4 the chat's meta, 5 the set
+--       of the chat's runs
 -- ARGV: 1 its status, 2 its response (sealed), 3 the runner ending it ('' for the
 --       invocation that queued it), 4 the run's id, 5 an ended live turn's seconds to live
 -- Returns 1 when ended (now, or by this same end before), 0 when it may not end it: taken
@@ -25,7 +29,13 @@ if not may then return 0 end
 redis.call('HSET', KEYS[1], 'status', ARGV[1], 'response', ARGV[2])
 if redis.call('GET', KEYS[2]) == ARGV[4] then redis.call('DEL', KEYS[2]) end
 if redis.call('HGET', KEYS[1], 'live') == '1' then
-  redis.call('EXPIRE', KEYS[1], ARGV[5])
-  redis.call('EXPIRE', KEYS[3], ARGV[5])
+  local ttl = ARGV[5]
+  local temp = redis.call('HGET', KEYS[4], 'temp')
+  if temp and tonumber(temp) < tonumber(ttl) then ttl = temp end
+  redis.call('EXPIRE', KEYS[1], ttl)
+  redis.call('EXPIRE', KEYS[3], ttl)
+  if temp and redis.call('TTL', KEYS[5]) > tonumber(temp) then
+    redis.call('EXPIRE', KEYS[5], temp)
+  end
 end
 return 1

@@ -11,5 +11,5 @@
 redis.call('HSETNX', KEYS[3], 'created_at', ARGV[2])
 if ARGV[3] ~= '' then redis.call('HSET', KEYS[3], 'metadata', ARGV[3]) end
 stamp(KEYS[3], ARGV[4])
-touch(KEYS, ARGV[1], 1, 3)
+touch(KEYS, (chat_ttl(KEYS[3], ARGV[1])), 1, 3)
 return tonumber(redis.call('HGET', KEYS[3], 'created_at'))
