@@ -111,6 +111,17 @@ def send(driver, text):
     box.send_keys(Keys.ENTER)
 
 
+# A desktop's width and a phone's, each in light and in dark.
+SIZES = [(1280, "light"), (1280, "dark"), (390, "light"), (390, "dark")]
+
+
+def at_size(driver, width, scheme):
+    """A desktop's or a phone's width, in the system's light or dark setting."""
+    driver.execute_cdp_cmd("Emulation.setEmulatedMedia",
+                           {"features": [{"name": "prefers-color-scheme", "value": scheme}]})
+    driver.set_window_size(width, 844)
+
+
 def test_the_vendored_libraries_are_the_pinned_npm_files():
     # playground/vendor/ against the same versions from the npm registry (tests/js).
     report = node_test("vendored.test.mjs")
@@ -546,13 +557,13 @@ def test_answers_render_as_markdown_and_hostile_markdown_stays_inert(open_proxy,
     assert console_errors(browser) == []
 
 
-@pytest.mark.parametrize("scheme", ["light", "dark"])
-def test_code_blocks_are_highlighted_under_a_header_with_their_language(open_proxy, browser, scheme):
-    browser.execute_cdp_cmd("Emulation.setEmulatedMedia",
-                            {"features": [{"name": "prefers-color-scheme", "value": scheme}]})
-    post_json(f"{open_proxy.url}/chats/import", {"id": f"code-{scheme}", "messages": [
+@pytest.mark.parametrize("width, scheme", SIZES)
+def test_code_blocks_are_highlighted_under_a_header_with_their_language(open_proxy, browser, width,
+                                                                        scheme):
+    at_size(browser, width, scheme)
+    post_json(f"{open_proxy.url}/chats/import", {"id": f"code-{width}-{scheme}", "messages": [
         {"role": "user", "content": "Show me code"}, {"role": "assistant", "content": CODE}]})
-    open_page(browser, open_proxy, f"#chat=code-{scheme}")
+    open_page(browser, open_proxy, f"#chat=code-{width}-{scheme}")
     wait(browser, lambda: len(replies(browser)) == 1)
     blocks = browser.find_elements(By.CSS_SELECTOR, "#messages li.assistant .code")
     assert len(blocks) == 2
@@ -573,7 +584,8 @@ def test_code_blocks_are_highlighted_under_a_header_with_their_language(open_pro
     assert plain.find_elements(By.CSS_SELECTOR, "pre span") == []
     assert python.find_element(By.TAG_NAME, "pre").text.startswith("def greet(name):")
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    browser.save_screenshot(str(SCREENSHOTS / f"playground-code-{scheme}.png"))
+    browser.save_screenshot(str(SCREENSHOTS / f"playground-code-{width}-{scheme}.png"))
+    browser.set_window_size(1280, 900)
     browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
     only_own_origin(browser, open_proxy)
     assert console_errors(browser) == []
@@ -719,16 +731,6 @@ def test_at_phone_width_the_chats_fold_behind_a_button(open_proxy, browser):
     assert console_errors(browser) == []
 
 
-SIZES = [(1280, "light"), (390, "dark")]
-
-
-def at_size(driver, width, scheme):
-    """A desktop's or a phone's width, in the system's light or dark setting."""
-    driver.execute_cdp_cmd("Emulation.setEmulatedMedia",
-                           {"features": [{"name": "prefers-color-scheme", "value": scheme}]})
-    driver.set_window_size(width, 844)
-
-
 def open_chats(driver, width):
     """The list of chats in view: at a phone's width, behind its button."""
     if width < 720:
@@ -747,13 +749,13 @@ def opacity(driver, element):
     return float(driver.execute_script("return getComputedStyle(arguments[0]).opacity", element))
 
 
-@pytest.mark.parametrize("scheme", ["light", "dark"])
-def test_actions_are_labelled_icons_shown_on_hover_or_focus(open_proxy, browser, scheme):
-    browser.execute_cdp_cmd("Emulation.setEmulatedMedia",
-                            {"features": [{"name": "prefers-color-scheme", "value": scheme}]})
-    post_json(f"{open_proxy.url}/icons-{scheme}/chat", {"content": "a question to act on"})
-    open_page(browser, open_proxy, f"#chat=icons-{scheme}")
-    wait(browser, lambda: len(replies(browser)) == 1 and f"icons-{scheme}" in chat_items(browser))
+@pytest.mark.parametrize("width, scheme", SIZES)
+def test_actions_are_labelled_icons_shown_on_hover_or_focus(open_proxy, browser, width, scheme):
+    at_size(browser, width, scheme)
+    chat = f"icons-{width}-{scheme}"
+    post_json(f"{open_proxy.url}/{chat}/chat", {"content": "a question to act on"})
+    open_page(browser, open_proxy, f"#chat={chat}")
+    wait(browser, lambda: len(replies(browser)) == 1 and chat in chat_items(browser))
     # Each action is an icon with a name for screen readers (and a tooltip), no text.
     labels = browser.execute_script("""return [...document.querySelectorAll(
         '#messages button, #chats button')].map((b) => [b.className, b.getAttribute('aria-label'),
@@ -782,15 +784,16 @@ def test_actions_are_labelled_icons_shown_on_hover_or_focus(open_proxy, browser,
     copy.click()
     wait(browser, lambda: copy.get_attribute("aria-label") == "Copied")
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    browser.save_screenshot(str(SCREENSHOTS / f"playground-icons-{scheme}.png"))
+    browser.save_screenshot(str(SCREENSHOTS / f"playground-icons-{width}-{scheme}.png"))
     # On a touch screen, which cannot point, they always show.
     browser.execute_cdp_cmd("Emulation.setTouchEmulationEnabled", {"enabled": True, "maxTouchPoints": 5})
-    open_page(browser, open_proxy, f"#chat=icons-{scheme}")
+    open_page(browser, open_proxy, f"#chat={chat}")
     wait(browser, lambda: len(replies(browser)) == 1)
     assert browser.execute_script("return matchMedia('(pointer: coarse)').matches")
     actions = browser.find_elements(By.CSS_SELECTOR, "#messages .actions, #chats .chat-actions")
     assert actions and all(opacity(browser, a) == 1 for a in actions)
     browser.execute_cdp_cmd("Emulation.setTouchEmulationEnabled", {"enabled": False})
+    browser.set_window_size(1280, 900)
     browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
     only_own_origin(browser, open_proxy)
     assert console_errors(browser) == []
@@ -798,10 +801,10 @@ def test_actions_are_labelled_icons_shown_on_hover_or_focus(open_proxy, browser,
 
 @pytest.mark.parametrize("width, scheme", SIZES)
 def test_the_sidebar_groups_chats_by_date(open_proxy, browser, width, scheme):
-    post_json(f"{open_proxy.url}/dated-{scheme}/chat", {"content": "a chat of today"})
+    post_json(f"{open_proxy.url}/dated-{width}-{scheme}/chat", {"content": "a chat of today"})
     at_size(browser, width, scheme)
-    open_page(browser, open_proxy, f"#chat=dated-{scheme}")
-    wait(browser, lambda: f"dated-{scheme}" in chat_items(browser))
+    open_page(browser, open_proxy, f"#chat=dated-{width}-{scheme}")
+    wait(browser, lambda: f"dated-{width}-{scheme}" in chat_items(browser))
     open_chats(browser, width)
     today = browser.find_element(By.CSS_SELECTOR, "#chats .group h2")
     assert today.text == "Today" and today.is_displayed()
@@ -862,11 +865,11 @@ def test_a_new_chat_is_called_new_chat_and_the_composer_stays_put(open_proxy, br
 def test_a_button_brings_a_reader_who_scrolled_up_back_to_the_newest_message(
         open_proxy, browser, width, scheme):
     for n in range(12):
-        post_json(f"{open_proxy.url}/scrolled-{scheme}/chat",
+        post_json(f"{open_proxy.url}/scrolled-{width}-{scheme}/chat",
                   {"content": f"question {n}\n\n" + LONG})
     at_size(browser, width, scheme)
     browser.set_window_size(width, 700)
-    open_page(browser, open_proxy, f"#chat=scrolled-{scheme}")
+    open_page(browser, open_proxy, f"#chat=scrolled-{width}-{scheme}")
     wait(browser, lambda: len(replies(browser)) == 12)
     to_bottom = browser.find_element(By.ID, "to-bottom")
     assert not to_bottom.is_displayed(), "at the newest message, no button"
@@ -937,8 +940,9 @@ def test_at_phone_width_the_composer_is_one_line_and_its_extras_wait_behind_plus
 @pytest.mark.parametrize("width, scheme", SIZES)
 def test_the_search_box_finds_chats_by_what_was_said_and_opens_them_at_the_message(
         open_proxy, browser, width, scheme):
-    word = {"light": "Zeppelin", "dark": "Dirigible"}[scheme]
-    a, b, c = (f"search-{n}-{scheme}" for n in "abc")
+    word = {(1280, "light"): "Zeppelin", (1280, "dark"): "Dirigible", (390, "light"): "Blimp",
+            (390, "dark"): "Balloon"}[(width, scheme)]
+    a, b, c = (f"search-{n}-{width}-{scheme}" for n in "abc")
     filler = [{"role": "user", "content": f"small talk {n}"} if n % 2 == 0 else
               {"role": "assistant", "content": f"more small talk {n}"} for n in range(12)]
     post_json(f"{open_proxy.url}/chats/import", {"id": a, "messages": filler + [
@@ -990,9 +994,9 @@ def test_the_search_box_finds_chats_by_what_was_said_and_opens_them_at_the_messa
     assert console_errors(browser) == []
 
 
-@pytest.mark.parametrize("width, scheme", [(1280, "light"), (390, "dark")])
+@pytest.mark.parametrize("width, scheme", SIZES)
 def test_a_chat_is_shared_as_a_read_only_link_and_revoked(open_proxy, browser, width, scheme):
-    chat = f"to-share-{scheme}"
+    chat = f"to-share-{width}-{scheme}"
     post_json(f"{open_proxy.url}/chats/import", {"id": chat, "title": "A trip to share",
         "messages": [{"role": "user", "content": "Plan a day in Porto"},
                      {"role": "assistant", "content": MARKDOWN},
@@ -1060,7 +1064,7 @@ def test_the_model_picker_offers_the_allowed_models_and_is_remembered_per_chat(
     allowed = sorted(m["id"] for m in get_json(f"{open_proxy.url}/v1/models")["data"])
     assert allowed, "the proxy offers its configured model"
     at_size(browser, width, scheme)
-    open_page(browser, open_proxy, f"#chat=picked-{scheme}")
+    open_page(browser, open_proxy, f"#chat=picked-{width}-{scheme}")
     assert browser.find_element(By.ID, "model").is_displayed()
     picker = lambda: browser.find_element(By.ID, "model")
     options = lambda: browser.execute_script(
@@ -1091,7 +1095,7 @@ def test_the_model_picker_offers_the_allowed_models_and_is_remembered_per_chat(
 @pytest.mark.parametrize("width, scheme", SIZES)
 def test_the_chat_id_and_the_prompts_live_in_a_settings_panel(open_proxy, browser, width, scheme):
     at_size(browser, width, scheme)
-    open_page(browser, open_proxy, f"#chat=settings-{scheme}")
+    open_page(browser, open_proxy, f"#chat=settings-{width}-{scheme}")
     # Not in the list of chats any more, but behind Settings.
     for field in ("chat-id", "chat-prompt", "global-prompt"):
         assert not browser.find_element(By.ID, field).is_displayed(), field
@@ -1108,8 +1112,8 @@ def test_the_chat_id_and_the_prompts_live_in_a_settings_panel(open_proxy, browse
     # Opening a chat by its id closes the panel and opens the chat.
     field = browser.find_element(By.ID, "chat-id")
     field.clear()
-    field.send_keys(f"by-id-{scheme}", Keys.ENTER)
-    wait(browser, lambda: not panel.is_displayed() and f"#chat=by-id-{scheme}" in browser.current_url)
+    field.send_keys(f"by-id-{width}-{scheme}", Keys.ENTER)
+    wait(browser, lambda: not panel.is_displayed() and f"#chat=by-id-{width}-{scheme}" in browser.current_url)
     # Escape closes it too, as any dialog.
     open_chats(browser, width)
     browser.find_element(By.ID, "open-settings").click()
@@ -1121,9 +1125,6 @@ def test_the_chat_id_and_the_prompts_live_in_a_settings_panel(open_proxy, browse
     assert console_errors(browser) == []
 
 
-EVERY_SIZE = [(1280, "light"), (1280, "dark"), (390, "light"), (390, "dark")]
-
-
 def in_view(driver, element):
     """Whole within the window's width: nothing of it cut at the edge."""
     return driver.execute_script("""const r = arguments[0].getBoundingClientRect();
@@ -1131,7 +1132,7 @@ def in_view(driver, element):
                                  element)
 
 
-@pytest.mark.parametrize("width, scheme", EVERY_SIZE)
+@pytest.mark.parametrize("width, scheme", SIZES)
 def test_a_new_chat_can_be_temporary_and_says_so_and_is_never_listed(open_proxy, browser, width,
                                                                       scheme):
     secret = f"between us {width} {scheme}"
