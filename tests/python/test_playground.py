@@ -199,6 +199,7 @@ def test_a_conversation_streams_persists_and_clears(open_proxy, browser):
     browser.find_element(By.ID, "clear").click()
     wait(browser, lambda: not browser.find_elements(By.CSS_SELECTOR, "#messages li"))
     assert get_json(f"{open_proxy.url}/{chat}/chat") == []
+    only_own_origin(browser, open_proxy)
     assert console_errors(browser) == []
 
 
@@ -439,6 +440,7 @@ def test_the_sidebar_lists_opens_renames_and_deletes_chats(open_proxy, browser):
     assert get_json(f"{open_proxy.url}/side-a/chat") == []
     listed = [chat["id"] for chat in get_json(f"{open_proxy.url}/chats?limit=100")["chats"]]
     assert "side-a" not in listed and "side-b" in listed
+    only_own_origin(browser, open_proxy)
     assert console_errors(browser) == []
 
 
@@ -554,6 +556,7 @@ def test_answers_render_as_markdown_and_hostile_markdown_stays_inert(open_proxy,
     copied = browser.execute_async_script(
         "navigator.clipboard.readText().then(arguments[0], (e) => arguments[0]('failed: ' + e))")
     assert copied == MARKDOWN
+    only_own_origin(browser, open_proxy)
     assert console_errors(browser) == []
 
 
@@ -658,6 +661,7 @@ def test_stop_regenerate_and_edit_do_what_they_say(live_proxy, browser):
         ("user", "an edited question"), ("assistant", "echo: an edited question (2 messages)")]
     assert texts_of(browser, "#messages li .content") == [
         "an edited question", "echo: an edited question (2 messages)"]
+    only_own_origin(browser, live_proxy)
     assert console_errors(browser) == []
 
 
@@ -689,6 +693,7 @@ def test_a_page_reloaded_mid_answer_follows_it_and_stops_it(live_proxy, browser)
     browser.refresh()
     wait(browser, lambda: [words(r) for r in replies(browser)] == [words(cut)])
     assert send_button(browser).text == "Send"
+    only_own_origin(browser, live_proxy)
     assert console_errors(browser) == []
 
 
@@ -826,6 +831,7 @@ def test_the_sidebar_groups_chats_by_date(open_proxy, browser, width, scheme):
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     browser.save_screenshot(str(SCREENSHOTS / f"playground-dates-{width}-{scheme}.png"))
     browser.set_window_size(1280, 900)
+    only_own_origin(browser, open_proxy)
     assert console_errors(browser) == []
 
 
@@ -858,6 +864,7 @@ def test_a_new_chat_is_called_new_chat_and_the_composer_stays_put(open_proxy, br
     wait(browser, lambda: len(replies(browser)) == 1)
     assert texts_of(browser, "#messages li.assistant .meta") == [meta]
     browser.set_window_size(1280, 900)
+    only_own_origin(browser, open_proxy)
     assert console_errors(browser) == []
 
 
@@ -882,6 +889,7 @@ def test_a_button_brings_a_reader_who_scrolled_up_back_to_the_newest_message(
         "return v.scrollHeight - v.scrollTop - v.clientHeight < 2"))
     wait(browser, lambda: not to_bottom.is_displayed())
     browser.set_window_size(1280, 900)
+    only_own_origin(browser, open_proxy)
     assert console_errors(browser) == []
 
 
@@ -1039,6 +1047,7 @@ def test_a_chat_is_shared_as_a_read_only_link_and_revoked(open_proxy, browser, w
     for tag in ["script", "img", "iframe", "svg", "form"]:
         assert browser.find_elements(By.CSS_SELECTOR, f"#messages {tag}") == [], tag
     assert browser.execute_script("return window.__xss") is None
+    only_own_origin(browser, open_proxy)
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     browser.save_screenshot(str(SCREENSHOTS / f"playground-shared-{width}-{scheme}.png"))
     # Revoked by its owner, it no longer opens.
@@ -1054,6 +1063,7 @@ def test_a_chat_is_shared_as_a_read_only_link_and_revoked(open_proxy, browser, w
     assert replies(browser) == []
     browser.set_window_size(1280, 900)
     browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
+    only_own_origin(browser, open_proxy)
     # The revoked link's 404 is the one console error, and expected.
     assert all("404" in e["message"] for e in console_errors(browser)), console_errors(browser)
 
