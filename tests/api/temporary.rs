@@ -331,9 +331,10 @@ async fn a_bad_body_makes_no_temporary_chat() {
     let anonymous = t.post("/chats/temporary", json!({})).await;
     assert_eq!(anonymous.status, 401);
     assert_eq!(t.dump(), before, "nothing stored");
-    // An empty body and an empty object both make one.
+    // An empty body, an empty object and no prompt each make one.
     temporary(&t, None).await;
     temporary(&t, Some(json!({}))).await;
+    temporary(&t, Some(json!({"system": null}))).await;
 }
 
 #[tokio::test]
