@@ -251,7 +251,7 @@ async fn a_turn_runs_the_same_commands_whatever_the_history_length() {
         // `floor`, `window`, `created_at`); its prompt with a deleted chat's floor; then its
         // history: native commands.
         ("get", 1),
-        ("hmget", 2), // the version and the window; in the write, the chat's counts
+        ("hmget", 2), // the version and the window; in the write, the chat's size
         ("mget", 1),
         ("lrange", 1), // the history
         // The write: one script for the turn and the caller's counters; inside it:
@@ -259,11 +259,12 @@ async fn a_turn_runs_the_same_commands_whatever_the_history_length() {
         ("exists", 2), // the turn's marker and the count's, checked first
         ("set", 2),    // and set last
         ("rpush", 1),
-        ("hset", 1),   // the chat's counts written back, with its version and the time
+        ("hset", 1),   // the chat's size written back, with its version and the time
         ("hsetnx", 2), // the chat's birth and its title from its first question, once
-        // The day's and the month's counts for the model (prompt and completion tokens; no
-        // cached tokens here).
-        ("hincrby", 4),
+        // The chat's usage (its turns, prompt and completion tokens), then the day's and
+        // the month's counts for the model (prompt and completion tokens; no cached tokens
+        // here).
+        ("hincrby", 7),
         ("zadd", 1), // the chat at the top of its caller's list (its birth was its first)
         ("expire", 6), // the chat's three keys, the day, the month, the list
     ]

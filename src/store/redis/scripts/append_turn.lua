@@ -58,23 +58,21 @@ end
 local made_chat = false
 local function append_turn(K, A)
   if redis.call('EXISTS', K[4]) == 1 then return 0 end
-  -- The chat's counts, read and written back in one call each (a call costs more than the
-  -- Lua around it).
-  local meta = redis.call('HMGET', K[3], 'bytes', 'messages', 'turns', 'prompt_tokens',
-    'completion_tokens', 'cached_tokens', 'v', 'floor', 'temp')
-  local version, floor = found_in(meta[7], meta[8], K[5])
+  -- The chat's size and version, read and written back in one call each (a call costs more
+  -- than the Lua around it); its usage is added by Redis (HINCRBY), which spares Lua a
+  -- number read and written as text for each counter (BENCHMARKS.md, the write model's cost).
+  local meta = redis.call('HMGET', K[3], 'bytes', 'messages', 'v', 'floor', 'temp')
+  local version, floor = found_in(meta[3], meta[4], K[5])
   local why = refused(A[16], A[17], A[18], version, floor, K[1])
   if why == 'gone' then return 3 elseif why then return 2 end
   local bytes, messages = tonumber(meta[1]), tonumber(meta[2])
-  local temp = meta[9] or (A[23] ~= '' and A[23]) or nil
+  local temp = meta[5] or (A[23] ~= '' and A[23]) or nil
   local ttl, answer_ttl, marker_ttl = A[1], A[11], A[5]
   if temp then
     ttl = temp
     if tonumber(temp) < tonumber(answer_ttl) then answer_ttl = temp end
     if tonumber(temp) < tonumber(marker_ttl) then marker_ttl = temp end
   end
-  -- Written as integers: some Redis versions format a Lua number as `1e+08`.
-  local function plus(i, n) return string.format('%d', (tonumber(meta[i]) or 0) + tonumber(n)) end
   -- Where the turn goes: after the newest turn, or for a redo after the turn before the
   -- first it replaces (found first, and cut only once nothing can refuse the write).
   local all, at
@@ -92,6 +90,12 @@ local function append_turn(K, A)
     local id = before and string.match(string.sub(before, 1, 200), '^{"id":"([^"]*)"') or ''
     if id ~= A[20] then return 4 end
   end
+  -- The chat's usage first of the writes: a counter that is not a number (never written so)
+  -- fails the script before it has changed anything else.
+  redis.call('HINCRBY', K[3], 'turns', 1)
+  if A[7] ~= '0' then redis.call('HINCRBY', K[3], 'prompt_tokens', A[7]) end
+  if A[8] ~= '0' then redis.call('HINCRBY', K[3], 'completion_tokens', A[8]) end
+  if A[9] ~= '0' then redis.call('HINCRBY', K[3], 'cached_tokens', A[9]) end
   if at then
     if at == 1 then redis.call('DEL', K[1]) else redis.call('LTRIM', K[1], 0, at - 2) end
     if bytes ~= nil and messages ~= nil then
@@ -125,10 +129,9 @@ local function append_turn(K, A)
     messages = messages - messages_of(oldest)
     length = length - 1
   end
+  -- Written as integers: some Redis versions format a Lua number as `1e+08`.
   local fields = {'bytes', string.format('%d', bytes), 'messages', string.format('%d', messages),
-    'turns', plus(3, 1),
-    'prompt_tokens', plus(4, A[7]), 'completion_tokens', plus(5, A[8]),
-    'cached_tokens', plus(6, A[9]), 'updated', A[13], 'v', next_version(version, floor)}
+    'updated', A[13], 'v', next_version(version, floor)}
   if temp then
     fields[#fields + 1] = 'temp'
     fields[#fields + 1] = temp
