@@ -77,6 +77,9 @@ pub struct TurnExtras<'a> {
     /// `Idempotency-Key`, expire this long after the write; it is not listed. A temporary
     /// chat that expired while its turn was made is made again as temporary.
     pub temporary: Option<Duration>,
+    /// The chat had a prompt of its own when read: its expiry is renewed with the turns'
+    /// (one set since renewed its own).
+    pub has_prompt: bool,
 }
 
 /// One turn rewritten or removed, where the chat's read found it.

@@ -93,6 +93,7 @@ impl TurnEngine {
         let extras = TurnExtras {
             expect,
             temporary: context.temporary,
+            has_prompt: context.chat_prompt.is_some(),
             ..TurnExtras::default()
         };
         let written = log

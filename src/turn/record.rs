@@ -165,6 +165,7 @@ impl Record {
                 replaces: self.replaces.as_deref(),
                 // A branch is a new chain: never a temporary chat's.
                 temporary: context.temporary.filter(|_| !self.new_chain),
+                has_prompt: context.chat_prompt.is_some(),
             };
             (chat, tokens, extras)
         });

@@ -259,14 +259,17 @@ async fn a_turn_runs_the_same_commands_whatever_the_history_length() {
         ("exists", 2), // the turn's marker and the count's, checked first
         ("set", 2),    // and set last
         ("rpush", 1),
-        ("hset", 1),   // the chat's size written back, with its version and the time
-        ("hsetnx", 2), // the chat's birth and its title from its first question, once
+        // The chat's size written back, with its version and the time (and, once, its birth
+        // and its title from its first question, read with its size).
+        ("hset", 1),
         // The chat's usage (its turns, prompt and completion tokens), then the day's and
         // the month's counts for the model (prompt and completion tokens; no cached tokens
         // here).
         ("hincrby", 7),
         ("zadd", 1), // the chat at the top of its caller's list (its birth was its first)
-        ("expire", 6), // the chat's three keys, the day, the month, the list
+        // The chat's turns and meta (it has no prompt of its own: none to renew), the day,
+        // the month, the list.
+        ("expire", 5),
     ]
     .iter()
     .map(|(name, count)| (name.to_string(), *count))
@@ -459,4 +462,31 @@ async fn a_seed_turn_asks_the_model_it_names_when_it_is_allowed_and_nothing_else
         .assert_error(400, "model_not_allowed");
     assert_eq!(t.openai.chat_bodies().await.len(), asked);
     assert_eq!(t.dump(), before);
+}
+
+#[tokio::test]
+async fn each_turn_renews_the_expiry_of_the_chats_own_prompt_with_its_turns() {
+    let t = TestApp::with_env(&[("CHAT_TTL_SECONDS", "1000")]).await;
+    let ttl = |key: &str| -> i64 { t.redis.query(&["TTL", key]).trim().parse().unwrap() };
+    let set = t
+        .post("/kept/system", json!({"content": "Be brief."}))
+        .await;
+    assert_eq!(set.status, 200, "{}", set.text);
+    t.say("kept", "first").await;
+    let system = t
+        .keys()
+        .into_iter()
+        .find(|key| key.ends_with("{kept}:system"))
+        .expect("the chat's prompt is kept");
+    let turns = system.replace(":system", ":turns");
+    // Made older by hand: the next turn gives it the chat's whole life again.
+    t.redis.query(&["EXPIRE", &system, "50"]);
+    t.redis.query(&["EXPIRE", &turns, "50"]);
+    assert!(ttl(&system) <= 50);
+    t.say("kept", "second").await;
+    assert!(ttl(&system) > 900, "{}", ttl(&system));
+    assert!(ttl(&turns) > 900, "{}", ttl(&turns));
+    // A chat with no prompt of its own gets none from its turns.
+    t.say("bare", "hello").await;
+    assert!(!t.keys().iter().any(|key| key.ends_with("{bare}:system")));
 }

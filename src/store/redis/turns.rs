@@ -114,6 +114,7 @@ impl RedisStore {
                 .temporary
                 .map(|ttl| ttl.as_secs().max(1).to_string())
                 .unwrap_or_default(),
+            if extras.has_prompt { "1" } else { "0" }.to_owned(),
         ];
         args.push(prefix.len().to_string());
         args.extend(prefix);

@@ -18,9 +18,11 @@
 --       not sealed), 22 what stands for the turns before the window from now on (its
 --       compaction, kept only with a new start in 6; '': none, and the one kept is
 --       dropped), 23 how long a temporary chat is kept after each write, as the turn's read
---       found it (seconds; '': not temporary), 24 how many turns come before it (n: a
---       branch's history, into a new chat), 25 to 24+n those turns, 25+n the chat's new
---       prompt (absent: the prompt stays as it is)
+--       found it (seconds; '': not temporary), 24 '1' when the chat has a prompt of its own
+--       (its expiry is renewed with the chat's; '0': it had none when read, and one set
+--       since renewed its own), 25 how many turns come before it (n: a branch's history,
+--       into a new chat), 26 to 25+n those turns, 26+n the chat's new prompt (absent: the
+--       prompt stays as it is)
 -- Returns 1 when stored, 0 when the turn's marker says it already was, 2 when the chat
 -- changed in a way the turn cannot follow, 3 when it was cleared or deleted since the
 -- turn's read, 4 when sealed turns were sealed to follow a turn that is no longer the one
@@ -61,7 +63,10 @@ local function append_turn(K, A)
   -- The chat's size and version, read and written back in one call each (a call costs more
   -- than the Lua around it); its usage is added by Redis (HINCRBY), which spares Lua a
   -- number read and written as text for each counter (BENCHMARKS.md, the write model's cost).
-  local meta = redis.call('HMGET', K[3], 'bytes', 'messages', 'v', 'floor', 'temp')
+  -- Its birth and its first question's title are read with them, and set, once, with its
+  -- size: a call each saved on every turn.
+  local meta = redis.call('HMGET', K[3], 'bytes', 'messages', 'v', 'floor', 'temp', 'born',
+    'auto_title')
   local version, floor = found_in(meta[3], meta[4], K[5])
   local why = refused(A[16], A[17], A[18], version, floor, K[1])
   if why == 'gone' then return 3 elseif why then return 2 end
@@ -105,8 +110,8 @@ local function append_turn(K, A)
       end
     end
   end
-  local before = tonumber(A[24])
-  if before > 0 then redis.call('RPUSH', K[1], unpack(A, 25, 24 + before)) end
+  local before = tonumber(A[25])
+  if before > 0 then redis.call('RPUSH', K[1], unpack(A, 26, 25 + before)) end
   local length = redis.call('RPUSH', K[1], A[2])
   if bytes == nil or messages == nil then
     bytes, messages = 0, 0
@@ -117,7 +122,7 @@ local function append_turn(K, A)
   else
     bytes = bytes + #A[2]
     messages = messages + tonumber(A[12])
-    for i = 25, 24 + before do
+    for i = 26, 25 + before do
       bytes = bytes + #A[i]
       messages = messages + messages_of(A[i])
     end
@@ -144,14 +149,25 @@ local function append_turn(K, A)
       fields[#fields + 1] = A[22]
     end
   end
+  -- The stamp (touch.lua) of its last write is in the fields; its birth, once.
+  made_chat = not meta[6]
+  if made_chat then
+    fields[#fields + 1] = 'born'
+    fields[#fields + 1] = string.sub(A[13], 1, -4)
+  end
+  if A[14] ~= '' and not meta[7] then
+    fields[#fields + 1] = 'auto_title'
+    fields[#fields + 1] = A[14]
+  end
   redis.call('HSET', K[3], unpack(fields))
   if A[6] ~= '' and A[22] == '' then redis.call('HDEL', K[3], 'compacted') end
-  -- The stamp (touch.lua) of its last write is in the fields above; its birth, once.
-  made_chat = redis.call('HSETNX', K[3], 'born', string.sub(A[13], 1, -4)) == 1
-  if A[14] ~= '' then redis.call('HSETNX', K[3], 'auto_title', A[14]) end
-  local prompt = A[25 + before]
+  local prompt = A[26 + before]
   if prompt then redis.call('SET', K[2], prompt) end
-  touch(K, ttl, 1, 3)
+  -- The turns and the meta; the prompt only when the chat has one (an EXPIRE of nothing
+  -- costs a call all the same).
+  touch(K, ttl, 1, 1)
+  if prompt or A[24] == '1' then touch(K, ttl, 2, 2) end
+  touch(K, ttl, 3, 3)
   if A[19] ~= '' and redis.call('GET', K[6]) == A[19] then redis.call('DEL', K[6]) end
   if A[10] ~= '' then
     redis.call('SET', K[7], A[10], 'EX', answer_ttl)
