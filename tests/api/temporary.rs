@@ -38,6 +38,33 @@ async fn say(t: &TestApp, chat: &str, content: &str) -> Reply {
     reply
 }
 
+/// A turn sent with an `Idempotency-Key` (its answer is kept), answered.
+async fn keyed_turn(t: &TestApp, chat: &str, content: &str, key: &str) {
+    let reply = t
+        .call_with(
+            Method::POST,
+            &format!("/{chat}/chat"),
+            Body::from(json!({ "content": content }).to_string()),
+            &[ALICE, ("idempotency-key", key)],
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+}
+
+/// A streamed turn (its live record), read to its end and its record ended.
+async fn streamed_turn(t: &TestApp, chat: &str, content: &str) {
+    let reply = call(
+        t,
+        Method::POST,
+        &format!("/{chat}/chat"),
+        Some(json!({ "content": content, "stream": true })),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert!(reply.text.contains("event: done"), "{}", reply.text);
+    t.live_turns_ended().await;
+}
+
 fn listed_ids(page: &Value, field: &str) -> Vec<String> {
     page[field]
         .as_array()
@@ -203,25 +230,8 @@ async fn every_key_of_a_temporary_chat_expires_within_its_time_even_where_chats_
     let chat = temporary(&t, None).await;
     // A turn with an Idempotency-Key (its answer is kept), a streamed one (its live
     // record), a title and a prompt.
-    let keyed = t
-        .call_with(
-            Method::POST,
-            &format!("/{chat}/chat"),
-            Body::from(json!({"content": "hello"}).to_string()),
-            &[ALICE, ("idempotency-key", "first-turn")],
-        )
-        .await;
-    assert_eq!(keyed.status, 200, "{}", keyed.text);
-    let streamed = call(
-        &t,
-        Method::POST,
-        &format!("/{chat}/chat"),
-        Some(json!({"content": "stream this", "stream": true})),
-    )
-    .await;
-    assert_eq!(streamed.status, 200, "{}", streamed.text);
-    assert!(streamed.text.contains("event: done"), "{}", streamed.text);
-    t.live_turns_ended().await;
+    keyed_turn(&t, &chat, "hello", "first-turn").await;
+    streamed_turn(&t, &chat, "stream this").await;
     call(
         &t,
         Method::POST,
@@ -271,24 +281,8 @@ async fn a_temporary_chat_is_gone_after_its_time_and_nothing_of_it_is_left() {
         .json();
     assert_eq!(made["expires_after_seconds"], 2);
     let chat = made["id"].as_str().unwrap().to_owned();
-    let keyed = t
-        .call_with(
-            Method::POST,
-            &format!("/{chat}/chat"),
-            Body::from(json!({"content": "remember walruses"}).to_string()),
-            &[ALICE, ("idempotency-key", "walrus")],
-        )
-        .await;
-    assert_eq!(keyed.status, 200, "{}", keyed.text);
-    let streamed = call(
-        &t,
-        Method::POST,
-        &format!("/{chat}/chat"),
-        Some(json!({"content": "and seals", "stream": true})),
-    )
-    .await;
-    assert!(streamed.text.contains("event: done"), "{}", streamed.text);
-    t.live_turns_ended().await;
+    keyed_turn(&t, &chat, "remember walruses", "walrus").await;
+    streamed_turn(&t, &chat, "and seals").await;
     let transcript = call(&t, Method::GET, &format!("/{chat}/chat"), None).await;
     assert_eq!(transcript.json().as_array().unwrap().len(), 4);
     assert!(!keys_of(&t, &chat).is_empty());
@@ -346,15 +340,7 @@ async fn a_temporary_chat_works_alike_on_a_cluster() {
     ])
     .await;
     let chat = temporary(&t, None).await;
-    let keyed = t
-        .call_with(
-            Method::POST,
-            &format!("/{chat}/chat"),
-            Body::from(json!({"content": "clustered"}).to_string()),
-            &[ALICE, ("idempotency-key", "on-a-cluster")],
-        )
-        .await;
-    assert_eq!(keyed.status, 200, "{}", keyed.text);
+    keyed_turn(&t, &chat, "clustered", "on-a-cluster").await;
     say(&t, "kept", "clustered too").await;
     let transcript = call(&t, Method::GET, &format!("/{chat}/chat"), None).await;
     assert_eq!(transcript.json().as_array().unwrap().len(), 2);
