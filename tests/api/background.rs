@@ -923,3 +923,46 @@ async fn deleting_a_conversation_deletes_its_runs_and_what_they_recorded() {
         .await;
     assert_eq!(status, 404);
 }
+
+#[tokio::test]
+async fn a_background_response_in_a_temporary_chat_is_kept_no_longer_than_the_chat() {
+    let lambda = Lambda::start(1, &[("TEMPORARY_CHAT_SECONDS", "120")]).await;
+    let (status, made) = lambda.call("POST", "/chats/temporary", None).await;
+    assert_eq!(status, 200, "{made}");
+    let chat = made["id"].as_str().unwrap().to_owned();
+    // A chat with a turn is a conversation the Responses API continues.
+    let (status, first) = lambda
+        .call(
+            "POST",
+            &format!("/{chat}/chat"),
+            Some(json!({"content": "hello"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{first}");
+    let queued = lambda
+        .create(
+            json!({"model": "gpt-4o-mini", "input": "off the record", "background": true,
+            "conversation": chat}),
+        )
+        .await;
+    let id = queued["id"].as_str().unwrap().to_owned();
+    let (_, done) = lambda.poll_until(&id, |r| r["status"] == "completed").await;
+    assert_eq!(output_text(&done), "reply to: off the record");
+    // Its run's record, and every other key of the chat, lives no longer than the chat.
+    let keys: Vec<String> = lambda
+        .redis
+        .query(&["KEYS", "*"])
+        .lines()
+        .filter(|key| key.contains(&chat))
+        .map(str::to_owned)
+        .collect();
+    assert!(keys.iter().any(|key| key.contains(":run:")), "{keys:?}");
+    assert!(keys.iter().any(|key| key.ends_with(":turns")), "{keys:?}");
+    for key in &keys {
+        let ttl: i64 = lambda.redis.query(&["TTL", key]).trim().parse().unwrap();
+        assert!((1..=120).contains(&ttl), "{key} lives {ttl} s");
+    }
+    // Never listed.
+    let (_, page) = lambda.call("GET", "/chats", None).await;
+    assert_eq!(page["chats"], json!([]), "{page}");
+}

@@ -178,12 +178,12 @@ impl Runs for MemoryStore {
         response: &str,
     ) -> Result<bool, StoreError> {
         let mut state = self.state();
-        // An ended live turn's record lives no longer than its temporary chat.
-        let ended_ttl = Duration::from_secs(ENDED_LIVE_SECONDS);
-        let ended_ttl = match state.chats.get(&(tenant.clone(), chat.clone())) {
-            Some(kept) => kept.temporary.map_or(ended_ttl, |ttl| ttl.min(ended_ttl)),
-            None => ended_ttl,
-        };
+        // An ended live turn's record lives a little longer; any run of a temporary chat no
+        // longer than the chat.
+        let temporary = state
+            .chats
+            .get(&(tenant.clone(), chat.clone()))
+            .and_then(|kept| kept.temporary);
         let Some(run) = Self::kept_run(&mut state, &run_key(tenant, chat, id)) else {
             return Ok(false);
         };
@@ -192,8 +192,13 @@ impl Runs for MemoryStore {
         }
         run.state.status = status;
         run.state.response = Some(response.to_owned());
-        if run.live {
-            run.expires_at = Instant::now() + ended_ttl;
+        let ended = run.live.then(|| Duration::from_secs(ENDED_LIVE_SECONDS));
+        let lives = match (ended, temporary) {
+            (Some(ended), Some(temporary)) => Some(ended.min(temporary)),
+            (ended, temporary) => ended.or(temporary),
+        };
+        if let Some(lives) = lives {
+            run.expires_at = run.expires_at.min(Instant::now() + lives);
         }
         let chat = (tenant.clone(), chat.clone());
         if state.live.get(&chat).is_some_and(|(live, _)| live == id) {

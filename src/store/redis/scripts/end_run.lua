@@ -3,10 +3,11 @@
 -- still queued (its hand-over failed); the runner that took it, while it runs.
 --
 -- A live turn (`begin_live.lua`) stops being its chat's live turn as it ends, and its
--- record lives only a little longer (its answer is a turn of its chat by then), and in a
--- temporary chat no longer than the chat's own expiry, with the set of the chat's runs (a
--- live turn of it still running then outlives that set: deleting the chat meanwhile leaves
--- its record to expire as it ends).
+-- record lives only a little longer (its answer is a turn of its chat by then). In a
+-- temporary chat any run's record (a background response's too) lives no longer than the
+-- chat's own expiry once ended, with the set of the chat's runs (a run of it still going
+-- then outlives that set: deleting the chat meanwhile leaves its record to expire as it
+-- ends).
 --
 -- KEYS: 1 the run, 2 the chat's live turn, 3 the run's events, 4 the chat's meta, 5 the set
 --       of the chat's runs
@@ -28,14 +29,17 @@ end
 if not may then return 0 end
 redis.call('HSET', KEYS[1], 'status', ARGV[1], 'response', ARGV[2])
 if redis.call('GET', KEYS[2]) == ARGV[4] then redis.call('DEL', KEYS[2]) end
-if redis.call('HGET', KEYS[1], 'live') == '1' then
-  local ttl = ARGV[5]
-  local temp = redis.call('HGET', KEYS[4], 'temp')
-  if temp and tonumber(temp) < tonumber(ttl) then ttl = temp end
-  redis.call('EXPIRE', KEYS[1], ttl)
-  redis.call('EXPIRE', KEYS[3], ttl)
-  if temp and redis.call('TTL', KEYS[5]) > tonumber(temp) then
-    redis.call('EXPIRE', KEYS[5], temp)
-  end
+-- Only ever shortened: a record never lives longer for ending.
+local function shorten(key, ttl)
+  if redis.call('TTL', key) > tonumber(ttl) then redis.call('EXPIRE', key, ttl) end
 end
+local ttl
+if redis.call('HGET', KEYS[1], 'live') == '1' then ttl = ARGV[5] end
+local temp = redis.call('HGET', KEYS[4], 'temp')
+if temp and (not ttl or tonumber(temp) < tonumber(ttl)) then ttl = temp end
+if ttl then
+  shorten(KEYS[1], ttl)
+  shorten(KEYS[3], ttl)
+end
+if temp then shorten(KEYS[5], temp) end
 return 1
