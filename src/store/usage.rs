@@ -42,6 +42,9 @@ pub struct StoredItems<'a> {
     /// The proxy's id of the response that holds them (which names its chat).
     pub response: &'a str,
     pub ids: &'a [String],
+    /// Kept as long as a temporary chat is (its `TEMPORARY_CHAT_SECONDS`) rather than as
+    /// long as chats are.
+    pub temporary: Option<std::time::Duration>,
 }
 
 /// Token counts of a period, overall or for one model.

@@ -220,6 +220,10 @@ impl Record {
                 .map(|responses| StoredItems {
                     response: &responses.answer_id,
                     ids: &item_ids,
+                    temporary: self
+                        .chat
+                        .as_ref()
+                        .and_then(|(_, context, _)| context.temporary),
                 }),
         };
         let record = self.store.record(

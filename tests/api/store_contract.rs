@@ -935,6 +935,7 @@ async fn where_a_responses_items_are_is_recorded_with_its_usage_once_per_caller(
             items: Some(chat_proxy::store::StoredItems {
                 response: "resp_x",
                 ids: &ids,
+                temporary: None,
             }),
         };
         // Sent twice (a reply lost after it ran): the same record, counted once.

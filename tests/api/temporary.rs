@@ -246,8 +246,28 @@ async fn every_key_of_a_temporary_chat_expires_within_its_time_even_where_chats_
         Some(json!({"content": "Be brief."})),
     )
     .await;
+    // A turn through the Responses API: its output items are recorded by id, in the
+    // caller's slot (for an `item_reference` to them).
+    let responded = call(
+        &t,
+        Method::POST,
+        "/v1/responses",
+        Some(json!({"model": "gpt-4o-mini", "input": "and via responses", "conversation": chat})),
+    )
+    .await;
+    assert_eq!(responded.status, 200, "{}", responded.text);
     say(&t, "kept", "hello").await;
 
+    let items: Vec<String> = t
+        .keys()
+        .into_iter()
+        .filter(|key| key.contains(":item:"))
+        .collect();
+    assert!(!items.is_empty(), "the response's items were recorded");
+    for key in &items {
+        let ttl: i64 = t.redis.query(&["TTL", key]).trim().parse().unwrap();
+        assert!((1..=300).contains(&ttl), "{key} lives {ttl} s");
+    }
     let keys = keys_of(&t, &chat);
     for kind in [
         ":turns", ":meta", ":system", ":idem:", ":idems", ":run:", ":turn:",

@@ -74,7 +74,12 @@ impl RedisStore {
                 .map(|items| items.response.to_owned())
                 .unwrap_or_default(),
         );
-        args.push(self.ttl_arg());
+        // A temporary chat's items are kept no longer than the chat.
+        args.push(
+            items
+                .and_then(|items| items.temporary)
+                .map_or_else(|| self.ttl_arg(), |ttl| ttl.as_secs().max(1).to_string()),
+        );
         (keys, args)
     }
 }
