@@ -402,6 +402,8 @@ async function loadUsage() {
 function openChat(id, at = null) {
   detach();
   state.at = at;
+  // Each chat opened starts kept: a temporary one is asked for each time.
+  state.offRecord = false;
   showModel(id.trim());
   state.chat = id.trim();
   $("chat-id").value = state.chat;
@@ -588,7 +590,7 @@ async function send() {
   const url = $("image-url").value.trim();
   if (state.streaming || state.making || !content.trim()) return;
   if (!state.chat) openChat(randomChatId());
-  if (!(await madeTemporary())) return;
+  if (!(await madeTemporary()) || !(await temporaryAlive().catch(() => true))) return;
   $("message").value = "";
   $("image-url").value = "";
   fitMessage();
@@ -860,14 +862,34 @@ function toggleTemporary() {
 }
 
 /**
+ * Whether the temporary chat shown still exists: once expired, a turn sent to its id would
+ * make a new chat of that id, a kept one. Expired, a new chat is opened in its place, to be
+ * temporary too, with what was typed left in the box to send again.
+ */
+async function temporaryAlive() {
+  if (!state.temporary) return true;
+  const chat = state.chat;
+  const read = await call("GET", chatPath("chat"));
+  if (read.headers.get("X-Chat-Temporary") || chat !== state.chat) return chat === state.chat;
+  openChat(randomChatId());
+  state.offRecord = true;
+  showTemporary();
+  showError("That temporary chat has expired and is deleted. Send again to start a new temporary chat.");
+  return false;
+}
+
+/**
  * A new chat meant to be temporary is made so before anything is sent to it (the proxy
  * gives it its id); false when that failed, and nothing is sent.
  */
 async function madeTemporary() {
   if (!state.offRecord || state.temporary || !isNew()) return true;
   state.making = true;
+  const from = state.chat;
   try {
     const made = await call("POST", "chats/temporary").then(json);
+    // Another chat was opened meanwhile: what was typed is not sent to either.
+    if (state.chat !== from) return false;
     state.chat = made.id;
     state.temporary = made.expires_after_seconds;
     $("chat-id").value = state.chat;
@@ -1139,11 +1161,7 @@ function wire() {
   $("open-settings").append(icon("settings"));
   $("open-settings").addEventListener("click", () => $("settings").showModal());
   $("close-settings").addEventListener("click", () => $("settings").close());
-  // Each new chat starts kept: a temporary one is asked for each time.
-  $("new-chat").addEventListener("click", () => {
-    state.offRecord = false;
-    openChat(randomChatId());
-  });
+  $("new-chat").addEventListener("click", () => openChat(randomChatId()));
   $("temporary").append(icon("temporary"));
   $("temporary").addEventListener("click", toggleTemporary);
   $("conversation").addEventListener("scroll", showToBottom, { passive: true });

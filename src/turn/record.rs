@@ -163,8 +163,9 @@ impl Record {
                     &[]
                 },
                 replaces: self.replaces.as_deref(),
-                // A branch is a new chain: never a temporary chat's.
-                temporary: context.temporary.filter(|_| !self.new_chain),
+                // A branch of a temporary chat (a new chain holding its history) is as
+                // temporary as the chat it copies.
+                temporary: context.temporary,
                 has_prompt: context.chat_prompt.is_some(),
             };
             (chat, tokens, extras)

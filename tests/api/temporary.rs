@@ -256,6 +256,37 @@ async fn every_key_of_a_temporary_chat_expires_within_its_time_even_where_chats_
     )
     .await;
     assert_eq!(responded.status, 200, "{}", responded.text);
+    // Continuing that response by its id makes a branch: a new chain holding the chat's
+    // history, as temporary as the chat.
+    let first = responded.json()["id"].as_str().unwrap().to_owned();
+    call(
+        &t,
+        Method::POST,
+        "/v1/responses",
+        Some(json!({"model": "gpt-4o-mini", "input": "one more", "conversation": chat})),
+    )
+    .await;
+    let branched = call(
+        &t,
+        Method::POST,
+        "/v1/responses",
+        Some(json!({"model": "gpt-4o-mini", "input": "a branch", "previous_response_id": first})),
+    )
+    .await;
+    assert_eq!(branched.status, 200, "{}", branched.text);
+    let chains: Vec<String> = t
+        .keys()
+        .into_iter()
+        .filter(|key| key.contains(":chat:{~"))
+        .collect();
+    assert!(
+        chains.iter().any(|key| key.ends_with(":turns")),
+        "the branch was made: {chains:?}"
+    );
+    for key in &chains {
+        let ttl: i64 = t.redis.query(&["TTL", key]).trim().parse().unwrap();
+        assert!((1..=300).contains(&ttl), "{key} lives {ttl} s");
+    }
     say(&t, "kept", "hello").await;
 
     let items: Vec<String> = t

@@ -1217,6 +1217,37 @@ def test_a_new_chat_can_be_temporary_and_says_so_and_is_never_listed(open_proxy,
     assert console_errors(browser) == []
 
 
+def test_a_temporary_chat_that_expired_is_never_written_to_again(open_proxy, browser):
+    open_page(browser, open_proxy)
+    toggle = browser.find_element(By.ID, "temporary")
+    wait(browser, lambda: toggle.is_displayed())
+    toggle.click()
+    send(browser, "soon gone")
+    wait(browser, lambda: len(replies(browser)) == 1 and answered(browser))
+    gone = browser.execute_script("return decodeURIComponent(location.hash.slice(6))")
+    assert gone.startswith("temp-"), gone
+    # It expires (here: its owner deletes it, which the page cannot tell apart).
+    post_json(f"{open_proxy.url}/{gone}", {}, method="DELETE")
+    send(browser, "are you still there")
+    error = browser.find_element(By.ID, "error")
+    wait(browser, lambda: "expired" in error.text)
+    # Nothing was sent to the old id; a new chat stands in its place, to be temporary, with
+    # the draft kept.
+    assert get_json(f"{open_proxy.url}/{gone}/chat") == []
+    fresh = browser.execute_script("return decodeURIComponent(location.hash.slice(6))")
+    assert fresh != gone
+    assert browser.find_element(By.ID, "message").get_attribute("value") == "are you still there"
+    assert browser.find_element(By.ID, "temporary").get_attribute("aria-pressed") == "true"
+    browser.find_element(By.ID, "message").send_keys(Keys.ENTER)
+    wait(browser, lambda: len(replies(browser)) == 1 and answered(browser))
+    made = browser.execute_script("return decodeURIComponent(location.hash.slice(6))")
+    assert made.startswith("temp-") and made != gone, made
+    listed = [c["id"] for c in get_json(f"{open_proxy.url}/chats?limit=100")["chats"]]
+    assert gone not in listed and made not in listed and fresh not in listed
+    only_own_origin(browser, open_proxy)
+    assert console_errors(browser) == []
+
+
 def test_screenshots(open_proxy, browser):
     """docs/playground.md's screenshots (`make screenshots` writes them to docs/), at a desktop's
     width and a phone's."""

@@ -107,8 +107,10 @@ impl Chats for MemoryStore {
         order: ListOrder,
     ) -> Result<Option<ChatCursor>, StoreError> {
         let mut state = self.state();
+        // A temporary chat is never listed, so has no place in a list.
         Ok(self
             .live(&mut state, &key(tenant, chat))
+            .filter(|found| found.temporary.is_none())
             .map(|found| ChatCursor {
                 at_ms: found.place(order),
                 id: chat.clone(),

@@ -111,6 +111,11 @@ impl Runs for MemoryStore {
         response: &str,
     ) -> Result<Option<RunState>, StoreError> {
         let mut state = self.state();
+        // Cancelled while queued, it ends here: in a temporary chat it lives no longer than
+        // the chat.
+        let temporary = self
+            .live(&mut state, &(tenant.clone(), chat.clone()))
+            .and_then(|kept| kept.temporary);
         let Some(run) = Self::kept_run(&mut state, &run_key(tenant, chat, id)) else {
             return Ok(None);
         };
@@ -118,6 +123,9 @@ impl Runs for MemoryStore {
             Cancelling::EndNow => {
                 run.state.status = RunStatus::Cancelled;
                 run.state.response = Some(response.to_owned());
+                if let Some(lives) = temporary {
+                    run.expires_at = run.expires_at.min(Instant::now() + lives);
+                }
             }
             Cancelling::AskToStop => run.state.cancel_asked = true,
             Cancelling::Nothing => {}
@@ -180,9 +188,8 @@ impl Runs for MemoryStore {
         let mut state = self.state();
         // An ended live turn's record lives a little longer; any run of a temporary chat no
         // longer than the chat.
-        let temporary = state
-            .chats
-            .get(&(tenant.clone(), chat.clone()))
+        let temporary = self
+            .live(&mut state, &(tenant.clone(), chat.clone()))
             .and_then(|kept| kept.temporary);
         let Some(run) = Self::kept_run(&mut state, &run_key(tenant, chat, id)) else {
             return Ok(false);

@@ -140,7 +140,11 @@ impl Runs for RedisStore {
         let sealed = self.sealing.seal_text(&key, RESPONSE, response)?;
         let args = vec![sealed, now_ms().to_string()];
         let found: fred::types::Value = self
-            .eval(&self.scripts.cancel_run, vec![key.clone()], args)
+            .eval(
+                &self.scripts.cancel_run,
+                vec![key.clone(), self.keys.chat(tenant, chat).meta],
+                args,
+            )
             .await?;
         let fields: Vec<String> = match found {
             fred::types::Value::Array(_) => found
